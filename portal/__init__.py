@@ -1,0 +1,149 @@
+"""The tariff and billing portal: create_app builds the Flask application."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, render_template, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, current_user
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from portal import db as database
+from portal.config import load_config
+from portal.models import module_exists
+
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+login_manager = LoginManager()
+
+# Feature packages in the order their blueprints are registered; each is optional until it is built.
+FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    overrides = dict(config or {})
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=overrides.pop("INSTANCE_PATH", None),
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    app.config.update(load_config(app.instance_path, overrides))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if app.config["PROXY_FIX_HOPS"]:
+        hops = app.config["PROXY_FIX_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
+    database.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "accounts.login"
+    login_manager.login_message = "Войдите, чтобы продолжить."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+
+    from portal import web
+
+    web.init_app(app)
+
+    for feature in FEATURES:
+        for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli"):
+            if not module_exists(module_name):
+                continue
+            module = importlib.import_module(module_name)
+            if hasattr(module, "bp"):
+                app.register_blueprint(module.bp)
+            if hasattr(module, "init_app"):
+                module.init_app(app)
+
+    from portal import cli, dashboard
+
+    dashboard.init_app(app)
+    cli.init_app(app)
+    _startup_checks(app)
+    return app
+
+
+def _startup_checks(app: Flask) -> None:
+    """Feature packages may validate their settings at start-up (e.g. the seller's requisites)."""
+    for feature in FEATURES:
+        name = f"portal.{feature}.startup"
+        if module_exists(name):
+            importlib.import_module(name).check(app.config)
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> Any:
+    from portal.accounts.models import User
+
+    if not user_id.isdigit():
+        return None
+    return database.get_db().get(User, int(user_id))
+
+
+def _error_page(code: int, title: str, text: str) -> Any:
+    wants_json = request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    if wants_json:
+        return {"error": text}, code
+    return render_template("error.html", code=code, title=title, text=text), code
+
+
+def register_error_pages(app: Flask) -> None:
+    @app.errorhandler(400)
+    def bad_request(e: Any) -> Any:
+        return _error_page(400, "Неверный запрос", getattr(e, "description", None) or "Запрос не понят.")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(_e: Any) -> Any:
+        return _error_page(
+            400,
+            "Форма устарела",
+            "Страница была открыта слишком давно или форма отправлена не с нашего сайта. "
+            "Обновите страницу и отправьте форму ещё раз.",
+        )
+
+    @app.errorhandler(403)
+    def forbidden(_e: Any) -> Any:
+        return _error_page(403, "Нет доступа", "У вашей роли в этой компании нет доступа к этой странице.")
+
+    @app.errorhandler(404)
+    def not_found(_e: Any) -> Any:
+        return _error_page(404, "Страница не найдена", "Такой страницы нет, или она вам недоступна.")
+
+    @app.errorhandler(405)
+    def method_not_allowed(_e: Any) -> Any:
+        return _error_page(405, "Действие не поддерживается", "Этот адрес не принимает такой запрос.")
+
+    @app.errorhandler(413)
+    def too_large(_e: Any) -> Any:
+        limit_mb = app.config["MAX_UPLOAD_BYTES"] // (1024 * 1024)
+        return _error_page(413, "Файл слишком большой", f"Можно загрузить файл не больше {limit_mb} МБ.")
+
+    @app.errorhandler(429)
+    def too_many(_e: Any) -> Any:
+        return _error_page(
+            429,
+            "Слишком много запросов",
+            "Вы слишком часто запрашиваете код. Подождите немного и попробуйте снова.",
+        )
+
+    @app.errorhandler(500)
+    def server_error(_e: Any) -> Any:
+        return _error_page(500, "Ошибка на нашей стороне", "Мы уже знаем о ней. Попробуйте повторить через минуту.")
+
+
+__all__ = ["create_app", "csrf", "limiter", "login_manager", "current_user", "CSP"]

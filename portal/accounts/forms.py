@@ -1,0 +1,80 @@
+"""Sign-in, registration and account-switch forms."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, HiddenField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
+
+from portal.accounts.phone import InvalidPhone, normalize_phone
+
+
+class PhoneField(StringField):
+    """Accepts a phone as people type it; `.data` becomes E.164 when valid."""
+
+    def pre_validate(self, form: FlaskForm) -> None:
+        try:
+            self.data = normalize_phone(self.data or "")
+        except InvalidPhone as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class PhoneForm(FlaskForm):
+    phone = PhoneField(
+        "Номер телефона",
+        render_kw={
+            "autocomplete": "tel",
+            "inputmode": "tel",
+            "placeholder": "+7 999 123-45-67",
+            "autofocus": True,
+        },
+    )
+
+
+class CodeForm(FlaskForm):
+    code = StringField(
+        "Код из SMS",
+        validators=[
+            DataRequired("Введите код из SMS."),
+            Length(min=6, max=6, message="Код состоит из 6 цифр."),
+        ],
+        render_kw={
+            "autocomplete": "one-time-code",
+            "inputmode": "numeric",
+            "maxlength": 6,
+            "autofocus": True,
+        },
+    )
+
+    def validate_code(self, field: StringField) -> None:
+        if not (field.data or "").strip().isdigit():
+            raise ValidationError("Код состоит из 6 цифр.")
+
+
+class RegisterForm(FlaskForm):
+    name = StringField(
+        "Ваше имя",
+        validators=[DataRequired("Укажите имя."), Length(max=200, message="Не длиннее 200 символов.")],
+        render_kw={"autocomplete": "name", "autofocus": True},
+    )
+    company = StringField(
+        "Название компании",
+        validators=[
+            DataRequired("Укажите название компании."),
+            Length(max=200, message="Не длиннее 200 символов."),
+        ],
+        render_kw={"autocomplete": "organization"},
+    )
+    email = EmailField(
+        "Электронная почта (необязательно)",
+        validators=[Optional(), Email("Проверьте адрес почты: например, anna@example.ru.")],
+        render_kw={"autocomplete": "email"},
+    )
+
+
+class SwitchAccountForm(FlaskForm):
+    account_id = HiddenField(validators=[DataRequired()])
+
+
+class EmptyForm(FlaskForm):
+    """For POST-only buttons (sign-out, confirmations): CSRF and nothing else."""

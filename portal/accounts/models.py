@@ -1,0 +1,121 @@
+"""Accounts (companies), people, their memberships and roles, and sign-in codes."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.db import Base, UTCDateTime, utcnow
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ACCOUNTANT = "accountant"
+    MEMBER = "member"
+
+    @property
+    def title(self) -> str:
+        return {"owner": "Владелец", "accountant": "Бухгалтер", "member": "Сотрудник"}[self.value]
+
+
+class MembershipStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DEACTIVATED = "deactivated"
+
+    @property
+    def title(self) -> str:
+        return {"active": "Активен", "deactivated": "Отключён"}[self.value]
+
+
+class Source(enum.StrEnum):
+    """Where a membership came from: the portal itself, the messenger app, or the CRM sync."""
+
+    PORTAL = "portal"
+    MESSENGER = "messenger"
+    CRM = "crm"
+
+    @property
+    def title(self) -> str:
+        return {"portal": "Портал", "messenger": "Мессенджер", "crm": "CRM"}[self.value]
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Reported by the messenger backend through the API; the quota comes from the plan.
+    storage_used_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="account", lazy="raise_on_sql")
+
+    def __repr__(self) -> str:
+        return f"<Account {self.id} {self.name!r}>"
+
+
+class User(UserMixin, Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(sa.String(20), unique=True)  # E.164
+    name: Mapped[str] = mapped_column(sa.String(200))
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    is_staff: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user", lazy="raise_on_sql")
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.phone}>"
+
+
+class Membership(Base):
+    """A person's place in an account; an active one is a seat."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "user_id"),
+        # The seat count is an indexed count of active memberships of one account.
+        sa.Index("ix_memberships_account_status", "account_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(sa.String(20), default=Role.MEMBER.value)
+    status: Mapped[str] = mapped_column(sa.String(20), default=MembershipStatus.ACTIVE.value)
+    source: Mapped[str] = mapped_column(sa.String(20), default=Source.PORTAL.value)
+    crm_user_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    account: Mapped[Account] = relationship(back_populates="memberships", lazy="joined")
+    user: Mapped[User] = relationship(back_populates="memberships", lazy="joined")
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == MembershipStatus.ACTIVE
+
+    @property
+    def role_title(self) -> str:
+        return Role(self.role).title
+
+
+class SmsCode(Base):
+    """A one-time sign-in code; only its HMAC is kept."""
+
+    __tablename__ = "sms_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(sa.String(20), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,174 @@
+"""Sign-in by phone and SMS code, registration, sign-out and the account switcher."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from portal import limiter
+from portal.accounts import service
+from portal.accounts.access import login_required_any, public
+from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, RegisterForm, SwitchAccountForm
+from portal.accounts.phone import InvalidPhone, normalize_phone
+from portal.accounts.sms import SmsError, make_sms_backend
+from portal.db import get_db, utcnow
+
+bp = Blueprint("accounts", __name__)
+
+
+def _phone_key() -> str:
+    raw = request.form.get("phone", "")
+    try:
+        return "phone:" + normalize_phone(raw)
+    except InvalidPhone:
+        return "phone-raw:" + raw[:32]
+
+
+def _per_phone_limit() -> str:
+    return current_app.config["SMS_SEND_LIMIT_PER_PHONE"]
+
+
+def _per_ip_limit() -> str:
+    return current_app.config["SMS_SEND_LIMIT_PER_IP"]
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only same-site paths, so the sign-in cannot be used to redirect elsewhere."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_per_phone_limit, key_func=_phone_key, methods=["POST"])
+@limiter.limit(_per_ip_limit, methods=["POST"])
+@public
+def login() -> Any:
+    if current_user.is_authenticated:
+        return redirect(url_for("index"))
+    form = PhoneForm()
+    if form.validate_on_submit():
+        phone = form.phone.data
+        try:
+            service.send_code(
+                get_db(),
+                phone=phone,
+                sms=make_sms_backend(current_app.config),
+                secret=current_app.config["SECRET_KEY"],
+                now=utcnow(),
+                ttl_seconds=current_app.config["SMS_CODE_TTL_SECONDS"],
+            )
+        except SmsError as exc:
+            form.phone.errors.append(f"Не удалось отправить SMS: {exc}. Попробуйте через минуту.")
+            return render_template("accounts/login.html", form=form), 503
+        session["login_phone"] = phone
+        next_url = _safe_next(request.args.get("next"))
+        if next_url:
+            session["login_next"] = next_url
+        return redirect(url_for("accounts.code"))
+    status = 400 if form.errors else 200
+    return render_template("accounts/login.html", form=form), status
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@limiter.limit("30 per 10 minutes", methods=["POST"])
+@public
+def code() -> Any:
+    phone = session.get("login_phone")
+    if not phone:
+        flash("Сначала укажите номер телефона.", "info")
+        return redirect(url_for("accounts.login"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        db = get_db()
+        try:
+            service.verify_code(
+                db,
+                phone=phone,
+                code=form.code.data,
+                secret=current_app.config["SECRET_KEY"],
+                now=utcnow(),
+                max_attempts=current_app.config["SMS_CODE_MAX_ATTEMPTS"],
+            )
+        except service.CodeError as exc:
+            form.code.errors.append(str(exc))
+            return render_template("accounts/code.html", form=form, phone=phone), 400
+        user = service.get_user_by_phone(db, phone)
+        next_url = session.get("login_next")
+        # A fresh session on sign-in: nothing from before the sign-in carries over (session fixation).
+        session.clear()
+        if user is None or not (service.list_memberships(db, user) or user.is_staff):
+            session["verified_phone"] = phone
+            if next_url:
+                session["login_next"] = next_url
+            return redirect(url_for("accounts.register"))
+        user.last_login_at = utcnow()
+        db.commit()
+        login_user(user)
+        flash(f"Здравствуйте, {user.name}!", "success")
+        if user.is_staff and not service.list_memberships(db, user) and "support.queue" in current_app.view_functions:
+            return redirect(next_url or url_for("support.queue"))
+        return redirect(next_url or url_for("index"))
+    status = 400 if form.errors else 200
+    return render_template("accounts/code.html", form=form, phone=phone), status
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@public
+def register() -> Any:
+    phone = session.get("verified_phone")
+    if not phone:
+        flash("Сначала подтвердите номер телефона кодом из SMS.", "info")
+        return redirect(url_for("accounts.login"))
+    db = get_db()
+    existing = service.get_user_by_phone(db, phone)
+    form = RegisterForm(obj=existing) if request.method == "GET" and existing else RegisterForm()
+    if form.validate_on_submit():
+        reg = service.register_owner(
+            db,
+            phone=phone,
+            name=form.name.data.strip(),
+            company=form.company.data.strip(),
+            email=(form.email.data or "").strip() or None,
+            now=utcnow(),
+        )
+        next_url = session.get("login_next")
+        session.clear()
+        login_user(reg.user)
+        session["account_id"] = reg.account.id
+        flash(f"Компания «{reg.account.name}» создана. Вы — её владелец, тариф бесплатный.", "success")
+        return redirect(next_url or url_for("index"))
+    status = 400 if form.errors else 200
+    return render_template("accounts/register.html", form=form, phone=phone), status
+
+
+@bp.post("/logout")
+@login_required_any
+def logout() -> Any:
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        abort(400)
+    logout_user()
+    session.clear()
+    flash("Вы вышли из кабинета.", "info")
+    return redirect(url_for("accounts.login"))
+
+
+@bp.post("/account/switch")
+@login_required_any
+def account_switch() -> Any:
+    form = SwitchAccountForm()
+    if not form.validate_on_submit() or not str(form.account_id.data).isdigit():
+        abort(400)
+    membership = service.get_membership(get_db(), current_user, int(form.account_id.data))
+    if membership is None:
+        abort(404)
+    session["account_id"] = membership.account_id
+    flash(f"Вы работаете с компанией «{membership.account.name}».", "info")
+    return redirect(url_for("index"))

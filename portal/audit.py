@@ -1,0 +1,91 @@
+"""The append-only audit log: who changed what, when, from what to what, and why."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from portal.db import Base, UTCDateTime, utcnow
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    actor_label: Mapped[str] = mapped_column(sa.String(200))  # kept even if the user row goes away
+    account_id: Mapped[int | None] = mapped_column(sa.ForeignKey("accounts.id", ondelete="SET NULL"), index=True)
+    action: Mapped[str] = mapped_column(sa.String(64), index=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class AuditLogIsAppendOnly(RuntimeError):
+    pass
+
+
+@event.listens_for(AuditLog, "before_update")
+def _no_update(*_args: Any) -> None:
+    raise AuditLogIsAppendOnly("audit records are never changed")
+
+
+@event.listens_for(AuditLog, "before_delete")
+def _no_delete(*_args: Any) -> None:
+    raise AuditLogIsAppendOnly("audit records are never deleted")
+
+
+def record_audit(
+    db: Session,
+    *,
+    actor: Any | None,
+    account: Any | None,
+    action: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> AuditLog:
+    """Add an audit record to the caller's transaction (it commits or rolls back with the change itself).
+
+    `actor` is a User, or None for the system (billing tick, webhooks); `account` an Account or its id.
+    """
+    if actor is None:
+        actor_id, label = None, "система"
+    else:
+        actor_id, label = actor.id, f"{actor.name} ({actor.phone})"
+    account_id = account if isinstance(account, int) or account is None else account.id
+    entry = AuditLog(
+        actor_user_id=actor_id,
+        actor_label=label,
+        account_id=account_id,
+        action=action,
+        before=before,
+        after=after,
+        reason=reason,
+        at=utcnow(),
+    )
+    db.add(entry)
+    return entry
+
+
+def list_audit(
+    db: Session,
+    *,
+    account_id: int | None = None,
+    actor_user_id: int | None = None,
+    action: str | None = None,
+    limit: int = 200,
+) -> list[AuditLog]:
+    q = sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+    if account_id is not None:
+        q = q.where(AuditLog.account_id == account_id)
+    if actor_user_id is not None:
+        q = q.where(AuditLog.actor_user_id == actor_user_id)
+    if action:
+        q = q.where(AuditLog.action == action)
+    return list(db.scalars(q))

@@ -1,0 +1,210 @@
+"""Command-line tasks: migrations, demo data, staff, and the local demo server."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+
+from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
+from portal.accounts.phone import InvalidPhone, normalize_phone
+from portal.accounts.service import make_staff
+from portal.db import get_database, get_db, utcnow
+from portal.models import module_exists
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+DEMO_OWNER = "+79990000001"
+DEMO_ACCOUNTANT = "+79990000002"
+DEMO_SMALL_OWNER = "+79990000003"
+DEMO_STAFF = "+79990000099"
+DEMO_MEMBERS = [
+    ("+79990000010", "Борис Кузнецов"),
+    ("+79990000011", "Вера Попова"),
+    ("+79990000012", "Глеб Васильев"),
+    ("+79990000013", "Дарья Новикова"),
+    ("+79990000014", "Егор Морозов"),
+    ("+79990000015", "Жанна Волкова"),
+    ("+79990000016", "Захар Лебедев"),
+]
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(db_group)
+    app.cli.add_command(seed_demo)
+    app.cli.add_command(staff_group)
+    app.cli.add_command(run_demo)
+
+
+@click.group("db", help="Миграции базы данных (Alembic).")
+def db_group() -> None:
+    pass
+
+
+@db_group.command("upgrade", help="Привести схему базы к текущей версии.")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    upgrade_database(current_app.config["DATABASE_URL"], revision)
+    click.echo("База данных обновлена.")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    command.downgrade(alembic_config(current_app.config["DATABASE_URL"]), revision)
+
+
+@db_group.command("current")
+@with_appcontext
+def db_current() -> None:
+    command.current(alembic_config(current_app.config["DATABASE_URL"]), verbose=True)
+
+
+@db_group.command("revision", help="Создать миграцию по разнице моделей и базы.")
+@click.option("-m", "--message", required=True)
+@with_appcontext
+def db_revision(message: str) -> None:
+    command.revision(alembic_config(current_app.config["DATABASE_URL"]), message=message, autogenerate=True)
+
+
+@click.group("staff", help="Сотрудники поддержки.")
+def staff_group() -> None:
+    pass
+
+
+@staff_group.command("add", help="Сделать человека с этим телефоном сотрудником поддержки.")
+@click.argument("phone")
+@click.option("--name", default=None)
+@with_appcontext
+def staff_add(phone: str, name: str | None) -> None:
+    try:
+        e164 = normalize_phone(phone)
+    except InvalidPhone as exc:
+        raise click.BadParameter(str(exc)) from None
+    user = make_staff(get_db(), phone=e164, name=name)
+    click.echo(f"{user.phone} теперь сотрудник поддержки.")
+
+
+def _member(db: Any, account: Account, phone: str, name: str, role: Role) -> User:
+    user = db.scalars(sa.select(User).where(User.phone == phone)).first()
+    if user is None:
+        user = User(phone=phone, name=name)
+        db.add(user)
+        db.flush()
+    exists = db.scalars(
+        sa.select(Membership).where(Membership.account_id == account.id, Membership.user_id == user.id)
+    ).first()
+    if exists is None:
+        db.add(
+            Membership(
+                account_id=account.id,
+                user_id=user.id,
+                role=role.value,
+                status=MembershipStatus.ACTIVE.value,
+                source=Source.PORTAL.value,
+            )
+        )
+    return user
+
+
+def seed_demo_data(db: Any) -> dict[str, Any]:
+    """Idempotent: finds the demo companies by their owners, creates what is missing."""
+    demo: dict[str, Any] = {}
+
+    def company(owner_phone: str, owner_name: str, name: str) -> Account:
+        owner = db.scalars(sa.select(User).where(User.phone == owner_phone)).first()
+        if owner is not None:
+            m = db.scalars(
+                sa.select(Membership).where(Membership.user_id == owner.id, Membership.role == Role.OWNER.value)
+            ).first()
+            if m is not None:
+                return db.get(Account, m.account_id)
+        account = Account(name=name, created_at=utcnow())
+        db.add(account)
+        db.flush()
+        _member(db, account, owner_phone, owner_name, Role.OWNER)
+        return account
+
+    big = company(DEMO_OWNER, "Анна Смирнова", "ООО «Ромашка»")
+    _member(db, big, DEMO_ACCOUNTANT, "Ольга Бухгалтерова", Role.ACCOUNTANT)
+    for phone, name in DEMO_MEMBERS:
+        _member(db, big, phone, name, Role.MEMBER)
+    small = company(DEMO_SMALL_OWNER, "Сергей Соколов", "ИП Соколов С. В.")
+    _member(db, small, "+79990000020", "Мария Соколова", Role.MEMBER)
+    _member(db, small, "+79990000021", "Павел Орлов", Role.MEMBER)
+    # The accountant serves both companies, as accountants often do: the switcher shows both.
+    _member(db, small, DEMO_ACCOUNTANT, "Ольга Бухгалтерова", Role.ACCOUNTANT)
+    db.flush()
+    staff = db.scalars(sa.select(User).where(User.phone == DEMO_STAFF)).first()
+    if staff is None:
+        staff = User(phone=DEMO_STAFF, name="Служба поддержки", is_staff=True)
+        db.add(staff)
+    db.commit()
+    demo.update(big=big, small=small, staff=staff)
+    # Features add their own demo data (requisites, CRM users, …) through portal.<feature>.demo.seed.
+    from portal import FEATURES
+
+    for feature in FEATURES:
+        name = f"portal.{feature}.demo"
+        if module_exists(name):
+            module = importlib.import_module(name)
+            if hasattr(module, "seed"):
+                module.seed(db, demo)
+                db.commit()
+    return demo
+
+
+@click.command("seed-demo", help="Создать демонстрационные компании (можно запускать повторно).")
+@with_appcontext
+def seed_demo() -> None:
+    demo = seed_demo_data(get_db())
+    click.echo(
+        f"Демо-данные готовы: «{demo['big'].name}» (владелец {DEMO_OWNER}, бухгалтер {DEMO_ACCOUNTANT}), "
+        f"«{demo['small'].name}» (владелец {DEMO_SMALL_OWNER}), поддержка {DEMO_STAFF}."
+    )
+
+
+@click.command("run-demo", help="Запустить портал локально на http://127.0.0.1:5000 с демо-окружением.")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=5000, type=int)
+@with_appcontext
+def run_demo(host: str, port: int) -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    from portal import FEATURES
+
+    for feature in FEATURES:
+        name = f"portal.{feature}.demo"
+        if module_exists(name):
+            module = importlib.import_module(name)
+            if hasattr(module, "start"):
+                module.start(app)
+    get_database().engine.dispose()
+    click.echo(
+        f"\n  Портал: http://127.0.0.1:{port}\n"
+        f"  Вход: телефон владельца демо-компании {DEMO_OWNER} (бухгалтер {DEMO_ACCOUNTANT}, поддержка {DEMO_STAFF}).\n"
+        "  Код из SMS печатается в этом терминале строкой «SMS to …».\n",
+        err=True,
+    )
+    sys.stdout.flush()
+    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)

@@ -1,0 +1,174 @@
+"""Settings from environment variables, with safe defaults for a local demo and a strict production mode."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Every setting the portal reads, with its local default. The README's configuration table mirrors this.
+DEFAULTS: dict[str, Any] = {
+    "PORTAL_ENV": "local",  # "production" refuses local-only defaults
+    "SECRET_KEY": None,  # local: generated once and kept in instance/secret_key
+    "DATABASE_URL": None,  # local: sqlite:///<instance>/portal.db
+    "BASE_URL": "http://127.0.0.1:5000",  # how the outside world (payment provider, CRM) reaches the portal
+    "SMS_BACKEND": "console",  # console | http
+    "SMS_API_URL": "https://sms.ru/sms/send",
+    "SMS_API_KEY": "",
+    "SMS_SENDER": "",
+    "RATELIMIT_STORAGE_URI": "memory://",  # redis://127.0.0.1:6379/0 when several servers run
+    "SMS_CODE_TTL_SECONDS": 300,
+    "SMS_CODE_MAX_ATTEMPTS": 5,
+    "SMS_SEND_LIMIT_PER_PHONE": "3 per 10 minutes;10 per day",
+    "SMS_SEND_LIMIT_PER_IP": "20 per hour",
+    "PAYMENT_PROVIDER": "sandbox",  # sandbox | yookassa
+    "SANDBOX_WEBHOOK_SECRET": None,  # local: derived from SECRET_KEY
+    "YOOKASSA_SHOP_ID": "",
+    "YOOKASSA_SECRET_KEY": "",
+    "YOOKASSA_TRUSTED_IPS": (
+        "185.71.76.0/27,185.71.77.0/27,77.75.153.0/25,77.75.156.11/32,77.75.156.35/32,77.75.154.128/25,2a02:5180::/32"
+    ),
+    "YOOKASSA_CHECK_IP": True,  # switch off only behind a proxy named in PROXY_FIX_HOPS
+    "PROXY_FIX_HOPS": 0,
+    "CRM_BACKEND": "emulator",  # emulator | amocrm
+    "CRM_EMULATOR_URL": "http://127.0.0.1:5055",
+    "AMOCRM_CLIENT_ID": "",
+    "AMOCRM_CLIENT_SECRET": "",
+    "AMOCRM_REDIRECT_URI": "",
+    "MESSENGER_API_TOKEN": None,  # bearer token of the messenger backend; local: derived from SECRET_KEY
+    "EMAIL_BACKEND": "console",  # console | smtp
+    "SMTP_HOST": "",
+    "SMTP_PORT": 587,
+    "SMTP_USER": "",
+    "SMTP_PASSWORD": "",
+    "EMAIL_FROM": "billing@example.ru",
+    "DOCUMENT_STORE_PATH": None,  # local: <instance>/documents
+    "INVOICE_VALID_BANKING_DAYS": 5,
+    "LICENSE_VERSION": "2026-01",
+    "VAT_RATE": "",  # empty: exempt (подп. 26 п. 2 ст. 149 НК РФ); "22": 22 % VAT
+    "SUPPORT_PHONE": "+7 800 000-00-00",
+    "SUPPORT_EMAIL": "support@example.ru",
+    "MAX_UPLOAD_BYTES": 5 * 1024 * 1024,
+    # The seller (the vendor): a demo company with valid check digits; production sets the real ones.
+    "SELLER_NAME": "ООО «Мессенджер Плюс»",
+    "SELLER_INN": "7712345671",
+    "SELLER_KPP": "771201001",
+    "SELLER_OGRN": "1027700123450",
+    "SELLER_ADDRESS": "123112, г. Москва, Пресненская наб., д. 10, офис 501",
+    "SELLER_BANK_NAME": "ПАО Сбербанк, г. Москва",
+    "SELLER_BIK": "044525225",
+    "SELLER_CORR_ACCOUNT": "30101810400000000225",
+    "SELLER_ACCOUNT": "40702810303800012345",
+    "SELLER_DIRECTOR": "Иванов И. И.",
+    "SELLER_ACCOUNTANT": "Петрова А. С.",
+    "SELLER_EDO_ID": "2BM-7712345671-771201001-000000000000000000001",
+}
+
+INT_KEYS = {
+    "SMS_CODE_TTL_SECONDS",
+    "SMS_CODE_MAX_ATTEMPTS",
+    "SMTP_PORT",
+    "INVOICE_VALID_BANKING_DAYS",
+    "MAX_UPLOAD_BYTES",
+    "PROXY_FIX_HOPS",
+}
+BOOL_KEYS = {"YOOKASSA_CHECK_IP"}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message names it."""
+
+
+def _coerce(key: str, raw: str) -> Any:
+    if key in INT_KEYS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
+    if key in BOOL_KEYS:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw
+
+
+def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the environment, then explicit overrides (tests); then local defaults are filled in."""
+    cfg: dict[str, Any] = dict(DEFAULTS)
+    for key in DEFAULTS:
+        if key in os.environ:
+            cfg[key] = _coerce(key, os.environ[key])
+    if overrides:
+        cfg.update(overrides)
+
+    production = cfg["PORTAL_ENV"] == "production"
+    if production:
+        check_production(cfg)
+    instance = Path(instance_path)
+    if not cfg["SECRET_KEY"]:
+        cfg["SECRET_KEY"] = _local_secret(instance)
+    if not cfg["DATABASE_URL"]:
+        cfg["DATABASE_URL"] = f"sqlite:///{instance / 'portal.db'}"
+    if not cfg["DOCUMENT_STORE_PATH"]:
+        cfg["DOCUMENT_STORE_PATH"] = str(instance / "documents")
+    if not cfg["SANDBOX_WEBHOOK_SECRET"]:
+        cfg["SANDBOX_WEBHOOK_SECRET"] = _derive(cfg["SECRET_KEY"], "sandbox-webhook")
+    if not cfg["MESSENGER_API_TOKEN"]:
+        cfg["MESSENGER_API_TOKEN"] = _derive(cfg["SECRET_KEY"], "messenger-api")
+    cfg["SESSION_COOKIE_HTTPONLY"] = True
+    cfg["SESSION_COOKIE_SAMESITE"] = "Lax"
+    cfg["SESSION_COOKIE_SECURE"] = production
+    cfg["REMEMBER_COOKIE_HTTPONLY"] = True
+    cfg["REMEMBER_COOKIE_SECURE"] = production
+    cfg["REMEMBER_COOKIE_SAMESITE"] = "Lax"
+    cfg["MAX_CONTENT_LENGTH"] = cfg["MAX_UPLOAD_BYTES"]
+    cfg["RATELIMIT_STORAGE_URI"] = cfg["RATELIMIT_STORAGE_URI"]
+    cfg.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    return cfg
+
+
+def check_production(cfg: Mapping[str, Any]) -> None:
+    """Production must not run on anything that only makes sense on a developer's machine."""
+    problems = []
+    if not cfg.get("SECRET_KEY"):
+        problems.append("SECRET_KEY is not set")
+    url = cfg.get("DATABASE_URL") or ""
+    if not url or url.startswith("sqlite"):
+        problems.append("DATABASE_URL must point at PostgreSQL (postgresql+psycopg://…), not SQLite")
+    if cfg.get("SMS_BACKEND") == "console":
+        problems.append("SMS_BACKEND=console only logs codes; set SMS_BACKEND=http and SMS_API_KEY")
+    elif cfg.get("SMS_BACKEND") == "http" and not cfg.get("SMS_API_KEY"):
+        problems.append("SMS_API_KEY is not set for SMS_BACKEND=http")
+    if cfg.get("PAYMENT_PROVIDER") == "sandbox":
+        problems.append("PAYMENT_PROVIDER=sandbox takes no real money; set PAYMENT_PROVIDER=yookassa")
+    elif cfg.get("PAYMENT_PROVIDER") == "yookassa" and not (
+        cfg.get("YOOKASSA_SHOP_ID") and cfg.get("YOOKASSA_SECRET_KEY")
+    ):
+        problems.append("YOOKASSA_SHOP_ID and YOOKASSA_SECRET_KEY are required for PAYMENT_PROVIDER=yookassa")
+    if cfg.get("CRM_BACKEND") == "emulator":
+        problems.append("CRM_BACKEND=emulator is the local CRM emulator; set CRM_BACKEND=amocrm")
+    if not cfg.get("MESSENGER_API_TOKEN"):
+        problems.append("MESSENGER_API_TOKEN is not set")
+    if problems:
+        raise ConfigError("Refusing to start in production mode: " + "; ".join(problems))
+
+
+def _local_secret(instance: Path) -> str:
+    """A local secret generated once and kept, so sessions survive restarts of the demo."""
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_hex(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(key)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return key
+
+
+def _derive(secret: str, purpose: str) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).hexdigest()

@@ -1,0 +1,153 @@
+"""The app factory, configuration, production refusals, migrations, demo data, headers and error pages."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from portal import create_app
+from portal.accounts.models import Account, Membership, User
+from portal.cli import upgrade_database
+from portal.config import ConfigError, load_config
+from portal.db import Base
+from portal.models import load_all
+from tests.conftest import PG_URL
+
+
+def test_local_secret_is_generated_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    first = load_config(str(tmp_path))["SECRET_KEY"]
+    second = load_config(str(tmp_path))["SECRET_KEY"]
+    assert first == second and len(first) == 64
+    assert (tmp_path / "secret_key").read_text() == first
+
+
+def test_default_database_is_sqlite_in_instance(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    cfg = load_config(str(tmp_path))
+    assert cfg["DATABASE_URL"] == f"sqlite:///{tmp_path / 'portal.db'}"
+
+
+@pytest.mark.parametrize(
+    "missing, words",
+    [
+        ({"SECRET_KEY": ""}, "SECRET_KEY"),
+        ({"DATABASE_URL": "sqlite:///x.db"}, "DATABASE_URL"),
+        ({"SMS_BACKEND": "console"}, "SMS_BACKEND"),
+        ({"PAYMENT_PROVIDER": "sandbox"}, "PAYMENT_PROVIDER"),
+        ({"CRM_BACKEND": "emulator"}, "CRM_BACKEND"),
+    ],
+)
+def test_production_refuses_local_only_defaults(tmp_path, missing, words):
+    good = {
+        "PORTAL_ENV": "production",
+        "SECRET_KEY": "s" * 40,
+        "DATABASE_URL": "postgresql+psycopg://u@db/portal",
+        "SMS_BACKEND": "http",
+        "SMS_API_KEY": "k",
+        "PAYMENT_PROVIDER": "yookassa",
+        "YOOKASSA_SHOP_ID": "1",
+        "YOOKASSA_SECRET_KEY": "k",
+        "CRM_BACKEND": "amocrm",
+        "MESSENGER_API_TOKEN": "t",
+    }
+    load_config(str(tmp_path), good)  # the complete production setup starts
+    with pytest.raises(ConfigError, match=words):
+        load_config(str(tmp_path), {**good, **missing})
+
+
+def test_migrations_and_models_agree(tmp_path):
+    """`db upgrade` on an empty database gives exactly the schema the models describe."""
+    if PG_URL:
+        url = _fresh_pg_database("portal_migrations_check")
+    else:
+        url = f"sqlite:///{tmp_path / 'migrated.db'}"
+    upgrade_database(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, load_all().metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def _fresh_pg_database(name: str) -> str:
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def test_seed_demo_is_idempotent_and_over_the_free_limit(app, db):
+    runner = app.test_cli_runner()
+    for _ in range(2):
+        result = runner.invoke(args=["seed-demo"])
+        assert result.exit_code == 0, result.output
+    owner = db.scalars(sa.select(User).where(User.phone == "+79990000001")).one()
+    big = db.scalars(
+        sa.select(Account).join(Membership).where(Membership.user_id == owner.id, Membership.role == "owner")
+    ).one()
+    active = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(Membership)
+        .where(Membership.account_id == big.id, Membership.status == "active")
+    )
+    assert active == 9  # owner + accountant + 7 members: over the free plan's 5
+    assert db.scalar(sa.select(sa.func.count()).select_from(Account)) == 2
+    staff = db.scalars(sa.select(User).where(User.phone == "+79990000099")).one()
+    assert staff.is_staff
+
+
+def test_security_headers_and_cookie_flags(client, app):
+    resp = client.get("/login")
+    csp = resp.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Referrer-Policy"]
+    cookie = resp.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_production_cookies_are_secure(tmp_path):
+    cfg = load_config(
+        str(tmp_path),
+        {
+            "PORTAL_ENV": "production",
+            "SECRET_KEY": "s" * 40,
+            "DATABASE_URL": "postgresql+psycopg://u@db/portal",
+            "SMS_BACKEND": "http",
+            "SMS_API_KEY": "k",
+            "PAYMENT_PROVIDER": "yookassa",
+            "YOOKASSA_SHOP_ID": "1",
+            "YOOKASSA_SECRET_KEY": "k",
+            "CRM_BACKEND": "amocrm",
+            "MESSENGER_API_TOKEN": "t",
+        },
+    )
+    assert cfg["SESSION_COOKIE_SECURE"] is True and cfg["REMEMBER_COOKIE_SECURE"] is True
+
+
+def test_error_pages_are_russian_and_styled(client):
+    resp = client.get("/no-such-page")
+    assert resp.status_code == 404
+    body = resp.get_data(as_text=True)
+    assert "Страница не найдена" in body and "portal.css" in body
+
+
+def test_wsgi_exposes_app(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    import importlib
+
+    import wsgi
+
+    importlib.reload(wsgi)
+    assert wsgi.app.name == "portal"
+    assert Base.metadata.tables  # models registered
+    assert create_app({"INSTANCE_PATH": str(tmp_path / "i"), "SECRET_KEY": "x"}).config["SECRET_KEY"] == "x"
+    assert os.environ["DATABASE_URL"].startswith("sqlite")
