@@ -1,0 +1,417 @@
+"""Bank statements in the 1CClientBankExchange format (1.02/1.03): parsing, payment matching, test files."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+__all__ = [
+    "PaymentOrder",
+    "Statement",
+    "StatementError",
+    "build_statement",
+    "find_invoice_numbers",
+    "incoming_for",
+    "parse_amount",
+    "parse_statement",
+]
+
+FILE_MARKER = "1CClientBankExchange"
+_END_FILE = "КонецФайла"
+_ACCOUNT_START = "СекцияРасчСчет"
+_ACCOUNT_END = "КонецРасчСчет"
+_DOCUMENT_START = "СекцияДокумент"
+_DOCUMENT_END = "КонецДокумента"
+_ENCODING_KEY = "Кодировка"
+
+# Value of "Кодировка=" → Python codec. UTF-8 is not in the 1C spec but some banks export it.
+_CODECS = {"windows": "cp1251", "dos": "cp866", "utf-8": "utf-8", "utf8": "utf-8"}
+_DECLARED = {"cp1251": "Windows", "cp866": "DOS", "utf-8": "UTF-8"}
+
+# [0-9], not \d: \d also takes other scripts' digits ("１０"), which int() would happily accept.
+_AMOUNT_RE = re.compile(r"([0-9]+)(?:[.,]([0-9]{1,2}))?")
+_DATE_RE = re.compile(r"([0-9]{2})\.([0-9]{2})\.([0-9]{4})")
+_MONEY_KEYS = {"Сумма", "НачальныйОстаток", "ВсегоПоступило", "ВсегоСписано", "КонечныйОстаток"}
+
+
+class StatementError(ValueError):
+    """The file is not a well-formed statement; `message` (Russian) is shown to support staff."""
+
+    def __init__(self, line_number: int, message: str) -> None:
+        super().__init__(f"Строка {line_number}: {message}")
+        self.line_number = line_number
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PaymentOrder:
+    """One document of the statement (usually a платёжное поручение)."""
+
+    kind: str
+    number: str
+    date: date
+    amount_kopecks: int
+    payer_name: str
+    payer_inn: str
+    payer_kpp: str
+    payer_account: str
+    payee_name: str
+    payee_inn: str
+    payee_account: str
+    purpose: str
+    received_date: date | None
+    written_off_date: date | None
+    raw: dict[str, str]
+    line_number: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    format_version: str
+    encoding: str
+    sender: str
+    recipient: str
+    created_date: date | None
+    start_date: date | None
+    end_date: date | None
+    accounts: list[str]
+    header: dict[str, str]
+    account_sections: list[dict[str, str]] = field(default_factory=list)
+    documents: list[PaymentOrder] = field(default_factory=list)
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A value quoted in an error message, cut so that a garbage line does not flood the page."""
+    value = value.strip()
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def parse_amount(text: str) -> int:
+    """Roubles as written in the file ("8464.50", "8464.5", "8464", "8464,50") → kopecks, exactly."""
+    match = _AMOUNT_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    roubles, kopecks = match.groups()
+    return int(roubles) * 100 + int((kopecks or "0").ljust(2, "0"))
+
+
+def _parse_date(value: str, line_number: int, key: str) -> date:
+    match = _DATE_RE.fullmatch(value.strip())
+    try:
+        if match is None:
+            raise ValueError(value)
+        day, month, year = (int(part) for part in match.groups())
+        return date(year, month, day)
+    except ValueError:
+        raise StatementError(
+            line_number, f"Неверная дата в поле «{key}»: «{_shown(value)}» (нужен формат ДД.ММ.ГГГГ)"
+        ) from None
+
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _declared_codec(value: str, line_number: int) -> str:
+    codec = _CODECS.get(value.strip().lower())
+    if codec is None:
+        raise StatementError(line_number, f"Неизвестная кодировка «{_shown(value)}»: поддерживаются Windows и DOS")
+    return codec
+
+
+def _find_encoding_line(lines: Sequence[str]) -> tuple[str, int] | None:
+    for number, line in enumerate(lines, start=1):
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == _ENCODING_KEY:
+            return value, number
+    return None
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    """The text and the codec it was read with: strict UTF-8 first, otherwise what "Кодировка=" says."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if first.strip() != FILE_MARKER.encode():
+        raise StatementError(1, f"Это не файл выписки: первая строка должна быть «{FILE_MARKER}»")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        found = _find_encoding_line(_split_lines(text))
+        if found is None:
+            raise StatementError(1, "В заголовке нет строки «Кодировка=» (Windows или DOS)")
+        value, number = found
+        codec = _declared_codec(value, number)
+        # An all-ASCII file is valid UTF-8 whatever it declares; report the declared encoding then.
+        return text, codec if text.isascii() else "utf-8"
+
+    # Not UTF-8: the key "Кодировка" itself is Cyrillic, so look for it as each 8-bit codec spells it.
+    # The declared value must be a known one, but the text is read with the codec whose spelling of the
+    # key matched: a cp1251 file that wrongly says "DOS" is still read correctly.
+    spellings = {_ENCODING_KEY.encode(codec): codec for codec in ("cp1251", "cp866")}
+    for number, raw_line in enumerate(data.split(b"\n"), start=1):
+        key, sep, value = raw_line.partition(b"=")
+        codec = spellings.get(key.strip()) if sep else None
+        if codec is None:
+            continue
+        _declared_codec(value.decode("ascii", errors="replace"), number)
+        try:
+            return data.decode(codec), codec
+        except UnicodeDecodeError as error:
+            raise StatementError(
+                _line_of(data, error.start), f"Файл не читается в кодировке {_DECLARED[codec]}"
+            ) from None
+    raise StatementError(1, "В заголовке нет строки «Кодировка=» (Windows или DOS)")
+
+
+def _split_lines(text: str) -> list[str]:
+    # Not str.splitlines(): it also breaks at \x0b, \x1c, \u2028…, which would shift line numbers.
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+
+def _key_value(line: str, number: int) -> tuple[str, str]:
+    key, sep, value = line.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise StatementError(number, f"Ожидалась строка вида Ключ=Значение, а не «{_shown(line, 60)}»")
+    return key, value.strip()
+
+
+class _Section:
+    def __init__(self, kind: str, start_line: int, title: str) -> None:
+        self.kind = kind
+        self.start_line = start_line
+        self.title = title
+        self.fields: dict[str, str] = {}
+        self.lines: dict[str, int] = {}
+
+    def add(self, key: str, value: str, number: int) -> None:
+        if key in self.fields and self.fields[key] != value:
+            raise StatementError(number, f"Поле «{key}» повторяется с другим значением")
+        self.fields[key] = value
+        self.lines.setdefault(key, number)
+
+    def unclosed(self) -> StatementError:
+        end = _DOCUMENT_END if self.kind == _DOCUMENT_START else _ACCOUNT_END
+        name = self.title or self.kind
+        return StatementError(self.start_line, f"Секция «{name}» не закрыта строкой «{end}»")
+
+
+def _payment_order(section: _Section) -> PaymentOrder:
+    raw = section.fields
+
+    def required(key: str) -> tuple[str, int]:
+        if not raw.get(key):
+            raise StatementError(section.start_line, f"В документе нет поля «{key}»")
+        return raw[key], section.lines[key]
+
+    def optional_date(key: str) -> date | None:
+        return _parse_date(raw[key], section.lines[key], key) if raw.get(key) else None
+
+    amount_text, amount_line = required("Сумма")
+    if amount_text.lstrip().startswith("-"):
+        raise StatementError(amount_line, f"Сумма не может быть отрицательной: «{_shown(amount_text)}»")
+    try:
+        amount = parse_amount(amount_text)
+    except ValueError:
+        raise StatementError(
+            amount_line,
+            f"Неверная сумма «{_shown(amount_text)}»: нужны рубли с копейками через точку, например 8464.50",
+        ) from None
+    date_text, date_line = required("Дата")
+    return PaymentOrder(
+        kind=section.title,
+        number=raw.get("Номер", ""),
+        date=_parse_date(date_text, date_line, "Дата"),
+        amount_kopecks=amount,
+        # In 1.03 "Плательщик" may hold "ИНН … Name"; the clean name is then in "Плательщик1".
+        payer_name=raw.get("Плательщик1") or raw.get("Плательщик", ""),
+        payer_inn=raw.get("ПлательщикИНН", ""),
+        payer_kpp=raw.get("ПлательщикКПП", ""),
+        payer_account=raw.get("ПлательщикСчет", "") or raw.get("ПлательщикРасчСчет", ""),
+        payee_name=raw.get("Получатель1") or raw.get("Получатель", ""),
+        payee_inn=raw.get("ПолучательИНН", ""),
+        payee_account=raw.get("ПолучательСчет", "") or raw.get("ПолучательРасчСчет", ""),
+        purpose=raw.get("НазначениеПлатежа", ""),
+        received_date=optional_date("ДатаПоступило"),
+        written_off_date=optional_date("ДатаСписано"),
+        raw=dict(raw),
+        line_number=section.start_line,
+    )
+
+
+def parse_statement(data: bytes) -> Statement:
+    """Read a whole statement file, or raise StatementError; nothing is returned from a broken file."""
+    text, codec = _decode(data)
+    lines = _split_lines(text)
+    header: dict[str, str] = {}
+    header_lines: dict[str, int] = {}
+    accounts: list[str] = []
+    account_sections: list[dict[str, str]] = []
+    documents: list[PaymentOrder] = []
+    section: _Section | None = None
+    finished_at = 0
+    last_line = 1
+
+    for number, line in enumerate(lines[1:], start=2):
+        stripped = line.strip()
+        if stripped:
+            last_line = number
+        if finished_at:
+            # A DOS editor's end-of-file mark (Ctrl-Z) may trail the file.
+            if stripped.strip("\x1a"):
+                raise StatementError(number, f"После строки «{_END_FILE}» (строка {finished_at}) есть данные")
+            continue
+        if not stripped:
+            continue
+        word, _, title = stripped.partition("=")
+        word = word.strip()
+        if word in (_DOCUMENT_START, _ACCOUNT_START, _END_FILE):
+            if section is not None:
+                raise section.unclosed()
+            if word == _END_FILE:
+                finished_at = number
+            else:
+                section = _Section(word, number, title.strip())
+            continue
+        if section is None:
+            if word in (_DOCUMENT_END, _ACCOUNT_END):
+                raise StatementError(number, f"Строка «{word}» без начала секции")
+            key, value = _key_value(line, number)
+            if key == "РасчСчет":
+                accounts.append(value)
+            header.setdefault(key, value)
+            header_lines.setdefault(key, number)
+            continue
+        if (section.kind, word) in ((_DOCUMENT_START, _DOCUMENT_END), (_ACCOUNT_START, _ACCOUNT_END)):
+            if section.kind == _DOCUMENT_START:
+                documents.append(_payment_order(section))
+            else:
+                account_sections.append(section.fields)
+            section = None
+            continue
+        if word in (_DOCUMENT_END, _ACCOUNT_END):
+            raise StatementError(number, f"Строка «{word}» закрывает не ту секцию")
+        key, value = _key_value(line, number)
+        section.add(key, value, number)
+
+    if section is not None:
+        raise section.unclosed()
+    if not finished_at:
+        raise StatementError(last_line, f"Файл не завершён строкой «{_END_FILE}»: возможно, он обрезан")
+
+    def header_date(key: str) -> date | None:
+        return _parse_date(header[key], header_lines[key], key) if header.get(key) else None
+
+    return Statement(
+        format_version=header.get("ВерсияФормата", ""),
+        encoding=codec,
+        sender=header.get("Отправитель", ""),
+        recipient=header.get("Получатель", ""),
+        accounts=accounts,
+        header=header,
+        account_sections=account_sections,
+        created_date=header_date("ДатаСоздания"),
+        start_date=header_date("ДатаНачала"),
+        end_date=header_date("ДатаКонца"),
+        documents=documents,
+    )
+
+
+# --- matching ---------------------------------------------------------------------------------------
+
+
+def incoming_for(statement: Statement, account_number: str) -> list[PaymentOrder]:
+    """The documents that credit money to our account (its number is the payee's account)."""
+    ours = "".join(account_number.split())
+    return [doc for doc in statement.documents if "".join(doc.payee_account.split()) == ours]
+
+
+# The full number "2026-000123" is ours wherever it stands; a shortened one ("2026-123") only counts
+# right after a word like "счёт"/"сч."/"№", so that dates such as 2026-11-25 are not taken for invoices.
+_FULL_NUMBER = re.compile(r"(?<![0-9-])(20[0-9]{2})\s*[-‐‑–—]\s*([0-9]{6})(?![0-9-])")
+_SHORT_NUMBER = re.compile(
+    r"(?:\bсч(?:[её]т[а-яё]*)?\.?|№|\bN)\s*(?:№|N|#)?\s*(20[0-9]{2})\s*[-‐‑–—]\s*([0-9]{1,6})(?![0-9-])",
+    re.IGNORECASE,
+)
+
+
+def find_invoice_numbers(purpose: str) -> list[str]:
+    """Invoice numbers mentioned in a payment purpose, normalised to "YYYY-NNNNNN", in order of mention."""
+    found: list[tuple[int, str]] = []
+    for pattern in (_FULL_NUMBER, _SHORT_NUMBER):
+        for match in pattern.finditer(purpose):
+            year, serial = match.group(1), int(match.group(2))
+            if serial:
+                found.append((match.start(1), f"{year}-{serial:06d}"))
+    result: list[str] = []
+    for _, number in sorted(found):
+        if number not in result:
+            result.append(number)
+    return result
+
+
+# --- writing (tests, benchmarks, the demo) ----------------------------------------------------------
+
+
+def _format_value(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        raise TypeError(f"{key}: bool is not a statement value")
+    if isinstance(value, int) and key in _MONEY_KEYS:
+        if value < 0:
+            raise ValueError(f"{key} must not be negative")
+        return f"{value // 100}.{value % 100:02d}"
+    if isinstance(value, date):
+        return value.strftime("%d.%m.%Y")
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"{key}: a statement value cannot contain a line break")
+    return text
+
+
+def build_statement(
+    header: Mapping[str, object],
+    documents: Sequence[Mapping[str, object]],
+    encoding: str,
+    *,
+    account_sections: Sequence[Mapping[str, object]] = (),
+) -> bytes:
+    """A valid statement file: header fields, account sections, then documents, CRLF line ends.
+
+    `encoding` is "Windows", "DOS" or "UTF-8" (or the codec names cp1251, cp866, utf-8); it is also
+    written as "Кодировка=". An int "Сумма" (or balance) is taken as kopecks, dates may be `date`
+    objects; a list value in the header (e.g. several "РасчСчет") becomes several lines. A document's
+    "СекцияДокумент" key sets its kind (default "Платежное поручение").
+    """
+    key = encoding.strip().lower()
+    codec = _CODECS.get(key) or {"cp1251": "cp1251", "cp866": "cp866"}.get(key)
+    if codec is None:
+        raise ValueError(f"unknown statement encoding: {encoding!r}")
+    head: dict[str, object] = {"ВерсияФормата": "1.03", _ENCODING_KEY: _DECLARED[codec]}
+    head.update({k: v for k, v in header.items() if k != _ENCODING_KEY})
+
+    lines = [FILE_MARKER]
+    for name, value in head.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        lines += [f"{name}={_format_value(name, item)}" for item in values]
+    for section in account_sections:
+        lines.append(_ACCOUNT_START)
+        lines += [f"{name}={_format_value(name, value)}" for name, value in section.items()]
+        lines.append(_ACCOUNT_END)
+    for document in documents:
+        kind = document.get(_DOCUMENT_START, "Платежное поручение")
+        lines.append(f"{_DOCUMENT_START}={_format_value(_DOCUMENT_START, kind)}")
+        lines += [f"{name}={_format_value(name, value)}" for name, value in document.items() if name != _DOCUMENT_START]
+        lines.append(_DOCUMENT_END)
+    lines.append(_END_FILE)
+    return ("\r\n".join(lines) + "\r\n").encode(codec)
