@@ -1,0 +1,38 @@
+"""CRM adapters for the seat sync: interface, amoCRM client, OAuth (import the emulator on its own)."""
+
+from .amocrm import AmoCrmClient
+from .base import (
+    CrmAccountInfo,
+    CrmAuthError,
+    CrmBadResponse,
+    CrmBlocked,
+    CrmClient,
+    CrmError,
+    CrmGroup,
+    CrmRefused,
+    CrmUnavailable,
+    CrmUser,
+    NewCrmUser,
+    generate_password,
+)
+from .oauth import MemoryTokenStore, OAuthCredentials, Tokens, TokenStore
+
+__all__ = [
+    "AmoCrmClient",
+    "CrmAccountInfo",
+    "CrmAuthError",
+    "CrmBadResponse",
+    "CrmBlocked",
+    "CrmClient",
+    "CrmError",
+    "CrmGroup",
+    "CrmRefused",
+    "CrmUnavailable",
+    "CrmUser",
+    "MemoryTokenStore",
+    "NewCrmUser",
+    "OAuthCredentials",
+    "TokenStore",
+    "Tokens",
+    "generate_password",
+]
