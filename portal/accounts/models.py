@@ -83,6 +83,8 @@ class Membership(Base):
         sa.UniqueConstraint("account_id", "user_id"),
         # The seat count is an indexed count of active memberships of one account.
         sa.Index("ix_memberships_account_status", "account_id", "status"),
+        # A CRM user is linked to at most one membership of an account, so the CRM sync never duplicates anyone.
+        sa.UniqueConstraint("account_id", "crm_user_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
