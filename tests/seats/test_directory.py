@@ -1,0 +1,332 @@
+"""The directory service: every change counted in seats, audited, announced to listeners; bad changes refused."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from portal.accounts.models import Membership, MembershipStatus, Role, User
+from portal.audit import AuditLog, record_audit
+from portal.seats import directory as d
+from portal.seats.limits import get_limits
+from tests.seats.conftest import NOW
+
+
+def _seats(db, account) -> int:
+    db.expire_all()
+    return get_limits(db, account.id, NOW).seats_used
+
+
+def _owner_id(db, account) -> int:
+    return db.scalar(
+        sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.OWNER.value)
+    )
+
+
+def test_seat_count_follows_every_directory_change(db, make_account, now, events):
+    account = make_account(members=2)  # owner + 2
+    assert _seats(db, account) == 3
+
+    added = d.add_user(
+        db, account_id=account.id, phone="8 (916) 555-00-01", name="  Ирина   Белова ", source="portal", now=now
+    )
+    db.commit()
+    assert added.created and added.membership.user.phone == "+79165550001"
+    assert added.membership.user.name == "Ирина Белова"
+    assert _seats(db, account) == 4
+
+    uid = added.membership.user_id
+    d.deactivate_user(db, account_id=account.id, user_id=uid, source="messenger", now=now)
+    db.commit()
+    assert _seats(db, account) == 3
+
+    d.reactivate_user(db, account_id=account.id, user_id=uid, source="portal", now=now)
+    db.commit()
+    assert _seats(db, account) == 4
+
+    d.change_role(db, account_id=account.id, user_id=uid, role="accountant", source="portal", now=now)
+    db.commit()
+    assert _seats(db, account) == 4  # a role is not a seat
+
+    d.deactivate_user(db, account_id=account.id, user_id=uid, source="portal", now=now)
+    again = d.add_user(db, account_id=account.id, phone="+79165550001", name="Ирина", source="crm", now=now)
+    db.commit()
+    assert not again.created and again.membership.id == added.membership.id
+    assert again.membership.role == Role.MEMBER  # re-added with the role asked for
+    assert _seats(db, account) == 4
+
+    kinds = [(e.kind.value, e.source) for e in events]
+    assert kinds == [
+        ("added", "portal"),
+        ("deactivated", "messenger"),
+        ("reactivated", "portal"),
+        ("role_changed", "portal"),
+        ("deactivated", "portal"),
+        ("reactivated", "crm"),
+        ("role_changed", "crm"),
+    ]
+    assert events[0].user.phone == "+79165550001" and events[0].user.status == "active"
+    assert events[1].user.status == "deactivated" and events[1].changes == {"status": ["active", "deactivated"]}
+    assert events[3].changes == {"role": ["member", "accountant"]}
+
+    actions = db.scalars(
+        sa.select(AuditLog.action).where(AuditLog.account_id == account.id).order_by(AuditLog.id)
+    ).all()
+    assert actions == [
+        "seats.user_added",
+        "seats.user_deactivated",
+        "seats.user_reactivated",
+        "seats.role_changed",
+        "seats.user_deactivated",
+        "seats.user_reactivated",
+        "seats.role_changed",
+    ]
+    reasons = db.scalars(
+        sa.select(AuditLog.reason).where(AuditLog.account_id == account.id).order_by(AuditLog.id)
+    ).all()
+    assert reasons[1] == "источник: Мессенджер"
+
+
+def test_deactivate_and_reactivate_are_idempotent(db, make_account, now, events):
+    account = make_account(members=1)
+    member_id = db.scalar(
+        sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.MEMBER.value)
+    )
+    for _ in range(2):
+        d.deactivate_user(db, account_id=account.id, user_id=member_id, source="messenger", now=now)
+        db.commit()
+    for _ in range(2):
+        d.reactivate_user(db, account_id=account.id, user_id=member_id, source="messenger", now=now)
+        db.commit()
+    assert [e.kind for e in events] == [d.EventKind.DEACTIVATED, d.EventKind.REACTIVATED]
+    assert _seats(db, account) == 2
+
+
+def test_an_existing_person_keeps_their_name_and_gets_a_missing_email(db, make_account, now):
+    first = make_account(owner_phone="+79160000100")
+    second = make_account()
+    d.add_user(
+        db,
+        account_id=second.id,
+        phone="+79160000100",
+        name="Другое имя",
+        email="Boss@Example.RU",
+        source="portal",
+        now=now,
+    )
+    db.commit()
+    person = db.scalars(sa.select(User).where(User.phone == "+79160000100")).one()
+    assert person.name.startswith("Владелец") and person.email == "Boss@example.ru"
+    assert _seats(db, first) == 1 and _seats(db, second) == 2
+
+
+@pytest.mark.parametrize(
+    "phone, name, email, role, field",
+    [
+        ("12345", "Иван", None, "member", "phone"),
+        ("", "Иван", None, "member", "phone"),
+        ("+7 999 123-45-67", "   ", None, "member", "name"),
+        ("+7 999 123-45-67", "Я" * 201, None, "member", "name"),
+        ("+7 999 123-45-67", "Иван", "not-an-email", "member", "email"),
+        ("+7 999 123-45-67", "Иван", None, "admin", "role"),
+    ],
+)
+def test_bad_input_is_refused_with_the_field_and_changes_nothing(
+    db, make_account, now, events, phone, name, email, role, field
+):
+    account = make_account()
+    with pytest.raises(d.InvalidUserData) as err:
+        d.add_user(db, account_id=account.id, phone=phone, name=name, email=email, role=role, source="portal", now=now)
+    db.commit()
+    assert err.value.field == field and err.value.status_code == 400
+    assert err.value.message  # a Russian sentence for the person
+    assert _seats(db, account) == 1 and events == []
+    assert db.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.account_id == account.id)) == 0
+
+
+def test_duplicate_active_user_is_a_conflict(db, make_account, now):
+    account = make_account(owner_phone="+79160000200")
+    with pytest.raises(d.DuplicateUser) as err:
+        d.add_user(db, account_id=account.id, phone="8 916 000-02-00", name="Снова я", source="messenger", now=now)
+    assert err.value.status_code == 409
+    assert "+7 916 000-02-00" in err.value.message and "уже есть в компании" in err.value.message
+    db.rollback()
+    assert _seats(db, account) == 1
+
+
+def test_at_least_one_active_owner_always_remains(db, make_account, add_member, now):
+    account = make_account(owner_phone="+79160000300")
+    owner_id = _owner_id(db, account)
+    with pytest.raises(d.LastOwnerError):
+        d.deactivate_user(db, account_id=account.id, user_id=owner_id, source="portal", now=now)
+    with pytest.raises(d.LastOwnerError) as err:
+        d.change_role(db, account_id=account.id, user_id=owner_id, role="member", source="portal", now=now)
+    assert err.value.status_code == 409 and "владелец" in err.value.message
+    db.rollback()
+
+    second = add_member(account, "+79160000301", "Второй владелец", role=Role.OWNER)
+    d.change_role(db, account_id=account.id, user_id=owner_id, role="member", source="portal", now=now)
+    db.commit()
+    with pytest.raises(d.LastOwnerError):
+        d.deactivate_user(db, account_id=account.id, user_id=second.id, source="portal", now=now)
+    db.rollback()
+    # A deactivated owner does not count: the remaining active owner is still the last one.
+    d.change_role(db, account_id=account.id, user_id=owner_id, role="owner", source="portal", now=now)
+    d.deactivate_user(db, account_id=account.id, user_id=owner_id, source="portal", now=now)
+    db.commit()
+    with pytest.raises(d.LastOwnerError):
+        d.change_role(db, account_id=account.id, user_id=second.id, role="accountant", source="portal", now=now)
+    assert d.count_active_owners(db, account.id) == 1
+
+
+def test_users_of_another_account_and_unknown_accounts_are_not_found(db, make_account, now):
+    mine = make_account()
+    theirs = make_account(members=1)
+    their_member = db.scalar(
+        sa.select(Membership.user_id).where(Membership.account_id == theirs.id, Membership.role == Role.MEMBER.value)
+    )
+    for call in (d.deactivate_user, d.reactivate_user):
+        with pytest.raises(d.UserNotFound):
+            call(db, account_id=mine.id, user_id=their_member, source="messenger", now=now)
+    with pytest.raises(d.UserNotFound):
+        d.change_role(db, account_id=mine.id, user_id=their_member, role="owner", source="portal", now=now)
+    with pytest.raises(d.AccountNotFound) as err:
+        d.add_user(db, account_id=999_999, phone="+79161112233", name="Иван", source="messenger", now=now)
+    assert err.value.status_code == 404
+    db.rollback()
+    assert _seats(db, theirs) == 2
+
+
+def test_role_of_a_deactivated_user_cannot_change(db, make_account, now):
+    account = make_account(members=1)
+    member_id = db.scalar(
+        sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.MEMBER.value)
+    )
+    d.deactivate_user(db, account_id=account.id, user_id=member_id, source="portal", now=now)
+    with pytest.raises(d.UserNotActive):
+        d.change_role(db, account_id=account.id, user_id=member_id, role="owner", source="portal", now=now)
+
+
+def test_changes_are_not_committed_by_the_service(app, db, make_account, now):
+    account = make_account()
+    d.add_user(db, account_id=account.id, phone="+79161112233", name="Иван", source="portal", now=now)
+    other = app.extensions["portal.db"].sessionmaker()
+    try:
+        assert d.count_active(other, account.id) == 1  # a second connection does not see it yet
+        db.rollback()
+        assert d.count_active(db, account.id) == 1
+        assert db.scalars(sa.select(User).where(User.phone == "+79161112233")).first() is None
+    finally:
+        other.close()
+
+
+def test_a_listener_writes_in_the_same_transaction_and_can_refuse(db, make_account, now):
+    """The CRM outbox hooks in here: its row commits or rolls back with the directory change."""
+    account = make_account()
+
+    def outbox(session, event):
+        record_audit(session, actor=None, account=event.account_id, action="test.outbox", after={"kind": event.kind})
+
+    def needs_email(_session, event):
+        if event.kind == d.EventKind.ADDED and not event.user.email:
+            raise d.InvalidUserData("Укажите почту: она нужна, чтобы создать пользователя в CRM.", field="email")
+
+    d.register_directory_listener(outbox)
+    d.register_directory_listener(outbox)  # registering twice calls it once
+    try:
+        d.add_user(db, account_id=account.id, phone="+79161110001", name="Первый", source="portal", now=now)
+        db.rollback()
+        d.add_user(db, account_id=account.id, phone="+79161110002", name="Второй", source="portal", now=now)
+        db.commit()
+        d.register_directory_listener(needs_email)
+        with pytest.raises(d.InvalidUserData, match="Укажите почту"):
+            d.add_user(db, account_id=account.id, phone="+79161110003", name="Третий", source="portal", now=now)
+        db.commit()  # the caller's transaction is still usable, and the refused change is not in it
+    finally:
+        d.unregister_directory_listener(outbox)
+        d.unregister_directory_listener(needs_email)
+    outbox_rows = db.scalars(sa.select(AuditLog.after).where(AuditLog.action == "test.outbox")).all()
+    assert outbox_rows == [{"kind": "added"}]
+    phones = set(db.scalars(sa.select(User.phone)))
+    assert "+79161110002" in phones and "+79161110001" not in phones and "+79161110003" not in phones
+    assert _seats(db, account) == 2
+
+
+def test_departments_and_crm_links(db, make_account, now, events):
+    account = make_account(members=1)
+    other = make_account()
+    member_id = db.scalar(
+        sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.MEMBER.value)
+    )
+    sales = d.create_department(db, account_id=account.id, name="Продажи", crm_group_id=0, source="crm", now=now)
+    support = d.create_department(db, account_id=account.id, name="Поддержка", source="portal", now=now)
+    foreign = d.create_department(db, account_id=other.id, name="Чужой", source="portal", now=now)
+    db.commit()
+    with pytest.raises(d.DirectoryConflict):
+        d.create_department(db, account_id=account.id, name="Продажи 2", crm_group_id=0, source="crm", now=now)
+    assert d.find_department_by_crm_group(db, account.id, 0).id == sales.id
+
+    d.set_user_departments(
+        db, account_id=account.id, user_id=member_id, department_ids=[sales.id, support.id], source="crm", now=now
+    )
+    db.commit()
+    with pytest.raises(d.DepartmentNotFound):
+        d.set_user_departments(
+            db, account_id=account.id, user_id=member_id, department_ids=[foreign.id], source="crm", now=now
+        )
+    membership = d.get_member(db, account.id, member_id)
+    assert [x.name for x in d.departments_of(db, [membership.id])[membership.id]] == ["Поддержка", "Продажи"]
+    assert events[-1].kind == d.EventKind.DEPARTMENTS_CHANGED and events[-1].user.department_ids == tuple(
+        sorted([sales.id, support.id])
+    )
+
+    with pytest.raises(d.DepartmentInUse):
+        d.delete_department(db, account_id=account.id, department_id=sales.id, source="crm", now=now)
+    d.rename_department(db, account_id=account.id, department_id=sales.id, name="Отдел продаж", source="crm", now=now)
+    d.deactivate_user(db, account_id=account.id, user_id=member_id, source="portal", now=now)
+    d.delete_department(db, account_id=account.id, department_id=sales.id, source="crm", now=now)
+    db.commit()
+    assert [x.name for x in d.list_departments(db, account.id)] == ["Поддержка"]
+
+    added = d.add_user(
+        db,
+        account_id=account.id,
+        phone="+79161234500",
+        name="Из CRM",
+        email="crm@example.ru",
+        source="crm",
+        now=now,
+        crm_user_id=7001,
+        department_ids=[support.id],
+    )
+    db.commit()
+    assert added.membership.crm_user_id == 7001 and added.membership.source == "crm"
+    assert d.find_member_by_crm_id(db, account.id, 7001).user_id == added.membership.user_id
+    with pytest.raises(d.DuplicateUser):
+        d.add_user(
+            db, account_id=account.id, phone="+79161234501", name="Другой", source="crm", now=now, crm_user_id=7001
+        )
+    with pytest.raises(d.DuplicateUser):
+        d.link_crm_user(db, account_id=account.id, user_id=member_id, crm_user_id=7001, source="crm", now=now)
+    d.link_crm_user(db, account_id=account.id, user_id=member_id, crm_user_id=7002, source="crm", now=now)
+    db.commit()
+    snapshot = [u for u in d.list_users(db, account.id) if u.user_id == member_id][0]
+    assert snapshot.crm_user_id == 7002 and snapshot.status == MembershipStatus.DEACTIVATED
+    assert snapshot.as_json()["department_ids"] == [support.id]
+
+
+def test_list_members_sorts_filters_and_searches(db, make_account, add_member, now):
+    account = make_account(members=0, accountant_phone="+79160009999")
+    add_member(account, "+79160001111", "Анна Смирнова")
+    add_member(account, "+79160002222", "Борис Кузнецов")
+    bob = db.scalar(sa.select(User.id).where(User.phone == "+79160002222"))
+    d.deactivate_user(db, account_id=account.id, user_id=bob, source="portal", now=now)
+    db.commit()
+    names = [m.user.name for m in d.list_members(db, account.id)]
+    assert names[0].startswith("Владелец") and names[1].startswith("Бухгалтер")
+    assert names[2:] == ["Анна Смирнова", "Борис Кузнецов"]  # deactivated last
+    assert [m.user.name for m in d.list_members(db, account.id, search="анна")] == ["Анна Смирнова"]
+    assert [m.user.name for m in d.list_members(db, account.id, search="2222")] == ["Борис Кузнецов"]
+    assert d.count_members(db, account.id, status="deactivated") == 1
+    assert d.count_members(db, account.id, search="%") == 0  # wildcards are text, not patterns
+    assert d.get_primary_owner(db, account.id).name.startswith("Владелец")
