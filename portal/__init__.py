@@ -24,6 +24,8 @@ login_manager = LoginManager()
 
 # Feature packages in the order their blueprints are registered; each is optional until it is built.
 FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api")
+# Parts of a feature package that own a blueprint of their own (views.py / cli.py / startup.py), registered after it.
+SUBFEATURES = ("seats.crm",)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
@@ -60,7 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     web.init_app(app)
 
-    for feature in FEATURES:
+    for feature in (*FEATURES, *SUBFEATURES):
         for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli"):
             if not module_exists(module_name):
                 continue
@@ -80,7 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _startup_checks(app: Flask) -> None:
     """Feature packages may validate their settings at start-up (e.g. the seller's requisites)."""
-    for feature in FEATURES:
+    for feature in (*FEATURES, *SUBFEATURES):
         name = f"portal.{feature}.startup"
         if module_exists(name):
             importlib.import_module(name).check(app.config)
