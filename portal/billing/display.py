@@ -1,0 +1,42 @@
+"""How billing figures read in Russian: storage sizes and periods."""
+
+from __future__ import annotations
+
+from portal.billing.catalog import GB, TB, plural_ru
+from portal.money import group_thousands
+
+MB = 1024**2
+
+
+def _decimal(value: int, unit: int) -> str:
+    """value / unit with one decimal, comma-separated, trailing ",0" dropped."""
+    tenths = (value * 10 + unit // 2) // unit
+    whole, frac = divmod(tenths, 10)
+    return group_thousands(whole) + (f",{frac}" if frac else "")
+
+
+def format_storage(n_bytes: int) -> str:
+    """5368709120 → «5 ГБ», 1099511627776 → «1 ТБ», 1395864371 → «1,3 ГБ» (1 ГБ = 1024³ байт)."""
+    n_bytes = int(n_bytes or 0)
+    if n_bytes >= TB:
+        return f"{_decimal(n_bytes, TB)}\u00a0ТБ"
+    if n_bytes >= GB:
+        return f"{_decimal(n_bytes, GB)}\u00a0ГБ"
+    if n_bytes >= MB:
+        return f"{_decimal(n_bytes, MB)}\u00a0МБ"
+    if n_bytes == 0:
+        return "0\u00a0ГБ"
+    return "меньше 1\u00a0МБ"
+
+
+def months_ru(n: int) -> str:
+    """«6 месяцев», «1 месяц», «24 месяца»."""
+    return f"{n} {plural_ru(n, 'месяц', 'месяца', 'месяцев')}"
+
+
+def users_ru(n: int) -> str:
+    return f"{n} {plural_ru(n, 'пользователь', 'пользователя', 'пользователей')}"
+
+
+def days_ru(n: int) -> str:
+    return f"{n} {plural_ru(n, 'день', 'дня', 'дней')}"

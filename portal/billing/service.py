@@ -1,0 +1,977 @@
+"""Subscriptions and orders: what an account has paid for, what it may buy, and what happens as days pass.
+
+Plain functions with no Flask in them. Payments and documents call in here when money arrives; billing never
+imports them: they register checkout handlers and tick hooks instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portal.accounts.models import Account, Membership, MembershipStatus, Role, User
+from portal.audit import record_audit
+from portal.billing.catalog import FREE_PLAN, PLANS, TRIAL_MONTHS, Plan, get_plan, make_custom_plan
+from portal.billing.models import (
+    CustomPlan,
+    Order,
+    OrderKind,
+    OrderStatus,
+    PeriodKind,
+    PeriodStatus,
+    Subscription,
+    SubscriptionPeriod,
+    plan_title_for_code,
+)
+from portal.billing.pricing import FitResult, PeriodNotOffered, Quote, add_months, cheapest_fitting_plan, quote
+from portal.billing.pricing import upgrade_charge as _upgrade_charge
+from portal.timeutil import format_date, msk_date
+
+log = logging.getLogger(__name__)
+
+PAYER_TYPES = ("card", "invoice")
+# A card payment is made within minutes or not at all; an invoice lives as long as documents says it is valid.
+CARD_ORDER_TTL = timedelta(days=1)
+INVOICE_ORDER_TTL = timedelta(days=10)  # a fallback only: documents sets the invoice's own validity
+IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_\-:.]{8,80}$")
+
+
+class PurchaseError(ValueError):
+    """This purchase cannot be made; the message is for the person."""
+
+
+class TrialError(ValueError):
+    """The trial cannot be switched on; the message is for the person."""
+
+
+# --- state ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodInfo:
+    """A paid or trial stretch of days as pages and other features see it (not an ORM row)."""
+
+    id: int
+    kind: str  # "paid" | "trial"
+    plan: Plan
+    starts_on: date
+    ends_on: date  # exclusive
+    months: int
+    term_start: date
+    order_id: int | None
+
+    @property
+    def last_day(self) -> date:
+        return self.ends_on - timedelta(days=1)
+
+    @property
+    def is_trial(self) -> bool:
+        return self.kind == PeriodKind.TRIAL
+
+    @classmethod
+    def from_row(cls, row: SubscriptionPeriod) -> PeriodInfo:
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            plan=row.as_plan(),
+            starts_on=row.starts_on,
+            ends_on=row.ends_on,
+            months=row.months,
+            term_start=row.term_start,
+            order_id=row.order_id,
+        )
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """An account's plan on a given Moscow day, and what is already paid for after it."""
+
+    plan: Plan
+    status: str  # "free" | "trial" | "paid"
+    today: date
+    period_start: date | None = None
+    period_end: date | None = None  # exclusive
+    paid_until: date | None = None  # last day of the paid stretch, scheduled renewals included
+    trial_until: date | None = None  # last trial day
+    trial_used: bool = False
+    months: int | None = None
+    scheduled: list[PeriodInfo] = field(default_factory=list)
+    current: PeriodInfo | None = None
+
+    @property
+    def is_paid(self) -> bool:
+        return self.status == "paid"
+
+    @property
+    def is_trial(self) -> bool:
+        return self.status == "trial"
+
+    @property
+    def is_free(self) -> bool:
+        return self.status == "free"
+
+    @property
+    def coverage_end(self) -> date | None:
+        """Exclusive end of the current period and the paid periods that follow it without a gap."""
+        if self.current is None:
+            return None
+        end = self.current.ends_on
+        for period in self.scheduled:
+            if period.starts_on == end:
+                end = period.ends_on
+        return end
+
+    @property
+    def days_left(self) -> int | None:
+        """Whole Moscow days left including today, until the plan would fall back to the free one."""
+        end = self.coverage_end
+        return None if end is None else (end - self.today).days
+
+
+def _active_periods(db: Session, account_id: int, *, ending_after: date) -> list[SubscriptionPeriod]:
+    return list(
+        db.scalars(
+            sa.select(SubscriptionPeriod)
+            .where(
+                SubscriptionPeriod.account_id == account_id,
+                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+                SubscriptionPeriod.ends_on > ending_after,
+            )
+            .order_by(SubscriptionPeriod.starts_on, SubscriptionPeriod.id)
+        )
+    )
+
+
+def get_subscription_state(db: Session, account_id: int, now: datetime) -> SubscriptionState:
+    today = msk_date(now)
+    rows = _active_periods(db, account_id, ending_after=today)
+    trial_used = (
+        db.scalar(
+            sa.select(Subscription.trial_used_at).where(
+                Subscription.account_id == account_id, Subscription.trial_used_at.is_not(None)
+            )
+        )
+        is not None
+    )
+    current_row = next((r for r in rows if r.starts_on <= today < r.ends_on), None)
+    scheduled = [PeriodInfo.from_row(r) for r in rows if r.starts_on > today and r.kind == PeriodKind.PAID]
+    if current_row is None:
+        return SubscriptionState(plan=FREE_PLAN, status="free", today=today, trial_used=trial_used, scheduled=scheduled)
+    current = PeriodInfo.from_row(current_row)
+    if current.is_trial:
+        return SubscriptionState(
+            plan=current.plan,
+            status="trial",
+            today=today,
+            period_start=current.starts_on,
+            period_end=current.ends_on,
+            trial_until=current.last_day,
+            trial_used=trial_used,
+            months=current.months,
+            scheduled=scheduled,
+            current=current,
+        )
+    state = SubscriptionState(
+        plan=current.plan,
+        status="paid",
+        today=today,
+        period_start=current.starts_on,
+        period_end=current.ends_on,
+        trial_used=trial_used,
+        months=current.months,
+        scheduled=scheduled,
+        current=current,
+    )
+    end = state.coverage_end
+    assert end is not None
+    return replace(state, paid_until=end - timedelta(days=1))
+
+
+def get_effective_plan(db: Session, account_id: int, now: datetime) -> Plan:
+    """The plan whose limits apply right now: one indexed query, cheap enough for every page."""
+    today = msk_date(now)
+    row = db.scalars(
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.account_id == account_id,
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.starts_on <= today,
+            SubscriptionPeriod.ends_on > today,
+        )
+        .order_by(SubscriptionPeriod.id.desc())
+        .limit(1)
+    ).first()
+    return row.as_plan() if row is not None else FREE_PLAN
+
+
+# --- plans and usage --------------------------------------------------------------------------------------
+
+
+def list_custom_plans(db: Session, account_id: int, *, include_inactive: bool = False) -> list[CustomPlan]:
+    q = sa.select(CustomPlan).where(CustomPlan.account_id == account_id).order_by(CustomPlan.seats)
+    if not include_inactive:
+        q = q.where(CustomPlan.active.is_(True))
+    return list(db.scalars(q))
+
+
+def get_plan_for_account(db: Session, account_id: int | None, code: str) -> Plan | None:
+    """A self-service plan, or one of this account's active custom plans; None for anything else."""
+    plan = get_plan(code)
+    if plan is not None:
+        return plan
+    if account_id is None or not code.startswith("custom-"):
+        return None
+    row = db.scalars(
+        sa.select(CustomPlan).where(
+            CustomPlan.code == code, CustomPlan.account_id == account_id, CustomPlan.active.is_(True)
+        )
+    ).first()
+    return row.as_plan() if row is not None else None
+
+
+def list_plans_for_account(db: Session, account_id: int | None) -> list[Plan]:
+    plans = list(PLANS)
+    if account_id is not None:
+        plans.extend(c.as_plan() for c in list_custom_plans(db, account_id))
+    return plans
+
+
+def create_custom_plan(
+    db: Session,
+    *,
+    actor: User | None,
+    account_id: int,
+    seats: int,
+    storage_bytes: int,
+    monthly_price: int,
+    now: datetime,
+) -> CustomPlan:
+    """Support sets a plan over 1000 users for one account; the same seat count updates that plan's terms."""
+    plan = make_custom_plan(account_id, seats, storage_bytes, monthly_price)
+    row = db.scalars(sa.select(CustomPlan).where(CustomPlan.code == plan.code)).first()
+    before = None
+    if row is None:
+        row = CustomPlan(
+            account_id=account_id,
+            code=plan.code,
+            created_at=now,
+            created_by_user_id=actor.id if actor is not None else None,
+            seats=plan.seats,
+            storage_bytes=plan.storage_bytes,
+            monthly_price=plan.monthly_price,
+            active=True,
+        )
+        db.add(row)
+    else:
+        before = _custom_dict(row)
+        row.storage_bytes, row.monthly_price, row.active = plan.storage_bytes, plan.monthly_price, True
+    db.flush()
+    record_audit(
+        db, actor=actor, account=account_id, action="billing.custom_plan_set", before=before, after=_custom_dict(row)
+    )
+    return row
+
+
+def deactivate_custom_plan(db: Session, *, actor: User | None, account_id: int, code: str, now: datetime) -> bool:
+    """The plan is no longer offered; what was already paid on it keeps its limits until it ends."""
+    row = db.scalars(sa.select(CustomPlan).where(CustomPlan.code == code, CustomPlan.account_id == account_id)).first()
+    if row is None or not row.active:
+        return False
+    row.active = False
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="billing.custom_plan_deactivated",
+        before=_custom_dict(row) | {"active": True},
+        after={"active": False},
+    )
+    return True
+
+
+def _custom_dict(row: CustomPlan) -> dict[str, Any]:
+    return {
+        "code": row.code,
+        "seats": row.seats,
+        "storage_bytes": row.storage_bytes,
+        "monthly_price": row.monthly_price,
+        "active": row.active,
+    }
+
+
+def count_active_users(db: Session, account_id: int) -> int:
+    """Seats in use: one count over the (account_id, status) index."""
+    return int(
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(Membership)
+            .where(Membership.account_id == account_id, Membership.status == MembershipStatus.ACTIVE.value)
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    active_users: int
+    storage_used_bytes: int
+
+
+def get_usage(db: Session, account: Account) -> Usage:
+    return Usage(active_users=count_active_users(db, account.id), storage_used_bytes=account.storage_used_bytes or 0)
+
+
+def suggest_plan(db: Session, account_id: int, usage: Usage) -> FitResult:
+    """The cheapest plan (the account's custom plans included) that fits today's usage."""
+    return cheapest_fitting_plan(
+        usage.active_users, usage.storage_used_bytes, plans=list_plans_for_account(db, account_id)
+    )
+
+
+def list_owners(db: Session, account_id: int) -> list[User]:
+    """Whom a member should ask about the plan."""
+    return list(
+        db.scalars(
+            sa.select(User)
+            .join(Membership, Membership.user_id == User.id)
+            .where(
+                Membership.account_id == account_id,
+                Membership.role == Role.OWNER.value,
+                Membership.status == MembershipStatus.ACTIVE.value,
+            )
+            .order_by(User.id)
+        )
+    )
+
+
+# --- pricing a purchase -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """What buying `plan` for `months` means for this account today, priced from the published terms."""
+
+    plan: Plan
+    months: int  # for an upgrade: the months of the purchase it is co-termed with
+    kind: str  # new | renewal | upgrade | downgrade
+    starts_on: date
+    ends_on: date  # exclusive
+    quote: Quote  # the plan's price for `months`
+    proration: int  # 0 unless an upgrade
+    amount: int  # what the payer owes
+    current_plan: Plan
+    current_quote: Quote | None = None  # upgrade: what the current plan costs for the same months
+    days_left: int = 0  # upgrade: whole Moscow days from today to the period end
+    days_total: int = 0  # upgrade: days of the purchase being upgraded
+
+    @property
+    def last_day(self) -> date:
+        return self.ends_on - timedelta(days=1)
+
+
+def price_purchase(db: Session, account_id: int, plan: Plan, months: int, now: datetime) -> Purchase:
+    resolved = get_plan_for_account(db, account_id, plan.code)
+    if resolved is None:
+        raise PurchaseError(f"Тариф «{plan.code}» недоступен для этой компании.")
+    return price_for_state(get_subscription_state(db, account_id, now), resolved, months)
+
+
+def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purchase:
+    """The purchase priced against a state already read (the plans page prices every card from one read)."""
+    if plan.is_free:
+        raise PurchaseError("Бесплатный тариф не нужно оплачивать: он действует, когда нет оплаченного периода.")
+    try:
+        q = quote(plan, months)
+    except PeriodNotOffered as exc:
+        raise PurchaseError(str(exc)) from None
+    today = state.today
+    if not state.is_paid or state.current is None:
+        # From free, after an expiry, or during a trial (which the purchase ends): the period starts today.
+        return Purchase(plan, months, OrderKind.NEW, today, add_months(today, months), q, 0, q.total, state.plan)
+    current = state.current
+    end = state.coverage_end or current.ends_on
+    if plan.code == current.plan.code:
+        return Purchase(plan, months, OrderKind.RENEWAL, end, add_months(end, months), q, 0, q.total, current.plan)
+    if plan.monthly_price > current.plan.monthly_price:
+        # Co-termed: priced for the months of the purchase being upgraded, whatever period was asked for.
+        new_q = quote(plan, current.months)
+        charge = _upgrade_charge(current.plan, plan, current.months, current.term_start, current.ends_on, today)
+        if charge <= 0:
+            raise PurchaseError("Доплата за переход слишком мала для расчёта. Обратитесь в поддержку.")
+        return Purchase(
+            plan,
+            current.months,
+            OrderKind.UPGRADE,
+            today,
+            current.ends_on,
+            new_q,
+            charge,
+            charge,
+            current.plan,
+            current_quote=quote(current.plan, current.months),
+            days_left=(current.ends_on - today).days,
+            days_total=(current.ends_on - current.term_start).days,
+        )
+    return Purchase(plan, months, OrderKind.DOWNGRADE, end, add_months(end, months), q, 0, q.total, current.plan)
+
+
+# --- orders -----------------------------------------------------------------------------------------------
+
+
+def _insert_ignoring_conflict(db: Session, table: sa.Table, values: dict[str, Any], key: str) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING: a concurrent duplicate waits for the first and then does nothing."""
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the portal runs on PostgreSQL or SQLite only
+        raise RuntimeError(f"unsupported database {dialect}")
+    result = db.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]))
+    return bool(result.rowcount)
+
+
+def _order_by_key(db: Session, key: str) -> Order | None:
+    return db.scalars(
+        sa.select(Order).where(Order.idempotency_key == key).execution_options(populate_existing=True)
+    ).first()
+
+
+def _same_order(order: Order, *, account_id: int, plan_code: str, months: int, payer_type: str) -> Order:
+    if order.account_id != account_id:
+        raise PurchaseError("Этот заказ оформлен в другой компании. Откройте страницу оплаты заново.")
+    same_months = order.kind == OrderKind.UPGRADE or order.months == months
+    if order.plan_code != plan_code or order.payer_type != payer_type or not same_months:
+        raise PurchaseError(
+            "Этот заказ уже оформлен на другие условия. Откройте страницу оплаты заново, чтобы оформить новый."
+        )
+    return order
+
+
+def create_order(
+    db: Session,
+    *,
+    actor: User | None,
+    account_id: int,
+    plan_code: str,
+    months: int,
+    payer_type: str,
+    license_version: str,
+    idempotency_key: str,
+    now: datetime,
+) -> Order:
+    """A pending order priced by the server; the same key gives the same order. The caller commits."""
+    if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise PurchaseError("Форма оплаты повреждена. Откройте страницу оплаты заново.")
+    if payer_type not in PAYER_TYPES:
+        raise PurchaseError("Выберите способ оплаты.")
+    if not license_version:
+        raise PurchaseError("Нужно принять условия лицензионного договора.")
+    existing = _order_by_key(db, idempotency_key)
+    if existing is not None:
+        return _same_order(existing, account_id=account_id, plan_code=plan_code, months=months, payer_type=payer_type)
+
+    plan = get_plan_for_account(db, account_id, plan_code)
+    if plan is None:
+        raise PurchaseError(f"Тариф «{plan_code}» не найден.")
+    purchase = price_purchase(db, account_id, plan, months, now)
+    ttl = CARD_ORDER_TTL if payer_type == "card" else INVOICE_ORDER_TTL
+    values = {
+        "account_id": account_id,
+        "plan_code": plan.code,
+        "months": purchase.months,
+        "kind": purchase.kind,
+        "monthly_price": plan.monthly_price,
+        "subtotal": purchase.quote.subtotal,
+        "discount_percent": purchase.quote.discount_percent,
+        "discount": purchase.quote.discount,
+        "proration": purchase.proration,
+        "amount": purchase.amount,
+        "starts_on": purchase.starts_on,
+        "ends_on": purchase.ends_on,
+        "payer_type": payer_type,
+        "status": OrderStatus.PENDING,
+        "idempotency_key": idempotency_key,
+        "license_version": license_version,
+        "license_accepted_at": now,
+        "created_by_user_id": actor.id if actor is not None else None,
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
+    inserted = _insert_ignoring_conflict(db, Order.__table__, values, "idempotency_key")
+    order = _order_by_key(db, idempotency_key)
+    assert order is not None
+    if not inserted:  # someone else's request with the same key won the race
+        return _same_order(order, account_id=account_id, plan_code=plan_code, months=months, payer_type=payer_type)
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="billing.order_created",
+        after=_order_dict(order),
+    )
+    return order
+
+
+def _order_dict(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "plan": order.plan_code,
+        "months": order.months,
+        "kind": order.kind,
+        "amount": order.amount,
+        "proration": order.proration,
+        "starts_on": order.starts_on.isoformat(),
+        "ends_on": order.ends_on.isoformat(),
+        "payer_type": order.payer_type,
+        "status": order.status,
+        "license_version": order.license_version,
+    }
+
+
+def get_order(db: Session, account_id: int, order_id: int) -> Order | None:
+    return db.scalars(sa.select(Order).where(Order.id == order_id, Order.account_id == account_id)).first()
+
+
+def list_orders(
+    db: Session, account_id: int, *, statuses: tuple[str, ...] | None = None, limit: int = 50
+) -> list[Order]:
+    q = sa.select(Order).where(Order.account_id == account_id).order_by(Order.id.desc()).limit(limit)
+    if statuses:
+        q = q.where(Order.status.in_(statuses))
+    return list(db.scalars(q))
+
+
+def cancel_order(
+    db: Session, order_id: int, *, actor: User | None, reason: str, now: datetime, account_id: int | None = None
+) -> bool:
+    """A pending order is canceled (True); one already canceled or expired is left alone (False)."""
+    q = sa.select(Order).where(Order.id == order_id)
+    if account_id is not None:
+        q = q.where(Order.account_id == account_id)
+    order = db.scalars(q.with_for_update().execution_options(populate_existing=True)).first()
+    if order is None:
+        raise PurchaseError("Заказ не найден.")
+    if order.status == OrderStatus.PAID:
+        raise PurchaseError("Заказ уже оплачен, его нельзя отменить. Для возврата обратитесь в поддержку.")
+    if order.status != OrderStatus.PENDING:
+        return False
+    order.status = OrderStatus.CANCELED
+    record_audit(
+        db,
+        actor=actor,
+        account=order.account_id,
+        action="billing.order_canceled",
+        before={"order_id": order.id, "status": OrderStatus.PENDING},
+        after={"order_id": order.id, "status": OrderStatus.CANCELED},
+        reason=reason,
+    )
+    return True
+
+
+# --- applying money ---------------------------------------------------------------------------------------
+
+
+def _lock_subscription(db: Session, account_id: int, now: datetime) -> Subscription:
+    """The account's subscription row, created if missing and locked: plan changes of one account queue here."""
+    _insert_ignoring_conflict(
+        db,
+        Subscription.__table__,
+        {"account_id": account_id, "created_at": now, "updated_at": now},
+        "account_id",
+    )
+    return db.scalars(
+        sa.select(Subscription)
+        .where(Subscription.account_id == account_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _plan_for_order(db: Session, order: Order) -> Plan | None:
+    """The plan as it was bought: a custom plan withdrawn since still delivers what was paid for."""
+    plan = get_plan(order.plan_code)
+    if plan is not None:
+        return plan
+    row = db.scalars(
+        sa.select(CustomPlan).where(CustomPlan.code == order.plan_code, CustomPlan.account_id == order.account_id)
+    ).first()
+    if row is None:
+        return None
+    return Plan(row.code, row.seats, row.storage_bytes, order.monthly_price, custom=True, account_id=row.account_id)
+
+
+def _new_period(
+    db: Session,
+    *,
+    account_id: int,
+    kind: str,
+    plan: Plan,
+    starts_on: date,
+    ends_on: date,
+    term_start: date,
+    months: int,
+    order_id: int | None,
+    now: datetime,
+) -> SubscriptionPeriod:
+    row = SubscriptionPeriod(
+        account_id=account_id,
+        kind=kind,
+        status=PeriodStatus.ACTIVE,
+        plan_code=plan.code,
+        seats=plan.seats,
+        storage_bytes=plan.storage_bytes,
+        monthly_price=plan.monthly_price,
+        custom=plan.custom,
+        starts_on=starts_on,
+        ends_on=ends_on,
+        term_start=term_start,
+        months=months,
+        order_id=order_id,
+        created_at=now,
+        # A period that starts later is "applied" by the tick, which records the change when it happens.
+        started_at=now if starts_on <= msk_date(now) else None,
+    )
+    db.add(row)
+    return row
+
+
+def _cut_short(db: Session, period: PeriodInfo, today: date, now: datetime) -> None:
+    """An upgrade or a purchase during a trial takes over today: the old period ends yesterday.
+
+    Its days before today stay as they were, so the plan of any past day is still answered correctly; a period
+    that started today never took effect and is marked replaced.
+    """
+    row = db.get(SubscriptionPeriod, period.id)
+    assert row is not None
+    if row.starts_on < today:
+        row.ends_on = today
+    else:
+        row.status = PeriodStatus.REPLACED
+    row.replaced_on = today
+    row.ended_at = now  # the new period's own record says what happened; the tick has nothing to add
+
+
+def _state_dict(state: SubscriptionState) -> dict[str, Any]:
+    return {
+        "plan": state.plan.code,
+        "status": state.status,
+        "period_start": state.period_start.isoformat() if state.period_start else None,
+        "period_end": state.period_end.isoformat() if state.period_end else None,
+        "paid_until": state.paid_until.isoformat() if state.paid_until else None,
+        "trial_until": state.trial_until.isoformat() if state.trial_until else None,
+        "scheduled": [
+            {"plan": p.plan.code, "starts_on": p.starts_on.isoformat(), "ends_on": p.ends_on.isoformat()}
+            for p in state.scheduled
+        ],
+    }
+
+
+def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: str, actor: User | None = None) -> bool:
+    """Money for the order has arrived: apply it exactly once (True), or do nothing if already paid (False).
+
+    Locks the order row, then the account's subscription row, so concurrent deliveries of the same payment
+    queue up and all but the first see a paid order. The caller commits together with its payment row.
+    """
+    order = db.scalars(
+        sa.select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+    if order is None:
+        raise PurchaseError(f"Заказ {order_id} не найден.")
+    if order.status == OrderStatus.PAID:
+        return False
+    previous_status = order.status
+    _lock_subscription(db, order.account_id, now)
+    state = get_subscription_state(db, order.account_id, now)
+    today = state.today
+    plan = _plan_for_order(db, order)
+    problem = None
+    start = end = None
+    if plan is None:
+        problem = "тариф заказа больше не существует"
+    elif order.kind == OrderKind.UPGRADE:
+        current = state.current
+        if (
+            state.is_paid
+            and current is not None
+            and current.ends_on == order.ends_on
+            and plan.monthly_price > current.plan.monthly_price
+        ):
+            _cut_short(db, current, today, now)
+            start, end = today, current.ends_on
+            _new_period(
+                db,
+                account_id=order.account_id,
+                kind=PeriodKind.PAID,
+                plan=plan,
+                starts_on=start,
+                ends_on=end,
+                term_start=current.term_start,
+                months=current.months,
+                order_id=order.id,
+                now=now,
+            )
+        else:
+            problem = "оплаченный период, к которому относилась доплата, уже закончился или изменился"
+    else:
+        if state.is_paid:
+            # Renewal and a smaller plan follow what is already paid; a full-price order placed from free but
+            # paid after another one is appended too, so no paid day is ever lost.
+            start = state.coverage_end
+        else:
+            start = today
+            if state.is_trial and state.current is not None:
+                _cut_short(db, state.current, today, now)
+        assert start is not None
+        end = add_months(start, order.months)
+        _new_period(
+            db,
+            account_id=order.account_id,
+            kind=PeriodKind.PAID,
+            plan=plan,
+            starts_on=start,
+            ends_on=end,
+            term_start=start,
+            months=order.months,
+            order_id=order.id,
+            now=now,
+        )
+    order.status = OrderStatus.PAID
+    order.paid_at = now
+    order.payment_reference = reference
+    if start is not None and end is not None:
+        order.starts_on, order.ends_on = start, end
+    db.flush()
+    after = get_subscription_state(db, order.account_id, now)
+    record_audit(
+        db,
+        actor=actor,
+        account=order.account_id,
+        action="billing.order_paid" if problem is None else "billing.order_paid_unapplied",
+        before=_state_dict(state) | {"order_id": order.id, "order_status": previous_status},
+        after=_state_dict(after) | {"order": _order_dict(order), "reference": reference},
+        reason=None if problem is None else f"Деньги получены, но заказ не применён: {problem}. Нужна поддержка.",
+    )
+    if problem is not None:
+        log.warning("order %s paid (%s) but not applied: %s", order.id, reference, problem)
+    return True
+
+
+# --- trial ------------------------------------------------------------------------------------------------
+
+
+def start_trial(db: Session, *, actor: User | None, account_id: int, plan_code: str, now: datetime) -> PeriodInfo:
+    """One free month of any plan, once per account; support switches it on at the owner's request."""
+    plan = get_plan_for_account(db, account_id, plan_code)
+    if plan is None:
+        raise TrialError(f"Тариф «{plan_code}» не найден.")
+    if plan.is_free:
+        raise TrialError("Бесплатный тариф не нужно пробовать: он действует всегда, когда нет оплаты.")
+    subscription = _lock_subscription(db, account_id, now)
+    if subscription.trial_used_at is not None:
+        raise TrialError(
+            f"Пробный период уже был включён {format_date(subscription.trial_used_at)}: он предоставляется один раз."
+        )
+    state = get_subscription_state(db, account_id, now)
+    if state.is_paid:
+        raise TrialError("Во время оплаченного периода пробный период не включается.")
+    today = state.today
+    row = _new_period(
+        db,
+        account_id=account_id,
+        kind=PeriodKind.TRIAL,
+        plan=plan,
+        starts_on=today,
+        ends_on=add_months(today, TRIAL_MONTHS),
+        term_start=today,
+        months=TRIAL_MONTHS,
+        order_id=None,
+        now=now,
+    )
+    subscription.trial_used_at = now
+    subscription.updated_at = now
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="billing.trial_started",
+        before=_state_dict(state),
+        after=_state_dict(get_subscription_state(db, account_id, now)),
+    )
+    return PeriodInfo.from_row(row)
+
+
+# --- registries (payments and documents plug in here) -----------------------------------------------------
+
+CheckoutHandler = Callable[[Session, Order, Any], str]
+TickHook = Callable[[Session, datetime], list[str]]
+
+
+@dataclass(frozen=True)
+class CheckoutOption:
+    payer_type: str
+    title: str
+    handler: CheckoutHandler
+
+
+_CHECKOUT: dict[str, CheckoutOption] = {}
+_TICK_HOOKS: dict[str, TickHook] = {}
+
+
+def register_checkout_handler(payer_type: str, title: str, handler: CheckoutHandler) -> None:
+    """`handler(db, order, actor) -> url` starts the payment of a pending order (payments: card, documents: invoice)."""
+    if payer_type not in PAYER_TYPES:
+        raise ValueError(f"unknown payer type {payer_type!r}; expected one of {PAYER_TYPES}")
+    _CHECKOUT[payer_type] = CheckoutOption(payer_type, title, handler)
+
+
+def list_checkout_options(payer_types: tuple[str, ...] = PAYER_TYPES) -> list[CheckoutOption]:
+    """Registered handlers in a stable order (card first), limited to the given payer types."""
+    return [_CHECKOUT[t] for t in PAYER_TYPES if t in _CHECKOUT and t in payer_types]
+
+
+def get_checkout_option(payer_type: str) -> CheckoutOption | None:
+    return _CHECKOUT.get(payer_type)
+
+
+def register_tick_hook(fn: TickHook) -> None:
+    """`fn(db, now) -> [what it did]` runs at every `billing tick` after billing's own work."""
+    _TICK_HOOKS[f"{fn.__module__}.{fn.__qualname__}"] = fn
+
+
+# --- time passing -----------------------------------------------------------------------------------------
+
+
+def _lock_due(db: Session, q: sa.Select[Any]) -> Any:
+    # SKIP LOCKED: ticks on several servers share the work instead of waiting on (and repeating) each other.
+    return db.scalars(q.with_for_update(skip_locked=True).execution_options(populate_existing=True))
+
+
+def _account_label(db: Session, account_id: int) -> str:
+    account = db.get(Account, account_id)
+    return f"{account.name} (№ {account_id})" if account is not None else f"аккаунт № {account_id}"
+
+
+def _billing_tick(db: Session, now: datetime) -> list[str]:
+    today = msk_date(now)
+    done: list[str] = []
+
+    started = _lock_due(
+        db,
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.started_at.is_(None),
+            SubscriptionPeriod.starts_on <= today,
+        )
+        .order_by(SubscriptionPeriod.starts_on, SubscriptionPeriod.id),
+    ).all()
+    for row in started:
+        row.started_at = now
+        previous = db.scalars(
+            sa.select(SubscriptionPeriod).where(
+                SubscriptionPeriod.account_id == row.account_id,
+                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+                SubscriptionPeriod.ends_on == row.starts_on,
+            )
+        ).first()
+        renewal = previous is not None and previous.plan_code == row.plan_code
+        action = "billing.renewal_started" if renewal else "billing.scheduled_change_applied"
+        record_audit(
+            db,
+            actor=None,
+            account=row.account_id,
+            action=action,
+            before={"plan": previous.plan_code if previous is not None else FREE_PLAN.code},
+            after={"plan": row.plan_code, "starts_on": row.starts_on.isoformat(), "ends_on": row.ends_on.isoformat()},
+        )
+        verb = "продлён" if renewal else "сменился на"
+        what = plan_title_for_code(row.plan_code)
+        done.append(
+            f"{_account_label(db, row.account_id)}: с {format_date(row.starts_on)} тариф {verb} «{what}» "
+            f"по {format_date(row.last_day)}"
+        )
+
+    ended = _lock_due(
+        db,
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.ended_at.is_(None),
+            SubscriptionPeriod.ends_on <= today,
+        )
+        .order_by(SubscriptionPeriod.ends_on, SubscriptionPeriod.id),
+    ).all()
+    for row in ended:
+        row.ended_at = now
+        successor = db.scalar(
+            sa.select(sa.func.count())
+            .select_from(SubscriptionPeriod)
+            .where(
+                SubscriptionPeriod.account_id == row.account_id,
+                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+                SubscriptionPeriod.starts_on == row.ends_on,
+            )
+        )
+        if successor:
+            continue  # the next period's start is the change, recorded above
+        what = "Пробный период" if row.kind == PeriodKind.TRIAL else "Оплаченный период"
+        record_audit(
+            db,
+            actor=None,
+            account=row.account_id,
+            action="billing.trial_expired" if row.kind == PeriodKind.TRIAL else "billing.expired",
+            before={"plan": row.plan_code, "kind": row.kind, "last_day": row.last_day.isoformat()},
+            after={"plan": FREE_PLAN.code},
+        )
+        done.append(
+            f"{_account_label(db, row.account_id)}: {what.lower()} «{plan_title_for_code(row.plan_code)}» "
+            f"закончился {format_date(row.last_day)}, действует бесплатный тариф"
+        )
+
+    expired = _lock_due(
+        db,
+        sa.select(Order)
+        .where(Order.status == OrderStatus.PENDING, Order.expires_at.is_not(None), Order.expires_at <= now)
+        .order_by(Order.id),
+    ).all()
+    for order in expired:
+        order.status = OrderStatus.EXPIRED
+        record_audit(
+            db,
+            actor=None,
+            account=order.account_id,
+            action="billing.order_expired",
+            before={"order_id": order.id, "status": OrderStatus.PENDING},
+            after={"order_id": order.id, "status": OrderStatus.EXPIRED},
+            reason="Заказ не оплачен в срок.",
+        )
+        done.append(f"{_account_label(db, order.account_id)}: заказ № {order.id} не оплачен в срок и закрыт")
+    return done
+
+
+def tick(db: Session, now: datetime) -> list[str]:
+    """Scheduled work: periods that started or ended, unpaid orders, then every registered hook.
+
+    Commits after billing's own work and after each hook, so one failing hook neither undoes nor blocks the rest.
+    Idempotent: every change is marked on its row, so a second run (or a run on another server) finds nothing.
+    """
+    done = _billing_tick(db, now)
+    db.commit()
+    for name, hook in list(_TICK_HOOKS.items()):
+        try:
+            done.extend(hook(db, now) or [])
+            db.commit()
+        except Exception as exc:  # noqa: BLE001 - a hook's failure is reported, the tick goes on
+            db.rollback()
+            log.exception("billing tick hook %s failed", name)
+            done.append(f"Ошибка в {name}: {exc}")
+    return done
