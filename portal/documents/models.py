@@ -1,0 +1,242 @@
+"""Requisites, invoices, УПД, the files of issued documents, numbering counters and imported bank statements."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.db import Base, UTCDateTime, utcnow
+
+
+class Requisites(Base):
+    """A customer's requisites, one set per account, printed on its invoices and УПД."""
+
+    __tablename__ = "requisites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(3))  # "org" | "ip"
+    name: Mapped[str] = mapped_column(sa.String(300))
+    inn: Mapped[str] = mapped_column(sa.String(12))
+    kpp: Mapped[str | None] = mapped_column(sa.String(9))
+    ogrn: Mapped[str] = mapped_column(sa.String(15))  # ОГРН (13) or ОГРНИП (15)
+    address: Mapped[str] = mapped_column(sa.String(500))
+    email: Mapped[str] = mapped_column(sa.String(254))
+    bank_name: Mapped[str | None] = mapped_column(sa.String(300))
+    bik: Mapped[str | None] = mapped_column(sa.String(9))
+    account_number: Mapped[str | None] = mapped_column(sa.String(20))
+    correspondent_account: Mapped[str | None] = mapped_column(sa.String(20))
+    edo_id: Mapped[str | None] = mapped_column(sa.String(100))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+
+    FIELDS = (
+        "kind",
+        "name",
+        "inn",
+        "kpp",
+        "ogrn",
+        "address",
+        "email",
+        "bank_name",
+        "bik",
+        "account_number",
+        "correspondent_account",
+        "edo_id",
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+
+class DocumentCounter(Base):
+    """The last number issued per document kind and calendar year; its row is the lock that keeps numbers gapless."""
+
+    __tablename__ = "document_counters"
+
+    kind: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    year: Mapped[int] = mapped_column(primary_key=True)
+    last_number: Mapped[int] = mapped_column(default=0)
+
+
+class StoredFile(Base):
+    """One file in the document store: written once, read back only if its bytes still have this SHA-256."""
+
+    __tablename__ = "stored_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))  # invoice_pdf | upd_pdf | upd_xml
+    path: Mapped[str] = mapped_column(sa.String(300), unique=True)  # relative to DOCUMENT_STORE_PATH
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    content_type: Mapped[str] = mapped_column(sa.String(100))
+    download_name: Mapped[str] = mapped_column(sa.String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InvoiceStatus(enum.StrEnum):
+    ISSUED = "issued"
+    PAID = "paid"
+    CANCELED = "canceled"
+
+    @property
+    def title(self) -> str:
+        return {"issued": "Ожидает оплаты", "paid": "Оплачен", "canceled": "Отменён"}[self.value]
+
+
+class Invoice(Base):
+    """A счёт на оплату for one order; its number is never reused, its PDF never re-rendered."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), unique=True)
+    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "2026-000001"
+    year: Mapped[int]
+    serial: Mapped[int]
+    issued_on: Mapped[date] = mapped_column(sa.Date)  # Moscow date
+    valid_until: Mapped[date] = mapped_column(sa.Date)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)  # kopecks, VAT included
+    vat_rate: Mapped[int | None]
+    vat_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    line_name: Mapped[str] = mapped_column(sa.String(500))
+    buyer: Mapped[dict[str, Any]] = mapped_column(sa.JSON)  # the requisites as they were at issue
+    purpose: Mapped[str] = mapped_column(sa.String(500))
+    qr_payload: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(20), default=InvoiceStatus.ISSUED.value)
+    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paid_on: Mapped[date | None] = mapped_column(sa.Date)
+    payment_reference: Mapped[str | None] = mapped_column(sa.String(200))
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def status_title(self) -> str:
+        return InvoiceStatus(self.status).title
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == InvoiceStatus.ISSUED
+
+
+class UpdStatus(enum.StrEnum):
+    PENDING = "pending"  # numbered with the payment, files not rendered yet (a retry forms them)
+    FORMED = "formed"
+
+    @property
+    def title(self) -> str:
+        return {"pending": "Формируется", "formed": "Сформирован"}[self.value]
+
+
+class Upd(Base):
+    """The УПД formed after an invoice is paid; numbered in the payment's transaction, rendered after it."""
+
+    __tablename__ = "upds"
+    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)
+    number: Mapped[str] = mapped_column(sa.String(20), unique=True)
+    year: Mapped[int]
+    serial: Mapped[int]
+    doc_date: Mapped[date] = mapped_column(sa.Date)  # the payment date
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    vat_rate: Mapped[int | None]
+    vat_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    # Everything the document shows, frozen when it is numbered, so a retry renders the same document.
+    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
+    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def status_title(self) -> str:
+        return UpdStatus(self.status).title
+
+
+class StatementImport(Base):
+    """One uploaded bank statement file and what came of it."""
+
+    __tablename__ = "statement_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_name: Mapped[str] = mapped_column(sa.String(300))
+    file_sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    encoding: Mapped[str] = mapped_column(sa.String(20))
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    imported_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    documents_total: Mapped[int] = mapped_column(default=0)
+    incoming: Mapped[int] = mapped_column(default=0)
+    matched: Mapped[int] = mapped_column(default=0)
+    unmatched: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
+
+
+class LineStatus(enum.StrEnum):
+    MATCHED = "matched"  # paid an invoice automatically
+    UNMATCHED = "unmatched"  # waits for support, with the reason
+    LINKED = "linked"  # support linked it to an invoice by hand
+    DISMISSED = "dismissed"  # support decided it is not for an invoice (refund, other contract…)
+
+    @property
+    def title(self) -> str:
+        return {
+            "matched": "Сопоставлен",
+            "unmatched": "Не сопоставлен",
+            "linked": "Привязан вручную",
+            "dismissed": "Отклонён",
+        }[self.value]
+
+
+class StatementLine(Base):
+    """An incoming payment order to the seller's account; its key makes a re-import change nothing."""
+
+    __tablename__ = "statement_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[int] = mapped_column(sa.ForeignKey("statement_imports.id"), index=True)
+    # SHA-256 of the payment order's identity (date, number, payer account and ИНН, amount).
+    dedup_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    doc_number: Mapped[str] = mapped_column(sa.String(40))
+    doc_date: Mapped[date] = mapped_column(sa.Date)
+    received_on: Mapped[date | None] = mapped_column(sa.Date)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    payer_name: Mapped[str] = mapped_column(sa.String(500))
+    payer_inn: Mapped[str] = mapped_column(sa.String(12))
+    payer_account: Mapped[str] = mapped_column(sa.String(20))
+    purpose: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(20), index=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    invoice_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoices.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    resolution_note: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def status_title(self) -> str:
+        return LineStatus(self.status).title
+
+    @property
+    def reference(self) -> str:
+        """«п/п № 512 от 25.11.2026» — how the payment is named on the order and the УПД."""
+        return f"п/п № {self.doc_number} от {self.doc_date:%d.%m.%Y}"
+
+    @property
+    def paid_on(self) -> date:
+        return self.received_on or self.doc_date
