@@ -47,6 +47,8 @@ CANCELLATION_REASONS: dict[str, str] = {
     # Reasons of the portal and of the local sandbox, not YooKassa's.
     "payer_canceled": "Оплата отменена на странице платёжной системы.",
     "provider_unavailable": "Платёжная система не ответила. Заказ не оплачен; попробуйте ещё раз.",
+    "provider_rejected": "Платёжная система отклонила платёж. Попробуйте позже или обратитесь в поддержку.",
+    "superseded": "Эта попытка оплаты заменена другой.",
 }
 
 

@@ -1,0 +1,133 @@
+"""Card and e-money payments, the notifications that settled them, and the local sandbox acquirer's own records."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.db import Base, UTCDateTime, utcnow
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+    FLAGGED = "flagged"  # money may have moved but the portal did not act: support decides
+
+    @property
+    def title(self) -> str:
+        return {
+            "pending": "Обрабатывается",
+            "succeeded": "Оплачен",
+            "canceled": "Не прошёл",
+            "flagged": "На проверке",
+        }[self.value]
+
+    @property
+    def is_final(self) -> bool:
+        return self is not PaymentStatus.PENDING
+
+
+# Methods as YooKassa names them (payment_method.type); the sandbox uses the same names.
+METHOD_TITLES = {
+    "bank_card": "Банковская карта",
+    "yoo_money": "ЮMoney",
+    "sbp": "СБП",
+    "sberbank": "SberPay",
+    "tinkoff_bank": "T-Pay",
+    "mir_pay": "Mir Pay",
+}
+
+
+class Payment(Base):
+    """One attempt to pay an order through a payment provider; a provider payment id is settled exactly once."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_payment_id"),
+        sa.Index("ix_payments_status_checked", "status", "checked_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(sa.String(20))
+    # NULL only while the provider has not answered the create request (time-out): the idempotence key
+    # then lets a retry get the same provider payment instead of a second one.
+    provider_payment_id: Mapped[str | None] = mapped_column(sa.String(64))
+    idempotence_key: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="RESTRICT"), index=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="RESTRICT"), index=True)
+    created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)  # kopecks, what the order asked for
+    currency: Mapped[str] = mapped_column(sa.String(3), default="RUB")
+    status: Mapped[str] = mapped_column(sa.String(20), default=PaymentStatus.PENDING.value)
+    # The provider's cancellation reason code (e.g. insufficient_funds) or the portal's own flag code.
+    status_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    # For support: what exactly did not match, in Russian.
+    status_detail: Mapped[str | None] = mapped_column(sa.Text)
+    method: Mapped[str | None] = mapped_column(sa.String(40))
+    confirmation_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    receipt_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    # What the provider said about the payment last time (its API object, never credentials).
+    raw: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    paid_amount: Mapped[int | None] = mapped_column(sa.BigInteger)  # what the provider reports, kopecks
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last re-read at the provider
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def status_title(self) -> str:
+        return PaymentStatus(self.status).title
+
+    @property
+    def method_title(self) -> str:
+        if not self.method:
+            return "—"
+        return METHOD_TITLES.get(self.method, self.method)
+
+    def __repr__(self) -> str:
+        return f"<Payment {self.id} {self.provider}:{self.provider_payment_id} {self.status}>"
+
+
+class PaymentNotification(Base):
+    """A notification that passed the provider's authenticity check, kept for support with what came of it."""
+
+    __tablename__ = "payment_notifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(sa.String(20))
+    provider_payment_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    event: Mapped[str] = mapped_column(sa.String(64))
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    body_sha256: Mapped[str] = mapped_column(sa.String(64))
+    body: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    outcome: Mapped[str] = mapped_column(sa.String(40))  # activated, already_settled, canceled, flagged, …
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class SandboxPayment(Base):
+    """The local sandbox acquirer's own ledger: it stands in for the provider's database, not the portal's."""
+
+    __tablename__ = "sandbox_payments"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    idempotence_key: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    description: Mapped[str] = mapped_column(sa.String(128))
+    merchant: Mapped[str] = mapped_column(sa.String(200))
+    payment_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", sa.JSON)
+    receipt: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    return_url: Mapped[str] = mapped_column(sa.String(2000))
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    paid: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    method: Mapped[str | None] = mapped_column(sa.String(40))
+    card_last4: Mapped[str | None] = mapped_column(sa.String(4))
+    cancellation_party: Mapped[str | None] = mapped_column(sa.String(40))
+    cancellation_reason: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,320 @@
+"""The local sandbox acquirer: its own payment ledger, a hosted payment page's logic, and signed notifications.
+
+It behaves like YooKassa from the portal's side (same JSON shapes, idempotence keys, re-readable payments, a
+notification to the webhook over HTTP) so that the portal's payment path is the same code in the demo, in tests and
+in production. It takes no money and the configuration refuses it in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from portal.db import Database, utcnow
+from portal.payments.models import SandboxPayment
+from portal.payments.providers.base import (
+    CANCELED,
+    PAYMENT_ID_RE,
+    PENDING,
+    SUCCEEDED,
+    Customer,
+    NotificationEvent,
+    NotificationRejected,
+    PaymentInfo,
+    PaymentNotFound,
+    amount_value,
+    parse_notification_body,
+    payment_description,
+    payment_info_from_object,
+)
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Sandbox-Signature"
+WEBHOOK_PATH = "/payments/webhook/sandbox"
+# Like a real acquirer, a payment nobody confirms is canceled after a while.
+PENDING_TTL = timedelta(hours=1)
+
+# Test cards, as acquirers publish them: every other Luhn-valid number is accepted.
+DECLINING_CARDS: dict[str, str] = {
+    "4000000000000002": "insufficient_funds",
+    "4000000000000069": "card_expired",
+    "4000000000000119": "issuer_unavailable",
+    "4000000000003220": "3d_secure_failed",
+}
+SUCCESS_CARD = "4111111111111111"
+
+Deliver = Callable[[str, bytes, dict[str, str]], int]
+
+
+class CardError(ValueError):
+    """A card field is filled in wrong; `field` names it, the message is for the payer."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def luhn_ok(digits: str) -> bool:
+    if not digits.isdigit() or not 12 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+@dataclass(frozen=True)
+class Card:
+    number: str
+    expiry_month: int
+    expiry_year: int
+
+    @property
+    def first6(self) -> str:
+        return self.number[:6]
+
+    @property
+    def last4(self) -> str:
+        return self.number[-4:]
+
+
+def check_card(number: str, expiry: str, cvc: str, today: date) -> Card:
+    """Validate the form as an acquirer's page does; raises CardError naming the first wrong field."""
+    digits = "".join(ch for ch in (number or "") if ch not in " -")
+    if not digits:
+        raise CardError("number", "Введите номер карты.")
+    if not digits.isdigit() or not luhn_ok(digits):
+        raise CardError("number", "Неверный номер карты: проверьте цифры.")
+    raw = (expiry or "").replace(" ", "")
+    parts = raw.split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or len(parts[0]) not in (1, 2) or len(parts[1]) != 2:
+        raise CardError("expiry", "Срок действия — в формате ММ/ГГ, например 12/29.")
+    month, year = int(parts[0]), 2000 + int(parts[1])
+    if not 1 <= month <= 12:
+        raise CardError("expiry", "Месяц срока действия — от 01 до 12.")
+    if (year, month) < (today.year, today.month):
+        raise CardError("expiry", "Срок действия карты истёк.")
+    if not (cvc or "").isdigit() or len(cvc) != 3:
+        raise CardError("cvc", "CVC — три цифры с обратной стороны карты.")
+    return Card(number=digits, expiry_month=month, expiry_year=year)
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def http_deliver(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """Send a notification as a provider does: one POST with a short time-out; the caller logs failures."""
+    resp = requests.post(url, data=body, headers=headers, timeout=10)
+    return resp.status_code
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z") if moment else None
+
+
+class SandboxProvider:
+    """The sandbox as the portal sees it (PaymentProvider), plus what its hosted page needs."""
+
+    name = "sandbox"
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        base_url: str,
+        secret: str,
+        merchant: str,
+        merchant_inn: str = "",
+        vat_code: int = 1,
+        deliver: Deliver = http_deliver,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.database = database
+        self.base_url = base_url.rstrip("/")
+        self.secret = secret
+        self.merchant = merchant
+        self.merchant_inn = merchant_inn
+        self.vat_code = vat_code
+        self.deliver = deliver
+        self.clock = clock
+
+    # --- PaymentProvider -------------------------------------------------------------------------------------
+
+    def create_payment(self, order: Any, return_url: str, idempotence_key: str, customer: Customer) -> tuple[str, str]:
+        for _ in range(2):
+            try:
+                with self.database.session() as s:
+                    row = s.scalars(
+                        sa.select(SandboxPayment).where(SandboxPayment.idempotence_key == idempotence_key)
+                    ).first()
+                    if row is None:
+                        now = self.clock()
+                        row = SandboxPayment(
+                            id="sbx_" + secrets.token_hex(12),
+                            idempotence_key=idempotence_key,
+                            amount=order.amount,
+                            currency="RUB",
+                            description=payment_description(order),
+                            merchant=self.merchant,
+                            payment_metadata={"order_id": str(order.id), "account_id": str(order.account_id)},
+                            receipt={
+                                "customer": {"email": customer.email} if customer.email else {"phone": customer.phone},
+                                "vat_code": self.vat_code,
+                            },
+                            return_url=return_url,
+                            status=PENDING,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        s.add(row)
+                    return row.id, self.payment_page_url(row.id)
+            except IntegrityError:
+                continue  # the same key was used at the same moment: the other request's payment is the one
+        raise RuntimeError("sandbox: idempotence key race did not settle")
+
+    def get_payment(self, provider_payment_id: str) -> PaymentInfo:
+        if not PAYMENT_ID_RE.match(provider_payment_id or ""):
+            raise PaymentNotFound("Платёж не найден.")
+        with self.database.session() as s:
+            row = s.get(SandboxPayment, provider_payment_id, with_for_update=True)
+            if row is None:
+                raise PaymentNotFound("Платёж не найден.")
+            self._expire_if_stale(row)
+            return self.info(row)
+
+    def parse_notification(self, body: bytes, headers: Mapping[str, str], remote_addr: str | None) -> NotificationEvent:
+        given = headers.get(SIGNATURE_HEADER) or ""
+        if not given:
+            raise NotificationRejected(401, "Нет подписи уведомления.")
+        if not hmac.compare_digest(given.encode(), sign(self.secret, body).encode()):
+            raise NotificationRejected(401, "Подпись уведомления неверна.")
+        return parse_notification_body(self.name, body)
+
+    # --- the hosted payment page -------------------------------------------------------------------------------
+
+    def payment_page_url(self, payment_id: str) -> str:
+        return f"{self.base_url}/sandbox/pay/{payment_id}"
+
+    def receipt_url(self, payment_id: str) -> str:
+        return f"{self.base_url}/sandbox/receipt/{payment_id}"
+
+    def find(self, payment_id: str) -> SandboxPayment | None:
+        if not PAYMENT_ID_RE.match(payment_id or ""):
+            return None
+        with self.database.session() as s:
+            row = s.get(SandboxPayment, payment_id)
+            if row is not None:
+                self._expire_if_stale(row)
+            return row
+
+    def complete(
+        self, payment_id: str, *, method: str, card: Card | None = None, cancel: bool = False
+    ) -> tuple[SandboxPayment, bool]:
+        """The payer pressed Pay (or Cancel): settle the payment once. Returns (row, changed)."""
+        with self.database.session() as s:
+            row = s.get(SandboxPayment, payment_id, with_for_update=True)
+            if row is None:
+                raise PaymentNotFound("Платёж не найден.")
+            self._expire_if_stale(row)
+            if row.status != PENDING:
+                return row, False
+            row.method = method
+            row.updated_at = self.clock()
+            if card is not None:
+                row.card_last4 = card.last4
+            decline = "payer_canceled" if cancel else (DECLINING_CARDS.get(card.number) if card else None)
+            if decline:
+                row.status = CANCELED
+                row.cancellation_party = "merchant" if cancel else "payment_network"
+                row.cancellation_reason = decline
+            else:
+                row.status = SUCCEEDED
+                row.paid = True
+            return row, True
+
+    def notify(self, payment_id: str) -> int | None:
+        """Send the portal the notification of a settled payment, signed, over HTTP; None if it could not."""
+        with self.database.session() as s:
+            row = s.get(SandboxPayment, payment_id)
+            if row is None or row.status == PENDING:
+                return None
+            body = self.notification_body(row)
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body)}
+        url = self.base_url + WEBHOOK_PATH
+        try:
+            status = self.deliver(url, body, headers)
+        except requests.RequestException as exc:
+            # A real provider retries later; here the payer's return page re-reads the payment instead.
+            log.warning("sandbox: notification for %s to %s failed: %s", payment_id, url, exc)
+            return None
+        if status != 200:
+            log.warning("sandbox: notification for %s answered %s", payment_id, status)
+        return status
+
+    def notification_body(self, row: SandboxPayment) -> bytes:
+        import json
+
+        event = "payment.succeeded" if row.status == SUCCEEDED else "payment.canceled"
+        payload = {"type": "notification", "event": event, "object": self.payment_object(row)}
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+    # --- the provider's API objects -----------------------------------------------------------------------------
+
+    def payment_object(self, row: SandboxPayment) -> dict[str, Any]:
+        """The payment in YooKassa's JSON shape (no card number beyond first6/last4, as providers do)."""
+        obj: dict[str, Any] = {
+            "id": row.id,
+            "status": row.status,
+            "paid": row.paid,
+            "amount": {"value": amount_value(row.amount), "currency": row.currency},
+            "description": row.description,
+            "metadata": dict(row.payment_metadata or {}),
+            "created_at": _iso(row.created_at),
+            "test": True,
+            "refundable": row.status == SUCCEEDED,
+            "recipient": {"account_id": "sandbox", "gateway_id": "sandbox"},
+        }
+        if row.status == PENDING:
+            obj["confirmation"] = {"type": "redirect", "confirmation_url": self.payment_page_url(row.id)}
+        if row.method:
+            method: dict[str, Any] = {"type": row.method, "id": row.id, "saved": False}
+            if row.method == "bank_card" and row.card_last4:
+                method["title"] = f"Bank card *{row.card_last4}"
+                method["card"] = {"last4": row.card_last4}
+            obj["payment_method"] = method
+        if row.status == SUCCEEDED:
+            obj["captured_at"] = _iso(row.updated_at)
+            obj["income_amount"] = obj["amount"]
+            obj["receipt_registration"] = "succeeded"
+        if row.status == CANCELED:
+            obj["cancellation_details"] = {"party": row.cancellation_party, "reason": row.cancellation_reason}
+        return obj
+
+    def info(self, row: SandboxPayment) -> PaymentInfo:
+        receipt = self.receipt_url(row.id) if row.status == SUCCEEDED else None
+        return payment_info_from_object(self.payment_object(row), receipt_url=receipt)
+
+    def _expire_if_stale(self, row: SandboxPayment) -> None:
+        if row.status == PENDING and row.created_at + PENDING_TTL <= self.clock():
+            row.status = CANCELED
+            row.cancellation_party = "yoo_money"
+            row.cancellation_reason = "expired_on_confirmation"
+            row.updated_at = self.clock()
