@@ -1,0 +1,94 @@
+"""The sandbox acquirer's hosted pages: pay by card or ЮMoney, or refuse; and its test receipt.
+
+Registered only when PAYMENT_PROVIDER=sandbox. The pages belong to "another site" (the acquirer), so they know
+nothing of the portal's users: anyone with the payment's link may pay it, as on a real acquirer's page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request
+
+from portal.accounts.access import public
+from portal.db import utcnow
+from portal.payments.forms import SandboxCardForm
+from portal.payments.providers import get_provider
+from portal.payments.providers.sandbox import Card, CardError, SandboxProvider, check_card
+from portal.timeutil import msk_date
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
+
+VAT_TEXTS = {1: "Без НДС", 2: "НДС 0 %", 3: "НДС 10 %", 4: "НДС 20 %", 11: "НДС 22 %"}
+
+
+def _sandbox() -> SandboxProvider:
+    return get_provider(current_app, "sandbox")
+
+
+@bp.route("/pay/<payment_id>", methods=["GET", "POST"])
+@public
+def payment_pay(payment_id: str) -> Any:
+    sandbox = _sandbox()
+    payment = sandbox.find(payment_id)
+    if payment is None:
+        abort(404)
+    if payment.status != "pending":
+        return render_template("payments/sandbox_done.html", payment=payment)
+    form = SandboxCardForm()
+    error = None
+    status = 200
+    if request.method == "POST":
+        if not form.validate_on_submit():  # only the CSRF token can fail here
+            abort(400, "Форма устарела. Обновите страницу.")
+        action = request.form.get("action")
+        if action == "card":
+            try:
+                card = check_card(
+                    form.number.data or "", form.expiry.data or "", form.cvc.data or "", msk_date(utcnow())
+                )
+            except CardError as exc:
+                getattr(form, exc.field).errors = [exc.message]
+                status = 400
+            else:
+                return _finish(sandbox, payment_id, method="bank_card", card=card)
+        elif action == "yoo_money":
+            return _finish(sandbox, payment_id, method="yoo_money")
+        elif action == "cancel":
+            return _finish(sandbox, payment_id, method="bank_card", cancel=True)
+        else:
+            abort(400, "Выберите способ оплаты.")
+    return render_template("payments/sandbox_pay.html", payment=payment, form=form, error=error), status
+
+
+def _finish(
+    sandbox: SandboxProvider, payment_id: str, *, method: str, card: Card | None = None, cancel: bool = False
+) -> Any:
+    payment, changed = sandbox.complete(payment_id, method=method, card=card, cancel=cancel)
+    if changed:
+        # Exactly as a provider does: the notification goes to the portal's webhook over HTTP before the payer is
+        # sent back; if it is lost, the return page's status check re-reads the payment instead.
+        status = sandbox.notify(payment_id)
+        log.info("sandbox: payment %s %s, notification answered %s", payment_id, payment.status, status)
+    return redirect(payment.return_url)
+
+
+@bp.route("/receipt/<payment_id>")
+@public
+def receipt_show(payment_id: str) -> Any:
+    sandbox = _sandbox()
+    payment = sandbox.find(payment_id)
+    if payment is None or payment.status != "succeeded":
+        abort(404)
+    receipt = payment.receipt or {}
+    customer = receipt.get("customer") or {}
+    return render_template(
+        "payments/sandbox_receipt.html",
+        payment=payment,
+        inn=sandbox.merchant_inn,
+        vat_text=VAT_TEXTS.get(int(receipt.get("vat_code", 1)), "—"),
+        contact=customer.get("email") or customer.get("phone"),
+    )

@@ -1,0 +1,590 @@
+"""Card and e-money payments: starting one for an order, settling it exactly once, re-checking the stragglers.
+
+Every way the portal learns about a payment (the provider's notification, the payer's return page, `billing tick`)
+goes through `process_provider_payment`, which re-reads the payment at the provider, locks the payment row and
+applies the order in the same transaction. So the same success seen any number of times, by any number of servers,
+activates the subscription once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal.accounts.models import User
+from portal.audit import record_audit
+from portal.billing import service as billing
+from portal.billing.models import Order, OrderStatus
+from portal.money import format_rub
+from portal.payments.models import Payment, PaymentNotification, PaymentStatus
+from portal.payments.providers.base import (
+    CANCELED,
+    SUCCEEDED,
+    Customer,
+    NotificationEvent,
+    PaymentInfo,
+    PaymentProvider,
+    ProviderError,
+    ProviderUnavailable,
+    reason_text,
+)
+
+log = logging.getLogger(__name__)
+
+# YooKassa keeps an idempotence key for 24 hours and allows at most 64 characters in it.
+IDEMPOTENCE_KEY_TTL = timedelta(hours=24)
+MAX_PROVIDER_KEY = 64
+# The tick re-reads a pending payment at most this often; the return page at most every few seconds.
+RECHECK_AFTER = timedelta(minutes=1)
+RETURN_PAGE_RECHECK_AFTER = timedelta(seconds=3)
+RECHECK_BATCH = 200
+
+FLAG_AMOUNT = "amount_mismatch"
+FLAG_CURRENCY = "currency_mismatch"
+FLAG_ORDER = "order_mismatch"
+FLAG_ALREADY_PAID = "order_already_paid"
+FLAG_TEXTS = {
+    FLAG_AMOUNT: "Сумма платежа не совпадает с суммой заказа.",
+    FLAG_CURRENCY: "Валюта платежа не совпадает с валютой заказа.",
+    FLAG_ORDER: "Платёж относится к другому заказу.",
+    FLAG_ALREADY_PAID: "Заказ уже был оплачен другим платежом.",
+}
+
+
+class UnknownPayment(ProviderError):
+    """The provider knows the payment but it belongs to no order of this portal."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one look at a payment did: activated, already_settled, pending, canceled or flagged."""
+
+    code: str
+    payment: Payment
+
+    @property
+    def status(self) -> str:
+        return self.payment.status
+
+
+def _reference(provider: str, provider_payment_id: str) -> str:
+    return f"{provider}:{provider_payment_id}"
+
+
+def _payment_dict(p: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": p.id,
+        "provider": p.provider,
+        "provider_payment_id": p.provider_payment_id,
+        "order_id": p.order_id,
+        "amount": p.amount,
+        "currency": p.currency,
+        "status": p.status,
+        "method": p.method,
+        "reason": p.status_reason,
+    }
+
+
+def provider_key(order_key: str, attempt: int) -> str:
+    """The Idempotence-Key of the n-th payment attempt for an order: the order's own key for the first one,
+    so pressing Pay twice reaches the same provider payment; a fresh, stable key after a declined attempt."""
+    if attempt == 1 and len(order_key) <= MAX_PROVIDER_KEY:
+        return order_key
+    digest = hashlib.sha256(f"{order_key}:{attempt}".encode()).hexdigest()[:40]
+    return f"pay-{attempt}-{digest}"
+
+
+def customer_for(db: Session, order: Order, actor: Any) -> Customer:
+    """The receipt goes to whoever placed the order, so a repeated create request is byte-for-byte the same."""
+    user = db.get(User, order.created_by_user_id) if order.created_by_user_id else None
+    user = user or actor
+    if user is None:
+        return Customer()
+    return Customer(email=user.email or None, phone=None if user.email else user.phone)
+
+
+# --- starting a payment ---------------------------------------------------------------------------------------
+
+
+def latest_payment(db: Session, order_id: int) -> Payment | None:
+    return db.scalars(
+        sa.select(Payment)
+        .where(Payment.order_id == order_id)
+        .order_by(Payment.id.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime) -> Payment:
+    """The payment attempt to use for this order: the open one, or a new one if the last was declined."""
+    for _ in range(3):
+        last = latest_payment(db, order.id)
+        if last is not None and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
+            return last
+        attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
+        payment = Payment(
+            provider=provider.name,
+            idempotence_key=provider_key(order.idempotency_key, (attempts or 0) + 1),
+            order_id=order.id,
+            account_id=order.account_id,
+            created_by_user_id=actor.id if actor is not None else None,
+            amount=order.amount,
+            currency="RUB",
+            status=PaymentStatus.PENDING.value,
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(payment)
+        try:
+            db.commit()
+        except IntegrityError:
+            db.rollback()  # the same Pay pressed twice at once: the other request's attempt is the one
+            continue
+        return payment
+    raise RuntimeError(f"order {order.id}: could not settle on a payment attempt")
+
+
+def start_card_payment(
+    db: Session,
+    order: Order,
+    actor: Any,
+    *,
+    provider: PaymentProvider,
+    return_url: str,
+    now: datetime,
+) -> tuple[Payment, str | None]:
+    """Create (or reuse) the provider payment of a pending order: (payment, confirmation URL or None).
+
+    None means the provider did not answer: the attempt is kept, and pressing Pay again (or `billing tick`)
+    repeats the request with the same idempotence key, which reaches the same provider payment if there is one.
+    Commits: the attempt is stored before the provider is called, so no provider payment is ever made without it.
+    """
+    payment = _attempt_for(db, order, actor, provider, now)
+    if payment.status != PaymentStatus.PENDING:
+        return payment, None
+    if payment.confirmation_url:
+        return payment, payment.confirmation_url
+    return payment, _create_at_provider(db, payment, order, actor, provider, return_url, now)
+
+
+def _create_at_provider(
+    db: Session,
+    payment: Payment,
+    order: Order,
+    actor: Any,
+    provider: PaymentProvider,
+    return_url: str,
+    now: datetime,
+) -> str | None:
+    customer = customer_for(db, order, actor)
+    db.commit()  # no transaction (nor pooled connection) is held while the provider is called
+    try:
+        provider_payment_id, url = provider.create_payment(order, return_url, payment.idempotence_key, customer)
+    except ProviderUnavailable as exc:
+        log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
+        return None
+    except ProviderError as exc:
+        # The provider refused the request itself: repeating it will not help, so the attempt is closed.
+        log.error("payment %s (order %s) refused by %s: %s", payment.id, order.id, provider.name, exc.message)
+        db.execute(
+            sa.update(Payment)
+            .where(Payment.id == payment.id, Payment.provider_payment_id.is_(None))
+            .values(status=PaymentStatus.CANCELED.value, status_reason="provider_rejected", status_detail=exc.message)
+        )
+        db.commit()
+        raise
+    row = db.scalars(
+        sa.select(Payment).where(Payment.id == payment.id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    first_time = row.provider_payment_id is None
+    row.provider_payment_id = provider_payment_id
+    row.confirmation_url = url
+    row.updated_at = now
+    if first_time:
+        record_audit(
+            db,
+            actor=actor,
+            account=order.account_id,
+            action="payment.started",
+            after=_payment_dict(row),
+        )
+    try:
+        db.commit()
+    except IntegrityError:
+        # The provider payment is already on record: its notification arrived first and was filed against the
+        # order. That row is the payment; this attempt is closed.
+        db.rollback()
+        db.execute(
+            sa.update(Payment)
+            .where(Payment.id == payment.id, Payment.provider_payment_id.is_(None))
+            .values(status=PaymentStatus.CANCELED.value, status_reason="superseded", updated_at=now)
+        )
+        db.commit()
+        log.warning("payment %s: provider payment %s is already on record", payment.id, provider_payment_id)
+        return None
+    return url
+
+
+# --- settling -----------------------------------------------------------------------------------------------------
+
+
+def _lock_payment(db: Session, provider: str, provider_payment_id: str, now: datetime) -> Payment | None:
+    # Writing first takes the row lock on PostgreSQL and the database write lock on SQLite (where FOR UPDATE is
+    # ignored), so concurrent deliveries queue here and each sees what the previous one committed.
+    db.execute(
+        sa.update(Payment)
+        .where(Payment.provider == provider, Payment.provider_payment_id == provider_payment_id)
+        .values(checked_at=now)
+    )
+    return db.scalars(
+        sa.select(Payment)
+        .where(Payment.provider == provider, Payment.provider_payment_id == provider_payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _adopt(db: Session, provider: str, info: PaymentInfo, now: datetime) -> Payment:
+    """A provider payment the portal has no row for (its create answer was lost): found by the order id the
+    portal itself put in the metadata, and recorded against that order."""
+    raw_id = info.metadata.get("order_id", "")
+    order = db.get(Order, int(raw_id)) if raw_id.isdigit() else None
+    if order is None:
+        raise UnknownPayment("Платёж не относится ни к одному заказу портала.")
+    digest = hashlib.sha256(f"{provider}:{info.id}".encode()).hexdigest()[:40]
+    payment = Payment(
+        provider=provider,
+        provider_payment_id=info.id,
+        idempotence_key=f"adopted-{digest}",
+        order_id=order.id,
+        account_id=order.account_id,
+        amount=order.amount,
+        currency="RUB",
+        status=PaymentStatus.PENDING.value,
+        created_at=now,
+        updated_at=now,
+        checked_at=now,
+    )
+    db.add(payment)
+    db.flush()
+    log.warning("payment %s:%s adopted for order %s", provider, info.id, order.id)
+    return payment
+
+
+def _mismatch(payment: Payment, order: Order, info: PaymentInfo) -> tuple[str, str] | None:
+    if info.currency != payment.currency:
+        return FLAG_CURRENCY, f"Валюта платежа {info.currency}, а заказ выставлен в {payment.currency}."
+    if info.amount != order.amount or info.amount != payment.amount:
+        return FLAG_AMOUNT, (
+            f"Платёжная система сообщает о сумме {format_rub(info.amount)}, "
+            f"а заказ № {order.id} — на {format_rub(order.amount)}."
+        )
+    if info.metadata.get("order_id") != str(order.id):
+        return FLAG_ORDER, f"В платеже указан заказ «{info.metadata.get('order_id')}», а не № {order.id}."
+    return None
+
+
+def process_provider_payment(
+    db: Session,
+    provider: PaymentProvider,
+    provider_payment_id: str,
+    *,
+    now: datetime,
+    source: str,
+) -> Outcome:
+    """Re-read a payment at the provider and act on what the provider says, exactly once.
+
+    `source` ("webhook", "return", "tick") is for the audit trail. Ends the caller's transaction first (the caller
+    has only read), then runs and commits one transaction of its own. Raises PaymentNotFound / UnknownPayment for
+    a payment that is not ours, ProviderUnavailable when the provider cannot be asked (nothing changes then).
+    """
+    db.commit()
+    info = provider.get_payment(provider_payment_id)
+    for _ in range(3):
+        try:
+            payment = _lock_payment(db, provider.name, info.id, now)
+            if payment is None:
+                payment = _adopt(db, provider.name, info, now)
+            outcome = _settle(db, payment, provider.name, info, now=now, source=source)
+            db.commit()
+            return outcome
+        except IntegrityError:
+            db.rollback()  # two deliveries adopted the same payment at once: the next pass finds the row
+        except BaseException:
+            db.rollback()
+            raise
+    raise RuntimeError(f"payment {provider.name}:{provider_payment_id}: could not lock its row")
+
+
+def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, now: datetime, source: str) -> Outcome:
+    if PaymentStatus(payment.status).is_final:
+        return Outcome("already_settled", payment)
+    order = db.get(Order, payment.order_id)
+    assert order is not None  # a foreign key
+    payment.raw = info.raw
+    payment.method = info.method or payment.method
+    payment.paid_amount = info.amount if info.paid else None
+    payment.updated_at = now
+    before = {"status": PaymentStatus.PENDING.value}
+
+    if info.status == CANCELED:
+        payment.status = PaymentStatus.CANCELED.value
+        payment.status_reason = info.reason
+        record_audit(
+            db,
+            actor=None,
+            account=payment.account_id,
+            action="payment.canceled",
+            before=before,
+            after=_payment_dict(payment) | {"source": source},
+            reason=reason_text(info.reason),
+        )
+        log.info("payment %s:%s canceled: %s", provider, info.id, info.reason)
+        return Outcome("canceled", payment)
+
+    if info.status != SUCCEEDED:
+        return Outcome("pending", payment)
+
+    problem = _mismatch(payment, order, info)
+    if problem is None:
+        applied = billing.apply_paid_order(db, order.id, now=now, reference=_reference(provider, info.id))
+        if not applied:
+            problem = (
+                FLAG_ALREADY_PAID,
+                (
+                    f"Заказ № {order.id} уже оплачен ({order.payment_reference}); этот платёж лишний — нужен возврат "
+                    f"{format_rub(info.amount)}."
+                ),
+            )
+    if problem is not None:
+        code, detail = problem
+        payment.status = PaymentStatus.FLAGGED.value
+        payment.status_reason = code
+        payment.status_detail = detail
+        record_audit(
+            db,
+            actor=None,
+            account=payment.account_id,
+            action="payment.flagged",
+            before=before,
+            after=_payment_dict(payment) | {"paid_amount": info.amount, "source": source},
+            reason=detail,
+        )
+        log.warning("payment %s:%s flagged for support: %s", provider, info.id, detail)
+        return Outcome("flagged", payment)
+
+    payment.status = PaymentStatus.SUCCEEDED.value
+    payment.paid_at = now
+    payment.receipt_url = info.receipt_url
+    record_audit(
+        db,
+        actor=None,
+        account=payment.account_id,
+        action="payment.succeeded",
+        before=before,
+        after=_payment_dict(payment) | {"paid_amount": info.amount, "source": source},
+    )
+    log.info("payment %s:%s succeeded: order %s applied", provider, info.id, order.id)
+    return Outcome("activated", payment)
+
+
+def record_notification(
+    db: Session, event: NotificationEvent, *, remote_addr: str | None, outcome: str, now: datetime
+) -> None:
+    """Keep an authentic notification and what came of it, for support (own small transaction)."""
+    db.add(
+        PaymentNotification(
+            provider=event.provider,
+            provider_payment_id=event.provider_payment_id,
+            event=event.event,
+            remote_addr=remote_addr,
+            body_sha256=event.body_sha256,
+            body=event.body,
+            outcome=outcome,
+            received_at=now,
+        )
+    )
+    db.commit()
+
+
+# --- the return page and the tick ------------------------------------------------------------------------------
+
+
+def refresh_order_payment(db: Session, order: Order, *, provider: PaymentProvider, now: datetime) -> Payment | None:
+    """The order's latest payment, re-read at the provider if still pending (the return page's status check).
+
+    A provider that does not answer changes nothing: the page keeps saying «обрабатывается».
+    """
+    payment = latest_payment(db, order.id)
+    if (
+        payment is None
+        or payment.status != PaymentStatus.PENDING
+        or payment.provider_payment_id is None
+        or payment.provider != provider.name
+        or order.status == OrderStatus.PAID
+    ):
+        return payment
+    if payment.checked_at is not None and now - payment.checked_at < RETURN_PAGE_RECHECK_AFTER:
+        return payment
+    try:
+        return process_provider_payment(db, provider, payment.provider_payment_id, now=now, source="return").payment
+    except ProviderError as exc:
+        log.warning("return page: payment %s not re-read: %s", payment.id, exc)
+        db.rollback()
+        return latest_payment(db, order.id)
+
+
+def _claim(db: Session, payment_id: int, now: datetime) -> bool:
+    """Mark a payment as being re-checked now; False if another server's tick got there first."""
+    cutoff = now - RECHECK_AFTER
+    result = db.execute(
+        sa.update(Payment)
+        .where(
+            Payment.id == payment_id,
+            Payment.status == PaymentStatus.PENDING.value,
+            sa.or_(Payment.checked_at.is_(None), Payment.checked_at < cutoff),
+        )
+        .values(checked_at=now)
+    )
+    db.commit()
+    return result.rowcount == 1
+
+
+def recheck_pending(
+    db: Session,
+    now: datetime,
+    *,
+    providers: Mapping[str, PaymentProvider] | None = None,
+    base_url: str | None = None,
+) -> list[str]:
+    """`billing tick` hook: settle payments still pending at the provider (a lost notification, a time-out).
+
+    Safe on several servers at once: each payment is claimed by a conditional update before it is re-read.
+    Without `providers` / `base_url`, the current Flask app's are used (the tick runs as a CLI command of the app).
+    """
+    if providers is None:
+        providers = _app_providers()
+    if base_url is None:
+        from flask import current_app
+
+        base_url = current_app.config["BASE_URL"]
+    cutoff = now - RECHECK_AFTER
+    ids = list(
+        db.scalars(
+            sa.select(Payment.id)
+            .where(
+                Payment.status == PaymentStatus.PENDING.value,
+                Payment.created_at <= cutoff,
+                sa.or_(Payment.checked_at.is_(None), Payment.checked_at < cutoff),
+            )
+            .order_by(Payment.id)
+            .limit(RECHECK_BATCH)
+        )
+    )
+    done: list[str] = []
+    for payment_id in ids:
+        if not _claim(db, payment_id, now):
+            continue
+        payment = db.get(Payment, payment_id, populate_existing=True)
+        assert payment is not None
+        provider = providers.get(payment.provider)
+        if provider is None:
+            log.warning("payment %s: provider %s is not configured; left pending", payment.id, payment.provider)
+            continue
+        try:
+            line = _recheck_one(db, payment, provider, now, return_url(base_url, payment.order_id))
+        except ProviderError as exc:
+            db.rollback()
+            log.warning("tick: payment %s not re-read: %s", payment_id, exc)
+            continue
+        if line:
+            done.append(line)
+    return done
+
+
+def _recheck_one(db: Session, payment: Payment, provider: PaymentProvider, now: datetime, return_to: str) -> str | None:
+    label = f"платёж № {payment.id} по заказу № {payment.order_id}"
+    if payment.provider_payment_id is None:
+        # The create request timed out. Within the key's lifetime, repeating it with the same key returns the
+        # payment the provider made (if it did); later the key would make a new one, so the attempt is closed.
+        order = db.get(Order, payment.order_id)
+        assert order is not None
+        if payment.created_at + IDEMPOTENCE_KEY_TTL <= now or order.status != OrderStatus.PENDING:
+            return _close_unanswered(db, payment, now, label)
+        url = _create_at_provider(db, payment, order, None, provider, return_to, now)
+        if url is None:
+            return None
+        db.refresh(payment)
+    assert payment.provider_payment_id is not None
+    outcome = process_provider_payment(db, provider, payment.provider_payment_id, now=now, source="tick")
+    if outcome.code == "activated":
+        return f"{label}: оплата подтверждена, заказ применён"
+    if outcome.code == "canceled":
+        return f"{label}: не прошёл — {reason_text(outcome.payment.status_reason)}"
+    if outcome.code == "flagged":
+        return f"{label}: отмечен для поддержки — {outcome.payment.status_detail}"
+    return None
+
+
+def _close_unanswered(db: Session, payment: Payment, now: datetime, label: str) -> str:
+    payment = db.scalars(
+        sa.select(Payment).where(Payment.id == payment.id).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    if payment.status != PaymentStatus.PENDING or payment.provider_payment_id is not None:
+        db.commit()
+        return f"{label}: уже обработан"
+    payment.status = PaymentStatus.CANCELED.value
+    payment.status_reason = "provider_unavailable"
+    payment.updated_at = now
+    record_audit(
+        db,
+        actor=None,
+        account=payment.account_id,
+        action="payment.canceled",
+        before={"status": PaymentStatus.PENDING.value},
+        after=_payment_dict(payment) | {"source": "tick"},
+        reason=reason_text("provider_unavailable"),
+    )
+    db.commit()
+    return f"{label}: платёжная система так и не ответила, попытка закрыта"
+
+
+def return_url(base_url: str, order_id: int) -> str:
+    """Where the provider sends the payer back: built from BASE_URL, never from the request's Host header."""
+    return base_url.rstrip("/") + f"/payments/return/{order_id}"
+
+
+def _app_providers() -> dict[str, PaymentProvider]:
+    from flask import current_app
+
+    from portal.payments.providers import PROVIDER_NAMES, get_provider
+
+    names = {current_app.config["PAYMENT_PROVIDER"]}
+    # Payments made through another provider before a switch are still re-read, if that provider is configured.
+    if current_app.config.get("YOOKASSA_SHOP_ID") and current_app.config.get("YOOKASSA_SECRET_KEY"):
+        names.add("yookassa")
+    return {name: get_provider(current_app, name) for name in PROVIDER_NAMES if name in names}
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+def list_payments(db: Session, account_id: int, *, limit: int = 200) -> list[tuple[Payment, Order]]:
+    """An account's card and e-money payments with their orders, newest first (the history page)."""
+    rows = db.execute(
+        sa.select(Payment, Order)
+        .join(Order, Order.id == Payment.order_id)
+        .where(Payment.account_id == account_id, Payment.provider_payment_id.is_not(None))
+        .order_by(Payment.created_at.desc(), Payment.id.desc())
+        .limit(limit)
+    ).all()
+    return [(p, o) for p, o in rows]

@@ -1,0 +1,246 @@
+"""Payment pages: the return page with its status check, the payment history, and the providers' webhooks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy.orm import Session
+
+from portal import csrf
+from portal.accounts.access import current_membership, public, require_account, roles_required
+from portal.billing import service as billing
+from portal.billing.models import Order, OrderStatus
+from portal.db import get_db, utcnow
+from portal.nav import register_nav
+from portal.payments import service
+from portal.payments.models import Payment, PaymentStatus
+from portal.payments.providers import PROVIDER_NAMES, get_provider
+from portal.payments.providers.base import (
+    NotificationRejected,
+    PaymentNotFound,
+    ProviderError,
+    ProviderUnavailable,
+    reason_text,
+)
+from portal.timeutil import msk_date
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("payments", __name__, url_prefix="/payments")
+
+register_nav("payments.payment_list", "Платежи", ("owner", "accountant"), order=45)
+
+CARD_TITLE = "Физическое лицо: карта или электронные деньги"
+# A YooKassa notification is about a kilobyte; anything near this is not one.
+WEBHOOK_MAX_BYTES = 64 * 1024
+
+
+def checkout_handler(db: Session, order: Order, actor: Any) -> str:
+    """Billing's checkout calls this for a card order: where to send the payer (the provider's page)."""
+    provider = get_provider(current_app)
+    _payment, url = service.start_card_payment(
+        db,
+        order,
+        actor,
+        provider=provider,
+        return_url=service.return_url(current_app.config["BASE_URL"], order.id),
+        now=utcnow(),
+    )
+    # No URL: the provider did not answer (or the payment is already settled); the return page says what to do.
+    return url or url_for("payments.payment_return", order_id=order.id)
+
+
+billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
+billing.register_tick_hook(service.recheck_pending)
+
+
+# --- the return page --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """What the payer should see about an order's payment."""
+
+    code: str  # paid | pending | not_started | declined | flagged | closed
+    payment: Payment | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.code not in ("pending", "not_started")
+
+
+def _state(order: Order, payment: Payment | None) -> PaymentState:
+    if order.status == OrderStatus.PAID:
+        return PaymentState("paid", payment)
+    if payment is None:
+        return PaymentState("closed" if order.status != OrderStatus.PENDING else "not_started", None)
+    if payment.status == PaymentStatus.FLAGGED:
+        return PaymentState("flagged", payment)
+    if payment.status == PaymentStatus.CANCELED:
+        return PaymentState("declined", payment)
+    if payment.provider_payment_id is None:
+        return PaymentState("not_started", payment)
+    return PaymentState("pending", payment)
+
+
+def _load_order(order_id: int) -> Order:
+    account = require_account()
+    order = billing.get_order(get_db(), account.id, order_id)
+    if order is None or order.payer_type != "card":
+        abort(404)
+    return order
+
+
+def _refreshed_state(order_id: int) -> tuple[Order, PaymentState]:
+    db = get_db()
+    order = _load_order(order_id)
+    provider = get_provider(current_app)
+    payment = service.refresh_order_payment(db, order, provider=provider, now=utcnow())
+    db.refresh(order)
+    return order, _state(order, payment)
+
+
+@bp.route("/return/<int:order_id>")
+@roles_required("owner", "accountant")
+def payment_return(order_id: int) -> Any:
+    order, state = _refreshed_state(order_id)
+    db = get_db()
+    now = utcnow()
+    subscription = billing.get_subscription_state(db, order.account_id, now) if state.code == "paid" else None
+    membership = current_membership()
+    return render_template(
+        "payments/payment_return.html",
+        order=order,
+        state=state,
+        subscription=subscription,
+        starts_later=order.starts_on > msk_date(now),
+        reason=reason_text(state.payment.status_reason) if state.code == "declined" and state.payment else None,
+        can_pay=membership is not None and membership.role == "owner",
+        checkout_url=_checkout_url(order),
+    )
+
+
+@bp.route("/status/<int:order_id>")
+@roles_required("owner", "accountant")
+def payment_status(order_id: int) -> Any:
+    """The return page's script polls this while the payment is processed."""
+    order, state = _refreshed_state(order_id)
+    resp = jsonify(
+        {
+            "order_id": order.id,
+            "order_status": order.status,
+            "state": state.code,
+            "final": state.is_final,
+            "payment_status": state.payment.status if state.payment else None,
+        }
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.route("/pay/<int:order_id>", methods=["POST"])
+@roles_required("owner")
+def payment_retry(order_id: int) -> Any:
+    """«Попробовать ещё раз» after the provider did not answer: the same order, the same idempotence key."""
+    order = _load_order(order_id)
+    db = get_db()
+    if order.status != OrderStatus.PENDING:
+        return redirect(url_for("payments.payment_return", order_id=order.id))
+    try:
+        url = checkout_handler(db, order, current_user._get_current_object())  # type: ignore[attr-defined]
+    except ProviderError as exc:
+        db.rollback()
+        log.error("payment retry for order %s failed: %s", order.id, exc)
+        abort(400, f"Платёжная система отклонила платёж: {exc.message}")
+    return redirect(url)
+
+
+def _checkout_url(order: Order) -> str | None:
+    if "billing.checkout" not in current_app.view_functions:
+        return None
+    return url_for("billing.checkout", plan=order.plan_code, months=order.months)
+
+
+# --- history ----------------------------------------------------------------------------------------------------
+
+
+@bp.route("")
+@roles_required("owner", "accountant")
+def payment_list() -> Any:
+    account = require_account()
+    rows = service.list_payments(get_db(), account.id)
+    return render_template("payments/payment_list.html", rows=rows, reason_text=reason_text)
+
+
+# --- webhooks ---------------------------------------------------------------------------------------------------
+
+
+def _json_error(code: int, message: str, **extra: Any) -> Any:
+    return jsonify({"error": message, **extra}), code
+
+
+@bp.route("/webhook/<provider_name>", methods=["POST"])
+@public
+def webhook(provider_name: str) -> Any:
+    """A provider's notification: authenticated by the provider's rule, then only a hint which payment to re-read."""
+    remote = request.remote_addr
+    if provider_name not in PROVIDER_NAMES or not _accepts(provider_name):
+        log.warning("webhook %s from %s: provider not enabled", provider_name, remote)
+        return _json_error(404, "Этот приём уведомлений не включён.")
+    if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
+        log.warning("webhook %s from %s: body of %s bytes refused", provider_name, remote, request.content_length)
+        return _json_error(413, "Уведомление слишком большое.")
+    body = request.stream.read(WEBHOOK_MAX_BYTES + 1)
+    if len(body) > WEBHOOK_MAX_BYTES:
+        log.warning("webhook %s from %s: body over %s bytes refused", provider_name, remote, WEBHOOK_MAX_BYTES)
+        return _json_error(413, "Уведомление слишком большое.")
+    provider = get_provider(current_app, provider_name)
+    try:
+        event = provider.parse_notification(body, request.headers, remote)
+    except NotificationRejected as exc:
+        log.warning("webhook %s from %s rejected (%s): %s", provider_name, remote, exc.status_code, exc.message)
+        return _json_error(exc.status_code, exc.message)
+
+    db = get_db()
+    now = utcnow()
+    try:
+        outcome = service.process_provider_payment(db, provider, event.provider_payment_id, now=now, source="webhook")
+    except (PaymentNotFound, service.UnknownPayment) as exc:
+        log.warning("webhook %s from %s: payment %s: %s", provider_name, remote, event.provider_payment_id, exc)
+        service.record_notification(db, event, remote_addr=remote, outcome="unknown_payment", now=now)
+        return _json_error(404, exc.message)
+    except ProviderUnavailable as exc:
+        # Nothing is known yet: the provider repeats the notification, and `billing tick` re-reads the payment.
+        log.warning("webhook %s: payment %s not re-read: %s", provider_name, event.provider_payment_id, exc)
+        service.record_notification(db, event, remote_addr=remote, outcome="provider_unavailable", now=now)
+        return _json_error(503, exc.message)
+    service.record_notification(db, event, remote_addr=remote, outcome=outcome.code, now=now)
+    payment = outcome.payment
+    if payment.status == PaymentStatus.FLAGGED:
+        return _json_error(
+            422, payment.status_detail or "Платёж не совпадает с заказом.", status=payment.status, outcome=outcome.code
+        )
+    return jsonify({"status": payment.status, "outcome": outcome.code})
+
+
+csrf.exempt(webhook)
+
+
+def _accepts(provider_name: str) -> bool:
+    cfg = current_app.config
+    if provider_name == "sandbox":
+        # The sandbox's notifications would be a way to "pay" without money: only where it is the provider.
+        return cfg["PAYMENT_PROVIDER"] == "sandbox"
+    return bool(cfg.get("YOOKASSA_SHOP_ID") and cfg.get("YOOKASSA_SECRET_KEY"))
+
+
+def init_app(app: Flask) -> None:
+    if app.config["PAYMENT_PROVIDER"] == "sandbox":
+        from portal.payments.sandbox_views import bp as sandbox_bp
+
+        app.register_blueprint(sandbox_bp)
+    app.jinja_env.globals.setdefault("payment_reason_text", reason_text)
