@@ -1,0 +1,296 @@
+"""Invoices (счёт на оплату): what one says about an order, its number and validity, and issuing it once."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portal.audit import record_audit
+from portal.billing.license import get_license
+from portal.billing.models import Order
+from portal.billing.pricing import round_half_up_div
+from portal.documents import numbering, render
+from portal.documents.banking_days import add_banking_days
+from portal.documents.models import Invoice, InvoiceStatus, Requisites, StoredFile
+from portal.documents.qr import payment_payload, qr_png
+from portal.documents.seller import VAT_EXEMPT_BASIS, Seller, get_seller
+from portal.documents.store import get_store, sha256_hex
+from portal.documents.words import amount_in_words
+from portal.money import format_amount
+from portal.timeutil import msk_date, msk_midnight
+
+PRODUCT = "Лицензия на использование корпоративного мессенджера"
+LICENSE_NAME = "Лицензионный договор (оферта)"
+
+
+class DocumentsError(ValueError):
+    """A documents operation cannot be done; the message (Russian) says why and is shown to the person."""
+
+
+class RequisitesMissing(DocumentsError):
+    def __init__(self) -> None:
+        super().__init__("Чтобы выставить счёт, укажите реквизиты компании: они будут в счёте и в УПД.")
+
+
+def vat_of(total: int, rate: int | None) -> int:
+    """The VAT included in `total` at `rate` percent, half up to the kopeck; 0 when exempt."""
+    if not rate:
+        return 0
+    return round_half_up_div(total * rate, 100 + rate)
+
+
+def vat_block(total: int, rate: int | None) -> dict[str, Any]:
+    if rate is None:
+        return {"exempt": True, "rate": None, "amount": 0, "basis_text": VAT_EXEMPT_BASIS}
+    return {"exempt": False, "rate": rate, "amount": vat_of(total, rate), "basis_text": ""}
+
+
+def vat_phrase(total: int, rate: int | None) -> str:
+    """The VAT words of a payment purpose: «Без налога (НДС)» or «В том числе НДС 22 % — 1 526,39 руб.»."""
+    if rate is None:
+        return "Без налога (НДС)"
+    return f"В том числе НДС {rate} % — {format_amount(vat_of(total, rate))} руб."
+
+
+def order_line(order: Order) -> dict[str, Any]:
+    """The invoice line for an order: months × monthly price less the discount, or one upgrade payment."""
+    title = f"{PRODUCT}, тариф «{order.plan_title}»"
+    plain = (
+        order.kind != "upgrade"
+        and order.monthly_price * order.months == order.subtotal
+        and order.subtotal - order.discount == order.amount
+    )
+    if plain:
+        return {
+            "name": f"{title}, {order.months} мес.",
+            "quantity": order.months,
+            "unit": "мес",
+            "unit_code": "362",  # ОКЕИ «месяц»: the licence is sold by the month
+            "price": order.monthly_price,
+            "discount": order.discount,
+            "amount": order.amount,
+        }
+    # An upgrade is paid once for the rest of the current term; «условная единица» (ОКЕИ 876).
+    name = f"{title}, доплата за переход на больший тариф с {order.starts_on:%d.%m.%Y} по {order.last_day:%d.%m.%Y}"
+    return {
+        "name": name,
+        "quantity": 1,
+        "unit": "усл. ед.",
+        "unit_code": "876",
+        "price": order.amount,
+        "discount": 0,
+        "amount": order.amount,
+    }
+
+
+def license_date(order: Order) -> date:
+    """The date of the offer's edition the payer accepted (its acceptance date if the edition is unknown)."""
+    published = get_license(order.license_version)
+    return published.published_on if published is not None else msk_date(order.license_accepted_at)
+
+
+def basis_text(order: Order) -> str:
+    """«Лицензионный договор (оферта) ред. 2026-01 от 12.01.2026»: paying the invoice accepts that offer."""
+    return f"{LICENSE_NAME} ред. {order.license_version} от {license_date(order):%d.%m.%Y}"
+
+
+def buyer_block(requisites: Requisites) -> dict[str, Any]:
+    return {
+        "kind": requisites.kind,
+        "name": requisites.name,
+        "inn": requisites.inn,
+        "kpp": requisites.kpp if requisites.kind == "org" else None,
+        "address": requisites.address,
+        "ogrn": requisites.ogrn,
+        "edo_id": requisites.edo_id,
+    }
+
+
+def purpose_text(number: str, issued_on: date, order: Order, total: int, rate: int | None) -> str:
+    """What the payer writes in «Назначение платежа»; it carries the invoice number the import matches by."""
+    line = order_line(order)["name"].removeprefix(f"{PRODUCT}, ")
+    return f"Оплата по счёту № {number} от {issued_on:%d.%m.%Y} за лицензию, {line} {vat_phrase(total, rate)}"
+
+
+def qr_payload_for(seller: Seller, total: int, purpose: str) -> str:
+    return payment_payload(
+        name=seller.name,
+        personal_acc=seller.account,
+        bank_name=seller.bank_name,
+        bic=seller.bik,
+        corresp_acc=seller.corr_account,
+        payee_inn=seller.inn,
+        kpp=seller.kpp or None,
+        sum_kopecks=total,
+        purpose=purpose,
+    )
+
+
+def png_data_uri(payload: str, scale: int = 4) -> str:
+    return "data:image/png;base64," + base64.b64encode(qr_png(payload, scale=scale)).decode("ascii")
+
+
+def invoice_context(
+    *,
+    number: str,
+    issued_on: date,
+    valid_until: date,
+    seller: Seller,
+    buyer: Mapping[str, Any],
+    order: Order,
+    vat_rate: int | None,
+) -> dict[str, Any]:
+    """The plain dict `render_invoice_pdf` takes (see portal.documents.render)."""
+    line = order_line(order)
+    total = order.amount
+    purpose = purpose_text(number, issued_on, order, total, vat_rate)
+    payload = qr_payload_for(seller, total, purpose)
+    return {
+        "number": number,
+        "date": issued_on,
+        "due_date": valid_until,
+        "valid_until": valid_until,
+        "seller": seller.as_dict(),
+        "buyer": {k: buyer[k] for k in ("kind", "name", "inn", "kpp", "address")},
+        "basis": basis_text(order),
+        "lines": [line],
+        "subtotal": line["price"] * line["quantity"],
+        "discount": line["discount"],
+        "total": total,
+        "vat": vat_block(total, vat_rate),
+        "amount_in_words": amount_in_words(total),
+        "purpose": purpose,
+        "qr_payload": payload,
+        "qr_data_uri": png_data_uri(payload),
+    }
+
+
+def invoice_file_name(number: str, issued_on: date) -> str:
+    return f"Счёт на оплату № {number} от {issued_on:%d.%m.%Y}.pdf"
+
+
+def store_file(
+    db: Session,
+    config: Mapping[str, Any],
+    *,
+    account_id: int,
+    kind: str,
+    folder: str,
+    stem: str,
+    extension: str,
+    data: bytes,
+    content_type: str,
+    download_name: str,
+    now: datetime,
+) -> StoredFile:
+    """Write bytes to the store under a name that carries their hash, and record the hash in the database."""
+    digest = sha256_hex(data)
+    relpath = f"{account_id}/{folder}/{stem}-{digest[:16]}.{extension}"
+    written = get_store(config).write(relpath, data)
+    row = StoredFile(
+        account_id=account_id,
+        kind=kind,
+        path=written.path,
+        sha256=written.sha256,
+        size=written.size,
+        content_type=content_type,
+        download_name=download_name,
+        created_at=now,
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def get_invoice_for_order(db: Session, order_id: int) -> Invoice | None:
+    return db.scalars(sa.select(Invoice).where(Invoice.order_id == order_id)).first()
+
+
+def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime, config: Mapping[str, Any]) -> Invoice:
+    """Issue the invoice for a pending order: number, validity, PDF rendered once and stored. Does not commit.
+
+    The number is taken in the caller's transaction, so if anything after it fails (rendering, the
+    store, the commit) the rollback returns the number too and the year's numbering stays gapless.
+    Asking twice for the same order gives the invoice already issued.
+    """
+    existing = get_invoice_for_order(db, order.id)
+    if existing is not None:
+        return existing
+    if order.status != "pending":
+        raise DocumentsError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
+    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == order.account_id)).first()
+    if requisites is None:
+        raise RequisitesMissing()
+    seller = get_seller(config)
+    issued_on = msk_date(now)
+    valid_until = add_banking_days(issued_on, int(config["INVOICE_VALID_BANKING_DAYS"]))
+    serial = numbering.next_serial(db, numbering.INVOICE, issued_on.year)
+    number = numbering.format_number(issued_on.year, serial)
+    buyer = buyer_block(requisites)
+    ctx = invoice_context(
+        number=number,
+        issued_on=issued_on,
+        valid_until=valid_until,
+        seller=seller,
+        buyer=buyer,
+        order=order,
+        vat_rate=seller.vat_rate,
+    )
+    invoice = Invoice(
+        account_id=order.account_id,
+        order_id=order.id,
+        number=number,
+        year=issued_on.year,
+        serial=serial,
+        issued_on=issued_on,
+        valid_until=valid_until,
+        amount=ctx["total"],
+        vat_rate=seller.vat_rate,
+        vat_amount=ctx["vat"]["amount"],
+        line_name=ctx["lines"][0]["name"],
+        buyer=buyer,
+        purpose=ctx["purpose"],
+        qr_payload=ctx["qr_payload"],
+        status=InvoiceStatus.ISSUED.value,
+        created_at=now,
+        created_by_user_id=actor.id if actor is not None else None,
+    )
+    db.add(invoice)
+    db.flush()
+    pdf = render.render_invoice_pdf(ctx)
+    stored = store_file(
+        db,
+        config,
+        account_id=order.account_id,
+        kind="invoice_pdf",
+        folder="invoices",
+        stem=number,
+        extension="pdf",
+        data=pdf,
+        content_type="application/pdf",
+        download_name=invoice_file_name(number, issued_on),
+        now=now,
+    )
+    invoice.pdf_file_id = stored.id
+    # The order lives as long as the invoice may be paid: to the end of its last valid day, Moscow time.
+    order.expires_at = msk_midnight(valid_until + timedelta(days=1))
+    record_audit(
+        db,
+        actor=actor,
+        account=order.account_id,
+        action="documents.invoice_issued",
+        before=None,
+        after={
+            "invoice": number,
+            "order_id": order.id,
+            "amount": invoice.amount,
+            "valid_until": valid_until.isoformat(),
+            "pdf_sha256": stored.sha256,
+        },
+    )
+    return invoice

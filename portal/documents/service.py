@@ -1,0 +1,526 @@
+"""Documents services: requisites, the one path by which an invoice gets paid (import, support), and reads for pages.
+
+Support's console calls `mark_invoice_paid`, `cancel_invoice`, `link_statement_line`, `dismiss_statement_line`
+and `list_unmatched_lines`. The writing ones commit: a payment is committed first and the УПД formed right after
+it, so a failure to render can never undo a payment (a pending УПД is formed by the `billing tick` hook later).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from portal.audit import record_audit
+from portal.billing.models import Order, OrderStatus
+from portal.documents.invoices import DocumentsError
+from portal.documents.models import (
+    Invoice,
+    InvoiceStatus,
+    LineStatus,
+    Requisites,
+    StatementLine,
+    StoredFile,
+    Upd,
+    UpdStatus,
+)
+from portal.documents.requisites import RequisitesData, clean_requisites
+from portal.documents.store import get_store
+from portal.documents.upd import number_upd, payment_doc_from_reference, try_form_upd
+from portal.money import format_rub
+from portal.timeutil import MSK
+
+log = logging.getLogger(__name__)
+
+
+def _config(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return config if config is not None else current_app.config
+
+
+# --- requisites -------------------------------------------------------------------------------------
+
+
+def get_requisites(db: Session, account_id: int) -> Requisites | None:
+    return db.scalars(sa.select(Requisites).where(Requisites.account_id == account_id)).first()
+
+
+def save_requisites(db: Session, *, actor: Any, account_id: int, data: Mapping[str, Any], now: datetime) -> Requisites:
+    """Check and save the account's requisites, auditing before → after; raises RequisitesInvalid. Does not commit."""
+    clean: RequisitesData = clean_requisites(data)
+    row = get_requisites(db, account_id)
+    before = row.as_dict() if row is not None else None
+    if row is None:
+        row = Requisites(account_id=account_id)
+        db.add(row)
+    for key, value in clean.as_dict().items():
+        setattr(row, key, value)
+    after = row.as_dict()
+    if before == after:
+        return row
+    row.updated_at = now
+    row.updated_by_user_id = actor.id if actor is not None else None
+    db.flush()
+    changed = {k for k in after if before is None or before.get(k) != after[k]}
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="documents.requisites_saved",
+        before={k: before[k] for k in changed} if before is not None else None,
+        after={k: after[k] for k in changed},
+    )
+    return row
+
+
+# --- paying an invoice: the single path -------------------------------------------------------------
+
+
+def _lock_invoice(db: Session, invoice_id: int) -> Invoice:
+    invoice = db.scalars(
+        sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+    if invoice is None:
+        raise DocumentsError("Счёт не найден.")
+    return invoice
+
+
+def pay_invoice(
+    db: Session,
+    invoice: Invoice,
+    *,
+    actor: Any | None,
+    paid_on: date,
+    reference: str,
+    payment_doc: Mapping[str, Any],
+    now: datetime,
+    config: Mapping[str, Any],
+) -> Upd:
+    """Mark the invoice paid, apply its order through billing and number the УПД — one transaction, no commit."""
+    from portal.billing import service as billing
+
+    if invoice.status == InvoiceStatus.PAID:
+        raise DocumentsError(f"Счёт № {invoice.number} уже оплачен ({invoice.payment_reference}).")
+    if invoice.status == InvoiceStatus.CANCELED:
+        raise DocumentsError(f"Счёт № {invoice.number} отменён: оплату по нему нельзя провести.")
+    before = {"invoice": invoice.number, "status": invoice.status}
+    applied = billing.apply_paid_order(db, invoice.order_id, now=now, reference=reference, actor=actor)
+    if not applied:
+        raise DocumentsError(f"Заказ по счёту № {invoice.number} уже оплачен другим способом.")
+    invoice.status = InvoiceStatus.PAID.value
+    invoice.paid_at = now
+    invoice.paid_on = paid_on
+    invoice.payment_reference = reference
+    order = db.get(Order, invoice.order_id)
+    assert order is not None
+    upd = number_upd(db, invoice, order, doc_date=paid_on, payment_doc=payment_doc, now=now, config=config)
+    record_audit(
+        db,
+        actor=actor,
+        account=invoice.account_id,
+        action="documents.invoice_paid",
+        before=before,
+        after={
+            "invoice": invoice.number,
+            "status": invoice.status,
+            "amount": invoice.amount,
+            "paid_on": paid_on.isoformat(),
+            "reference": reference,
+            "upd": upd.number,
+        },
+    )
+    return upd
+
+
+def form_upds_now(db: Session, upd_ids: list[int], *, now: datetime, config: Mapping[str, Any]) -> None:
+    """After the payment is committed: render each УПД and commit; one that fails stays pending for the retry."""
+    for upd_id in upd_ids:
+        upd = db.get(Upd, upd_id)
+        if upd is not None and upd.status == UpdStatus.PENDING:
+            try_form_upd(db, upd, now=now, config=config)
+            db.commit()
+
+
+def mark_invoice_paid(
+    db: Session,
+    invoice_id: int,
+    *,
+    actor: Any,
+    bank_reference: str,
+    paid_on: date,
+    now: datetime,
+    config: Mapping[str, Any] | None = None,
+) -> Invoice:
+    """Support marks an invoice paid by hand (e.g. «п/п № 512 от 25.11.2026»): same path as the import. Commits.
+
+    Raises DocumentsError (Russian message) if the invoice is paid, canceled, or its order was paid otherwise.
+    """
+    cfg = _config(config)
+    reference = " ".join((bank_reference or "").split())
+    if not reference:
+        raise DocumentsError("Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
+    invoice = _lock_invoice(db, invoice_id)
+    upd = pay_invoice(
+        db,
+        invoice,
+        actor=actor,
+        paid_on=paid_on,
+        reference=reference,
+        payment_doc=payment_doc_from_reference(reference, paid_on, invoice.amount),
+        now=now,
+        config=cfg,
+    )
+    upd_id = upd.id
+    db.commit()
+    form_upds_now(db, [upd_id], now=now, config=cfg)
+    return invoice
+
+
+def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now: datetime) -> Invoice:
+    """Cancel an unpaid invoice and its order; the number stays used (never reissued). Commits."""
+    from portal.billing import service as billing
+
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise DocumentsError("Укажите причину отмены счёта.")
+    invoice = _lock_invoice(db, invoice_id)
+    if invoice.status == InvoiceStatus.PAID:
+        raise DocumentsError(f"Счёт № {invoice.number} уже оплачен, его нельзя отменить.")
+    if invoice.status == InvoiceStatus.CANCELED:
+        return invoice
+    invoice.status = InvoiceStatus.CANCELED.value
+    invoice.canceled_at = now
+    invoice.cancel_reason = reason
+    order = db.get(Order, invoice.order_id)
+    if order is not None and order.status == OrderStatus.PENDING:
+        billing.cancel_order(db, order.id, actor=actor, reason=reason, now=now)
+    record_audit(
+        db,
+        actor=actor,
+        account=invoice.account_id,
+        action="documents.invoice_canceled",
+        before={"invoice": invoice.number, "status": InvoiceStatus.ISSUED.value},
+        after={"invoice": invoice.number, "status": InvoiceStatus.CANCELED.value},
+        reason=reason,
+    )
+    db.commit()
+    return invoice
+
+
+# --- statement lines that support resolves ----------------------------------------------------------
+
+
+def _lock_line(db: Session, line_id: int) -> StatementLine:
+    line = db.scalars(
+        sa.select(StatementLine)
+        .where(StatementLine.id == line_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if line is None:
+        raise DocumentsError("Строка выписки не найдена.")
+    if line.status != LineStatus.UNMATCHED:
+        raise DocumentsError(f"Платёж {line.reference} уже разобран: {line.status_title.lower()}.")
+    return line
+
+
+class AmountMismatch(DocumentsError):
+    """The payment's amount differs from the invoice's; support must confirm to link anyway."""
+
+
+def link_statement_line(
+    db: Session,
+    line_id: int,
+    invoice_id: int,
+    *,
+    actor: Any,
+    confirm_amount_mismatch: bool,
+    now: datetime,
+    config: Mapping[str, Any] | None = None,
+) -> StatementLine:
+    """Support links an unmatched payment to an open invoice: the invoice is paid as by the import. Commits.
+
+    A different amount raises AmountMismatch unless `confirm_amount_mismatch` is True.
+    """
+    cfg = _config(config)
+    line = _lock_line(db, line_id)
+    invoice = _lock_invoice(db, invoice_id)
+    if line.amount != invoice.amount and not confirm_amount_mismatch:
+        raise AmountMismatch(
+            f"Сумма платежа {format_rub(line.amount)} не равна сумме счёта № {invoice.number} "
+            f"{format_rub(invoice.amount)}. Подтвердите, что счёт всё равно считается оплаченным."
+        )
+    upd = pay_invoice(
+        db,
+        invoice,
+        actor=actor,
+        paid_on=line.paid_on,
+        reference=line.reference,
+        payment_doc={"number": line.doc_number, "date": line.doc_date, "amount": line.amount},
+        now=now,
+        config=cfg,
+    )
+    line.status = LineStatus.LINKED.value
+    line.invoice_id = invoice.id
+    line.resolved_at = now
+    line.resolved_by_user_id = actor.id if actor is not None else None
+    line.resolution_note = f"Привязан к счёту № {invoice.number}" + (
+        f" при расхождении суммы ({format_rub(line.amount)} вместо {format_rub(invoice.amount)})"
+        if line.amount != invoice.amount
+        else ""
+    )
+    record_audit(
+        db,
+        actor=actor,
+        account=invoice.account_id,
+        action="documents.statement_line_linked",
+        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
+        after={"line_id": line.id, "status": line.status, "invoice": invoice.number, "amount": line.amount},
+        reason=line.resolution_note,
+    )
+    upd_id = upd.id
+    db.commit()
+    form_upds_now(db, [upd_id], now=now, config=cfg)
+    return line
+
+
+def dismiss_statement_line(db: Session, line_id: int, *, actor: Any, reason: str, now: datetime) -> StatementLine:
+    """Support decides an unmatched payment is not for any invoice (a refund to make, another contract). Commits."""
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise DocumentsError("Укажите, почему платёж не относится к счёту.")
+    line = _lock_line(db, line_id)
+    line.status = LineStatus.DISMISSED.value
+    line.resolved_at = now
+    line.resolved_by_user_id = actor.id if actor is not None else None
+    line.resolution_note = reason
+    record_audit(
+        db,
+        actor=actor,
+        account=None,
+        action="documents.statement_line_dismissed",
+        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
+        after={"line_id": line.id, "status": line.status, "payment": line.reference, "amount": line.amount},
+        reason=reason,
+    )
+    db.commit()
+    return line
+
+
+def list_unmatched_lines(db: Session) -> list[StatementLine]:
+    """Incoming payments that activated nothing and wait for support, oldest first, each with its reason."""
+    return list(
+        db.scalars(
+            sa.select(StatementLine)
+            .where(StatementLine.status == LineStatus.UNMATCHED.value)
+            .order_by(StatementLine.doc_date, StatementLine.id)
+        )
+    )
+
+
+# --- reads for the pages ----------------------------------------------------------------------------
+
+
+def get_invoice(db: Session, account_id: int, invoice_id: int) -> Invoice | None:
+    return db.scalars(sa.select(Invoice).where(Invoice.id == invoice_id, Invoice.account_id == account_id)).first()
+
+
+def get_upd(db: Session, account_id: int, upd_id: int) -> Upd | None:
+    return db.scalars(sa.select(Upd).where(Upd.id == upd_id, Upd.account_id == account_id)).first()
+
+
+def get_upd_for_invoice(db: Session, invoice_id: int) -> Upd | None:
+    return db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice_id)).first()
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """One line of the documents page: an invoice or a УПД."""
+
+    kind: str  # "invoice" | "upd"
+    id: int
+    number: str
+    date: date
+    amount: int
+    status: str
+    status_title: str
+    pdf_file_id: int | None
+    xml_file_id: int | None
+    invoice_id: int
+
+    @property
+    def title(self) -> str:
+        return "Счёт на оплату" if self.kind == "invoice" else "УПД"
+
+
+def list_documents(
+    db: Session, account_id: int, *, start: date | None = None, end: date | None = None, kind: str | None = None
+) -> list[DocumentRow]:
+    """Invoices and УПД of an account dated in [start, end), newest first."""
+    rows: list[DocumentRow] = []
+    if kind in (None, "invoice"):
+        q = sa.select(Invoice).where(Invoice.account_id == account_id)
+        if start is not None:
+            q = q.where(Invoice.issued_on >= start)
+        if end is not None:
+            q = q.where(Invoice.issued_on < end)
+        for inv in db.scalars(q):
+            rows.append(
+                DocumentRow(
+                    "invoice",
+                    inv.id,
+                    inv.number,
+                    inv.issued_on,
+                    inv.amount,
+                    inv.status,
+                    inv.status_title,
+                    inv.pdf_file_id,
+                    None,
+                    inv.id,
+                )
+            )
+    if kind in (None, "upd"):
+        q2 = sa.select(Upd).where(Upd.account_id == account_id)
+        if start is not None:
+            q2 = q2.where(Upd.doc_date >= start)
+        if end is not None:
+            q2 = q2.where(Upd.doc_date < end)
+        for upd in db.scalars(q2):
+            rows.append(
+                DocumentRow(
+                    "upd",
+                    upd.id,
+                    upd.number,
+                    upd.doc_date,
+                    upd.amount,
+                    upd.status,
+                    upd.status_title,
+                    upd.pdf_file_id,
+                    upd.xml_file_id,
+                    upd.invoice_id,
+                )
+            )
+    rows.sort(key=lambda r: (r.date, r.kind == "upd", r.number), reverse=True)
+    return rows
+
+
+def get_file(db: Session, account_id: int, file_id: int | None) -> StoredFile | None:
+    if file_id is None:
+        return None
+    return db.scalars(
+        sa.select(StoredFile).where(StoredFile.id == file_id, StoredFile.account_id == account_id)
+    ).first()
+
+
+def read_file(stored: StoredFile, config: Mapping[str, Any] | None = None) -> bytes:
+    """The document's bytes, exactly as issued (the store checks them against the recorded SHA-256)."""
+    return get_store(_config(config)).read(stored.path, stored.sha256)
+
+
+# --- periods and the ZIP of a period ----------------------------------------------------------------
+
+MONTHS_NOMINATIVE = (
+    "январь",
+    "февраль",
+    "март",
+    "апрель",
+    "май",
+    "июнь",
+    "июль",
+    "август",
+    "сентябрь",
+    "октябрь",
+    "ноябрь",
+    "декабрь",
+)
+_PERIOD = re.compile(r"(?P<year>20[0-9]{2})(?:-(?:(?P<month>0[1-9]|1[0-2])|Q(?P<quarter>[1-4])))?")
+
+
+@dataclass(frozen=True)
+class Period:
+    code: str  # "2026-11", "2026-Q4", "2026"
+    kind: str  # "month" | "quarter" | "year"
+    start: date
+    end: date  # exclusive
+    title: str  # «ноябрь 2026», «4 квартал 2026», «2026 год»
+
+
+def _month_start(year: int, month: int) -> date:
+    return date(year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
+
+
+def parse_period(code: str | None) -> Period | None:
+    """A month «2026-11», a quarter «2026-Q4» or a year «2026»; None for anything else."""
+    match = _PERIOD.fullmatch((code or "").strip())
+    if match is None:
+        return None
+    year = int(match["year"])
+    if match["month"]:
+        month = int(match["month"])
+        return Period(
+            f"{year}-{month:02d}",
+            "month",
+            date(year, month, 1),
+            _month_start(year, month + 1),
+            f"{MONTHS_NOMINATIVE[month - 1]} {year}",
+        )
+    if match["quarter"]:
+        quarter = int(match["quarter"])
+        first = 3 * quarter - 2
+        return Period(
+            f"{year}-Q{quarter}",
+            "quarter",
+            date(year, first, 1),
+            _month_start(year, first + 3),
+            f"{quarter} квартал {year}",
+        )
+    return Period(str(year), "year", date(year, 1, 1), date(year + 1, 1, 1), f"{year} год")
+
+
+def periods_with_documents(db: Session, account_id: int) -> list[Period]:
+    """The months, quarters and years in which the account has documents, newest first, for the filter."""
+    days = set(db.scalars(sa.select(Invoice.issued_on).where(Invoice.account_id == account_id)))
+    days |= set(db.scalars(sa.select(Upd.doc_date).where(Upd.account_id == account_id)))
+    codes: dict[str, Period] = {}
+    for day in sorted(days, reverse=True):
+        for code in (str(day.year), f"{day.year}-Q{(day.month - 1) // 3 + 1}", f"{day.year}-{day.month:02d}"):
+            if code not in codes:
+                period = parse_period(code)
+                assert period is not None
+                codes[code] = period
+    order = {"year": 0, "quarter": 1, "month": 2}
+    return sorted(codes.values(), key=lambda p: (p.start.year, order[p.kind], p.start), reverse=True)
+
+
+def build_archive(
+    db: Session, account_id: int, period: Period, config: Mapping[str, Any] | None = None
+) -> tuple[bytes, int]:
+    """A ZIP (built in memory) of every invoice and УПД (PDF and XML) dated in the period; (bytes, files)."""
+    cfg = _config(config)
+    buffer = io.BytesIO()
+    count = 0
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for row in sorted(list_documents(db, account_id, start=period.start, end=period.end), key=lambda r: r.date):
+            folder = "Счета на оплату" if row.kind == "invoice" else "УПД"
+            for file_id in (row.pdf_file_id, row.xml_file_id):
+                stored = get_file(db, account_id, file_id)
+                if stored is None:
+                    continue
+                info = zipfile.ZipInfo(f"{folder}/{stored.download_name}", date_time=_zip_time(stored.created_at))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, read_file(stored, cfg))
+                count += 1
+    return buffer.getvalue(), count
+
+
+def _zip_time(moment: datetime) -> tuple[int, int, int, int, int, int]:
+    local = moment.astimezone(MSK)
+    return (local.year, local.month, local.day, local.hour, local.minute, local.second)

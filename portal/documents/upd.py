@@ -1,0 +1,281 @@
+"""УПД after a paid invoice: numbered in the payment's transaction, rendered (PDF + XML) right after it or by a retry."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portal.billing.models import Order
+from portal.billing.pricing import round_half_up_div
+from portal.documents import numbering, render, upd_xml
+from portal.documents.invoices import LICENSE_NAME, license_date, vat_block
+from portal.documents.models import Invoice, StoredFile, Upd, UpdStatus
+from portal.documents.seller import Seller, get_seller
+from portal.documents.store import Written, get_store, sha256_hex
+
+log = logging.getLogger(__name__)
+
+
+# --- the frozen context: JSON with dates kept as dates ---------------------------------------------
+
+
+def freeze(value: Any) -> Any:
+    """A context as JSON: dates and datetimes tagged, so that `thaw` gives back exactly what was rendered."""
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, Mapping):
+        return {str(k): freeze(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [freeze(v) for v in value]
+    return value
+
+
+def thaw(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$datetime"}:
+            return datetime.fromisoformat(value["$datetime"])
+        if set(value) == {"$date"}:
+            return date.fromisoformat(value["$date"])
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    return value
+
+
+# --- what the УПД says ------------------------------------------------------------------------------
+
+
+def split_fio(short: str) -> tuple[str, str, str | None]:
+    """«Иванов И. И.» → ("Иванов", "И.", "И."): the signer's name as the XML wants it, from the config's form."""
+    words = short.split()
+    last, rest = words[0], "".join(words[1:])
+    parts = [p + "." for p in rest.split(".") if p] if "." in rest else words[1:]
+    first = parts[0] if parts else "-"
+    middle = parts[1] if len(parts) > 1 else None
+    return last, first, middle
+
+
+def signer_position(seller: Seller) -> str:
+    return "Индивидуальный предприниматель" if len(seller.inn) == 12 else "Генеральный директор"
+
+
+def upd_line(invoice: Invoice, order: Order) -> dict[str, Any]:
+    """The table row: months as on the invoice, the price per month after the discount and without VAT."""
+    total = invoice.amount
+    vat = invoice.vat_amount if invoice.vat_rate is not None else 0
+    without_vat = total - vat
+    monthly = order.kind != "upgrade" and order.months > 0
+    quantity = order.months if monthly else 1
+    return {
+        "name": invoice.line_name,
+        "unit_code": "362" if monthly else "876",
+        "unit": "мес" if monthly else "усл. ед.",
+        "quantity": quantity,
+        "price": round_half_up_div(without_vat, quantity),
+        "amount_without_vat": without_vat,
+        "vat_amount": vat,
+        "amount": total,
+    }
+
+
+def upd_context(
+    *,
+    number: str,
+    doc_date: date,
+    invoice: Invoice,
+    order: Order,
+    seller: Seller,
+    payment_doc: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """The dict `render_upd_pdf` and `build_upd_xml` take (see portal.documents.render)."""
+    buyer = dict(invoice.buyer)
+    line = upd_line(invoice, order)
+    director = {"position": signer_position(seller), "name": seller.director}
+    last, first, middle = split_fio(seller.director)
+    # The buyer's EDO id names the XML file; without one (documents downloaded, not sent by EDO) its ИНН stands in.
+    recipient = buyer.get("edo_id") or buyer["inn"]
+    return {
+        "number": number,
+        "date": doc_date,
+        "correction": None,
+        "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "address", "director", "accountant")},
+        "buyer": {k: buyer.get(k) for k in ("kind", "name", "inn", "kpp", "address")},
+        "payment_docs": [dict(payment_doc)],
+        "advance_invoices": [],
+        "gov_contract_id": None,
+        "lines": [line],
+        "total_without_vat": line["amount_without_vat"],
+        "total": line["amount"],
+        "vat": vat_block(invoice.amount, invoice.vat_rate),
+        "basis": {
+            "name": LICENSE_NAME,
+            "number": f"ред. {order.license_version}",
+            "date": license_date(order),
+        },
+        "transport": None,
+        "transferred_by": director,
+        "shipment_date": doc_date,
+        "other_info": f"Права предоставлены на период с {order.starts_on:%d.%m.%Y} по {order.last_day:%d.%m.%Y}",
+        "responsible": director,
+        "composer": seller.composer,
+        "created_at": now,
+        "edo": {"sender_id": seller.edo_id, "recipient_id": recipient, "guid": str(uuid.uuid4())},
+        "signer": {"last_name": last, "first_name": first, "middle_name": middle, "position": director["position"]},
+    }
+
+
+def upd_file_name(number: str, doc_date: date) -> str:
+    return f"УПД № {number} от {doc_date:%d.%m.%Y}.pdf"
+
+
+_REFERENCE = re.compile(r"№\s*(\S+)")
+
+
+def payment_doc_from_reference(reference: str, paid_on: date, amount: int) -> dict[str, Any]:
+    """Line (5) from a bank reference such as «п/п № 512 от 25.11.2026»; the whole text if it has no number."""
+    match = _REFERENCE.search(reference)
+    number = match.group(1) if match else " ".join(reference.split())[:40]
+    return {"number": number, "date": paid_on, "amount": amount}
+
+
+def number_upd(
+    db: Session,
+    invoice: Invoice,
+    order: Order,
+    *,
+    doc_date: date,
+    payment_doc: Mapping[str, Any],
+    now: datetime,
+    config: Mapping[str, Any],
+) -> Upd:
+    """Create the УПД row (number from its own gapless counter) inside the payment's transaction; no files yet."""
+    existing = db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice.id)).first()
+    if existing is not None:
+        return existing
+    serial = numbering.next_serial(db, numbering.UPD, doc_date.year)
+    number = numbering.format_number(doc_date.year, serial)
+    ctx = upd_context(
+        number=number,
+        doc_date=doc_date,
+        invoice=invoice,
+        order=order,
+        seller=get_seller(config),
+        payment_doc=payment_doc,
+        now=now,
+    )
+    upd = Upd(
+        account_id=invoice.account_id,
+        invoice_id=invoice.id,
+        number=number,
+        year=doc_date.year,
+        serial=serial,
+        doc_date=doc_date,
+        amount=invoice.amount,
+        vat_rate=invoice.vat_rate,
+        vat_amount=ctx["vat"]["amount"],
+        context=freeze(ctx),
+        status=UpdStatus.PENDING.value,
+        created_at=now,
+    )
+    db.add(upd)
+    db.flush()
+    return upd
+
+
+def _record(
+    db: Session, written: Written, *, account_id: int, kind: str, content_type: str, name: str, now: datetime
+) -> StoredFile:
+    row = StoredFile(
+        account_id=account_id,
+        kind=kind,
+        path=written.path,
+        sha256=written.sha256,
+        size=written.size,
+        content_type=content_type,
+        download_name=name,
+        created_at=now,
+    )
+    db.add(row)
+    db.flush()
+    return row
+
+
+def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> None:
+    """Render the PDF and the XML from the frozen context and store both; does not commit.
+
+    Everything that can fail for the document's own reasons (rendering, the store) happens before the
+    database is touched, so a failure leaves the session as it was and the УПД still pending.
+    """
+    if upd.status == UpdStatus.FORMED:
+        return
+    ctx = thaw(upd.context)
+    pdf = render.render_upd_pdf(ctx)
+    xml_name, xml = upd_xml.build_upd_xml(ctx)
+    store = get_store(config)
+    folder = f"{upd.account_id}/upd"
+    pdf_written = store.write(f"{folder}/{upd.number}-{sha256_hex(pdf)[:16]}.pdf", pdf)
+    xml_written = store.write(f"{folder}/{upd.number}-{sha256_hex(xml)[:16]}.xml", xml)
+    pdf_row = _record(
+        db,
+        pdf_written,
+        account_id=upd.account_id,
+        kind="upd_pdf",
+        content_type="application/pdf",
+        name=upd_file_name(upd.number, upd.doc_date),
+        now=now,
+    )
+    xml_row = _record(
+        db,
+        xml_written,
+        account_id=upd.account_id,
+        kind="upd_xml",
+        content_type="application/xml",
+        name=xml_name,
+        now=now,
+    )
+    upd.pdf_file_id = pdf_row.id
+    upd.xml_file_id = xml_row.id
+    upd.status = UpdStatus.FORMED.value
+    upd.formed_at = now
+    upd.last_error = None
+
+
+def try_form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> bool:
+    """Form the УПД, or note why not and leave it pending for the retry; never raises for a rendering failure."""
+    try:
+        form_upd(db, upd, now=now, config=config)
+    except Exception as exc:  # the payment is committed already; the document comes on the next try
+        log.exception("УПД %s not formed, will retry", upd.number)
+        upd.attempts += 1
+        upd.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        return False
+    upd.attempts += 1
+    return True
+
+
+def form_pending_upds(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:
+    """Form the УПД still pending (a failed render, a crash after payment); safe on several servers at once.
+
+    Each pending row is locked with SKIP LOCKED on PostgreSQL, so two servers never render the same УПД.
+    Does not commit.
+    """
+    query = sa.select(Upd).where(Upd.status == UpdStatus.PENDING.value).order_by(Upd.id).limit(limit)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    done: list[str] = []
+    for upd in db.scalars(query).all():
+        if try_form_upd(db, upd, now=now, config=config):
+            done.append(f"УПД № {upd.number} сформирован")
+        else:
+            done.append(f"УПД № {upd.number} не сформирован: {upd.last_error}")
+    return done
