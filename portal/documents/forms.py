@@ -1,0 +1,45 @@
+"""Forms of the documents pages: requisites, the documents filter and the bank-statement upload."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import EmailField, RadioField, SelectChoice, StringField, TextAreaField
+
+from portal.documents.requisites import KINDS
+
+
+class RequisitesForm(FlaskForm):
+    """Only the shape of the form: the rules live in portal.documents.requisites, so the checks are the same everywhere."""
+
+    kind = RadioField(
+        "Кто платит",
+        choices=[SelectChoice(value, label) for value, label in KINDS.items()],
+        default="org",
+        validate_choice=False,
+    )
+    name = StringField(
+        "Полное наименование",
+        render_kw={"autocomplete": "organization", "maxlength": 300, "placeholder": "ООО «Ромашка»"},
+    )
+    inn = StringField("ИНН", render_kw={"inputmode": "numeric", "maxlength": 14, "autocomplete": "off"})
+    kpp = StringField("КПП", render_kw={"maxlength": 11, "autocomplete": "off"})
+    ogrn = StringField("ОГРН или ОГРНИП", render_kw={"inputmode": "numeric", "maxlength": 17, "autocomplete": "off"})
+    address = TextAreaField("Юридический адрес", render_kw={"rows": 2, "maxlength": 500})
+    email = EmailField("Почта для документов", render_kw={"autocomplete": "email", "maxlength": 254})
+    bank_name = StringField("Банк", render_kw={"maxlength": 300, "placeholder": "ПАО Сбербанк, г. Москва"})
+    bik = StringField("БИК", render_kw={"inputmode": "numeric", "maxlength": 11, "autocomplete": "off"})
+    account_number = StringField(
+        "Расчётный счёт", render_kw={"inputmode": "numeric", "maxlength": 24, "autocomplete": "off"}
+    )
+    correspondent_account = StringField(
+        "Корреспондентский счёт", render_kw={"inputmode": "numeric", "maxlength": 24, "autocomplete": "off"}
+    )
+    edo_id = StringField("Идентификатор в системе ЭДО", render_kw={"maxlength": 100, "autocomplete": "off"})
+
+
+class StatementUploadForm(FlaskForm):
+    statement = FileField(
+        "Файл выписки (1CClientBankExchange, .txt)",
+        validators=[FileRequired("Выберите файл выписки, выгруженный из банка или 1С.")],
+    )

@@ -1,0 +1,288 @@
+"""Documents pages: requisites, the list of invoices and УПД with downloads and ZIPs, the invoice page, statement upload."""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Response as FlaskResponse
+from flask_login import current_user
+from sqlalchemy.orm import Session
+
+from portal.accounts.access import require_account, roles_required, staff_required
+from portal.billing.models import Order
+from portal.db import get_db, utcnow
+from portal.documents import service
+from portal.documents.bank import import_statement
+from portal.documents.forms import RequisitesForm, StatementUploadForm
+from portal.documents.invoices import DocumentsError, RequisitesMissing, issue_invoice, png_data_uri
+from portal.documents.models import InvoiceStatus, StoredFile
+from portal.documents.requisites import FIELDS as REQUISITES_FIELDS
+from portal.documents.requisites import RequisitesInvalid
+from portal.documents.seller import get_seller
+from portal.documents.store import DocumentCorrupted
+from portal.documents.upd import form_pending_upds
+from portal.nav import register_nav
+from portal.payments.statement import StatementError
+from portal.timeutil import msk_date
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("documents", __name__)
+
+ACCOUNTING = ("owner", "accountant")
+register_nav("documents.requisites_edit", "Реквизиты", ACCOUNTING, order=38)
+register_nav("documents.document_list", "Документы", ACCOUNTING, order=40)
+
+
+def _actor() -> Any:
+    return current_user._get_current_object()  # type: ignore[attr-defined]
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only same-site paths, so that `next` cannot send anyone elsewhere."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    return target
+
+
+# --- the checkout's legal-entity choice and the retry of УПД -------------------------------------------
+
+
+def invoice_checkout(db: Session, order: Order, actor: Any) -> str:
+    """Billing's «invoice» handler: issue the invoice for the order, or send the payer to fill in requisites first."""
+    from portal.billing import service as billing
+
+    now = utcnow()
+    if service.get_requisites(db, order.account_id) is None:
+        # The checkout makes a new order when the payer comes back; this one would only linger as «pending».
+        billing.cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: не указаны реквизиты", now=now)
+        flash(f"{RequisitesMissing()} После сохранения вы вернётесь к оформлению заказа.", "info")
+        back = url_for("billing.checkout", plan=order.plan_code, months=order.months)
+        return url_for("documents.requisites_edit", next=back)
+    invoice = issue_invoice(db, order, actor=actor, now=now, config=current_app.config)
+    db.commit()
+    flash(f"Счёт № {invoice.number} выставлен. Его можно скачать или оплатить по QR-коду.", "success")
+    return url_for("documents.invoice_view", invoice_id=invoice.id)
+
+
+def upd_tick_hook(db: Session, now: Any) -> list[str]:
+    """`billing tick`: form the УПД whose rendering failed after the payment."""
+    return form_pending_upds(db, now=now, config=current_app.config)
+
+
+def init_app(app: Flask) -> None:
+    from portal.billing import service as billing
+
+    billing.register_checkout_handler("invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout)
+    billing.register_tick_hook(upd_tick_hook)
+
+
+# --- requisites -------------------------------------------------------------------------------------
+
+
+@bp.route("/requisites", methods=["GET", "POST"])
+@roles_required(*ACCOUNTING)
+def requisites_edit() -> Any:
+    db = get_db()
+    account = require_account()
+    current = service.get_requisites(db, account.id)
+    next_url = _safe_next(request.values.get("next"))
+    form = RequisitesForm(data=current.as_dict() if current is not None and request.method == "GET" else None)
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            data = {name: form[name].data for name in REQUISITES_FIELDS}
+            try:
+                service.save_requisites(db, actor=_actor(), account_id=account.id, data=data, now=utcnow())
+                db.commit()
+            except RequisitesInvalid as exc:
+                db.rollback()
+                for name, message in exc.errors.items():
+                    form[name].errors = [message]
+            else:
+                flash("Реквизиты сохранены: они будут в новых счетах и УПД.", "success")
+                return redirect(next_url or url_for("documents.requisites_edit"))
+        status = 400
+    return render_template("documents/requisites_edit.html", form=form, requisites=current, next_url=next_url), status
+
+
+# --- the documents page -----------------------------------------------------------------------------
+
+
+KIND_CHOICES = (("", "Все документы"), ("invoice", "Счета на оплату"), ("upd", "УПД"))
+
+
+@bp.route("/documents")
+@roles_required(*ACCOUNTING)
+def document_list() -> Any:
+    db = get_db()
+    account = require_account()
+    period_code = request.args.get("period", "")
+    period = service.parse_period(period_code) if period_code else None
+    if period_code and period is None:
+        abort(400, "Период указан неверно: нужен месяц (2026-11), квартал (2026-Q4) или год (2026).")
+    kind = request.args.get("kind", "")
+    if kind not in {k for k, _ in KIND_CHOICES}:
+        abort(400, "Вид документа указан неверно.")
+    rows = service.list_documents(
+        db,
+        account.id,
+        start=period.start if period else None,
+        end=period.end if period else None,
+        kind=kind or None,
+    )
+    return render_template(
+        "documents/document_list.html",
+        rows=rows,
+        period=period,
+        periods=service.periods_with_documents(db, account.id),
+        kind=kind,
+        kind_choices=KIND_CHOICES,
+        requisites=service.get_requisites(db, account.id),
+    )
+
+
+def _ascii_fallback(name: str) -> str:
+    table = str.maketrans(
+        {
+            "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z", "и": "i",
+            "й": "y", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t",
+            "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "sch", "ъ": "", "ы": "y",
+            "ь": "", "э": "e", "ю": "yu", "я": "ya", "№": "N",
+        }
+    )  # fmt: skip
+    out = []
+    for ch in name:
+        lower = ch.lower()
+        t = lower.translate(table)
+        out.append(t.capitalize() if ch != lower and t else t)
+    text = unicodedata.normalize("NFKD", "".join(out)).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    return text or "document"
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with the Russian name in RFC 5987 `filename*` and a transliterated `filename` for old clients."""
+    return f"attachment; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _send(stored: StoredFile | None) -> Any:
+    if stored is None:
+        abort(404)
+    try:
+        data = service.read_file(stored)
+    except DocumentCorrupted:
+        log.exception("stored document %s failed its check", stored.id)
+        abort(500)
+    resp = FlaskResponse(data, mimetype=stored.content_type)
+    resp.headers["Content-Disposition"] = content_disposition(stored.download_name)
+    resp.headers["Cache-Control"] = "private, no-cache"
+    resp.set_etag(stored.sha256)
+    return resp
+
+
+@bp.route("/documents/invoices/<int:invoice_id>/pdf")
+@roles_required(*ACCOUNTING)
+def invoice_download(invoice_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    invoice = service.get_invoice(db, account.id, invoice_id)
+    if invoice is None:
+        abort(404)
+    return _send(service.get_file(db, account.id, invoice.pdf_file_id))
+
+
+@bp.route("/documents/upd/<int:upd_id>/<any(pdf, xml):fmt>")
+@roles_required(*ACCOUNTING)
+def upd_download(upd_id: int, fmt: str) -> Any:
+    db = get_db()
+    account = require_account()
+    upd = service.get_upd(db, account.id, upd_id)
+    if upd is None:
+        abort(404)
+    return _send(service.get_file(db, account.id, upd.pdf_file_id if fmt == "pdf" else upd.xml_file_id))
+
+
+@bp.route("/documents/archive")
+@roles_required(*ACCOUNTING)
+def archive_download() -> Any:
+    db = get_db()
+    account = require_account()
+    period = service.parse_period(request.args.get("period"))
+    if period is None or period.kind not in ("month", "quarter"):
+        abort(400, "Архив собирается за месяц или квартал: выберите период на странице «Документы».")
+    try:
+        data, count = service.build_archive(db, account.id, period)
+    except DocumentCorrupted:
+        log.exception("archive of account %s for %s failed", account.id, period.code)
+        abort(500)
+    if not count:
+        flash(f"За {period.title} документов нет.", "info")
+        return redirect(url_for("documents.document_list", period=period.code))
+    resp = FlaskResponse(data, mimetype="application/zip")
+    resp.headers["Content-Disposition"] = content_disposition(f"Документы за {period.title}.zip")
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
+@bp.route("/documents/invoices/<int:invoice_id>")
+@roles_required(*ACCOUNTING)
+def invoice_view(invoice_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    invoice = service.get_invoice(db, account.id, invoice_id)
+    if invoice is None:
+        abort(404)
+    overdue = invoice.status == InvoiceStatus.ISSUED and invoice.valid_until < msk_date(utcnow())
+    return render_template(
+        "documents/invoice_view.html",
+        invoice=invoice,
+        overdue=overdue,
+        upd=service.get_upd_for_invoice(db, invoice.id),
+        order=db.get(Order, invoice.order_id),
+        seller=get_seller(current_app.config),
+        qr_data_uri=png_data_uri(invoice.qr_payload, scale=5) if invoice.is_open else None,
+    )
+
+
+# --- bank statements (support staff) ----------------------------------------------------------------
+
+
+@bp.route("/documents/statements/import", methods=["GET", "POST"])
+@staff_required
+def statement_import() -> Any:
+    db = get_db()
+    form = StatementUploadForm()
+    result = None
+    status = 200
+    if form.validate_on_submit():
+        upload = form.statement.data
+        data = upload.read()
+        try:
+            result = import_statement(
+                db, data, file_name=upload.filename or "statement.txt", actor=_actor(), now=utcnow()
+            )
+        except StatementError as exc:
+            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
+            status = 400
+        except DocumentsError as exc:
+            form.statement.errors = [str(exc)]
+            status = 400
+        else:
+            flash(f"Выписка загружена. {result.summary}", "success")
+    elif request.method == "POST":
+        status = 400
+    return render_template(
+        "documents/statement_import.html",
+        form=form,
+        result=result,
+        unmatched=service.list_unmatched_lines(db),
+    ), status
