@@ -102,8 +102,12 @@ def build_client(
     *,
     max_retries: int = 5,
     sleep: Callable[[float], None] = time.sleep,
+    **options: Any,
 ) -> AmoCrmClient:
-    """The client of one connected account; its tokens live encrypted in the connection row."""
+    """The client of one connected account; its tokens live encrypted in the connection row.
+
+    `options` go to AmoCrmClient as they are (tests pass a fake clock and an HTTP session that records).
+    """
     store = DbTokenStore(session_factory, connection.id, settings.cipher)
     return LockingAmoCrmClient(
         connection.base_url,
@@ -111,6 +115,7 @@ def build_client(
         credentials=settings.credentials,
         max_retries=max_retries,
         sleep=sleep,
+        **options,
     )
 
 
