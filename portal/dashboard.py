@@ -1,13 +1,167 @@
-"""The account's home page `/`: what the company has, and the next step that fits."""
+"""The account's home page `/`: the plan, how much of it is used, and the one next step that fits."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, redirect, render_template, url_for
+from flask import Flask, current_app, redirect, render_template, url_for
 from flask_login import current_user
 
 from portal.accounts.access import current_membership, public
+from portal.billing import service
+from portal.billing.catalog import Plan
+from portal.billing.display import format_storage, users_upto_ru
+from portal.billing.pricing import FitResult
+from portal.db import get_db, utcnow
+from portal.money import format_rub
+from portal.nav import register_nav
+from portal.timeutil import format_date, format_date_ru
+
+register_nav("index", "Главная", ("owner", "accountant", "member"), order=10)
+
+# Renewal is suggested this many days before the paid stretch ends; usage above this share is "nearly full".
+RENEW_WITHIN_DAYS = 30
+NEARLY_FULL = 0.8
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A usage bar: `<meter>` needs no inline style, and its low/high marks colour it."""
+
+    label: str
+    used: int
+    limit: int
+    used_text: str
+    limit_text: str
+
+    @property
+    def over(self) -> bool:
+        return self.used > self.limit
+
+    @property
+    def max(self) -> int:
+        # Over the limit the bar is full and past "high", so the browser paints it as bad.
+        return max(self.used, self.limit, 1)
+
+    @property
+    def low(self) -> float:
+        return self.limit * NEARLY_FULL
+
+    @property
+    def high(self) -> int:
+        return self.limit
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.used / self.limit) if self.limit else 0
+
+
+@dataclass(frozen=True)
+class NextStep:
+    tone: str  # danger | warning | info | success
+    title: str
+    text: str
+    action: str | None = None
+    url: str | None = None
+    secondary: str | None = None
+    secondary_url: str | None = None
+
+
+def _next_step(
+    state: service.SubscriptionState, seats: Meter, storage: Meter, fit: FitResult, support_url: str | None
+) -> NextStep:
+    plan = state.plan
+    if seats.over or storage.over:
+        what = []
+        if seats.over:
+            what.append(f"активных пользователей {seats.used}, а тариф допускает {seats.limit}")
+        if storage.over:
+            what.append(f"занято {storage.used_text} при квоте {storage.limit_text}")
+        problem = "Сейчас " + " и ".join(what) + "."
+        if fit.contact_support or fit.plan is None:
+            return NextStep(
+                "danger",
+                "Тариф превышен",
+                problem + " Для такой команды нужен индивидуальный тариф — свяжитесь с поддержкой.",
+                "Связаться с поддержкой",
+                support_url,
+            )
+        return NextStep(
+            "danger",
+            "Тариф превышен",
+            f"{problem} Подойдёт тариф «{fit.plan.title}» ({format_storage(fit.plan.storage_bytes)}) — "
+            f"{format_rub(fit.plan.monthly_price)} в месяц. Или отключите лишних пользователей.",
+            "Выбрать подходящий тариф",
+            url_for("billing.plans", suggested=fit.plan.code),
+        )
+    if state.is_trial and state.trial_until is not None:
+        return NextStep(
+            "warning",
+            f"Пробный период до {format_date_ru(state.trial_until)}",
+            f"Оплатите тариф «{plan.title}», чтобы сохранить его после пробного периода. "
+            "Без оплаты аккаунт перейдёт на бесплатный тариф до 5 пользователей.",
+            "Оплатить тариф",
+            url_for("billing.checkout", plan=plan.code, months=12),
+            "Другие тарифы",
+            url_for("billing.plans"),
+        )
+    if state.is_paid and state.days_left is not None and state.days_left <= RENEW_WITHIN_DAYS:
+        last = state.paid_until
+        assert last is not None
+        return NextStep(
+            "warning",
+            f"Оплаченный период заканчивается {format_date_ru(last)}",
+            f"Продлите тариф «{plan.title}»: новый период начнётся сразу после текущего, "
+            "оплаченные дни не пропадут. Без продления аккаунт перейдёт на бесплатный тариф.",
+            "Продлить",
+            url_for("billing.checkout", plan=plan.code, months=state.months or 12),
+            "Сменить тариф",
+            url_for("billing.plans"),
+        )
+    if seats.used >= seats.limit * NEARLY_FULL and seats.limit > 0:
+        bigger = _next_bigger(state.plan, seats.used)
+        free = max(seats.limit - seats.used, 0)
+        text = f"Свободно мест: {free} из {seats.limit}."
+        if bigger is not None:
+            text += f" Когда команда вырастет, подойдёт тариф «{bigger.title}» — {format_rub(bigger.monthly_price)} в месяц."
+            return NextStep(
+                "info",
+                "Места почти закончились",
+                text,
+                "Посмотреть тарифы",
+                url_for("billing.plans", suggested=bigger.code),
+            )
+        return NextStep("info", "Места почти закончились", text, "Связаться с поддержкой", support_url)
+    if state.is_free:
+        return NextStep(
+            "info",
+            "Бесплатный тариф",
+            f"{users_upto_ru(plan.seats).capitalize()} и {format_storage(plan.storage_bytes)} хранилища. "
+            "Когда команда вырастет, выберите платный тариф — оплата от 6 месяцев, скидка до 10 %.",
+            "Посмотреть тарифы",
+            url_for("billing.plans"),
+        )
+    assert state.paid_until is not None
+    return NextStep(
+        "success",
+        "Всё в порядке",
+        f"Тариф оплачен по {format_date_ru(state.paid_until)}. Мест и хранилища достаточно.",
+        "Продлить заранее",
+        url_for("billing.checkout", plan=plan.code, months=state.months or 12),
+    )
+
+
+def _next_bigger(plan: Plan, users: int) -> Plan | None:
+    from portal.billing.catalog import PLANS
+
+    return next((p for p in PLANS if p.seats > max(plan.seats, users)), None)
+
+
+def _support_url() -> str | None:
+    if "support.request_new" in current_app.view_functions:
+        return url_for("support.request_new")
+    return f"mailto:{current_app.config['SUPPORT_EMAIL']}"
 
 
 @public
@@ -16,16 +170,40 @@ def index() -> Any:
         return redirect(url_for("accounts.login"))
     membership = current_membership()
     if membership is None:
-        if current_user.is_staff and "support.queue" in _views():
+        if current_user.is_staff and "support.queue" in current_app.view_functions:
             return redirect(url_for("support.queue"))
         return render_template("dashboard_empty.html")
-    return render_template("dashboard.html", account=membership.account)
-
-
-def _views() -> dict[str, Any]:
-    from flask import current_app
-
-    return current_app.view_functions
+    db = get_db()
+    account = membership.account
+    now = utcnow()
+    state = service.get_subscription_state(db, account.id, now)
+    usage = service.get_usage(db, account)
+    plan = state.plan
+    seats = Meter("Пользователи", usage.active_users, plan.seats, str(usage.active_users), str(plan.seats))
+    storage = Meter(
+        "Хранилище",
+        usage.storage_used_bytes,
+        plan.storage_bytes,
+        format_storage(usage.storage_used_bytes),
+        format_storage(plan.storage_bytes),
+    )
+    fit = service.suggest_plan(db, account.id, usage)
+    support_url = _support_url()
+    step = _next_step(state, seats, storage, fit, support_url)
+    is_manager = membership.role in ("owner", "accountant")
+    return render_template(
+        "dashboard.html",
+        account=account,
+        state=state,
+        plan=plan,
+        seats=seats,
+        storage=storage,
+        step=step,
+        is_manager=is_manager,
+        owners=service.list_owners(db, account.id),
+        pending_orders=service.list_orders(db, account.id, statuses=("pending",), limit=10) if is_manager else [],
+        format_date=format_date,
+    )
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portal.billing.catalog import GB, TB, plural_ru
+from portal.billing.catalog import ALLOWED_MONTHS, GB, TB, plural_ru
 from portal.money import group_thousands
 
 MB = 1024**2
@@ -38,5 +38,17 @@ def users_ru(n: int) -> str:
     return f"{n} {plural_ru(n, 'пользователь', 'пользователя', 'пользователей')}"
 
 
+def users_upto_ru(n: int) -> str:
+    """«до 24 пользователей», «до 21 пользователя»: после «до» — родительный падеж."""
+    word = "пользователя" if n % 10 == 1 and n % 100 != 11 else "пользователей"
+    return f"до {n} {word}"
+
+
 def days_ru(n: int) -> str:
     return f"{n} {plural_ru(n, 'день', 'дня', 'дней')}"
+
+
+def allowed_months_ru() -> str:
+    """«6, 9, 12 или 24 месяца» — the offered periods, as a sentence says them."""
+    *head, last = ALLOWED_MONTHS
+    return f"{', '.join(str(m) for m in head)} или {months_ru(last)}"

@@ -93,3 +93,30 @@ def audit_actions(db: Any, account_id: int, prefix: str = "billing.") -> list[st
             .order_by(AuditLog.id)
         )
     )
+
+
+@pytest.fixture
+def freeze(monkeypatch: pytest.MonkeyPatch) -> Callable[[datetime], datetime]:
+    """Pages read the clock through utcnow(); a test sets it to a moment of its own."""
+
+    def set_now(moment: datetime) -> datetime:
+        import portal.billing.views
+        import portal.dashboard
+
+        monkeypatch.setattr(portal.billing.views, "utcnow", lambda: moment)
+        monkeypatch.setattr(portal.dashboard, "utcnow", lambda: moment)
+        return moment
+
+    return set_now
+
+
+def page_text(resp: Any) -> str:
+    """The visible text of a page: tags dropped, entities decoded, whitespace collapsed (as a reader sees it)."""
+    import html
+    import re
+
+    body = resp.get_data(as_text=True)
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", body, flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", body))
+    text = re.sub(r"\s+", " ", text.replace("\u00a0", " ")).strip()
+    return re.sub(r" ([,.;:!?])", r"\1", text)  # a closing tag before punctuation is not a space to a reader

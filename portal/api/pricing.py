@@ -1,0 +1,87 @@
+"""Public pricing API: the catalog and quotes, for the vendor's site widgets and the apps; no sign-in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, current_app, request
+
+from portal.accounts.access import public
+from portal.api.views import bp
+from portal.billing.catalog import ALLOWED_MONTHS, PERIODS, PLANS, get_plan
+from portal.billing.display import allowed_months_ru
+from portal.billing.pricing import quote
+
+CURRENCY = "RUB"
+
+
+def _public_json(payload: dict[str, Any], status: int = 200) -> Response:
+    # Not jsonify: it sorts keys, and periods read best as 6, 9, 12, 24.
+    resp = current_app.response_class(
+        json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json"
+    )
+    # Published prices: any site may embed them, and a few minutes of caching is harmless.
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    if status == 200:
+        resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
+
+
+def _months_error(raw: str | None) -> Response:
+    shown = "не указан" if raw is None or raw == "" else f"«{raw[:20]}» не предлагается"
+    return _public_json(
+        {
+            "error": f"Период {shown}. Можно оплатить {allowed_months_ru()}: например, ?months=12.",
+            "allowed_months": list(ALLOWED_MONTHS),
+        },
+        400,
+    )
+
+
+@bp.route("/plans")
+@public
+def plans() -> Response:
+    return _public_json(
+        {
+            "currency": CURRENCY,
+            "periods": [{"months": m, "discount_percent": PERIODS[m]} for m in ALLOWED_MONTHS],
+            "plans": [
+                {
+                    "code": p.code,
+                    "seats": p.seats,
+                    "storage_bytes": p.storage_bytes,
+                    "monthly_price": p.monthly_price,
+                    "prices": {str(m): quote(p, m).total for m in ALLOWED_MONTHS},
+                }
+                for p in PLANS
+            ],
+        }
+    )
+
+
+@bp.route("/quote")
+@public
+def quote_view() -> Response:
+    code = request.args.get("plan")
+    if not code:
+        return _public_json({"error": "Не указан тариф: ?plan=users-12."}, 400)
+    plan = get_plan(code)
+    if plan is None:
+        return _public_json({"error": f"Тариф «{code[:64]}» не найден."}, 404)
+    raw = request.args.get("months")
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 3 or int(raw) not in PERIODS:
+        return _months_error(raw)
+    q = quote(plan, int(raw))
+    return _public_json(
+        {
+            "plan": plan.code,
+            "months": q.months,
+            "monthly_price": q.monthly_price,
+            "subtotal": q.subtotal,
+            "discount_percent": q.discount_percent,
+            "discount": q.discount,
+            "total": q.total,
+            "currency": CURRENCY,
+        }
+    )

@@ -1,0 +1,30 @@
+"""Checkout form: what is bought comes from the server's own numbers; the form carries only the choice."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, RadioField
+from wtforms.validators import DataRequired, ValidationError
+
+from portal.billing.service import IDEMPOTENCY_KEY_RE
+
+
+class CheckoutForm(FlaskForm):
+    plan = HiddenField()
+    months = HiddenField()
+    idempotency_key = HiddenField()
+    # What the page showed; a different server figure means the page is stale (or edited): ask again.
+    shown_amount = HiddenField()
+    payer_type = RadioField("Кто платит", choices=[], validate_choice=False)
+    accept_license = BooleanField(
+        "Я принимаю условия лицензионного договора (оферты)",
+        validators=[DataRequired("Чтобы оплатить, примите условия лицензионного договора.")],
+    )
+
+    def validate_payer_type(self, field: RadioField) -> None:
+        if field.data not in {value for value, _label in field.choices}:
+            raise ValidationError("Выберите, кто платит.")
+
+    def validate_idempotency_key(self, field: HiddenField) -> None:
+        if not IDEMPOTENCY_KEY_RE.match(field.data or ""):
+            raise ValidationError("Форма оплаты повреждена. Откройте страницу оплаты заново.")

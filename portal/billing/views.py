@@ -1,0 +1,331 @@
+"""Billing pages: the plans, checkout, the license agreement, and cancelling an unpaid order."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+
+from portal.accounts.access import current_membership, public, require_account, roles_required
+from portal.accounts.models import Role
+from portal.billing import service
+from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
+from portal.billing.display import allowed_months_ru, days_ru, format_storage, months_ru, users_ru, users_upto_ru
+from portal.billing.forms import CheckoutForm
+from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
+from portal.billing.pricing import Quote, fits, quote
+from portal.db import get_db, utcnow
+from portal.money import format_rub
+from portal.nav import register_nav
+from portal.timeutil import format_date
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("billing", __name__)
+
+register_nav("billing.plans", "Тарифы", ("owner", "accountant", "member", "public"), order=20)
+
+DEFAULT_MONTHS = 12
+# The owner chooses plans; an accountant pays for the company as a legal entity, so only by invoice.
+PAYER_TYPES_BY_ROLE = {Role.OWNER.value: ("card", "invoice"), Role.ACCOUNTANT.value: ("invoice",)}
+
+
+def parse_months(raw: str | None) -> int | None:
+    """An offered period from a query or form value; None for anything else ("3", "abc", "6.0", missing)."""
+    raw = (raw or "").strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 3:
+        return None
+    months = int(raw)
+    return months if months in PERIODS else None
+
+
+def months_error(raw: str | None) -> str:
+    shown = (raw or "").strip()[:20]
+    what = f"Период «{shown}» не предлагается" if shown else "Период оплаты не указан"
+    return f"{what}. Можно оплатить {allowed_months_ru()}."
+
+
+def support_contact() -> dict[str, Any]:
+    """Where to ask for a plan over 1000 users: the support request form once it exists, else phone and email."""
+    url = url_for("support.request_new") if "support.request_new" in current_app.view_functions else None
+    return {"url": url, "phone": current_app.config["SUPPORT_PHONE"], "email": current_app.config["SUPPORT_EMAIL"]}
+
+
+# --- /plans -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlanCard:
+    plan: Plan
+    quote: Quote
+    is_current: bool
+    too_small: bool
+    suggested: bool
+    action: str | None  # button label, None when there is nothing to buy
+    checkout_url: str | None
+    note: str | None
+    purchase: service.Purchase | None
+
+
+@bp.route("/plans")
+@public
+def plans() -> Any:
+    db = get_db()
+    raw_months = request.args.get("months")
+    months = parse_months(raw_months) or DEFAULT_MONTHS
+    membership = current_membership() if current_user.is_authenticated else None
+    account = membership.account if membership else None
+    role = membership.role if membership else None
+    now = utcnow()
+    state = usage = None
+    if account is not None:
+        state = service.get_subscription_state(db, account.id, now)
+        usage = service.get_usage(db, account)
+    suggested_code = (request.args.get("suggested") or "").strip()[:64]
+    can_buy = role in PAYER_TYPES_BY_ROLE or membership is None  # visitors are sent to sign in at checkout
+
+    cards: list[PlanCard] = []
+    for plan in service.list_plans_for_account(db, account.id if account else None):
+        q = quote(plan, months)
+        is_current = state is not None and state.plan.code == plan.code
+        too_small = usage is not None and not fits(plan, usage.active_users, usage.storage_used_bytes)
+        purchase = None
+        note = None
+        action = None
+        url = None
+        if not plan.is_free and can_buy:
+            action = "Выбрать"
+            url = url_for("billing.checkout", plan=plan.code, months=months)
+            if state is not None:
+                try:
+                    purchase = service.price_for_state(state, plan, months)
+                except service.PurchaseError:
+                    purchase = None
+            if purchase is not None and state is not None and state.is_paid:
+                if purchase.kind == "renewal":
+                    action = "Продлить"
+                    note = f"Продление с {format_date(purchase.starts_on)}"
+                elif purchase.kind == "upgrade":
+                    note = f"Доплата {format_rub(purchase.amount)} до конца оплаченного периода"
+                elif purchase.kind == "downgrade":
+                    note = f"Начнётся {format_date(purchase.starts_on)}, после текущего периода"
+        cards.append(PlanCard(plan, q, is_current, too_small, plan.code == suggested_code, action, url, note, purchase))
+    return render_template(
+        "billing/plans.html",
+        cards=cards,
+        months=months,
+        periods=PERIODS,
+        bad_months=raw_months is not None and parse_months(raw_months) is None,
+        state=state,
+        usage=usage,
+        account=account,
+        role=role,
+        support=support_contact(),
+        max_seats=MAX_SELF_SERVICE_SEATS,
+        owners=service.list_owners(db, account.id) if account is not None and role == "member" else [],
+    )
+
+
+# --- /checkout --------------------------------------------------------------------------------------------
+
+
+def _checkout_options(role: str) -> list[service.CheckoutOption]:
+    return service.list_checkout_options(PAYER_TYPES_BY_ROLE.get(role, ()))
+
+
+@bp.route("/checkout", methods=["GET", "POST"])
+@roles_required("owner", "accountant")
+def checkout() -> Any:
+    db = get_db()
+    account = require_account()
+    membership = current_membership()
+    assert membership is not None
+    source = request.form if request.method == "POST" else request.args
+    plan_code = (source.get("plan") or "").strip()
+    plan = service.get_plan_for_account(db, account.id, plan_code) if plan_code else None
+    if plan is None:
+        shown = plan_code[:64] or "не указан"
+        abort(400, f"Тариф «{shown}» не найден. Выберите тариф на странице «Тарифы».")
+    months = parse_months(source.get("months"))
+    if months is None:
+        abort(400, months_error(source.get("months")))
+    now = utcnow()
+    try:
+        purchase = service.price_purchase(db, account.id, plan, months, now)
+    except service.PurchaseError as exc:
+        abort(400, str(exc))
+
+    options = _checkout_options(membership.role)
+    form = CheckoutForm()
+    form.payer_type.choices = [(o.payer_type, o.title) for o in options]
+    license_version = current_app.config["LICENSE_VERSION"]
+    problem = None
+    status = 200
+    if request.method == "GET":
+        form.plan.data = plan.code
+        form.months.data = str(months)
+        form.idempotency_key.data = secrets.token_urlsafe(24)
+        form.shown_amount.data = str(purchase.amount)
+        if len(options) == 1:
+            form.payer_type.data = options[0].payer_type
+    else:
+        if not options:
+            abort(400, _no_options_text(membership.role))
+        if form.validate_on_submit():
+            if form.shown_amount.data != str(purchase.amount):
+                log.warning(
+                    "checkout amount mismatch: account %s plan %s form %r server %s",
+                    account.id,
+                    plan.code,
+                    form.shown_amount.data,
+                    purchase.amount,
+                )
+                problem = (
+                    "Сумма к оплате изменилась или форма была изменена. Проверьте заказ ниже "
+                    f"(к оплате {format_rub(purchase.amount)}) и подтвердите его ещё раз."
+                )
+                form.shown_amount.data = str(purchase.amount)
+                status = 400
+            else:
+                return _place_order(form, account.id, plan, months, license_version, now)
+        else:
+            status = 400
+    return (
+        render_template(
+            "billing/checkout.html",
+            form=form,
+            plan=plan,
+            months=months,
+            purchase=purchase,
+            state=service.get_subscription_state(db, account.id, now),
+            usage=service.get_usage(db, account),
+            options=options,
+            no_options_text=_no_options_text(membership.role) if not options else None,
+            license_version=license_version,
+            problem=problem,
+            periods=PERIODS,
+        ),
+        status,
+    )
+
+
+def _no_options_text(role: str) -> str:
+    if role == Role.ACCOUNTANT.value:
+        return (
+            "Оплата по счёту для юридических лиц пока недоступна. Оплатить картой может владелец аккаунта, "
+            "или обратитесь в поддержку."
+        )
+    return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."
+
+
+def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, license_version: str, now: Any) -> Any:
+    db = get_db()
+    actor = current_user._get_current_object()  # type: ignore[attr-defined]
+    try:
+        order = service.create_order(
+            db,
+            actor=actor,
+            account_id=account_id,
+            plan_code=plan.code,
+            months=months,
+            payer_type=form.payer_type.data,
+            license_version=license_version,
+            idempotency_key=form.idempotency_key.data,
+            now=now,
+        )
+        db.commit()
+    except service.PurchaseError as exc:
+        db.rollback()
+        abort(400, str(exc))
+    if order.status == "paid":
+        flash("Этот заказ уже оплачен.", "success")
+        return redirect(url_for("index"))
+    if order.status != "pending":
+        abort(400, "Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
+    option = service.get_checkout_option(order.payer_type)
+    if option is None:
+        abort(400, "Этот способ оплаты сейчас недоступен. Выберите другой.")
+    try:
+        target = option.handler(db, order, actor)
+        db.commit()
+    except Exception:
+        db.rollback()
+        log.exception("checkout handler %s failed for order %s", order.payer_type, order.id)
+        flash("Не удалось начать оплату. Заказ сохранён — попробуйте ещё раз через минуту.", "error")
+        return redirect(url_for("billing.checkout", plan=plan.code, months=months))
+    return redirect(target)
+
+
+@bp.route("/orders/<int:order_id>/cancel", methods=["POST"])
+@roles_required("owner", "accountant")
+def order_cancel(order_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    if service.get_order(db, account.id, order_id) is None:
+        abort(404)
+    try:
+        canceled = service.cancel_order(
+            db,
+            order_id,
+            actor=current_user._get_current_object(),  # type: ignore[attr-defined]
+            reason="Отменён в личном кабинете",
+            now=utcnow(),
+            account_id=account.id,
+        )
+        db.commit()
+    except service.PurchaseError as exc:
+        db.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("index"))
+    flash(f"Заказ № {order_id} отменён." if canceled else f"Заказ № {order_id} уже закрыт.", "success")
+    return redirect(url_for("index"))
+
+
+# --- /license ---------------------------------------------------------------------------------------------
+
+
+@bp.route("/license")
+@public
+def license() -> Any:
+    return _render_license(current_app.config["LICENSE_VERSION"])
+
+
+@bp.route("/license/<version>")
+@public
+def license_version(version: str) -> Any:
+    return _render_license(version)
+
+
+def _render_license(version: str) -> Any:
+    doc = get_license(version)
+    if doc is None:
+        abort(404)
+    current = current_app.config["LICENSE_VERSION"]
+    return render_template(
+        "billing/license.html",
+        doc=doc,
+        sections=doc.render(seller_context(current_app.config)),
+        is_current=version == current,
+        current=current,
+        versions=sorted(LICENSE_VERSIONS.values(), key=lambda v: v.published_on, reverse=True),
+    )
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.filters.update(
+        storage=format_storage, months_ru=months_ru, users_ru=users_ru, users_upto_ru=users_upto_ru, days_ru=days_ru
+    )
