@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus
-from portal.billing.catalog import FREE_PLAN, Plan
+from portal.billing.catalog import Plan
 from portal.billing.pricing import cheapest_fitting_plan, quote
+from portal.billing.service import get_effective_plan, list_plans_for_account
 from portal.seats.directory import AccountNotFound
 
 SUGGESTION_MONTHS = 6  # the minimum period: the price the owner sees first
@@ -23,9 +24,7 @@ REASON_STORAGE = "storage"
 
 def effective_plan(db: Session, account_id: int, now: datetime) -> Plan:
     """The plan whose limits apply now: the one place where seats asks billing (one cheap query)."""
-    # Until portal.billing.service (subscriptions) lands every account is on the free plan; then this becomes
-    # `return get_effective_plan(db, account_id, now)`.
-    return FREE_PLAN
+    return get_effective_plan(db, account_id, now)
 
 
 @dataclass(frozen=True)
@@ -143,10 +142,6 @@ def usage(db: Session, account_id: int) -> tuple[int, int]:
 
 def _custom_plans(db: Session, account_id: int) -> tuple[Plan, ...]:
     """The account's custom plans (over 1000 users), asked only when nothing self-service fits."""
-    try:
-        from portal.billing.service import list_plans_for_account
-    except ImportError:
-        return ()
     return tuple(p for p in list_plans_for_account(db, account_id) if p.custom)
 
 

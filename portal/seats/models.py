@@ -37,9 +37,7 @@ class MembershipDepartment(Base):
 
     __tablename__ = "membership_departments"
 
-    membership_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("memberships.id", ondelete="CASCADE"), primary_key=True
-    )
+    membership_id: Mapped[int] = mapped_column(sa.ForeignKey("memberships.id", ondelete="CASCADE"), primary_key=True)
     department_id: Mapped[int] = mapped_column(
         sa.ForeignKey("departments.id", ondelete="CASCADE"), primary_key=True, index=True
     )

@@ -1,0 +1,365 @@
+"""The team page (owner) and the over-limit warning every signed-in user of an over-limit account sees."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
+
+from portal.accounts.access import current_membership, require_account, roles_required
+from portal.accounts.models import Account, MembershipStatus, Role, User
+from portal.accounts.phone import format_phone
+from portal.billing.catalog import Plan, plural_ru
+from portal.db import get_db, utcnow
+from portal.nav import register_nav
+from portal.seats import directory
+from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
+from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
+from portal.seats.storage import format_bytes
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("seats", __name__)
+
+register_nav("seats.team_list", "Команда", (Role.OWNER.value,), order=30)
+
+PAGE_SIZE = 50
+STATUS_TABS = (("active", "Активные"), ("deactivated", "Отключённые"), ("all", "Все"))
+# Where the owner fixes the excess: there the warning is a banner, not a dialog in the way of the fix.
+NO_DIALOG_BLUEPRINTS = frozenset({"seats", "billing", "payments"})
+
+bp.add_app_template_filter(format_bytes, "filesize")
+bp.add_app_template_global(plural_ru, "plural_ru")
+
+
+# --- the over-limit warning on every page ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """What the over-limit dialog/banner and the storage notice need, computed once per request."""
+
+    limits: Limits
+    account_name: str
+    is_owner: bool
+    owner: User | None  # whom an accountant or member should ask
+    pay_url: str | None  # checkout with the suggested plan; None when only support can set a plan
+    team_url: str | None
+    plans_url: str | None
+    show_dialog: bool
+    show_storage_notice: bool
+
+    @property
+    def over_limit(self) -> bool:
+        return self.limits.over_limit
+
+
+def _endpoint_exists(name: str) -> bool:
+    return name in current_app.view_functions
+
+
+def pay_url(plan_code: str) -> str:
+    """Checkout with the suggested plan and the minimum period preselected (plans page until checkout exists)."""
+    if _endpoint_exists("billing.checkout"):
+        return url_for("billing.checkout", plan=plan_code, months=SUGGESTION_MONTHS)
+    if _endpoint_exists("billing.plans"):
+        return url_for("billing.plans", suggested=plan_code)
+    return f"/plans?suggested={plan_code}"
+
+
+def _build_state(account: Account, role: str) -> LimitState:
+    db = get_db()
+    limits = get_limits(db, account.id, utcnow())
+    is_owner = role == Role.OWNER
+    owner = None
+    if limits.over_limit and not is_owner:
+        owner = directory.get_primary_owner(db, account.id)
+    suggestion = limits.suggestion
+    return LimitState(
+        limits=limits,
+        account_name=account.name,
+        is_owner=is_owner,
+        owner=owner,
+        pay_url=pay_url(suggestion.plan.code) if suggestion is not None and suggestion.plan is not None else None,
+        # On the team page itself the owner needs no button to it.
+        team_url=url_for("seats.team_list") if request.blueprint != "seats" else None,
+        plans_url=url_for("billing.plans") if _endpoint_exists("billing.plans") else None,
+        show_dialog=limits.over_limit and request.blueprint not in NO_DIALOG_BLUEPRINTS,
+        show_storage_notice=limits.storage_warning and request.endpoint == "index",
+    )
+
+
+def limit_state() -> LimitState | None:
+    """The current account's limits for the warning partials; None for visitors, staff and people without one.
+
+    Templates call it lazily, so a page that does not show the warning (a PDF, a JSON error) costs no query.
+    """
+    if "seats_limit_state" in g:
+        return g.seats_limit_state
+    state = None
+    if current_user.is_authenticated:
+        membership = current_membership()
+        if membership is not None:
+            try:
+                state = _build_state(membership.account, membership.role)
+            except SQLAlchemyError:
+                # A warning must never break the page it sits on (e.g. the error page of a failed transaction).
+                log.exception("over-limit state unavailable for account %s", membership.account_id)
+    g.seats_limit_state = state
+    return state
+
+
+@bp.app_context_processor
+def _limits_context() -> dict[str, Any]:
+    return {"seats_limit_state": limit_state}
+
+
+# --- the team page ------------------------------------------------------------------------------------------------
+
+
+def _page_arg() -> int:
+    raw = request.args.get("page", "1")
+    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
+
+
+def _render_team(account: Account, form: AddUserForm, status_code: int = 200) -> Any:
+    db = get_db()
+    status = request.args.get("status", "active")
+    if status not in {key for key, _ in STATUS_TABS}:
+        status = "active"
+    search = (request.args.get("q") or "").strip()[:100]
+    status_filter = None if status == "all" else status
+    total = directory.count_members(db, account.id, status=status_filter, search=search or None)
+    pages = max(math.ceil(total / PAGE_SIZE), 1)
+    page = min(_page_arg(), pages)
+    members = directory.list_members(
+        db, account.id, status=status_filter, search=search or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
+    departments = directory.departments_of(db, [m.id for m in members])
+    counts = {
+        "active": directory.count_members(db, account.id, status=MembershipStatus.ACTIVE.value),
+        "deactivated": directory.count_members(db, account.id, status=MembershipStatus.DEACTIVATED.value),
+    }
+    counts["all"] = counts["active"] + counts["deactivated"]
+    state = limit_state()
+    limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
+    return (
+        render_template(
+            "seats/team_list.html",
+            account=account,
+            form=form,
+            members=members,
+            departments=departments,
+            limits=limits,
+            state=state,
+            status=status,
+            status_tabs=STATUS_TABS,
+            counts=counts,
+            search=search,
+            page=page,
+            pages=pages,
+            total=total,
+            active_owners=directory.count_active_owners(db, account.id),
+            role_choices=role_choices(),
+            action_form=ConfirmForm(),
+        ),
+        status_code,
+    )
+
+
+@bp.route("/team")
+@roles_required(Role.OWNER.value)
+def team_list() -> Any:
+    return _render_team(require_account(), AddUserForm())
+
+
+def _plan_after_adding(limits: Limits, adding: int = 1) -> Plan | None:
+    """The plan that would fit after adding (the confirmation offers it); None when only support can help."""
+    return suggest_plan(limits.seats_after_adding(adding), limits.storage_used_bytes).plan
+
+
+def _over_plan_text(limits: Limits, adding: int = 1) -> str:
+    after = limits.seats_after_adding(adding)
+    users = plural_ru(after, "активный пользователь", "активных пользователя", "активных пользователей")
+    return f"После добавления в компании будет {after} {users}, а тариф позволяет {limits.seats_limit}."
+
+
+@bp.route("/team/users", methods=["POST"])
+@roles_required(Role.OWNER.value)
+def user_add() -> Any:
+    db = get_db()
+    account = require_account()
+    form = AddUserForm()
+    if not form.validate_on_submit():
+        return _render_team(account, form, 400)
+    existing = directory.find_member_by_phone(db, account.id, form.phone.data)
+    now = utcnow()
+    adds_seat = existing is None or not existing.is_active
+    limits = get_limits(db, account.id, now)
+    if adds_seat and limits.exceeded_by_adding(1) and form.confirmed.data != "1":
+        suggestion = _plan_after_adding(limits)
+        return render_template(
+            "seats/user_confirm.html",
+            title="Добавить пользователя сверх тарифа?",
+            heading="Добавить пользователя сверх тарифа?",
+            person=f"{form.name.data}, {format_phone(form.phone.data)}, {Role(form.role.data).title.lower()}",
+            text=_over_plan_text(limits),
+            limits=limits,
+            action=url_for("seats.user_add"),
+            fields={
+                "phone": form.phone.data,
+                "name": form.name.data,
+                "role": form.role.data,
+                "email": form.email.data or "",
+            },
+            submit="Всё равно добавить",
+            suggestion=suggestion,
+            pay_url=pay_url(suggestion.code) if suggestion is not None else None,
+        )
+    try:
+        result = directory.add_user(
+            db,
+            account_id=account.id,
+            phone=form.phone.data,
+            name=form.name.data,
+            email=form.email.data,
+            role=form.role.data,
+            source="portal",
+            actor=current_user._get_current_object(),
+            now=now,
+        )
+    except directory.DirectoryError as exc:
+        db.rollback()
+        target = getattr(form, exc.field, None) if exc.field in {"phone", "name", "email", "role"} else None
+        if target is not None:
+            target.errors = [*target.errors, exc.message]
+        else:
+            form.form_errors.append(exc.message)
+        return _render_team(account, form, exc.status_code)
+    db.commit()
+    person = result.membership.user
+    if result.created:
+        flash(f"{person.name} ({format_phone(person.phone)}) теперь в команде.", "success")
+    else:
+        flash(f"{person.name} снова в команде: пользователь был отключён и теперь снова активен.", "success")
+    return redirect(url_for("seats.team_list"))
+
+
+def _member_or_404(account: Account, user_id: int) -> Any:
+    try:
+        return directory.get_member(get_db(), account.id, user_id)
+    except directory.UserNotFound:
+        abort(404)
+
+
+def _after_own_change(user_id: int) -> Any:
+    """An owner who deactivated or demoted themselves no longer sees the team page: go home."""
+    if user_id == current_user.id:
+        return redirect(url_for("index"))
+    return redirect(url_for("seats.team_list"))
+
+
+@bp.route("/team/users/<int:user_id>/deactivate", methods=["POST"])
+@roles_required(Role.OWNER.value)
+def user_deactivate(user_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    membership = _member_or_404(account, user_id)
+    if not ConfirmForm().validate_on_submit():
+        flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
+        return redirect(url_for("seats.team_list"))
+    try:
+        directory.deactivate_user(
+            db,
+            account_id=account.id,
+            user_id=user_id,
+            source="portal",
+            actor=current_user._get_current_object(),
+            now=utcnow(),
+        )
+    except directory.DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("seats.team_list"))
+    db.commit()
+    flash(f"{membership.user.name} отключён(а): место освободилось.", "success")
+    return _after_own_change(user_id)
+
+
+@bp.route("/team/users/<int:user_id>/reactivate", methods=["POST"])
+@roles_required(Role.OWNER.value)
+def user_reactivate(user_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    membership = _member_or_404(account, user_id)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
+        return redirect(url_for("seats.team_list"))
+    now = utcnow()
+    limits = get_limits(db, account.id, now)
+    if not membership.is_active and limits.exceeded_by_adding(1) and request.form.get("confirmed") != "1":
+        suggestion = _plan_after_adding(limits)
+        return render_template(
+            "seats/user_confirm.html",
+            title="Включить пользователя сверх тарифа?",
+            heading="Включить пользователя сверх тарифа?",
+            person=f"{membership.user.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
+            text=_over_plan_text(limits).replace("После добавления", "После включения"),
+            limits=limits,
+            action=url_for("seats.user_reactivate", user_id=user_id),
+            fields={},
+            submit="Всё равно включить",
+            suggestion=suggestion,
+            pay_url=pay_url(suggestion.code) if suggestion is not None else None,
+        )
+    try:
+        directory.reactivate_user(
+            db,
+            account_id=account.id,
+            user_id=user_id,
+            source="portal",
+            actor=current_user._get_current_object(),
+            now=now,
+        )
+    except directory.DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("seats.team_list"))
+    db.commit()
+    flash(f"{membership.user.name} снова в команде.", "success")
+    return redirect(url_for("seats.team_list"))
+
+
+@bp.route("/team/users/<int:user_id>/role", methods=["POST"])
+@roles_required(Role.OWNER.value)
+def user_role_change(user_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    membership = _member_or_404(account, user_id)
+    form = RoleForm()
+    if not form.validate_on_submit():
+        flash("Выберите роль: владелец, бухгалтер или сотрудник.", "error")
+        return redirect(url_for("seats.team_list"))
+    try:
+        directory.change_role(
+            db,
+            account_id=account.id,
+            user_id=user_id,
+            role=form.role.data,
+            source="portal",
+            actor=current_user._get_current_object(),
+            now=utcnow(),
+        )
+    except directory.DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("seats.team_list"))
+    db.commit()
+    flash(f"{membership.user.name}: роль «{Role(form.role.data).title}».", "success")
+    return _after_own_change(user_id)
