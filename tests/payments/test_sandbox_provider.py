@@ -140,3 +140,20 @@ def test_bad_notifications_are_rejected(sandbox, body, headers, status):
     with pytest.raises(NotificationRejected) as err:
         sandbox.parse_notification(body, headers, "127.0.0.1")
     assert err.value.status_code == status
+
+
+def test_description_of_an_upgrade_names_the_new_plan_and_the_end_date():
+    from datetime import date as _date
+
+    from portal.payments.providers.base import payment_description
+
+    @dataclass
+    class Upgrade(FakeOrder):
+        kind: str = "upgrade"
+        last_day: _date = _date(2027, 8, 24)
+        plan_title: str = "50 пользователей"
+
+    assert payment_description(Upgrade()) == (
+        "Лицензия на мессенджер: переход на тариф «50 пользователей» до 24.08.2027, заказ № 7"
+    )
+    assert payment_description(FakeOrder()) == "Лицензия на мессенджер, тариф «12 пользователей», 9 мес., заказ № 7"

@@ -197,8 +197,11 @@ def payment_info_from_object(obj: Mapping[str, Any], receipt_url: str | None = N
 
 def payment_description(order: Any) -> str:
     """What the payer sees at the provider and in the receipt (both allow 128 characters)."""
-    months = order.months
-    text = f"Лицензия на мессенджер, тариф «{order.plan_title}», {months} мес., заказ № {order.id}"
+    if getattr(order, "kind", None) == "upgrade":
+        until = order.last_day.strftime("%d.%m.%Y")
+        text = f"Лицензия на мессенджер: переход на тариф «{order.plan_title}» до {until}, заказ № {order.id}"
+    else:
+        text = f"Лицензия на мессенджер, тариф «{order.plan_title}», {order.months} мес., заказ № {order.id}"
     return text[:128]
 
 
