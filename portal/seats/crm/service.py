@@ -1,0 +1,160 @@
+"""Connecting and disconnecting an account's CRM, and the numbers the CRM page shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from cryptography.fernet import Fernet
+from sqlalchemy.orm import Session
+
+from portal.accounts.models import Membership, MembershipStatus, Source, User
+from portal.audit import record_audit
+from portal.seats import directory
+
+from .base import CrmAccountInfo
+from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxStatus
+from .oauth import Tokens
+from .sync import BAD_PHONE, NO_PHONE, PHONE_TAKEN, get_connection
+from .tokens import clear_tokens, store_tokens
+
+
+def connect_account(
+    db: Session,
+    *,
+    account_id: int,
+    actor: User | None,
+    backend: str,
+    base_url: str,
+    subdomain: str,
+    info: CrmAccountInfo,
+    tokens: Tokens,
+    cipher: Fernet,
+    now: datetime,
+) -> CrmConnection:
+    """Store a fresh connection (tokens encrypted). Does not commit.
+
+    Reconnecting the same CRM account keeps the links; a different CRM account's user ids mean nothing here, so
+    every link to the old one is dropped and the next sync is a first import again.
+    """
+    connection = get_connection(db, account_id)
+    if connection is None:
+        connection = CrmConnection(account_id=account_id, created_at=now)
+        db.add(connection)
+    elif connection.crm_account_id is not None and connection.crm_account_id != info.id:
+        _forget_links(db, account_id, now)
+        connection.imported_at = None
+        connection.last_sync_at = None
+        connection.last_sync_status = None
+    connection.backend = backend
+    connection.base_url = base_url
+    connection.subdomain = subdomain or info.subdomain
+    connection.crm_account_id = info.id
+    connection.crm_account_name = info.name[:200]
+    connection.status = ConnectionStatus.CONNECTED.value
+    connection.connected_at = now
+    connection.connected_by_user_id = actor.id if actor is not None else None
+    connection.disconnected_at = None
+    connection.last_error = None
+    connection.updated_at = now
+    store_tokens(connection, tokens, cipher)
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="crm.connected",
+        after={"crm_account_id": info.id, "crm_account": info.name, "subdomain": connection.subdomain},
+    )
+    return connection
+
+
+def _forget_links(db: Session, account_id: int, now: datetime) -> None:
+    linked = db.scalars(
+        sa.select(Membership).where(Membership.account_id == account_id, Membership.crm_user_id.is_not(None))
+    ).all()
+    for membership in linked:
+        directory.link_crm_user(
+            db, account_id=account_id, user_id=membership.user_id, crm_user_id=None, source=Source.CRM.value, now=now
+        )
+    db.execute(sa.delete(CrmUserState).where(CrmUserState.account_id == account_id))
+    db.execute(
+        sa.update(CrmOutbox)
+        .where(CrmOutbox.account_id == account_id, CrmOutbox.status.in_(["pending", "failed", "refused"]))
+        .values(status=OutboxStatus.CANCELED.value, last_error="Подключена другая CRM", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def disconnect_account(db: Session, *, account_id: int, actor: User | None, now: datetime) -> CrmConnection | None:
+    """Forget the tokens; links and the journal stay, so reconnecting the same CRM duplicates nobody."""
+    connection = get_connection(db, account_id)
+    if connection is None or connection.status == ConnectionStatus.DISCONNECTED:
+        return connection
+    clear_tokens(connection)
+    connection.status = ConnectionStatus.DISCONNECTED.value
+    connection.disconnected_at = now
+    connection.updated_at = now
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="crm.disconnected",
+        before={"crm_account": connection.crm_account_name, "subdomain": connection.subdomain},
+    )
+    return connection
+
+
+@dataclass(frozen=True)
+class CrmOverview:
+    crm_active: int
+    crm_total: int
+    linked_active: int
+    pending_phone: int
+    removed_in_crm: int
+    outbox_pending: int
+    outbox_problems: int
+    seats_used: int
+
+
+def get_overview(db: Session, account_id: int) -> CrmOverview:
+    """The CRM page's counters, in a handful of aggregate queries whatever the account's size."""
+    state = CrmUserState
+    crm_total, crm_active, pending, removed = db.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.count().filter(state.is_active.is_(True)),
+            sa.func.count().filter(
+                state.is_active.is_(True), state.pending_reason.in_([NO_PHONE, BAD_PHONE, PHONE_TAKEN])
+            ),
+            sa.func.count().filter(state.removed_in_crm_at.is_not(None)),
+        ).where(state.account_id == account_id)
+    ).one()
+    linked_active = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(Membership)
+        .where(
+            Membership.account_id == account_id,
+            Membership.crm_user_id.is_not(None),
+            Membership.status == MembershipStatus.ACTIVE.value,
+        )
+    )
+    outbox = dict(
+        db.execute(
+            sa.select(CrmOutbox.status, sa.func.count())
+            .where(CrmOutbox.account_id == account_id)
+            .group_by(CrmOutbox.status)
+        ).all()
+    )
+    return CrmOverview(
+        crm_active=crm_active,
+        crm_total=crm_total,
+        linked_active=linked_active or 0,
+        pending_phone=pending,
+        removed_in_crm=removed,
+        outbox_pending=outbox.get(OutboxStatus.PENDING.value, 0),
+        outbox_problems=outbox.get(OutboxStatus.FAILED.value, 0) + outbox.get(OutboxStatus.REFUSED.value, 0),
+        seats_used=directory.count_active(db, account_id),
+    )

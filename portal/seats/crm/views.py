@@ -1,0 +1,314 @@
+"""The owner's CRM page: connect amoCRM by OAuth, see the sync journal and the outbox, sync now, disconnect."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField
+from wtforms.validators import DataRequired
+
+from portal.accounts.access import require_account, roles_required
+from portal.accounts.forms import EmptyForm, PhoneField
+from portal.accounts.models import Membership, Role
+from portal.db import get_database, get_db, utcnow
+from portal.nav import register_nav
+from portal.seats import directory
+
+from . import oauth
+from .amocrm import AmoCrmClient
+from .base import CrmError
+from .factory import CrmSettings, build_client, client_factory
+from .models import OutboxOperation
+from .oauth import MemoryTokenStore
+from .outbox import EMAIL_NEEDED, cancel_item, deliver_outbox, get_item, list_outbox, retry_item, set_email_and_retry
+from .service import connect_account, disconnect_account, get_overview
+from .sync import (
+    ENTRY_TITLES,
+    PENDING_REASONS,
+    get_connection,
+    get_run,
+    import_pending_user,
+    list_entries,
+    list_pending_crm_users,
+    list_removed_in_crm,
+    list_runs,
+    sync_account,
+)
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("crm", __name__, url_prefix="/crm")
+
+register_nav("crm.connection_show", "CRM", (Role.OWNER.value,), order=50)
+
+STATE_KEY = "crm_oauth"
+OWNER = Role.OWNER.value
+
+
+class OutboxEmailForm(FlaskForm):
+    email = EmailField("E-mail", validators=[DataRequired("Укажите адрес почты.")])
+
+
+class PendingPhoneForm(FlaskForm):
+    phone = PhoneField("Телефон", render_kw={"inputmode": "tel", "placeholder": "+7 999 123-45-67"})
+
+
+def _settings() -> CrmSettings:
+    return CrmSettings.from_config(current_app.config)
+
+
+def _actor() -> Any:
+    return current_user._get_current_object()  # type: ignore[attr-defined]
+
+
+def _back() -> Any:
+    return redirect(url_for("crm.connection_show"))
+
+
+def _check_form(form: FlaskForm | None = None) -> None:
+    if not (form or EmptyForm()).validate_on_submit():
+        abort(400, "Форма устарела: обновите страницу и попробуйте ещё раз.")
+
+
+@bp.get("")
+@roles_required(OWNER)
+def connection_show() -> Any:
+    db = get_db()
+    account = require_account()
+    connection = get_connection(db, account.id)
+    settings = _settings()
+    runs = list_runs(db, account.id, limit=15)
+    latest = runs[0] if runs else None
+    outbox = list_outbox(db, account.id)
+    members = {}
+    if outbox:
+        ids = {item.membership_id for item in outbox}
+        members = {m.id: m for m in db.scalars(sa.select(Membership).where(Membership.id.in_(ids)))}
+    return render_template(
+        "seats/crm_connection.html",
+        account=account,
+        connection=connection,
+        settings=settings,
+        overview=get_overview(db, account.id) if connection is not None else None,
+        runs=runs,
+        latest=latest,
+        latest_entries=list_entries(db, latest.id)[:60] if latest is not None else [],
+        outbox=outbox,
+        outbox_members=members,
+        pending=list_pending_crm_users(db, account.id)[:100] if connection is not None else [],
+        removed=list_removed_in_crm(db, account.id)[:100] if connection is not None else [],
+        entry_titles=ENTRY_TITLES,
+        pending_reasons=PENDING_REASONS,
+        email_needed=EMAIL_NEEDED,
+        create_op=OutboxOperation.CREATE_USER.value,
+        form=EmptyForm(),
+        email_form=OutboxEmailForm(),
+        phone_form=PendingPhoneForm(),
+    )
+
+
+@bp.post("/connect")
+@roles_required(OWNER)
+def connection_start() -> Any:
+    _check_form()
+    account = require_account()
+    state = oauth.new_state()
+    # The state lives in the signed session cookie, not in process memory, so any server can finish the flow.
+    session[STATE_KEY] = {"state": state, "account_id": account.id}
+    return redirect(_settings().authorize_url(state))
+
+
+@bp.get("/callback")
+@roles_required(OWNER)
+def connection_callback() -> Any:
+    account = require_account()
+    saved = session.pop(STATE_KEY, None)
+    expected = saved.get("state") if isinstance(saved, dict) and saved.get("account_id") == account.id else None
+    if not oauth.check_state(expected, request.args.get("state")):
+        abort(
+            400,
+            "Ответ CRM не относится к вашему подключению (устарел или подделан). "
+            "Начните подключение заново на странице CRM.",
+        )
+    if request.args.get("error"):
+        flash("Доступ к CRM не предоставлен: в окне CRM нажали «Отклонить». CRM не подключена.", "warning")
+        return _back()
+    code = request.args.get("code", "")
+    if not code or len(code) > 2000:
+        abort(400, "CRM не передала код авторизации. Начните подключение заново.")
+    settings = _settings()
+    db = get_db()
+    now = utcnow()
+    try:
+        base_url, subdomain = settings.account_base_url(request.args.get("referer"))
+        tokens = oauth.exchange_code(
+            oauth.token_url_for(base_url),
+            settings.client_id,
+            settings.client_secret,
+            code,
+            settings.redirect_uri,
+            now=now,
+        )
+        with AmoCrmClient(base_url, MemoryTokenStore(tokens), credentials=settings.credentials, max_retries=2) as c:
+            info = c.account_info()
+    except CrmError as exc:
+        log.warning("CRM connection of account %s failed: %s", account.id, exc.message)
+        flash(f"Не удалось подключить CRM: {exc.message}", "error")
+        return _back()
+    connection = connect_account(
+        db,
+        account_id=account.id,
+        actor=_actor(),
+        backend=settings.backend,
+        base_url=base_url,
+        subdomain=subdomain,
+        info=info,
+        tokens=tokens,
+        cipher=settings.cipher,
+        now=now,
+    )
+    db.commit()
+    flash(f"CRM «{connection.crm_account_name}» подключена.", "success")
+    # The first connection imports every active CRM user at once, so the owner sees the result right away.
+    _sync_now(account.id, trigger="connect")
+    return _back()
+
+
+def _sync_now(account_id: int, *, trigger: str) -> None:
+    db = get_db()
+    connection = get_connection(db, account_id)
+    if connection is None or not connection.is_connected:
+        flash("CRM не подключена.", "error")
+        return
+    settings = _settings()
+    database = get_database()
+    with build_client(settings, connection, database.sessionmaker, max_retries=2) as client:
+        result = sync_account(db, account_id, client, utcnow(), trigger=trigger, actor=_actor())
+    flash(result.message, "success" if result.ok else "error")
+    delivery = deliver_outbox(
+        database.session,
+        client_factory(settings, database.sessionmaker, max_retries=1),
+        utcnow(),
+        limit=50,
+        account_id=account_id,
+    )
+    if delivery.attempted:
+        flash(delivery.message, "info" if not (delivery.failed or delivery.refused) else "warning")
+
+
+@bp.post("/sync")
+@roles_required(OWNER)
+def sync_run() -> Any:
+    _check_form()
+    _sync_now(require_account().id, trigger="manual")
+    return _back()
+
+
+@bp.post("/disconnect")
+@roles_required(OWNER)
+def connection_disconnect() -> Any:
+    _check_form()
+    db = get_db()
+    account = require_account()
+    connection = disconnect_account(db, account_id=account.id, actor=_actor(), now=utcnow())
+    db.commit()
+    if connection is not None:
+        flash(
+            "CRM отключена: ключи доступа удалены. Пользователи мессенджера остались как были. "
+            "Чтобы окончательно отозвать доступ, отключите интеграцию и в настройках самой CRM.",
+            "success",
+        )
+    return _back()
+
+
+@bp.get("/runs/<int:run_id>")
+@roles_required(OWNER)
+def run_show(run_id: int) -> Any:
+    db = get_db()
+    account = require_account()
+    run = get_run(db, account.id, run_id)
+    if run is None:
+        abort(404)
+    return render_template(
+        "seats/crm_run.html",
+        account=account,
+        run=run,
+        entries=list_entries(db, run.id),
+        entry_titles=ENTRY_TITLES,
+    )
+
+
+def _item_or_404(item_id: int) -> Any:
+    item = get_item(get_db(), require_account().id, item_id)
+    if item is None:
+        abort(404)
+    return item
+
+
+@bp.post("/outbox/<int:item_id>/retry")
+@roles_required(OWNER)
+def outbox_retry(item_id: int) -> Any:
+    _check_form()
+    db = get_db()
+    item = _item_or_404(item_id)
+    retry_item(db, item, utcnow())
+    db.commit()
+    flash("Задание снова в очереди: отправим в CRM в ближайшие минуты.", "success")
+    return _back()
+
+
+@bp.post("/outbox/<int:item_id>/cancel")
+@roles_required(OWNER)
+def outbox_cancel(item_id: int) -> Any:
+    _check_form()
+    db = get_db()
+    item = _item_or_404(item_id)
+    cancel_item(db, item, utcnow())
+    db.commit()
+    flash("Задание отменено: в CRM это изменение не попадёт.", "success")
+    return _back()
+
+
+@bp.post("/outbox/<int:item_id>/email")
+@roles_required(OWNER)
+def outbox_email(item_id: int) -> Any:
+    form = OutboxEmailForm()
+    db = get_db()
+    item = _item_or_404(item_id)
+    if not form.validate_on_submit():
+        flash("Укажите адрес почты, например anna@example.ru.", "error")
+        return _back()
+    try:
+        set_email_and_retry(db, item, form.email.data, utcnow())
+    except directory.DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return _back()
+    db.commit()
+    flash("Почта сохранена, пользователь снова в очереди на создание в CRM.", "success")
+    return _back()
+
+
+@bp.post("/pending/<int:crm_user_id>/phone")
+@roles_required(OWNER)
+def pending_import(crm_user_id: int) -> Any:
+    form = PendingPhoneForm()
+    db = get_db()
+    account = require_account()
+    if not form.validate_on_submit():
+        flash(" ".join(form.phone.errors) or "Проверьте номер телефона.", "error")
+        return _back()
+    try:
+        membership = import_pending_user(db, account.id, crm_user_id, form.phone.data, utcnow(), _actor())
+    except directory.DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return _back()
+    db.commit()
+    flash(f"{membership.user.name} добавлен(а) в мессенджер и связан(а) с CRM.", "success")
+    return _back()
