@@ -1,0 +1,206 @@
+"""Forms of the support console and of the owners' requests; numbers are parsed exactly by portal.support.amounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+from wtforms import BooleanField, DateField, HiddenField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
+
+from portal.support.amounts import (
+    STORAGE_UNIT_TITLES,
+    AmountError,
+    parse_rubles,
+    parse_seats,
+    parse_storage,
+    parse_users_expected,
+)
+
+REASON_HINT = "Попадёт в журнал действий вместе с тем, кто и когда это сделал."
+
+
+class RuDateField(DateField):
+    """A date from the browser's date input (ГГГГ-ММ-ДД) or typed by hand (ДД.ММ.ГГГГ), with a Russian error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("format", ["%Y-%m-%d", "%d.%m.%Y"])
+        super().__init__(*args, **kwargs)
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        try:
+            super().process_formdata(valuelist)
+        except ValueError:
+            self.data = None
+            raise ValueError("Дата в формате ДД.ММ.ГГГГ, например 25.11.2026.") from None
+
+
+class ConfirmedActionForm(FlaskForm):
+    """Every staff action: a reason for the audit log and an explicit tick, so nothing happens by a stray click."""
+
+    reason = TextAreaField(
+        "Причина",
+        validators=[
+            DataRequired("Укажите причину: она попадёт в журнал действий."),
+            Length(max=1000, message="Не длиннее 1000 символов."),
+        ],
+        render_kw={"rows": 2, "maxlength": 1000},
+    )
+    confirm = BooleanField(
+        "Подтверждаю действие",
+        validators=[InputRequired("Поставьте галочку, чтобы подтвердить действие.")],
+    )
+
+
+def _confirm(label: str) -> BooleanField:
+    return BooleanField(label, validators=[InputRequired("Поставьте галочку, чтобы подтвердить действие.")])
+
+
+class TrialForm(ConfirmedActionForm):
+    plan_code = RadioField(
+        "Тариф на пробный месяц", validators=[InputRequired("Выберите тариф.")], validate_choice=False
+    )
+    request_id = HiddenField()
+    confirm = _confirm("Да, включить пробный месяц: второй раз для этой компании его включить будет нельзя")
+
+
+class CustomPlanForm(ConfirmedActionForm):
+    seats = StringField(
+        "Пользователей, до",
+        render_kw={"inputmode": "numeric", "placeholder": "1500", "autocomplete": "off", "maxlength": 12},
+    )
+    storage = StringField(
+        "Хранилище", render_kw={"inputmode": "numeric", "placeholder": "3", "autocomplete": "off", "maxlength": 12}
+    )
+    storage_unit = SelectField("Единица", choices=list(STORAGE_UNIT_TITLES.items()), default="TB")
+    monthly_price = StringField(
+        "Цена в месяц, ₽",
+        render_kw={"inputmode": "decimal", "placeholder": "29 990,00", "autocomplete": "off", "maxlength": 24},
+    )
+    request_id = HiddenField()
+    confirm = _confirm("Да, создать тариф: он сразу появится у владельца на странице «Тарифы»")
+
+    # Parsed values, set by the validators below (kopecks and bytes as int).
+    seats_value: int
+    storage_bytes: int
+    price_kopecks: int
+
+    def validate_seats(self, field: StringField) -> None:
+        try:
+            self.seats_value = parse_seats(field.data)
+        except AmountError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_storage(self, field: StringField) -> None:
+        try:
+            self.storage_bytes = parse_storage(field.data, self.storage_unit.data or "")
+        except AmountError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_monthly_price(self, field: StringField) -> None:
+        try:
+            self.price_kopecks = parse_rubles(field.data)
+        except AmountError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class InvoicePayForm(ConfirmedActionForm):
+    bank_reference = StringField(
+        "Платёжный документ",
+        validators=[
+            DataRequired("Укажите платёжный документ, например «п/п № 512 от 25.11.2026»."),
+            Length(max=200, message="Не длиннее 200 символов."),
+        ],
+        render_kw={"placeholder": "п/п № 512 от 25.11.2026", "autocomplete": "off", "maxlength": 200},
+    )
+    paid_on = RuDateField("Дата поступления на счёт", validators=[InputRequired("Укажите дату поступления денег.")])
+    confirm = _confirm("Да, деньги поступили: подключить тариф и сформировать УПД")
+
+
+class InvoiceCancelForm(ConfirmedActionForm):
+    confirm = _confirm("Да, отменить счёт: оплатить его будет нельзя, номер не используется повторно")
+
+
+class ResendForm(ConfirmedActionForm):
+    confirm = _confirm("Да, отправить письмо")
+
+
+class StatementForm(FlaskForm):
+    statement = FileField(
+        "Файл выписки (1CClientBankExchange, .txt)",
+        validators=[FileRequired("Выберите файл выписки, выгруженный из банка или 1С.")],
+    )
+
+
+class LinkForm(ConfirmedActionForm):
+    invoice_id = RadioField("Счёт", coerce=str, validate_choice=False)
+    invoice_number = StringField(
+        "или номер счёта",
+        render_kw={"placeholder": "2026-000123", "autocomplete": "off", "maxlength": 30},
+        validators=[Optional()],
+    )
+    confirm_amount = BooleanField("Сумма отличается — всё равно привязать и считать счёт оплаченным")
+    confirm = _confirm("Да, привязать платёж: счёт будет оплачен, тариф подключён, УПД сформирован")
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = super().validate(extra_validators)
+        if not (self.invoice_id.data or "").strip() and not (self.invoice_number.data or "").strip():
+            self.invoice_id.errors = [*self.invoice_id.errors, "Выберите счёт или введите его номер."]
+            ok = False
+        return ok
+
+
+class DismissForm(ConfirmedActionForm):
+    reason = TextAreaField(
+        "Почему платёж не наш",
+        validators=[
+            DataRequired("Укажите, почему платёж не относится к счёту."),
+            Length(max=1000, message="Не длиннее 1000 символов."),
+        ],
+        render_kw={"rows": 2, "maxlength": 1000, "placeholder": "Ошибочный платёж, вернуть плательщику"},
+    )
+    confirm = _confirm("Да, платёж не относится к нашим счетам")
+
+
+class ResolveForm(FlaskForm):
+    """Closing a request: the note is what the owner reads on their dashboard."""
+
+    note = TextAreaField(
+        "Ответ владельцу",
+        validators=[
+            DataRequired("Напишите ответ: владелец увидит его на главной странице."),
+            Length(max=1000, message="Не длиннее 1000 символов."),
+        ],
+        render_kw={"rows": 3, "maxlength": 1000},
+    )
+
+
+class RequestForm(FlaskForm):
+    """The owner's request to support."""
+
+    plan_code = RadioField("Какой тариф попробовать", validate_choice=False)
+    users_expected = StringField(
+        "Сколько будет пользователей",
+        render_kw={"inputmode": "numeric", "placeholder": "1500", "autocomplete": "off", "maxlength": 12},
+    )
+    comment = TextAreaField(
+        "Комментарий",
+        validators=[Length(max=2000, message="Не длиннее 2000 символов.")],
+        render_kw={"rows": 4, "maxlength": 2000},
+    )
+
+    kind = "large_plan"  # set by the view before validating: which fields the request needs
+    users_value: int | None = None
+
+    def validate_users_expected(self, field: StringField) -> None:
+        if self.kind != "large_plan":
+            return
+        try:
+            self.users_value = parse_users_expected(field.data)
+        except AmountError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def validate_plan_code(self, field: RadioField) -> None:
+        if self.kind == "trial" and not field.data:
+            raise ValidationError("Выберите тариф, который хотите попробовать.")

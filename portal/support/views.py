@@ -1,0 +1,617 @@
+"""The support console under /support: the queue, account search and page, confirmed actions, statements, audit.
+
+Every view here is staff-only (404 for everyone else). The blueprint has no url_prefix because it also carries the
+owners' request page (/support-requests/new, see requests.py), which must not live under the staff-only /support.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Response as FlaskResponse
+from flask_login import current_user
+
+from portal.accounts.access import current_membership, staff_required
+from portal.billing.catalog import PLANS
+from portal.billing.display import format_storage
+from portal.db import get_db, utcnow
+from portal.documents import service as documents
+from portal.documents.bank import import_statement
+from portal.documents.invoices import DocumentsError
+from portal.documents.models import Invoice, StoredFile
+from portal.money import format_amount
+from portal.nav import register_nav
+from portal.payments.statement import StatementError
+from portal.support import requests as owner_requests
+from portal.support import service
+from portal.support.email import get_email_backend
+from portal.support.forms import (
+    CustomPlanForm,
+    DismissForm,
+    InvoiceCancelForm,
+    InvoicePayForm,
+    LinkForm,
+    ResendForm,
+    ResolveForm,
+    StatementForm,
+    TrialForm,
+)
+from portal.support.models import RequestKind, RequestStatus
+from portal.timeutil import msk_date
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("support", __name__)
+register_nav("support.queue", "Поддержка", ("staff",), order=90)
+# The owners' request page is a view of this blueprint too (endpoint support.request_new), outside /support.
+owner_requests.register(bp)
+
+
+def _actor() -> Any:
+    return current_user._get_current_object()  # type: ignore[attr-defined]
+
+
+def _account_or_404(account_id: int) -> Any:
+    account = service.get_account(get_db(), account_id)
+    if account is None:
+        abort(404)
+    return account
+
+
+def _request_arg() -> int | None:
+    raw = (request.values.get("request_id") or request.values.get("request") or "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+@bp.app_template_filter("action_title")
+def _action_title(action: str) -> str:
+    return service.action_title(action)
+
+
+@bp.app_template_filter("storage_size")
+def _storage_filter(n: int) -> str:
+    return format_storage(n)
+
+
+@bp.app_template_filter("support_plan_title")
+def _plan_title_filter(code: str | None) -> str:
+    return service.plan_title(code)
+
+
+@bp.app_template_global("audit_changes")
+def _audit_changes(entry: Any) -> list[service.Change]:
+    return service.audit_changes(entry)
+
+
+@bp.app_context_processor
+def _dashboard_requests() -> dict[str, Any]:
+    """The owner's support requests for the dashboard card: one query, and only on the home page."""
+    if request.endpoint != "index" or not current_user.is_authenticated:
+        return {}
+    membership = current_membership()
+    if membership is None or membership.role != "owner":
+        return {}
+    return {"support_requests": service.list_requests_for_account(get_db(), membership.account_id)}
+
+
+# --- the queue and search ---------------------------------------------------------------------------------
+
+
+@bp.route("/support")
+@staff_required
+def queue() -> Any:
+    db = get_db()
+    return render_template(
+        "support/queue.html",
+        queue=service.list_queue(db),
+        closed=service.list_recently_closed(db),
+        unmatched_count=service.count_unmatched_lines(db),
+        q="",
+    )
+
+
+@bp.route("/support/search")
+@staff_required
+def account_search() -> Any:
+    db = get_db()
+    q = (request.args.get("q") or "").strip()
+    hits = service.search_accounts(db, q)
+    if len(hits) == 1 and request.args.get("all") is None:
+        return redirect(url_for("support.account_show", account_id=hits[0].account.id))
+    return render_template("support/account_search.html", q=q, hits=hits)
+
+
+# --- the account page -------------------------------------------------------------------------------------
+
+
+@bp.route("/support/accounts/<int:account_id>")
+@staff_required
+def account_show(account_id: int) -> Any:
+    db = get_db()
+    account = _account_or_404(account_id)
+    overview = service.get_account_overview(db, account, utcnow())
+    return render_template("support/account_show.html", o=overview, account=account, q="")
+
+
+@bp.route("/support/files/<int:file_id>")
+@staff_required
+def file_download(file_id: int) -> Any:
+    from portal.documents.views import content_disposition
+
+    stored = get_db().get(StoredFile, file_id)
+    if stored is None:
+        abort(404)
+    try:
+        data = documents.read_file(stored)
+    except Exception:  # noqa: BLE001 - a file that fails its SHA-256 check is never served
+        log.exception("stored document %s failed its check", stored.id)
+        abort(500)
+    resp = FlaskResponse(data, mimetype=stored.content_type)
+    resp.headers["Content-Disposition"] = content_disposition(stored.download_name)
+    resp.headers["Cache-Control"] = "private, no-cache"
+    return resp
+
+
+# --- trial and custom plan --------------------------------------------------------------------------------
+
+
+@bp.route("/support/accounts/<int:account_id>/trial", methods=["GET", "POST"])
+@staff_required
+def trial_start(account_id: int) -> Any:
+    db = get_db()
+    account = _account_or_404(account_id)
+    now = utcnow()
+    state = service.billing.get_subscription_state(db, account.id, now)
+    plans = service.trial_plans(db, account.id)
+    req = service.get_request(db, _request_arg() or 0)
+    if req is not None and req.account_id != account.id:
+        req = None
+    form = TrialForm()
+    form.plan_code.choices = [(p.code, p.title) for p in plans]
+    if request.method == "GET" and req is not None and req.plan_code:
+        form.plan_code.data = req.plan_code
+    if req is not None:
+        form.request_id.data = str(req.id)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            period = service.switch_on_trial(
+                db,
+                actor=_actor(),
+                account_id=account.id,
+                plan_code=form.plan_code.data or "",
+                reason=form.reason.data,
+                now=now,
+                request_id=req.id if req is not None else None,
+            )
+            db.commit()
+        except service.SupportError as exc:
+            db.rollback()
+            form.plan_code.errors = [str(exc)]
+            status = 400
+        else:
+            flash(
+                f"Пробный период «{period.plan.title}» включён для «{account.name}» "
+                f"по {period.last_day:%d.%m.%Y} включительно." + (" Заявка закрыта." if req is not None else ""),
+                "success",
+            )
+            return redirect(url_for("support.account_show", account_id=account.id))
+    elif request.method == "POST":
+        status = 400
+    return render_template(
+        "support/trial_start.html", account=account, state=state, form=form, plans=plans, req=req
+    ), status
+
+
+@bp.route("/support/accounts/<int:account_id>/custom-plan", methods=["GET", "POST"])
+@staff_required
+def custom_plan_new(account_id: int) -> Any:
+    db = get_db()
+    account = _account_or_404(account_id)
+    req = service.get_request(db, _request_arg() or 0)
+    if req is not None and req.account_id != account.id:
+        req = None
+    form = CustomPlanForm()
+    if request.method == "GET" and req is not None and req.users_expected:
+        form.seats.data = str(req.users_expected)
+    if req is not None:
+        form.request_id.data = str(req.id)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            row = service.set_custom_plan(
+                db,
+                actor=_actor(),
+                account_id=account.id,
+                seats=form.seats_value,
+                storage_bytes=form.storage_bytes,
+                monthly_price=form.price_kopecks,
+                reason=form.reason.data,
+                now=utcnow(),
+                request_id=req.id if req is not None else None,
+            )
+            db.commit()
+        except service.SupportError as exc:
+            db.rollback()
+            form.seats.errors = [str(exc)]
+            status = 400
+        else:
+            flash(
+                f"Индивидуальный тариф «{row.as_plan().title}» за {format_amount(row.monthly_price)} ₽ в месяц "
+                f"создан для «{account.name}»: владелец увидит его на странице «Тарифы»."
+                + (" Заявка закрыта." if req is not None else ""),
+                "success",
+            )
+            return redirect(url_for("support.account_show", account_id=account.id))
+    elif request.method == "POST":
+        status = 400
+    existing = service.billing.list_custom_plans(db, account.id, include_inactive=True)
+    return render_template(
+        "support/custom_plan_new.html",
+        account=account,
+        form=form,
+        req=req,
+        existing=existing,
+        largest=PLANS[-1],
+        usage=service.billing.get_usage(db, account),
+    ), status
+
+
+# --- invoices ---------------------------------------------------------------------------------------------
+
+
+def _invoice_or_404(invoice_id: int) -> Invoice:
+    invoice = get_db().get(Invoice, invoice_id)
+    if invoice is None:
+        abort(404)
+    return invoice
+
+
+@bp.route("/support/invoices/<int:invoice_id>/pay", methods=["GET", "POST"])
+@staff_required
+def invoice_pay(invoice_id: int) -> Any:
+    db = get_db()
+    invoice = _invoice_or_404(invoice_id)
+    account = _account_or_404(invoice.account_id)
+    form = InvoicePayForm()
+    if request.method == "GET":
+        form.paid_on.data = msk_date(utcnow())
+    status = 200
+    if form.validate_on_submit():
+        number = invoice.number
+        try:
+            service.mark_invoice_paid(
+                db,
+                invoice.id,
+                actor=_actor(),
+                bank_reference=form.bank_reference.data,
+                paid_on=form.paid_on.data,
+                reason=form.reason.data,
+                now=utcnow(),
+            )
+        except service.SupportError as exc:
+            form.bank_reference.errors = [str(exc)]
+            status = 409 if "уже оплачен" in str(exc) or "отменён" in str(exc) else 400
+        else:
+            upd = documents.get_upd_for_invoice(db, invoice_id)
+            tail = f" УПД № {upd.number} {upd.status_title.lower()}." if upd is not None else ""
+            flash(f"Счёт № {number} отмечен оплаченным, тариф подключён.{tail}", "success")
+            return redirect(url_for("support.account_show", account_id=account.id, _anchor="invoices"))
+    elif request.method == "POST":
+        status = 400
+    db.refresh(invoice)
+    order = db.get(service.billing.Order, invoice.order_id)
+    return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), status
+
+
+@bp.route("/support/invoices/<int:invoice_id>/cancel", methods=["GET", "POST"])
+@staff_required
+def invoice_cancel(invoice_id: int) -> Any:
+    db = get_db()
+    invoice = _invoice_or_404(invoice_id)
+    account = _account_or_404(invoice.account_id)
+    form = InvoiceCancelForm()
+    status = 200
+    if form.validate_on_submit():
+        number = invoice.number
+        try:
+            service.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
+        except service.SupportError as exc:
+            form.reason.errors = [str(exc)]
+            status = 409
+        else:
+            flash(f"Счёт № {number} отменён, его заказ закрыт. Номер счёта больше не используется.", "success")
+            return redirect(url_for("support.account_show", account_id=account.id, _anchor="invoices"))
+    elif request.method == "POST":
+        status = 400
+    db.refresh(invoice)
+    order = db.get(service.billing.Order, invoice.order_id)
+    return render_template(
+        "support/invoice_cancel.html", invoice=invoice, order=order, account=account, form=form
+    ), status
+
+
+# --- resending a document ---------------------------------------------------------------------------------
+
+
+@bp.route("/support/documents/<any(invoice, upd):kind>/<int:document_id>/resend", methods=["GET", "POST"])
+@staff_required
+def document_resend(kind: str, document_id: int) -> Any:
+    db = get_db()
+    doc = service.get_document(db, kind, document_id)
+    if doc is None:
+        abort(404)
+    account = _account_or_404(doc.account_id)
+    to = service.documents_email(db, account.id)
+    form = ResendForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            sent_to = service.resend_document(
+                db,
+                actor=_actor(),
+                kind=kind,
+                document_id=document_id,
+                reason=form.reason.data,
+                now=utcnow(),
+                backend=get_email_backend(),
+                config=current_app.config,
+            )
+        except service.SupportError as exc:
+            db.rollback()
+            form.reason.errors = [str(exc)]
+            status = 400
+        else:
+            flash(f"{doc.title} отправлен на {sent_to}.", "success")
+            return redirect(url_for("support.account_show", account_id=account.id, _anchor="documents"))
+    elif request.method == "POST":
+        status = 400
+    return render_template("support/document_resend.html", doc=doc, account=account, to=to, form=form), status
+
+
+# --- bank statements --------------------------------------------------------------------------------------
+
+
+@bp.route("/support/statements", methods=["GET", "POST"])
+@staff_required
+def statement_list() -> Any:
+    db = get_db()
+    form = StatementForm()
+    result = None
+    status = 200
+    if form.validate_on_submit():
+        upload = form.statement.data
+        name = upload.filename or "statement.txt"
+        try:
+            result = import_statement(db, upload.read(), file_name=name, actor=_actor(), now=utcnow())
+        except StatementError as exc:
+            db.rollback()
+            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
+            status = 400
+        except DocumentsError as exc:
+            db.rollback()
+            form.statement.errors = [str(exc)]
+            status = 400
+        else:
+            service.record_statement_import(db, actor=_actor(), result=result, file_name=name)
+            db.commit()
+            flash(f"Выписка загружена. {result.summary}", "success")
+    elif request.method == "POST":
+        status = 400
+    return render_template(
+        "support/statement_list.html", form=form, result=result, unmatched=documents.list_unmatched_lines(db)
+    ), status
+
+
+def _line_or_404(line_id: int) -> Any:
+    line = service.get_line(get_db(), line_id)
+    if line is None:
+        abort(404)
+    return line
+
+
+def _render_line(line: Any, link_form: LinkForm, dismiss_form: DismissForm, status: int = 200) -> Any:
+    db = get_db()
+    candidates = service.candidate_invoices(db, line)
+    link_form.invoice_id.choices = [(str(c.invoice.id), c.invoice.number) for c in candidates]
+    chosen = None
+    raw = (link_form.invoice_id.data or "").strip()
+    if raw.isdigit():
+        chosen = db.get(Invoice, int(raw))
+    elif (link_form.invoice_number.data or "").strip():
+        chosen = service.find_open_invoice_by_number(db, link_form.invoice_number.data)
+    return render_template(
+        "support/line_show.html",
+        line=line,
+        candidates=candidates,
+        link_form=link_form,
+        dismiss_form=dismiss_form,
+        chosen=chosen,
+        mismatch=(chosen is not None and chosen.amount != line.amount),
+        accounts=service.accounts_by_id(db, [c.account.id for c in candidates]),
+    ), status
+
+
+@bp.route("/support/statements/lines/<int:line_id>")
+@staff_required
+def line_show(line_id: int) -> Any:
+    line = _line_or_404(line_id)
+    link_form = LinkForm(formdata=None)
+    dismiss_form = DismissForm(formdata=None)
+    candidates = service.candidate_invoices(get_db(), line)
+    if candidates and candidates[0].number_in_purpose:
+        link_form.invoice_id.data = str(candidates[0].invoice.id)
+    return _render_line(line, link_form, dismiss_form)
+
+
+@bp.route("/support/statements/lines/<int:line_id>/link", methods=["POST"])
+@staff_required
+def line_link(line_id: int) -> Any:
+    db = get_db()
+    line = _line_or_404(line_id)
+    link_form = LinkForm()
+    dismiss_form = DismissForm(formdata=None)
+    if not link_form.validate_on_submit():
+        return _render_line(line, link_form, dismiss_form, 400)
+    raw = (link_form.invoice_id.data or "").strip()
+    invoice = db.get(Invoice, int(raw)) if raw.isdigit() else None
+    if invoice is None:
+        invoice = service.find_open_invoice_by_number(db, link_form.invoice_number.data or "")
+    if invoice is None:
+        link_form.invoice_number.errors = ["Счёт с таким номером не найден."]
+        return _render_line(line, link_form, dismiss_form, 400)
+    reference = line.reference
+    try:
+        service.link_payment(
+            db,
+            line.id,
+            invoice.id,
+            actor=_actor(),
+            confirm_amount_mismatch=bool(link_form.confirm_amount.data),
+            reason=link_form.reason.data,
+            now=utcnow(),
+        )
+    except service.AmountMismatchError as exc:
+        db.rollback()
+        link_form.confirm_amount.errors = [str(exc)]
+        link_form.invoice_id.data = str(invoice.id)
+        return _render_line(line, link_form, dismiss_form, 409)
+    except service.SupportError as exc:
+        db.rollback()
+        link_form.invoice_id.errors = [str(exc)]
+        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409)
+    flash(f"Платёж {reference} привязан к счёту № {invoice.number}: счёт оплачен, тариф подключён.", "success")
+    return redirect(url_for("support.statement_list"))
+
+
+@bp.route("/support/statements/lines/<int:line_id>/dismiss", methods=["POST"])
+@staff_required
+def line_dismiss(line_id: int) -> Any:
+    db = get_db()
+    line = _line_or_404(line_id)
+    dismiss_form = DismissForm()
+    link_form = LinkForm(formdata=None)
+    if not dismiss_form.validate_on_submit():
+        return _render_line(line, link_form, dismiss_form, 400)
+    reference = line.reference
+    try:
+        service.dismiss_payment(db, line.id, actor=_actor(), reason=dismiss_form.reason.data, now=utcnow())
+    except service.SupportError as exc:
+        db.rollback()
+        dismiss_form.reason.errors = [str(exc)]
+        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409)
+    flash(f"Платёж {reference} отмечен как не относящийся к нашим счетам.", "success")
+    return redirect(url_for("support.statement_list"))
+
+
+# --- requests ---------------------------------------------------------------------------------------------
+
+
+@bp.route("/support/requests/<int:request_id>")
+@staff_required
+def request_show(request_id: int) -> Any:
+    db = get_db()
+    req = service.get_request(db, request_id)
+    if req is None:
+        abort(404)
+    account = _account_or_404(req.account_id)
+    now = utcnow()
+    return render_template(
+        "support/request_show.html",
+        req=req,
+        account=account,
+        state=service.billing.get_subscription_state(db, account.id, now),
+        usage=service.billing.get_usage(db, account),
+        form=ResolveForm(formdata=None),
+        people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
+        plan_title=service.plan_title,
+        kinds=RequestKind,
+    )
+
+
+@bp.route("/support/requests/<int:request_id>/take", methods=["POST"])
+@staff_required
+def request_take(request_id: int) -> Any:
+    db = get_db()  # CSRF is checked for every POST by the app-wide CSRFProtect
+    try:
+        service.take_request(db, request_id, actor=_actor(), now=utcnow())
+        db.commit()
+    except service.SupportError as exc:
+        db.rollback()
+        flash(str(exc), "warning")
+    else:
+        flash("Заявка взята в работу: коллеги видят, что ей занимаетесь вы.", "success")
+    return redirect(url_for("support.request_show", request_id=request_id))
+
+
+@bp.route("/support/requests/<int:request_id>/resolve", methods=["POST"])
+@staff_required
+def request_resolve(request_id: int) -> Any:
+    db = get_db()
+    req = service.get_request(db, request_id)
+    if req is None:
+        abort(404)
+    form = ResolveForm()
+    outcome = request.form.get("outcome", "")
+    if form.validate_on_submit():
+        try:
+            service.resolve_request(db, req.id, actor=_actor(), status=outcome, note=form.note.data, now=utcnow())
+            db.commit()
+        except service.SupportError as exc:
+            db.rollback()
+            form.note.errors = [str(exc)]
+        else:
+            word = "выполнена" if outcome == RequestStatus.DONE else "отклонена"
+            flash(f"Заявка № {req.id} {word}. Владелец увидит ответ на главной странице.", "success")
+            return redirect(url_for("support.queue"))
+    account = _account_or_404(req.account_id)
+    now = utcnow()
+    return render_template(
+        "support/request_show.html",
+        req=req,
+        account=account,
+        state=service.billing.get_subscription_state(db, account.id, now),
+        usage=service.billing.get_usage(db, account),
+        form=form,
+        people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
+        plan_title=service.plan_title,
+        kinds=RequestKind,
+    ), 400
+
+
+# --- the audit log ----------------------------------------------------------------------------------------
+
+
+def _int_arg(name: str) -> int | None:
+    raw = (request.args.get(name) or "").strip()
+    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+
+
+@bp.route("/support/audit")
+@staff_required
+def audit_list() -> Any:
+    db = get_db()
+    account_id = _int_arg("account")
+    raw_actor = (request.args.get("actor") or "").strip()
+    actor: int | str | None = None
+    if raw_actor == service.SYSTEM_ACTOR:
+        actor = service.SYSTEM_ACTOR
+    elif raw_actor.isdigit() and len(raw_actor) < 10:
+        actor = int(raw_actor)
+    action = (request.args.get("action") or "").strip()[:64] or None
+    page = service.list_audit(db, account_id=account_id, actor=actor, action=action, page=_int_arg("page") or 1)
+    actions = service.list_audit_actions(db)
+    return render_template(
+        "support/audit_list.html",
+        page=page,
+        accounts=service.accounts_by_id(db, [e.account_id for e in page.entries] + [account_id]),
+        account_id=account_id,
+        actor=raw_actor,
+        action=action or "",
+        staff=service.list_staff(db),
+        actions=actions,
+        groups=service.ACTION_GROUPS,
+        filters={"account": account_id, "actor": raw_actor or None, "action": action},
+    )

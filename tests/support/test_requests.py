@@ -1,0 +1,152 @@
+"""Owners ask support for a free month or a plan over 1000 users, and see the answer on their dashboard."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from portal.accounts.models import Role
+from portal.billing import service as billing
+from portal.support import service
+from portal.support.models import SupportRequest
+from tests.conftest import post
+
+OWNER = "+79161110000"
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def company(make_account):
+    return make_account(name="ООО «Ромашка»", owner_phone=OWNER, members=2)
+
+
+def requests_of(db, account_id: int) -> list[SupportRequest]:
+    db.expire_all()
+    return list(db.scalars(sa.select(SupportRequest).where(SupportRequest.account_id == account_id)))
+
+
+def test_owner_asks_for_a_trial_month(client, auth, db, company, mailbox, audit):
+    auth.login(OWNER)
+    page = client.get("/support-requests/new?kind=trial")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "Попробовать бесплатно месяц" in text and 'value="users-50"' in text and 'value="users-5"' not in text
+
+    resp = post(client, "/support-requests/new?kind=trial", {"plan_code": "users-50", "comment": "Хотим проверить"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/")
+    [row] = requests_of(db, company.id)
+    assert (row.kind, row.plan_code, row.status, row.comment) == ("trial", "users-50", "open", "Хотим проверить")
+    [record] = audit(db, "support.request_created", company.id)
+    assert record.after["plan"] == "users-50" and record.actor_label.endswith(f"({OWNER})")
+    # Support hears about it by e-mail.
+    assert [m["To"] for m in mailbox.sent] == ["support@example.ru"]
+    assert "Пробный месяц" in mailbox.sent[0]["Subject"]
+
+
+def test_one_open_trial_request_at_a_time(client, auth, db, company):
+    auth.login(OWNER)
+    assert post(client, "/support-requests/new?kind=trial", {"plan_code": "users-24"}).status_code == 302
+    again = post(client, "/support-requests/new?kind=trial", {"plan_code": "users-50"})
+    assert again.status_code == 409
+    assert "Заявка на пробный месяц уже отправлена" in again.get_data(as_text=True)
+    assert len(requests_of(db, company.id)) == 1
+
+
+def test_open_trial_request_is_unique_in_the_database_too(db, company):
+    """Two requests racing past the check still cannot both be open: the partial unique index refuses."""
+    from sqlalchemy.exc import IntegrityError
+
+    for _ in range(2):
+        db.add(SupportRequest(account_id=company.id, kind="trial", plan_code="users-12", status="open", created_at=NOW))
+    with pytest.raises(IntegrityError):
+        db.commit()
+    db.rollback()
+    # A closed one does not count: a new request may follow a rejected one.
+    db.add(SupportRequest(account_id=company.id, kind="trial", plan_code="users-12", status="rejected", created_at=NOW))
+    db.add(SupportRequest(account_id=company.id, kind="trial", plan_code="users-12", status="open", created_at=NOW))
+    db.commit()
+
+
+def test_trial_already_used_is_said_instead_of_creating_a_request(client, auth, db, company, staff):
+    billing.start_trial(db, actor=staff, account_id=company.id, plan_code="users-12", now=NOW)
+    db.commit()
+    auth.login(OWNER)
+    page = client.get("/support-requests/new?kind=trial").get_data(as_text=True)
+    assert "Пробный месяц уже был использован" in page and 'name="plan_code"' not in page
+    resp = post(client, "/support-requests/new?kind=trial", {"plan_code": "users-50"})
+    assert resp.status_code == 409 and "уже был использован" in resp.get_data(as_text=True)
+    assert requests_of(db, company.id) == []
+
+
+def test_large_plan_request(client, auth, db, company):
+    auth.login(OWNER)
+    page = client.get("/support-requests/new").get_data(as_text=True)  # the plans page links here without a kind
+    assert "Более 1000 пользователей" in page and 'name="users_expected"' in page
+    resp = post(client, "/support-requests/new?kind=large_plan", {"users_expected": "2 500", "comment": "Нужно 10 ТБ"})
+    assert resp.status_code == 302
+    [row] = requests_of(db, company.id)
+    assert (row.kind, row.users_expected, row.comment, row.plan_code) == ("large_plan", 2500, "Нужно 10 ТБ", None)
+
+
+@pytest.mark.parametrize(
+    "users, words",
+    [("", "Укажите сколько будет пользователей"), ("800", "обычный тариф"), ("много", "целое число")],
+)
+def test_large_plan_request_needs_a_number_over_1000(client, auth, db, company, users, words):
+    auth.login(OWNER)
+    resp = post(client, "/support-requests/new?kind=large_plan", {"users_expected": users})
+    assert resp.status_code == 400 and words in resp.get_data(as_text=True)
+    assert requests_of(db, company.id) == []
+
+
+def test_trial_request_needs_a_paid_plan(client, auth, db, company):
+    auth.login(OWNER)
+    for plan in ("", "users-5", "custom-999-5000"):
+        resp = post(client, "/support-requests/new?kind=trial", {"plan_code": plan})
+        assert resp.status_code == 400 and "тариф" in resp.get_data(as_text=True)
+    assert requests_of(db, company.id) == []
+
+
+@pytest.mark.parametrize("role", [Role.ACCOUNTANT, Role.MEMBER])
+def test_only_the_owner_may_ask(client, auth, db, company, add_member, role):
+    add_member(company, "+79162220000", role=role)
+    auth.login("+79162220000")
+    for kind in ("trial", "large_plan"):
+        assert client.get(f"/support-requests/new?kind={kind}").status_code == 403
+        assert post(client, f"/support-requests/new?kind={kind}", {"users_expected": "2000"}).status_code == 403
+    assert requests_of(db, company.id) == []
+
+
+def test_visitor_is_sent_to_sign_in(client, company):
+    resp = client.get("/support-requests/new?kind=trial")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_owner_sees_the_status_and_the_answer_on_the_dashboard(client, auth, db, company, staff):
+    auth.login(OWNER)
+    post(client, "/support-requests/new?kind=large_plan", {"users_expected": "1500"})
+    home = client.get("/").get_data(as_text=True)
+    assert "Заявки в поддержку" in home and "Более 1000 пользователей" in home and "Отправлена" in home
+
+    [row] = requests_of(db, company.id)
+    service.resolve_request(db, row.id, actor=staff, status="rejected", note="Позвоните нам, обсудим", now=NOW)
+    db.commit()
+    home = client.get("/").get_data(as_text=True)
+    assert "Отклонена" in home and "Ответ поддержки: Позвоните нам, обсудим" in home
+
+
+def test_dashboard_offers_the_trial_until_it_is_asked_for(client, auth, db, company):
+    auth.login(OWNER)
+    assert "Попробовать бесплатно месяц" in client.get("/").get_data(as_text=True)
+    post(client, "/support-requests/new?kind=trial", {"plan_code": "users-24"})
+    home = client.get("/").get_data(as_text=True)
+    assert "Пробный месяц" in home and "«24 пользователя»" in home
+    assert "Попробовать бесплатно месяц" not in home
+
+
+def test_members_do_not_see_the_card(client, auth, db, company, add_member):
+    add_member(company, "+79163330000", role=Role.MEMBER)
+    auth.login("+79163330000")
+    assert "Заявки в поддержку" not in client.get("/").get_data(as_text=True)
