@@ -146,7 +146,7 @@ def _next_step(
     return NextStep(
         "success",
         "Всё в порядке",
-        f"Тариф оплачен по {format_date_ru(state.paid_until)}. Мест и хранилища достаточно.",
+        f"Тариф оплачен по {format_date_ru(state.paid_until)} включительно, мест и хранилища достаточно.",
         "Продлить заранее",
         url_for("billing.checkout", plan=plan.code, months=state.months or 12),
     )
@@ -201,7 +201,12 @@ def index() -> Any:
         step=step,
         is_manager=is_manager,
         owners=service.list_owners(db, account.id),
-        pending_orders=service.list_orders(db, account.id, statuses=("pending",), limit=10) if is_manager else [],
+        # Unpaid invoices wait for a bank transfer; an abandoned card attempt is just noise and expires in a day.
+        pending_orders=[
+            o for o in service.list_orders(db, account.id, statuses=("pending",), limit=20) if o.payer_type == "invoice"
+        ]
+        if is_manager
+        else [],
         format_date=format_date,
     )
 

@@ -31,11 +31,16 @@ def format_storage(n_bytes: int) -> str:
 
 def months_ru(n: int) -> str:
     """«6 месяцев», «1 месяц», «24 месяца»."""
-    return f"{n} {plural_ru(n, 'месяц', 'месяца', 'месяцев')}"
+    return f"{n}\u00a0{plural_ru(n, 'месяц', 'месяца', 'месяцев')}"
+
+
+def users_word(n: int) -> str:
+    """«пользователь», «пользователя», «пользователей» for n."""
+    return plural_ru(n, "пользователь", "пользователя", "пользователей")
 
 
 def users_ru(n: int) -> str:
-    return f"{n} {plural_ru(n, 'пользователь', 'пользователя', 'пользователей')}"
+    return f"{n} {users_word(n)}"
 
 
 def users_upto_ru(n: int) -> str:

@@ -761,7 +761,38 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
     )
     if problem is not None:
         log.warning("order %s paid (%s) but not applied: %s", order.id, reference, problem)
+    else:
+        _cancel_stale_upgrades(db, order, now)
     return True
+
+
+def _cancel_stale_upgrades(db: Session, paid: Order, now: datetime) -> None:
+    """Other unpaid upgrade orders were priced against the plan that has just changed: withdraw them.
+
+    SKIP LOCKED: an order being paid at this very moment is left to its own payment (which, if it arrives,
+    is kept and flagged for support), rather than making two payments wait on each other.
+    """
+    stale = db.scalars(
+        sa.select(Order)
+        .where(
+            Order.account_id == paid.account_id,
+            Order.status == OrderStatus.PENDING,
+            Order.kind == OrderKind.UPGRADE,
+            Order.id != paid.id,
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for order in stale:
+        order.status = OrderStatus.CANCELED
+        record_audit(
+            db,
+            actor=None,
+            account=order.account_id,
+            action="billing.order_canceled",
+            before={"order_id": order.id, "status": OrderStatus.PENDING},
+            after={"order_id": order.id, "status": OrderStatus.CANCELED},
+            reason=f"Тариф изменился после оформления (оплачен заказ № {paid.id}): доплата больше не актуальна.",
+        )
 
 
 # --- trial ------------------------------------------------------------------------------------------------

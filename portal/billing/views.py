@@ -24,7 +24,15 @@ from portal.accounts.access import current_membership, public, require_account, 
 from portal.accounts.models import Role
 from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
-from portal.billing.display import allowed_months_ru, days_ru, format_storage, months_ru, users_ru, users_upto_ru
+from portal.billing.display import (
+    allowed_months_ru,
+    days_ru,
+    format_storage,
+    months_ru,
+    users_ru,
+    users_upto_ru,
+    users_word,
+)
 from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
 from portal.billing.pricing import Quote, fits, quote
@@ -327,5 +335,10 @@ def _render_license(version: str) -> Any:
 
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(
-        storage=format_storage, months_ru=months_ru, users_ru=users_ru, users_upto_ru=users_upto_ru, days_ru=days_ru
+        storage=format_storage,
+        months_ru=months_ru,
+        users_ru=users_ru,
+        users_upto_ru=users_upto_ru,
+        users_word=users_word,
+        days_ru=days_ru,
     )

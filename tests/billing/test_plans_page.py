@@ -56,7 +56,7 @@ def test_a_visitor_sees_seven_plans_with_prices_for_the_default_year(client):
         text = card_text(html, code)
         assert f"до {seats} пользовател" in text
         assert f"{STORAGE_SHOWN[code]} хранилища" in text
-        assert rub(roubles * 100) + " / мес." in text
+        assert rub(roubles * 100) + " в месяц" in text
         assert f"{rub(period_total(code, 12))} за 12 месяцев" in text
         assert f"Экономия {rub(period_discount(code, 12))}" in text
         assert f'href="/checkout?plan={code}&amp;months=12"' in card(html, code)

@@ -504,3 +504,15 @@ def test_billing_tick_command_prints_what_it_did(app, db, make_account, buy):
     assert again.exit_code == 0 and "Нечего делать." in again.output
     bad = runner.invoke(args=["billing", "tick", "--now", "2026-07-15T00:11:00"])
     assert bad.exit_code != 0 and "часовой пояс" in bad.output
+
+
+def test_a_paid_upgrade_withdraws_other_unpaid_upgrades(db, make_account, buy, order_for):
+    account = make_account()
+    buy(account, "users-12", 12, msk(2026, 1, 10))
+    first_try = order_for(account, "users-50", 12, msk(2026, 3, 1))
+    invoice = order_for(account, "users-12", 6, msk(2026, 3, 1), payer_type="invoice")  # a renewal: still valid
+    buy(account, "users-24", 12, msk(2026, 3, 2))
+    db.refresh(first_try)
+    db.refresh(invoice)
+    assert (first_try.status, invoice.status) == ("canceled", "pending")
+    assert audit_actions(db, account.id).count("billing.order_canceled") == 1
