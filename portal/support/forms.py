@@ -6,7 +6,16 @@ from typing import Any
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import BooleanField, DateField, HiddenField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateField,
+    HiddenField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from portal.support.amounts import (
@@ -73,7 +82,9 @@ class CustomPlanForm(ConfirmedActionForm):
     storage = StringField(
         "Хранилище", render_kw={"inputmode": "numeric", "placeholder": "3", "autocomplete": "off", "maxlength": 12}
     )
-    storage_unit = SelectField("Единица", choices=list(STORAGE_UNIT_TITLES.items()), default="TB")
+    storage_unit = SelectField(
+        "Единица", choices=[SelectChoice(k, v) for k, v in STORAGE_UNIT_TITLES.items()], default="TB"
+    )
     monthly_price = StringField(
         "Цена в месяц, ₽",
         render_kw={"inputmode": "decimal", "placeholder": "29 990,00", "autocomplete": "off", "maxlength": 24},

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from wtforms import SelectChoice
 
 from portal.accounts.access import require_account, roles_required
 from portal.billing.display import users_ru
@@ -39,7 +40,7 @@ def request_new() -> Any:
     form = RequestForm()
     form.kind = kind
     plans = service.trial_plans(db, account.id) if kind == RequestKind.TRIAL else []
-    form.plan_code.choices = [(p.code, p.title) for p in plans]
+    form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
     if request.method == "GET":
         wanted = (request.args.get("plan") or "").strip()
         if any(p.code == wanted for p in plans):

@@ -266,7 +266,11 @@ def resolve_request(
     """Close a request as done or rejected; the note is shown to the owner. The caller commits."""
     if status not in (RequestStatus.DONE, RequestStatus.REJECTED):
         raise SupportError("Выберите, чем закончилась заявка: выполнена или отклонена.")
-    note = clean_reason(note, "ответ владельцу")
+    note = (note or "").strip()  # kept as written (line breaks, no-break spaces): the owner reads it
+    if not note:
+        raise SupportError("Напишите ответ владельцу: он увидит его на главной странице.")
+    if len(note) > MAX_REASON:
+        raise SupportError(f"Слишком длинный ответ: не больше {MAX_REASON} символов.")
     row = _lock_request(db, request_id)
     if not row.is_open:
         raise SupportError(f"Заявка уже закрыта: {row.status_title.lower()}.")

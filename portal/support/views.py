@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
 from flask_login import current_user
+from wtforms import SelectChoice
 
 from portal.accounts.access import current_membership, staff_required
 from portal.billing.catalog import PLANS
@@ -169,7 +170,7 @@ def trial_start(account_id: int) -> Any:
     if req is not None and req.account_id != account.id:
         req = None
     form = TrialForm()
-    form.plan_code.choices = [(p.code, p.title) for p in plans]
+    form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
     if request.method == "GET" and req is not None and req.plan_code:
         form.plan_code.data = req.plan_code
     if req is not None:
@@ -412,10 +413,12 @@ def _line_or_404(line_id: int) -> Any:
     return line
 
 
-def _render_line(line: Any, link_form: LinkForm, dismiss_form: DismissForm, status: int = 200) -> Any:
+def _render_line(
+    line: Any, link_form: LinkForm, dismiss_form: DismissForm, status: int = 200, problem: str | None = None
+) -> Any:
     db = get_db()
     candidates = service.candidate_invoices(db, line)
-    link_form.invoice_id.choices = [(str(c.invoice.id), c.invoice.number) for c in candidates]
+    link_form.invoice_id.choices = [SelectChoice(str(c.invoice.id), c.invoice.number) for c in candidates]
     chosen = None
     raw = (link_form.invoice_id.data or "").strip()
     if raw.isdigit():
@@ -430,6 +433,7 @@ def _render_line(line: Any, link_form: LinkForm, dismiss_form: DismissForm, stat
         dismiss_form=dismiss_form,
         chosen=chosen,
         mismatch=(chosen is not None and chosen.amount != line.amount),
+        problem=problem,
         accounts=service.accounts_by_id(db, [c.account.id for c in candidates]),
     ), status
 
@@ -480,8 +484,7 @@ def line_link(line_id: int) -> Any:
         return _render_line(line, link_form, dismiss_form, 409)
     except service.SupportError as exc:
         db.rollback()
-        link_form.invoice_id.errors = [str(exc)]
-        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409)
+        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
     flash(f"Платёж {reference} привязан к счёту № {invoice.number}: счёт оплачен, тариф подключён.", "success")
     return redirect(url_for("support.statement_list"))
 
@@ -500,8 +503,7 @@ def line_dismiss(line_id: int) -> Any:
         service.dismiss_payment(db, line.id, actor=_actor(), reason=dismiss_form.reason.data, now=utcnow())
     except service.SupportError as exc:
         db.rollback()
-        dismiss_form.reason.errors = [str(exc)]
-        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409)
+        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
     flash(f"Платёж {reference} отмечен как не относящийся к нашим счетам.", "success")
     return redirect(url_for("support.statement_list"))
 
@@ -555,13 +557,14 @@ def request_resolve(request_id: int) -> Any:
         abort(404)
     form = ResolveForm()
     outcome = request.form.get("outcome", "")
+    problem = None
     if form.validate_on_submit():
         try:
             service.resolve_request(db, req.id, actor=_actor(), status=outcome, note=form.note.data, now=utcnow())
             db.commit()
         except service.SupportError as exc:
             db.rollback()
-            form.note.errors = [str(exc)]
+            problem = str(exc)
         else:
             word = "выполнена" if outcome == RequestStatus.DONE else "отклонена"
             flash(f"Заявка № {req.id} {word}. Владелец увидит ответ на главной странице.", "success")
@@ -578,6 +581,7 @@ def request_resolve(request_id: int) -> Any:
         people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
         plan_title=service.plan_title,
         kinds=RequestKind,
+        problem=problem,
     ), 400
 
 

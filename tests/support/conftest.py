@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -60,6 +62,12 @@ def staff(db: Any) -> User:
 def staff_client(client: FlaskClient, auth: Auth, staff: User) -> FlaskClient:
     auth.login(STAFF_PHONE)
     return client
+
+
+def text_of(resp: Any) -> str:
+    """A page's text as a person reads it: tags dropped, entities decoded, spaces collapsed."""
+    raw = re.sub(r"<[^>]+>", " ", resp.get_data(as_text=True))
+    return " ".join(html.unescape(raw).replace("\u00a0", " ").split())
 
 
 def audit_of(db: Any, action: str, account_id: int | None = None) -> list[AuditLog]:
