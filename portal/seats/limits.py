@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus
 from portal.billing.catalog import Plan
-from portal.billing.pricing import cheapest_fitting_plan, quote
+from portal.billing.pricing import cheapest_fitting_plan, quote, round_half_up_div
 from portal.billing.service import get_effective_plan, list_plans_for_account
 from portal.seats.directory import AccountNotFound
 
@@ -89,10 +89,10 @@ class Limits:
 
     @property
     def storage_percent(self) -> int:
-        """Whole percent of the quota used (may exceed 100)."""
+        """Percent of the quota used, rounded half up as the dashboard shows it (may exceed 100)."""
         if self.storage_limit_bytes <= 0:
             return 100 if self.storage_used_bytes else 0
-        return self.storage_used_bytes * 100 // self.storage_limit_bytes
+        return round_half_up_div(self.storage_used_bytes * 100, self.storage_limit_bytes)
 
     @property
     def storage_warning(self) -> bool:
