@@ -355,6 +355,7 @@ class DocumentRow:
     pdf_file_id: int | None
     xml_file_id: int | None
     invoice_id: int
+    invoice_number: str
 
     @property
     def title(self) -> str:
@@ -385,15 +386,20 @@ def list_documents(
                     inv.pdf_file_id,
                     None,
                     inv.id,
+                    inv.number,
                 )
             )
     if kind in (None, "upd"):
-        q2 = sa.select(Upd).where(Upd.account_id == account_id)
+        q2 = (
+            sa.select(Upd, Invoice.number)
+            .join(Invoice, Invoice.id == Upd.invoice_id)
+            .where(Upd.account_id == account_id)
+        )
         if start is not None:
             q2 = q2.where(Upd.doc_date >= start)
         if end is not None:
             q2 = q2.where(Upd.doc_date < end)
-        for upd in db.scalars(q2):
+        for upd, invoice_number in db.execute(q2):
             rows.append(
                 DocumentRow(
                     "upd",
@@ -406,6 +412,7 @@ def list_documents(
                     upd.pdf_file_id,
                     upd.xml_file_id,
                     upd.invoice_id,
+                    invoice_number,
                 )
             )
     rows.sort(key=lambda r: (r.date, r.kind == "upd", r.number), reverse=True)
