@@ -234,3 +234,65 @@ def test_tick_leaves_a_fresh_payment_alone_and_closes_one_the_payer_abandoned(
     [payment] = payments_of(db, owner.id)
     assert (payment.status, payment.status_reason) == ("canceled", "expired_on_confirmation")
     assert only_order(db, owner.id).status == "pending"
+
+
+def test_forged_and_malformed_notifications_are_refused_and_change_nothing(
+    app, client, db, owner, checkout, deliveries
+):
+    deliveries.fail = True  # keep the genuine notification away from the portal
+    pay_with_card(client, checkout("users-12", 6).headers["Location"], "4111111111111111")
+    url, body, headers = deliveries.sent[0]
+    webhook = app.test_client()
+
+    forged = body.replace(b'"value":"5940.00"', b'"value":"1.00"')
+    assert forged != body
+    resp = webhook.post("/payments/webhook/sandbox", data=forged, headers=headers)
+    assert (resp.status_code, resp.get_json()) == (401, {"error": "Подпись уведомления неверна."})
+
+    other_secret = {**headers, SIGNATURE_HEADER: sign("someone-elses-secret", body)}
+    assert webhook.post("/payments/webhook/sandbox", data=body, headers=other_secret).status_code == 401
+
+    garbage = b"\xff\xfe not json"
+    resp = webhook.post(
+        "/payments/webhook/sandbox", data=garbage, headers={SIGNATURE_HEADER: sign("test-webhook-secret", garbage)}
+    )
+    assert (resp.status_code, resp.get_json()) == (400, {"error": "Тело уведомления — не JSON."})
+
+    unknown = json.dumps(
+        {"type": "notification", "event": "payment.succeeded", "object": {"id": "sbx_000000000000000000000000"}}
+    ).encode()
+    resp = webhook.post(
+        "/payments/webhook/sandbox", data=unknown, headers={SIGNATURE_HEADER: sign("test-webhook-secret", unknown)}
+    )
+    assert (resp.status_code, resp.get_json()) == (404, {"error": "Платёж не найден."})
+
+    huge = b"{" + b" " * 70_000 + b"}"
+    assert (
+        webhook.post(
+            "/payments/webhook/sandbox", data=huge, headers={SIGNATURE_HEADER: sign("test-webhook-secret", huge)}
+        ).status_code
+        == 413
+    )
+
+    assert only_order(db, owner.id).status == "pending"
+    assert "billing.order_paid" not in audit_actions(db, owner.id)
+    # The genuine notification still works afterwards.
+    assert replay(app, (url, body, headers)).get_json() == {"status": "succeeded", "outcome": "activated"}
+
+
+def test_amount_reported_by_the_sandbox_differs_from_the_order_so_the_payment_is_flagged(
+    app, client, db, owner, checkout, deliveries
+):
+    pay_url = checkout("users-12", 6).headers["Location"]
+    # The acquirer's own record says a different sum (as if the payer had been charged something else).
+    db.execute(sa.update(SandboxPayment).values(amount=100))
+    db.commit()
+    pay_with_card(client, pay_url, "4111111111111111")
+    assert deliveries.answers == [422]
+    [payment] = payments_of(db, owner.id)
+    assert (payment.status, payment.status_reason) == ("flagged", "amount_mismatch")
+    assert "1,00\u00a0₽" in payment.status_detail and "5\u00a0940,00\u00a0₽" in payment.status_detail
+    assert only_order(db, owner.id).status == "pending"
+    assert billing.get_subscription_state(db, owner.id, utcnow()).status == "free"
+    assert "payment.flagged" in audit_actions(db, owner.id)
+    assert "Платёж на проверке" in client.get(f"/payments/return/{payment.order_id}").get_data(as_text=True)
