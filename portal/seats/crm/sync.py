@@ -380,7 +380,8 @@ class SyncResult:
         if not self.changes:
             return "Синхронизация выполнена: изменений нет."
         parts = [f"{label}: {self.counts[key]}" for key, label in COUNT_LABELS if self.counts.get(key)]
-        return "Синхронизация выполнена. " + "; ".join(parts) + "."
+        summary = "; ".join(parts)
+        return f"Синхронизация выполнена. {summary[:1].upper()}{summary[1:]}."
 
 
 COUNT_LABELS = (
@@ -581,18 +582,21 @@ class _Applier:
         self.dept_by_group: dict[int, int] = {}
         self.dept_names: dict[int, str] = {}
         self.membership_of: dict[int, int] = {}  # crm id → membership id, for users imported in this run
+        self.link_entries: dict[int, CrmSyncEntry] = {}  # membership id → its «linked» line of this run
 
-    def entry(self, kind: str, message: str, *, subject: str = "", crm_id: int | None = None, mid: int | None = None):
-        self.db.add(
-            CrmSyncEntry(
-                run_id=self.run.id,
-                kind=kind,
-                crm_user_id=crm_id,
-                membership_id=mid,
-                subject=subject[:200],
-                message=message,
-            )
+    def entry(
+        self, kind: str, message: str, *, subject: str = "", crm_id: int | None = None, mid: int | None = None
+    ) -> CrmSyncEntry:
+        line = CrmSyncEntry(
+            run_id=self.run.id,
+            kind=kind,
+            crm_user_id=crm_id,
+            membership_id=mid,
+            subject=subject[:200],
+            message=message,
         )
+        self.db.add(line)
+        return line
 
     def apply(self, plan: SyncPlan) -> None:
         for d in directory.list_departments(self.db, self.account_id):
@@ -733,7 +737,7 @@ class _Applier:
         how = "e-mail" if a.matched_by == "email" else "телефону"
         self.counts["linked"] += 1
         self.changes += 1
-        self.entry(
+        self.link_entries[a.member.membership_id] = self.entry(
             "user_linked",
             f"Уже есть в мессенджере — связан с пользователем CRM по {how}, повторно не создан",
             subject=a.member.name,
@@ -824,10 +828,15 @@ class _Applier:
             now=self.now,
             actor=self.actor,
         )
-        self.counts["moved"] += 1
         self.changes += 1
         label = self._dept_label(a.group_id)
         had_crm_department = any(d.crm_group_id is not None for d in current)
+        linked_now = self.link_entries.get(a.member.membership_id)
+        if linked_now is not None and label and not had_crm_department:
+            # Just linked: their CRM group is part of the same story, not a separate move.
+            linked_now.message += f"; отдел «{label}», как группа в CRM"
+            return
+        self.counts["moved"] += 1
         if not label:
             text = "Группы пользователя нет в CRM — убран из отделов CRM"
         elif had_crm_department:

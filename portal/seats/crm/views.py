@@ -28,6 +28,7 @@ from .oauth import MemoryTokenStore
 from .outbox import EMAIL_NEEDED, cancel_item, deliver_outbox, get_item, list_outbox, retry_item, set_email_and_retry
 from .service import connect_account, disconnect_account, get_overview
 from .sync import (
+    COUNT_LABELS,
     ENTRY_TITLES,
     PENDING_REASONS,
     get_connection,
@@ -103,6 +104,7 @@ def connection_show() -> Any:
         pending=list_pending_crm_users(db, account.id)[:100] if connection is not None else [],
         removed=list_removed_in_crm(db, account.id)[:100] if connection is not None else [],
         entry_titles=ENTRY_TITLES,
+        count_labels=COUNT_LABELS,
         pending_reasons=PENDING_REASONS,
         email_needed=EMAIL_NEEDED,
         create_op=OutboxOperation.CREATE_USER.value,
@@ -240,6 +242,7 @@ def run_show(run_id: int) -> Any:
         run=run,
         entries=list_entries(db, run.id),
         entry_titles=ENTRY_TITLES,
+        count_labels=COUNT_LABELS,
     )
 
 

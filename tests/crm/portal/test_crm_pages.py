@@ -36,7 +36,7 @@ def test_sync_now_imports_and_the_journal_says_what_changed_and_why(crm: Crm, cl
     resp = post(client, "/crm/sync", follow_redirects=True)
 
     shown = text(resp.get_data(as_text=True))
-    assert "Синхронизация выполнена. создано пользователей: 1; новых отделов: 1; не добавлены: 1." in shown
+    assert "Синхронизация выполнена. Создано пользователей: 1; новых отделов: 1; не добавлены: 1." in shown
     assert "Зоя Белова" in shown and "Первое подключение: импортирован активный пользователь CRM (платный)" in shown
     assert "Не добавлены в мессенджер: 1" in shown and "Юрий Без Телефона" in shown
     assert "Журнал синхронизаций" in shown and "Вручную" in shown

@@ -147,14 +147,18 @@ def test_people_already_in_the_messenger_are_matched_by_email_then_phone_never_d
 
     result = crm.sync()
 
-    assert result.counts == {"linked": 2, "moved": 2, "departments_created": 1}
+    assert result.counts == {"linked": 2, "departments_created": 1}
     assert crm.member_by_crm(vera.id).id == by_email.id
     assert crm.member_by_crm(gleb.id).id == by_phone.id
     assert crm.seats() == 3
     messages = {e.subject: e.message for e in crm.entries(result.run_id) if e.kind == "user_linked"}
-    assert "по e-mail" in messages["Вера Попова"] and "по телефону" in messages["Глеб Васильев"]
-    placed = [e.message for e in crm.entries(result.run_id) if e.kind == "user_moved"]
-    assert placed == ["В CRM состоит в группе «Отдел продаж» — добавлен в этот отдел"] * 2
+    assert messages["Вера Попова"] == (
+        "Уже есть в мессенджере — связан с пользователем CRM по e-mail, повторно не создан; "
+        "отдел «Отдел продаж», как группа в CRM"
+    )
+    assert "по телефону" in messages["Глеб Васильев"]
+    assert crm.department_names_of(by_phone) == ["Отдел продаж"]
+    assert not [e for e in crm.entries(result.run_id) if e.kind == "user_moved"]
 
 
 def test_a_deactivated_messenger_user_added_in_crm_comes_back(crm: Crm) -> None:
