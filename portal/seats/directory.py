@@ -184,6 +184,7 @@ def _emit(db: Session, event: DirectoryEvent) -> None:
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _BIGINT_MAX = 2**63 - 1
+_IN_CHUNK = 900
 
 
 def clean_phone(raw: Any) -> str:
@@ -357,14 +358,16 @@ def departments_of(db: Session, membership_ids: Iterable[int]) -> dict[int, list
     result: dict[int, list[Department]] = {mid: [] for mid in ids}
     if not ids:
         return result
-    rows = db.execute(
-        sa.select(MembershipDepartment.membership_id, Department)
-        .join(Department, Department.id == MembershipDepartment.department_id)
-        .where(MembershipDepartment.membership_id.in_(ids))
-        .order_by(Department.name)
-    ).all()
-    for membership_id, department in rows:
-        result[membership_id].append(department)
+    # In chunks, so a huge account stays within the database's limit on bound parameters.
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = db.execute(
+            sa.select(MembershipDepartment.membership_id, Department)
+            .join(Department, Department.id == MembershipDepartment.department_id)
+            .where(MembershipDepartment.membership_id.in_(ids[start : start + _IN_CHUNK]))
+            .order_by(Department.name)
+        ).all()
+        for membership_id, department in rows:
+            result[membership_id].append(department)
     return result
 
 

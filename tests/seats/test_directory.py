@@ -330,3 +330,19 @@ def test_list_members_sorts_filters_and_searches(db, make_account, add_member, n
     assert d.count_members(db, account.id, status="deactivated") == 1
     assert d.count_members(db, account.id, search="%") == 0  # wildcards are text, not patterns
     assert d.get_primary_owner(db, account.id).name.startswith("Владелец")
+
+
+def test_list_users_of_a_big_account_keeps_every_department(db, make_account, now):
+    from tests.seats.conftest import insert_members
+
+    account = make_account()
+    insert_members(db, account, 1000)
+    dept = d.create_department(db, account_id=account.id, name="Склад", source="crm", now=now, crm_group_id=42)
+    last = max(d.list_members(db, account.id), key=lambda m: m.id)
+    d.set_user_departments(
+        db, account_id=account.id, user_id=last.user_id, department_ids=[dept.id], source="crm", now=now
+    )
+    db.commit()
+    users = d.list_users(db, account.id)
+    assert len(users) == 1001
+    assert [u.user_id for u in users if u.department_ids == (dept.id,)] == [last.user_id]
