@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.billing.models import Order, OrderStatus
+from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, LineStatus, StatementImport, StatementLine
 from portal.documents.service import _config, form_upds_now, pay_invoice
 from portal.documents.store import sha256_hex
@@ -56,7 +57,17 @@ def match_payment(db: Session, doc: PaymentOrder) -> tuple[Invoice | None, str |
     numbers = find_invoice_numbers(doc.purpose)
     if not numbers:
         return None, "В назначении платежа нет номера счёта"
-    invoices = {i.number: i for i in db.scalars(sa.select(Invoice).where(Invoice.number.in_(numbers)))}
+    # Locked, so that two statements paying the same invoice at once queue here and the second sees it paid.
+    invoices = {
+        i.number: i
+        for i in db.scalars(
+            sa.select(Invoice)
+            .where(Invoice.number.in_(numbers))
+            .order_by(Invoice.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
     reasons: list[str] = []
     for number in numbers:
         invoice = invoices.get(number)
@@ -133,26 +144,35 @@ def _import_once(
         db.flush()
         invoice, reason = match_payment(db, doc)
         if invoice is not None:
-            upd = pay_invoice(
-                db,
-                invoice,
-                actor=actor,
-                paid_on=line.paid_on,
-                reference=line.reference,
-                payment_doc={"number": line.doc_number, "date": line.doc_date, "amount": line.amount},
-                now=now,
-                config=config,
-            )
-            upd_ids.append(upd.id)
-            line.status = LineStatus.MATCHED.value
-            line.invoice_id = invoice.id
-            result.matched.append(line)
-        else:
+            try:
+                upd = pay_invoice(
+                    db,
+                    invoice,
+                    actor=actor,
+                    paid_on=line.paid_on,
+                    reference=line.reference,
+                    payment_doc={"number": line.doc_number, "date": line.doc_date, "amount": line.amount},
+                    now=now,
+                    config=config,
+                )
+            except DocumentsError as exc:
+                # Paid a moment ago by another path (card, support, a parallel import): it checks before changing.
+                reason = str(exc).rstrip(".")
+            else:
+                upd_ids.append(upd.id)
+                line.status = LineStatus.MATCHED.value
+                line.invoice_id = invoice.id
+                result.matched.append(line)
+        if line.status == LineStatus.UNMATCHED:
             line.reason = reason
             result.unmatched.append(line)
     imp.matched = len(result.matched)
     imp.unmatched = len(result.unmatched)
     imp.duplicates = result.duplicates
+    if not seen:
+        # Nothing new in the file (a re-import): leave no trace at all.
+        db.rollback()
+        result.import_id = None
     return result, upd_ids
 
 

@@ -25,7 +25,7 @@ from portal.documents.service import (
 )
 from portal.payments.statement import StatementError
 from tests.conftest import post
-from tests.documents.factories import IP, give_requisites, issue, payment, statement
+from tests.documents.factories import IP, NOW, give_requisites, issue, payment, statement
 
 STATEMENTS = Path(__file__).parent / "statements"
 LATER = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
@@ -130,6 +130,7 @@ def test_importing_the_same_statement_again_changes_nothing(app, db, three_invoi
         "upds": db.scalar(sa.select(sa.func.count()).select_from(Upd)),
         "audit": db.scalar(sa.select(sa.func.count()).select_from(AuditLog)),
         "orders": db.execute(sa.select(Order.id, Order.status).order_by(Order.id)).all(),
+        "imports": db.scalar(sa.select(sa.func.count()).select_from(StatementImport)),
     }
     again = run_import(app, db, sample("outcomes_windows.txt"), now=datetime(2026, 11, 28, 7, tzinfo=UTC))
     assert (len(again.matched), len(again.unmatched), again.duplicates) == (0, 0, 7)
@@ -138,7 +139,9 @@ def test_importing_the_same_statement_again_changes_nothing(app, db, three_invoi
         "upds": db.scalar(sa.select(sa.func.count()).select_from(Upd)),
         "audit": db.scalar(sa.select(sa.func.count()).select_from(AuditLog)),
         "orders": db.execute(sa.select(Order.id, Order.status).order_by(Order.id)).all(),
+        "imports": db.scalar(sa.select(sa.func.count()).select_from(StatementImport)),
     }
+    assert again.import_id is None
 
 
 def test_the_same_payment_order_in_another_statement_is_not_counted_twice(app, db, three_invoices):
@@ -316,3 +319,12 @@ def test_support_dismisses_a_payment_that_is_not_for_an_invoice(app, db, staff, 
     assert "89" not in [x.doc_number for x in list_unmatched_lines(db)]
     record = db.scalars(sa.select(AuditLog).where(AuditLog.action == "documents.statement_line_dismissed")).one()
     assert record.reason == "Возврат займа, не оплата лицензии"
+
+
+def test_a_transfer_for_an_order_already_paid_by_card_activates_nothing_twice(app, db, three_invoices):
+    account, (first, *_rest) = three_invoices
+    billing.apply_paid_order(db, first.order_id, now=NOW, reference="card:pay_123")
+    db.commit()
+    result = run_import(app, db, statement(payment("512", 846_450, "Оплата по счёту № 2026-000001")))
+    assert [line.reason for line in result.unmatched] == ["Заказ по счёту № 2026-000001 уже оплачен другим способом"]
+    assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 0
