@@ -207,4 +207,7 @@ def run_demo(host: str, port: int) -> None:
         err=True,
     )
     sys.stdout.flush()
-    app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+    # Flask ignores app.run() under the `flask` command, so the server is started directly.
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
