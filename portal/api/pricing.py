@@ -12,6 +12,7 @@ from portal.api.views import bp
 from portal.billing.catalog import ALLOWED_MONTHS, PERIODS, PLANS, get_plan
 from portal.billing.display import allowed_months_ru
 from portal.billing.pricing import quote
+from portal.money import NBSP
 
 CURRENCY = "RUB"
 
@@ -32,7 +33,7 @@ def _months_error(raw: str | None) -> Response:
     shown = "не указан" if raw is None or raw == "" else f"«{raw[:20]}» не предлагается"
     return _public_json(
         {
-            "error": f"Период {shown}. Можно оплатить {allowed_months_ru()}: например, ?months=12.",
+            "error": f"Период {shown}. Можно оплатить {allowed_months_ru().replace(NBSP, ' ')}: например, ?months=12.",
             "allowed_months": list(ALLOWED_MONTHS),
         },
         400,

@@ -135,8 +135,9 @@ def test_a_member_sees_the_plan_and_whom_to_ask(client, auth, make_account, add_
     assert "Выбрать подходящий тариф" not in text
 
 
-def test_demo_dashboards_render_for_every_role(client, auth, db):
-    seed_demo_data(db)
+def test_demo_dashboards_render_for_every_role(app, client, auth, db):
+    with app.app_context():  # as `flask seed-demo` runs it: features' seeds may read the config
+        seed_demo_data(db)
     for phone in ("+79990000001", "+79990000002", "+79990000010", "+79990000003", "+79990000020"):
         auth.login(phone)
         resp = client.get("/")

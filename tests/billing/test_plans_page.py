@@ -103,7 +103,8 @@ def test_a_suggested_plan_is_highlighted(client):
 
 
 def test_demo_companies_see_the_page_in_every_role(app, client, auth, db):
-    demo = seed_demo_data(db)
+    with app.app_context():  # as `flask seed-demo` runs it: features' seeds may read the config
+        demo = seed_demo_data(db)
     big, small = demo["big"], demo["small"]
     big_users = service.count_active_users(db, big.id)
     small_users = service.count_active_users(db, small.id)
