@@ -15,8 +15,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def demo(db):
-    return seed_demo_data(db)
+def demo(app, db):
+    with app.app_context():  # features' demo data may read settings (e.g. the license version)
+        return seed_demo_data(db)
 
 
 @pytest.fixture

@@ -90,8 +90,9 @@ def test_limits_of_an_account_on_the_free_plan(db, make_account, bulk_members, u
     }
 
 
-def test_demo_companies(db):
-    demo = seed_demo_data(db)
+def test_demo_companies(app, db):
+    with app.app_context():
+        demo = seed_demo_data(db)
     big = get_limits(db, demo["big"].id, NOW)
     assert (big.seats_used, big.seats_limit, big.reasons) == (9, 5, ("seats",))
     assert big.suggestion.plan == get_plan("users-12") and big.suggestion.price_6_months == 594_000

@@ -20,8 +20,9 @@ TITLE = "Превышен тариф по количеству пользова�
 
 
 @pytest.fixture
-def demo(db):
-    return seed_demo_data(db)
+def demo(app, db):
+    with app.app_context():  # features' demo data may read settings (e.g. the license version)
+        return seed_demo_data(db)
 
 
 def _page(client, path="/") -> str:

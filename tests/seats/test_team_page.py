@@ -16,8 +16,9 @@ from tests.seats.conftest import NOW, insert_members
 
 
 @pytest.fixture
-def demo(db):
-    return seed_demo_data(db)
+def demo(app, db):
+    with app.app_context():  # features' demo data may read settings (e.g. the license version)
+        return seed_demo_data(db)
 
 
 def _active(db, account) -> int:
