@@ -251,31 +251,48 @@ def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any])
 
 
 def try_form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> bool:
-    """Form the УПД, or note why not and leave it pending for the retry; never raises for a rendering failure."""
+    """Form the УПД, or note why not and leave it pending for the retry; never raises for a document failure.
+
+    Call it only with the payment already committed: on failure the session is rolled back (dropping any
+    half-recorded file rows) before the error is noted. The caller commits either way.
+    """
+    upd_id, number = upd.id, upd.number
     try:
         form_upd(db, upd, now=now, config=config)
     except Exception as exc:  # the payment is committed already; the document comes on the next try
-        log.exception("УПД %s not formed, will retry", upd.number)
+        log.exception("УПД %s not formed, will retry", number)
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+    else:
         upd.attempts += 1
-        upd.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        return False
-    upd.attempts += 1
-    return True
+        return True
+    db.rollback()
+    fresh = db.get(Upd, upd_id)
+    assert fresh is not None
+    fresh.attempts += 1
+    fresh.last_error = error
+    return False
 
 
 def form_pending_upds(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:
     """Form the УПД still pending (a failed render, a crash after payment); safe on several servers at once.
 
-    Each pending row is locked with SKIP LOCKED on PostgreSQL, so two servers never render the same УПД.
-    Does not commit.
+    Each УПД is taken with SKIP LOCKED on PostgreSQL, so two servers never render the same one, and is
+    committed on its own, so one that fails again does not hold back the others.
     """
-    query = sa.select(Upd).where(Upd.status == UpdStatus.PENDING.value).order_by(Upd.id).limit(limit)
-    if db.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
+    postgres = db.get_bind().dialect.name == "postgresql"
+    ids = db.scalars(sa.select(Upd.id).where(Upd.status == UpdStatus.PENDING.value).order_by(Upd.id).limit(limit)).all()
     done: list[str] = []
-    for upd in db.scalars(query).all():
+    for upd_id in ids:
+        query = sa.select(Upd).where(Upd.id == upd_id, Upd.status == UpdStatus.PENDING.value)
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
+        upd = db.scalars(query.execution_options(populate_existing=True)).first()
+        if upd is None:
+            continue  # another server has it, or formed it meanwhile
+        number = upd.number
         if try_form_upd(db, upd, now=now, config=config):
-            done.append(f"УПД № {upd.number} сформирован")
+            done.append(f"УПД № {number} сформирован")
         else:
-            done.append(f"УПД № {upd.number} не сформирован: {upd.last_error}")
+            done.append(f"УПД № {number} не сформирован: {db.get(Upd, upd_id).last_error}")
+        db.commit()
     return done

@@ -156,7 +156,14 @@ def test_rendering_failure_keeps_the_payment_and_the_tick_forms_the_upd_later(ap
     assert billing.get_subscription_state(db, company.id, PAID_AT).is_paid
     upd = db.scalars(sa.select(Upd)).one()
     assert (upd.number, upd.status, upd.pdf_file_id) == ("2026-000001", "pending", None)
-    assert upd.last_error == "RuntimeError: шрифт не найден"
+    assert (upd.last_error, upd.attempts) == ("RuntimeError: шрифт не найден", 1)
+
+    # Still broken at the first tick: noted again, still pending, the tick goes on.
+    with app.app_context():
+        done = billing.tick(db, datetime(2026, 11, 27, 7, 30, tzinfo=UTC))
+    assert "УПД № 2026-000001 не сформирован: RuntimeError: шрифт не найден" in done
+    db.expire_all()
+    assert (db.get(Upd, upd.id).status, db.get(Upd, upd.id).attempts) == ("pending", 2)
 
     monkeypatch.setattr(render, "render_upd_pdf", real)
     with app.app_context():
@@ -195,6 +202,6 @@ def test_a_crash_between_the_temporary_file_and_the_rename_leaves_no_partial_fil
     db.expire_all()
     upd = db.get(Upd, upd.id)
     assert upd.status == "formed"
-    files = sorted(p.name for p in (root / str(company.id) / "upd").iterdir())
-    assert len(files) == 2 and files[0].endswith(".pdf") and files[1].endswith(".xml")
+    files = [p.name for p in (root / str(company.id) / "upd").iterdir()]
+    assert sorted(name.rsplit(".", 1)[1] for name in files) == ["pdf", "xml"]
     assert not any(name.startswith(".tmp-") for name in files)
