@@ -4,71 +4,28 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-# Non-working weekdays and working weekends by year, from the government's decrees on moving days off
-# (2025: постановление № 1335 от 04.10.2024; 2026: постановление № 1466 от 24.09.2025). Kept as data so
-# that next year's decree is one new entry, not a code change.
-NON_WORKING_WEEKDAYS: dict[int, frozenset[date]] = {
-    2025: frozenset(
-        date(2025, m, d)
-        for m, d in (
-            (1, 1),
-            (1, 2),
-            (1, 3),
-            (1, 6),
-            (1, 7),
-            (1, 8),
-            (5, 1),
-            (5, 2),
-            (5, 8),
-            (5, 9),
-            (6, 12),
-            (6, 13),
-            (11, 3),
-            (11, 4),
-            (12, 31),
-        )
-    ),  # fmt: skip
-    2026: frozenset(
-        date(2026, m, d)
-        for m, d in (
-            (1, 1),
-            (1, 2),
-            (1, 5),
-            (1, 6),
-            (1, 7),
-            (1, 8),
-            (1, 9),
-            (2, 23),
-            (3, 9),
-            (5, 1),
-            (5, 11),
-            (6, 12),
-            (11, 4),
-            (12, 31),
-        )
-    ),  # fmt: skip
+# Non-working weekdays and working weekends by year («ММ-ДД»), from the government's yearly decree on moving
+# days off. Kept as data, so that next year's decree is one new line, not a code change.
+_NON_WORKING = {
+    2025: "01-01 01-02 01-03 01-06 01-07 01-08 05-01 05-02 05-08 05-09 06-12 06-13 11-03 11-04 12-31",
+    2026: "01-01 01-02 01-05 01-06 01-07 01-08 01-09 02-23 03-09 05-01 05-11 06-12 11-04 12-31",
 }
-WORKING_WEEKENDS: dict[int, frozenset[date]] = {
-    2025: frozenset({date(2025, 11, 1)}),
-    2026: frozenset(),
+_WORKING_WEEKENDS = {
+    2025: "11-01",
+    2026: "",
 }
 
+
+def _dates(year: int, days: str) -> frozenset[date]:
+    return frozenset(date(year, int(d[:2]), int(d[3:])) for d in days.split())
+
+
+NON_WORKING_WEEKDAYS: dict[int, frozenset[date]] = {y: _dates(y, d) for y, d in _NON_WORKING.items()}
+WORKING_WEEKENDS: dict[int, frozenset[date]] = {y: _dates(y, d) for y, d in _WORKING_WEEKENDS.items()}
+
 # For a year whose decree is not in the data yet: the public holidays of ст. 112 ТК РФ, without the moves.
-_FIXED_HOLIDAYS = (
-    (1, 1),
-    (1, 2),
-    (1, 3),
-    (1, 4),
-    (1, 5),
-    (1, 6),
-    (1, 7),
-    (1, 8),
-    (2, 23),
-    (3, 8),
-    (5, 1),
-    (5, 9),
-    (6, 12),
-    (11, 4),
+_FIXED_HOLIDAYS = frozenset(
+    _dates(2000, "01-01 01-02 01-03 01-04 01-05 01-06 01-07 01-08 02-23 03-08 05-01 05-09 06-12 11-04")
 )
 
 
@@ -79,7 +36,7 @@ def is_banking_day(day: date) -> bool:
         if day in WORKING_WEEKENDS.get(year, frozenset()):
             return True
         return day.weekday() < 5 and day not in NON_WORKING_WEEKDAYS[year]
-    return day.weekday() < 5 and (day.month, day.day) not in _FIXED_HOLIDAYS
+    return day.weekday() < 5 and day.replace(year=2000) not in _FIXED_HOLIDAYS
 
 
 def add_banking_days(start: date, days: int) -> date:

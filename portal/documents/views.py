@@ -37,6 +37,7 @@ bp = Blueprint("documents", __name__)
 ACCOUNTING = ("owner", "accountant")
 register_nav("documents.requisites_edit", "Реквизиты", ACCOUNTING, order=38)
 register_nav("documents.document_list", "Документы", ACCOUNTING, order=40)
+register_nav("documents.statement_import", "Выписки", ("staff",), order=95)
 
 
 def _actor() -> Any:
