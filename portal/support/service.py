@@ -25,7 +25,7 @@ from portal.audit import AuditLog, record_audit
 from portal.billing import service as billing
 from portal.billing.catalog import make_custom_plan
 from portal.billing.display import format_storage, users_ru
-from portal.billing.models import CustomPlan, plan_title_for_code
+from portal.billing.models import CustomPlan, Order, plan_title_for_code
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementLine, StoredFile, Upd
@@ -898,6 +898,7 @@ class AccountOverview:
     crm_problems: list[Any]
     audit: list[AuditLog]
     owners: list[User] = field(default_factory=list)
+    orders_by_id: dict[int, Any] = field(default_factory=dict)
 
     @property
     def upds(self) -> list[Upd]:
@@ -931,6 +932,8 @@ def get_account_overview(db: Session, account: Account, now: datetime) -> Accoun
         u.invoice_id: u
         for u in db.scalars(sa.select(Upd).where(Upd.account_id == account.id).order_by(Upd.id.desc()).limit(50))
     }
+    order_ids = [i.order_id for i in invoices]
+    orders = {o.id: o for o in db.scalars(sa.select(Order).where(Order.id.in_(order_ids)))} if order_ids else {}
     runs = sync.list_runs(db, account.id, limit=10)
     entries: dict[int, list[Any]] = {}
     if runs:
@@ -966,6 +969,7 @@ def get_account_overview(db: Session, account: Account, now: datetime) -> Accoun
             db, account.id, statuses=(OutboxStatus.FAILED.value, OutboxStatus.REFUSED.value), limit=50
         ),
         audit=list_audit(db, account_id=account.id, per_page=30).entries,
+        orders_by_id=orders,
     )
 
 
@@ -1175,6 +1179,29 @@ FIELD_TITLES = {
     "payer_type": "Способ оплаты",
     "proration": "Доплата",
     "license_version": "Версия договора",
+    "name": "Наименование",
+    "inn": "ИНН",
+    "kpp": "КПП",
+    "ogrn": "ОГРН",
+    "address": "Адрес",
+    "email": "Почта",
+    "bank_name": "Банк",
+    "bik": "БИК",
+    "account_number": "Расчётный счёт",
+    "correspondent_account": "Корр. счёт",
+    "edo_id": "ID в ЭДО",
+    "valid_until": "Действителен до",
+    "pdf_sha256": "SHA-256 файла",
+    "crm_account_id": "ID аккаунта CRM",
+    "crm_account": "Аккаунт CRM",
+    "subdomain": "Поддомен",
+    "number": "Номер",
+    "issued_on": "Дата",
+    "order": "Заказ",
+    "role": "Роль",
+    "phone": "Телефон",
+    "source": "Источник",
+    "trial_used_at": "Пробный включён",
 }
 MONEY_KEYS = {"amount", "monthly_price", "payment_amount", "invoice_amount", "proration"}
 VALUE_TITLES = {
@@ -1196,6 +1223,15 @@ VALUE_TITLES = {
     "large_plan": "более 1000 пользователей",
     "card": "карта",
     "invoice": "счёт",
+    "new": "покупка",
+    "renewal": "продление",
+    "upgrade": "переход на больший",
+    "downgrade": "переход на меньший",
+    "org": "организация",
+    "ip": "ИП",
+    "owner": "владелец",
+    "accountant": "бухгалтер",
+    "member": "сотрудник",
 }
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
