@@ -1273,7 +1273,12 @@ def audit_changes(entry: AuditLog) -> list[Change]:
     """The record's before → after as readable lines; keys present on one side only show «—» on the other."""
     before = entry.before or {}
     after = entry.after or {}
-    keys = list(dict.fromkeys([*after.keys(), *before.keys()]))
+    # A field empty on both sides (e.g. no request, no paid period) says nothing: it is left out.
+    keys = [
+        k
+        for k in dict.fromkeys([*after.keys(), *before.keys()])
+        if not (before.get(k) is None and after.get(k) is None)
+    ]
     return [
         Change(
             FIELD_TITLES.get(k, k),

@@ -75,3 +75,19 @@ def test_no_view_or_service_issues_update_or_delete_on_the_audit_log():
 def test_the_audit_page_only_reads(app):
     rules = [r for r in app.url_map.iter_rules() if "audit" in r.rule]
     assert rules and all(r.methods <= {"GET", "HEAD", "OPTIONS"} for r in rules)
+
+
+def test_a_record_reads_as_before_and_after_in_russian():
+    from portal.support.service import audit_changes
+
+    entry = AuditLog(
+        action="support.custom_plan_set",
+        before={"monthly_price": 2_999_000, "plan": "users-5", "paid_until": None, "request_id": None},
+        after={"monthly_price": 4_499_050, "plan": "custom-3-1500", "paid_until": "2027-05-24", "active": True},
+    )
+    lines = {c.label: (c.before, c.after, c.changed) for c in audit_changes(entry)}
+    assert lines["Цена в месяц"] == ("29\u00a0990,00\u00a0₽", "44\u00a0990,50\u00a0₽", True)
+    assert lines["Тариф"] == ("5 пользователей", "Индивидуальный: 1500 пользователей", True)
+    assert lines["Оплачен по"] == ("—", "24.05.2027", True)
+    assert lines["Действует"] == (None, "да", True)
+    assert "Заявка №" not in lines  # empty on both sides: nothing to say
