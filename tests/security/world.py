@@ -177,9 +177,12 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
     db.flush()
     ids["item_id"] = item.id
     ids["crm_user_id"] = crm_user
-    request = SupportRequest(account_id=account.id, kind="trial", plan_code="users-24", created_at=now)
-    db.add(request)
-    db.flush()
+    # The demo may already hold the account's one open trial request.
+    request = db.scalars(sa.select(SupportRequest).where(SupportRequest.account_id == account.id)).first()
+    if request is None:
+        request = SupportRequest(account_id=account.id, kind="trial", plan_code="users-24", created_at=now)
+        db.add(request)
+        db.flush()
     ids["request_id"] = request.id
     db.commit()
     return objects
