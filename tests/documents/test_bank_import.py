@@ -328,3 +328,28 @@ def test_a_transfer_for_an_order_already_paid_by_card_activates_nothing_twice(ap
     result = run_import(app, db, statement(payment("512", 846_450, "Оплата по счёту № 2026-000001")))
     assert [line.reason for line in result.unmatched] == ["Заказ по счёту № 2026-000001 уже оплачен другим способом"]
     assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 0
+
+
+def test_the_import_command_joins_a_payments_group_that_already_exists():
+    import click
+    from flask import Flask
+
+    from portal.documents import cli
+
+    app = Flask("x")
+
+    @click.group("payments")
+    def payments_group() -> None:
+        pass
+
+    @payments_group.command("recheck")
+    def recheck() -> None:
+        pass
+
+    app.cli.add_command(payments_group)
+    cli.init_app(app)
+    assert sorted(app.cli.commands["payments"].commands) == ["import-statement", "recheck"]
+
+    alone = Flask("y")
+    cli.init_app(alone)
+    assert sorted(alone.cli.commands["payments"].commands) == ["import-statement"]

@@ -15,11 +15,13 @@ import sqlalchemy as sa
 import zxingcpp
 
 from portal.audit import AuditLog
+from portal.billing import service as billing
 from portal.billing.models import Order
 from portal.documents import invoices as invoices_module
 from portal.documents.banking_days import add_banking_days, is_banking_day
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, StoredFile
+from portal.money import format_amount
 from tests.conftest import post
 from tests.documents.factories import IP, NOW, ORG, give_requisites, issue, make_order
 
@@ -349,3 +351,22 @@ def test_downloads_return_the_bytes_issued_and_their_hash_matches(client, auth, 
         "%20%E2%84%96%202026-000001%20%D0%BE%D1%82%2025.11.2026.pdf" in disposition
     )
     assert 'filename="Schet_na_oplatu_N_2026-000001_ot_25.11.2026.pdf"' in disposition
+
+
+def test_an_upgrade_is_invoiced_as_one_payment_for_the_rest_of_the_term(app, db, company):
+    give_requisites(db, company)
+    first = issue(app, db, company, plan="users-12", months=12)
+    billing.apply_paid_order(db, first.order_id, now=NOW, reference="п/п № 1 от 25.11.2026")
+    db.commit()
+    later = datetime(2027, 5, 25, 9, 0, tzinfo=UTC)
+    upgrade = issue(app, db, company, plan="users-24", months=12, now=later)
+    order = db.get(Order, upgrade.order_id)
+    assert order.kind == "upgrade"
+    assert upgrade.line_name == (
+        "Лицензия на использование корпоративного мессенджера, тариф «24 пользователя», "
+        "доплата за переход на больший тариф с 25.05.2027 по 24.11.2027"
+    )
+    text = pdf_text(stored_pdf(app, db, upgrade))
+    amount = format_amount(order.amount).replace("\u00a0", " ")
+    assert f"1 усл. ед. {amount} — {amount}" in text
+    assert f"Всего к оплате: {amount}" in text
