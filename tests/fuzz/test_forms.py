@@ -1,0 +1,126 @@
+"""Arbitrary text in every form of the portal, posted with a valid CSRF token by someone allowed to use it:
+never a server error, a clear message or a 4xx, and a refused form changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import RecordingSms, csrf_token
+from tests.fuzz.conftest import FUZZ, forms_on, hostile_text
+from tests.security.conftest import changed_tables, snapshot
+from tests.security.matrix import EXPECTED, expected, methods, url, url_map
+from tests.security.world import World
+
+# The machine endpoints have their own tests (test_webhooks.py, test_api.py).
+MACHINE = {"service", "webhook"}
+# Field names a form might have, for URLs whose form is not on any page the crawl reaches.
+GENERIC = ["phone", "name", "code", "email", "reason", "comment", "plan", "months", "role", "confirm"]
+ERROR_MARKERS = ('class="error"', "flash-error", "notice-danger", '"error"')
+
+
+def _actor(endpoint: str) -> str:
+    access = EXPECTED[endpoint]
+    for role in ("owner", "staff", "accountant", "visitor"):
+        if expected(access, role, foreign_object=False) == "ok":
+            return role
+    raise AssertionError(endpoint)
+
+
+TARGETS = sorted(
+    {
+        (rule.endpoint, sorted(methods(rule) - {"GET"})[0])
+        for rule in url_map().iter_rules()
+        if methods(rule) - {"GET"} and EXPECTED[rule.endpoint].kind not in MACHINE
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def form_fields(world: World, module_sms: RecordingSms) -> dict[str, dict[str, list[str]]]:
+    """Crawl every page as each kind of person and note the fields of each form, by the endpoint it posts to."""
+    adapter = world.app.url_map.bind("localhost")
+    found: dict[str, dict[str, list[str]]] = {}
+    extra = ["/checkout?plan=users-24&months=12", "/support-requests/new?kind=trial", "/login"]
+    for role in ("owner", "accountant", "staff", "visitor"):
+        client = world.client_as(role, module_sms)
+        pages = [url(r, world) for r in world.app.url_map.iter_rules() if "GET" in methods(r)] + extra
+        for page in pages:
+            resp = client.get(page)
+            if resp.status_code == 200 and resp.mimetype == "text/html":
+                for form in forms_on(urlsplit(page).path, resp.get_data(as_text=True)):
+                    try:
+                        endpoint, _args = adapter.match(form["action"], method="POST")
+                    except Exception:  # noqa: BLE001 - a form posting elsewhere (e.g. the sandbox's own page)
+                        continue
+                    fields = found.setdefault(endpoint, {})
+                    for name, options in form["fields"].items():
+                        fields.setdefault(name, []).extend(options)
+            resp.close()
+    return found
+
+
+def test_the_crawl_found_the_forms(form_fields: dict[str, dict[str, list[str]]]) -> None:
+    """A control for the harness itself: the forms a person fills in are found with their fields."""
+    assert {"phone"} <= set(form_fields["accounts.login"])
+    assert {"plan", "months", "payer_type"} <= set(form_fields["billing.checkout"])
+    assert {"inn", "kpp", "name"} <= set(form_fields["documents.requisites_edit"])
+    assert "phone" in form_fields["seats.user_add"]
+    assert len(form_fields) >= 25
+
+
+def _refused(resp: Any, client: FlaskClient) -> tuple[bool, str]:
+    """Was the input refused, and what did the person see?"""
+    body = resp.get_data(as_text=True)
+    if resp.status_code in (301, 302, 303):
+        target = urlsplit(resp.headers["Location"])
+        if not target.netloc or target.netloc == "localhost":
+            follow = client.get(target.path + (f"?{target.query}" if target.query else ""))
+            body = follow.get_data(as_text=True)
+            follow.close()
+        return "flash-error" in body, body
+    if resp.status_code >= 400:
+        return True, body
+    return any(m in body for m in ERROR_MARKERS[:3]), body
+
+
+@pytest.mark.parametrize(("endpoint", "verb"), TARGETS)
+def test_arbitrary_text_in_every_form(
+    endpoint: str,
+    verb: str,
+    world: World,
+    module_sms: RecordingSms,
+    form_fields: dict[str, dict[str, list[str]]],
+) -> None:
+    role = _actor(endpoint)
+    client = world.client_as(role, module_sms)
+    token = csrf_token(client, {"staff": "/support", "visitor": "/login"}.get(role, "/plans"))
+    rule = next(r for r in world.app.url_map.iter_rules() if r.endpoint == endpoint)
+    path = url(rule, world)
+    known = form_fields.get(endpoint) or {name: [] for name in GENERIC}
+
+    def value(options: list[str]) -> st.SearchStrategy[str]:
+        return st.one_of(st.sampled_from(options), hostile_text()) if options else hostile_text()
+
+    fields = st.fixed_dictionaries({}, optional={name: value(opts) for name, opts in known.items()})
+
+    @FUZZ
+    @given(data=fields)
+    def post_it(data: dict[str, str]) -> None:
+        before = snapshot(world.app)
+        resp = client.open(path, method=verb, data={**data, "csrf_token": token})
+        status = resp.status_code
+        assert status < 500, f"{endpoint} {data!r}: {status}"
+        refused, body = _refused(resp, client)
+        resp.close()
+        if status >= 400:
+            assert any(m in body for m in ERROR_MARKERS) or "<h1" in body, f"{endpoint}: {status} without a message"
+        if refused:
+            assert changed_tables(before, snapshot(world.app)) == {}, f"{endpoint} refused {data!r} but changed"
+
+    post_it()
