@@ -13,6 +13,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from portal import db as database
 from portal.config import load_config
@@ -33,6 +34,14 @@ CSP = (
 )
 
 
+class DatabaseIdConverter(IntegerConverter):
+    """`<int:…>` in URLs: ids are INTEGER columns, so a number beyond 2³¹ − 1 names no object and is a 404 — not
+    an "integer out of range" from PostgreSQL (or an OverflowError from SQLite past 2⁶³) turned into a 500."""
+
+    def __init__(self, map: Any, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**31 - 1) -> None:
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max)
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     overrides = dict(config or {})
     app = Flask(
@@ -43,6 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         static_folder="../static",
     )
     app.config.update(load_config(app.instance_path, overrides))
+    app.url_map.converters["int"] = DatabaseIdConverter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # WeasyPrint and fontTools narrate every render step at INFO; only their problems matter here.
     for noisy in ("weasyprint", "weasyprint.progress", "fontTools"):
