@@ -175,7 +175,7 @@ def connection_callback() -> Any:
         now=now,
     )
     db.commit()
-    flash(f"CRM «{connection.crm_account_name}» подключена.", "success")
+    flash(f"CRM подключена: {connection.crm_account_name} ({connection.subdomain}).", "success")
     # The first connection imports every active CRM user at once, so the owner sees the result right away.
     _sync_now(account.id, trigger="connect")
     return _back()

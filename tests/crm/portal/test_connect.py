@@ -81,7 +81,7 @@ def test_owner_connects_the_crm_and_the_first_sync_imports_its_users(
 
     assert done.status_code == 302 and done.headers["Location"].endswith("/crm")
     page = client.get("/crm").get_data(as_text=True)
-    assert "CRM «ООО «Ромашка»» подключена." in page
+    assert "CRM подключена: ООО «Ромашка» (demo)." in page
     assert "Синхронизация выполнена." in page and "Первое подключение" in page
     connection = db.scalars(sa.select(CrmConnection)).one()
     assert connection.account_id == account.id and connection.status == "connected"

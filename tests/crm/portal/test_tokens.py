@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -47,8 +48,9 @@ def clock_crm(crm_app_config: dict[str, Any], app: Any, db: Any, make_account: A
         yield Crm(app, db, account, emu, url), now
 
 
-def test_an_expired_access_token_is_refreshed_on_401_and_saved(clock_crm: Any) -> None:
+def test_an_expired_access_token_is_refreshed_on_401_and_saved(clock_crm: Any, caplog: Any) -> None:
     crm, now = clock_crm
+    caplog.set_level(logging.DEBUG)
     before = stored(crm)
     now[0] += 7200  # the CRM's clock: our token is dead, though our own clock does not know it yet
 
@@ -60,6 +62,9 @@ def test_an_expired_access_token_is_refreshed_on_401_and_saved(clock_crm: Any) -
     # amoCRM refresh tokens are single-use: the old one no longer works, the saved one does.
     statuses = [r.status for r in crm.api_requests()]
     assert statuses[:2] == [401, 200]
+    assert "CRM tokens refreshed" in caplog.text
+    for secret in (before.access_token, before.refresh_token, after.access_token, after.refresh_token):
+        assert secret not in caplog.text
 
 
 def test_a_token_about_to_expire_is_refreshed_before_use(clock_crm: Any) -> None:
@@ -87,9 +92,10 @@ def test_two_threads_with_a_stale_token_refresh_it_once(clock_crm: Any) -> None:
     stores = []
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
+    connection = crm.connection()
 
     def work() -> None:
-        client = build_client(crm.settings, crm.connection(), crm.sessionmaker)
+        client = build_client(crm.settings, connection, crm.sessionmaker)
         stores.append(client._token_store)
         barrier.wait()
         try:
