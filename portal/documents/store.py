@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -76,7 +77,8 @@ class DocumentStore:
                 return Written(relpath, digest, len(data))
             raise StoreError(f"{relpath} already holds another document; issued documents are never rewritten")
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
+        # The temporary name starts with the target's, so a later attempt can find what a killed one left.
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -89,6 +91,7 @@ class DocumentStore:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
+        _remove_leftovers(target)
         return Written(relpath, digest, len(data))
 
     def read(self, relpath: str, sha256: str) -> bytes:
@@ -102,6 +105,13 @@ class DocumentStore:
             log.error("document %s does not match its SHA-256 %s", relpath, sha256)
             raise DocumentCorrupted(f"{relpath} does not match its recorded SHA-256")
         return data
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Half-written temporary files of earlier attempts at this document: a process killed mid-write (SIGKILL, power
+    loss) runs no clean-up, so the attempt that finally stores the document removes them."""
+    for stale in target.parent.glob(f".tmp-{glob.escape(target.name)}.*.part"):
+        stale.unlink(missing_ok=True)
 
 
 def _before_replace(tmp: Path, target: Path) -> None:
