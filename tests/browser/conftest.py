@@ -67,6 +67,9 @@ def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[A
     config["SMS_BACKEND_OBJECT"] = ConsoleSms(stream=sms_output)
     config["BASE_URL"] = f"http://127.0.0.1:{port}"
     config["TESTING"] = False
+    # The demo connects ООО «Ромашка» to a CRM; here it is one that refuses connections (discard port), never a
+    # CRM emulator someone else runs on the default port.
+    config["CRM_EMULATOR_URL"] = "http://127.0.0.1:9"
     app = create_app(config)
     load_all()
     engine = app.extensions["portal.db"].engine
@@ -75,7 +78,7 @@ def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[A
         _pg_reset(engine)
     else:
         Base.metadata.create_all(engine)
-    with app.extensions["portal.db"].session() as db:
+    with app.app_context(), app.extensions["portal.db"].session() as db:
         seed_demo_data(db)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
