@@ -79,3 +79,6 @@ def test_a_new_owner_registers_buys_24_users_for_a_year_and_pays_by_card(page, s
     dashboard = text(page.locator("main"))
     assert "24 пользователя" in dashboard
     shot(page, "16-dashboard-paid")
+    page.goto("/payments")
+    assert "22 208,40 ₽" in text(page.locator("main"))
+    shot(page, "17-payment-history")

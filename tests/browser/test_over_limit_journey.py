@@ -74,6 +74,10 @@ def test_the_owner_pays_from_the_modal_with_the_suggested_plan_preselected(page,
     summary = text(page.locator(".checkout-summary"))
     assert "12 пользователей" in summary and "6 месяцев" in summary and "5 940,00 ₽" in summary
     shot(page, "23-checkout-from-modal")
+    # Where the owner fixes it otherwise: the team page (a banner there, not the dialog).
+    page.goto("/team")
+    assert page.locator("#over-limit-dialog").count() == 0 and page.locator("#limit-banner").is_visible()
+    shot(page, "25-team-page-owner")
 
 
 def test_without_javascript_the_same_message_is_a_banner(nojs_page, sms_output):
