@@ -164,9 +164,12 @@ def logout() -> Any:
 @login_required_any
 def account_switch() -> Any:
     form = SwitchAccountForm()
-    if not form.validate_on_submit() or not str(form.account_id.data).isdigit():
+    raw = str(form.account_id.data or "")
+    if not form.validate_on_submit() or not (raw.isascii() and raw.isdigit()):
         abort(400)
-    membership = service.get_membership(get_db(), current_user, int(form.account_id.data))
+    account_id = int(raw)
+    # An id beyond the INTEGER column is simply nobody's account (and would overflow the driver).
+    membership = service.get_membership(get_db(), current_user, account_id) if account_id < 2**31 else None
     if membership is None:
         abort(404)
     session["account_id"] = membership.account_id
