@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.audit import record_audit
 from portal.seats import directory
+from portal.seats.models import Department
 
 from .base import CrmAccountInfo
 from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxStatus
@@ -79,6 +80,23 @@ def _forget_links(db: Session, account_id: int, now: datetime) -> None:
             db, account_id=account_id, user_id=membership.user_id, crm_user_id=None, source=Source.CRM.value, now=now
         )
     db.execute(sa.delete(CrmUserState).where(CrmUserState.account_id == account_id))
+    # Group ids of another CRM would rename the wrong departments: they stay, as the portal's own.
+    # (The directory has no service for this one-off detach, hence the direct update, audited below.)
+    detached = db.execute(
+        sa.update(Department)
+        .where(Department.account_id == account_id, Department.crm_group_id.is_not(None))
+        .values(crm_group_id=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    record_audit(
+        db,
+        actor=None,
+        account=account_id,
+        action="crm.links_forgotten",
+        before={"linked_users": len(linked), "crm_departments": detached},
+        after={"linked_users": 0, "crm_departments": 0},
+        reason="подключена другая CRM",
+    )
     db.execute(
         sa.update(CrmOutbox)
         .where(CrmOutbox.account_id == account_id, CrmOutbox.status.in_(["pending", "failed", "refused"]))

@@ -241,3 +241,34 @@ def test_crm_down_for_the_whole_run_is_journaled_and_changes_nothing(crm: Crm) -
 
     assert not result.ok and "CRM временно недоступна" in result.error
     assert len(crm.members()) == 1
+
+
+def test_connecting_a_different_crm_account_forgets_the_old_links(crm: Crm) -> None:
+    from portal.seats.crm.base import CrmAccountInfo
+    from portal.seats.crm.service import connect_account
+
+    boris = crm.emulator.add_user("Борис Кузнецов", "boris@romashka.example", phone="+79161110000")
+    crm.sync()
+    assert crm.member_by_crm(boris.id) is not None
+
+    connect_account(
+        crm.db,
+        account_id=crm.account.id,
+        actor=None,
+        backend="emulator",
+        base_url=crm.url,
+        subdomain="other",
+        info=CrmAccountInfo(99, "ООО «Другая»", "other"),
+        tokens=crm.emulator.issue_tokens(),
+        cipher=crm.settings.cipher,
+        now=NOW + timedelta(days=1),
+    )
+    crm.db.commit()
+
+    # CRM ids of another account mean nothing here: the people stay, their links go, the next run imports anew.
+    assert crm.member_by_crm(boris.id) is None and crm.seats() == 2
+    assert crm.db.scalar(sa.select(sa.func.count()).select_from(CrmUserState)) == 0
+    assert crm.connection().imported_at is None
+    assert crm.departments() == {None: "Отдел продаж"}  # kept, no longer tied to a group id of the old CRM
+    again = crm.sync(now=NOW + timedelta(days=1))
+    assert again.first_import and again.counts == {"linked": 1, "departments_created": 1}
