@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "PROXY_FIX_HOPS": 0,
     "CRM_BACKEND": "emulator",  # emulator | amocrm
     "CRM_EMULATOR_URL": "http://127.0.0.1:5055",
+    "CRM_OUTBOX_DELIVERY": "",  # thread (default) | sync | off: how messenger changes reach the CRM after commit
     "AMOCRM_CLIENT_ID": "",
     "AMOCRM_CLIENT_SECRET": "",
     "AMOCRM_REDIRECT_URI": "",
