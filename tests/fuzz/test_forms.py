@@ -124,3 +124,45 @@ def test_arbitrary_text_in_every_form(
             assert changed_tables(before, snapshot(world.app)) == {}, f"{endpoint} refused {data!r} but changed"
 
     post_it()
+
+
+HUGE_IDS = ["2147483648", "9223372036854775808", "1" + "0" * 30]
+
+
+def _id_fields(fields: dict[str, list[str]]) -> list[str]:
+    return [name for name in fields if name.endswith("_id") or name in ("request", "invoice", "account")]
+
+
+def test_id_fields_beyond_the_database_range_are_refused_not_500(
+    world: World, module_sms: RecordingSms, form_fields: dict[str, dict[str, list[str]]]
+) -> None:
+    """Random text rarely gets past a form's other checks; here every other field holds what a person would choose
+    (the first option, a plain reason, the confirmation ticked) and only an id field is out of range."""
+    failures, tried = [], []
+    for endpoint, _verb in TARGETS:
+        known = form_fields.get(endpoint) or {}
+        ids = _id_fields(known)
+        if not ids:
+            continue
+        role = _actor(endpoint)
+        client = world.client_as(role, module_sms)
+        token = csrf_token(client, {"staff": "/support", "visitor": "/login"}.get(role, "/plans"))
+        rule = next(r for r in world.app.url_map.iter_rules() if r.endpoint == endpoint)
+        plausible = {name: (options[0] if options else "Проверено по выписке") for name, options in known.items()}
+        for name in ids:
+            for huge in HUGE_IDS:
+                tried.append(f"{endpoint}:{name}")
+                before = snapshot(world.app)
+                try:
+                    resp = client.post(url(rule, world), data={**plausible, name: huge, "csrf_token": token})
+                except Exception as exc:  # noqa: BLE001 - the test client re-raises what the app did not handle
+                    failures.append(f"{endpoint} {name}={huge}: {type(exc).__name__}: {exc}"[:200])
+                    continue
+                if resp.status_code >= 500:
+                    failures.append(f"{endpoint} {name}={huge}: {resp.status_code}")
+                refused, _body = _refused(resp, client)
+                resp.close()
+                if refused and changed_tables(before, snapshot(world.app)):
+                    failures.append(f"{endpoint} {name}={huge}: refused but changed")
+    assert len(set(tried)) >= 3, tried  # the harness reached forms with id fields
+    assert failures == []
