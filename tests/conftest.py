@@ -41,6 +41,15 @@ class RecordingSms:
 def _pg_reset(engine: sa.Engine) -> None:
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
+        # A connection an earlier test left open inside a transaction (a thread's session, a server that was
+        # not shut down) would make TRUNCATE wait for ever; one test's leftovers must not hang the next.
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+            )
+        )
+        conn.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
         conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
