@@ -63,7 +63,8 @@ def _account_or_404(account_id: int) -> Any:
 
 def _request_arg() -> int | None:
     raw = (request.values.get("request_id") or request.values.get("request") or "").strip()
-    return int(raw) if raw.isdigit() else None
+    # Fewer than 10 digits: a longer number is no row of an INTEGER column and would overflow the driver.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 @bp.app_template_filter("action_title")
@@ -421,7 +422,7 @@ def _render_line(
     link_form.invoice_id.choices = [SelectChoice(str(c.invoice.id), c.invoice.number) for c in candidates]
     chosen = None
     raw = (link_form.invoice_id.data or "").strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit() and len(raw) < 10:
         chosen = db.get(Invoice, int(raw))
     elif (link_form.invoice_number.data or "").strip():
         chosen = service.find_open_invoice_by_number(db, link_form.invoice_number.data)
@@ -460,7 +461,7 @@ def line_link(line_id: int) -> Any:
     if not link_form.validate_on_submit():
         return _render_line(line, link_form, dismiss_form, 400)
     raw = (link_form.invoice_id.data or "").strip()
-    invoice = db.get(Invoice, int(raw)) if raw.isdigit() else None
+    invoice = db.get(Invoice, int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
     if invoice is None:
         invoice = service.find_open_invoice_by_number(db, link_form.invoice_number.data or "")
     if invoice is None:
