@@ -82,7 +82,11 @@ def world(tmp_path_factory: Any, module_sms: RecordingSms) -> Iterator[World]:
     limiter.enabled = False
     session = application.extensions["portal.db"].sessionmaker()
     try:
-        yield build_world(application, session)
+        built = build_world(application, session)
+        # End the session's read transaction: on PostgreSQL it would hold locks that make every later
+        # test's TRUNCATE wait (the objects stay readable: expire_on_commit is off).
+        session.commit()
+        yield built
     finally:
         limiter.enabled = True
         session.close()
