@@ -80,9 +80,7 @@ def make_custom_plan(account_id: int, seats: int, storage_bytes: int, monthly_pr
     if not _is_int(account_id) or account_id <= 0:
         raise ValueError("Не указан аккаунт для индивидуального тарифа.")
     if not _is_int(seats) or seats <= MAX_SELF_SERVICE_SEATS:
-        raise ValueError(
-            f"Индивидуальный тариф — только для более чем {MAX_SELF_SERVICE_SEATS} пользователей."
-        )
+        raise ValueError(f"Индивидуальный тариф — только для более чем {MAX_SELF_SERVICE_SEATS} пользователей.")
     if not _is_int(storage_bytes) or storage_bytes <= 0:
         raise ValueError("Объём хранилища должен быть больше нуля.")
     if not _is_int(monthly_price) or monthly_price <= 0:

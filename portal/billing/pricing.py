@@ -65,9 +65,7 @@ def saving_vs_monthly(plan: Plan, months: int) -> int:
     return quote(plan, months).discount
 
 
-def prorate_upgrade(
-    new_price_for_period: int, old_price_for_period: int, days_left: int, days_total: int
-) -> int:
+def prorate_upgrade(new_price_for_period: int, old_price_for_period: int, days_left: int, days_total: int) -> int:
     """What an upgrade co-termed to the current period end costs for the days still left."""
     if days_total <= 0:
         raise ValueError("Длительность оплаченного периода должна быть больше нуля.")
@@ -84,9 +82,7 @@ def upgrade_charge(
     """The upgrade charge for a period bought for `months`; Moscow dates, period_end exclusive."""
     days_total = (period_end - period_start).days
     days_left = min(max((period_end - today).days, 0), days_total)
-    return prorate_upgrade(
-        quote(new_plan, months).total, quote(old_plan, months).total, days_left, days_total
-    )
+    return prorate_upgrade(quote(new_plan, months).total, quote(old_plan, months).total, days_left, days_total)
 
 
 def add_months(d: date, months: int) -> date:

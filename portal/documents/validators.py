@@ -119,9 +119,7 @@ def validate_settlement_account(account: str, bik: str) -> None:
     _digits(account, "account_number", "Расчётный счёт", (20,), "Расчётный счёт должен состоять из 20 цифр")
     validate_bik(bik)
     if not _account_key_ok(bik[-3:] + account):
-        raise RequisiteError(
-            "account_number", "Неверный расчётный счёт: контрольный ключ не сходится с БИК банка"
-        )
+        raise RequisiteError("account_number", "Неверный расчётный счёт: контрольный ключ не сходится с БИК банка")
 
 
 def validate_correspondent_account(account: str, bik: str) -> None:

@@ -140,9 +140,7 @@ def test_periods_not_offered_are_refused_with_the_allowed_ones(months: int) -> N
         (700, 700, 15, 30, 0),  # same price
     ],
 )
-def test_prorate_upgrade_by_hand(
-    p_new: int, p_old: int, days_left: int, days_total: int, charge: int
-) -> None:
+def test_prorate_upgrade_by_hand(p_new: int, p_old: int, days_left: int, days_total: int, charge: int) -> None:
     assert prorate_upgrade(p_new, p_old, days_left, days_total) == charge
 
 
@@ -150,9 +148,7 @@ def test_prorate_upgrade_by_hand(
     ("p_new", "p_old", "days_left", "days_total"),
     [(1_000, 400, 31, 30), (1_000, 400, -1, 30), (1_000, 400, 0, 0), (400, 1_000, 10, 30)],
 )
-def test_prorate_upgrade_rejects_impossible_input(
-    p_new: int, p_old: int, days_left: int, days_total: int
-) -> None:
+def test_prorate_upgrade_rejects_impossible_input(p_new: int, p_old: int, days_left: int, days_total: int) -> None:
     with pytest.raises(ValueError):
         prorate_upgrade(p_new, p_old, days_left, days_total)
 
@@ -171,9 +167,7 @@ def test_upgrade_50_to_200_users_on_a_9_month_period() -> None:
     start, end = date(2026, 3, 15), date(2026, 12, 15)
     assert upgrade_charge(old, new, 9, start, end, start) == 4_275_000
     assert upgrade_charge(old, new, 9, start, end, start - timedelta(days=3)) == 4_275_000
-    assert (
-        upgrade_charge(old, new, 9, start, end, date(2026, 12, 14)) == 15_545
-    )  # 4 275 000 / 275 = 15 545.45
+    assert upgrade_charge(old, new, 9, start, end, date(2026, 12, 14)) == 15_545  # 4 275 000 / 275 = 15 545.45
     assert upgrade_charge(old, new, 9, start, end, end) == 0
     assert upgrade_charge(old, new, 9, start, end, end + timedelta(days=10)) == 0
 
@@ -300,9 +294,7 @@ offered_months = st.sampled_from(ALLOWED_MONTHS)
 
 @given(st.integers(0, 10**15), st.integers(1, 10**6))
 def test_round_half_up_div_matches_exact_fractions(numerator: int, denominator: int) -> None:
-    assert round_half_up_div(numerator, denominator) == floor(
-        Fraction(numerator, denominator) + Fraction(1, 2)
-    )
+    assert round_half_up_div(numerator, denominator) == floor(Fraction(numerator, denominator) + Fraction(1, 2))
 
 
 @given(any_plan, offered_months)

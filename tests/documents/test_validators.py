@@ -259,9 +259,7 @@ def test_malformed_ogrn(value: str, message: str) -> None:
 def test_computed_ogrnip_and_its_single_digit_changes(ogrnip: str) -> None:
     validate_ogrnip(ogrnip)
     for changed in single_digit_changes(ogrnip):
-        assert_rejected(
-            lambda changed=changed: validate_ogrnip(changed), "ogrnip", "контрольное число ОГРНИП"
-        )
+        assert_rejected(lambda changed=changed: validate_ogrnip(changed), "ogrnip", "контрольное число ОГРНИП")
 
 
 @pytest.mark.parametrize(("remainder", "check_digit"), [(10, "0"), (11, "1"), (12, "2")])
@@ -270,9 +268,7 @@ def test_ogrnip_with_two_digit_remainder_uses_its_last_digit(remainder: int, che
     validate_ogrnip(first14 + check_digit)
     for wrong in "0123456789":
         if wrong != check_digit:
-            assert_rejected(
-                lambda wrong=wrong: validate_ogrnip(first14 + wrong), "ogrnip", "контрольное число ОГРНИП"
-            )
+            assert_rejected(lambda wrong=wrong: validate_ogrnip(first14 + wrong), "ogrnip", "контрольное число ОГРНИП")
     with pytest.raises(RequisiteError):
         validate_ogrnip(first14 + str(remainder))  # the whole remainder does not fit in one digit
 
@@ -401,9 +397,7 @@ def test_computed_correspondent_accounts() -> None:
     ],
 )
 def test_malformed_correspondent_account(account: str, message: str) -> None:
-    assert_rejected(
-        lambda: validate_correspondent_account(account, SBER_BIK), "correspondent_account", message
-    )
+    assert_rejected(lambda: validate_correspondent_account(account, SBER_BIK), "correspondent_account", message)
 
 
 # --- normalising ------------------------------------------------------------------------------------
