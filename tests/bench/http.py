@@ -48,12 +48,17 @@ def gunicorn(app_spec: str, env: dict[str, str], log_path: Path, workers: int = 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        # Workers import the whole portal (WeasyPrint included) before they answer: on a busy 2-core machine that
+        # can take many seconds, during which the socket already accepts and a request simply times out.
+        deadline = time.monotonic() + 120
+        while True:
             try:
-                requests.get(url + "/", timeout=1, allow_redirects=False)
+                requests.get(url + "/", timeout=5, allow_redirects=False)
                 break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+            except requests.RequestException:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
