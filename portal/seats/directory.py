@@ -762,14 +762,26 @@ def change_role(
     return membership
 
 
-def _set_departments(
-    db: Session, membership: Membership, dept_ids: list[int], *, source: Source, actor: User | None, now: datetime
-) -> DirectoryEvent:
-    before = sorted(
+def _department_ids(db: Session, membership: Membership) -> list[int]:
+    return sorted(
         db.scalars(
             sa.select(MembershipDepartment.department_id).where(MembershipDepartment.membership_id == membership.id)
         )
     )
+
+
+def _set_departments(
+    db: Session,
+    membership: Membership,
+    dept_ids: list[int],
+    *,
+    source: Source,
+    actor: User | None,
+    now: datetime,
+    before: list[int] | None = None,
+) -> DirectoryEvent:
+    if before is None:
+        before = _department_ids(db, membership)
     db.execute(
         sa.delete(MembershipDepartment)
         .where(MembershipDepartment.membership_id == membership.id)
@@ -815,15 +827,11 @@ def set_user_departments(
     _lock_account(db, account_id)
     membership = get_member(db, account_id, user_id)
     dept_ids = _check_departments(db, account_id, department_ids)
-    current = sorted(
-        db.scalars(
-            sa.select(MembershipDepartment.department_id).where(MembershipDepartment.membership_id == membership.id)
-        )
-    )
+    current = _department_ids(db, membership)
     if current == dept_ids:
         return membership
     with db.begin_nested():
-        _set_departments(db, membership, dept_ids, source=src, actor=actor, now=now)
+        _set_departments(db, membership, dept_ids, source=src, actor=actor, now=now, before=current)
     return membership
 
 
