@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(
         __name__,
         instance_relative_config=True,
-        instance_path=overrides.pop("INSTANCE_PATH", None),
+        # The instance folder (local database, secret key, documents, the demo CRM's state) may live elsewhere than
+        # beside the code: a second demo, a test, a read-only install.
+        instance_path=overrides.pop("INSTANCE_PATH", None) or os.environ.get("INSTANCE_PATH") or None,
         template_folder="../templates",
         static_folder="../static",
     )
@@ -55,7 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["int"] = DatabaseIdConverter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # WeasyPrint and fontTools narrate every render step at INFO; only their problems matter here.
-    for noisy in ("weasyprint", "weasyprint.progress", "fontTools"):
+    # Alembic narrates its plugins and each migration step on every CLI start; `db upgrade` says when it is done.
+    for noisy in ("weasyprint", "weasyprint.progress", "fontTools", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     if app.config["PROXY_FIX_HOPS"]:

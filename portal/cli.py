@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
-from portal.accounts.phone import InvalidPhone, normalize_phone
+from portal.accounts.phone import InvalidPhone, format_phone, normalize_phone
 from portal.accounts.service import make_staff
 from portal.db import get_database, get_db, utcnow
 from portal.models import module_exists
@@ -178,10 +181,34 @@ def seed_demo_data(db: Any) -> dict[str, Any]:
 @click.command("seed-demo", help="Создать демонстрационные компании (можно запускать повторно).")
 @with_appcontext
 def seed_demo() -> None:
-    demo = seed_demo_data(get_db())
-    click.echo(
-        f"Демо-данные готовы: «{demo['big'].name}» (владелец {DEMO_OWNER}, бухгалтер {DEMO_ACCOUNTANT}), "
-        f"«{demo['small'].name}» (владелец {DEMO_SMALL_OWNER}), поддержка {DEMO_STAFF}."
+    # The demo's own steps (a statement imported, documents formed) are logged for operators; a person starting
+    # the demo needs only the result below.
+    portal_log = logging.getLogger("portal")
+    level = portal_log.level
+    portal_log.setLevel(logging.WARNING)
+    try:
+        demo = seed_demo_data(get_db())
+    finally:
+        portal_log.setLevel(level)
+    click.echo(f"Демо-данные готовы: {demo['big'].name} и {demo['small'].name}.")
+
+
+def follow_port(config: dict[str, Any], port: int, environ: Mapping[str, str] = os.environ) -> None:
+    """The demo on another port takes its addresses along: payment returns and the sandbox's notifications
+    (BASE_URL) and the CRM emulator (port + 55, as 5055 is to 5000), unless the environment sets them."""
+    if "BASE_URL" not in environ:
+        config["BASE_URL"] = f"http://127.0.0.1:{port}"
+    if "CRM_EMULATOR_URL" not in environ:
+        config["CRM_EMULATOR_URL"] = f"http://127.0.0.1:{port + 55}"
+
+
+def demo_banner(base_url: str) -> str:
+    return (
+        f"\n  Портал: {base_url}\n"
+        f"  Вход по телефону: владелец ООО «Ромашка» {format_phone(DEMO_OWNER)}, "
+        f"бухгалтер {format_phone(DEMO_ACCOUNTANT)},\n"
+        f"  владелец ИП Соколов {format_phone(DEMO_SMALL_OWNER)}, поддержка {format_phone(DEMO_STAFF)}.\n"
+        "  Код из SMS печатается в этом терминале строкой «SMS to …». Остановить: Ctrl+C.\n"
     )
 
 
@@ -191,6 +218,7 @@ def seed_demo() -> None:
 @with_appcontext
 def run_demo(host: str, port: int) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    follow_port(app.config, port)
     from portal import FEATURES
 
     for feature in FEATURES:
@@ -200,13 +228,10 @@ def run_demo(host: str, port: int) -> None:
             if hasattr(module, "start"):
                 module.start(app)
     get_database().engine.dispose()
-    click.echo(
-        f"\n  Портал: http://127.0.0.1:{port}\n"
-        f"  Вход: телефон владельца демо-компании {DEMO_OWNER} (бухгалтер {DEMO_ACCOUNTANT}, поддержка {DEMO_STAFF}).\n"
-        "  Код из SMS печатается в этом терминале строкой «SMS to …».\n",
-        err=True,
-    )
+    click.echo(demo_banner(app.config["BASE_URL"]), err=True)
     sys.stdout.flush()
+    # Each request is a line in werkzeug's log; a person running the demo wants the SMS codes, not the access log.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # Flask ignores app.run() under the `flask` command, so the server is started directly.
     from werkzeug.serving import run_simple
 

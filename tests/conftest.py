@@ -4,21 +4,55 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings
+from jinja2 import BytecodeCache
+from jinja2.bccache import Bucket
+from sqlalchemy.engine import make_url
 
 from portal import create_app
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
-from portal.db import Base
+from portal.db import Base, make_engine
 from portal.models import load_all
 
-PG_URL = os.environ.get("TEST_DATABASE_URL", "")
+load_all()  # every model on Base.metadata before any schema is built
+
+# Property tests explore freely on a developer's machine and replay the same examples in CI, so a red CI run is a
+# finding to fix, never a dice roll (HYPOTHESIS_PROFILE=ci reproduces CI locally).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
+
+
+def _worker_database(url: str) -> str:
+    """Under pytest-xdist each worker process gets a database of its own (`test_gw0`, `test_gw1`, …), created on
+    the first run: two workers truncating one database would wipe each other's data mid-test."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}) is None:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+PG_URL = _worker_database(os.environ.get("TEST_DATABASE_URL", ""))
+# Fixtures that reach the database; a test using one of them (or marked `database`) runs in the PostgreSQL pass.
+DATABASE_FIXTURES = {"app", "app_config", "db", "pg_url", "world", "live_server"}
 CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
@@ -54,6 +88,77 @@ def _pg_reset(engine: sa.Engine) -> None:
 
 
 _pg_schema_ready = False
+_sqlite_template: Path | None = None
+
+
+def sqlite_database(path: Path) -> str:
+    """A SQLite file at `path` holding the whole schema, copied from one built once per process: creating ~40
+    tables for every test cost more than most tests themselves."""
+    global _sqlite_template
+    if _sqlite_template is None:
+        template = Path(tempfile.mkdtemp(prefix="portal-schema-")) / "schema.db"
+        engine = make_engine(f"sqlite:///{template}")
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        _sqlite_template = template
+    shutil.copyfile(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+def prepare_schema(engine: sa.Engine) -> None:
+    """Bring the app's database to an empty schema: once per process on PostgreSQL, then truncation per test."""
+    global _pg_schema_ready
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)  # a no-op on a copied template; kept for a test's own fresh file
+        return
+    if not _pg_schema_ready:
+        Base.metadata.drop_all(engine)
+        Base.metadata.create_all(engine)
+        _pg_schema_ready = True
+    _pg_reset(engine)
+
+
+class _SharedBytecode(BytecodeCache):
+    """Compiled templates kept for the whole test process: each test builds its own app, and Jinja would otherwise
+    parse and compile every template again for each of them."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _SharedBytecode()
+_create_jinja_environment = Flask.create_jinja_environment
+
+
+def _jinja_environment_with_shared_bytecode(self: Flask) -> Any:
+    env = _create_jinja_environment(self)
+    env.bytecode_cache = _BYTECODE
+    return env
+
+
+Flask.create_jinja_environment = _jinja_environment_with_shared_bytecode  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that touch a database; the PostgreSQL pass (`TEST_DATABASE_URL`) runs only those, since the
+    rest (pricing, parsers, validators, rendering) does the same on any database and already ran on SQLite."""
+    for item in items:
+        if DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.database)
+    if not PG_URL or os.environ.get("PG_PASS_ALL_TESTS") == "1":
+        return
+    keep = [i for i in items if i.get_closest_marker("database") or i.get_closest_marker("postgres")]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in set(keep)])
+        items[:] = keep
 
 
 @pytest.fixture
@@ -67,7 +172,7 @@ def app_config(tmp_path: Any, sms: RecordingSms) -> dict[str, Any]:
     return {
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "SECRET_KEY": "test-secret",
-        "DATABASE_URL": PG_URL or f"sqlite:///{tmp_path / 'test.db'}",
+        "DATABASE_URL": PG_URL or sqlite_database(tmp_path / "test.db"),
         "SMS_BACKEND_OBJECT": sms,
         "TESTING": True,
         "DOCUMENT_STORE_PATH": str(tmp_path / "documents"),
@@ -79,21 +184,11 @@ def app_config(tmp_path: Any, sms: RecordingSms) -> dict[str, Any]:
 
 @pytest.fixture
 def app(app_config: dict[str, Any]) -> Iterator[Flask]:
-    global _pg_schema_ready
     application = create_app(app_config)
-    load_all()
-    engine = application.extensions["portal.db"].engine
-    if PG_URL:
-        if not _pg_schema_ready:
-            Base.metadata.drop_all(engine)
-            Base.metadata.create_all(engine)
-            _pg_schema_ready = True
-        _pg_reset(engine)
-    else:
-        Base.metadata.create_all(engine)
+    prepare_schema(application.extensions["portal.db"].engine)
     # No app context is kept pushed: each request must get its own `g`, as in production.
     yield application
-    engine.dispose()
+    application.extensions["portal.db"].engine.dispose()
 
 
 @pytest.fixture

@@ -60,6 +60,7 @@ def test_production_refuses_local_only_defaults(tmp_path, missing, words):
         load_config(str(tmp_path), {**good, **missing})
 
 
+@pytest.mark.database
 def test_migrations_and_models_agree(tmp_path):
     """`db upgrade` on an empty database gives exactly the schema the models describe."""
     if PG_URL:

@@ -68,6 +68,8 @@ class RegisterForm(FlaskForm):
     email = EmailField(
         "Электронная почта (необязательно)",
         validators=[Optional(), Email("Проверьте адрес почты: например, anna@example.ru.")],
+        # A pasted address often brings a space along; it is not part of the address.
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
         render_kw={"autocomplete": "email"},
     )
 

@@ -49,6 +49,20 @@ def test_new_phone_registers_as_owner_of_new_free_account(client, auth, db):
     assert "ООО «Вектор»" in page
 
 
+def test_registering_with_an_email_keeps_it_and_a_mistyped_one_is_named_at_the_field(client, auth, db):
+    """The e-mail field is optional, but a person who fills it in must not meet a server error (its validator needs
+    the email-validator package, which nothing installed once)."""
+    auth.login("+79161112234")
+    resp = post(client, "/register", {"name": "Дмитрий", "company": "ООО «Дима»", "email": "dima@example"})
+    assert resp.status_code == 400
+    assert "Проверьте адрес почты" in resp.get_data(as_text=True)
+    assert db.scalar(sa.select(sa.func.count()).select_from(Account)) == 0
+    resp = post(client, "/register", {"name": "Дмитрий", "company": "ООО «Дима»", "email": " dima@example.ru "})
+    assert resp.status_code == 302
+    user = db.scalars(sa.select(User).where(User.phone == "+79161112234")).one()
+    assert user.email == "dima@example.ru"
+
+
 def test_existing_user_signs_in_and_out(client, auth, make_account):
     make_account(name="ООО «Старт»", owner_phone="+79160000001")
     resp = auth.login("+79160000001")

@@ -56,9 +56,7 @@ def sms_output() -> SmsOutput:
 def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[Any]:
     """The portal (with the demo data) on 127.0.0.1:<free port>, in a thread of this process."""
     from portal import create_app
-    from portal.db import Base
-    from portal.models import load_all
-    from tests.conftest import PG_URL, _pg_reset
+    from tests.conftest import prepare_schema
 
     sock = make_server("127.0.0.1", 0, lambda e, s: [])  # find a free port
     port = sock.server_port
@@ -71,13 +69,8 @@ def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[A
     # CRM emulator someone else runs on the default port.
     config["CRM_EMULATOR_URL"] = "http://127.0.0.1:9"
     app = create_app(config)
-    load_all()
     engine = app.extensions["portal.db"].engine
-    if PG_URL:
-        Base.metadata.create_all(engine)
-        _pg_reset(engine)
-    else:
-        Base.metadata.create_all(engine)
+    prepare_schema(engine)
     with app.app_context(), app.extensions["portal.db"].session() as db:
         seed_demo_data(db)
     server = make_server("127.0.0.1", port, app, threaded=True)

@@ -166,3 +166,88 @@ def test_id_fields_beyond_the_database_range_are_refused_not_500(
                     failures.append(f"{endpoint} {name}={huge}: refused but changed")
     assert len(set(tried)) >= 3, tried  # the harness reached forms with id fields
     assert failures == []
+
+
+# What a person types into a field of this name: realistic, often pasted with spaces, all optional fields filled.
+REALISTIC = {
+    "phone": "+7 (916) 123-45-67",
+    "name": "Дмитрий Орлов",
+    "company": "ООО «Северный ветер»",
+    "email": "dima@example.ru",
+    "code": "123 456",
+    "inn": "7707 083 893",
+    "kpp": "773601001",
+    "ogrn": "1027700132195",
+    "bik": "044525225",
+    "account_number": "40702 810 9 3800 0012345",
+    "correspondent_account": "30101810400000000225",
+    "bank_name": "ПАО Сбербанк",
+    "address": "117312, г. Москва, ул. Вавилова, д. 19",
+    "edo_id": "2BE-7707083893-773601001-000000000000000000001",
+    "reason": "Клиент попросил по телефону",
+    "comment": "Нужен пробный месяц для отдела продаж",
+    "amount": "1 990,00",
+    "price": "45 000,00",
+    "monthly_price": "45 000,00",
+    "seats": "1500",
+    "users": "1500",
+    "storage_gb": "3072",
+    "months": "12",
+    "paid_at": "2026-11-20",
+    "date": "2026-11-20",
+    "q": "Ромашка",
+    "query": "Ромашка",
+    "confirm": "y",
+}
+
+
+def _realistic(name: str, options: list[str]) -> str:
+    chosen = [o for o in options if o.strip()]
+    if chosen:
+        return chosen[0]
+    return REALISTIC.get(name, "Проверено по выписке")
+
+
+def test_every_form_filled_in_as_a_person_would_by_every_role_that_may(
+    world: World, module_sms: RecordingSms, form_fields: dict[str, dict[str, list[str]]]
+) -> None:
+    """Every field filled, optional ones included, with what a person really types (an e-mail, a pasted phone, an ИНН
+    with spaces): a form may accept or refuse it, never answer a server error (an optional e-mail once did)."""
+    failures, tried = [], 0
+    for endpoint, verb in TARGETS:
+        known = form_fields.get(endpoint)
+        if not known:
+            continue
+        data = {name: _realistic(name, options) for name, options in known.items()}
+        rule = next(r for r in world.app.url_map.iter_rules() if r.endpoint == endpoint)
+        for role in ("owner", "accountant", "staff", "visitor"):
+            if expected(EXPECTED[endpoint], role, foreign_object=False) != "ok":
+                continue
+            client = world.client_as(role, module_sms)
+            token = csrf_token(client, {"staff": "/support", "visitor": "/login"}.get(role, "/plans"))
+            tried += 1
+            try:
+                resp = client.open(url(rule, world), method=verb, data={**data, "csrf_token": token})
+            except Exception as exc:  # noqa: BLE001 - the test client re-raises what the app did not handle
+                failures.append(f"{role} {endpoint}: {type(exc).__name__}: {exc}"[:300])
+                continue
+            if resp.status_code >= 500:
+                failures.append(f"{role} {endpoint}: {resp.status_code}")
+            resp.close()
+    # A newcomer between the SMS code and their company: the registration form, every field filled.
+    phone = "+79990000077"
+    client = world.app.test_client()
+    token = csrf_token(client, "/login")
+    client.post("/login", data={"phone": phone, "csrf_token": token})
+    client.post("/login/code", data={"code": module_sms.last_code(phone), "csrf_token": token})
+    (form,) = forms_on("/register", client.get("/register").get_data(as_text=True))
+    data = {name: _realistic(name, options) for name, options in form["fields"].items()}
+    assert {"name", "company", "email"} <= set(data)
+    try:
+        resp = client.post("/register", data={**data, "csrf_token": csrf_token(client, "/register")})
+        if resp.status_code != 302:
+            failures.append(f"newcomer accounts.register: {resp.status_code} {data}")
+    except Exception as exc:  # noqa: BLE001 - the test client re-raises what the app did not handle
+        failures.append(f"newcomer accounts.register: {type(exc).__name__}: {exc}"[:300])
+    assert tried >= 25, tried
+    assert failures == []

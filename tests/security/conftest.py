@@ -25,12 +25,12 @@ def stub_renderers(monkeypatch: Any) -> None:
 
 
 def test_config(tmp: Path, sms: RecordingSms) -> dict[str, Any]:
-    from tests.conftest import PG_URL
+    from tests.conftest import PG_URL, sqlite_database
 
     return {
         "INSTANCE_PATH": str(tmp / "instance"),
         "SECRET_KEY": "test-secret",
-        "DATABASE_URL": PG_URL or f"sqlite:///{tmp / 'test.db'}",
+        "DATABASE_URL": PG_URL or sqlite_database(tmp / "test.db"),
         "SMS_BACKEND_OBJECT": sms,
         "TESTING": True,
         "DOCUMENT_STORE_PATH": str(tmp / "documents"),
@@ -45,22 +45,11 @@ def test_config(tmp: Path, sms: RecordingSms) -> dict[str, Any]:
 
 def make_app(config: dict[str, Any]) -> Flask:
     """The app on a fresh schema, exactly as the shared `app` fixture makes it (SQLite file or PostgreSQL)."""
-    import tests.conftest as root
     from portal import create_app
-    from portal.db import Base
-    from portal.models import load_all
+    from tests.conftest import prepare_schema
 
     application = create_app(config)
-    load_all()
-    engine = application.extensions["portal.db"].engine
-    if root.PG_URL:
-        if not root._pg_schema_ready:
-            Base.metadata.drop_all(engine)
-            Base.metadata.create_all(engine)
-            root._pg_schema_ready = True
-        root._pg_reset(engine)
-    else:
-        Base.metadata.create_all(engine)
+    prepare_schema(application.extensions["portal.db"].engine)
     return application
 
 

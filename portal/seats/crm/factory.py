@@ -109,8 +109,11 @@ def build_client(
     `options` go to AmoCrmClient as they are (tests pass a fake clock and an HTTP session that records).
     """
     store = DbTokenStore(session_factory, connection.id, settings.cipher)
+    # The emulator is wherever this process's settings say it is today (`run-demo --port` moves it); the address
+    # stored at connection time is only the real amoCRM account's, which never moves.
+    base_url = settings.emulator_url if connection.backend == "emulator" else connection.base_url
     return LockingAmoCrmClient(
-        connection.base_url,
+        base_url,
         store,
         credentials=settings.credentials,
         max_retries=max_retries,
