@@ -72,11 +72,16 @@ class RecordingSms:
         raise AssertionError(f"no SMS to {phone}")
 
 
+_pg_sequences: dict[str, list[str]] = {}
+
+
 def _pg_reset(engine: sa.Engine) -> None:
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    """Empty every table and restart every id sequence. DELETE on the few tables a test filled, found by one probe,
+    costs ~3 ms where TRUNCATE of every table took ~150 ms, for each of the ~800 tests of the PostgreSQL pass."""
+    tables = Base.metadata.sorted_tables
     with engine.begin() as conn:
         # A connection an earlier test left open inside a transaction (a thread's session, a server that was
-        # not shut down) would make TRUNCATE wait for ever; one test's leftovers must not hang the next.
+        # not shut down) would make the DELETE wait for ever; one test's leftovers must not hang the next.
         conn.execute(
             sa.text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
@@ -84,7 +89,25 @@ def _pg_reset(engine: sa.Engine) -> None:
             )
         )
         conn.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
-        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        probe = " UNION ALL ".join(
+            f'SELECT {i} FROM (SELECT 1 FROM "{t.name}" LIMIT 1) AS t{i}' for i, t in enumerate(tables)
+        )
+        filled = {row[0] for row in conn.execute(sa.text(probe))}
+        for i, table in reversed(list(enumerate(tables))):  # children before parents
+            if i in filled:
+                conn.execute(sa.text(f'DELETE FROM "{table.name}"'))
+        key = engine.url.render_as_string()
+        if key not in _pg_sequences:
+            _pg_sequences[key] = list(
+                conn.scalars(
+                    sa.text(
+                        "SELECT quote_ident(sequence_schema) || '.' || quote_ident(sequence_name) "
+                        "FROM information_schema.sequences"
+                    )
+                )
+            )
+        if _pg_sequences[key]:
+            conn.execute(sa.text("SELECT " + ", ".join(f"setval('{q}', 1, false)" for q in _pg_sequences[key])))
 
 
 _pg_schema_ready = False
