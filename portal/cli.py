@@ -190,7 +190,7 @@ def seed_demo() -> None:
         demo = seed_demo_data(get_db())
     finally:
         portal_log.setLevel(level)
-    click.echo(f"Демо-данные готовы: {demo['big'].name} и {demo['small'].name}.")
+    click.echo(f"Демо-данные готовы: {demo['big'].name}, {demo['small'].name}")
 
 
 def follow_port(config: dict[str, Any], port: int, environ: Mapping[str, str] = os.environ) -> None:

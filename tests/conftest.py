@@ -135,7 +135,11 @@ def prepare_schema(engine: sa.Engine) -> None:
         Base.metadata.create_all(engine)  # a no-op on a copied template; kept for a test's own fresh file
         return
     if not _pg_schema_ready:
-        Base.metadata.drop_all(engine)
+        # The whole schema, not just our tables: a database left by another branch's run may hold tables (and
+        # foreign keys to ours) that this code has never heard of.
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
         Base.metadata.create_all(engine)
         _pg_schema_ready = True
     _pg_reset(engine)

@@ -32,6 +32,7 @@ from portal.billing.models import (
 )
 from portal.billing.pricing import FitResult, PeriodNotOffered, Quote, add_months, cheapest_fitting_plan, quote
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
+from portal.billing.signals import order_closed
 from portal.timeutil import format_date, msk_date
 
 log = logging.getLogger(__name__)
@@ -573,6 +574,7 @@ def cancel_order(
         after={"order_id": order.id, "status": OrderStatus.CANCELED},
         reason=reason,
     )
+    order_closed.send(order, db=db, reason=reason, now=now)
     return True
 
 
@@ -674,6 +676,33 @@ def _state_dict(state: SubscriptionState) -> dict[str, Any]:
     }
 
 
+def _problem(order: Order, plan: Plan | None, state: SubscriptionState) -> str | None:
+    """Why money for this order cannot be applied to it now, or None."""
+    if order.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+        return f"заказ № {order.id} {'отменён' if order.status == OrderStatus.CANCELED else 'истёк'}"
+    if plan is None:
+        return "тариф заказа больше не существует"
+    if order.kind == OrderKind.UPGRADE:
+        current = state.current
+        if not (
+            state.is_paid
+            and current is not None
+            and current.ends_on == order.ends_on
+            and plan.monthly_price > current.plan.monthly_price
+        ):
+            return "оплаченный период, к которому относилась доплата, уже закончился или изменился"
+    return None
+
+
+def order_problem(db: Session, order: Order, now: datetime) -> str | None:
+    """Can money still be applied to this (locked) order? None, or why not in Russian words. Locks the account's
+    subscription, so the answer holds until the caller's transaction ends: apply_paid_order then applies it."""
+    if order.status == OrderStatus.PAID:
+        return f"заказ № {order.id} уже оплачен ({order.payment_reference})"
+    _lock_subscription(db, order.account_id, now)
+    return _problem(order, _plan_for_order(db, order), get_subscription_state(db, order.account_id, now))
+
+
 def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: str, actor: User | None = None) -> bool:
     """Money for the order has arrived: apply it exactly once (True), or do nothing if already paid (False).
 
@@ -692,18 +721,15 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
     state = get_subscription_state(db, order.account_id, now)
     today = state.today
     plan = _plan_for_order(db, order)
-    problem = None
+    problem = _problem(order, plan, state)
+    if problem is not None:
+        # Money never activates what can no longer be had: the ledger asks order_problem first and keeps such
+        # money on the balance, so reaching this is a caller's mistake, not a customer's situation.
+        raise PurchaseError(f"Заказ № {order.id} нельзя применить: {problem}.")
     start = end = None
-    if plan is None:
-        problem = "тариф заказа больше не существует"
-    elif order.kind == OrderKind.UPGRADE:
+    if order.kind == OrderKind.UPGRADE:
         current = state.current
-        if (
-            state.is_paid
-            and current is not None
-            and current.ends_on == order.ends_on
-            and plan.monthly_price > current.plan.monthly_price
-        ):
+        if current is not None:
             _cut_short(db, current, today, now)
             start, end = today, current.ends_on
             _new_period(
@@ -718,8 +744,6 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
                 order_id=order.id,
                 now=now,
             )
-        else:
-            problem = "оплаченный период, к которому относилась доплата, уже закончился или изменился"
     else:
         if state.is_paid:
             # Renewal and a smaller plan follow what is already paid; a full-price order placed from free but
@@ -754,15 +778,11 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
         db,
         actor=actor,
         account=order.account_id,
-        action="billing.order_paid" if problem is None else "billing.order_paid_unapplied",
+        action="billing.order_paid",
         before=_state_dict(state) | {"order_id": order.id, "order_status": previous_status},
         after=_state_dict(after) | {"order": _order_dict(order), "reference": reference},
-        reason=None if problem is None else f"Деньги получены, но заказ не применён: {problem}. Нужна поддержка.",
     )
-    if problem is not None:
-        log.warning("order %s paid (%s) but not applied: %s", order.id, reference, problem)
-    else:
-        _cancel_stale_upgrades(db, order, now)
+    _cancel_stale_upgrades(db, order, now)
     return True
 
 
@@ -784,6 +804,7 @@ def _cancel_stale_upgrades(db: Session, paid: Order, now: datetime) -> None:
     ).all()
     for order in stale:
         order.status = OrderStatus.CANCELED
+        reason = f"Тариф изменился после оформления (оплачен заказ № {paid.id}): доплата больше не актуальна."
         record_audit(
             db,
             actor=None,
@@ -791,8 +812,9 @@ def _cancel_stale_upgrades(db: Session, paid: Order, now: datetime) -> None:
             action="billing.order_canceled",
             before={"order_id": order.id, "status": OrderStatus.PENDING},
             after={"order_id": order.id, "status": OrderStatus.CANCELED},
-            reason=f"Тариф изменился после оформления (оплачен заказ № {paid.id}): доплата больше не актуальна.",
+            reason=reason,
         )
+        order_closed.send(order, db=db, reason=reason, now=now)
 
 
 # --- trial ------------------------------------------------------------------------------------------------
@@ -985,6 +1007,7 @@ def _billing_tick(db: Session, now: datetime) -> list[str]:
             after={"order_id": order.id, "status": OrderStatus.EXPIRED},
             reason="Заказ не оплачен в срок.",
         )
+        order_closed.send(order, db=db, reason="Заказ не оплачен в срок.", now=now)
         done.append(f"{_account_label(db, order.account_id)}: заказ № {order.id} не оплачен в срок и закрыт")
     return done
 

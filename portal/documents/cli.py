@@ -9,8 +9,8 @@ from flask import Flask
 from flask.cli import with_appcontext
 
 from portal.db import get_db, utcnow
-from portal.documents.bank import import_statement
 from portal.documents.invoices import DocumentsError
+from portal.payments.bank import import_statement
 from portal.payments.statement import StatementError
 
 

@@ -144,10 +144,13 @@ def invoice_context(
     buyer: Mapping[str, Any],
     order: Order,
     vat_rate: int | None,
+    prepaid: int = 0,
 ) -> dict[str, Any]:
-    """The plain dict `render_invoice_pdf` takes (see portal.documents.render)."""
+    """The plain dict `render_invoice_pdf` takes (see portal.documents.render).
+
+    `prepaid`: what the account's balance already paid of the order; the invoice asks only for the rest."""
     line = order_line(order)
-    total = order.amount
+    total = order.amount - prepaid
     purpose = purpose_text(number, issued_on, order, total, vat_rate)
     payload = qr_payload_for(seller, total, purpose)
     return {
@@ -162,7 +165,9 @@ def invoice_context(
         "subtotal": line["price"] * line["quantity"],
         "discount": line["discount"],
         "total": total,
-        "vat": vat_block(total, vat_rate),
+        "order_total": order.amount,
+        "prepaid": prepaid,
+        "vat": vat_block(order.amount, vat_rate),
         "amount_in_words": amount_in_words(total),
         "purpose": purpose,
         "qr_payload": payload,
@@ -232,6 +237,8 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
     serial = numbering.next_serial(db, numbering.INVOICE, issued_on.year)
     number = numbering.format_number(issued_on.year, serial)
     buyer = buyer_block(requisites)
+    from portal.payments import ledger  # the ledger imports documents' models; pages here ask it for sums
+
     ctx = invoice_context(
         number=number,
         issued_on=issued_on,
@@ -240,6 +247,7 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
         buyer=buyer,
         order=order,
         vat_rate=seller.vat_rate,
+        prepaid=ledger.order_allocated(db, order.id),
     )
     invoice = Invoice(
         account_id=order.account_id,

@@ -82,11 +82,11 @@ class StoredFile(Base):
 class InvoiceStatus(enum.StrEnum):
     ISSUED = "issued"
     PAID = "paid"
-    CANCELED = "canceled"
+    CANCELED = "canceled"  # annulled with its order: the PDF stays, nothing may be paid by it any more
 
     @property
     def title(self) -> str:
-        return {"issued": "Ожидает оплаты", "paid": "Оплачен", "canceled": "Отменён"}[self.value]
+        return {"issued": "Ожидает оплаты", "paid": "Оплачен", "canceled": "Аннулирован"}[self.value]
 
 
 class Invoice(Base):
@@ -119,6 +119,10 @@ class Invoice(Base):
     payment_reference: Mapped[str | None] = mapped_column(sa.String(200))
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # A УПД is dated the day the rights begin, and numbers follow dates: for rights that begin later (a renewal paid
+    # in advance) the УПД is numbered and formed on that day, from the payment document kept here.
+    upd_due_on: Mapped[date | None] = mapped_column(sa.Date, index=True)
+    upd_payment_doc: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
 
     @property
     def status_title(self) -> str:
@@ -188,9 +192,10 @@ class StatementImport(Base):
 
 
 class LineStatus(enum.StrEnum):
-    MATCHED = "matched"  # paid an invoice automatically
+    MATCHED = "matched"  # recorded for a company found by the invoice it names (or its ИНН and amount)
     UNMATCHED = "unmatched"  # waits for support, with the reason
     LINKED = "linked"  # support linked it to an invoice by hand
+    CREDITED = "credited"  # support credited it to a company's balance
     DISMISSED = "dismissed"  # support decided it is not for an invoice (refund, other contract…)
 
     @property
@@ -199,6 +204,7 @@ class LineStatus(enum.StrEnum):
             "matched": "Сопоставлен",
             "unmatched": "Не сопоставлен",
             "linked": "Привязан вручную",
+            "credited": "Зачислен на баланс",
             "dismissed": "Отклонён",
         }[self.value]
 

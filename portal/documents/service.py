@@ -22,22 +22,20 @@ from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.billing.models import Order, OrderStatus
+from portal.billing.signals import order_closed
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import (
     Invoice,
     InvoiceStatus,
-    LineStatus,
     Requisites,
-    StatementLine,
     StoredFile,
     Upd,
     UpdStatus,
 )
 from portal.documents.requisites import RequisitesData, clean_requisites
 from portal.documents.store import get_store
-from portal.documents.upd import number_upd, payment_doc_from_reference, try_form_upd
-from portal.money import format_rub
-from portal.timeutil import MSK
+from portal.documents.upd import number_upd, try_form_upd
+from portal.timeutil import MSK, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +79,7 @@ def save_requisites(db: Session, *, actor: Any, account_id: int, data: Mapping[s
     return row
 
 
-# --- paying an invoice: the single path -------------------------------------------------------------
+# --- paper for money the ledger applied -------------------------------------------------------------------
 
 
 def _lock_invoice(db: Session, invoice_id: int) -> Invoice:
@@ -93,35 +91,32 @@ def _lock_invoice(db: Session, invoice_id: int) -> Invoice:
     return invoice
 
 
-def pay_invoice(
+def invoice_paid(
     db: Session,
     invoice: Invoice,
     *,
+    order: Order,
     actor: Any | None,
     paid_on: date,
     reference: str,
     payment_doc: Mapping[str, Any],
     now: datetime,
     config: Mapping[str, Any],
-) -> Upd:
-    """Mark the invoice paid, apply its order through billing and number the УПД — one transaction, no commit."""
-    from portal.billing import service as billing
-
-    if invoice.status == InvoiceStatus.PAID:
-        raise DocumentsError(f"Счёт № {invoice.number} уже оплачен ({invoice.payment_reference}).")
-    if invoice.status == InvoiceStatus.CANCELED:
-        raise DocumentsError(f"Счёт № {invoice.number} отменён: оплату по нему нельзя провести.")
+) -> Upd | None:
+    """The ledger paid the invoice's order in full: mark the invoice paid and number its УПД, dated the day the
+    rights begin — today, or for rights that begin later, on that day by the tick (numbers follow dates). No commit."""
     before = {"invoice": invoice.number, "status": invoice.status}
-    applied = billing.apply_paid_order(db, invoice.order_id, now=now, reference=reference, actor=actor)
-    if not applied:
-        raise DocumentsError(f"Заказ по счёту № {invoice.number} уже оплачен другим способом.")
     invoice.status = InvoiceStatus.PAID.value
     invoice.paid_at = now
     invoice.paid_on = paid_on
-    invoice.payment_reference = reference
-    order = db.get(Order, invoice.order_id)
-    assert order is not None
-    upd = number_upd(db, invoice, order, doc_date=paid_on, payment_doc=payment_doc, now=now, config=config)
+    invoice.payment_reference = reference[:200]
+    rights_begin = order.starts_on
+    upd = None
+    if rights_begin <= msk_date(now):
+        upd = number_upd(db, invoice, order, doc_date=rights_begin, payment_doc=payment_doc, now=now, config=config)
+    else:
+        invoice.upd_due_on = rights_begin
+        invoice.upd_payment_doc = {**payment_doc, "date": payment_doc["date"].isoformat()}
     record_audit(
         db,
         actor=actor,
@@ -134,10 +129,32 @@ def pay_invoice(
             "amount": invoice.amount,
             "paid_on": paid_on.isoformat(),
             "reference": reference,
-            "upd": upd.number,
+            "upd": upd.number if upd is not None else f"в день начала прав, {rights_begin:%d.%m.%Y}",
         },
     )
     return upd
+
+
+def number_due_upds(db: Session, *, now: datetime, config: Mapping[str, Any]) -> list[str]:
+    """УПД whose day has come (rights paid in advance begin today): numbered in date order, formed by the tick."""
+    today = msk_date(now)
+    query = (
+        sa.select(Invoice)
+        .where(Invoice.upd_due_on.is_not(None), Invoice.upd_due_on <= today)
+        .order_by(Invoice.upd_due_on, Invoice.id)
+    )
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    done = []
+    for invoice in db.scalars(query.execution_options(populate_existing=True)).all():
+        order = db.get(Order, invoice.order_id)
+        assert order is not None
+        doc = dict(invoice.upd_payment_doc or {})
+        doc["date"] = date.fromisoformat(doc["date"]) if doc.get("date") else invoice.paid_on
+        upd = number_upd(db, invoice, order, doc_date=invoice.upd_due_on, payment_doc=doc, now=now, config=config)
+        invoice.upd_due_on = None
+        done.append(f"УПД № {upd.number} от {upd.doc_date:%d.%m.%Y} пронумерован")
+    return done
 
 
 def form_upds_now(db: Session, upd_ids: list[int], *, now: datetime, config: Mapping[str, Any]) -> None:
@@ -149,43 +166,9 @@ def form_upds_now(db: Session, upd_ids: list[int], *, now: datetime, config: Map
             db.commit()
 
 
-def mark_invoice_paid(
-    db: Session,
-    invoice_id: int,
-    *,
-    actor: Any,
-    bank_reference: str,
-    paid_on: date,
-    now: datetime,
-    config: Mapping[str, Any] | None = None,
-) -> Invoice:
-    """Support marks an invoice paid by hand (e.g. «п/п № 512 от 25.11.2026»): same path as the import. Commits.
-
-    Raises DocumentsError (Russian message) if the invoice is paid, canceled, or its order was paid otherwise.
-    """
-    cfg = _config(config)
-    reference = " ".join((bank_reference or "").split())
-    if not reference:
-        raise DocumentsError("Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
-    invoice = _lock_invoice(db, invoice_id)
-    upd = pay_invoice(
-        db,
-        invoice,
-        actor=actor,
-        paid_on=paid_on,
-        reference=reference,
-        payment_doc=payment_doc_from_reference(reference, paid_on, invoice.amount),
-        now=now,
-        config=cfg,
-    )
-    upd_id = upd.id
-    db.commit()
-    form_upds_now(db, [upd_id], now=now, config=cfg)
-    return invoice
-
-
 def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now: datetime) -> Invoice:
-    """Cancel an unpaid invoice and its order; the number stays used (never reissued). Commits."""
+    """Staff cancel an unpaid invoice: its order is canceled, which annuls the invoice (the number stays used, never
+    reissued) and gives any part payment back to the balance. Commits."""
     from portal.billing import service as billing
 
     reason = " ".join((reason or "").split())
@@ -196,12 +179,22 @@ def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now
         raise DocumentsError(f"Счёт № {invoice.number} уже оплачен, его нельзя отменить.")
     if invoice.status == InvoiceStatus.CANCELED:
         return invoice
-    invoice.status = InvoiceStatus.CANCELED.value
-    invoice.canceled_at = now
-    invoice.cancel_reason = reason
     order = db.get(Order, invoice.order_id)
     if order is not None and order.status == OrderStatus.PENDING:
         billing.cancel_order(db, order.id, actor=actor, reason=reason, now=now)
+    else:
+        annul_invoice(db, invoice, actor=actor, reason=reason, now=now)
+    db.commit()
+    return invoice
+
+
+def annul_invoice(db: Session, invoice: Invoice, *, actor: Any | None, reason: str, now: datetime) -> None:
+    """An invoice whose order will never be paid: annulled, so nothing is paid by it and its QR is not offered."""
+    if invoice.status != InvoiceStatus.ISSUED:
+        return
+    invoice.status = InvoiceStatus.CANCELED.value
+    invoice.canceled_at = now
+    invoice.cancel_reason = reason
     record_audit(
         db,
         actor=actor,
@@ -211,119 +204,18 @@ def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now
         after={"invoice": invoice.number, "status": InvoiceStatus.CANCELED.value},
         reason=reason,
     )
-    db.commit()
-    return invoice
 
 
-# --- statement lines that support resolves ----------------------------------------------------------
-
-
-def _lock_line(db: Session, line_id: int) -> StatementLine:
-    line = db.scalars(
-        sa.select(StatementLine)
-        .where(StatementLine.id == line_id)
+@order_closed.connect
+def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
+    invoice = db.scalars(
+        sa.select(Invoice)
+        .where(Invoice.order_id == order.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
-    if line is None:
-        raise DocumentsError("Строка выписки не найдена.")
-    if line.status != LineStatus.UNMATCHED:
-        raise DocumentsError(f"Платёж {line.reference} уже разобран: {line.status_title.lower()}.")
-    return line
-
-
-class AmountMismatch(DocumentsError):
-    """The payment's amount differs from the invoice's; support must confirm to link anyway."""
-
-
-def link_statement_line(
-    db: Session,
-    line_id: int,
-    invoice_id: int,
-    *,
-    actor: Any,
-    confirm_amount_mismatch: bool,
-    now: datetime,
-    config: Mapping[str, Any] | None = None,
-) -> StatementLine:
-    """Support links an unmatched payment to an open invoice: the invoice is paid as by the import. Commits.
-
-    A different amount raises AmountMismatch unless `confirm_amount_mismatch` is True.
-    """
-    cfg = _config(config)
-    line = _lock_line(db, line_id)
-    invoice = _lock_invoice(db, invoice_id)
-    if line.amount != invoice.amount and not confirm_amount_mismatch:
-        raise AmountMismatch(
-            f"Сумма платежа {format_rub(line.amount)} не равна сумме счёта № {invoice.number} "
-            f"{format_rub(invoice.amount)}. Подтвердите, что счёт всё равно считается оплаченным."
-        )
-    upd = pay_invoice(
-        db,
-        invoice,
-        actor=actor,
-        paid_on=line.paid_on,
-        reference=line.reference,
-        payment_doc={"number": line.doc_number, "date": line.doc_date, "amount": line.amount},
-        now=now,
-        config=cfg,
-    )
-    line.status = LineStatus.LINKED.value
-    line.invoice_id = invoice.id
-    line.resolved_at = now
-    line.resolved_by_user_id = actor.id if actor is not None else None
-    line.resolution_note = f"Привязан к счёту № {invoice.number}" + (
-        f" при расхождении суммы ({format_rub(line.amount)} вместо {format_rub(invoice.amount)})"
-        if line.amount != invoice.amount
-        else ""
-    )
-    record_audit(
-        db,
-        actor=actor,
-        account=invoice.account_id,
-        action="documents.statement_line_linked",
-        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
-        after={"line_id": line.id, "status": line.status, "invoice": invoice.number, "amount": line.amount},
-        reason=line.resolution_note,
-    )
-    upd_id = upd.id
-    db.commit()
-    form_upds_now(db, [upd_id], now=now, config=cfg)
-    return line
-
-
-def dismiss_statement_line(db: Session, line_id: int, *, actor: Any, reason: str, now: datetime) -> StatementLine:
-    """Support decides an unmatched payment is not for any invoice (a refund to make, another contract). Commits."""
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise DocumentsError("Укажите, почему платёж не относится к счёту.")
-    line = _lock_line(db, line_id)
-    line.status = LineStatus.DISMISSED.value
-    line.resolved_at = now
-    line.resolved_by_user_id = actor.id if actor is not None else None
-    line.resolution_note = reason
-    record_audit(
-        db,
-        actor=actor,
-        account=None,
-        action="documents.statement_line_dismissed",
-        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
-        after={"line_id": line.id, "status": line.status, "payment": line.reference, "amount": line.amount},
-        reason=reason,
-    )
-    db.commit()
-    return line
-
-
-def list_unmatched_lines(db: Session) -> list[StatementLine]:
-    """Incoming payments that activated nothing and wait for support, oldest first, each with its reason."""
-    return list(
-        db.scalars(
-            sa.select(StatementLine)
-            .where(StatementLine.status == LineStatus.UNMATCHED.value)
-            .order_by(StatementLine.doc_date, StatementLine.id)
-        )
-    )
+    if invoice is not None:
+        annul_invoice(db, invoice, actor=None, reason=reason, now=now)
 
 
 # --- reads for the pages ----------------------------------------------------------------------------

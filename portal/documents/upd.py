@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from portal.billing.models import Order
 from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render, upd_xml
-from portal.documents.invoices import LICENSE_NAME, license_date, vat_block
+from portal.documents.invoices import LICENSE_NAME, license_date, vat_block, vat_of
 from portal.documents.models import Invoice, StoredFile, Upd, UpdStatus
 from portal.documents.seller import Seller, get_seller
 from portal.documents.store import Written, get_store, sha256_hex
@@ -69,9 +69,12 @@ def signer_position(seller: Seller) -> str:
 
 
 def upd_line(invoice: Invoice, order: Order) -> dict[str, Any]:
-    """The table row: months as on the invoice, the price per month after the discount and without VAT."""
-    total = invoice.amount
-    vat = invoice.vat_amount if invoice.vat_rate is not None else 0
+    """The table row: months as on the invoice, the price per month after the discount and without VAT.
+
+    The whole order's value: the rights are transferred in full, whether the invoice asked for all of it or only
+    for what the account's balance did not already cover."""
+    total = order.amount
+    vat = vat_of(total, invoice.vat_rate) if invoice.vat_rate is not None else 0
     without_vat = total - vat
     monthly = order.kind != "upgrade" and order.months > 0
     quantity = order.months if monthly else 1
@@ -116,7 +119,7 @@ def upd_context(
         "lines": [line],
         "total_without_vat": line["amount_without_vat"],
         "total": line["amount"],
-        "vat": vat_block(invoice.amount, invoice.vat_rate),
+        "vat": vat_block(order.amount, invoice.vat_rate),
         "basis": {
             "name": LICENSE_NAME,
             "number": f"ред. {order.license_version}",
@@ -180,7 +183,7 @@ def number_upd(
         year=doc_date.year,
         serial=serial,
         doc_date=doc_date,
-        amount=invoice.amount,
+        amount=order.amount,
         vat_rate=invoice.vat_rate,
         vat_amount=ctx["vat"]["amount"],
         context=freeze(ctx),

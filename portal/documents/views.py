@@ -17,7 +17,6 @@ from portal.accounts.access import require_account, roles_required, staff_requir
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
 from portal.documents import service
-from portal.documents.bank import import_statement
 from portal.documents.forms import RequisitesForm, StatementUploadForm
 from portal.documents.invoices import DocumentsError, RequisitesMissing, issue_invoice, png_data_uri
 from portal.documents.models import InvoiceStatus, StoredFile
@@ -27,6 +26,8 @@ from portal.documents.seller import get_seller
 from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
 from portal.nav import register_nav
+from portal.payments import bank
+from portal.payments.bank import import_statement
 from portal.payments.statement import StatementError
 from portal.timeutil import msk_date
 
@@ -75,8 +76,10 @@ def invoice_checkout(db: Session, order: Order, actor: Any) -> str:
 
 
 def upd_tick_hook(db: Session, now: Any) -> list[str]:
-    """`billing tick`: form the УПД whose rendering failed after the payment."""
-    return form_pending_upds(db, now=now, config=current_app.config)
+    """`billing tick`: number the УПД of rights that begin today, then form every УПД still pending."""
+    numbered = service.number_due_upds(db, now=now, config=current_app.config)
+    db.commit()
+    return numbered + form_pending_upds(db, now=now, config=current_app.config)
 
 
 def init_app(app: Flask) -> None:
@@ -285,5 +288,5 @@ def statement_import() -> Any:
         "documents/statement_import.html",
         form=form,
         result=result,
-        unmatched=service.list_unmatched_lines(db),
+        unmatched=bank.list_unmatched_lines(db),
     ), status

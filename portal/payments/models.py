@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -131,3 +131,104 @@ class SandboxPayment(Base):
     cancellation_reason: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# --- the money ledger (DESIGN "The money ledger") -----------------------------------------------------------
+# Every rouble that arrives is one Receipt; Allocations apply parts of it to orders (a negative one gives money back
+# to the balance when an order can no longer be applied); Refunds send it back. What neither uses is the balance:
+# received = allocated + balance + refunded holds by construction and is checked as a property in the tests.
+
+
+class ReceiptMethod(enum.StrEnum):
+    CARD = "card"  # card, e-money, СБП through the payment provider (the provider's own method is on the payment)
+    BANK = "bank"  # a payment order in an imported bank statement
+    STAFF = "staff"  # staff recorded a bank payment by hand («п/п № 512 от 25.11.2026»)
+
+    @property
+    def title(self) -> str:
+        return {"card": "Карта, СБП, электронные деньги", "bank": "Банковский перевод", "staff": "Банковский перевод"}[
+            self.value
+        ]
+
+
+class Receipt(Base):
+    """Money that arrived, recorded once (its source key is unique): what allocations and refunds leave is balance."""
+
+    __tablename__ = "ledger_receipts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="RESTRICT"), index=True)
+    method: Mapped[str] = mapped_column(sa.String(20))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)  # kopecks, > 0
+    received_on: Mapped[date] = mapped_column(sa.Date)  # Moscow date the money reached the seller
+    # provider:payment id, bank:<payment order identity>, staff:<invoice>:<reference> — one receipt per source.
+    source_key: Mapped[str] = mapped_column(sa.String(160), unique=True)
+    reference: Mapped[str] = mapped_column(sa.String(200))  # «п/п № 512 от 25.11.2026», «Карта, платёж …»
+    payment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("payments.id", ondelete="RESTRICT"))
+    statement_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("statement_lines.id", ondelete="RESTRICT"))
+    payer_name: Mapped[str | None] = mapped_column(sa.String(500))
+    payer_inn: Mapped[str | None] = mapped_column(sa.String(12))
+    # Why staff (and the owner) must look at this money: it arrived for something that could not take it.
+    attention: Mapped[str | None] = mapped_column(sa.Text)
+    attention_resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def method_title(self) -> str:
+        return ReceiptMethod(self.method).title
+
+
+class Allocation(Base):
+    """A part of a receipt applied to an order (through its invoice where there is one); negative: given back."""
+
+    __tablename__ = "ledger_allocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    receipt_id: Mapped[int] = mapped_column(sa.ForeignKey("ledger_receipts.id", ondelete="RESTRICT"), index=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="RESTRICT"), index=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="RESTRICT"), index=True)
+    invoice_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoices.id", ondelete="RESTRICT"), index=True)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RefundStatus(enum.StrEnum):
+    REQUESTED = "requested"  # the owner asked; staff decide how
+    PENDING = "pending"  # sent to the provider / waiting for the accountant's transfer
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"  # refused or failed: the money is on the balance again
+
+    @property
+    def title(self) -> str:
+        return {
+            "requested": "Запрошен",
+            "pending": "Выполняется",
+            "succeeded": "Выполнен",
+            "canceled": "Отменён",
+        }[self.value]
+
+
+class Refund(Base):
+    """Money given back from the balance: through the provider for card money, by a bank transfer for bank money."""
+
+    __tablename__ = "ledger_refunds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="RESTRICT"), index=True)
+    receipt_id: Mapped[int | None] = mapped_column(sa.ForeignKey("ledger_receipts.id", ondelete="RESTRICT"))
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    method: Mapped[str | None] = mapped_column(sa.String(20))  # "card" (provider) | "bank" (transfer); None: asked
+    status: Mapped[str] = mapped_column(sa.String(20), default=RefundStatus.REQUESTED.value, index=True)
+    provider_refund_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    purpose: Mapped[str | None] = mapped_column(sa.Text)  # the transfer's purpose text for the accountant to copy
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    requested_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    done_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def status_title(self) -> str:
+        return RefundStatus(self.status).title

@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import User
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.money import format_rub
-from portal.payments.models import Payment, PaymentNotification, PaymentStatus
+from portal.payments import ledger
+from portal.payments.models import Payment, PaymentNotification, PaymentStatus, ReceiptMethod
 from portal.payments.providers.base import (
     CANCELED,
     SUCCEEDED,
@@ -36,6 +36,7 @@ from portal.payments.providers.base import (
     ProviderUnavailable,
     reason_text,
 )
+from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,13 @@ FLAG_AMOUNT = "amount_mismatch"
 FLAG_CURRENCY = "currency_mismatch"
 FLAG_ORDER = "order_mismatch"
 FLAG_ALREADY_PAID = "order_already_paid"
+FLAG_NOT_APPLICABLE = "order_not_applicable"
 FLAG_TEXTS = {
     FLAG_AMOUNT: "Сумма платежа не совпадает с суммой заказа.",
     FLAG_CURRENCY: "Валюта платежа не совпадает с валютой заказа.",
     FLAG_ORDER: "Платёж относится к другому заказу.",
     FLAG_ALREADY_PAID: "Заказ уже был оплачен другим платежом.",
+    FLAG_NOT_APPLICABLE: "Заказ больше нельзя применить: деньги на балансе.",
 }
 
 
@@ -137,7 +140,7 @@ def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvide
             order_id=order.id,
             account_id=order.account_id,
             created_by_user_id=actor.id if actor is not None else None,
-            amount=order.amount,
+            amount=ledger.order_due(db, order),  # the balance has paid its part at checkout
             currency="RUB",
             status=PaymentStatus.PENDING.value,
             created_at=now,
@@ -151,6 +154,23 @@ def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvide
             continue
         return payment
     raise RuntimeError(f"order {order.id}: could not settle on a payment attempt")
+
+
+class _Due:
+    """The order as the provider sees it: its amount is what is still due after the balance paid its part."""
+
+    def __init__(self, order: Order, amount: int) -> None:
+        self._order = order
+        self.amount = amount
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._order, name)
+
+
+def _app_config() -> Mapping[str, Any]:
+    from flask import current_app, has_app_context
+
+    return current_app.config if has_app_context() else {}
 
 
 def start_card_payment(
@@ -188,7 +208,9 @@ def _create_at_provider(
     customer = customer_for(db, order, actor)
     db.commit()  # no transaction (nor pooled connection) is held while the provider is called
     try:
-        provider_payment_id, url = provider.create_payment(order, return_url, payment.idempotence_key, customer)
+        provider_payment_id, url = provider.create_payment(
+            _Due(order, payment.amount), return_url, payment.idempotence_key, customer
+        )
     except ProviderUnavailable as exc:
         log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
         return None
@@ -283,10 +305,10 @@ def _adopt(db: Session, provider: str, info: PaymentInfo, now: datetime) -> Paym
 def _mismatch(payment: Payment, order: Order, info: PaymentInfo) -> tuple[str, str] | None:
     if info.currency != payment.currency:
         return FLAG_CURRENCY, f"Валюта платежа {info.currency}, а заказ выставлен в {payment.currency}."
-    if info.amount != order.amount or info.amount != payment.amount:
+    if info.amount != payment.amount:
         return FLAG_AMOUNT, (
             f"Платёжная система сообщает о сумме {format_rub(info.amount)}, "
-            f"а заказ № {order.id} — на {format_rub(order.amount)}."
+            f"а к оплате по заказу № {order.id} было {format_rub(payment.amount)}."
         )
     if info.metadata.get("order_id") != str(order.id):
         return FLAG_ORDER, f"В платеже указан заказ «{info.metadata.get('order_id')}», а не № {order.id}."
@@ -355,16 +377,32 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         return Outcome("pending", payment)
 
     problem = _mismatch(payment, order, info)
-    if problem is None:
-        applied = billing.apply_paid_order(db, order.id, now=now, reference=_reference(provider, info.id))
-        if not applied:
-            problem = (
-                FLAG_ALREADY_PAID,
-                (
-                    f"Заказ № {order.id} уже оплачен ({order.payment_reference}); этот платёж лишний — нужен возврат "
-                    f"{format_rub(info.amount)}."
-                ),
-            )
+    if problem is None or problem[0] != FLAG_CURRENCY:
+        # Roubles arrived: recorded once in the ledger whatever else is wrong, so they are applied or on the balance.
+        receipt, _ = ledger.record_receipt(
+            db,
+            account_id=payment.account_id,
+            method=ReceiptMethod.CARD.value,
+            amount=info.amount,
+            received_on=msk_date(now),
+            source_key=f"card:{_reference(provider, info.id)}",
+            reference=_reference(provider, info.id),
+            payment_id=payment.id,
+            now=now,
+        )
+        if problem is None:
+            step = ledger.pay_order(db, receipt, order.id, now=now, config=_app_config())
+            if step.problem is not None:
+                code = FLAG_ALREADY_PAID if order.status == OrderStatus.PAID else FLAG_NOT_APPLICABLE
+                problem = (
+                    code,
+                    f"Оплата заказа № {order.id} не применена: {step.problem}. {format_rub(info.amount)} "
+                    "зачислены на баланс компании: их можно вернуть или зачесть в новый заказ.",
+                )
+        else:
+            problem = (problem[0], f"{problem[1]} Деньги зачислены на баланс компании, заказ не применён.")
+        if problem is not None:
+            ledger.flag(receipt, problem[1])
     if problem is not None:
         code, detail = problem
         payment.status = PaymentStatus.FLAGGED.value

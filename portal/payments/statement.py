@@ -331,10 +331,22 @@ def parse_statement(data: bytes) -> Statement:
 # --- matching ---------------------------------------------------------------------------------------
 
 
-def incoming_for(statement: Statement, account_number: str) -> list[PaymentOrder]:
-    """The documents that credit money to our account (its number is the payee's account)."""
+def incoming_for(statement: Statement, account_number: str, inn: str = "") -> list[PaymentOrder]:
+    """The documents that credit money to our account: its number is the payee's account, or — in a statement of our
+    account whose lines leave ПолучательСчет out, as some banks' exports do — the payer is someone else."""
     ours = "".join(account_number.split())
-    return [doc for doc in statement.documents if "".join(doc.payee_account.split()) == ours]
+    statement_of_ours = ours in {"".join(a.split()) for a in statement.accounts} or any(
+        "".join(s.get("РасчСчет", "").split()) == ours for s in statement.account_sections
+    )
+    found = []
+    for doc in statement.documents:
+        payee = "".join(doc.payee_account.split())
+        if payee == ours:
+            found.append(doc)
+        elif not payee and statement_of_ours and "".join(doc.payer_account.split()) != ours:
+            if not doc.payee_inn.strip() or not inn or doc.payee_inn.strip() == inn:
+                found.append(doc)
+    return found
 
 
 # The full number "2026-000123" is ours wherever it stands; a shortened one ("2026-123") only counts
@@ -344,6 +356,39 @@ _SHORT_NUMBER = re.compile(
     r"(?:\bсч(?:[её]т[а-яё]*)?\.?|№|\bN)\s*(?:№|N|#)?\s*(20[0-9]{2})\s*[-‐‑–—]\s*([0-9]{1,6})(?![0-9-])",
     re.IGNORECASE,
 )
+
+
+# How accountants write our numbers when they do not copy them: «сч.17», «счёт № 17» (a bare serial only right after
+# a word for invoice: «договор № 7» is not ours), «2026/17», «№2026 000017».
+_LOOSE_NUMBER = re.compile(
+    r"\bсч(?:[её]т[а-яё]*)?\.?\s*(?:№|N|#)?\s*(?:(20[0-9]{2})\s*[/\\ ]\s*)?([0-9]{1,6})(?![0-9/.,-])",
+    re.IGNORECASE,
+)
+_SPACED_NUMBER = re.compile(r"(?:№|\bN)\s*(20[0-9]{2})\s+([0-9]{6})(?![0-9])")
+_SLASH_NUMBER = re.compile(r"(?<![0-9/.])(20[0-9]{2})\s*/\s*([0-9]{1,6})(?![0-9/.,-])")
+
+
+def find_invoice_refs(purpose: str) -> list[tuple[int | None, int]]:
+    """Invoice references in a payment purpose as (year or None, serial), in order of mention: our full numbers
+    first-class, then the customary short forms, whose year (when missing) the payer's ИНН must settle."""
+    found: list[tuple[int, tuple[int | None, int]]] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(match: re.Match[str], year: str | None, serial: str) -> None:
+        span = match.span()
+        if any(a < span[1] and span[0] < b for a, b in taken) or not int(serial):
+            return
+        taken.append(span)
+        found.append((span[0], (int(year) if year else None, int(serial))))
+
+    for pattern in (_FULL_NUMBER, _SHORT_NUMBER, _SPACED_NUMBER, _SLASH_NUMBER, _LOOSE_NUMBER):
+        for match in pattern.finditer(purpose):
+            add(match, match.group(1), match.group(2))
+    result: list[tuple[int | None, int]] = []
+    for _, ref in sorted(found):
+        if ref not in result:
+            result.append(ref)
+    return result
 
 
 def find_invoice_numbers(purpose: str) -> list[str]:

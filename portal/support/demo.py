@@ -39,11 +39,11 @@ def seed(db: Any, demo: dict[str, Any]) -> None:
 
 
 def _short_payment(db: Any, account: Any) -> None:
-    """An invoice for users-24 (6 months) and a bank statement whose transfer for it is short."""
+    """An invoice for users-24 (6 months) and a bank statement whose transfer for it is short and names no invoice."""
     from portal.billing import service as billing
-    from portal.documents.bank import import_statement
     from portal.documents.invoices import issue_invoice
     from portal.documents.service import get_requisites
+    from portal.payments.bank import import_statement
     from portal.payments.statement import build_statement
 
     requisites = get_requisites(db, account.id)
@@ -83,7 +83,8 @@ def _short_payment(db: Any, account: Any) -> None:
         "ПолучательИНН": current_app.config["SELLER_INN"],
         "ВидОплаты": "01",
         "Очередность": 5,
-        "НазначениеПлатежа": f"Оплата по счёту № {invoice.number}. Без налога (НДС)",
+        # No invoice number and 1 000 ₽ short: the import cannot tell what it pays, so staff have one to link.
+        "НазначениеПлатежа": "Оплата лицензии на корпоративный мессенджер. Без налога (НДС)",
     }
     header = {
         "Отправитель": "Бухгалтерия предприятия, редакция 3.0",

@@ -30,6 +30,7 @@ from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementLine, StoredFile, Upd
 from portal.money import format_rub
+from portal.payments import bank, ledger
 from portal.payments.statement import find_invoice_numbers
 from portal.support.email import Attachment, EmailBackend, EmailError, build_message
 from portal.support.models import OPEN_STATUSES, RequestKind, RequestStatus, SupportRequest
@@ -459,7 +460,7 @@ def mark_invoice_paid(
         reason=reason,
     )
     try:
-        return documents.mark_invoice_paid(
+        return bank.mark_invoice_paid(
             db, invoice_id, actor=actor, bank_reference=reference, paid_on=paid_on, now=now, config=config
         )
     except DocumentsError as exc:
@@ -586,13 +587,15 @@ def link_payment(
     invoice = _invoice(db, invoice_id)
     if invoice.status != InvoiceStatus.ISSUED:
         raise SupportError(f"Счёт № {invoice.number} {invoice.status_title.lower()}: привязать к нему платёж нельзя.")
-    mismatch = line.amount - invoice.amount
+    remaining = ledger.invoice_remaining(db, invoice)
+    mismatch = line.amount - remaining
     if mismatch and not confirm_amount_mismatch:
         more_or_less = "больше" if mismatch > 0 else "меньше"
+        then = "остаток ляжет на баланс компании" if mismatch > 0 else "недоплата останется к оплате по счёту"
         raise AmountMismatchError(
-            f"Сумма платежа {format_rub(line.amount)} {more_or_less} суммы счёта № {invoice.number} "
-            f"({format_rub(invoice.amount)}) на {format_rub(abs(mismatch))}. Чтобы всё равно считать счёт "
-            "оплаченным, отметьте «Сумма отличается — всё равно привязать»."
+            f"Сумма платежа {format_rub(line.amount)} {more_or_less} суммы к оплате по счёту № {invoice.number} "
+            f"({format_rub(remaining)}) на {format_rub(abs(mismatch))}: {then}. Чтобы привязать, "
+            "отметьте «Сумма отличается — всё равно привязать»."
         )
     record_audit(
         db,
@@ -612,7 +615,7 @@ def link_payment(
         reason=reason,
     )
     try:
-        return documents.link_statement_line(
+        return bank.link_statement_line(
             db,
             line_id,
             invoice_id,
@@ -650,7 +653,7 @@ def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | Non
         reason=reason,
     )
     try:
-        return documents.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
+        return bank.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
     except DocumentsError as exc:
         db.rollback()
         raise SupportError(str(exc)) from None

@@ -19,11 +19,12 @@ from portal.billing.catalog import PLANS
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.documents import service as documents
-from portal.documents.bank import import_statement
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
 from portal.money import format_amount
 from portal.nav import register_nav
+from portal.payments import bank
+from portal.payments.bank import import_statement
 from portal.payments.statement import StatementError
 from portal.support import requests as owner_requests
 from portal.support import service
@@ -403,7 +404,7 @@ def statement_list() -> Any:
     elif request.method == "POST":
         status = 400
     return render_template(
-        "support/statement_list.html", form=form, result=result, unmatched=documents.list_unmatched_lines(db)
+        "support/statement_list.html", form=form, result=result, unmatched=bank.list_unmatched_lines(db)
     ), status
 
 

@@ -210,8 +210,9 @@ def documents(tmp: Path) -> None:
     from portal.db import utcnow
     from portal.documents.invoices import issue_invoice
     from portal.documents.models import StoredFile, Upd
-    from portal.documents.service import mark_invoice_paid, read_file
+    from portal.documents.service import read_file
     from portal.documents.store import get_store
+    from portal.payments.bank import mark_invoice_paid
 
     app = _app(tmp, "documents")
     maker = app.extensions["portal.db"].sessionmaker
@@ -385,8 +386,8 @@ def statement(tmp: Path) -> None:
 
     from portal.db import utcnow
     from portal.documents import render
-    from portal.documents.bank import import_statement
     from portal.documents.invoices import issue_invoice
+    from portal.payments.bank import import_statement
     from portal.payments.statement import build_statement, parse_statement
 
     size = int(os.environ.get("BENCH_STATEMENT_ORDERS", "10000"))

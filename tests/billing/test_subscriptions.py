@@ -175,17 +175,21 @@ def test_upgrade_on_the_last_day_costs_one_days_share(db, make_account, buy):
     assert last.amount == upgrade_total("users-12", "users-24", 6, 1, 181)
 
 
-def test_upgrade_paid_after_its_period_ended_keeps_the_money_and_asks_support(db, make_account, buy, order_for):
+def test_upgrade_paid_after_its_period_ended_is_never_applied(db, make_account, buy, order_for):
+    """Billing says why such an order can take no money (the ledger then keeps it on the balance, see the ledger's
+    tests) and refuses to activate it: nothing is marked paid that granted nothing."""
     account = make_account()
     buy(account, "users-12", 6, msk(2026, 1, 1))
     order = order_for(account, "users-24", 6, msk(2026, 6, 20))
     assert order.kind == "upgrade"
-    assert service.apply_paid_order(db, order.id, now=msk(2026, 7, 3), reference="late")
-    db.commit()
+    assert "уже закончился" in service.order_problem(db, order, msk(2026, 7, 3))
+    with pytest.raises(service.PurchaseError, match="нельзя применить"):
+        service.apply_paid_order(db, order.id, now=msk(2026, 7, 3), reference="late")
+    db.rollback()
     db.refresh(order)
-    assert order.status == "paid"
+    assert order.status == "pending"
     assert state_of(db, account, msk(2026, 7, 3)).plan.code == "users-5"
-    assert audit_actions(db, account.id)[-1] == "billing.order_paid_unapplied"
+    assert "billing.order_paid" not in audit_actions(db, account.id)[-1:]
 
 
 # --- downgrade and scheduled changes ----------------------------------------------------------------------
@@ -368,14 +372,17 @@ def test_an_unpaid_card_order_expires_after_a_day_once(db, make_account, order_f
     assert audit_actions(db, account.id).count("billing.order_expired") == 1
 
 
-def test_an_expired_order_paid_late_is_still_applied_from_the_payment_day(db, make_account, order_for):
+def test_an_expired_order_takes_no_money(db, make_account, order_for):
+    """An expired order's invoice is annulled; money arriving late goes to the balance (the ledger's tests), from
+    where the owner applies it to a new order in one click — the order itself is never revived behind their back."""
     account = make_account()
     order = order_for(account, "users-12", 6, msk(2026, 3, 10))
     service.tick(db, msk(2026, 3, 12))
-    assert service.apply_paid_order(db, order.id, now=msk(2026, 3, 14), reference="late-money")
-    db.commit()
-    st = state_of(db, account, msk(2026, 3, 14))
-    assert st.plan.code == "users-12" and st.period_start == date(2026, 3, 14) and st.paid_until == date(2026, 9, 13)
+    assert service.order_problem(db, order, msk(2026, 3, 14)) == f"заказ № {order.id} истёк"
+    with pytest.raises(service.PurchaseError, match="истёк"):
+        service.apply_paid_order(db, order.id, now=msk(2026, 3, 14), reference="late-money")
+    db.rollback()
+    assert state_of(db, account, msk(2026, 3, 14)).plan.code == "users-5"
 
 
 def test_a_new_order_paid_after_another_purchase_is_appended_not_lost(db, make_account, order_for, buy):

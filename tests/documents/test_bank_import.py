@@ -12,13 +12,14 @@ from portal.accounts.models import User
 from portal.audit import AuditLog
 from portal.billing import service as billing
 from portal.billing.models import Order
-from portal.documents.bank import import_statement
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, LineStatus, StatementImport, StatementLine, Upd
-from portal.documents.service import (
+from portal.documents.service import cancel_invoice
+from portal.payments import ledger
+from portal.payments.bank import (
     AmountMismatch,
-    cancel_invoice,
     dismiss_statement_line,
+    import_statement,
     link_statement_line,
     list_unmatched_lines,
     mark_invoice_paid,
@@ -79,9 +80,10 @@ def test_windows_statement_each_outcome(app, db, three_invoices):
     account, (first, second, third) = three_invoices
     result = run_import(app, db, sample("outcomes_windows.txt"))
     assert (result.documents_total, result.incoming) == (8, 7)  # № 900 is our own outgoing payment
+    # Every kopeck the statement says arrived is accounted for, and nothing warns.
+    assert (result.recorded, result.declared, result.warning) == (6_486_900, 6_486_900, None)
 
     # № 512: the exact payment of 2026-000001 pays it and activates the plan.
-    assert [line.doc_number for line in result.matched] == ["512"]
     assert status_of(db, first) == ("paid", "paid")
     state = billing.get_subscription_state(db, account.id, LATER)
     assert state.is_paid and state.plan.code == "users-12"
@@ -89,22 +91,34 @@ def test_windows_statement_each_outcome(app, db, three_invoices):
     assert (paid.paid_on, paid.payment_reference) == (date(2026, 11, 26), "п/п № 512 от 26.11.2026")
     assert db.get(Order, first.order_id).payment_reference == "п/п № 512 от 26.11.2026"
 
+    # The company is found for every payment naming its invoice; what each did is said on the line.
+    assert [line.doc_number for line in result.matched] == ["512", "513", "514", "516"]
+    said = {line.doc_number: line.reason for line in result.matched}
+    assert said["512"] == "Счёт № 2026-000001 оплачен"
+    # № 513: a part payment stays on the invoice, which shows what is left.
+    assert said["513"] == "По счёту № 2026-000002 оплачено 20\u00a0000,00\u00a0₽, осталось 2\u00a0208,40\u00a0₽"
+    assert status_of(db, second) == ("issued", "pending")
+    assert ledger.invoice_remaining(db, db.get(Invoice, second.id)) == 220_840
+    # № 514: an overpayment pays the invoice; the rest is on the company's balance.
+    assert said["514"] == "Счёт № 2026-000003 оплачен; на баланс компании 60,00\u00a0₽"
+    assert status_of(db, third) == ("paid", "paid")
+    # № 516: a second payment of a paid invoice is not applied again: it is on the balance, flagged to staff.
+    assert said["516"].startswith("По счёту № 2026-000001 не применено (заказ № ")
+    assert said["516"].endswith("уже оплачен (п/п № 512 от 26.11.2026)), деньги на балансе компании")
+    assert ledger.account_balance(db, account.id) == 6_000 + 846_450
+    flagged = ledger.list_attention(db, account.id)
+    assert [r.reference for r in flagged] == ["п/п № 514 от 26.11.2026", "п/п № 516 от 26.11.2026"]
+
     reasons = {line.doc_number: line.reason for line in result.unmatched}
     assert reasons == {
-        "513": "Недоплата по счёту № 2026-000002: к оплате 22\u00a0208,40\u00a0₽, поступило 20\u00a0000,00\u00a0₽, "
-        "не хватает 2\u00a0208,40\u00a0₽",
-        "514": "Переплата по счёту № 2026-000003: к оплате 5\u00a0940,00\u00a0₽, поступило 6\u00a0000,00\u00a0₽, "
-        "лишние 60,00\u00a0₽",
         "515": "Счёт № 2026-000999 не найден",
-        "516": "Счёт № 2026-000001 уже оплачен (п/п № 512 от 26.11.2026)",
         "88": "ИНН плательщика (500301234503) не совпадает с ИНН покупателя по счёту № 2026-000003 (7728146350)",
-        "89": "В назначении платежа нет номера счёта",
+        "89": "В назначении платежа нет номера счёта, а по ИНН и сумме счёт однозначно не найден",
     }
-    # Nothing but the exact payment changed anything.
-    assert status_of(db, second) == ("issued", "pending")
-    assert status_of(db, third) == ("issued", "pending")
-    assert [line.doc_number for line in list_unmatched_lines(db)] == ["513", "514", "515", "516", "88", "89"]
+    assert [line.doc_number for line in list_unmatched_lines(db)] == ["515", "88", "89"]
+    # 000001's rights begin today: its УПД is formed; 000003's months follow them, so its УПД waits for that day.
     assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 1
+    assert db.get(Invoice, third.id).upd_due_on == date(2027, 8, 27)
     # The payer's name came through cp1251 intact.
     assert {line.payer_name for line in result.unmatched} >= {"Индивидуальный предприниматель Ёлкина Юлия Эдуардовна"}
 
@@ -213,8 +227,8 @@ def test_staff_uploads_a_statement_and_sees_what_was_not_matched(client, auth, d
     )
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200
-    assert "оплачено счетов: 1, не сопоставлено: 6" in html
-    assert "Недоплата по счёту № 2026-000002" in html
+    assert "сопоставлено: 4, не сопоставлено: 3" in html
+    assert "Счёт № 2026-000999 не найден" in html
     assert "В назначении платежа нет номера счёта" in html
 
 
@@ -246,7 +260,7 @@ def test_command_line_import(app, db, three_invoices, tmp_path):
     runner = app.test_cli_runner()
     result = runner.invoke(args=["payments", "import-statement", str(path)])
     assert result.exit_code == 0, result.output
-    assert "оплачено счетов: 1, не сопоставлено: 6" in result.output
+    assert "сопоставлено: 4, не сопоставлено: 3" in result.output
     assert 'не сопоставлен: п/п № 515 от 26.11.2026, ООО "РОМАШКА": Счёт № 2026-000999 не найден' in result.output
     assert status_of(db, first) == ("paid", "paid")
 
@@ -284,27 +298,41 @@ def test_support_cancels_an_unpaid_invoice_and_a_later_payment_is_not_applied(ap
         cancel_invoice(db, first.id, actor=staff, reason="Клиент передумал", now=LATER)
     assert status_of(db, first) == ("canceled", "canceled")
     result = run_import(app, db, statement(payment("512", 846_450, "Оплата по счёту № 2026-000001")))
-    assert [line.reason for line in result.unmatched] == ["Счёт № 2026-000001 отменён"]
-    with app.app_context(), pytest.raises(DocumentsError, match="отменён"):
+    # The money is the company's: on its balance, flagged to staff and the owner; the canceled order stays canceled,
+    # the invoice annulled, and no УПД says rights were granted.
+    (line,) = result.matched
+    assert "по счёту № 2026-000001 не применено" in line.reason.lower() and "на балансе" in line.reason
+    assert status_of(db, first) == ("canceled", "canceled")
+    assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 0
+    assert ledger.account_balance(db, first.account_id) == 846_450
+    assert [r.reference for r in ledger.list_attention(db, first.account_id)] == ["п/п № 512 от 26.11.2026"]
+    assert not billing.get_subscription_state(db, first.account_id, LATER).is_paid
+    with app.app_context(), pytest.raises(DocumentsError, match="аннулирован"):
         mark_invoice_paid(db, first.id, actor=staff, bank_reference="п/п 1", paid_on=date(2026, 11, 26), now=LATER)
 
 
 def test_support_links_an_underpayment_only_when_confirmed(app, db, staff, three_invoices):
     account, (_first, second, _third) = three_invoices
-    result = run_import(app, db, sample("outcomes_windows.txt"))
-    underpaid = next(line for line in result.unmatched if line.doc_number == "513")
+    # A payment that names no invoice and fits none by amount: staff find it is for 2026-000002.
+    result = run_import(app, db, statement(payment("513", 2_000_000, "Оплата лицензии на мессенджер")))
+    (underpaid,) = result.unmatched
     with app.app_context():
-        with pytest.raises(AmountMismatch, match="не равна сумме счёта № 2026-000002"):
+        with pytest.raises(AmountMismatch, match="не равна сумме к оплате по счёту № 2026-000002"):
             link_statement_line(db, underpaid.id, second.id, actor=staff, confirm_amount_mismatch=False, now=LATER)
         db.rollback()
         assert status_of(db, second) == ("issued", "pending")
         line = link_statement_line(db, underpaid.id, second.id, actor=staff, confirm_amount_mismatch=True, now=LATER)
     assert line.status == LineStatus.LINKED
     assert "при расхождении суммы" in line.resolution_note
-    assert status_of(db, second) == ("paid", "paid")
+    # A short payment pays part of the invoice; the rest is still to be paid, and a second transfer tops it up.
+    assert status_of(db, second) == ("issued", "pending")
+    assert ledger.invoice_remaining(db, db.get(Invoice, second.id)) == 220_840
     assert "513" not in [x.doc_number for x in list_unmatched_lines(db)]
+    result = run_import(app, db, statement(payment("514", 220_840, "Доплата по счёту 2026-000002")))
+    assert [x.reason for x in result.matched] == ["Счёт № 2026-000002 оплачен"]
+    assert status_of(db, second) == ("paid", "paid")
     upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == second.id)).one()
-    assert upd.context["payment_docs"][0]["amount"] == 2_000_000
+    assert upd.amount == 2_220_840
 
 
 def test_support_dismisses_a_payment_that_is_not_for_an_invoice(app, db, staff, three_invoices):
@@ -326,8 +354,10 @@ def test_a_transfer_for_an_order_already_paid_by_card_activates_nothing_twice(ap
     billing.apply_paid_order(db, first.order_id, now=NOW, reference="card:pay_123")
     db.commit()
     result = run_import(app, db, statement(payment("512", 846_450, "Оплата по счёту № 2026-000001")))
-    assert [line.reason for line in result.unmatched] == ["Заказ по счёту № 2026-000001 уже оплачен другим способом"]
+    (line,) = result.matched
+    assert "уже оплачен (card:pay_123)" in line.reason and "деньги на балансе" in line.reason
     assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 0
+    assert ledger.account_balance(db, account.id) == 846_450
 
 
 def test_the_import_command_joins_a_payments_group_that_already_exists():

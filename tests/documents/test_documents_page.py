@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from portal.documents import render
-from portal.documents.bank import import_statement
 from portal.documents.models import StoredFile, Upd
+from portal.payments.bank import import_statement
 from tests.documents.factories import give_requisites, issue, payment, statement
 
 OWNER = "+79161110001"
@@ -54,7 +54,7 @@ def test_accountant_sees_invoices_and_upd_with_number_date_amount_status(client,
     html = resp.get_data(as_text=True)
     for number in ("2026-000001", "2026-000002", "2027-000001"):
         assert f"№ {number}" in html
-    assert "05.10.2026" in html and "25.11.2026" in html and "15.01.2027" in html and "26.11.2026" in html
+    assert "05.10.2026" in html and "25.11.2026" in html and "15.01.2027" in html and "27.11.2026" in html
     assert "8\u00a0464,50\u00a0₽" in html and "5\u00a0940,00\u00a0₽" in html
     assert "Оплачен" in html and "Ожидает оплаты" in html and "Сформирован" in html
     assert f'href="/documents/upd/{upd.id}/pdf"' in html and f'href="/documents/upd/{upd.id}/xml"' in html
@@ -98,7 +98,7 @@ def test_zip_of_a_month_and_of_a_quarter(client, auth, app, db, documents):
     assert names == sorted(
         [
             "Счета на оплату/Счёт на оплату № 2026-000002 от 25.11.2026.pdf",
-            "УПД/УПД № 2026-000001 от 26.11.2026.pdf",
+            "УПД/УПД № 2026-000001 от 27.11.2026.pdf",  # dated the day the rights begin
             f"УПД/{xml_name}",
         ]
     )
@@ -106,7 +106,7 @@ def test_zip_of_a_month_and_of_a_quarter(client, auth, app, db, documents):
     for info in archive.infolist():
         data = archive.read(info)
         assert hashlib.sha256(data).hexdigest() in {f.sha256 for f in db.scalars(sa.select(StoredFile))}
-    assert archive.read("УПД/УПД № 2026-000001 от 26.11.2026.pdf") == b"%PDF-upd 2026-000001"
+    assert archive.read("УПД/УПД № 2026-000001 от 27.11.2026.pdf") == b"%PDF-upd 2026-000001"
 
     quarter = zipfile.ZipFile(io.BytesIO(client.get("/documents/archive?period=2026-Q4").data))
     assert len(quarter.namelist()) == 4
@@ -162,7 +162,7 @@ def test_paid_invoice_page_links_the_upd_and_shows_no_qr(client, auth, documents
     auth.login(ACCOUNTANT)
     html = client.get(f"/documents/invoices/{november.id}").get_data(as_text=True)
     assert "Счёт оплачен 26.11.2026 (п/п № 512 от 26.11.2026)" in html
-    assert f"УПД № {upd.number} от 26.11.2026 готов" in html
+    assert f"УПД № {upd.number} от 27.11.2026 готов" in html
     assert "data:image/png" not in html
 
 

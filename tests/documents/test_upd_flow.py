@@ -14,9 +14,9 @@ from lxml import etree
 
 from portal.billing import service as billing
 from portal.documents import render, store
-from portal.documents.bank import import_statement
 from portal.documents.models import Invoice, StoredFile, Upd
 from portal.documents.service import read_file
+from portal.payments.bank import import_statement
 from tests.documents.factories import IP, give_requisites, issue, payment, statement
 
 XSD = Path(__file__).parent / "xsd" / "ON_NSCHFDOPPR_1_997_01_05_03_05.structure.xsd"
@@ -55,18 +55,18 @@ def test_paid_invoice_gets_an_upd_with_every_required_field(app, db, company):
     invoice = issue(app, db, company)
     pay(app, db, invoice)
     upd = db.scalars(sa.select(Upd)).one()
-    assert (upd.number, upd.doc_date, upd.status, upd.amount) == ("2026-000001", date(2026, 11, 26), "formed", 846_450)
+    assert (upd.number, upd.doc_date, upd.status, upd.amount) == ("2026-000001", date(2026, 11, 27), "formed", 846_450)
     pdf, xml, xml_file = files_of(app, db, upd)
     text = pdf_text(pdf)
     expected = [
         "Универсальный передаточный документ",
         "Статус: 2",
-        "Счёт-фактура № 2026-000001 от 26 ноября 2026 г. (1)",
+        "Счёт-фактура № 2026-000001 от 27 ноября 2026 г. (1)",
         "Продавец ООО «Мессенджер Плюс» (2)",
         "Адрес 123112, г. Москва, Пресненская наб., д. 10, офис 501 (2а)",
         "ИНН/КПП продавца 7712345671/771201001 (2б)",
         "К платёжно-расчётному документу № 512 от 26.11.2026 (5)",
-        "Документ об отгрузке № п/п 1 № 2026-000001 от 26.11.2026 (5а)",
+        "Документ об отгрузке № п/п 1 № 2026-000001 от 27.11.2026 (5а)",  # the day the rights begin
         "Покупатель ООО «Ромашка» (6)",
         "Адрес 117292, г. Москва, ул. Вавилова, д. 24, офис 12 (6а)",
         "ИНН/КПП покупателя 7728146350/772801001 (6б)",
@@ -76,7 +76,7 @@ def test_paid_invoice_gets_an_upd_with_every_required_field(app, db, company):
         "Всего к оплате (9) 8 464,50 X без НДС 8 464,50",
         "Основание передачи (сдачи) / получения (приёмки) Лицензионный договор (оферта) ред. 2026-01 от 12.01.2026 [8]",
         "Генеральный директор Иванов И. И. [10]",
-        "Дата отгрузки, передачи (сдачи) 26 ноября 2026 г. [11]",
+        "Дата отгрузки, передачи (сдачи) 27 ноября 2026 г. [11]",
         "Права предоставлены на период с 27.11.2026 по 26.08.2027 [12]",
         "ООО «Мессенджер Плюс», ИНН/КПП 7712345671/771201001 [14]",
         "Петрова А. С.",
@@ -91,7 +91,7 @@ def test_paid_invoice_gets_an_upd_with_every_required_field(app, db, company):
     document = root.find("Документ")
     assert (document.get("КНД"), document.get("Функция")) == ("1115131", "ДОП")
     facts = document.find("СвСчФакт")
-    assert (facts.get("НомерДок"), facts.get("ДатаДок")) == ("2026-000001", "26.11.2026")
+    assert (facts.get("НомерДок"), facts.get("ДатаДок")) == ("2026-000001", "27.11.2026")
     assert facts.find("СвПРД").attrib == {"НомерПРД": "512", "ДатаПРД": "26.11.2026", "СуммаПРД": "8464.50"}
     assert document.find("ТаблСчФакт/ВсегоОпл").get("СтТовУчНалВсего") == "8464.50"
     assert document.find("СвПродПер/СвПер/ОснПер").get("РеквНомерДок") == "ред. 2026-01"
@@ -133,11 +133,19 @@ def test_upd_numbers_have_their_own_gapless_counter(app, db, company, monkeypatc
     monkeypatch.setattr(render, "render_upd_pdf", lambda ctx: f"%PDF-upd {ctx['number']}".encode())
     give_requisites(db, company)
     invoices = [issue(app, db, company) for _ in range(3)]
-    # Paid out of order: УПД numbers follow the payments, not the invoices.
+    # Paid out of order: УПД numbers follow the days the rights begin, not the invoices nor the payments.
     pay(app, db, invoices[2], number="1")
-    pay(app, db, invoices[0], number="2")
+    pay(app, db, invoices[0], number="2")  # a second purchase: its months follow the first ones
     numbers = {u.invoice_id: u.number for u in db.scalars(sa.select(Upd))}
-    assert numbers == {invoices[2].id: "2026-000001", invoices[0].id: "2026-000002"}
+    assert numbers == {invoices[2].id: "2026-000001"}
+    later = db.get(Invoice, invoices[0].id)
+    assert later.status == "paid" and later.upd_due_on == date(2027, 8, 27)
+    with app.app_context():
+        billing.tick(db, datetime(2027, 8, 26, 20, 59, tzinfo=UTC))  # 23:59 in Moscow on 26.08.2027
+        assert db.scalars(sa.select(Upd).where(Upd.invoice_id == later.id)).first() is None
+        billing.tick(db, datetime(2027, 8, 26, 21, 0, tzinfo=UTC))  # midnight in Moscow: the rights begin
+    upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == later.id)).one()
+    assert (upd.number, upd.doc_date) == ("2027-000001", date(2027, 8, 27))
 
 
 def test_rendering_failure_keeps_the_payment_and_the_tick_forms_the_upd_later(app, db, company, monkeypatch):

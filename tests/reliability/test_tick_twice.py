@@ -15,8 +15,8 @@ from portal.billing.models import Order
 from portal.db import utcnow
 from portal.documents import render
 from portal.documents.models import StoredFile, Upd
-from portal.documents.service import mark_invoice_paid
 from portal.payments import service as payments
+from portal.payments.bank import mark_invoice_paid
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import check_card
 from tests.documents.factories import give_requisites, issue

@@ -21,8 +21,9 @@ from portal.cli import seed_demo_data
 from portal.db import utcnow
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, StatementLine, Upd
-from portal.documents.service import mark_invoice_paid, save_requisites
+from portal.documents.service import save_requisites
 from portal.payments import service as payments
+from portal.payments.bank import mark_invoice_paid
 from portal.payments.providers import get_provider
 from portal.seats.crm.models import CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState
 from portal.support.models import SupportRequest
@@ -190,7 +191,7 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
 
 def _statement_line(app: Flask, db: Any, now: datetime) -> int:
     """An unmatched bank payment for support to look at."""
-    from portal.documents.bank import import_statement
+    from portal.payments.bank import import_statement
     from portal.payments.statement import build_statement
 
     seller = app.config["SELLER_ACCOUNT"]
@@ -221,7 +222,7 @@ def _statement_line(app: Flask, db: Any, now: datetime) -> int:
     }
     with app.app_context():
         import_statement(db, build_statement(header, [doc], "Windows"), file_name="w.txt", actor=None, now=now)
-    return db.scalars(sa.select(StatementLine.id)).first()
+    return db.scalars(sa.select(StatementLine.id).where(StatementLine.doc_number == "901")).one()
 
 
 def build_world(app: Flask, db: Any) -> World:

@@ -53,11 +53,11 @@ def world(quick_render, app, db, make_account, add_member, staff, auth, client):
     give_requisites(db, account, ORG)
     invoice = issue(app, db, account, now=utcnow())
     other = issue(app, db, account, plan="users-24", months=6, now=utcnow())
-    from portal.documents.service import mark_invoice_paid
+    from portal.payments.bank import mark_invoice_paid
 
     with app.app_context():
         mark_invoice_paid(db, invoice.id, actor=staff, bank_reference="п/п № 1", paid_on=utcnow().date(), now=utcnow())
-    from portal.documents.bank import import_statement
+    from portal.payments.bank import import_statement
 
     with app.app_context():
         import_statement(

@@ -16,6 +16,7 @@ from portal.billing.models import CustomPlan, Order
 from portal.db import utcnow
 from portal.documents.models import Invoice, LineStatus, StatementLine, Upd
 from portal.money import format_rub
+from portal.payments import ledger
 from portal.support.models import SupportRequest
 from portal.timeutil import msk_date
 from tests.conftest import post
@@ -253,16 +254,16 @@ def upload(client, data: bytes):
 
 @pytest.fixture
 def short_payment(staff_client, db, invoice):
-    """A payment for the invoice that is 1 000 ₽ short: the import keeps it for support."""
-    data = statement(payment("77", invoice.amount - 100_000, f"Оплата по счёту № {invoice.number}"))
+    """A payment 1 000 ₽ short of the invoice that names no invoice: the import keeps it for support."""
+    data = statement(payment("77", invoice.amount - 100_000, "Оплата лицензии на мессенджер"))
     page = text_of(upload(staff_client, data))
-    assert "не сопоставлено: 1" in page and "Недоплата" in page
+    assert "не сопоставлено: 1" in page and "по ИНН и сумме счёт однозначно не найден" in page
     return db.scalars(sa.select(StatementLine)).one()
 
 
 def test_statement_upload_pays_exact_payments_and_audits_the_upload(staff_client, db, company, invoice, audit):
     resp = upload(staff_client, statement(payment("76", invoice.amount, f"Оплата счёта № {invoice.number}")))
-    assert resp.status_code == 200 and "оплачено счетов: 1" in resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "сопоставлено: 1, не сопоставлено: 0" in resp.get_data(as_text=True)
     assert state_of(db, company).is_paid
     [record] = audit(db, "support.statement_imported")
     assert record.after["matched"] == 1 and record.after["file"] == "выписка.txt"
@@ -285,7 +286,7 @@ def test_linking_a_different_amount_needs_explicit_confirmation(
     )
     assert resp.status_code == 409
     text = resp.get_data(as_text=True)
-    assert "меньше суммы счёта" in text and "на 1\u00a0000,00\u00a0₽" in text
+    assert "меньше суммы к оплате по счёту" in text and "на 1\u00a0000,00\u00a0₽" in text
     db.expire_all()
     assert db.get(Invoice, invoice.id).status == "issued"
     assert db.get(StatementLine, short_payment.id).status == LineStatus.UNMATCHED
@@ -298,9 +299,11 @@ def test_linking_a_different_amount_needs_explicit_confirmation(
     )
     assert resp.status_code == 302
     db.expire_all()
-    assert db.get(Invoice, invoice.id).status == "paid"
+    # A short payment pays part of the invoice: 1 000 ₽ is still due, and the plan waits for it.
+    assert db.get(Invoice, invoice.id).status == "issued"
+    assert ledger.invoice_remaining(db, db.get(Invoice, invoice.id)) == 100_000
     assert db.get(StatementLine, short_payment.id).status == LineStatus.LINKED
-    assert state_of(db, company).is_paid
+    assert not state_of(db, company).is_paid
     [record] = audit(db, "support.payment_linked", company.id)
     assert record.after["amount_mismatch_confirmed"] is True and record.after["invoice"] == invoice.number
     assert record.after["payment_amount"] == invoice.amount - 100_000 and record.reason == REASON
@@ -314,7 +317,7 @@ def test_link_by_typed_invoice_number(staff_client, db, invoice, short_payment):
     )
     assert resp.status_code == 302
     db.expire_all()
-    assert db.get(Invoice, invoice.id).status == "paid"
+    assert ledger.invoice_paid_amount(db, invoice.id) == invoice.amount - 100_000
 
 
 def test_mark_a_payment_as_not_ours(staff_client, db, invoice, short_payment, audit):

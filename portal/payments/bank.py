@@ -1,0 +1,534 @@
+"""Bank money: statement import, and what staff do with a payment order — each one recorded once in the ledger.
+
+Every incoming payment order of a statement is accounted for: recorded for the company whose invoice it names (or
+whose ИНН and amount pick out exactly one open invoice) and applied through the ledger, or listed for staff with
+its reason. Nothing is dropped: a payment order that appears twice in one file is listed, not discarded, and the
+sum the import recorded is checked against the statement's ВсегоПоступило.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from portal.audit import record_audit
+from portal.documents.invoices import DocumentsError
+from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementImport, StatementLine
+from portal.documents.service import form_upds_now
+from portal.documents.store import sha256_hex
+from portal.documents.upd import payment_doc_from_reference
+from portal.money import format_rub
+from portal.payments import ledger
+from portal.payments.models import Receipt, ReceiptMethod
+from portal.payments.statement import PaymentOrder, find_invoice_refs, incoming_for, parse_amount, parse_statement
+
+log = logging.getLogger(__name__)
+
+
+def _config(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return config if config is not None else current_app.config
+
+
+@dataclass
+class ImportResult:
+    import_id: int | None
+    documents_total: int
+    incoming: int
+    matched: list[StatementLine] = field(default_factory=list)
+    unmatched: list[StatementLine] = field(default_factory=list)
+    duplicates: int = 0
+    recorded: int = 0  # kopecks of the payment orders this file holds for us, new and already imported
+    declared: int | None = None  # the statement's own ВсегоПоступило for our account
+    warning: str | None = None
+
+    @property
+    def summary(self) -> str:
+        text = (
+            f"Документов в выписке: {self.documents_total}, поступлений на наш счёт: {self.incoming}; "
+            f"сопоставлено: {len(self.matched)}, не сопоставлено: {len(self.unmatched)}, "
+            f"уже загружено ранее: {self.duplicates}."
+        )
+        return f"{text} {self.warning}" if self.warning else text
+
+
+def dedup_key(doc: PaymentOrder, occurrence: int = 1) -> str:
+    """A payment order's identity across statements: its date, number, payer's account and ИНН, and amount; the
+    second identical order within one file is a line of its own (`occurrence`), listed for staff, never dropped."""
+    parts = [doc.date.isoformat(), doc.number.strip(), "".join(doc.payer_account.split()), doc.payer_inn.strip()]
+    parts.append(str(doc.amount_kopecks))
+    if occurrence > 1:
+        parts.append(f"#{occurrence}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@dataclass
+class Match:
+    """Whom a payment order pays: the invoices it names (in the order named), and why not, or how it was found."""
+
+    invoices: list[Invoice] = field(default_factory=list)
+    reason: str | None = None  # why nothing could be matched (for staff)
+    note: str | None = None  # how it was matched, when not by a full invoice number
+
+
+def _invoices_by_ref(db: Session, year: int | None, serial: int) -> list[Invoice]:
+    q = sa.select(Invoice).where(Invoice.serial == serial)
+    if year is not None:
+        q = q.where(Invoice.year == year)
+    return list(db.scalars(q.order_by(Invoice.id)))
+
+
+def _open_invoices_of_payer(db: Session, inn: str) -> list[Invoice]:
+    rows = db.scalars(
+        sa.select(Invoice)
+        .join(Requisites, Requisites.account_id == Invoice.account_id, isouter=True)
+        .where(Invoice.status == InvoiceStatus.ISSUED.value)
+        .order_by(Invoice.id)
+    ).all()
+    return [i for i in rows if i.buyer.get("inn") == inn]
+
+
+def match_payment(db: Session, doc: PaymentOrder) -> Match:
+    """The invoices this payment pays: by the numbers in its purpose (also as accountants write them: «сч.17»,
+    «2026/17», «№2026 000017»), else by the payer's ИНН and the amount when they pick out exactly one open invoice."""
+    payer_inn = doc.payer_inn.strip()
+    reasons: list[str] = []
+    named: list[Invoice] = []
+    for year, serial in find_invoice_refs(doc.purpose):
+        candidates = _invoices_by_ref(db, year, serial)
+        shown = f"{year}-{serial:06d}" if year else str(serial)
+        if len(candidates) > 1:
+            candidates = [i for i in candidates if i.buyer.get("inn") == payer_inn]
+        if not candidates:
+            reasons.append(f"счёт № {shown} не найден")
+            continue
+        if len(candidates) > 1:
+            reasons.append(f"счёт № {shown} неоднозначен: таких счетов несколько")
+            continue
+        invoice = candidates[0]
+        buyer_inn = invoice.buyer.get("inn", "")
+        if payer_inn != buyer_inn:
+            reasons.append(
+                f"ИНН плательщика ({payer_inn or 'не указан'}) не совпадает с ИНН покупателя "
+                f"по счёту № {invoice.number} ({buyer_inn})"
+            )
+            continue
+        if invoice not in named:
+            named.append(invoice)
+    if named:
+        return Match(named)
+    if payer_inn:
+        fitting = [
+            i for i in _open_invoices_of_payer(db, payer_inn) if ledger.invoice_remaining(db, i) == doc.amount_kopecks
+        ]
+        if len(fitting) == 1:
+            invoice = fitting[0]
+            return Match(
+                [invoice],
+                note=(
+                    f"Номер счёта не распознан; сопоставлен со счётом № {invoice.number} по ИНН плательщика "
+                    f"и сумме {format_rub(doc.amount_kopecks)}"
+                ),
+            )
+    if not reasons:
+        reasons.append("в назначении платежа нет номера счёта, а по ИНН и сумме счёт однозначно не найден")
+    return Match(reason=_capital("; ".join(reasons)))
+
+
+def _receipt_for_line(db: Session, line: StatementLine, account_id: int, *, method: str, actor: Any, now: datetime):
+    receipt, _ = ledger.record_receipt(
+        db,
+        account_id=account_id,
+        method=method,
+        amount=line.amount,
+        received_on=line.paid_on,
+        source_key=f"bank:{line.dedup_key}",
+        reference=line.reference,
+        statement_line_id=line.id,
+        payer_name=line.payer_name,
+        payer_inn=line.payer_inn,
+        actor=actor,
+        now=now,
+    )
+    return receipt
+
+
+def _payment_doc(line: StatementLine) -> dict[str, Any]:
+    return {"number": line.doc_number, "date": line.doc_date, "amount": line.amount}
+
+
+def _apply_line(
+    db: Session,
+    line: StatementLine,
+    invoices: list[Invoice],
+    *,
+    actor: Any,
+    now: datetime,
+    config: Mapping[str, Any],
+    note: str | None,
+) -> tuple[Receipt, list[int]]:
+    """Record the line's money for the company of the invoices and apply it; the line says what happened."""
+    receipt = _receipt_for_line(db, line, invoices[0].account_id, method=ReceiptMethod.BANK.value, actor=actor, now=now)
+    results = ledger.pay_invoices(
+        db, receipt, invoices, now=now, config=config, actor=actor, payment_doc=_payment_doc(line)
+    )
+    said: list[str] = [note] if note else []
+    for invoice, step in zip(invoices, results, strict=False):
+        if step.problem is not None:
+            said.append(f"по счёту № {invoice.number} не применено ({step.problem}), деньги на балансе компании")
+        elif step.completed:
+            said.append(f"счёт № {invoice.number} оплачен")
+        elif step.amount:
+            left = ledger.invoice_remaining(db, invoice)
+            said.append(f"по счёту № {invoice.number} оплачено {format_rub(step.amount)}, осталось {format_rub(left)}")
+    left = ledger.free_amount(db, receipt.id)
+    if left > 0 and all(s.problem is None for s in results):
+        said.append(f"на баланс компании {format_rub(left)}")
+    line.invoice_id = invoices[0].id
+    line.reason = _capital("; ".join(said)) if said else None
+    return receipt, [s.upd_id for s in results if s.upd_id is not None]
+
+
+def _declared_total(statement: Any, account: str) -> int | None:
+    for section in statement.account_sections:
+        if "".join(section.get("РасчСчет", "").split()) == account and section.get("ВсегоПоступило"):
+            try:
+                return parse_amount(section["ВсегоПоступило"])
+            except ValueError:
+                return None
+    return None
+
+
+def _import_once(
+    db: Session, data: bytes, *, file_name: str, actor: Any | None, now: datetime, config: Mapping[str, Any]
+) -> tuple[ImportResult, list[int]]:
+    statement = parse_statement(data)  # a broken file raises StatementError here, before anything is written
+    seller_account = "".join(str(config["SELLER_ACCOUNT"]).split())
+    incoming = incoming_for(statement, seller_account, str(config.get("SELLER_INN") or ""))
+    result = ImportResult(None, len(statement.documents), len(incoming))
+    result.declared = _declared_total(statement, seller_account)
+    imp = StatementImport(
+        file_name=file_name[:300],
+        file_sha256=sha256_hex(data),
+        encoding=statement.encoding,
+        imported_at=now,
+        imported_by_user_id=actor.id if actor is not None else None,
+        documents_total=len(statement.documents),
+        incoming=len(incoming),
+    )
+    db.add(imp)
+    db.flush()
+    result.import_id = imp.id
+    upd_ids: list[int] = []
+    occurrences: dict[str, int] = {}
+    keyed = []
+    for doc in incoming:
+        base = dedup_key(doc)
+        occurrences[base] = occurrences.get(base, 0) + 1
+        keyed.append((doc, dedup_key(doc, occurrences[base]), occurrences[base]))
+    known = set(
+        db.scalars(sa.select(StatementLine.dedup_key).where(StatementLine.dedup_key.in_([k for _, k, _ in keyed])))
+    )
+    new_lines = 0
+    for doc, key, occurrence in keyed:
+        result.recorded += doc.amount_kopecks
+        if key in known:
+            result.duplicates += 1
+            continue
+        new_lines += 1
+        line = StatementLine(
+            import_id=imp.id,
+            dedup_key=key,
+            doc_number=doc.number[:40],
+            doc_date=doc.date,
+            received_on=doc.received_date,
+            amount=doc.amount_kopecks,
+            payer_name=doc.payer_name[:500],
+            payer_inn=doc.payer_inn[:12],
+            payer_account="".join(doc.payer_account.split())[:20],
+            purpose=doc.purpose,
+            status=LineStatus.UNMATCHED.value,
+            created_at=now,
+        )
+        db.add(line)
+        db.flush()
+        if occurrence > 1:
+            # Two identical payment orders in one file: a bank's export error or two real transfers; staff decide.
+            line.reason = (
+                f"Такой же платёжный документ (№ {doc.number} от {doc.date:%d.%m.%Y}, {format_rub(doc.amount_kopecks)}) "
+                f"встречается в выписке {occurrence}-й раз: проверьте по банку, два ли это платежа"
+            )
+            result.unmatched.append(line)
+            continue
+        match = match_payment(db, doc)
+        if match.invoices:
+            _, ids = _apply_line(db, line, match.invoices, actor=actor, now=now, config=config, note=match.note)
+            upd_ids.extend(ids)
+            line.status = LineStatus.MATCHED.value
+            result.matched.append(line)
+        else:
+            line.reason = match.reason
+            result.unmatched.append(line)
+    imp.matched = len(result.matched)
+    imp.unmatched = len(result.unmatched)
+    imp.duplicates = result.duplicates
+    if result.declared is not None and result.declared != result.recorded:
+        result.warning = (
+            f"Внимание: по выписке на наш счёт поступило {format_rub(result.declared)} (ВсегоПоступило), "
+            f"а платёжных документов на наш счёт в ней на {format_rub(result.recorded)}: "
+            "выписка неполная или в ней есть документы без нашего счёта получателя — сверьте с банком."
+        )
+    if not new_lines:
+        # Nothing new in the file (a re-import): leave no trace at all.
+        db.rollback()
+        result.import_id = None
+    return result, upd_ids
+
+
+def import_statement(
+    db: Session,
+    data: bytes,
+    *,
+    file_name: str,
+    actor: Any | None,
+    now: datetime,
+    config: Mapping[str, Any] | None = None,
+) -> ImportResult:
+    """Import a 1CClientBankExchange file in one transaction, then form the УПД of the invoices it paid. Commits.
+
+    A malformed file raises StatementError (line number and what is wrong) and nothing is imported. Payments
+    already imported (from this file or another statement) are skipped, so importing again changes nothing.
+    """
+    cfg = _config(config)
+    for attempt in (1, 2):
+        try:
+            result, upd_ids = _import_once(db, data, file_name=file_name, actor=actor, now=now, config=cfg)
+            db.commit()
+            break
+        except IntegrityError:
+            # The same statement imported at the same moment elsewhere: the second pass finds its lines imported.
+            db.rollback()
+            if attempt == 2:
+                raise
+        except BaseException:
+            db.rollback()
+            raise
+    form_upds_now(db, upd_ids, now=now, config=cfg)
+    log.info("statement %s imported: %s", file_name, result.summary)
+    return result
+
+
+# --- what staff do ----------------------------------------------------------------------------------------------
+
+
+def _lock_invoice(db: Session, invoice_id: int) -> Invoice:
+    invoice = db.scalars(
+        sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+    if invoice is None:
+        raise DocumentsError("Счёт не найден.")
+    return invoice
+
+
+def _lock_line(db: Session, line_id: int) -> StatementLine:
+    line = db.scalars(
+        sa.select(StatementLine)
+        .where(StatementLine.id == line_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if line is None:
+        raise DocumentsError("Строка выписки не найдена.")
+    if line.status != LineStatus.UNMATCHED:
+        raise DocumentsError(f"Платёж {line.reference} уже разобран: {line.status_title.lower()}.")
+    return line
+
+
+def _payable(db: Session, invoice: Invoice) -> None:
+    if invoice.status == InvoiceStatus.PAID:
+        raise DocumentsError(f"Счёт № {invoice.number} уже оплачен ({invoice.payment_reference}).")
+    if invoice.status == InvoiceStatus.CANCELED:
+        raise DocumentsError(f"Счёт № {invoice.number} аннулирован: оплату по нему нельзя провести.")
+
+
+def mark_invoice_paid(
+    db: Session,
+    invoice_id: int,
+    *,
+    actor: Any,
+    bank_reference: str,
+    paid_on: date,
+    now: datetime,
+    config: Mapping[str, Any] | None = None,
+) -> Invoice:
+    """Staff record a bank payment of an invoice by hand (e.g. «п/п № 512 от 25.11.2026»): the rest of the invoice
+    is received and applied through the ledger, as an import would. Commits.
+
+    Raises DocumentsError (Russian message) if the invoice is paid or annulled, or its order cannot take money.
+    """
+    cfg = _config(config)
+    reference = " ".join((bank_reference or "").split())
+    if not reference:
+        raise DocumentsError("Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
+    invoice = _lock_invoice(db, invoice_id)
+    _payable(db, invoice)
+    amount = ledger.invoice_remaining(db, invoice)
+    receipt, created = ledger.record_receipt(
+        db,
+        account_id=invoice.account_id,
+        method=ReceiptMethod.STAFF.value,
+        amount=amount,
+        received_on=paid_on,
+        source_key=f"staff:{invoice.id}:{reference}",
+        reference=reference,
+        actor=actor,
+        now=now,
+    )
+    if not created:
+        raise DocumentsError(f"Платёж «{reference}» по счёту № {invoice.number} уже записан.")
+    (step,) = ledger.pay_invoices(
+        db,
+        receipt,
+        [invoice],
+        now=now,
+        config=cfg,
+        actor=actor,
+        payment_doc=payment_doc_from_reference(reference, paid_on, amount),
+    )
+    if step.problem is not None:
+        db.rollback()
+        raise DocumentsError(f"Заказ по счёту № {invoice.number} не может быть оплачен: {step.problem}.")
+    upd_id = step.upd_id
+    db.commit()
+    if upd_id is not None:
+        form_upds_now(db, [upd_id], now=now, config=cfg)
+    return invoice
+
+
+class AmountMismatch(DocumentsError):
+    """The payment's amount differs from what the invoice still needs; staff must confirm to link anyway."""
+
+
+def link_statement_line(
+    db: Session,
+    line_id: int,
+    invoice_id: int,
+    *,
+    actor: Any,
+    confirm_amount_mismatch: bool,
+    now: datetime,
+    config: Mapping[str, Any] | None = None,
+) -> StatementLine:
+    """Staff link an unmatched payment to an invoice: recorded for its company and applied as by the import (a short
+    payment pays part, an overpayment leaves the rest on the balance). Commits.
+
+    A different amount raises AmountMismatch unless `confirm_amount_mismatch` is True.
+    """
+    cfg = _config(config)
+    line = _lock_line(db, line_id)
+    invoice = _lock_invoice(db, invoice_id)
+    _payable(db, invoice)
+    remaining = ledger.invoice_remaining(db, invoice)
+    if line.amount != remaining and not confirm_amount_mismatch:
+        raise AmountMismatch(
+            f"Сумма платежа {format_rub(line.amount)} не равна сумме к оплате по счёту № {invoice.number} "
+            f"{format_rub(remaining)}. Подтвердите: недоплата останется к оплате, переплата — на балансе компании."
+        )
+    _, upd_ids = _apply_line(db, line, [invoice], actor=actor, now=now, config=cfg, note=None)
+    line.status = LineStatus.LINKED.value
+    line.resolved_at = now
+    line.resolved_by_user_id = actor.id if actor is not None else None
+    line.resolution_note = f"Привязан к счёту № {invoice.number}" + (
+        f" при расхождении суммы ({format_rub(line.amount)} вместо {format_rub(remaining)})"
+        if line.amount != remaining
+        else ""
+    )
+    record_audit(
+        db,
+        actor=actor,
+        account=invoice.account_id,
+        action="documents.statement_line_linked",
+        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
+        after={"line_id": line.id, "status": line.status, "invoice": invoice.number, "amount": line.amount},
+        reason=line.resolution_note,
+    )
+    db.commit()
+    form_upds_now(db, upd_ids, now=now, config=cfg)
+    return line
+
+
+def credit_statement_line(
+    db: Session, line_id: int, account_id: int, *, actor: Any, reason: str, now: datetime
+) -> StatementLine:
+    """Staff decide an unmatched payment is a company's money with no invoice to pay: it goes to that company's
+    balance (applied at its next order, or refunded). Commits."""
+    from portal.accounts.models import Account
+
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise DocumentsError("Укажите, почему платёж зачисляется на баланс этой компании.")
+    line = _lock_line(db, line_id)
+    if db.get(Account, account_id) is None:
+        raise DocumentsError("Компания не найдена.")
+    _receipt_for_line(db, line, account_id, method=ReceiptMethod.BANK.value, actor=actor, now=now)
+    line.status = LineStatus.CREDITED.value
+    line.resolved_at = now
+    line.resolved_by_user_id = actor.id if actor is not None else None
+    line.resolution_note = f"Зачислен на баланс компании № {account_id}: {reason}"
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="payments.statement_line_credited",
+        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
+        after={"line_id": line.id, "status": line.status, "amount": line.amount},
+        reason=reason,
+    )
+    db.commit()
+    return line
+
+
+def dismiss_statement_line(db: Session, line_id: int, *, actor: Any, reason: str, now: datetime) -> StatementLine:
+    """Staff decide an unmatched payment is not the portal's money (a loan repaid, another contract). Commits."""
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise DocumentsError("Укажите, почему платёж не относится к счёту.")
+    line = _lock_line(db, line_id)
+    line.status = LineStatus.DISMISSED.value
+    line.resolved_at = now
+    line.resolved_by_user_id = actor.id if actor is not None else None
+    line.resolution_note = reason
+    record_audit(
+        db,
+        actor=actor,
+        account=None,
+        action="documents.statement_line_dismissed",
+        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
+        after={"line_id": line.id, "status": line.status, "payment": line.reference, "amount": line.amount},
+        reason=reason,
+    )
+    db.commit()
+    return line
+
+
+def list_unmatched_lines(db: Session) -> list[StatementLine]:
+    """Incoming payments that activated nothing and wait for support, oldest first, each with its reason."""
+    return list(
+        db.scalars(
+            sa.select(StatementLine)
+            .where(StatementLine.status == LineStatus.UNMATCHED.value)
+            .order_by(StatementLine.doc_date, StatementLine.id)
+        )
+    )

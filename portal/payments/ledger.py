@@ -1,0 +1,402 @@
+"""The money ledger: every receipt recorded once, applied to orders only while they can take it, the rest on balance.
+
+One path for every rouble (DESIGN "The money ledger"): card notifications, the return page, the scheduled re-check,
+bank statements and staff marking a payment all call `record_receipt` and then `pay_order` / `pay_invoices`.
+Billing activates what an allocation fully pays; documents marks the invoice paid and numbers the УПД when told.
+
+Locks, always in this order: the receipt, then the order (then billing's subscription row). Giving money back
+from a closed order inserts negative allocations under the order's lock only, since it can only add to the balance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portal.audit import record_audit
+from portal.billing import service as billing
+from portal.billing.models import Order, OrderStatus
+from portal.billing.signals import order_closed
+from portal.documents.models import Invoice, InvoiceStatus
+from portal.money import format_rub
+from portal.payments.models import Allocation, Receipt, Refund, RefundStatus
+
+log = logging.getLogger(__name__)
+
+
+class LedgerError(ValueError):
+    """A ledger action that cannot be done; the message is for the person who asked, in Russian."""
+
+
+# --- sums -------------------------------------------------------------------------------------------------------
+
+
+def _sum(db: Session, column: Any, *where: Any) -> int:
+    return int(db.scalar(sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(*where)) or 0)
+
+
+_LIVE_REFUND = Refund.status != RefundStatus.CANCELED.value
+
+
+def free_amount(db: Session, receipt_id: int) -> int:
+    """What of one receipt is neither applied nor refunded (its share of the balance)."""
+    received = _sum(db, Receipt.amount, Receipt.id == receipt_id)
+    allocated = _sum(db, Allocation.amount, Allocation.receipt_id == receipt_id)
+    refunded = _sum(db, Refund.amount, Refund.receipt_id == receipt_id, _LIVE_REFUND)
+    return received - allocated - refunded
+
+
+@dataclass(frozen=True)
+class Totals:
+    received: int
+    allocated: int
+    refunded: int
+
+    @property
+    def balance(self) -> int:
+        return self.received - self.allocated - self.refunded
+
+
+def account_totals(db: Session, account_id: int) -> Totals:
+    return Totals(
+        received=_sum(db, Receipt.amount, Receipt.account_id == account_id),
+        allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id),
+        refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND),
+    )
+
+
+def account_balance(db: Session, account_id: int) -> int:
+    return account_totals(db, account_id).balance
+
+
+def order_allocated(db: Session, order_id: int) -> int:
+    return _sum(db, Allocation.amount, Allocation.order_id == order_id)
+
+
+def order_due(db: Session, order: Order) -> int:
+    """What the customer still has to pay for the order (after the balance and earlier part payments)."""
+    if order.status != OrderStatus.PENDING:
+        return 0
+    return max(order.amount - order_allocated(db, order.id), 0)
+
+
+def invoice_paid_amount(db: Session, invoice_id: int) -> int:
+    return _sum(db, Allocation.amount, Allocation.invoice_id == invoice_id)
+
+
+def invoice_remaining(db: Session, invoice: Invoice) -> int:
+    if invoice.status != InvoiceStatus.ISSUED:
+        return 0
+    return max(invoice.amount - invoice_paid_amount(db, invoice.id), 0)
+
+
+# --- recording money in -----------------------------------------------------------------------------------------
+
+
+def record_receipt(
+    db: Session,
+    *,
+    account_id: int,
+    method: str,
+    amount: int,
+    received_on: date,
+    source_key: str,
+    reference: str,
+    now: datetime,
+    actor: Any | None = None,
+    payment_id: int | None = None,
+    statement_line_id: int | None = None,
+    payer_name: str | None = None,
+    payer_inn: str | None = None,
+) -> tuple[Receipt, bool]:
+    """The receipt of this source, created once: (receipt, True) the first time, (existing, False) after that.
+
+    Locked either way, so the caller can apply it without racing another delivery of the same money.
+    """
+    if amount <= 0:
+        raise LedgerError("Сумма поступления должна быть больше нуля.")
+    existing = db.scalars(
+        sa.select(Receipt)
+        .where(Receipt.source_key == source_key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if existing is not None:
+        return existing, False
+    receipt = Receipt(
+        account_id=account_id,
+        method=method,
+        amount=amount,
+        received_on=received_on,
+        source_key=source_key[:160],
+        reference=reference[:200],
+        payment_id=payment_id,
+        statement_line_id=statement_line_id,
+        payer_name=(payer_name or None) and payer_name[:500],
+        payer_inn=(payer_inn or None) and payer_inn[:12],
+        created_by_user_id=getattr(actor, "id", None),
+        created_at=now,
+    )
+    db.add(receipt)
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="payments.received",
+        before=None,
+        after={"receipt_id": receipt.id, "amount": amount, "method": method, "reference": receipt.reference},
+    )
+    return receipt, True
+
+
+def lock_receipt(db: Session, receipt_id: int) -> Receipt:
+    receipt = db.scalars(
+        sa.select(Receipt).where(Receipt.id == receipt_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+    if receipt is None:
+        raise LedgerError("Поступление не найдено.")
+    return receipt
+
+
+def flag(receipt: Receipt, text: str) -> None:
+    """Put the receipt on staff's (and the owner's) list with why; several reasons add up."""
+    text = text.strip().rstrip(".") + "."
+    receipt.attention = f"{receipt.attention} {text}" if receipt.attention else text
+    receipt.attention_resolved_at = None
+
+
+# --- applying money to orders -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    """What applying a receipt to one order did."""
+
+    order_id: int
+    amount: int = 0  # kopecks applied now
+    completed: bool = False  # the order is paid in full and activated
+    problem: str | None = None  # why nothing was applied
+    upd_id: int | None = None
+
+
+def _lock_order(db: Session, order_id: int) -> Order:
+    order = db.scalars(
+        sa.select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+    if order is None:
+        raise LedgerError(f"Заказ № {order_id} не найден.")
+    return order
+
+
+def pay_order(
+    db: Session,
+    receipt: Receipt,
+    order_id: int,
+    *,
+    now: datetime,
+    config: Mapping[str, Any],
+    actor: Any | None = None,
+    invoice: Invoice | None = None,
+    limit: int | None = None,
+    payment_doc: Mapping[str, Any] | None = None,
+) -> Applied:
+    """Apply the receipt's free money (at most `limit`) to the order, only while the order can still take it.
+
+    Money beyond what the order needs stays on the balance. An order paid in full is activated by billing and,
+    when it has an invoice, the invoice is marked paid and its УПД numbered. Nothing is committed.
+    """
+    from portal.documents import service as documents  # documents imports the ledger for invoice pages
+
+    order = _lock_order(db, order_id)
+    result = Applied(order.id)
+    if order.account_id != receipt.account_id:
+        result.problem = f"заказ № {order.id} другой компании"
+        return result
+    result.problem = billing.order_problem(db, order, now)
+    if result.problem is not None:
+        return result
+    if invoice is None:
+        invoice = db.scalars(sa.select(Invoice).where(Invoice.order_id == order.id)).first()
+    if invoice is not None and invoice.status == InvoiceStatus.CANCELED:
+        result.problem = f"счёт № {invoice.number} аннулирован"
+        return result
+    due = order.amount - order_allocated(db, order.id)
+    take = min(free_amount(db, receipt.id), due, due if limit is None else limit)
+    if take > 0:
+        db.add(
+            Allocation(
+                receipt_id=receipt.id,
+                account_id=order.account_id,
+                order_id=order.id,
+                invoice_id=invoice.id if invoice is not None and invoice.status == InvoiceStatus.ISSUED else None,
+                amount=take,
+                created_at=now,
+            )
+        )
+        db.flush()
+        result.amount = take
+        record_audit(
+            db,
+            actor=actor,
+            account=order.account_id,
+            action="payments.allocated",
+            before={"order_id": order.id, "allocated": order.amount - due},
+            after={"order_id": order.id, "allocated": order.amount - due + take, "receipt_id": receipt.id},
+        )
+    if take == due and due > 0 or (due == 0 and order.amount == 0):
+        billing.apply_paid_order(db, order.id, now=now, reference=receipt.reference, actor=actor)
+        result.completed = True
+        if invoice is not None and invoice.status == InvoiceStatus.ISSUED:
+            upd = documents.invoice_paid(
+                db,
+                invoice,
+                order=order,
+                actor=actor,
+                paid_on=receipt.received_on,
+                reference=receipt.reference,
+                payment_doc=payment_doc or {"number": receipt.reference, "date": receipt.received_on, "amount": take},
+                now=now,
+                config=config,
+            )
+            result.upd_id = upd.id if upd is not None else None  # None: dated (and numbered) when rights begin
+    return result
+
+
+def apply_balance(
+    db: Session, order_id: int, *, now: datetime, config: Mapping[str, Any], actor: Any | None = None
+) -> Applied:
+    """Checkout applies the account's balance first: oldest money first, as much as the order needs."""
+    order = db.get(Order, order_id)
+    if order is None:
+        raise LedgerError(f"Заказ № {order_id} не найден.")
+    total = Applied(order_id)
+    receipts = db.scalars(
+        sa.select(Receipt)
+        .where(Receipt.account_id == order.account_id)
+        .order_by(Receipt.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    for receipt in receipts:
+        if free_amount(db, receipt.id) <= 0:
+            continue
+        step = pay_order(db, receipt, order_id, now=now, config=config, actor=actor)
+        if step.problem is not None:
+            total.problem = step.problem
+            break
+        total.amount += step.amount
+        total.completed = step.completed
+        total.upd_id = step.upd_id or total.upd_id
+        if step.completed:
+            break
+    return total
+
+
+def pay_invoices(
+    db: Session,
+    receipt: Receipt,
+    invoices: Sequence[Invoice],
+    *,
+    now: datetime,
+    config: Mapping[str, Any],
+    actor: Any | None = None,
+    payment_doc: Mapping[str, Any] | None = None,
+) -> list[Applied]:
+    """One payment naming several invoices pays them in the order named while the money lasts; the rest, and money
+    for an invoice that can no longer be paid, stays on the account's balance with the reason flagged."""
+    results: list[Applied] = []
+    for invoice in invoices:
+        if free_amount(db, receipt.id) <= 0:
+            break
+        if invoice.account_id != receipt.account_id:
+            continue
+        step = pay_order(
+            db, receipt, invoice.order_id, now=now, config=config, actor=actor, invoice=invoice, payment_doc=payment_doc
+        )
+        if step.problem is not None:
+            flag(receipt, f"Оплата по счёту № {invoice.number} не применена: {step.problem}; деньги на балансе")
+        results.append(step)
+    left = free_amount(db, receipt.id)
+    if left > 0 and any(r.problem is None for r in results):
+        flag(receipt, f"Переплата {format_rub(left)} зачислена на баланс")
+    return results
+
+
+# --- orders that can no longer be paid --------------------------------------------------------------------------
+
+
+def release_order(db: Session, order: Order, *, reason: str, now: datetime) -> int:
+    """Give back to the balance whatever was applied to an order that will never be activated; returns kopecks."""
+    rows = db.execute(
+        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
+        .where(Allocation.order_id == order.id)
+        .group_by(Allocation.receipt_id)
+    ).all()
+    released = 0
+    for receipt_id, amount in rows:
+        if not amount:
+            continue
+        db.add(
+            Allocation(
+                receipt_id=receipt_id,
+                account_id=order.account_id,
+                order_id=order.id,
+                amount=-int(amount),
+                note=reason[:500],
+                created_at=now,
+            )
+        )
+        receipt = db.get(Receipt, receipt_id)
+        if receipt is not None:
+            flag(receipt, f"Заказ № {order.id} закрыт ({reason.rstrip('.')}): {format_rub(int(amount))} на балансе")
+        released += int(amount)
+    if released:
+        db.flush()
+        record_audit(
+            db,
+            actor=None,
+            account=order.account_id,
+            action="payments.released",
+            before={"order_id": order.id, "allocated": released},
+            after={"order_id": order.id, "allocated": 0, "balance_added": released},
+            reason=reason,
+        )
+    return released
+
+
+@order_closed.connect
+def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
+    release_order(db, order, reason=reason, now=now)
+
+
+# --- reads for pages --------------------------------------------------------------------------------------------
+
+
+def list_attention(db: Session, account_id: int | None = None) -> list[Receipt]:
+    """Money staff (or the owner) must look at: arrived for something that could not take it, or overpaid."""
+    q = sa.select(Receipt).where(Receipt.attention.is_not(None), Receipt.attention_resolved_at.is_(None))
+    if account_id is not None:
+        q = q.where(Receipt.account_id == account_id)
+    return list(db.scalars(q.order_by(Receipt.id)))
+
+
+def resolve_attention(db: Session, receipt_id: int, *, actor: Any, note: str, now: datetime) -> Receipt:
+    receipt = lock_receipt(db, receipt_id)
+    receipt.attention_resolved_at = now
+    record_audit(
+        db,
+        actor=actor,
+        account=receipt.account_id,
+        action="payments.attention_resolved",
+        before={"receipt_id": receipt.id, "attention": receipt.attention},
+        after={"receipt_id": receipt.id, "resolved": True},
+        reason=note or None,
+    )
+    return receipt
