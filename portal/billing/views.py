@@ -39,6 +39,7 @@ from portal.billing.pricing import Quote, fits, quote
 from portal.db import get_db, utcnow
 from portal.money import format_rub
 from portal.nav import register_nav
+from portal.payments import ledger
 from portal.timeutil import format_date
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ def checkout() -> Any:
             license_version=license_version,
             problem=problem,
             periods=PERIODS,
+            balance=ledger.account_balance(db, account.id),
         ),
         status,
     )

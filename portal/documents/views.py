@@ -25,8 +25,9 @@ from portal.documents.requisites import RequisitesInvalid
 from portal.documents.seller import get_seller
 from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
+from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments import bank
+from portal.payments import bank, ledger
 from portal.payments.bank import import_statement
 from portal.payments.statement import StatementError
 from portal.timeutil import msk_date
@@ -69,6 +70,10 @@ def invoice_checkout(db: Session, order: Order, actor: Any) -> str:
         flash(f"{RequisitesMissing()} После сохранения вы вернётесь к оформлению заказа.", "info")
         back = url_for("billing.checkout", plan=order.plan_code, months=order.months)
         return url_for("documents.requisites_edit", next=back)
+    if ledger.settle_from_balance(db, order, now=now, config=current_app.config, actor=actor):
+        db.commit()
+        flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}. Счёт не нужен.", "success")
+        return url_for("index")
     invoice = issue_invoice(db, order, actor=actor, now=now, config=current_app.config)
     db.commit()
     flash(f"Счёт № {invoice.number} выставлен. Его можно скачать или оплатить по QR-коду.", "success")

@@ -400,3 +400,257 @@ def resolve_attention(db: Session, receipt_id: int, *, actor: Any, note: str, no
         reason=note or None,
     )
     return receipt
+
+
+def settle_from_balance(db: Session, order: Order, *, now: datetime, config: Mapping[str, Any], actor: Any) -> bool:
+    """Checkout, before any other way of paying: the balance pays what it can; True when it paid the whole order."""
+    if account_balance(db, order.account_id) <= 0 or order.status != OrderStatus.PENDING:
+        return False
+    applied = apply_balance(db, order.id, now=now, config=config, actor=actor)
+    return applied.completed
+
+
+# --- refunds ------------------------------------------------------------------------------------------------------
+
+
+def request_refund(
+    db: Session, account_id: int, *, actor: Any, now: datetime, amount: int | None = None, reason: str = ""
+) -> list[Refund]:
+    """Set aside balance money to go back (all of it unless `amount`): one refund per receipt it came from, oldest
+    first, so a card's money goes back to that card and a transfer's by transfer. Staff carry them out."""
+    balance = account_balance(db, account_id)
+    want = balance if amount is None else amount
+    if want <= 0 or want > balance:
+        raise LedgerError(f"На балансе {format_rub(balance)}: вернуть {format_rub(max(want, 0))} нельзя.")
+    receipts = db.scalars(
+        sa.select(Receipt)
+        .where(Receipt.account_id == account_id)
+        .order_by(Receipt.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    made: list[Refund] = []
+    for receipt in receipts:
+        if want <= 0:
+            break
+        part = min(free_amount(db, receipt.id), want)
+        if part <= 0:
+            continue
+        refund = Refund(
+            account_id=account_id,
+            receipt_id=receipt.id,
+            amount=part,
+            method="card" if receipt.method == "card" else "bank",
+            status=RefundStatus.REQUESTED.value,
+            reason=(reason or "Возврат остатка на балансе")[:1000],
+            purpose=(
+                f"Возврат излишне уплаченных денежных средств ({receipt.reference}). Без налога (НДС)"
+                if receipt.method != "card"
+                else None
+            ),
+            requested_by_user_id=getattr(actor, "id", None),
+            created_at=now,
+        )
+        db.add(refund)
+        made.append(refund)
+        want -= part
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="payments.refund_requested",
+        before={"balance": balance},
+        after={"balance": balance - sum(r.amount for r in made), "refunds": [r.id for r in made]},
+        reason=reason or None,
+    )
+    return made
+
+
+def _lock_refund(db: Session, refund_id: int) -> Refund:
+    refund = db.scalars(
+        sa.select(Refund).where(Refund.id == refund_id).with_for_update().execution_options(populate_existing=True)
+    ).first()
+    if refund is None:
+        raise LedgerError("Возврат не найден.")
+    if refund.status not in (RefundStatus.REQUESTED.value, RefundStatus.PENDING.value):
+        raise LedgerError(f"Возврат № {refund.id} уже {refund.status_title.lower()}.")
+    return refund
+
+
+def refund_through_provider(
+    db: Session, refund_id: int, *, provider: Any, customer: Any, actor: Any, now: datetime
+) -> Refund:
+    """Staff send a card refund to the provider (idempotent by the refund's own key); succeeded once it accepts."""
+    from portal.payments.models import Payment
+
+    refund = _lock_refund(db, refund_id)
+    receipt = db.get(Receipt, refund.receipt_id) if refund.receipt_id else None
+    payment = db.get(Payment, receipt.payment_id) if receipt is not None and receipt.payment_id else None
+    if payment is None or not payment.provider_payment_id:
+        raise LedgerError("Эти деньги пришли не картой: верните их переводом и отметьте возврат выполненным.")
+    refund.provider_refund_id = provider.refund(
+        payment.provider_payment_id, refund.amount, f"refund-{refund.id}", customer
+    )
+    refund.status = RefundStatus.SUCCEEDED.value
+    refund.done_at = now
+    refund.done_by_user_id = getattr(actor, "id", None)
+    record_audit(
+        db,
+        actor=actor,
+        account=refund.account_id,
+        action="payments.refunded",
+        before={"refund_id": refund.id, "status": RefundStatus.REQUESTED.value},
+        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount, "provider": payment.provider},
+    )
+    return refund
+
+
+def complete_bank_refund(db: Session, refund_id: int, *, actor: Any, reference: str, now: datetime) -> Refund:
+    """Staff record that the accountant has sent the transfer back («п/п № 301 от 02.12.2026»)."""
+    reference = " ".join((reference or "").split())
+    if not reference:
+        raise LedgerError("Укажите платёжное поручение, которым деньги отправлены обратно.")
+    refund = _lock_refund(db, refund_id)
+    refund.status = RefundStatus.SUCCEEDED.value
+    refund.method = "bank"
+    refund.done_at = now
+    refund.done_by_user_id = getattr(actor, "id", None)
+    refund.reason = f"{refund.reason or ''} Отправлено: {reference}".strip()[:1000]
+    record_audit(
+        db,
+        actor=actor,
+        account=refund.account_id,
+        action="payments.refunded",
+        before={"refund_id": refund.id, "status": RefundStatus.REQUESTED.value},
+        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount, "reference": reference},
+    )
+    return refund
+
+
+def cancel_refund(db: Session, refund_id: int, *, actor: Any, reason: str, now: datetime) -> Refund:
+    """A refund that will not be made: its money is on the balance again."""
+    refund = _lock_refund(db, refund_id)
+    refund.status = RefundStatus.CANCELED.value
+    refund.done_at = now
+    refund.done_by_user_id = getattr(actor, "id", None)
+    record_audit(
+        db,
+        actor=actor,
+        account=refund.account_id,
+        action="payments.refund_canceled",
+        before={"refund_id": refund.id, "status": RefundStatus.REQUESTED.value},
+        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount},
+        reason=reason or None,
+    )
+    return refund
+
+
+def list_refunds(db: Session, account_id: int | None = None, *, open_only: bool = False) -> list[Refund]:
+    q = sa.select(Refund).order_by(Refund.id.desc())
+    if account_id is not None:
+        q = q.where(Refund.account_id == account_id)
+    if open_only:
+        q = q.where(Refund.status.in_([RefundStatus.REQUESTED.value, RefundStatus.PENDING.value]))
+    return list(db.scalars(q))
+
+
+# --- one history, and the report for the books --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of what money did on an account, newest first on the page."""
+
+    at: datetime
+    title: str
+    amount: int  # + in, − out of the balance
+    detail: str = ""
+    order_id: int | None = None
+    invoice_id: int | None = None
+
+
+def history(db: Session, account_id: int) -> list[Entry]:
+    entries: list[Entry] = []
+    for r in db.scalars(sa.select(Receipt).where(Receipt.account_id == account_id)):
+        entries.append(Entry(r.created_at, f"Поступление: {r.method_title.lower()}", r.amount, r.reference))
+    for a in db.scalars(sa.select(Allocation).where(Allocation.account_id == account_id)):
+        if a.amount >= 0:
+            entries.append(
+                Entry(a.created_at, f"Зачтено в оплату заказа № {a.order_id}", -a.amount, "", a.order_id, a.invoice_id)
+            )
+        else:
+            entries.append(
+                Entry(a.created_at, f"Возвращено на баланс: заказ № {a.order_id}", -a.amount, a.note or "", a.order_id)
+            )
+    for f in db.scalars(sa.select(Refund).where(Refund.account_id == account_id)):
+        if f.status != RefundStatus.CANCELED.value:
+            entries.append(Entry(f.created_at, f"Возврат ({f.status_title.lower()})", -f.amount, f.reason or ""))
+    entries.sort(key=lambda e: e.at, reverse=True)
+    return entries
+
+
+def report(db: Session, start: date, end: date) -> dict[str, Any]:
+    """Received, allocated, refunded and balance for [start, end] (Moscow dates of the money's arrival and of each
+    entry), by account and in total; `unmatched`: statement money of the period listed for staff, not credited."""
+    from portal.documents.models import LineStatus, StatementLine
+    from portal.timeutil import msk_midnight
+
+    since, until = msk_midnight(start), msk_midnight(date.fromordinal(end.toordinal() + 1))
+
+    def by_account(model: Any, moment: Any, *where: Any) -> dict[int, int]:
+        rows = db.execute(
+            sa.select(model.account_id, sa.func.sum(model.amount))
+            .where(moment >= since, moment < until, *where)
+            .group_by(model.account_id)
+        ).all()
+        return {int(a): int(s or 0) for a, s in rows}
+
+    received = by_account(Receipt, Receipt.created_at)
+    allocated = by_account(Allocation, Allocation.created_at)
+    refunded = by_account(Refund, Refund.created_at, _LIVE_REFUND)
+    by_method = {
+        m: int(s or 0)
+        for m, s in db.execute(
+            sa.select(Receipt.method, sa.func.sum(Receipt.amount))
+            .where(Receipt.created_at >= since, Receipt.created_at < until)
+            .group_by(Receipt.method)
+        ).all()
+    }
+    unmatched = _sum(
+        db,
+        StatementLine.amount,
+        StatementLine.status == LineStatus.UNMATCHED.value,
+        StatementLine.created_at >= since,
+        StatementLine.created_at < until,
+    )
+    accounts = {}
+    for account_id in sorted(set(received) | set(allocated) | set(refunded)):
+        r, a, f = received.get(account_id, 0), allocated.get(account_id, 0), refunded.get(account_id, 0)
+        accounts[str(account_id)] = {
+            "received": r,
+            "allocated": a,
+            "refunded": f,
+            "balance": r - a - f,
+            "balance_at_end": account_totals_until(db, account_id, until).balance,
+        }
+    total_r, total_a, total_f = sum(received.values()), sum(allocated.values()), sum(refunded.values())
+    return {
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "received": total_r,
+        "allocated": total_a,
+        "refunded": total_f,
+        "balance": total_r - total_a - total_f,
+        "unmatched": unmatched,
+        "by_method": by_method,
+        "accounts": accounts,
+    }
+
+
+def account_totals_until(db: Session, account_id: int, until: datetime) -> Totals:
+    return Totals(
+        received=_sum(db, Receipt.amount, Receipt.account_id == account_id, Receipt.created_at < until),
+        allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id, Allocation.created_at < until),
+        refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND, Refund.created_at < until),
+    )

@@ -19,8 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal.accounts.models import User
+from portal.accounts.models import Membership, Role, User
 from portal.audit import record_audit
+from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.money import format_rub
 from portal.payments import ledger
@@ -114,6 +115,19 @@ def customer_for(db: Session, order: Order, actor: Any) -> Customer:
     return Customer(email=user.email or None, phone=None if user.email else user.phone)
 
 
+def customer_for_account(db: Session, account_id: int) -> Customer:
+    """Whom a refund's receipt goes to: the owner who paid (their e-mail, else their phone)."""
+    owner = db.scalars(
+        sa.select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.account_id == account_id, Membership.role == Role.OWNER.value)
+        .order_by(Membership.id)
+    ).first()
+    if owner is None:
+        return Customer()
+    return Customer(email=owner.email or None, phone=None if owner.email else owner.phone)
+
+
 # --- starting a payment ---------------------------------------------------------------------------------------
 
 
@@ -188,6 +202,9 @@ def start_card_payment(
     repeats the request with the same idempotence key, which reaches the same provider payment if there is one.
     Commits: the attempt is stored before the provider is called, so no provider payment is ever made without it.
     """
+    if order.status != OrderStatus.PENDING or ledger.order_due(db, order) <= 0:
+        # Nothing is left to pay: a closed order, or one the balance has covered — never a payment of nothing.
+        raise billing.PurchaseError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
     payment = _attempt_for(db, order, actor, provider, now)
     if payment.status != PaymentStatus.PENDING:
         return payment, None

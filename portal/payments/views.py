@@ -6,17 +6,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, abort, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from portal import csrf
 from portal.accounts.access import current_membership, public, require_account, roles_required
+from portal.accounts.forms import EmptyForm
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.db import get_db, utcnow
+from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments import service
+from portal.payments import ledger, service
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers import PROVIDER_NAMES, get_provider
 from portal.payments.providers.base import (
@@ -41,6 +43,9 @@ WEBHOOK_MAX_BYTES = 64 * 1024
 
 def checkout_handler(db: Session, order: Order, actor: Any) -> str:
     """Billing's checkout calls this for a card order: where to send the payer (the provider's page)."""
+    if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
+        flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
+        return url_for("index")
     provider = get_provider(current_app)
     _payment, url = service.start_card_payment(
         db,
@@ -171,9 +176,42 @@ def _checkout_url(order: Order) -> str | None:
 @bp.route("")
 @roles_required("owner", "accountant")
 def payment_list() -> Any:
+    db = get_db()
     account = require_account()
-    rows = service.list_payments(get_db(), account.id)
-    return render_template("payments/payment_list.html", rows=rows, reason_text=reason_text)
+    return render_template(
+        "payments/payment_list.html",
+        rows=service.list_payments(db, account.id),
+        reason_text=reason_text,
+        totals=ledger.account_totals(db, account.id),
+        entries=ledger.history(db, account.id),
+        attention=ledger.list_attention(db, account.id),
+        refunds=ledger.list_refunds(db, account.id),
+        refund_form=EmptyForm(),
+    )
+
+
+@bp.route("/refund", methods=["POST"])
+@roles_required("owner")
+def refund_request() -> Any:
+    """The owner asks for the balance back; staff return card money to the card and bank money by transfer."""
+    db = get_db()
+    account = require_account()
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        made = ledger.request_refund(db, account.id, actor=current_user._get_current_object(), now=utcnow())  # type: ignore[attr-defined]
+        db.commit()
+    except ledger.LedgerError as exc:
+        db.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("payments.payment_list"))
+    total = sum(r.amount for r in made)
+    flash(
+        f"Запрос на возврат {format_rub(total)} принят: деньги с карты вернутся на карту, переведённые по счёту — "
+        "переводом на счёт компании. Обычно это занимает до 10 рабочих дней.",
+        "success",
+    )
+    return redirect(url_for("payments.payment_list"))
 
 
 # --- webhooks ---------------------------------------------------------------------------------------------------

@@ -215,3 +215,29 @@ class RequestForm(FlaskForm):
     def validate_plan_code(self, field: RadioField) -> None:
         if self.kind == "trial" and not field.data:
             raise ValidationError("Выберите тариф, который хотите попробовать.")
+
+
+class CreditForm(ConfirmedActionForm):
+    """An unmatched bank payment credited to a company's balance."""
+
+    account_id = StringField(
+        "№ аккаунта компании",
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
+        validators=[DataRequired("Укажите номер аккаунта компании.")],
+        render_kw={"inputmode": "numeric", "autocomplete": "off"},
+    )
+    confirm = _confirm("Да, это деньги этой компании: зачислить на её баланс")
+
+
+class RefundDoneForm(ConfirmedActionForm):
+    """A bank refund the seller's accountant has sent."""
+
+    reference = StringField(
+        "Платёжное поручение возврата",
+        filters=[lambda v: " ".join(v.split()) if isinstance(v, str) else v],
+        validators=[DataRequired("Укажите платёжное поручение, например «п/п № 301 от 02.12.2026»."), Length(max=200)],
+    )
+
+
+class RefundStartForm(ConfirmedActionForm):
+    """Staff return a company's balance (all of it) on its behalf."""

@@ -23,18 +23,26 @@ from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
 from portal.money import format_amount
 from portal.nav import register_nav
-from portal.payments import bank
+from portal.payments import bank, ledger
 from portal.payments.bank import import_statement
+from portal.payments.models import Payment, Receipt, Refund
+from portal.payments.providers import get_provider
+from portal.payments.providers.base import ProviderError
+from portal.payments.service import customer_for_account
 from portal.payments.statement import StatementError
 from portal.support import requests as owner_requests
 from portal.support import service
 from portal.support.email import get_email_backend
 from portal.support.forms import (
+    ConfirmedActionForm,
+    CreditForm,
     CustomPlanForm,
     DismissForm,
     InvoiceCancelForm,
     InvoicePayForm,
     LinkForm,
+    RefundDoneForm,
+    RefundStartForm,
     ResendForm,
     ResolveForm,
     StatementForm,
@@ -433,6 +441,7 @@ def _render_line(
         candidates=candidates,
         link_form=link_form,
         dismiss_form=dismiss_form,
+        credit_form=CreditForm(formdata=None, prefix="credit"),
         chosen=chosen,
         mismatch=(chosen is not None and chosen.amount != line.amount),
         problem=problem,
@@ -487,7 +496,13 @@ def line_link(line_id: int) -> Any:
     except service.SupportError as exc:
         db.rollback()
         return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
-    flash(f"Платёж {reference} привязан к счёту № {invoice.number}: счёт оплачен, тариф подключён.", "success")
+    db.refresh(invoice)
+    outcome = (
+        "счёт оплачен, тариф подключён"
+        if invoice.status == "paid"
+        else "зачтён в счёт, остаток к оплате на странице счёта"
+    )
+    flash(f"Платёж {reference} привязан к счёту № {invoice.number}: {outcome}.", "success")
     return redirect(url_for("support.statement_list"))
 
 
@@ -620,4 +635,132 @@ def audit_list() -> Any:
         actions=actions,
         groups=service.ACTION_GROUPS,
         filters={"account": account_id, "actor": raw_actor or None, "action": action},
+    )
+
+
+# --- money: what could not be placed, refunds, crediting a payment to a company ---------------------------------
+
+
+@bp.route("/support/money")
+@staff_required
+def money_list() -> Any:
+    db = get_db()
+    attention = ledger.list_attention(db)
+    refunds = ledger.list_refunds(db, open_only=True)
+    # One form per row, each with its own field ids (a label must name exactly one field on the page).
+    return render_template(
+        "support/money_list.html",
+        attention=[(r, ConfirmedActionForm(formdata=None, prefix=f"receipt{r.id}")) for r in attention],
+        refunds=[
+            (
+                f,
+                ConfirmedActionForm(formdata=None, prefix=f"refund{f.id}"),
+                RefundDoneForm(formdata=None, prefix=f"done{f.id}"),
+                ConfirmedActionForm(formdata=None, prefix=f"cancel{f.id}"),
+            )
+            for f in refunds
+        ],
+        unmatched=bank.list_unmatched_lines(db),
+    )
+
+
+def _money_action(action: Any, form: Any, success: str) -> Any:
+    """Validate a confirmed money action, run it, commit; a refusal is shown on the money page with a 409."""
+    db = get_db()
+    if not form.validate_on_submit():
+        flash("; ".join(e for errors in form.errors.values() for e in errors), "error")
+        return redirect(url_for("support.money_list")), 303
+    try:
+        action(db)
+        db.commit()
+    except (ledger.LedgerError, DocumentsError, ProviderError) as exc:
+        db.rollback()
+        flash(str(getattr(exc, "message", exc)), "error")
+        return redirect(url_for("support.money_list")), 303
+    flash(success, "success")
+    return redirect(url_for("support.money_list"))
+
+
+@bp.route("/support/money/receipts/<int:receipt_id>/resolve", methods=["POST"])
+@staff_required
+def receipt_resolve(receipt_id: int) -> Any:
+    form = ConfirmedActionForm(prefix=f"receipt{receipt_id}")
+    return _money_action(
+        lambda db: ledger.resolve_attention(db, receipt_id, actor=_actor(), note=form.reason.data, now=utcnow()),
+        form,
+        "Отмечено как разобранное.",
+    )
+
+
+@bp.route("/support/money/refunds/<int:refund_id>/provider", methods=["POST"])
+@staff_required
+def refund_provider(refund_id: int) -> Any:
+    form = ConfirmedActionForm(prefix=f"refund{refund_id}")
+
+    def run(db: Any) -> None:
+        refund = db.get(Refund, refund_id)
+        if refund is None:
+            abort(404)
+        receipt = db.get(Receipt, refund.receipt_id) if refund.receipt_id else None
+        payment = db.get(Payment, receipt.payment_id) if receipt is not None and receipt.payment_id else None
+        provider = get_provider(current_app, payment.provider if payment is not None else None)
+        ledger.refund_through_provider(
+            db,
+            refund_id,
+            provider=provider,
+            customer=customer_for_account(db, refund.account_id),
+            actor=_actor(),
+            now=utcnow(),
+        )
+
+    return _money_action(run, form, "Возврат отправлен платёжной системе: деньги вернутся на карту плательщика.")
+
+
+@bp.route("/support/money/refunds/<int:refund_id>/done", methods=["POST"])
+@staff_required
+def refund_done(refund_id: int) -> Any:
+    form = RefundDoneForm(prefix=f"done{refund_id}")
+    return _money_action(
+        lambda db: ledger.complete_bank_refund(
+            db, refund_id, actor=_actor(), reference=form.reference.data, now=utcnow()
+        ),
+        form,
+        "Возврат переводом отмечен выполненным.",
+    )
+
+
+@bp.route("/support/money/refunds/<int:refund_id>/cancel", methods=["POST"])
+@staff_required
+def refund_cancel(refund_id: int) -> Any:
+    form = ConfirmedActionForm(prefix=f"cancel{refund_id}")
+    return _money_action(
+        lambda db: ledger.cancel_refund(db, refund_id, actor=_actor(), reason=form.reason.data, now=utcnow()),
+        form,
+        "Возврат отменён: деньги снова на балансе компании.",
+    )
+
+
+@bp.route("/support/accounts/<int:account_id>/refund", methods=["POST"])
+@staff_required
+def account_refund(account_id: int) -> Any:
+    form = RefundStartForm()
+    return _money_action(
+        lambda db: ledger.request_refund(db, account_id, actor=_actor(), now=utcnow(), reason=form.reason.data),
+        form,
+        "Возврат баланса запрошен: выполните его ниже.",
+    )
+
+
+@bp.route("/support/statements/lines/<int:line_id>/credit", methods=["POST"])
+@staff_required
+def line_credit(line_id: int) -> Any:
+    form = CreditForm(prefix="credit")
+    raw = (form.account_id.data or "").strip()
+    account_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
+    return _money_action(
+        lambda db: bank.credit_statement_line(
+            db, line_id, account_id, actor=_actor(), reason=form.reason.data, now=utcnow()
+        ),
+        form,
+        f"Платёж зачислен на баланс компании № {account_id}.",
     )

@@ -364,7 +364,7 @@ def test_the_import_command_joins_a_payments_group_that_already_exists():
     import click
     from flask import Flask
 
-    from portal.documents import cli
+    from portal.payments import cli
 
     app = Flask("x")
 
@@ -378,8 +378,8 @@ def test_the_import_command_joins_a_payments_group_that_already_exists():
 
     app.cli.add_command(payments_group)
     cli.init_app(app)
-    assert sorted(app.cli.commands["payments"].commands) == ["import-statement", "recheck"]
+    assert sorted(app.cli.commands["payments"].commands) == ["import-statement", "recheck", "report"]
 
     alone = Flask("y")
     cli.init_app(alone)
-    assert sorted(alone.cli.commands["payments"].commands) == ["import-statement"]
+    assert sorted(alone.cli.commands["payments"].commands) == ["import-statement", "report"]

@@ -17,6 +17,9 @@ from tests.security.conftest import changed_tables, snapshot
 from tests.security.matrix import EXPECTED, expected, methods, url, url_map
 from tests.security.world import World
 
+# Actions that are carried out and fail for a reason outside the form: the attempt is recorded on purpose (the CRM
+# is down here, and «Синхронизировать сейчас» leaves a failed run in the journal with the connection's last error).
+JOURNALED = {"crm.sync_run": ("crm_sync_runs", "crm_sync_entries", "crm_connections")}
 # The machine endpoints have their own tests (test_webhooks.py, test_api.py).
 MACHINE = {"service", "webhook"}
 # Field names a form might have, for URLs whose form is not on any page the crawl reaches.
@@ -121,7 +124,10 @@ def test_arbitrary_text_in_every_form(
         if status >= 400:
             assert any(m in body for m in ERROR_MARKERS) or "<h1" in body, f"{endpoint}: {status} without a message"
         if refused:
-            assert changed_tables(before, snapshot(world.app)) == {}, f"{endpoint} refused {data!r} but changed"
+            changed = changed_tables(before, snapshot(world.app))
+            for table in JOURNALED.get(endpoint, ()):
+                changed.pop(table, None)
+            assert changed == {}, f"{endpoint} refused {data!r} but changed"
 
     post_it()
 

@@ -22,6 +22,7 @@ from portal.db import utcnow
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, StatementLine, Upd
 from portal.documents.service import save_requisites
+from portal.payments import ledger
 from portal.payments import service as payments
 from portal.payments.bank import mark_invoice_paid
 from portal.payments.providers import get_provider
@@ -144,6 +145,22 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
         payment, _url = payments.start_card_payment(
             db, order, None, provider=get_provider(app, "sandbox"), return_url="http://localhost/", now=now
         )
+    # Money on the balance: an overpayment flagged to staff, and part of it asked back.
+    receipt, _ = ledger.record_receipt(
+        db,
+        account_id=account.id,
+        method="bank",
+        amount=10_000,
+        received_on=now.date(),
+        source_key=f"world:{tag}",
+        reference=f"п/п № 8{account.id} от 25.11.2026",
+        now=now,
+    )
+    ledger.flag(receipt, "Переплата 100,00 ₽ зачислена на баланс")
+    (refund,) = ledger.request_refund(db, account.id, actor=None, now=now, amount=5_000)
+    db.commit()
+    ids["receipt_id"] = receipt.id
+    ids["refund_id"] = refund.id
     ids["invoice_id"] = invoice.id
     ids["paid_invoice_id"] = paid.id
     upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == paid.id)).one()

@@ -96,6 +96,87 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_invoices_upd_due_on'), ['upd_due_on'], unique=False)
 
     # ### end Alembic commands ###
+    _record_money_already_received()
+
+
+def _record_money_already_received() -> None:
+    """Money received before the ledger existed becomes receipts and allocations, so received = allocated + balance
+    holds for old accounts too: card payments that succeeded, invoices paid by statement or by staff, and any other
+    paid order (e.g. the demo's); money a card payment brought for an order it could not pay stays on the balance."""
+    from datetime import UTC, date, datetime
+
+    conn = op.get_bind()
+    now = datetime.now(UTC)
+    receipts = sa.table(
+        "ledger_receipts",
+        *(sa.column(c) for c in ("id", "account_id", "method", "amount", "received_on", "source_key", "reference",
+                                 "payment_id", "statement_line_id", "attention", "created_at")),
+    )
+    allocations = sa.table(
+        "ledger_allocations",
+        *(sa.column(c) for c in ("receipt_id", "account_id", "order_id", "invoice_id", "amount", "created_at")),
+    )
+
+    def day(value) -> date:
+        if value is None:
+            return now.date()
+        if isinstance(value, str):
+            return datetime.fromisoformat(value[:19]).date()
+        return value.date() if isinstance(value, datetime) else value
+
+    def receipt(**values) -> int:
+        values.setdefault("created_at", now)
+        conn.execute(receipts.insert().values(**values))
+        return conn.execute(sa.select(receipts.c.id).where(receipts.c.source_key == values["source_key"])).scalar_one()
+
+    def allocate(receipt_id, account_id, order_id, invoice_id, amount) -> None:
+        conn.execute(
+            allocations.insert().values(
+                receipt_id=receipt_id, account_id=account_id, order_id=order_id, invoice_id=invoice_id,
+                amount=amount, created_at=now,
+            )
+        )
+
+    covered: set[int] = set()
+    for p in conn.execute(sa.text(
+        "SELECT id, provider, provider_payment_id, order_id, account_id, amount, paid_amount, status, status_detail, "
+        "paid_at, updated_at FROM payments WHERE status IN ('succeeded', 'flagged') AND paid_amount IS NOT NULL"
+    )).mappings():
+        rid = receipt(
+            account_id=p["account_id"], method="card", amount=p["paid_amount"], received_on=day(p["paid_at"] or p["updated_at"]),
+            source_key=f"card:{p['provider']}:{p['provider_payment_id']}", reference=f"{p['provider']}:{p['provider_payment_id']}",
+            payment_id=p["id"], attention=p["status_detail"] if p["status"] == "flagged" else None,
+        )
+        if p["status"] == "succeeded":
+            allocate(rid, p["account_id"], p["order_id"], None, p["paid_amount"])
+            covered.add(p["order_id"])
+    for inv in conn.execute(sa.text(
+        "SELECT i.id, i.account_id, i.order_id, i.amount, i.paid_on, i.payment_reference, l.id AS line_id, "
+        "l.dedup_key FROM invoices i LEFT JOIN statement_lines l ON l.invoice_id = i.id "
+        "AND l.status IN ('matched', 'linked') WHERE i.status = 'paid'"
+    )).mappings():
+        if inv["order_id"] in covered:
+            continue
+        if inv["line_id"] is not None:
+            key, method = f"bank:{inv['dedup_key']}", "bank"
+        else:
+            key, method = f"staff:{inv['id']}:{inv['payment_reference']}", "staff"
+        rid = receipt(
+            account_id=inv["account_id"], method=method, amount=inv["amount"], received_on=day(inv["paid_on"]),
+            source_key=key[:160], reference=(inv["payment_reference"] or "")[:200], statement_line_id=inv["line_id"],
+        )
+        allocate(rid, inv["account_id"], inv["order_id"], inv["id"], inv["amount"])
+        covered.add(inv["order_id"])
+    for order in conn.execute(sa.text(
+        "SELECT id, account_id, amount, paid_at, payment_reference FROM orders WHERE status = 'paid'"
+    )).mappings():
+        if order["id"] in covered or not order["amount"]:
+            continue
+        rid = receipt(
+            account_id=order["account_id"], method="card", amount=order["amount"], received_on=day(order["paid_at"]),
+            source_key=f"migrated:order:{order['id']}", reference=(order["payment_reference"] or "до учёта")[:200],
+        )
+        allocate(rid, order["account_id"], order["id"], None, order["amount"])
 
 
 def downgrade() -> None:

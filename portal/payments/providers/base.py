@@ -145,6 +145,10 @@ class PaymentProvider(Protocol):
         """Re-read a payment through the provider's API."""
         ...
 
+    def refund(self, provider_payment_id: str, amount: int, idempotence_key: str, customer: Customer) -> str:
+        """Return `amount` kopecks of a succeeded payment to the payer (with the refund receipt): the refund's id."""
+        ...
+
     def parse_notification(self, body: bytes, headers: Mapping[str, str], remote_addr: str | None) -> NotificationEvent:
         """Verify that a notification comes from the provider; raises NotificationRejected."""
         ...

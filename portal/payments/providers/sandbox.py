@@ -32,6 +32,7 @@ from portal.payments.providers.base import (
     NotificationRejected,
     PaymentInfo,
     PaymentNotFound,
+    ProviderRejected,
     amount_value,
     parse_notification_body,
     payment_description,
@@ -189,6 +190,35 @@ class SandboxProvider:
             except IntegrityError:
                 continue  # the same key was used at the same moment: the other request's payment is the one
         raise RuntimeError("sandbox: idempotence key race did not settle")
+
+    def refund(self, provider_payment_id: str, amount: int, idempotence_key: str, customer: Customer) -> str:
+        """Like the real provider: only a succeeded payment, never more than it brought, the same key the same
+        refund. The sandbox keeps its refunds beside the payment, in its own records."""
+        with self.database.session() as s:
+            row = s.get(SandboxPayment, provider_payment_id, with_for_update=True)
+            if row is None:
+                raise PaymentNotFound("Платёж не найден.")
+            receipt = dict(row.receipt or {})
+            refunds = list(receipt.get("refunds", []))
+            for done in refunds:
+                if done["key"] == idempotence_key:
+                    return str(done["id"])
+            if row.status != SUCCEEDED:
+                raise ProviderRejected("Вернуть можно только проведённый платёж.")
+            if amount <= 0 or sum(int(r["amount"]) for r in refunds) + amount > row.amount:
+                raise ProviderRejected("Сумма возврата больше суммы платежа.")
+            refund_id = "sbx_rf_" + secrets.token_hex(10)
+            refunds.append(
+                {
+                    "id": refund_id,
+                    "key": idempotence_key,
+                    "amount": amount,
+                    "customer": customer.email or customer.phone,
+                }
+            )
+            receipt["refunds"] = refunds
+            row.receipt = receipt
+            return refund_id
 
     def get_payment(self, provider_payment_id: str) -> PaymentInfo:
         if not PAYMENT_ID_RE.match(provider_payment_id or ""):

@@ -13,6 +13,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import Retry
 from yookassa import Configuration
 from yookassa import Payment as SdkPayment
+from yookassa import Refund as SdkRefund
 from yookassa.client import ApiClient
 from yookassa.domain.exceptions import (
     ApiError,
@@ -72,8 +73,8 @@ def parse_networks(spec: str | Iterable[str]) -> list[ipaddress.IPv4Network | ip
     return networks
 
 
-def _sdk_payment_class(timeout: tuple[float, float]) -> type[SdkPayment]:
-    """The SDK's Payment, with an HTTP client that has a time-out (the SDK's own has none)."""
+def _sdk_payment_class(timeout: tuple[float, float], base: type[Any] = SdkPayment) -> type[Any]:
+    """The SDK's Payment (or Refund), with an HTTP client that has a time-out (the SDK's own has none)."""
 
     class _Session(requests.Session):
         def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
@@ -93,11 +94,11 @@ def _sdk_payment_class(timeout: tuple[float, float]) -> type[SdkPayment]:
             session.mount("https://", HTTPAdapter(max_retries=retries))
             return session
 
-    class _Payment(SdkPayment):
+    class _Api(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             self.client = _Client()
 
-    return _Payment
+    return _Api
 
 
 class YooKassaProvider:
@@ -121,6 +122,7 @@ class YooKassaProvider:
         self.vat_code = vat_code_for(vat_rate)
         self.api_url = api_url
         self._payment_api = _sdk_payment_class(timeout)
+        self._refund_api = _sdk_payment_class(timeout, SdkRefund)
 
     def __repr__(self) -> str:  # never show the secret key in logs or tracebacks
         return f"<YooKassaProvider shop {self.shop_id}>"
@@ -172,6 +174,40 @@ class YooKassaProvider:
             raise ProviderRejected("Этот платёж уже завершён в ЮKassa.")
         return payment_id, url
 
+    def refund_request(self, provider_payment_id: str, amount: int, customer: Customer) -> dict[str, Any]:
+        """The body of POST /v3/refunds: the money back, with the 54-ФЗ refund receipt."""
+        value = amount_value(amount)
+        receipt_customer = (
+            {"email": customer.email} if customer.email else {"phone": (customer.phone or "").lstrip("+")}
+        )
+        return {
+            "payment_id": provider_payment_id,
+            "amount": {"value": value, "currency": "RUB"},
+            "description": "Возврат неиспользованного остатка на балансе",
+            "receipt": {
+                "customer": receipt_customer,
+                "items": [
+                    {
+                        "description": "Возврат оплаты лицензии на корпоративный мессенджер",
+                        "quantity": "1.00",
+                        "amount": {"value": value, "currency": "RUB"},
+                        "vat_code": self.vat_code,
+                        "payment_subject": PAYMENT_SUBJECT,
+                        "payment_mode": PAYMENT_MODE,
+                    }
+                ],
+            },
+        }
+
+    def refund(self, provider_payment_id: str, amount: int, idempotence_key: str, customer: Customer) -> str:
+        params = self.refund_request(provider_payment_id, amount, customer)
+        response = self._call(lambda api: api.create(params, idempotence_key), self._refund_api)
+        obj = json.loads(response.json())
+        refund_id = obj.get("id")
+        if not isinstance(refund_id, str) or obj.get("status") == "canceled":
+            raise ProviderRejected("ЮKassa не приняла возврат.")
+        return refund_id
+
     def get_payment(self, provider_payment_id: str) -> PaymentInfo:
         if not PAYMENT_ID_RE.match(provider_payment_id or ""):
             raise PaymentNotFound("Платёж не найден.")
@@ -196,12 +232,12 @@ class YooKassaProvider:
 
     # --- SDK calls ------------------------------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[type[SdkPayment]], T]) -> T:
+    def _call(self, fn: Callable[[type[Any]], T], api: type[Any] | None = None) -> T:
         # The SDK keeps its settings in class attributes: set them before every call so that two apps in one
         # process (tests) never talk to YooKassa with each other's shop.
         Configuration.configure(self.shop_id, self._secret_key, api_url=self.api_url)
         try:
-            return fn(self._payment_api)
+            return fn(api or self._payment_api)
         except requests.RequestException as exc:
             raise ProviderUnavailable(f"ЮKassa не ответила: {type(exc).__name__}") from exc
         except AttributeError as exc:
