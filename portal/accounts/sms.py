@@ -16,6 +16,10 @@ class SmsError(RuntimeError):
     pass
 
 
+class SmsRecipientRefused(SmsError):
+    """The gateway works but will not deliver to this number (unassigned range, no route): not worth a retry."""
+
+
 class SmsBackend(Protocol):
     def send(self, phone: str, text: str) -> None: ...
 
@@ -54,6 +58,8 @@ class HttpSms:
         if resp.status_code != 200 or body.get("status") != "OK":
             raise SmsError(f"SMS-шлюз отказал: {body.get('status_text') or body.get('status') or resp.status_code}")
         entry = (body.get("sms") or {}).get(to) or {}
+        if entry.get("status") == "ERROR":
+            raise SmsRecipientRefused(entry.get("status_text") or f"код {entry.get('status_code') or 'не указан'}")
         if entry.get("status") != "OK":
             raise SmsError(f"SMS не отправлено: {entry.get('status_text') or 'неизвестная ошибка'}")
         log.info("SMS sent to %s via gateway", phone)

@@ -13,7 +13,7 @@ from portal.accounts import service
 from portal.accounts.access import login_required_any, public
 from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, RegisterForm, SwitchAccountForm
 from portal.accounts.phone import InvalidPhone, normalize_phone
-from portal.accounts.sms import SmsError, make_sms_backend
+from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
 
 bp = Blueprint("accounts", __name__)
@@ -64,6 +64,12 @@ def login() -> Any:
                 now=utcnow(),
                 ttl_seconds=current_app.config["SMS_CODE_TTL_SECONDS"],
             )
+        except SmsRecipientRefused as exc:
+            # The number itself is refused: waiting a minute will not help, checking the digits may.
+            form.phone.errors.append(
+                f"SMS-шлюз не доставляет сообщения на этот номер: «{exc}». Проверьте номер или укажите другой."
+            )
+            return render_template("accounts/login.html", form=form), 400
         except SmsError as exc:
             form.phone.errors.append(f"Не удалось отправить SMS: {exc}. Попробуйте через минуту.")
             return render_template("accounts/login.html", form=form), 503

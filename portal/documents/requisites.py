@@ -137,7 +137,7 @@ def clean_requisites(raw: Mapping[str, Any]) -> RequisitesData:
             if not corr:
                 errors["correspondent_account"] = "Укажите корреспондентский счёт"
         else:
-            check("account_number", validate_settlement_account, account_number, bik)
+            check("account_number", validate_settlement_account, account_number, bik, corr)
             check("correspondent_account", validate_correspondent_account, corr, bik)
 
     if edo_id and not _EDO_ID.fullmatch(edo_id):

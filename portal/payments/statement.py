@@ -26,9 +26,23 @@ _DOCUMENT_START = "СекцияДокумент"
 _DOCUMENT_END = "КонецДокумента"
 _ENCODING_KEY = "Кодировка"
 
-# Value of "Кодировка=" → Python codec. UTF-8 is not in the 1C spec but some banks export it.
-_CODECS = {"windows": "cp1251", "dos": "cp866", "utf-8": "utf-8", "utf8": "utf-8"}
+# Value of "Кодировка=" → Python codec. The 1C description names only "Windows" and "DOS", but banks write the
+# encoding as their own software calls it: "windows-1251" (Raiffeisenbank), "cp1251", "866", "IBM866", and some
+# export UTF-8. Keys are compared case-insensitively with "-", "_" and spaces removed (_encoding_key).
+_CODECS = {
+    "windows": "cp1251",
+    "windows1251": "cp1251",
+    "win1251": "cp1251",
+    "cp1251": "cp1251",
+    "1251": "cp1251",
+    "dos": "cp866",
+    "cp866": "cp866",
+    "ibm866": "cp866",
+    "866": "cp866",
+    "utf8": "utf-8",
+}
 _DECLARED = {"cp1251": "Windows", "cp866": "DOS", "utf-8": "UTF-8"}
+_ACCEPTED = "Windows (windows-1251, cp1251), DOS (cp866, 866) и UTF-8"
 
 # [0-9], not \d: \d also takes other scripts' digits ("１０"), which int() would happily accept.
 _AMOUNT_RE = re.compile(r"([0-9]+)(?:[.,]([0-9]{1,2}))?")
@@ -117,10 +131,14 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+def _encoding_key(value: str) -> str:
+    return re.sub(r"[-_\s]", "", value).lower()
+
+
 def _declared_codec(value: str, line_number: int) -> str:
-    codec = _CODECS.get(value.strip().lower())
+    codec = _CODECS.get(_encoding_key(value))
     if codec is None:
-        raise StatementError(line_number, f"Неизвестная кодировка «{_shown(value)}»: поддерживаются Windows и DOS")
+        raise StatementError(line_number, f"Неизвестная кодировка «{_shown(value)}»: поддерживаются {_ACCEPTED}")
     return codec
 
 
@@ -146,7 +164,7 @@ def _decode(data: bytes) -> tuple[str, str]:
     else:
         found = _find_encoding_line(_split_lines(text))
         if found is None:
-            raise StatementError(1, "В заголовке нет строки «Кодировка=» (Windows или DOS)")
+            raise StatementError(1, f"В заголовке нет строки «Кодировка=» ({_ACCEPTED})")
         value, number = found
         codec = _declared_codec(value, number)
         # An all-ASCII file is valid UTF-8 whatever it declares; report the declared encoding then.
@@ -168,7 +186,7 @@ def _decode(data: bytes) -> tuple[str, str]:
             raise StatementError(
                 _line_of(data, error.start), f"Файл не читается в кодировке {_DECLARED[codec]}"
             ) from None
-    raise StatementError(1, "В заголовке нет строки «Кодировка=» (Windows или DOS)")
+    raise StatementError(1, f"В заголовке нет строки «Кодировка=» ({_ACCEPTED})")
 
 
 def _split_lines(text: str) -> list[str]:
@@ -438,8 +456,7 @@ def build_statement(
     objects; a list value in the header (e.g. several "РасчСчет") becomes several lines. A document's
     "СекцияДокумент" key sets its kind (default "Платежное поручение").
     """
-    key = encoding.strip().lower()
-    codec = _CODECS.get(key) or {"cp1251": "cp1251", "cp866": "cp866"}.get(key)
+    codec = _CODECS.get(_encoding_key(encoding))
     if codec is None:
         raise ValueError(f"unknown statement encoding: {encoding!r}")
     head: dict[str, object] = {"ВерсияФормата": "1.03", _ENCODING_KEY: _DECLARED[codec]}

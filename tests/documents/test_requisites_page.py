@@ -135,7 +135,9 @@ def test_sole_proprietor_rules(client, auth, company, changes, field, message):
         (
             {"correspondent_account": "40702810800000012345"},
             "correspondent_account",
-            "Корреспондентский счёт должен начинаться с 301",
+            # An ЕКС (40102…) is a correspondent account too since 2021, so the message names both kinds.
+            "Корреспондентский счёт должен начинаться с 301 (счёт банка в Банке России) "
+            "или с 40102 (единый казначейский счёт)",
         ),
         ({"edo_id": "ЭДО 1"}, "edo_id", None),
         ({"kind": "llc"}, "kind", "Выберите: организация или индивидуальный предприниматель"),
@@ -237,3 +239,55 @@ def test_default_seller_and_a_vat_rate_start(tmp_path):
     )
     assert app.config["VAT_RATE"] == "22"
     app.extensions["portal.db"].engine.dispose()
+
+
+def test_a_budget_customer_enters_a_treasury_account_with_the_single_treasury_account(client, auth, company, db):
+    # A Moscow city institution's bank details as the Treasury prints them since 2021 (issue #21).
+    auth.login(OWNER)
+    budget = {
+        **ORG,
+        "bank_name": "ГУ Банка России по ЦФО//УФК по г. Москве г. Москва",
+        "bik": "004525988",
+        "account_number": "0322 4643 4500 0000 7300",
+        "correspondent_account": "40102810545370000003",
+    }
+    resp = post(client, "/requisites", budget)
+    assert resp.status_code == 302, field_error(resp.get_data(as_text=True), "account_number")
+    row = db.scalars(sa.select(Requisites)).one()
+    assert (row.bik, row.account_number, row.correspondent_account) == (
+        "004525988",
+        "03224643450000007300",
+        "40102810545370000003",
+    )
+
+
+def test_a_customer_of_a_bank_of_russia_unit_has_no_correspondent_account(client, auth, company, db):
+    auth.login(OWNER)
+    resp = post(
+        client,
+        "/requisites",
+        {
+            **ORG,
+            "bank_name": "ГУ Банка России по ЦФО",
+            "bik": "044525000",
+            "account_number": "40101810045250010041",
+            "correspondent_account": "",
+        },
+    )
+    assert resp.status_code == 302
+    row = db.scalars(sa.select(Requisites)).one()
+    assert (row.account_number, row.correspondent_account) == ("40101810045250010041", None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "ogrn", "message"),
+    [
+        ("org", "3027700132193", "ОГРН организации начинается с 1 или 5, а этот номер — с 3"),
+        ("ip", "404500000000017", "ОГРНИП начинается с 3, а этот номер — с 4"),
+    ],
+)
+def test_a_registration_number_of_the_wrong_kind_is_refused(client, auth, company, kind, ogrn, message):
+    auth.login(OWNER)
+    resp = post(client, "/requisites", {**(ORG if kind == "org" else IP), "ogrn": ogrn})
+    assert resp.status_code == 400
+    assert field_error(resp.get_data(as_text=True), "ogrn").startswith(message)

@@ -109,7 +109,8 @@ def computed_ogrns(count: int = 20) -> list[str]:
     rng = random.Random(13)
     found = []
     while len(found) < count:
-        first12 = str(rng.choice("1235")) + random_digits(rng, 11)
+        # 1 and 5 are the first digits of an ОГРН (2, 6–9 begin a ГРН, 3 an ОГРНИП): see the first-digit tests.
+        first12 = str(rng.choice("15")) + random_digits(rng, 11)
         remainder = int(first12) % 11
         if 1 <= remainder <= 9:
             found.append(first12 + str(remainder))
@@ -407,3 +408,133 @@ def test_normalize_digits_removes_spaces_people_paste() -> None:
     assert normalize_digits(" 7707 083\u00a0893\t") == "7707083893"
     validate_inn(normalize_digits("7707 083 893"), "org")
     assert normalize_digits("4070 2810 9380 0000 0001") == SBER_SETTLEMENT
+
+
+# --- issue #21: every kind of account a Russian customer may hold ------------------------------------------
+#
+# Real public requisites of the Federal Treasury's bodies (as printed in their payment details since 2021) and of
+# Bank of Russia units (the pre-2021 revenue accounts of УФК по г. Москве, still the plainest public accounts kept
+# by a Bank of Russia unit). Each is checked by the plain reference above, so the test says which rule fits.
+
+# ГУ Банка России по ЦФО//УФК по г. Москве г. Москва: БИК, ЕКС, treasury account for revenue (03100).
+MOSCOW_TOFK_BIK = "004525988"
+MOSCOW_EKS = "40102810545370000003"
+MOSCOW_REVENUE_TREASURY_ACCOUNT = "03100643000000017300"
+TREASURY_EXAMPLES = [
+    (MOSCOW_TOFK_BIK, MOSCOW_EKS),
+    ("014030106", "40102810945370000005"),  # Северо-Западное ГУ Банка России//УФК по г. Санкт-Петербургу
+    ("017003983", "40102810445370000059"),  # Отделение Тула Банка России//УФК по Тульской области
+]
+# Accounts kept by a Bank of Russia unit: ГУ Банка России по ЦФО (044525000), Отделение 1 Москва (044583001).
+BANK_OF_RUSSIA_ACCOUNTS = [("40101810045250010041", "044525000"), ("40101810800000010041", "044583001")]
+
+
+@pytest.mark.parametrize(("bik", "eks"), TREASURY_EXAMPLES)
+def test_single_treasury_account_is_a_correspondent_account_keyed_as_a_bank_of_russia_account(
+    bik: str, eks: str
+) -> None:
+    # Kept by a Bank of Russia unit, so keyed with "0" + БИК digits 5–6, not with the treasury body's own digits 7–9.
+    assert ref_account_key_sum("0" + bik[4:6] + eks) % 10 == 0
+    assert ref_account_key_sum(bik[-3:] + eks) % 10 != 0
+    validate_correspondent_account(eks, bik)
+    for changed in single_digit_changes(eks):
+        with pytest.raises(RequisiteError) as caught:
+            validate_correspondent_account(changed, bik)
+        assert caught.value.field == "correspondent_account"
+
+
+def test_treasury_account_goes_with_the_single_treasury_account() -> None:
+    # A treasury account carries no key of the Bank of Russia's rule: it fits neither conditional number.
+    assert ref_account_key_sum(MOSCOW_TOFK_BIK[-3:] + MOSCOW_REVENUE_TREASURY_ACCOUNT) % 10 != 0
+    assert ref_account_key_sum("0" + MOSCOW_TOFK_BIK[4:6] + MOSCOW_REVENUE_TREASURY_ACCOUNT) % 10 != 0
+    validate_settlement_account(MOSCOW_REVENUE_TREASURY_ACCOUNT, MOSCOW_TOFK_BIK, MOSCOW_EKS)
+    validate_settlement_account("03224643450000007300", MOSCOW_TOFK_BIK, MOSCOW_EKS)  # Moscow city institutions
+
+
+@pytest.mark.parametrize(
+    ("account", "corr", "message"),
+    [
+        (
+            MOSCOW_REVENUE_TREASURY_ACCOUNT,
+            SBER_CORRESPONDENT,
+            "Казначейский счёт (03…) открыт в органе Федерального казначейства: корреспондентским счётом для него "
+            "указывают единый казначейский счёт (40102…), а не счёт банка",
+        ),
+        (
+            "03100840000000017300",
+            MOSCOW_EKS,
+            "Неверный казначейский счёт: в 6–8-й цифрах должен стоять код рубля 643, например 03100643000000017300",
+        ),
+        (
+            SBER_SETTLEMENT,
+            MOSCOW_EKS,
+            "С единым казначейским счётом (40102…) указывают казначейский счёт, начинающийся с 03",
+        ),
+    ],
+)
+def test_treasury_and_bank_accounts_do_not_mix(account: str, corr: str, message: str) -> None:
+    assert_rejected(lambda: validate_settlement_account(account, MOSCOW_TOFK_BIK, corr), "account_number", message)
+
+
+@pytest.mark.parametrize(("account", "bik"), BANK_OF_RUSSIA_ACCOUNTS)
+def test_account_at_a_bank_of_russia_unit_is_keyed_with_bik_digits_5_and_6(account: str, bik: str) -> None:
+    assert ref_account_key_sum("0" + bik[4:6] + account) % 10 == 0
+    assert ref_account_key_sum(bik[-3:] + account) % 10 != 0  # the commercial banks' rule would refuse it
+    validate_settlement_account(account, bik)
+    validate_correspondent_account("", bik)  # a Bank of Russia unit's own customer has no correspondent account
+    for changed in single_digit_changes(account):
+        if changed.startswith("03"):
+            continue  # that is a treasury account, checked by structure
+        assert_rejected(
+            lambda changed=changed: validate_settlement_account(changed, bik),
+            "account_number",
+            "контрольный ключ не сходится с БИК подразделения Банка России",
+        )
+
+
+def test_only_a_bank_of_russia_unit_may_have_no_correspondent_account() -> None:
+    assert_rejected(
+        lambda: validate_correspondent_account("", SBER_BIK), "correspondent_account", "Укажите Корреспондентский счёт"
+    )
+    assert_rejected(
+        lambda: validate_correspondent_account("", MOSCOW_TOFK_BIK),
+        "correspondent_account",
+        "Укажите Корреспондентский счёт",
+    )
+
+
+def with_ogrn_check_digit(first12: str) -> str:
+    remainder = int(first12) % 11
+    return first12 + str(remainder % 10)
+
+
+@pytest.mark.parametrize(
+    ("first", "means"),
+    [
+        ("2", "это ГРН записи об изменениях, а не ОГРН"),
+        ("3", "это ОГРНИП индивидуального предпринимателя"),
+        ("4", "это ГРНИП записи об изменениях, а не ОГРНИП"),
+        ("6", "это ГРН записи об изменениях, а не ОГРН"),
+        ("9", "это ГРН записи об изменениях, а не ОГРН"),
+        ("0", "такого номера записи не бывает"),
+    ],
+)
+def test_ogrn_must_begin_with_1_or_5(first: str, means: str) -> None:
+    number = with_ogrn_check_digit(first + "02770013219")
+    assert_rejected(
+        lambda: validate_ogrn(number),
+        "ogrn",
+        f"ОГРН организации начинается с 1 или 5, а этот номер — с {first}: {means}",
+    )
+
+
+def test_ogrn_beginning_with_5_is_valid() -> None:
+    validate_ogrn(with_ogrn_check_digit("507774688731"))
+
+
+@pytest.mark.parametrize("first", "012456789")
+def test_ogrnip_must_begin_with_3(first: str) -> None:
+    first14 = first + "0450000000001"
+    number = first14 + str(int(first14) % 13 % 10)
+    message = f"ОГРНИП начинается с 3, а этот номер — с {first}"
+    assert_rejected(lambda: validate_ogrnip(number), "ogrnip", message)

@@ -612,3 +612,64 @@ def test_what_build_statement_writes_parse_statement_reads_back(
         for d in documents
     ]
     assert len(incoming_for(statement, OUR_ACCOUNT)) == sum(d["ПолучательСчет"] == OUR_ACCOUNT for d in documents)
+
+
+# --- statements as several banks export them (issue #21) -----------------------------------------------
+# Anonymised, written from the format's description and the banks' export conventions: each file keeps its
+# bank's spelling of "Кодировка=", line ends and which optional fields it leaves out (samples/banks/README.md).
+
+BANKS = SAMPLES / "banks"
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "number", "kopecks", "invoices"),
+    [
+        ("raiffeisen_windows-1251.txt", "cp1251", "3321", 846_450, ["2026-000123"]),
+        ("onec_windows.txt", "cp1251", "15", 1_990_000, ["2026-000077"]),
+        ("bank_cp1251_upper.txt", "cp1251", "904", 594_000, ["2026-000045"]),
+        ("bank_866.txt", "cp866", "1207", 594_000, ["2026-000001"]),
+        ("bank_dos.txt", "cp866", "88", 99_000, ["2026-000002"]),
+        ("bank_utf-8_lf.txt", "utf-8", "7001", 2_999_000, ["2026-000300"]),
+    ],
+)
+def test_statements_of_several_banks_are_read(
+    name: str, codec: str, number: str, kopecks: int, invoices: list[str]
+) -> None:
+    statement = parse_statement((BANKS / name).read_bytes())
+    assert statement.encoding == codec
+    (payment,) = incoming_for(statement, OUR_ACCOUNT)
+    assert (payment.number, payment.amount_kopecks) == (number, kopecks)
+    assert payment.payee_inn == "7707083893"
+    assert find_invoice_numbers(payment.purpose) == invoices
+    assert payment.payer_name and not payment.payer_name.startswith("ИНН")  # the clean name of Плательщик1
+
+
+@pytest.mark.parametrize(
+    ("declared", "codec"),
+    [
+        (spelling, codec)
+        for codec, spellings in {
+            "cp1251": ["Windows", "windows-1251", "Windows-1251", "WINDOWS-1251", "windows1251", "cp1251", "CP-1251"],
+            "cp866": ["DOS", "dos", "866", "cp866", "CP866", "IBM866"],
+            "utf-8": ["UTF-8", "utf-8", "utf8", "UTF8"],
+        }.items()
+        for spelling in spellings
+    ],
+)
+def test_every_spelling_of_the_encoding_banks_use_is_read(declared: str, codec: str) -> None:
+    text = "\r\n".join(
+        ["1CClientBankExchange", "ВерсияФормата=1.03", f"Кодировка= {declared} ", *GOOD_DOCUMENT, "КонецФайла"]
+    )
+    text = text.replace("Номер=1", "Номер=Щ-1")  # one letter that only the right codec reads back
+    statement = parse_statement(text.encode(codec))
+    assert statement.encoding == codec
+    assert statement.documents[0].number == "Щ-1"
+
+
+def test_an_unknown_encoding_is_refused_with_the_list_of_accepted_ones() -> None:
+    data = statement_lines("1CClientBankExchange", "ВерсияФормата=1.03", "Кодировка=KOI8-R", "КонецФайла")
+    with pytest.raises(StatementError) as error:
+        parse_statement(data)
+    assert error.value.message == (
+        "Неизвестная кодировка «KOI8-R»: поддерживаются Windows (windows-1251, cp1251), DOS (cp866, 866) и UTF-8"
+    )

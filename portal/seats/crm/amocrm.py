@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -19,11 +20,13 @@ from urllib3.exceptions import NewConnectionError
 from . import oauth
 from .base import (
     BATCH_SIZE,
+    DEFAULT_GROUP_ID,
     CrmAccountInfo,
     CrmAuthError,
     CrmBadResponse,
     CrmBlocked,
     CrmGroup,
+    CrmOperationForbidden,
     CrmRefused,
     CrmUnavailable,
     CrmUser,
@@ -49,6 +52,35 @@ _OPERATIONS = {
     "deactivate": "отключение пользователей",
     "activate": "включение пользователей",
 }
+# What a 403 on a write means when the account still answers, and what the owner can do about it.
+_FORBIDDEN = {
+    "create": (
+        "amoCRM не даёт добавлять пользователей через API: по её правилам это недоступно, когда в аккаунте больше "
+        "100 пользователей, и требует прав администратора. Остальные изменения отправляются как обычно"
+    ),
+    "deactivate": "amoCRM не даёт отключать пользователей через API: отключите пользователя в amoCRM вручную",
+    "activate": "amoCRM не даёт включать пользователей через API: включите пользователя в amoCRM вручную",
+}
+
+# amoCRM's rules for the name of a user added through the API: at most 50 characters, no special characters.
+# Which characters are "special" is not listed; we keep letters of any script, digits, spaces, "." and "-" — the
+# characters of people's names — and replace everything else with a space.
+NAME_MAX_LENGTH = 50
+_NAME_FORBIDDEN = re.compile(r"[^\w .\-]|_")
+_NAME_FALLBACK = "Пользователь"
+
+
+def amocrm_user_name(name: str, email: str | None = None) -> str:
+    """The name as amoCRM accepts it: special characters dropped, cut to 50 characters at a word boundary."""
+    cleaned = " ".join(_NAME_FORBIDDEN.sub(" ", name or "").split()).strip(" .-")
+    if not cleaned and email:
+        cleaned = " ".join(_NAME_FORBIDDEN.sub(" ", email.split("@")[0]).split()).strip(" .-")
+    if len(cleaned) > NAME_MAX_LENGTH:
+        cut = cleaned[: NAME_MAX_LENGTH + 1]
+        # Keep whole words when the first one fits; a single 60-letter word is cut where it must be.
+        cleaned = cut.rsplit(" ", 1)[0] if " " in cut else cut
+        cleaned = cleaned[:NAME_MAX_LENGTH].strip(" .-")
+    return cleaned or _NAME_FALLBACK
 
 
 def _utcnow() -> datetime:
@@ -216,7 +248,9 @@ class AmoCrmClient:
                 pending = [u for u in pending if u.email.casefold() not in created]
             if not pending:
                 return
-            response = self._send("POST", self._url("/api/v4/users"), json=[_new_user_json(u) for u in pending])
+            response = self._send(
+                "POST", self._url("/api/v4/users"), json=[_new_user_json(u) for u in pending], operation="create"
+            )
             self._raise_for_refusal(response, "create")
             data = _json(response)
             try:
@@ -243,7 +277,7 @@ class AmoCrmClient:
             body = [{"id": user_id} for user_id in batch]
             # Activation and deactivation are idempotent, so a blind resend is safe.
             response = self._with_retries(
-                lambda _previous, b=body: self._send("POST", self._url(path), json=b),
+                lambda _previous, b=body: self._send("POST", self._url(path), json=b, operation=operation),
             )
             self._raise_for_refusal(response, operation)
             if not 200 <= response.status_code < 300:
@@ -304,8 +338,12 @@ class AmoCrmClient:
             delay = max(delay, min(retry_after, RETRY_AFTER_CAP_SECONDS))
         return delay
 
-    def _send(self, method: str, url: str, *, json: Any = None) -> requests.Response:
-        """One attempt: pace, authorize (refreshing once on 401), classify transient failures."""
+    def _send(self, method: str, url: str, *, json: Any = None, operation: str | None = None) -> requests.Response:
+        """One attempt: pace, authorize (refreshing once on 401), classify transient failures.
+
+        ``operation`` names the kind of change a write makes, so that a 403 the CRM gives to that kind alone is
+        reported as its refusal rather than as a blocked account.
+        """
         tokens = self._fresh_tokens()
         response = self._http(method, url, tokens, json)
         if response.status_code == 401:
@@ -317,6 +355,13 @@ class AmoCrmClient:
                     "CRM не принимает токен доступа даже после обновления: переподключите интеграцию с CRM"
                 )
         status = response.status_code
+        if status == 403 and operation is not None and self._account_answers(tokens):
+            detail = _problem(response).get("detail")
+            raise CrmOperationForbidden(
+                _FORBIDDEN[operation] + (f" (ответ CRM: {detail})" if detail else ""),
+                operation=operation,
+                detail=detail,
+            )
         if status in (402, 403):
             raise CrmBlocked(detail=_problem(response).get("detail"))
         if status == 429:
@@ -327,6 +372,14 @@ class AmoCrmClient:
         if 300 <= status < 400 or status in (404, 405):
             raise CrmBadResponse(f"CRM ответила неожиданным статусом HTTP {status}")
         return response
+
+    def _account_answers(self, tokens: Tokens) -> bool:
+        """Whether the account itself still works: a blocked or unpaid amoCRM account refuses every request."""
+        try:
+            probe = self._http("GET", self._url("/api/v4/account"), tokens, None)
+        except _Transient:
+            return False
+        return probe.status_code == 200
 
     def _http(self, method: str, url: str, tokens: Tokens, json: Any) -> requests.Response:
         self._limiter.acquire()
@@ -503,12 +556,20 @@ def _user_from_json(raw: Any) -> CrmUser:
         is_active=_bool(rights, "is_active"),
         is_free=_bool(rights, "is_free"),
         is_admin=_bool(rights, "is_admin"),
-        group_id=None if group_id is None else _int(group_id),
+        # amoCRM answers null for the users of its default group, which it lists with id 0.
+        group_id=DEFAULT_GROUP_ID if group_id is None else _int(group_id),
     )
 
 
 def _new_user_json(user: NewCrmUser) -> dict[str, Any]:
     rights: dict[str, Any] = {"is_free": True}
-    if user.group_id is not None:
+    # Without a group amoCRM puts the user in its default group; 0 is only how its group list names that group.
+    if user.group_id is not None and user.group_id != DEFAULT_GROUP_ID:
         rights["group_id"] = user.group_id
-    return {"name": user.name, "email": user.email, "password": user.password, "lang": "ru", "rights": rights}
+    return {
+        "name": amocrm_user_name(user.name, user.email),
+        "email": user.email,
+        "password": user.password,
+        "lang": "ru",
+        "rights": rights,
+    }

@@ -13,6 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 BATCH_SIZE = 10
 
 
+# amoCRM lists its default user group with id 0, but answers `rights.group_id: null` for the users in it.
+DEFAULT_GROUP_ID = 0
+
+
 @dataclass(frozen=True, slots=True)
 class CrmUser:
     id: int
@@ -22,6 +26,7 @@ class CrmUser:
     is_active: bool
     is_free: bool
     is_admin: bool
+    # None: the CRM's default group (adapters that can tell say DEFAULT_GROUP_ID instead).
     group_id: int | None
 
 
@@ -87,6 +92,18 @@ class CrmRefused(CrmError):
     ) -> None:
         super().__init__(message, detail=detail)
         self.validation_errors = list(validation_errors)
+
+
+class CrmOperationForbidden(CrmRefused):
+    """The CRM refuses one kind of change (HTTP 403) while the account itself answers: that change's problem only.
+
+    amoCRM documents that adding users through the API stops working above 100 users in the account and needs an
+    administrator's rights; it answers 403 then, which must not be read as a blocked account.
+    """
+
+    def __init__(self, message: str, *, operation: str, detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.operation = operation
 
 
 class CrmBadResponse(CrmError):

@@ -36,6 +36,14 @@ DEFAULT_GROUP_NAME = "Отдел продаж"
 DEFAULT_SEED_GROUPS = ("Отдел продаж", "Бухгалтерия", "Техподдержка", "Логистика")
 MAX_PAGE_LIMIT = 250
 MAX_CREATE_BATCH = 10
+# amoCRM: "the method becomes unavailable if the number of users exceeds 100". Its documented answers for the
+# method are 200, 400, 401 and 403 ("not enough rights to call the method"); which one it gives above 100 users is
+# not documented, so the emulator gives 403 with a detail that names the limit, and a blocked account stays 402.
+MAX_API_USERS = 100
+# Names of users added through the API: at most 50 characters, no special characters (letters, digits, spaces,
+# "." and "-" are what people's names are made of; amoCRM does not list the forbidden ones).
+MAX_NAME_LENGTH = 50
+NAME_RE = re.compile(r"^[^\W_](?:[^\W_]|[ .\-])*$")
 MAX_STATUS_BATCH = 50
 CODE_TTL_SECONDS = 20 * 60
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -553,6 +561,13 @@ class Emulator:
                     errors.append({"request_id": str(index), "errors": item_errors})
             if errors:
                 return _problem(400, "Bad Request", "Данные пользователей не прошли проверку", errors)
+            if len(data["users"]) > MAX_API_USERS:
+                return _problem(
+                    403,
+                    "Forbidden",
+                    f"Добавление пользователей через API недоступно: в аккаунте больше {MAX_API_USERS} "
+                    f"пользователей ({len(data['users'])})",
+                )
             active = sum(1 for u in data["users"] if u["is_active"])
             if self.plan_limit is not None and active + len(payload) > self.plan_limit:
                 return _problem(
@@ -570,7 +585,7 @@ class Emulator:
                         item["name"].strip(),
                         item["email"].strip(),
                         None,
-                        rights.get("group_id", 0),
+                        rights.get("group_id") or 0,
                         bool(rights.get("is_free", False)),
                         bool(rights.get("is_admin", False)),
                     )
@@ -921,7 +936,8 @@ def _user_json(raw: dict[str, Any], host_url: str, with_: set[str], groups: dict
             "is_admin": raw["is_admin"],
             "is_free": raw["is_free"],
             "is_active": raw["is_active"],
-            "group_id": raw["group_id"],
+            # As amoCRM answers: the default group is listed with id 0, but its users have a null group_id.
+            "group_id": None if raw["group_id"] == 0 else raw["group_id"],
             "role_id": None,
         },
         "_links": {"self": {"href": f"{host_url}api/v4/users/{raw['id']}"}},
@@ -944,6 +960,10 @@ def _validate_new_user(item: Any, data: dict[str, Any], seen: set[str], group_id
     name, email, password = item.get("name"), item.get("email"), item.get("password")
     if not isinstance(name, str) or not name.strip():
         errors.append({"code": "FieldMissing", "path": "name", "detail": "Не указано имя"})
+    elif len(name.strip()) > MAX_NAME_LENGTH:
+        errors.append({"code": "InvalidValue", "path": "name", "detail": f"Имя длиннее {MAX_NAME_LENGTH} символов"})
+    elif not NAME_RE.match(name.strip()):
+        errors.append({"code": "InvalidValue", "path": "name", "detail": "Имя содержит специальные символы"})
     if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
         errors.append({"code": "InvalidValue", "path": "email", "detail": "Неверный адрес электронной почты"})
     elif email.strip().casefold() in seen or _email_taken(data, email.strip()):
@@ -962,7 +982,8 @@ def _validate_new_user(item: Any, data: dict[str, Any], seen: set[str], group_id
     if not isinstance(rights, dict):
         errors.append({"code": "InvalidType", "path": "rights", "detail": "rights должен быть объектом"})
     else:
-        group_id = rights.get("group_id", 0)
+        # Omitted or null: the default group.
+        group_id = rights.get("group_id") if rights.get("group_id") is not None else 0
         if isinstance(group_id, bool) or not isinstance(group_id, int) or group_id not in group_ids:
             errors.append({"code": "NotFound", "path": "rights.group_id", "detail": f"Отдел {group_id} не найден"})
         for flag in ("is_free", "is_admin"):

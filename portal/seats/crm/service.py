@@ -14,8 +14,9 @@ from portal.audit import record_audit
 from portal.seats import directory
 from portal.seats.models import Department
 
+from .amocrm import amocrm_user_name
 from .base import CrmAccountInfo
-from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxStatus
+from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxOperation, OutboxStatus
 from .oauth import Tokens
 from .sync import BAD_PHONE, NO_PHONE, PHONE_TAKEN, get_connection
 from .tokens import clear_tokens, store_tokens
@@ -176,3 +177,47 @@ def get_overview(db: Session, account_id: int) -> CrmOverview:
         outbox_problems=outbox.get(OutboxStatus.FAILED.value, 0) + outbox.get(OutboxStatus.REFUSED.value, 0),
         seats_used=directory.count_active(db, account_id),
     )
+
+
+@dataclass(frozen=True)
+class RenamedForCrm:
+    """A messenger user created in the CRM under a name the CRM's rules made shorter or plainer."""
+
+    membership_id: int
+    name: str
+    crm_name: str
+
+
+def list_renamed_for_crm(db: Session, account_id: int, limit: int = 100) -> list[RenamedForCrm]:
+    """People the portal created in amoCRM whose name had to be cut to 50 characters or cleaned of symbols.
+
+    Only users the portal itself created (a delivered «create» task) count; the CRM's name is what the mirror saw
+    when it agrees with the cleaned name (or has not been read back yet), so a later rename by hand in the CRM is
+    not reported as ours.
+    """
+    rows = db.execute(
+        sa.select(Membership.id, User.name, CrmUserState.name)
+        .select_from(CrmOutbox)
+        .join(Membership, Membership.id == CrmOutbox.membership_id)
+        .join(User, User.id == Membership.user_id)
+        .outerjoin(
+            CrmUserState,
+            sa.and_(CrmUserState.account_id == CrmOutbox.account_id, CrmUserState.crm_user_id == CrmOutbox.crm_user_id),
+        )
+        .where(
+            CrmOutbox.account_id == account_id,
+            CrmOutbox.operation == OutboxOperation.CREATE_USER.value,
+            CrmOutbox.status == OutboxStatus.DONE.value,
+            Membership.crm_user_id == CrmOutbox.crm_user_id,
+            Membership.status == MembershipStatus.ACTIVE.value,
+        )
+        .order_by(User.name)
+    ).all()
+    found: list[RenamedForCrm] = []
+    for membership_id, name, seen in rows:
+        crm_name = amocrm_user_name(name)
+        if crm_name != name and seen in (None, name[:200], crm_name):
+            found.append(RenamedForCrm(membership_id, name, crm_name))
+            if len(found) >= limit:
+                break
+    return found

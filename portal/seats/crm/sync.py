@@ -16,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,16 @@ from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.seats import directory
 from portal.seats.models import Department
 
-from .base import CrmAuthError, CrmBadResponse, CrmBlocked, CrmClient, CrmError, CrmGroup, CrmUser
+from .base import (
+    DEFAULT_GROUP_ID,
+    CrmAuthError,
+    CrmBadResponse,
+    CrmBlocked,
+    CrmClient,
+    CrmError,
+    CrmGroup,
+    CrmUser,
+)
 from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState, OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -232,10 +241,14 @@ def plan_sync(crm_users: Sequence[CrmUser], crm_groups: Sequence[CrmGroup], snap
     """What to change so that the directory follows the CRM by the rules; pure, so it is tested exhaustively."""
     actions: list[Action] = []
     mirror: dict[int, tuple[str | None, bool]] = {}
+    groups = {g.id: g for g in crm_groups}
+    # A user without a group is in the CRM's default group (amoCRM answers null for it and lists it as id 0):
+    # they belong in that group's department like everybody else.
+    if DEFAULT_GROUP_ID in groups:
+        crm_users = [u if u.group_id is not None else replace(u, group_id=DEFAULT_GROUP_ID) for u in crm_users]
 
     # Departments: one per CRM group, named as the group.
     dept_by_group = {d.crm_group_id: d for d in snap.departments if d.crm_group_id is not None}
-    groups = {g.id: g for g in crm_groups}
     for group in sorted(crm_groups, key=lambda g: g.id):
         name = " ".join(group.name.split())[:200] or f"Группа CRM {group.id}"
         dept = dept_by_group.get(group.id)
@@ -997,10 +1010,9 @@ def import_pending_user(
     ).first()
     if state is None or state.pending_reason not in (NO_PHONE, BAD_PHONE, PHONE_TAKEN):
         raise directory.UserNotFound("Этот пользователь CRM уже добавлен или не найден.")
-    dept_id = None
-    if state.group_id is not None:
-        dept = directory.find_department_by_crm_group(db, account_id, state.group_id)
-        dept_id = dept.id if dept is not None else None
+    group_id = state.group_id if state.group_id is not None else DEFAULT_GROUP_ID
+    dept = directory.find_department_by_crm_group(db, account_id, group_id)
+    dept_id = dept.id if dept is not None else None
     e164 = directory.clean_phone(phone)
     existing = directory.find_member_by_phone(db, account_id, e164)
     if existing is not None and existing.crm_user_id is None:

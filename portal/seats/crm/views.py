@@ -20,13 +20,13 @@ from portal.nav import register_nav
 from portal.seats import directory
 
 from . import oauth
-from .amocrm import AmoCrmClient
+from .amocrm import NAME_MAX_LENGTH, AmoCrmClient
 from .base import CrmError
 from .factory import CrmSettings, build_client, client_factory
 from .models import OutboxOperation
 from .oauth import MemoryTokenStore
 from .outbox import EMAIL_NEEDED, cancel_item, deliver_outbox, get_item, list_outbox, retry_item, set_email_and_retry
-from .service import connect_account, disconnect_account, get_overview
+from .service import connect_account, disconnect_account, get_overview, list_renamed_for_crm
 from .sync import (
     COUNT_LABELS,
     ENTRY_TITLES,
@@ -103,6 +103,8 @@ def connection_show() -> Any:
         outbox_members=members,
         pending=list_pending_crm_users(db, account.id)[:100] if connection is not None else [],
         removed=list_removed_in_crm(db, account.id)[:100] if connection is not None else [],
+        renamed=list_renamed_for_crm(db, account.id) if connection is not None else [],
+        name_max_length=NAME_MAX_LENGTH,
         entry_titles=ENTRY_TITLES,
         count_labels=COUNT_LABELS,
         pending_reasons=PENDING_REASONS,
