@@ -176,3 +176,52 @@ def test_wsgi_exposes_app(monkeypatch, tmp_path):
     assert Base.metadata.tables  # models registered
     assert create_app({"INSTANCE_PATH": str(tmp_path / "i"), "SECRET_KEY": "x"}).config["SECRET_KEY"] == "x"
     assert os.environ["DATABASE_URL"].startswith("sqlite")
+
+
+@pytest.mark.database
+def test_migration_0008_gives_each_company_its_own_copy_of_every_name_and_email(tmp_path):
+    """Issue #14: names and e-mails move from the person to each company's record without losing any."""
+    if PG_URL:
+        url = _fresh_pg_database("portal_migration_0008")
+    else:
+        url = f"sqlite:///{tmp_path / 'm0008.db'}"
+    upgrade_database(url, "0007")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO accounts (id, name, created_at, storage_used_bytes) VALUES (1, 'А', :t, 0)"),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        conn.execute(
+            sa.text("INSERT INTO accounts (id, name, created_at, storage_used_bytes) VALUES (2, 'Б', :t, 0)"),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, phone, name, email, is_staff, created_at) VALUES "
+                "(1, '+79990000001', 'Анна Смирнова', 'anna@example.ru', false, :t), "
+                "(2, '+79990000002', 'Борис', NULL, false, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO memberships (id, account_id, user_id, role, status, source, created_at, updated_at) VALUES "
+                "(1, 1, 1, 'owner', 'active', 'portal', :t, :t), (2, 2, 1, 'member', 'active', 'portal', :t, :t), "
+                "(3, 1, 2, 'member', 'deactivated', 'crm', :t, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00+00:00"},
+        )
+    engine.dispose()
+    upgrade_database(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, name, email, seen_at IS NOT NULL FROM memberships ORDER BY id")).all()
+        users = conn.execute(sa.text("SELECT name, email FROM users ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        (1, "Анна Смирнова", "anna@example.ru", True),
+        (2, "Анна Смирнова", "anna@example.ru", True),
+        (3, "Борис", None, True),
+    ]
+    assert [tuple(u) for u in users] == [("Анна Смирнова", "anna@example.ru"), ("Борис", None)]

@@ -80,3 +80,19 @@ class SwitchAccountForm(FlaskForm):
 
 class EmptyForm(FlaskForm):
     """For POST-only buttons (sign-out, confirmations): CSRF and nothing else."""
+
+
+class ProfileForm(FlaskForm):
+    """The person's own name and e-mail: what they see of themselves; companies keep their own record."""
+
+    name = StringField(
+        "Ваше имя",
+        validators=[DataRequired("Укажите имя."), Length(max=200, message="Не длиннее 200 символов.")],
+        render_kw={"autocomplete": "name"},
+    )
+    email = EmailField(
+        "Электронная почта (необязательно)",
+        validators=[Optional(), Length(max=254, message="Не длиннее 254 символов."), Email("Проверьте адрес почты.")],
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
+        render_kw={"autocomplete": "email"},
+    )

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal.accounts.models import User
+from portal.accounts.models import Membership, User
 from portal.audit import record_audit
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
@@ -103,12 +103,16 @@ def provider_key(order_key: str, attempt: int) -> str:
 
 
 def customer_for(db: Session, order: Order, actor: Any) -> Customer:
-    """The receipt goes to whoever placed the order, so a repeated create request is byte-for-byte the same."""
+    """The receipt goes to whoever placed the order, so a repeated create request is byte-for-byte the same; at the
+    address the paying company gave for them (its Membership), never one another company wrote."""
     user = db.get(User, order.created_by_user_id) if order.created_by_user_id else None
     user = user or actor
     if user is None:
         return Customer()
-    return Customer(email=user.email or None, phone=None if user.email else user.phone)
+    email = db.scalar(
+        sa.select(Membership.email).where(Membership.account_id == order.account_id, Membership.user_id == user.id)
+    )
+    return Customer(email=email or None, phone=None if email else user.phone)
 
 
 # --- starting a payment ---------------------------------------------------------------------------------------

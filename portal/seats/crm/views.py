@@ -313,5 +313,5 @@ def pending_import(crm_user_id: int) -> Any:
         flash(exc.message, "error")
         return _back()
     db.commit()
-    flash(f"{membership.user.name} добавлен(а) в мессенджер и связан(а) с CRM.", "success")
+    flash(f"{membership.name} добавлен(а) в мессенджер и связан(а) с CRM.", "success")
     return _back()
