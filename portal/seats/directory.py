@@ -21,6 +21,7 @@ from portal.accounts.models import Account, Membership, MembershipStatus, Role, 
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.audit import record_audit
 from portal.seats.models import Department, MembershipDepartment
+from portal.textinput import text_problem
 
 # ---------------------------------------------------------------------------------------------------------------
 # Errors: each carries a Russian message for the person and the HTTP status the API answers with.
@@ -196,7 +197,16 @@ def clean_phone(raw: Any) -> str:
         raise InvalidUserData(str(exc), field="phone") from None
 
 
+def _refuse_unreadable(raw: Any, field: str) -> None:
+    # Every writer of the directory passes here (forms, the API, the CRM sync): the database never sees a NUL.
+    if isinstance(raw, str):
+        problem = text_problem(raw, multiline=True, max_length=1000)
+        if problem:
+            raise InvalidUserData(problem, field=field)
+
+
 def clean_name(raw: Any) -> str:
+    _refuse_unreadable(raw, "name")
     name = " ".join(raw.split()) if isinstance(raw, str) else ""
     if not name:
         raise InvalidUserData("Укажите имя пользователя.", field="name")
@@ -210,6 +220,7 @@ def clean_email(raw: Any) -> str | None:
         return None
     if not isinstance(raw, str):
         raise InvalidUserData("Проверьте адрес почты: например, anna@example.ru.", field="email")
+    _refuse_unreadable(raw, "email")
     email = raw.strip()
     if not email:
         return None
@@ -932,6 +943,7 @@ def link_crm_user(
 
 
 def _clean_department_name(raw: Any) -> str:
+    _refuse_unreadable(raw, "name")
     name = " ".join(raw.split()) if isinstance(raw, str) else ""
     if not name:
         raise InvalidUserData("Укажите название отдела.", field="name")

@@ -21,6 +21,7 @@ from portal.seats import directory
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
 from portal.seats.storage import format_bytes
+from portal.textinput import ascii_int
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ def _limits_context() -> dict[str, Any]:
 
 
 def _page_arg() -> int:
-    raw = request.args.get("page", "1")
-    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
+    # `page=²` passes str.isdigit() and then int() refuses it: only ASCII digits are a page number.
+    return max(ascii_int(request.args.get("page", "1"), max_digits=6) or 1, 1)
 
 
 def _render_team(account: Account, form: AddUserForm, status_code: int = 200) -> Any:
