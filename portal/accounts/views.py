@@ -35,6 +35,19 @@ def _per_ip_limit() -> str:
     return current_app.config["SMS_SEND_LIMIT_PER_IP"]
 
 
+def _refuse_country(form: PhoneForm) -> bool:
+    """Codes go only to the countries in SMS_ALLOWED_COUNTRIES: an international SMS costs the vendor many times a
+    Russian one, and pumping them was the attack."""
+    import phonenumbers
+
+    allowed = {c.strip().upper() for c in str(current_app.config["SMS_ALLOWED_COUNTRIES"]).split(",") if c.strip()}
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(form.phone.data, None))
+    if region in allowed:
+        return False
+    form.phone.errors = [*form.phone.errors, "На номера этой страны мы не отправляем SMS. Обратитесь в поддержку."]
+    return True
+
+
 def _safe_next(target: str | None) -> str | None:
     """Only same-site paths, so the sign-in cannot be used to redirect elsewhere."""
     if not target:
@@ -53,7 +66,7 @@ def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("index"))
     form = PhoneForm()
-    if form.validate_on_submit():
+    if form.validate_on_submit() and not _refuse_country(form):
         phone = form.phone.data
         try:
             service.send_code(

@@ -103,3 +103,17 @@ def test_session_protection_does_not_trust_a_client_supplied_forwarded_for(app, 
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
     # The person's own browser changing nothing but the header it sends keeps its session.
     assert client.get("/", environ_base=victim, headers={"X-Forwarded-For": "198.51.100.1"}).status_code == 200
+
+
+def test_codes_go_only_to_the_countries_in_the_setting(app, client, sms, db):
+    """Issue #14, SMS pumping: any international number got an SMS. Russia by default."""
+    from portal.accounts.models import SmsCode
+
+    for foreign in ("+77012345678", "+12025550123", "+447911123456"):
+        resp = post(client, "/login", {"phone": foreign})
+        assert resp.status_code == 400, foreign
+        assert "На номера этой страны мы не отправляем SMS" in resp.get_data(as_text=True)
+    assert sms.messages == [] and db.scalar(sa.select(sa.func.count()).select_from(SmsCode)) == 0
+    assert post(client, "/login", {"phone": "+79161234567"}).status_code == 302
+    app.config["SMS_ALLOWED_COUNTRIES"] = "RU, KZ"
+    assert post(app.test_client(), "/login", {"phone": "+77012345678"}).status_code == 302
