@@ -25,11 +25,6 @@ DEFAULTS: dict[str, Any] = {
     "SMS_SEND_LIMIT_PER_PHONE": "3 per 10 minutes;10 per day",
     "SMS_SEND_LIMIT_PER_IP": "20 per hour",
     "SMS_ALLOWED_COUNTRIES": "RU",  # ISO 3166 codes, comma-separated: where sign-in codes may be sent
-    "SMS_BUDGET_PER_HOUR": 500,  # codes sent by the whole portal per hour; beyond it codes are refused, staff alerted
-    "CHECKOUT_LIMIT_PER_ACCOUNT": "20 per hour",
-    "CHECKOUT_LIMIT_PER_IP": "60 per hour",
-    "OPEN_INVOICES_PER_ACCOUNT": 5,  # unpaid invoices an account may hold at once
-    "SUPPORT_REQUESTS_PER_DAY": 10,  # support requests one account may create per day
     "PAYMENT_PROVIDER": "sandbox",  # sandbox | yookassa
     "SANDBOX_WEBHOOK_SECRET": None,  # local: derived from SECRET_KEY
     "YOOKASSA_SHOP_ID": "",
@@ -83,9 +78,6 @@ INT_KEYS = {
     "INVOICE_VALID_BANKING_DAYS",
     "MAX_UPLOAD_BYTES",
     "PROXY_FIX_HOPS",
-    "SMS_BUDGET_PER_HOUR",
-    "OPEN_INVOICES_PER_ACCOUNT",
-    "SUPPORT_REQUESTS_PER_DAY",
 }
 BOOL_KEYS = {"YOOKASSA_CHECK_IP", "NO_REVERSE_PROXY"}
 
