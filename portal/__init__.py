@@ -74,6 +74,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     login_manager.login_message = "Войдите, чтобы продолжить."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
+    # Flask-Login hashes the first X-Forwarded-For entry, which a client writes itself; ProxyFix (PROXY_FIX_HOPS)
+    # has already put the address the trusted proxies saw into remote_addr, so that is what the session is bound to.
+    login_manager._session_identifier_generator = _session_identifier
 
     from portal import web
 
@@ -105,13 +108,28 @@ def _startup_checks(app: Flask) -> None:
             importlib.import_module(name).check(app.config)
 
 
+def _session_identifier() -> str:
+    import hashlib
+
+    agent = request.headers.get("User-Agent", "")
+    return hashlib.sha512(f"{request.remote_addr or ''}|{agent}".encode()).hexdigest()
+
+
 @login_manager.user_loader
 def _load_user(user_id: str) -> Any:
-    from portal.accounts.models import User
+    from flask import current_app, session
 
-    if not user_id.isdigit():
+    from portal.accounts.service import load_session_user
+
+    if not (user_id.isascii() and user_id.isdigit() and len(user_id) < 10):
         return None
-    return database.get_db().get(User, int(user_id))
+    return load_session_user(
+        database.get_db(),
+        user_id=int(user_id),
+        token=session.get("sid", ""),
+        now=database.utcnow(),
+        max_age=current_app.permanent_session_lifetime,
+    )
 
 
 def _error_page(code: int, title: str, text: str) -> Any:

@@ -126,6 +126,8 @@ def _member(db: Any, account: Account, phone: str, name: str, role: Role) -> Use
                 role=role.value,
                 status=MembershipStatus.ACTIVE.value,
                 source=Source.PORTAL.value,
+                name=name,
+                seen_at=utcnow(),
             )
         )
     return user

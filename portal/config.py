@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # Every setting the portal reads, with its local default. The README's configuration table mirrors this.
 DEFAULTS: dict[str, Any] = {
@@ -23,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "SMS_CODE_MAX_ATTEMPTS": 5,
     "SMS_SEND_LIMIT_PER_PHONE": "3 per 10 minutes;10 per day",
     "SMS_SEND_LIMIT_PER_IP": "20 per hour",
+    "SMS_ALLOWED_COUNTRIES": "RU",  # ISO 3166 codes, comma-separated: where sign-in codes may be sent
     "PAYMENT_PROVIDER": "sandbox",  # sandbox | yookassa
     "SANDBOX_WEBHOOK_SECRET": None,  # local: derived from SECRET_KEY
     "YOOKASSA_SHOP_ID": "",
@@ -32,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     ),
     "YOOKASSA_CHECK_IP": True,  # switch off only behind a proxy named in PROXY_FIX_HOPS
     "PROXY_FIX_HOPS": 0,
+    # Production with PROXY_FIX_HOPS=0 and a public https BASE_URL must say that clients really connect directly.
+    "NO_REVERSE_PROXY": False,
     "CRM_BACKEND": "emulator",  # emulator | amocrm
     "CRM_EMULATOR_URL": "http://127.0.0.1:5055",
     "CRM_OUTBOX_DELIVERY": "",  # thread (default) | sync | off: how messenger changes reach the CRM after commit
@@ -75,7 +79,12 @@ INT_KEYS = {
     "MAX_UPLOAD_BYTES",
     "PROXY_FIX_HOPS",
 }
-BOOL_KEYS = {"YOOKASSA_CHECK_IP"}
+BOOL_KEYS = {"YOOKASSA_CHECK_IP", "NO_REVERSE_PROXY"}
+
+# 32 random bytes: 64 hex digits, or 43 characters of url-safe base64 (`secrets.token_urlsafe(32)`).
+MIN_SECRET_HEX = 64
+MIN_SECRET_CHARS = 43
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
 class ConfigError(RuntimeError):
@@ -133,6 +142,8 @@ def check_production(cfg: Mapping[str, Any]) -> None:
     problems = []
     if not cfg.get("SECRET_KEY"):
         problems.append("SECRET_KEY is not set")
+    elif not strong_secret(cfg["SECRET_KEY"]):
+        problems.append(_weak("SECRET_KEY"))
     url = cfg.get("DATABASE_URL") or ""
     if not url or url.startswith("sqlite"):
         problems.append("DATABASE_URL must point at PostgreSQL (postgresql+psycopg://…), not SQLite")
@@ -150,8 +161,40 @@ def check_production(cfg: Mapping[str, Any]) -> None:
         problems.append("CRM_BACKEND=emulator is the local CRM emulator; set CRM_BACKEND=amocrm")
     if not cfg.get("MESSENGER_API_TOKEN"):
         problems.append("MESSENGER_API_TOKEN is not set")
+    elif not strong_secret(cfg["MESSENGER_API_TOKEN"]):
+        problems.append(_weak("MESSENGER_API_TOKEN"))
+    storage = str(cfg.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if storage.startswith("memory://"):
+        # Each gunicorn worker would keep counters of its own, so every limit multiplies with the workers.
+        problems.append("RATELIMIT_STORAGE_URI=memory:// counts per worker; set it to redis://host:6379/0")
+    base = urlsplit(str(cfg.get("BASE_URL") or ""))
+    public = base.scheme == "https" and (base.hostname or "") not in LOCAL_HOSTS
+    if public and not cfg.get("PROXY_FIX_HOPS") and not cfg.get("NO_REVERSE_PROXY"):
+        problems.append(
+            "PROXY_FIX_HOPS=0 with a public https BASE_URL: set PROXY_FIX_HOPS to the number of reverse proxies in "
+            "front of gunicorn (1 for nginx), or NO_REVERSE_PROXY=true if clients really connect directly"
+        )
     if problems:
         raise ConfigError("Refusing to start in production mode: " + "; ".join(problems))
+
+
+def strong_secret(value: str) -> bool:
+    """At least 32 random bytes as people write them: 64 hex digits, or 43+ characters of a wider alphabet.
+
+    A long run of one character is not random whatever its length, so a key also needs varied characters."""
+    text = str(value)
+    if len(set(text)) < 16:
+        return False
+    if all(c in "0123456789abcdefABCDEF" for c in text):
+        return len(text) >= MIN_SECRET_HEX
+    return len(text) >= MIN_SECRET_CHARS
+
+
+def _weak(name: str) -> str:
+    return (
+        f"{name} is shorter than 32 random bytes; generate one with "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
 
 
 def _local_secret(instance: Path) -> str:

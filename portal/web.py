@@ -47,6 +47,18 @@ def init_app(app: Flask) -> None:
             "support_email": app.config["SUPPORT_EMAIL"],
         }
 
+    @app.before_request
+    def _refuse_unreadable_query() -> None:
+        """A NUL or control character in the address (a search, a filter) is a clear 400, never a 500 from the
+        database; forms and the API check their own bodies, at the field."""
+        from flask import abort, request
+
+        from portal.textinput import text_problem
+
+        for key, value in request.args.items(multi=True):
+            if text_problem(key) or text_problem(value, max_length=2000):
+                abort(400, "В адресе страницы недопустимые символы или слишком длинное значение. Проверьте ссылку.")
+
     @app.after_request
     def _security_headers(resp: Response) -> Response:
         resp.headers.setdefault("Content-Security-Policy", CSP)

@@ -307,6 +307,8 @@ def _add_member(db: Any, account: Account, phone: str, name: str, role: Role) ->
             role=role.value,
             status=MembershipStatus.ACTIVE.value,
             source=Source.PORTAL.value,
+            name=name,
+            seen_at=user.created_at,
         )
     )
     db.flush()

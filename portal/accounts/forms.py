@@ -7,6 +7,7 @@ from wtforms import EmailField, HiddenField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
 
 from portal.accounts.phone import InvalidPhone, normalize_phone
+from portal.textinput import PortalForm
 
 
 class PhoneField(StringField):
@@ -19,7 +20,7 @@ class PhoneField(StringField):
             raise ValidationError(str(exc)) from None
 
 
-class PhoneForm(FlaskForm):
+class PhoneForm(PortalForm):
     phone = PhoneField(
         "Номер телефона",
         render_kw={
@@ -31,7 +32,7 @@ class PhoneForm(FlaskForm):
     )
 
 
-class CodeForm(FlaskForm):
+class CodeForm(PortalForm):
     code = StringField(
         "Код из SMS",
         validators=[
@@ -47,11 +48,12 @@ class CodeForm(FlaskForm):
     )
 
     def validate_code(self, field: StringField) -> None:
-        if not (field.data or "").strip().isdigit():
+        code = (field.data or "").strip()
+        if not (code.isascii() and code.isdigit()):
             raise ValidationError("Код состоит из 6 цифр.")
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(PortalForm):
     name = StringField(
         "Ваше имя",
         validators=[DataRequired("Укажите имя."), Length(max=200, message="Не длиннее 200 символов.")],
@@ -74,9 +76,25 @@ class RegisterForm(FlaskForm):
     )
 
 
-class SwitchAccountForm(FlaskForm):
+class SwitchAccountForm(PortalForm):
     account_id = HiddenField(validators=[DataRequired()])
 
 
-class EmptyForm(FlaskForm):
+class EmptyForm(PortalForm):
     """For POST-only buttons (sign-out, confirmations): CSRF and nothing else."""
+
+
+class ProfileForm(PortalForm):
+    """The person's own name and e-mail: what they see of themselves; companies keep their own record."""
+
+    name = StringField(
+        "Ваше имя",
+        validators=[DataRequired("Укажите имя."), Length(max=200, message="Не длиннее 200 символов.")],
+        render_kw={"autocomplete": "name"},
+    )
+    email = EmailField(
+        "Электронная почта (необязательно)",
+        validators=[Optional(), Length(max=254, message="Не длиннее 254 символов."), Email("Проверьте адрес почты.")],
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
+        render_kw={"autocomplete": "email"},
+    )

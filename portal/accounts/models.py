@@ -25,10 +25,11 @@ class Role(enum.StrEnum):
 class MembershipStatus(enum.StrEnum):
     ACTIVE = "active"
     DEACTIVATED = "deactivated"
+    LEFT = "left"  # the person left the company themselves; only adding them again brings them back
 
     @property
     def title(self) -> str:
-        return {"active": "Активен", "deactivated": "Отключён"}[self.value]
+        return {"active": "Активен", "deactivated": "Отключён", "left": "Покинул(а) компанию"}[self.value]
 
 
 class Source(enum.StrEnum):
@@ -59,6 +60,9 @@ class Account(Base):
 
 
 class User(UserMixin, Base):
+    """A person, identified by the phone that signs them in. Name and e-mail are the person's own profile: seeded
+    when the person first appears, then changed only by the person. No company reads or writes them."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -74,9 +78,16 @@ class User(UserMixin, Base):
     def __repr__(self) -> str:
         return f"<User {self.id} {self.phone}>"
 
+    @property
+    def display_name(self) -> str:
+        from portal.accounts.phone import format_phone
+
+        return self.name or format_phone(self.phone)
+
 
 class Membership(Base):
-    """A person's place in an account; an active one is a seat."""
+    """A person's place in an account; an active one is a seat. It is the company's own record of the person: the
+    name and e-mail the company typed (for its team page, documents, receipts and CRM) live here, not on User."""
 
     __tablename__ = "memberships"
     __table_args__ = (
@@ -94,6 +105,10 @@ class Membership(Base):
     status: Mapped[str] = mapped_column(sa.String(20), default=MembershipStatus.ACTIVE.value)
     source: Mapped[str] = mapped_column(sa.String(20), default=Source.PORTAL.value)
     crm_user_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    name: Mapped[str] = mapped_column(sa.String(200), default="", server_default="")
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    # When the person first opened this company; None: someone else added them and the switcher flags it as new.
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -108,6 +123,14 @@ class Membership(Base):
     def role_title(self) -> str:
         return Role(self.role).title
 
+    @property
+    def status_title(self) -> str:
+        return MembershipStatus(self.status).title
+
+    @property
+    def is_new(self) -> bool:
+        return self.seen_at is None
+
 
 class SmsCode(Base):
     """A one-time sign-in code; only its HMAC is kept."""
@@ -121,3 +144,18 @@ class SmsCode(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(default=0)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A verified code lets its phone register one company; a copy of the cookie cannot register another.
+    registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UserSession(Base):
+    """One signed-in browser. The cookie carries a random token, the server keeps its hash and whether it ended,
+    so signing out ends the session even for a copy of the cookie."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

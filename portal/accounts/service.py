@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.accounts.models import Account, Membership, MembershipStatus, Role, SmsCode, Source, User
+from portal.accounts.models import Account, Membership, MembershipStatus, Role, SmsCode, Source, User, UserSession
 from portal.accounts.sms import SmsBackend
 from portal.audit import record_audit
 
@@ -40,8 +40,8 @@ def send_code(db: Session, *, phone: str, sms: SmsBackend, secret: str, now: dat
     sms.send(phone, f"Код для входа в кабинет: {code}. Никому его не сообщайте.")
 
 
-def verify_code(db: Session, *, phone: str, code: str, secret: str, now: datetime, max_attempts: int = 5) -> None:
-    """Accept the code or raise CodeError; every wrong try is counted, whatever the outcome."""
+def verify_code(db: Session, *, phone: str, code: str, secret: str, now: datetime, max_attempts: int = 5) -> int:
+    """Accept the code (its id is returned) or raise CodeError; every wrong try is counted, whatever the outcome."""
     code = (code or "").strip().replace(" ", "")
     row = db.scalars(
         sa.select(SmsCode)
@@ -67,6 +67,84 @@ def verify_code(db: Session, *, phone: str, code: str, secret: str, now: datetim
         raise CodeError(f"Неверный код. Осталось попыток: {left}.")
     row.consumed_at = now
     db.commit()
+    return row.id
+
+
+# How long after the SMS code a newcomer may still register their company.
+REGISTRATION_WINDOW = timedelta(minutes=30)
+
+
+def claim_registration(db: Session, *, code_id: int, phone: str, now: datetime) -> bool:
+    """Spend the verified code on one registration; False if it was spent already or is too old. Does not commit,
+    so the claim and the new company are one transaction."""
+    if not isinstance(code_id, int) or not 0 < code_id < 2**31:
+        return False
+    claimed = db.execute(
+        sa.update(SmsCode)
+        .where(
+            SmsCode.id == code_id,
+            SmsCode.phone == phone,
+            SmsCode.consumed_at.is_not(None),
+            SmsCode.consumed_at > now - REGISTRATION_WINDOW,
+            SmsCode.registered_at.is_(None),
+        )
+        .values(registered_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return claimed == 1
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(db: Session, *, user: User, now: datetime) -> str:
+    """A server-side record of one signed-in browser; the returned token goes into its cookie. Commits."""
+    token = secrets.token_urlsafe(32)
+    db.add(UserSession(user_id=user.id, token_hash=_token_hash(token), created_at=now))
+    db.commit()
+    return token
+
+
+def load_session_user(db: Session, *, user_id: int, token: str, now: datetime, max_age: timedelta) -> User | None:
+    """The person of a live session: the token is theirs, not ended and not older than a cookie may live."""
+    if not token or not isinstance(token, str) or len(token) > 100:
+        return None
+    return db.scalars(
+        sa.select(User)
+        .join(UserSession, UserSession.user_id == User.id)
+        .where(
+            User.id == user_id,
+            UserSession.token_hash == _token_hash(token),
+            UserSession.ended_at.is_(None),
+            UserSession.created_at > now - max_age,
+        )
+    ).first()
+
+
+def end_session(db: Session, *, token: str | None, now: datetime) -> None:
+    """Sign-out: this browser's session stops working, a copy of its cookie included. Commits."""
+    if token and isinstance(token, str):
+        db.execute(
+            sa.update(UserSession)
+            .where(UserSession.token_hash == _token_hash(token), UserSession.ended_at.is_(None))
+            .values(ended_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        db.commit()
+
+
+def end_all_sessions(db: Session, *, user: User, now: datetime) -> int:
+    """«Выйти на всех устройствах»: every session of the person ends. Commits; returns how many ended."""
+    ended = db.execute(
+        sa.update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.ended_at.is_(None))
+        .values(ended_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    record_audit(db, actor=user, account=None, action="user.sessions_ended", after={"sessions": ended})
+    db.commit()
+    return ended
 
 
 def get_user_by_phone(db: Session, phone: str) -> User | None:
@@ -87,6 +165,11 @@ def register_owner(
     if user is None:
         user = User(phone=phone, name=name, email=email or None, created_at=now)
         db.add(user)
+    else:
+        # The person typed these themselves, after the SMS code: their own profile, whatever a company once wrote.
+        user.name = name
+        if email:
+            user.email = email
     account = Account(name=company, created_at=now)
     db.add(account)
     db.flush()
@@ -97,6 +180,9 @@ def register_owner(
             role=Role.OWNER.value,
             status=MembershipStatus.ACTIVE.value,
             source=Source.PORTAL.value,
+            name=name,
+            email=email or None,
+            seen_at=now,
             created_at=now,
             updated_at=now,
         )
@@ -121,6 +207,22 @@ def list_memberships(db: Session, user: User) -> list[Membership]:
             .order_by(Membership.account_id)
         )
     )
+
+
+def mark_seen(db: Session, membership: Membership, now: datetime) -> None:
+    """The person opened a company someone else added them to: it is no longer flagged as new. Commits."""
+    if membership.seen_at is None:
+        membership.seen_at = now
+        db.commit()
+
+
+def update_profile(db: Session, *, user: User, name: str, email: str | None) -> None:
+    """The person's own name and e-mail; no company's record of them changes. Commits."""
+    before = {"name": user.name, "email": user.email}
+    user.name = name
+    user.email = email or None
+    record_audit(db, actor=user, account=None, action="user.profile_changed", before=before, after={"name": name})
+    db.commit()
 
 
 def get_membership(db: Session, user: User, account_id: int) -> Membership | None:

@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 from portal import limiter
 from portal.accounts import service
 from portal.accounts.access import login_required_any, public
-from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, RegisterForm, SwitchAccountForm
+from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, RegisterForm, SwitchAccountForm
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
@@ -35,6 +35,19 @@ def _per_ip_limit() -> str:
     return current_app.config["SMS_SEND_LIMIT_PER_IP"]
 
 
+def _refuse_country(form: PhoneForm) -> bool:
+    """Codes go only to the countries in SMS_ALLOWED_COUNTRIES: an international SMS costs the vendor many times a
+    Russian one, and pumping them was the attack."""
+    import phonenumbers
+
+    allowed = {c.strip().upper() for c in str(current_app.config["SMS_ALLOWED_COUNTRIES"]).split(",") if c.strip()}
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(form.phone.data, None))
+    if region in allowed:
+        return False
+    form.phone.errors = [*form.phone.errors, "На номера этой страны мы не отправляем SMS. Обратитесь в поддержку."]
+    return True
+
+
 def _safe_next(target: str | None) -> str | None:
     """Only same-site paths, so the sign-in cannot be used to redirect elsewhere."""
     if not target:
@@ -53,7 +66,7 @@ def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("index"))
     form = PhoneForm()
-    if form.validate_on_submit():
+    if form.validate_on_submit() and not _refuse_country(form):
         phone = form.phone.data
         try:
             service.send_code(
@@ -87,6 +100,8 @@ def login() -> Any:
 @public
 def code() -> Any:
     phone = session.get("login_phone")
+    if not isinstance(phone, str):
+        phone = None
     if not phone:
         flash("Сначала укажите номер телефона.", "info")
         return redirect(url_for("accounts.login"))
@@ -94,7 +109,7 @@ def code() -> Any:
     if form.validate_on_submit():
         db = get_db()
         try:
-            service.verify_code(
+            code_id = service.verify_code(
                 db,
                 phone=phone,
                 code=form.code.data,
@@ -111,13 +126,14 @@ def code() -> Any:
         session.clear()
         if user is None or not (service.list_memberships(db, user) or user.is_staff):
             session["verified_phone"] = phone
+            session["verified_code_id"] = code_id
             if next_url:
                 session["login_next"] = next_url
             return redirect(url_for("accounts.register"))
         user.last_login_at = utcnow()
         db.commit()
-        login_user(user)
-        flash(f"Здравствуйте, {user.name}!", "success")
+        _sign_in(user)
+        flash(f"Здравствуйте, {user.name}!" if user.name else "Здравствуйте!", "success")
         if user.is_staff and not service.list_memberships(db, user) and "support.queue" in current_app.view_functions:
             return redirect(next_url or url_for("support.queue"))
         return redirect(next_url or url_for("index"))
@@ -136,6 +152,12 @@ def register() -> Any:
     existing = service.get_user_by_phone(db, phone)
     form = RegisterForm(obj=existing) if request.method == "GET" and existing else RegisterForm()
     if form.validate_on_submit():
+        # The cookie is the person's to copy; the server decides that one SMS code registers one company.
+        if not service.claim_registration(db, code_id=session.get("verified_code_id"), phone=phone, now=utcnow()):
+            db.rollback()
+            session.clear()
+            flash("Код из SMS уже использован. Войдите ещё раз.", "info")
+            return redirect(url_for("accounts.login"))
         reg = service.register_owner(
             db,
             phone=phone,
@@ -146,7 +168,7 @@ def register() -> Any:
         )
         next_url = session.get("login_next")
         session.clear()
-        login_user(reg.user)
+        _sign_in(reg.user)
         session["account_id"] = reg.account.id
         flash(f"Компания «{reg.account.name}» создана. Вы — её владелец, тариф бесплатный.", "success")
         return redirect(next_url or url_for("index"))
@@ -160,10 +182,17 @@ def logout() -> Any:
     form = EmptyForm()
     if not form.validate_on_submit():
         abort(400)
+    service.end_session(get_db(), token=session.get("sid"), now=utcnow())
     logout_user()
     session.clear()
     flash("Вы вышли из кабинета.", "info")
     return redirect(url_for("accounts.login"))
+
+
+def _sign_in(user: Any) -> None:
+    """Flask-Login's sign-in plus a server-side session record, so that signing out can end it."""
+    session["sid"] = service.start_session(get_db(), user=user, now=utcnow())
+    login_user(user)
 
 
 @bp.post("/account/switch")
@@ -179,5 +208,63 @@ def account_switch() -> Any:
     if membership is None:
         abort(404)
     session["account_id"] = membership.account_id
+    service.mark_seen(get_db(), membership, utcnow())
     flash(f"Вы работаете с компанией «{membership.account.name}».", "info")
     return redirect(url_for("index"))
+
+
+@bp.route("/profile", methods=["GET", "POST"])
+@login_required_any
+def profile() -> Any:
+    """The person's own page: their name and e-mail, their companies (leave one), sign-out everywhere."""
+    db = get_db()
+    user = current_user._get_current_object()
+    form = ProfileForm(obj=user) if request.method == "GET" else ProfileForm()
+    if form.validate_on_submit():
+        service.update_profile(db, user=user, name=form.name.data.strip(), email=(form.email.data or "").strip())
+        flash("Профиль сохранён.", "success")
+        return redirect(url_for("accounts.profile"))
+    status = 400 if form.errors else 200
+    memberships = service.list_memberships(db, user)
+    return render_template("accounts/profile.html", form=form, memberships=memberships, action_form=EmptyForm()), status
+
+
+@bp.post("/profile/sessions/end")
+@login_required_any
+def sessions_end() -> Any:
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    service.end_all_sessions(get_db(), user=current_user._get_current_object(), now=utcnow())
+    logout_user()
+    session.clear()
+    flash("Вы вышли на всех устройствах. Войдите снова.", "info")
+    return redirect(url_for("accounts.login"))
+
+
+@bp.post("/account/leave")
+@login_required_any
+def account_leave() -> Any:
+    from portal.seats import directory
+
+    form = SwitchAccountForm()
+    raw = str(form.account_id.data or "")
+    if not form.validate_on_submit() or not (raw.isascii() and raw.isdigit() and len(raw) < 10):
+        abort(400)
+    db = get_db()
+    membership = service.get_membership(db, current_user, int(raw))
+    if membership is None:
+        abort(404)
+    name = membership.account.name
+    try:
+        directory.leave_account(
+            db, account_id=membership.account_id, user=current_user._get_current_object(), now=utcnow()
+        )
+    except directory.DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("accounts.profile"))
+    db.commit()
+    if session.get("account_id") == membership.account_id:
+        session.pop("account_id", None)
+    flash(f"Вы покинули компанию «{name}».", "success")
+    return redirect(url_for("accounts.profile"))

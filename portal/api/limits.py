@@ -16,6 +16,7 @@ from portal.db import get_db, utcnow
 from portal.seats import directory
 from portal.seats.limits import get_limits
 from portal.seats.storage import InvalidStorageValue, set_storage_used
+from portal.textinput import find_bad_text
 
 SOURCE = "messenger"
 USER_STATUSES = ("active", "deactivated")
@@ -82,6 +83,9 @@ def _json_object() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise _BadBody("Ожидается JSON-объект в теле запроса (Content-Type: application/json).")
+    bad = find_bad_text(data)
+    if bad is not None:
+        raise _BadBody(f"{bad[0]}: {bad[1]}")
     return data
 
 

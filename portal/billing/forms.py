@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, RadioField
 from wtforms.validators import DataRequired, ValidationError
 
 from portal.billing.service import IDEMPOTENCY_KEY_RE
+from portal.textinput import PortalForm
 
 
-class CheckoutForm(FlaskForm):
+class CheckoutForm(PortalForm):
     plan = HiddenField()
     months = HiddenField()
     idempotency_key = HiddenField()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import EmailField, RadioField, SelectChoice, StringField, TextAreaField
 
 from portal.documents.requisites import KINDS
+from portal.textinput import PortalForm
 
 
-class RequisitesForm(FlaskForm):
+class RequisitesForm(PortalForm):
     """Only the shape of the form: the rules live in portal.documents.requisites, so the checks are the same everywhere."""
 
     kind = RadioField(
@@ -38,7 +38,7 @@ class RequisitesForm(FlaskForm):
     edo_id = StringField("Идентификатор в системе ЭДО", render_kw={"maxlength": 100, "autocomplete": "off"})
 
 
-class StatementUploadForm(FlaskForm):
+class StatementUploadForm(PortalForm):
     statement = FileField(
         "Файл выписки (1CClientBankExchange, .txt)",
         validators=[FileRequired("Выберите файл выписки, выгруженный из банка или 1С.")],

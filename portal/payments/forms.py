@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import StringField
 
+from portal.textinput import PortalForm
 
-class SandboxCardForm(FlaskForm):
+
+class SandboxCardForm(PortalForm):
     number = StringField(
         "Номер карты",
         render_kw={
@@ -27,5 +28,5 @@ class SandboxCardForm(FlaskForm):
     )
 
 
-class SandboxActionForm(FlaskForm):
+class SandboxActionForm(PortalForm):
     """The «ЮMoney» and «Отменить» buttons: nothing but the CSRF token."""

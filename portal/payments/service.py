@@ -107,25 +107,29 @@ def provider_key(order_key: str, attempt: int) -> str:
 
 
 def customer_for(db: Session, order: Order, actor: Any) -> Customer:
-    """The receipt goes to whoever placed the order, so a repeated create request is byte-for-byte the same."""
+    """The receipt goes to whoever placed the order, so a repeated create request is byte-for-byte the same; at the
+    address the paying company gave for them (its Membership), never one another company wrote."""
     user = db.get(User, order.created_by_user_id) if order.created_by_user_id else None
     user = user or actor
     if user is None:
         return Customer()
-    return Customer(email=user.email or None, phone=None if user.email else user.phone)
+    email = db.scalar(
+        sa.select(Membership.email).where(Membership.account_id == order.account_id, Membership.user_id == user.id)
+    )
+    return Customer(email=email or None, phone=None if email else user.phone)
 
 
 def customer_for_account(db: Session, account_id: int) -> Customer:
-    """Whom a refund's receipt goes to: the owner who paid (their e-mail, else their phone)."""
-    owner = db.scalars(
-        sa.select(User)
-        .join(Membership, Membership.user_id == User.id)
+    """Whom a refund's receipt goes to: the company's owner, at the address the company gave (else the phone)."""
+    row = db.execute(
+        sa.select(Membership.email, User.phone)
+        .join(User, Membership.user_id == User.id)
         .where(Membership.account_id == account_id, Membership.role == Role.OWNER.value)
         .order_by(Membership.id)
     ).first()
-    if owner is None:
+    if row is None:
         return Customer()
-    return Customer(email=owner.email or None, phone=None if owner.email else owner.phone)
+    return Customer(email=row.email or None, phone=None if row.email else row.phone)
 
 
 # --- starting a payment ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from portal.accounts.models import Account, Membership, MembershipStatus, Role, 
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.audit import record_audit
 from portal.seats.models import Department, MembershipDepartment
+from portal.textinput import text_problem
 
 # ---------------------------------------------------------------------------------------------------------------
 # Errors: each carries a Russian message for the person and the HTTP status the API answers with.
@@ -196,7 +197,16 @@ def clean_phone(raw: Any) -> str:
         raise InvalidUserData(str(exc), field="phone") from None
 
 
+def _refuse_unreadable(raw: Any, field: str) -> None:
+    # Every writer of the directory passes here (forms, the API, the CRM sync): the database never sees a NUL.
+    if isinstance(raw, str):
+        problem = text_problem(raw, multiline=True, max_length=1000)
+        if problem:
+            raise InvalidUserData(problem, field=field)
+
+
 def clean_name(raw: Any) -> str:
+    _refuse_unreadable(raw, "name")
     name = " ".join(raw.split()) if isinstance(raw, str) else ""
     if not name:
         raise InvalidUserData("Укажите имя пользователя.", field="name")
@@ -210,6 +220,7 @@ def clean_email(raw: Any) -> str | None:
         return None
     if not isinstance(raw, str):
         raise InvalidUserData("Проверьте адрес почты: например, anna@example.ru.", field="email")
+    _refuse_unreadable(raw, "email")
     email = raw.strip()
     if not email:
         return None
@@ -298,11 +309,10 @@ def find_member_by_crm_id(db: Session, account_id: int, crm_user_id: int) -> Mem
     ).first()
 
 
-def get_primary_owner(db: Session, account_id: int) -> User | None:
-    """The person whom the account's users ask about the plan: its longest-standing active owner."""
+def get_primary_owner(db: Session, account_id: int) -> Membership | None:
+    """Whom the account's users ask about the plan: its longest-standing active owner, as the company records them."""
     return db.scalars(
-        sa.select(User)
-        .join(Membership, Membership.user_id == User.id)
+        sa.select(Membership)
         .where(
             Membership.account_id == account_id,
             Membership.status == MembershipStatus.ACTIVE.value,
@@ -319,7 +329,7 @@ def _members_query(account_id: int, status: str | None, search: str | None) -> s
         q = q.where(Membership.status == status)
     if search:
         text = search.strip()[:100]
-        conditions = [User.name.icontains(variant, autoescape=True) for variant in {text, text.title()}]
+        conditions = [Membership.name.icontains(variant, autoescape=True) for variant in {text, text.title()}]
         digits = re.sub(r"\D", "", text)
         if len(digits) >= 3:
             conditions.append(User.phone.contains(digits, autoescape=True))
@@ -341,7 +351,7 @@ def list_members(
         (Membership.role == Role.OWNER.value, 0), (Membership.role == Role.ACCOUNTANT.value, 1), else_=2
     )
     status_order = sa.case((Membership.status == MembershipStatus.ACTIVE.value, 0), else_=1)
-    q = _members_query(account_id, status, search).order_by(status_order, role_order, User.name, Membership.id)
+    q = _members_query(account_id, status, search).order_by(status_order, role_order, Membership.name, Membership.id)
     if limit is not None:
         q = q.limit(limit).offset(offset)
     return list(db.scalars(q).unique())
@@ -380,8 +390,8 @@ def snapshot(db: Session, membership: Membership, department_ids: Sequence[int] 
         membership_id=membership.id,
         account_id=membership.account_id,
         phone=user.phone,
-        name=user.name,
-        email=user.email,
+        name=membership.name,
+        email=membership.email,
         role=membership.role,
         status=membership.status,
         source=membership.source,
@@ -529,9 +539,11 @@ def add_user(
 ) -> AddResult:
     """Add a person to the account as an active user (a seat). Adding beyond the plan is allowed.
 
-    The phone identifies the person across accounts: an existing person keeps their name; their email is filled
-    in if they had none. A person who was in the account and deactivated becomes active again (created=False),
-    with the given role. An active duplicate raises DuplicateUser. Does not commit.
+    The phone identifies the person across accounts, but the name and e-mail given here are this company's record
+    of them (Membership); the person's own profile is neither read nor changed, so a company learns nothing of what
+    the person or another company wrote. A person new to the portal gets these as the start of their profile. A
+    person who was in the account and deactivated, or left, becomes active again (created=False), with the given
+    role. An active duplicate raises DuplicateUser. Does not commit.
     """
     src = _clean_source(source)
     e164 = clean_phone(phone)
@@ -545,18 +557,20 @@ def add_user(
     existing = find_member_by_phone(db, account_id, e164)
     if existing is not None and existing.is_active:
         raise DuplicateUser(
-            f"Пользователь с телефоном {_display_phone(e164)} уже есть в компании: {existing.user.name}.",
+            f"Пользователь с телефоном {_display_phone(e164)} уже есть в компании: {existing.name}.",
             field="phone",
         )
     if crm_id is not None:
         linked = find_member_by_crm_id(db, account_id, crm_id)
         if linked is not None and linked is not existing:
             raise DuplicateUser(
-                f"Пользователь CRM {crm_id} уже связан с пользователем {linked.user.name}.", field="crm_user_id"
+                f"Пользователь CRM {crm_id} уже связан с пользователем {linked.name}.", field="crm_user_id"
             )
 
     with db.begin_nested():
         if existing is not None:
+            if existing.status == MembershipStatus.LEFT:
+                existing.seen_at = None  # they left; coming back is the person's choice again
             events = [
                 _reactivate(db, existing, source=src, actor=actor, now=now, reason="добавлен повторно"),
             ]
@@ -564,8 +578,8 @@ def add_user(
                 events.append(_change_role(db, existing, new_role, source=src, actor=actor, now=now))
             if crm_id is not None and existing.crm_user_id != crm_id:
                 events.append(_link_crm(db, existing, crm_id, source=src, actor=actor, now=now))
-            if mail and not existing.user.email:
-                existing.user.email = mail
+            if mail and not existing.email:
+                existing.email = mail
             if dept_ids:
                 events.append(_set_departments(db, existing, dept_ids, source=src, actor=actor, now=now))
             db.flush()
@@ -581,8 +595,6 @@ def add_user(
             except sa.exc.IntegrityError:
                 # Someone added the same person elsewhere a moment ago: their row is the person.
                 user = db.scalars(sa.select(User).where(User.phone == e164)).one()
-        elif mail and not user.email:
-            user.email = mail
         membership = Membership(
             account_id=account_id,
             user_id=user.id,
@@ -590,6 +602,8 @@ def add_user(
             status=MembershipStatus.ACTIVE.value,
             source=src.value,
             crm_user_id=crm_id,
+            name=clean,
+            email=mail,
             created_at=now,
             updated_at=now,
         )
@@ -601,7 +615,7 @@ def add_user(
         after = {
             "user_id": user.id,
             "phone": user.phone,
-            "name": user.name,
+            "name": clean,
             "role": new_role.value,
             "source": src.value,
         }
@@ -705,8 +719,43 @@ def reactivate_user(
     membership = get_member(db, account_id, user_id)
     if membership.is_active:
         return membership
+    if membership.status == MembershipStatus.LEFT:
+        raise UserNotActive("Пользователь сам покинул компанию: вернуть его можно, только добавив снова по телефону.")
     with db.begin_nested():
         _reactivate(db, membership, source=src, actor=actor, now=now, reason=reason)
+    return membership
+
+
+def leave_account(db: Session, *, account_id: int, user: User, now: datetime) -> Membership:
+    """The person leaves a company (one that added them, say): the seat is freed and the company sees them as left.
+    The last active owner cannot leave (LastOwnerError). Idempotent. Does not commit."""
+    _lock_account(db, account_id)
+    membership = get_member(db, account_id, user.id)
+    if not membership.is_active:
+        return membership
+    _ensure_owner_remains(db, membership)
+    with db.begin_nested():
+        membership.status = MembershipStatus.LEFT.value
+        membership.updated_at = now
+        db.flush()
+        _audit(
+            db,
+            actor=user,
+            account_id=account_id,
+            action="seats.user_left",
+            source=Source.PORTAL,
+            before={"user_id": user.id, "status": MembershipStatus.ACTIVE.value},
+            after={"user_id": user.id, "status": MembershipStatus.LEFT.value},
+        )
+        _event(
+            db,
+            EventKind.DEACTIVATED,
+            membership,
+            source=Source.PORTAL,
+            actor=user,
+            now=now,
+            changes={"status": [MembershipStatus.ACTIVE.value, MembershipStatus.LEFT.value]},
+        )
     return membership
 
 
@@ -883,7 +932,7 @@ def link_crm_user(
         linked = find_member_by_crm_id(db, account_id, crm_id)
         if linked is not None and linked.id != membership.id:
             raise DuplicateUser(
-                f"Пользователь CRM {crm_id} уже связан с пользователем {linked.user.name}.", field="crm_user_id"
+                f"Пользователь CRM {crm_id} уже связан с пользователем {linked.name}.", field="crm_user_id"
             )
     with db.begin_nested():
         _link_crm(db, membership, crm_id, source=src, actor=actor, now=now)
@@ -894,6 +943,7 @@ def link_crm_user(
 
 
 def _clean_department_name(raw: Any) -> str:
+    _refuse_unreadable(raw, "name")
     name = " ".join(raw.split()) if isinstance(raw, str) else ""
     if not name:
         raise InvalidUserData("Укажите название отдела.", field="name")
@@ -1065,6 +1115,7 @@ __all__ = [
     "get_department",
     "get_member",
     "get_primary_owner",
+    "leave_account",
     "link_crm_user",
     "list_departments",
     "list_members",

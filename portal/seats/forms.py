@@ -10,6 +10,7 @@ from wtforms.validators import DataRequired, Length, ValidationError
 from portal.accounts.forms import PhoneField
 from portal.accounts.models import Role
 from portal.seats.directory import InvalidUserData, clean_email
+from portal.textinput import PortalForm
 
 ROLES = (Role.MEMBER, Role.ACCOUNTANT, Role.OWNER)
 
@@ -26,7 +27,7 @@ class RoleField(SelectField):
             raise ValidationError("Выберите роль: владелец, бухгалтер или сотрудник.")
 
 
-class AddUserForm(FlaskForm):
+class AddUserForm(PortalForm):
     phone = PhoneField(
         "Телефон",
         render_kw={"autocomplete": "off", "inputmode": "tel", "placeholder": "+7 999 123-45-67"},
@@ -51,11 +52,11 @@ class AddUserForm(FlaskForm):
             raise ValidationError(exc.message) from None
 
 
-class RoleForm(FlaskForm):
+class RoleForm(PortalForm):
     role = RoleField("Роль", choices=role_choices())
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(PortalForm):
     """A POST-only button that says yes to going beyond the plan (CSRF and a flag)."""
 
     confirmed = HiddenField(default="1")

@@ -12,7 +12,7 @@ from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.accounts.access import current_membership, require_account, roles_required
-from portal.accounts.models import Account, MembershipStatus, Role, User
+from portal.accounts.models import Account, Membership, MembershipStatus, Role
 from portal.accounts.phone import format_phone
 from portal.billing.catalog import Plan, plural_ru
 from portal.db import get_db, utcnow
@@ -21,6 +21,7 @@ from portal.seats import directory
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
 from portal.seats.storage import format_bytes
+from portal.textinput import ascii_int
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ bp = Blueprint("seats", __name__)
 register_nav("seats.team_list", "Команда", (Role.OWNER.value,), order=30)
 
 PAGE_SIZE = 50
-STATUS_TABS = (("active", "Активные"), ("deactivated", "Отключённые"), ("all", "Все"))
+STATUS_TABS = (("active", "Активные"), ("deactivated", "Отключённые"), ("left", "Покинули"), ("all", "Все"))
 # Where the owner fixes the excess: there the warning is a banner, not a dialog in the way of the fix.
 NO_DIALOG_BLUEPRINTS = frozenset({"seats", "billing", "payments"})
 
@@ -47,7 +48,7 @@ class LimitState:
     limits: Limits
     account_name: str
     is_owner: bool
-    owner: User | None  # whom an accountant or member should ask
+    owner: Membership | None  # whom an accountant or member should ask, by the name this company gave them
     pay_url: str | None  # checkout with the suggested plan; None when only support can set a plan
     team_url: str | None
     plans_url: str | None
@@ -123,8 +124,8 @@ def _limits_context() -> dict[str, Any]:
 
 
 def _page_arg() -> int:
-    raw = request.args.get("page", "1")
-    return max(int(raw), 1) if raw.isdigit() and len(raw) < 7 else 1
+    # `page=²` passes str.isdigit() and then int() refuses it: only ASCII digits are a page number.
+    return max(ascii_int(request.args.get("page", "1"), max_digits=6) or 1, 1)
 
 
 def _render_team(account: Account, form: AddUserForm, status_code: int = 200) -> Any:
@@ -144,8 +145,9 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
     counts = {
         "active": directory.count_members(db, account.id, status=MembershipStatus.ACTIVE.value),
         "deactivated": directory.count_members(db, account.id, status=MembershipStatus.DEACTIVATED.value),
+        "left": directory.count_members(db, account.id, status=MembershipStatus.LEFT.value),
     }
-    counts["all"] = counts["active"] + counts["deactivated"]
+    counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
     limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
     return (
@@ -242,11 +244,12 @@ def user_add() -> Any:
             form.form_errors.append(exc.message)
         return _render_team(account, form, exc.status_code)
     db.commit()
-    person = result.membership.user
+    # The company's own record: what it typed, never the person's profile or another company's name for them.
+    added = result.membership
     if result.created:
-        flash(f"{person.name} ({format_phone(person.phone)}) теперь в команде.", "success")
+        flash(f"{added.name} ({format_phone(added.user.phone)}) теперь в команде.", "success")
     else:
-        flash(f"{person.name} снова в команде: пользователь был отключён и теперь снова активен.", "success")
+        flash(f"{added.name} снова в команде: пользователь был отключён и теперь снова активен.", "success")
     return redirect(url_for("seats.team_list"))
 
 
@@ -287,7 +290,7 @@ def user_deactivate(user_id: int) -> Any:
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))
     db.commit()
-    flash(f"{membership.user.name} отключён(а): место освободилось.", "success")
+    flash(f"{membership.name} отключён(а): место освободилось.", "success")
     return _after_own_change(user_id)
 
 
@@ -309,7 +312,7 @@ def user_reactivate(user_id: int) -> Any:
             "seats/user_confirm.html",
             title="Включить пользователя сверх тарифа?",
             heading="Включить пользователя сверх тарифа?",
-            person=f"{membership.user.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
+            person=f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
             text=_over_plan_text(limits).replace("После добавления", "После включения"),
             limits=limits,
             action=url_for("seats.user_reactivate", user_id=user_id),
@@ -332,7 +335,7 @@ def user_reactivate(user_id: int) -> Any:
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))
     db.commit()
-    flash(f"{membership.user.name} снова в команде.", "success")
+    flash(f"{membership.name} снова в команде.", "success")
     return redirect(url_for("seats.team_list"))
 
 
@@ -361,5 +364,5 @@ def user_role_change(user_id: int) -> Any:
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))
     db.commit()
-    flash(f"{membership.user.name}: роль «{Role(form.role.data).title}».", "success")
+    flash(f"{membership.name}: роль «{Role(form.role.data).title}».", "success")
     return _after_own_change(user_id)

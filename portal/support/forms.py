@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
@@ -26,6 +25,7 @@ from portal.support.amounts import (
     parse_storage,
     parse_users_expected,
 )
+from portal.textinput import PortalForm
 
 REASON_HINT = "Попадёт в журнал действий вместе с тем, кто и когда это сделал."
 
@@ -45,7 +45,7 @@ class RuDateField(DateField):
             raise ValueError("Дата в формате ДД.ММ.ГГГГ, например 25.11.2026.") from None
 
 
-class ConfirmedActionForm(FlaskForm):
+class ConfirmedActionForm(PortalForm):
     """Every staff action: a reason for the audit log and an explicit tick, so nothing happens by a stray click."""
 
     reason = TextAreaField(
@@ -137,7 +137,7 @@ class ResendForm(ConfirmedActionForm):
     confirm = _confirm("Да, отправить письмо")
 
 
-class StatementForm(FlaskForm):
+class StatementForm(PortalForm):
     statement = FileField(
         "Файл выписки (1CClientBankExchange, .txt)",
         validators=[FileRequired("Выберите файл выписки, выгруженный из банка или 1С.")],
@@ -174,7 +174,7 @@ class DismissForm(ConfirmedActionForm):
     confirm = _confirm("Да, платёж не относится к нашим счетам")
 
 
-class ResolveForm(FlaskForm):
+class ResolveForm(PortalForm):
     """Closing a request: the note is what the owner reads on their dashboard."""
 
     note = TextAreaField(
@@ -187,7 +187,7 @@ class ResolveForm(FlaskForm):
     )
 
 
-class RequestForm(FlaskForm):
+class RequestForm(PortalForm):
     """The owner's request to support."""
 
     plan_code = RadioField("Какой тариф попробовать", validate_choice=False)

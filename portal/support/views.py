@@ -607,7 +607,7 @@ def request_resolve(request_id: int) -> Any:
 
 def _int_arg(name: str) -> int | None:
     raw = (request.args.get(name) or "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 @bp.route("/support/audit")
@@ -619,7 +619,7 @@ def audit_list() -> Any:
     actor: int | str | None = None
     if raw_actor == service.SYSTEM_ACTOR:
         actor = service.SYSTEM_ACTOR
-    elif raw_actor.isdigit() and len(raw_actor) < 10:
+    elif raw_actor.isascii() and raw_actor.isdigit() and len(raw_actor) < 10:
         actor = int(raw_actor)
     action = (request.args.get("action") or "").strip()[:64] or None
     page = service.list_audit(db, account_id=account_id, actor=actor, action=action, page=_int_arg("page") or 1)

@@ -137,7 +137,11 @@ def _company(db, name: str, requisites: bool = True):  # type: ignore[no-untyped
     owner = User(phone=f"+7916{account.id:07d}", name="Владелец")
     db.add(owner)
     db.flush()
-    db.add(Membership(account_id=account.id, user_id=owner.id, role="owner", status="active", source="portal"))
+    db.add(
+        Membership(
+            account_id=account.id, user_id=owner.id, role="owner", status="active", source="portal", name="Владелец"
+        )
+    )
     if requisites:
         save_requisites(
             db,

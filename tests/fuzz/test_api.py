@@ -121,3 +121,18 @@ def test_any_number_in_a_url_is_a_page_or_a_404(endpoint: str, world: World, mod
         resp.close()
 
     visit()
+
+
+@pytest.mark.parametrize("key", ["phone", "name", "email", "role"])
+def test_a_nul_byte_in_any_string_of_the_api_is_a_400_with_a_json_error(world: World, key: str) -> None:
+    """Issue #14: a NUL byte in the API was a 500 on PostgreSQL. Anywhere in the body, keys included: a 400."""
+    client = world.app.test_client()
+    own = world.own.account_id
+    body = {"phone": "+79165550999", "name": "Вера Попова", "email": "vera@example.ru", "role": "member"}
+    for bad in ({**body, key: body[key] + "\x00"}, {**body, f"{key}\x00": "x"}, {**body, "extra": ["ok", "a\x01b"]}):
+        before = snapshot(world.app)
+        resp = client.post(f"/api/v1/accounts/{own}/users", json=bad, headers=TOKEN)
+        assert resp.status_code == 400 and resp.is_json and "непечатаемые" in resp.get_json()["error"], bad
+        assert changed_tables(before, snapshot(world.app)) == {}
+    resp = client.put(f"/api/v1/accounts/{own}/storage", json={"used_bytes": 1, "note": "\x00"}, headers=TOKEN)
+    assert resp.status_code == 400 and resp.is_json

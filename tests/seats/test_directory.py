@@ -102,7 +102,9 @@ def test_deactivate_and_reactivate_are_idempotent(db, make_account, now, events)
     assert _seats(db, account) == 2
 
 
-def test_an_existing_person_keeps_their_name_and_gets_a_missing_email(db, make_account, now):
+def test_an_existing_person_keeps_their_profile_and_the_company_keeps_its_own_record(db, make_account, now):
+    """Issue #14: the e-mail a second company typed was written into the person's empty profile, and the next card
+    receipt of her own company went there. Now each company's name and e-mail for her are its own."""
     first = make_account(owner_phone="+79160000100")
     second = make_account()
     d.add_user(
@@ -116,7 +118,11 @@ def test_an_existing_person_keeps_their_name_and_gets_a_missing_email(db, make_a
     )
     db.commit()
     person = db.scalars(sa.select(User).where(User.phone == "+79160000100")).one()
-    assert person.name.startswith("Владелец") and person.email == "Boss@example.ru"
+    assert person.name.startswith("Владелец") and person.email is None
+    theirs = d.find_member_by_phone(db, second.id, "+79160000100")
+    assert theirs.name == "Другое имя" and theirs.email == "Boss@example.ru"
+    mine = d.find_member_by_phone(db, first.id, "+79160000100")
+    assert mine.name.startswith("Владелец") and mine.email is None
     assert _seats(db, first) == 1 and _seats(db, second) == 2
 
 

@@ -84,7 +84,7 @@ def world(tmp_path_factory: Any, module_sms: RecordingSms) -> Iterator[World]:
 
 
 # Tables whose rows are the portal's state; sessions, counters of sign-in attempts and notification logs are not.
-VOLATILE = {"sms_codes", "login_attempts", "payment_notifications"}
+VOLATILE = {"sms_codes", "login_attempts", "payment_notifications", "user_sessions"}
 
 
 def snapshot(app: Flask) -> dict[str, str]:

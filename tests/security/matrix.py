@@ -38,6 +38,10 @@ EXPECTED: dict[str, Access] = {
     "accounts.register": Access("public", ok=frozenset({302})),
     "accounts.logout": Access("signed-in"),
     "accounts.account_switch": Access("signed-in"),
+    # The person's own profile: theirs whatever their role, and it names no company's object.
+    "accounts.profile": Access("signed-in"),
+    "accounts.sessions_end": Access("signed-in"),
+    "accounts.account_leave": Access("signed-in"),
     "index": Access("home"),
     # Prices are public (the widgets on the vendor's site use them).
     "api.plans": PUBLIC,

@@ -94,7 +94,7 @@ def test_the_session_cookie_is_httponly_and_samesite_locally(client: FlaskClient
 
 PRODUCTION = {
     "PORTAL_ENV": "production",
-    "SECRET_KEY": "a-production-secret-of-some-length-0123456789",
+    "SECRET_KEY": "q3Vf0Zr8mXo1T6bKpW2yLcN9sHdG4uJeA7iR5tYvB0w",
     "DATABASE_URL": PG_URL or "postgresql+psycopg://nobody@127.0.0.1:1/none",
     "SMS_BACKEND": "http",
     "SMS_API_KEY": "key",
@@ -105,7 +105,9 @@ PRODUCTION = {
     "AMOCRM_CLIENT_ID": "client",
     "AMOCRM_CLIENT_SECRET": "secret",
     "AMOCRM_REDIRECT_URI": "https://portal.example.ru/crm/callback",
-    "MESSENGER_API_TOKEN": "token",
+    "MESSENGER_API_TOKEN": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/15",
+    "PROXY_FIX_HOPS": 1,
     "EMAIL_BACKEND": "smtp",
     "SMTP_HOST": "smtp.example.ru",
     "SMTP_USER": "billing",

@@ -38,6 +38,7 @@ STRANGER = "+79990000050"  # owner of ООО «Чужие» — "another account
 STRANGER_MEMBER = "+79990000051"
 
 ROLES = ("visitor", "member", "accountant", "owner", "staff", "stranger")
+INVITER = "+79990000071"
 PHONES = {"member": MEMBER, "accountant": ACCOUNTANT, "owner": OWNER, "staff": STAFF, "stranger": STRANGER}
 
 STRANGER_REQUISITES = {
@@ -99,6 +100,8 @@ def _member(db: Any, account: Account, phone: str, name: str, role: Role) -> Use
             role=role.value,
             status=MembershipStatus.ACTIVE.value,
             source=Source.PORTAL.value,
+            name=name,
+            seen_at=user.created_at,
         )
     )
     db.flush()
@@ -253,6 +256,19 @@ def build_world(app: Flask, db: Any) -> World:
     db.flush()
     _member(db, other, STRANGER, "Чужой Владелец", Role.OWNER)
     _member(db, other, STRANGER_MEMBER, "Чужой Сотрудник", Role.MEMBER)
+    # A company that added the demo owner and accountant (new in their switcher, listed first on their profile):
+    # what the crawled «Покинуть» form leaves, so the forms tests leave it rather than the demo company.
+    inviter = Account(name="ООО «Пригласившая»", created_at=now)
+    db.add(inviter)
+    db.flush()
+    _member(db, inviter, INVITER, "Пригласивший Владелец", Role.OWNER)
+    for phone in (OWNER, ACCOUNTANT):
+        _member(db, inviter, phone, "Приглашённый", Role.MEMBER)
+    db.execute(
+        sa.update(Membership)
+        .where(Membership.account_id == inviter.id, Membership.role == Role.MEMBER.value)
+        .values(seen_at=None)
+    )
     db.commit()
     save_requisites(db, actor=None, account_id=other.id, data=STRANGER_REQUISITES, now=now)
     db.commit()

@@ -1,7 +1,7 @@
 """ledger: receipts, allocations, refunds; УПД dated when rights begin
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-29 22:55:49.104502
 """
 
@@ -11,7 +11,7 @@ import portal.db
 
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -387,7 +387,7 @@ def _prepare(
             item.crm_user_id = membership.crm_user_id
             _finish(item, OutboxStatus.DONE.value, now, result, None)
             return None
-        email = membership.user.email
+        email = membership.email  # the company's own record; never the person's profile or another company's
         if not email:
             _finish(item, OutboxStatus.REFUSED.value, now, result, EMAIL_NEEDED)
             return None
@@ -422,7 +422,7 @@ def _prepare(
             membership.user_id,
             CREATE,
             None,
-            membership.user.name,
+            membership.name,
             email,
             group_id,
         )
@@ -612,10 +612,9 @@ def set_email_and_retry(db: Session, item: CrmOutbox, email: str, now: datetime)
     membership = db.get(Membership, item.membership_id)
     if membership is None:
         raise directory.UserNotFound()
-    user = membership.user
-    if user.email and user.email.casefold() != clean.casefold():
+    if membership.email and membership.email.casefold() != clean.casefold():
         raise directory.DirectoryConflict(
-            f"У пользователя уже есть адрес {user.email}: задание отправлено с ним.", field="email"
+            f"У пользователя уже есть адрес {membership.email}: задание отправлено с ним.", field="email"
         )
-    user.email = clean
+    membership.email = clean
     retry_item(db, item, now)

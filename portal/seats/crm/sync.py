@@ -12,6 +12,7 @@ and free. CRM users are matched by CRM id, then e-mail, then phone; nobody is du
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.seats import directory
 from portal.seats.models import Department
+from portal.textinput import strip_control
 
 from .base import (
     DEFAULT_GROUP_ID,
@@ -493,8 +495,9 @@ def sync_account(
 
     # 1. Read everything. Nothing is written until the CRM has answered every request in full.
     try:
-        groups = client.list_groups()
-        crm_users = client.list_users()
+        # The CRM's text is someone else's: what the portal cannot store or print is blanked out on the way in.
+        groups = [_readable_group(g) for g in client.list_groups()]
+        crm_users = [_readable_user(u) for u in client.list_users()]
     except CrmError as exc:
         db.rollback()
         return _failed_run(db, account_id, now, started, trigger, actor, first_import, exc)
@@ -937,6 +940,19 @@ class _Applier:
 
 def _departments_of(db: Session, membership_id: int) -> list[Department]:
     return directory.departments_of(db, [membership_id])[membership_id]
+
+
+def _readable_user(user: CrmUser) -> CrmUser:
+    def clean(value: str | None, limit: int) -> str | None:
+        return strip_control(value, max_length=limit) if isinstance(value, str) else value
+
+    return dataclasses.replace(
+        user, name=clean(user.name, 200) or "", email=clean(user.email, 254), phone=clean(user.phone, 32)
+    )
+
+
+def _readable_group(group: CrmGroup) -> CrmGroup:
+    return dataclasses.replace(group, name=strip_control(group.name or "", max_length=200))
 
 
 def _clean_email_or_none(email: str | None) -> str | None:

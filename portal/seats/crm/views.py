@@ -18,6 +18,7 @@ from portal.accounts.models import Membership, Role
 from portal.db import get_database, get_db, utcnow
 from portal.nav import register_nav
 from portal.seats import directory
+from portal.textinput import PortalForm
 
 from . import oauth
 from .amocrm import NAME_MAX_LENGTH, AmoCrmClient
@@ -51,11 +52,11 @@ STATE_KEY = "crm_oauth"
 OWNER = Role.OWNER.value
 
 
-class OutboxEmailForm(FlaskForm):
+class OutboxEmailForm(PortalForm):
     email = EmailField("E-mail", validators=[DataRequired("Укажите адрес почты.")])
 
 
-class PendingPhoneForm(FlaskForm):
+class PendingPhoneForm(PortalForm):
     phone = PhoneField("Телефон", render_kw={"inputmode": "tel", "placeholder": "+7 999 123-45-67"})
 
 
@@ -315,5 +316,5 @@ def pending_import(crm_user_id: int) -> Any:
         flash(exc.message, "error")
         return _back()
     db.commit()
-    flash(f"{membership.user.name} добавлен(а) в мессенджер и связан(а) с CRM.", "success")
+    flash(f"{membership.name} добавлен(а) в мессенджер и связан(а) с CRM.", "success")
     return _back()
