@@ -647,21 +647,29 @@ def money_list() -> Any:
     db = get_db()
     attention = ledger.list_attention(db)
     refunds = ledger.list_refunds(db, open_only=True)
-    # One form per row, each with its own field ids (a label must name exactly one field on the page).
+    # One form per row, each with its own element ids (a label must name exactly one field on the page); the
+    # field names stay plain, since each row's form posts to its own URL.
     return render_template(
         "support/money_list.html",
-        attention=[(r, ConfirmedActionForm(formdata=None, prefix=f"receipt{r.id}")) for r in attention],
+        attention=[(r, _ids(ConfirmedActionForm(formdata=None), f"receipt{r.id}")) for r in attention],
         refunds=[
             (
                 f,
-                ConfirmedActionForm(formdata=None, prefix=f"refund{f.id}"),
-                RefundDoneForm(formdata=None, prefix=f"done{f.id}"),
-                ConfirmedActionForm(formdata=None, prefix=f"cancel{f.id}"),
+                _ids(ConfirmedActionForm(formdata=None), f"refund{f.id}"),
+                _ids(RefundDoneForm(formdata=None), f"done{f.id}"),
+                _ids(ConfirmedActionForm(formdata=None), f"cancel{f.id}"),
             )
             for f in refunds
         ],
         unmatched=bank.list_unmatched_lines(db),
     )
+
+
+def _ids(form: Any, suffix: str) -> Any:
+    for f in form:
+        f.id = f"{f.id}-{suffix}"
+        f.label.field_id = f.id
+    return form
 
 
 def _money_action(action: Any, form: Any, success: str) -> Any:
@@ -684,7 +692,7 @@ def _money_action(action: Any, form: Any, success: str) -> Any:
 @bp.route("/support/money/receipts/<int:receipt_id>/resolve", methods=["POST"])
 @staff_required
 def receipt_resolve(receipt_id: int) -> Any:
-    form = ConfirmedActionForm(prefix=f"receipt{receipt_id}")
+    form = ConfirmedActionForm()
     return _money_action(
         lambda db: ledger.resolve_attention(db, receipt_id, actor=_actor(), note=form.reason.data, now=utcnow()),
         form,
@@ -695,7 +703,7 @@ def receipt_resolve(receipt_id: int) -> Any:
 @bp.route("/support/money/refunds/<int:refund_id>/provider", methods=["POST"])
 @staff_required
 def refund_provider(refund_id: int) -> Any:
-    form = ConfirmedActionForm(prefix=f"refund{refund_id}")
+    form = ConfirmedActionForm()
 
     def run(db: Any) -> None:
         refund = db.get(Refund, refund_id)
@@ -719,7 +727,7 @@ def refund_provider(refund_id: int) -> Any:
 @bp.route("/support/money/refunds/<int:refund_id>/done", methods=["POST"])
 @staff_required
 def refund_done(refund_id: int) -> Any:
-    form = RefundDoneForm(prefix=f"done{refund_id}")
+    form = RefundDoneForm()
     return _money_action(
         lambda db: ledger.complete_bank_refund(
             db, refund_id, actor=_actor(), reference=form.reference.data, now=utcnow()
@@ -732,7 +740,7 @@ def refund_done(refund_id: int) -> Any:
 @bp.route("/support/money/refunds/<int:refund_id>/cancel", methods=["POST"])
 @staff_required
 def refund_cancel(refund_id: int) -> Any:
-    form = ConfirmedActionForm(prefix=f"cancel{refund_id}")
+    form = ConfirmedActionForm()
     return _money_action(
         lambda db: ledger.cancel_refund(db, refund_id, actor=_actor(), reason=form.reason.data, now=utcnow()),
         form,

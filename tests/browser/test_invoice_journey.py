@@ -141,7 +141,7 @@ def test_requisites_invoice_statement_and_upd(page, staff_page, sms_output, live
     staff_page.get_by_role("button", name="Загрузить выписку").click()
     result = staff_page.locator("#result-title").locator("..")
     result.wait_for()
-    assert "Оплачены автоматически" in text(result) and "11 048,40 ₽" in text(result)
+    assert "Сопоставлены автоматически" in text(result) and "11 048,40 ₽" in text(result) and "оплачен" in text(result)
     shot(staff_page, "33-staff-statement-imported")
     staff_page.goto("/support")
     shot(staff_page, "36-staff-console-queue")

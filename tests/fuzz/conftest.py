@@ -80,7 +80,8 @@ class _Forms(HTMLParser):
             self.forms.append(self._current)
         elif self._current is not None and tag in ("input", "textarea", "select", "button") and a.get("name"):
             name = a["name"]
-            if name == "csrf_token":
+            # The session's CSRF token (also under a form's prefix, `refund4-csrf_token`) is not data a person types.
+            if name == "csrf_token" or name.endswith("-csrf_token"):
                 return
             options = self._current["fields"].setdefault(name, [])
             if a.get("value") and tag in ("input", "button"):
