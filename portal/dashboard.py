@@ -16,6 +16,7 @@ from portal.billing.pricing import FitResult
 from portal.db import get_db, utcnow
 from portal.money import format_rub
 from portal.nav import register_nav
+from portal.payments import ledger
 from portal.timeutil import format_date, format_date_ru
 
 register_nav("index", "Главная", ("owner", "accountant", "member"), order=10)
@@ -208,6 +209,8 @@ def index() -> Any:
         if is_manager
         else [],
         format_date=format_date,
+        balance=ledger.account_balance(db, account.id) if is_manager else 0,
+        attention=ledger.list_attention(db, account.id) if is_manager else [],
     )
 
 

@@ -18,7 +18,7 @@ from portal.billing.models import Order
 from portal.db import get_db, utcnow
 from portal.documents import service
 from portal.documents.forms import RequisitesForm, StatementUploadForm
-from portal.documents.invoices import DocumentsError, RequisitesMissing, issue_invoice, png_data_uri
+from portal.documents.invoices import DocumentsError, RequisitesMissing, issue_invoice, png_data_uri, qr_payload_for
 from portal.documents.models import InvoiceStatus, StoredFile
 from portal.documents.requisites import FIELDS as REQUISITES_FIELDS
 from portal.documents.requisites import RequisitesInvalid
@@ -251,6 +251,12 @@ def invoice_view(invoice_id: int) -> Any:
     if invoice is None:
         abort(404)
     overdue = invoice.status == InvoiceStatus.ISSUED and invoice.valid_until < msk_date(utcnow())
+    paid = ledger.invoice_paid_amount(db, invoice.id)
+    remaining = ledger.invoice_remaining(db, invoice)
+    payload = invoice.qr_payload
+    if invoice.is_open and paid:
+        # A part is paid: the QR asks for the rest, with the invoice's own purpose.
+        payload = qr_payload_for(get_seller(current_app.config), remaining, invoice.purpose)
     return render_template(
         "documents/invoice_view.html",
         invoice=invoice,
@@ -258,7 +264,9 @@ def invoice_view(invoice_id: int) -> Any:
         upd=service.get_upd_for_invoice(db, invoice.id),
         order=db.get(Order, invoice.order_id),
         seller=get_seller(current_app.config),
-        qr_data_uri=png_data_uri(invoice.qr_payload, scale=5) if invoice.is_open else None,
+        paid=paid,
+        remaining=remaining,
+        qr_data_uri=png_data_uri(payload, scale=5) if invoice.is_open else None,
     )
 
 

@@ -143,7 +143,15 @@ def account_show(account_id: int) -> Any:
     db = get_db()
     account = _account_or_404(account_id)
     overview = service.get_account_overview(db, account, utcnow())
-    return render_template("support/account_show.html", o=overview, account=account, q="")
+    return render_template(
+        "support/account_show.html",
+        o=overview,
+        account=account,
+        q="",
+        totals=ledger.account_totals(db, account.id),
+        entries=ledger.history(db, account.id)[:50],
+        refund_form=RefundStartForm(formdata=None),
+    )
 
 
 @bp.route("/support/files/<int:file_id>")

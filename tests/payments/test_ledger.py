@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -25,9 +25,11 @@ from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, LineStatus, StatementLine, Upd
 from portal.payments import bank, ledger
 from portal.payments import service as payments
-from portal.payments.models import Payment, Receipt
+from portal.payments.models import Allocation, Payment, Receipt, Refund
 from portal.payments.providers import get_provider
-from tests.documents.factories import give_requisites, payment, statement
+from portal.payments.statement import build_statement
+from tests.conftest import post
+from tests.documents.factories import SELLER_ACCOUNT, give_requisites, payment, statement
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 _keys = itertools.count(1)
@@ -282,3 +284,223 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
         t.balance,
     )
     assert data["received"] == data["allocated"] + data["balance"] + data["refunded"]
+
+
+# --- each defect the ledger ends -----------------------------------------------------------------------------------
+
+OWNER = "+79161112200"
+
+
+@pytest.fixture
+def company(make_account, db):
+    account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
+    give_requisites(db, account)
+    return account
+
+
+def test_cancelling_an_order_on_the_dashboard_annuls_its_invoice_and_takes_the_qr_away(app, db, client, auth, company):
+    row = order(db, company)
+    inv = invoice_for(app, db, row)
+    auth.login(OWNER)
+    assert 'class="invoice-qr"' in client.get(f"/documents/invoices/{inv.id}").get_data(as_text=True)
+    assert post(client, f"/orders/{row.id}/cancel").status_code == 302
+    page = client.get(f"/documents/invoices/{inv.id}").get_data(as_text=True)
+    assert "Счёт аннулирован" in page and 'class="invoice-qr"' not in page
+    db.expire_all()
+    assert db.get(Invoice, inv.id).status == "canceled"
+    # A transfer for it later: the company's money, on its balance and flagged — no УПД, no plan.
+    import_(app, db, payment("700", inv.amount, f"Оплата по счёту № {inv.number}"))
+    assert ledger.account_balance(db, company.id) == inv.amount
+    assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 0
+    assert "отменён; деньги на балансе" in ledger.list_attention(db, company.id)[0].attention
+    home = client.get("/").get_data(as_text=True)
+    assert "На балансе компании" in home and "отменён; деньги на балансе" in home
+
+
+def test_a_canceled_order_paid_later_does_not_cut_a_running_trial(app, db, company):
+    billing.start_trial(db, actor=None, account_id=company.id, plan_code="users-50", now=NOW)
+    db.commit()
+    row = order(db, company, "users-12", 6)
+    inv = invoice_for(app, db, row)
+    billing.cancel_order(db, row.id, actor=None, reason="передумали", now=NOW)
+    db.commit()
+    import_(app, db, payment("701", inv.amount, f"Оплата по счёту № {inv.number}"), now=NOW + timedelta(days=1))
+    state = billing.get_subscription_state(db, company.id, NOW + timedelta(days=1))
+    assert state.is_trial and state.plan.code == "users-50"
+    assert ledger.account_balance(db, company.id) == inv.amount
+
+
+def test_an_upgrade_withdrawn_while_its_card_page_was_open_is_paid_to_the_balance_and_flagged(app, db, company):
+    pay_by_card(app, db, order(db, company, "users-12", 6, payer_type="card"))
+    first = order(db, company, "users-24", 6, payer_type="card", now=NOW + timedelta(days=30))
+    second = order(db, company, "users-50", 6, payer_type="card", now=NOW + timedelta(days=30))
+    assert (first.kind, second.kind) == ("upgrade", "upgrade")
+    left_open = open_card_page(app, db, first, now=NOW + timedelta(days=30))
+    pay_by_card(app, db, second, now=NOW + timedelta(days=30))  # pays the other upgrade: this one is withdrawn
+    db.expire_all()
+    assert db.get(Order, first.id).status == "canceled"
+    paid = pay_on_card_page(app, db, left_open, now=NOW + timedelta(days=30, minutes=5))
+    assert paid.status == "flagged" and paid.status_reason == "order_not_applicable"
+    assert ledger.account_balance(db, company.id) == first.amount
+    state = billing.get_subscription_state(db, company.id, NOW + timedelta(days=31))
+    assert state.plan.code == "users-50"
+    (flagged,) = ledger.list_attention(db, company.id)
+    assert "на баланс" in flagged.attention
+
+
+def test_the_same_payment_order_twice_in_one_file_is_listed_and_the_file_adds_up(app, db, company):
+    inv = invoice_for(app, db, order(db, company))
+    doc = payment("702", inv.amount, f"Оплата по счёту № {inv.number}")
+    header = {
+        "Отправитель": "Банк",
+        "Получатель": "",
+        "ДатаНачала": date(2026, 11, 26),
+        "ДатаКонца": date(2026, 11, 26),
+        "РасчСчет": SELLER_ACCOUNT,
+    }
+    data = build_statement(
+        header,
+        [doc, doc],
+        "Windows",
+        account_sections=[
+            {
+                "ДатаНачала": date(2026, 11, 26),
+                "ДатаКонца": date(2026, 11, 26),
+                "РасчСчет": SELLER_ACCOUNT,
+                "НачальныйОстаток": 0,
+                "ВсегоПоступило": 2 * inv.amount,
+                "ВсегоСписано": 0,
+                "КонечныйОстаток": 2 * inv.amount,
+            }
+        ],
+    )
+    with app.app_context():
+        result = bank.import_statement(db, data, file_name="s.txt", actor=None, now=NOW)
+    assert (len(result.matched), len(result.unmatched), result.duplicates) == (1, 1, 0)
+    assert "встречается в выписке 2-й раз" in result.unmatched[0].reason
+    assert result.recorded == result.declared == 2 * inv.amount and result.warning is None
+    with app.app_context():
+        again = bank.import_statement(db, data, file_name="s.txt", actor=None, now=NOW)
+    assert again.duplicates == 2 and again.import_id is None  # a re-import changes nothing
+
+
+def test_a_statement_whose_lines_leave_out_our_account_is_still_read(app, db, company):
+    inv = invoice_for(app, db, order(db, company))
+    doc = payment("703", inv.amount, f"Оплата по счёту № {inv.number}")
+    doc["ПолучательСчет"] = ""
+    result = import_(app, db, doc)
+    assert result.incoming == 1 and [x.doc_number for x in result.matched] == ["703"]
+    db.expire_all()
+    assert db.get(Invoice, inv.id).status == "paid"
+
+
+def test_one_payment_for_two_invoices_pays_both_in_the_order_named(app, db, company):
+    a = invoice_for(app, db, order(db, company, "users-12", 6))
+    b = invoice_for(app, db, order(db, company, "users-24", 6))
+    result = import_(app, db, payment("704", a.amount + b.amount - 100_00, f"Оплата счетов {b.number} и {a.number}"))
+    db.expire_all()
+    assert db.get(Invoice, b.id).status == "paid"  # named first, paid first
+    assert ledger.invoice_remaining(db, db.get(Invoice, a.id)) == 100_00
+    assert "оплачено" in result.matched[0].reason and "осталось 100,00" in result.matched[0].reason
+
+
+@pytest.mark.parametrize("written", ["сч.{serial}", "счёт № {serial}", "{year}/{serial}", "№{year} {serial:06d}"])
+def test_invoice_numbers_as_accountants_write_them(app, db, company, written):
+    inv = invoice_for(app, db, order(db, company))
+    purpose = "Оплата по " + written.format(serial=inv.serial, year=inv.year) + " за лицензию"
+    result = import_(app, db, payment("705", inv.amount, purpose))
+    assert [x.doc_number for x in result.matched] == ["705"], result.unmatched and result.unmatched[0].reason
+    db.expire_all()
+    assert db.get(Invoice, inv.id).status == "paid"
+
+
+def test_a_payment_naming_no_invoice_is_matched_by_the_payers_inn_and_amount_when_only_one_fits(app, db, company):
+    inv = invoice_for(app, db, order(db, company, "users-24", 12))
+    invoice_for(app, db, order(db, company, "users-12", 6))  # another open invoice of the company, another amount
+    result = import_(app, db, payment("706", inv.amount, "Оплата лицензии на мессенджер"))
+    (line,) = result.matched
+    assert "по ИНН плательщика и сумме" in line.reason
+    db.expire_all()
+    assert db.get(Invoice, inv.id).status == "paid"
+
+
+def test_the_balance_pays_first_at_checkout(app, db, client, auth, company):
+    with app.app_context():
+        receipt, _ = ledger.record_receipt(
+            db,
+            account_id=company.id,
+            method="bank",
+            amount=300_000,
+            received_on=date(2026, 11, 20),
+            source_key="test:advance",
+            reference="п/п № 1 от 20.11.2026",
+            now=NOW,
+        )
+        db.commit()
+    auth.login(OWNER)
+    page = client.get("/checkout?plan=users-12&months=6").get_data(as_text=True)
+    assert "Оплачено с баланса" in page and "−3\u00a0000,00\u00a0₽" in page
+    # The invoice asks only for the rest, and says what the advance covered.
+    row = order(db, company, "users-12", 6)
+    inv = invoice_for(app, db, row)
+    assert inv.amount == row.amount - 300_000
+    # An order the balance covers in full is paid at once: no invoice, no card.
+    import_(app, db, payment("707", 900_000, "Аванс без счёта"))  # 9 000 ₽ to staff's list
+    line = db.scalars(sa.select(StatementLine).where(StatementLine.doc_number == "707")).one()
+    with app.app_context():
+        bank.credit_statement_line(db, line.id, company.id, actor=None, reason="аванс по письму", now=NOW)
+    small = order(db, company, "users-12", 6, now=NOW + timedelta(minutes=1))
+    assert invoice_for(app, db, small) is None
+    db.expire_all()
+    assert db.get(Order, small.id).status == "paid"
+
+
+def test_the_owner_asks_for_the_balance_back_and_staff_return_it_to_the_card(app, db, client, auth, company):
+    pay_by_card(app, db, order(db, company, "users-12", 6, payer_type="card"))
+    row = order(db, company, "users-24", 6, payer_type="card")
+    page = open_card_page(app, db, row)
+    billing.cancel_order(db, row.id, actor=None, reason="передумали", now=NOW)
+    db.commit()
+    pay_on_card_page(app, db, page)
+    assert ledger.account_balance(db, company.id) == row.amount
+    auth.login(OWNER)
+    history = client.get("/payments").get_data(as_text=True)
+    assert "Баланс компании" in history and f"Вернуть {row.amount // 100:,}".replace(",", "\u00a0") in history
+    assert post(client, "/payments/refund").status_code == 302
+    (refund,) = ledger.list_refunds(db, company.id)
+    assert (refund.method, refund.amount, refund.status) == ("card", row.amount, "requested")
+    assert ledger.account_balance(db, company.id) == 0
+    with app.app_context():
+        ledger.refund_through_provider(
+            db,
+            refund.id,
+            provider=get_provider(app, "sandbox"),
+            customer=payments.Customer(email="a@b.ru"),
+            actor=None,
+            now=NOW,
+        )
+        db.commit()
+    db.expire_all()
+    assert db.get(Refund, refund.id).status == "succeeded"
+    assert db.get(Refund, refund.id).provider_refund_id.startswith("sbx_rf_")
+    t = ledger.account_totals(db, company.id)
+    assert t.received == t.allocated + t.refunded and t.balance == 0
+
+
+def test_yookassa_refund_request_carries_the_refund_receipt():
+    from portal.payments.providers.yookassa import YooKassaProvider
+
+    provider = YooKassaProvider(shop_id="1", secret_key="s", trusted_ips="127.0.0.1/32", vat_rate="")
+    body = provider.refund_request("2d9f-test", 594_000, payments.Customer(email="buh@example.ru"))
+    assert body["payment_id"] == "2d9f-test" and body["amount"] == {"value": "5940.00", "currency": "RUB"}
+    item = body["receipt"]["items"][0]
+    assert item["amount"] == body["amount"] and body["receipt"]["customer"] == {"email": "buh@example.ru"}
+
+
+def test_allocation_rows_never_exceed_what_arrived(app, db, company):
+    """A direct look at the tables behind the history: allocations of a receipt sum to at most its amount."""
+    inv = invoice_for(app, db, order(db, company))
+    import_(app, db, payment("708", inv.amount + 500_00, f"Оплата по счёту № {inv.number}"))
+    receipt = db.scalars(sa.select(Receipt)).one()
+    applied = db.scalar(sa.select(sa.func.sum(Allocation.amount)).where(Allocation.receipt_id == receipt.id))
+    assert (receipt.amount, applied) == (inv.amount + 500_00, inv.amount)
