@@ -654,3 +654,56 @@ def account_totals_until(db: Session, account_id: int, until: datetime) -> Total
         allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id, Allocation.created_at < until),
         refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND, Refund.created_at < until),
     )
+
+
+def record_provider_refund(
+    db: Session, *, provider: str, refund_id: str, payment_id: str, amount: int, now: datetime
+) -> str:
+    """A refund the provider reports (one staff sent from here, or one made in the provider's own dashboard):
+    recorded once against the card money it returns. Returns what came of it, for the notification log."""
+    existing = db.scalars(sa.select(Refund).where(Refund.provider_refund_id == refund_id).with_for_update()).first()
+    if existing is not None:
+        if existing.status != RefundStatus.SUCCEEDED.value:
+            existing.status = RefundStatus.SUCCEEDED.value
+            existing.done_at = now
+        return "refund_known"
+    receipt = db.scalars(
+        sa.select(Receipt)
+        .where(Receipt.source_key == f"card:{provider}:{payment_id}")
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if receipt is None:
+        log.warning("refund %s of an unknown payment %s:%s", refund_id, provider, payment_id)
+        return "refund_unknown_payment"
+    if amount <= 0 or free_amount(db, receipt.id) < amount:
+        # Money already applied to an order went back past the portal: staff decide (and a УКД may be due).
+        flag(
+            receipt,
+            f"В платёжной системе сделан возврат {format_rub(max(amount, 0))} ({refund_id}) сверх остатка на балансе",
+        )
+        return "refund_flagged"
+    db.add(
+        Refund(
+            account_id=receipt.account_id,
+            receipt_id=receipt.id,
+            amount=amount,
+            method="card",
+            status=RefundStatus.SUCCEEDED.value,
+            provider_refund_id=refund_id[:64],
+            reason="Возврат, сделанный в платёжной системе",
+            created_at=now,
+            done_at=now,
+        )
+    )
+    db.flush()
+    record_audit(
+        db,
+        actor=None,
+        account=receipt.account_id,
+        action="payments.refunded",
+        before={"receipt_id": receipt.id},
+        after={"receipt_id": receipt.id, "amount": amount, "provider_refund_id": refund_id},
+        reason="Возврат, о котором сообщила платёжная система",
+    )
+    return "refund_recorded"

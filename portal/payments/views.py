@@ -245,12 +245,21 @@ def webhook(provider_name: str) -> Any:
 
     db = get_db()
     now = utcnow()
+    # Every authentic notification is acknowledged with 200 once it is kept: an answer other than 200 makes the
+    # provider deliver it again for days, and nothing here would change on a second delivery.
+    if event.event.startswith("refund."):
+        return _refund_notification(db, provider, event, remote, now)
+    if not event.event.startswith("payment."):
+        log.info("webhook %s from %s: event %s kept, nothing to do", provider_name, remote, event.event)
+        service.record_notification(db, event, remote_addr=remote, outcome="ignored", now=now)
+        return jsonify({"status": "ignored", "outcome": "ignored"})
     try:
         outcome = service.process_provider_payment(db, provider, event.provider_payment_id, now=now, source="webhook")
     except (PaymentNotFound, service.UnknownPayment) as exc:
+        # Not ours (another shop's integration, a payment made by hand): kept for staff, acknowledged.
         log.warning("webhook %s from %s: payment %s: %s", provider_name, remote, event.provider_payment_id, exc)
         service.record_notification(db, event, remote_addr=remote, outcome="unknown_payment", now=now)
-        return _json_error(404, exc.message)
+        return jsonify({"status": "unknown_payment", "outcome": "unknown_payment", "detail": exc.message})
     except ProviderUnavailable as exc:
         # Nothing is known yet: the provider repeats the notification, and `billing tick` re-reads the payment.
         log.warning("webhook %s: payment %s not re-read: %s", provider_name, event.provider_payment_id, exc)
@@ -259,13 +268,37 @@ def webhook(provider_name: str) -> Any:
     service.record_notification(db, event, remote_addr=remote, outcome=outcome.code, now=now)
     payment = outcome.payment
     if payment.status == PaymentStatus.FLAGGED:
-        return _json_error(
-            422, payment.status_detail or "Платёж не совпадает с заказом.", status=payment.status, outcome=outcome.code
-        )
+        # Processed: the money is on the company's balance and on staff's list; a redelivery would change nothing.
+        return jsonify({"status": payment.status, "outcome": outcome.code, "detail": payment.status_detail})
     return jsonify({"status": payment.status, "outcome": outcome.code})
 
 
 csrf.exempt(webhook)
+
+
+def _refund_notification(db: Session, provider: Any, event: Any, remote: str | None, now: Any) -> Any:
+    obj = event.body.get("object") or {}
+    refund_id = str(obj.get("id") or "")
+    if not hasattr(provider, "get_refund"):
+        # The sandbox never sends refund notifications; one claiming to be from it moves no money.
+        service.record_notification(db, event, remote_addr=remote, outcome="ignored", now=now)
+        return jsonify({"status": "ignored", "outcome": "ignored"})
+    try:
+        payment_id, amount, status = provider.get_refund(refund_id)
+    except PaymentNotFound as exc:
+        service.record_notification(db, event, remote_addr=remote, outcome="refund_not_found", now=now)
+        return jsonify({"status": "unknown_refund", "outcome": "refund_not_found", "detail": exc.message})
+    except ProviderUnavailable as exc:
+        service.record_notification(db, event, remote_addr=remote, outcome="provider_unavailable", now=now)
+        return _json_error(503, exc.message)
+    outcome = "refund_pending"
+    if status == "succeeded":
+        outcome = ledger.record_provider_refund(
+            db, provider=provider.name, refund_id=refund_id, payment_id=payment_id, amount=amount, now=now
+        )
+        db.commit()
+    service.record_notification(db, event, remote_addr=remote, outcome=outcome, now=now)
+    return jsonify({"status": status or "unknown", "outcome": outcome})
 
 
 def _accepts(provider_name: str) -> bool:

@@ -159,9 +159,10 @@ def test_mismatch_is_flagged_for_support_and_nothing_is_activated(
     args = {"order_id": order.id, "status": "succeeded", **change}
     api.get(f"{API}/{PID}", json=payment_json(**args))
     resp = webhook(app, notification())
-    assert resp.status_code == 422
+    # Acknowledged (YooKassa would otherwise redeliver for days): processed, flagged, on staff's list.
+    assert resp.status_code == 200
     assert resp.get_json()["status"] == "flagged"
-    assert detail in resp.get_json()["error"]
+    assert detail in resp.get_json()["detail"]
     [payment] = payments_of(db, owner.id)
     assert (payment.status, payment.status_reason) == ("flagged", reason)
     assert only_order(db, owner.id).status == "pending"
@@ -169,19 +170,54 @@ def test_mismatch_is_flagged_for_support_and_nothing_is_activated(
     actions = audit_actions(db, owner.id)
     assert "payment.flagged" in actions and "billing.order_paid" not in actions
     # Delivered again: still flagged, still nothing activated.
-    assert webhook(app, notification()).status_code == 422
+    again = webhook(app, notification())
+    assert (again.status_code, again.get_json()["outcome"]) == (200, "already_settled")
     assert "Платёж на проверке" in client.get(f"/payments/return/{order.id}").get_data(as_text=True)
     assert "На проверке" in client.get("/payments").get_data(as_text=True)
 
 
-def test_unknown_payment_is_404_and_changes_nothing(app, api, db, owner, checkout):
+def test_an_unknown_payment_is_acknowledged_kept_for_staff_and_changes_nothing(app, api, db, owner, checkout):
     start_order(api, checkout, db, owner)
     other = "2e5a3b1c-000f-5000-9000-000000000000"
     api.get(f"{API}/{other}", status=404, json={"type": "error", "code": "not_found"})
     body = json.dumps({"type": "notification", "event": "payment.succeeded", "object": {"id": other}}).encode()
     resp = webhook(app, body)
-    assert resp.status_code == 404
+    # Not 404: YooKassa would redeliver an unanswered notification for days.
+    assert (resp.status_code, resp.get_json()["status"]) == (200, "unknown_payment")
     assert only_order(db, owner.id).status == "pending"
+    kept = db.scalars(sa.select(PaymentNotification).where(PaymentNotification.provider_payment_id == other)).one()
+    assert kept.outcome == "unknown_payment"
+
+
+def test_events_the_portal_has_no_use_for_are_acknowledged_and_kept(app, db):
+    body = json.dumps({"type": "notification", "event": "deal.closed", "object": {"id": "dl-2d9f"}}).encode()
+    resp = webhook(app, body)
+    assert (resp.status_code, resp.get_json()["status"]) == (200, "ignored")
+    assert db.scalars(sa.select(PaymentNotification.event)).all() == ["deal.closed"]
+
+
+def test_a_refund_made_in_the_yookassa_dashboard_is_recorded_through_the_ledger(app, api, client, db, owner, checkout):
+    from portal.payments import ledger
+
+    order = start_order(api, checkout, db, owner)
+    api.get(f"{API}/{PID}", json=payment_json(order_id=order.id, status="succeeded"))
+    assert webhook(app, notification()).get_json()["outcome"] == "activated"
+    # The plan is paid; the shop's staff return 100 ₽ by hand in YooKassa: money already applied to an order.
+    refund = {
+        "id": "2e6b1b4a-0015-5000-9000-1f2e3d4c5b6a",
+        "payment_id": PID,
+        "status": "succeeded",
+        "amount": {"value": "100.00", "currency": "RUB"},
+    }
+    api.get(f"https://api.yookassa.ru/v3/refunds/{refund['id']}", json=refund)
+    body = json.dumps({"type": "notification", "event": "refund.succeeded", "object": refund}).encode()
+    resp = webhook(app, body)
+    assert (resp.status_code, resp.get_json()["outcome"]) == (200, "refund_flagged")
+    (flagged,) = ledger.list_attention(db, owner.id)
+    assert "сверх остатка" in flagged.attention
+    # Delivered again: flagged once more at most, never a second refund row.
+    webhook(app, body)
+    assert ledger.list_refunds(db, owner.id) == []
 
 
 @pytest.mark.parametrize(

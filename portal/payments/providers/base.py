@@ -212,6 +212,10 @@ def payment_description(order: Any) -> str:
 PAYMENT_EVENTS = ("payment.succeeded", "payment.canceled", "payment.waiting_for_capture")
 
 
+# YooKassa's event names: "payment.succeeded", "refund.succeeded", "deal.closed", "payout.canceled", …
+EVENT_RE = re.compile(r"^[a-z_]{1,32}\.[a-z_]{1,32}$")
+
+
 def parse_notification_body(provider: str, body: bytes) -> NotificationEvent:
     """The common shape {"type": "notification", "event": "payment.…", "object": {"id": …}}; nothing else in it
     is used, because the payment is re-read through the provider's API before anything is done."""
@@ -222,11 +226,19 @@ def parse_notification_body(provider: str, body: bytes) -> NotificationEvent:
     if not isinstance(data, dict) or data.get("type") != "notification":
         raise NotificationRejected(400, "Это не уведомление: нет поля type=notification.")
     event = data.get("event")
-    if not isinstance(event, str) or not event.startswith("payment."):
+    if not isinstance(event, str) or not EVENT_RE.match(event):
         raise NotificationRejected(400, "Неизвестное событие уведомления.")
     obj = data.get("object")
-    payment_id = obj.get("id") if isinstance(obj, dict) else None
-    if not isinstance(payment_id, str) or not PAYMENT_ID_RE.match(payment_id):
+    if event.startswith("payment."):
+        payment_id = obj.get("id") if isinstance(obj, dict) else None
+    elif event.startswith("refund."):
+        payment_id = obj.get("payment_id") if isinstance(obj, dict) else None
+    else:
+        # deal.*, payout.* and whatever the provider adds later: acknowledged and kept, nothing to re-read here.
+        payment_id = ""
+    if event.startswith(("payment.", "refund.")) and (
+        not isinstance(payment_id, str) or not PAYMENT_ID_RE.match(payment_id)
+    ):
         raise NotificationRejected(400, "В уведомлении нет идентификатора платежа.")
     return NotificationEvent(
         provider=provider,

@@ -34,6 +34,7 @@ from portal.payments.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
     amount_value,
+    parse_amount_value,
     parse_notification_body,
     payment_description,
     payment_info_from_object,
@@ -207,6 +208,18 @@ class YooKassaProvider:
         if not isinstance(refund_id, str) or obj.get("status") == "canceled":
             raise ProviderRejected("ЮKassa не приняла возврат.")
         return refund_id
+
+    def get_refund(self, refund_id: str) -> tuple[str, int, str]:
+        """(payment id, kopecks, status) of a refund, read through the API: a notification is only a hint."""
+        if not PAYMENT_ID_RE.match(refund_id or ""):
+            raise PaymentNotFound("Возврат не найден.")
+        response = self._call(lambda api: api.find_one(refund_id), self._refund_api)
+        obj = json.loads(response.json())
+        return (
+            str(obj.get("payment_id") or ""),
+            parse_amount_value((obj.get("amount") or {}).get("value")),
+            str(obj.get("status") or ""),
+        )
 
     def get_payment(self, provider_payment_id: str) -> PaymentInfo:
         if not PAYMENT_ID_RE.match(provider_payment_id or ""):
