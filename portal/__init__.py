@@ -54,6 +54,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         template_folder="../templates",
         static_folder="../static",
     )
+    # The local database, documents and generated secret live here; a fresh INSTANCE_PATH must simply work.
+    os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(load_config(app.instance_path, overrides))
     app.url_map.converters["int"] = DatabaseIdConverter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -27,7 +27,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn(app_spec: str, env: dict[str, str], log_path: Path, workers: int = 2) -> Iterator[str]:
+def gunicorn(
+    app_spec: str, env: dict[str, str], log_path: Path, workers: int = 2, extra: tuple[str, ...] = ()
+) -> Iterator[str]:
     port = free_port()
     log = open(log_path, "w")  # noqa: SIM115 - kept open for the server's life
     proc = subprocess.Popen(
@@ -39,6 +41,7 @@ def gunicorn(app_spec: str, env: dict[str, str], log_path: Path, workers: int = 
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
+            *extra,
             app_spec,
         ],
         cwd=ROOT,
