@@ -173,7 +173,10 @@ def register_error_pages(app: Flask) -> None:
         return _error_page(413, "Файл слишком большой", f"Можно загрузить файл не больше {limit_mb} МБ.")
 
     @app.errorhandler(429)
-    def too_many(_e: Any) -> Any:
+    def too_many(e: Any) -> Any:
+        # A limit with an on_breach page of its own (the checkout) keeps it; this text is about sign-in codes.
+        if getattr(e, "response", None) is not None:
+            return e.response
         return _error_page(
             429,
             "Слишком много запросов",

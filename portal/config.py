@@ -51,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "EMAIL_FROM": "billing@example.ru",
     "DOCUMENT_STORE_PATH": None,  # local: <instance>/documents
     "INVOICE_VALID_BANKING_DAYS": 5,
+    "MAX_OPEN_INVOICES": 5,  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
+    "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
+    "CHECKOUT_LIMIT_PER_IP": "60 per hour",  # checkout attempts (POST) from one address
+    "SUPPORT_REQUESTS_PER_DAY": 5,  # new requests to support (trial, >1000 users) of one account in 24 hours
+    "SMS_BUDGET_PER_HOUR": 500,  # sign-in codes the whole portal sends in an hour; staff are alerted when reached
     "LICENSE_VERSION": "2026-01",
     "VAT_RATE": "",  # empty: exempt (подп. 26 п. 2 ст. 149 НК РФ); "22": 22 % VAT
     "SUPPORT_PHONE": "+7 800 000-00-00",
@@ -76,6 +81,9 @@ INT_KEYS = {
     "SMS_CODE_MAX_ATTEMPTS",
     "SMTP_PORT",
     "INVOICE_VALID_BANKING_DAYS",
+    "MAX_OPEN_INVOICES",
+    "SUPPORT_REQUESTS_PER_DAY",
+    "SMS_BUDGET_PER_HOUR",
     "MAX_UPLOAD_BYTES",
     "PROXY_FIX_HOPS",
 }

@@ -140,7 +140,8 @@ class SmsCode(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     phone: Mapped[str] = mapped_column(sa.String(20), index=True)
     code_hash: Mapped[str] = mapped_column(sa.String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed: the hourly SMS budget counts the codes of the last hour before every send.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(default=0)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, SmsCode, Source, User, UserSession
 from portal.accounts.sms import SmsBackend
-from portal.audit import record_audit
+from portal.audit import AuditLog, record_audit
 
 
 class CodeError(ValueError):
@@ -24,8 +25,70 @@ def _hash_code(secret: str, phone: str, code: str) -> str:
     return hmac.new(secret.encode(), f"{phone}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def send_code(db: Session, *, phone: str, sms: SmsBackend, secret: str, now: datetime, ttl_seconds: int = 300) -> None:
-    """Issue a fresh 6-digit code; earlier unused codes of that phone stop working."""
+SMS_BUDGET_WINDOW = timedelta(hours=1)
+SMS_BUDGET_ALERT = "accounts.sms_budget_reached"
+
+
+class SmsBudgetReached(Exception):
+    """SMS_BUDGET_PER_HOUR codes went out in the last hour: no more until the oldest of them is an hour old.
+
+    Every code costs the vendor money; the per-phone and per-address limits do not stop many phones and addresses
+    at once, so the whole portal has a ceiling, counted in the database so that it holds across servers."""
+
+    def __init__(self, minutes: int) -> None:
+        self.minutes = minutes
+        super().__init__(f"SMS budget reached; next code in {minutes} min")
+
+
+def sms_budget_wait(db: Session, *, now: datetime, budget: int) -> int | None:
+    """Minutes until a code may be sent again when `budget` codes were created in the last hour, else None."""
+    since = now - SMS_BUDGET_WINDOW
+    recent = db.scalar(sa.select(sa.func.count()).select_from(SmsCode).where(SmsCode.created_at > since)) or 0
+    if recent < budget:
+        return None
+    # The budget frees a place when the code `recent - budget` places from the oldest turns an hour old.
+    freeing = db.scalar(
+        sa.select(SmsCode.created_at)
+        .where(SmsCode.created_at > since)
+        .order_by(SmsCode.created_at, SmsCode.id)
+        .offset(recent - budget)
+        .limit(1)
+    )
+    seconds = ((freeing + SMS_BUDGET_WINDOW) - now).total_seconds() if freeing is not None else 60
+    return max(1, math.ceil(seconds / 60))
+
+
+def claim_sms_budget_alert(db: Session, *, now: datetime, budget: int) -> bool:
+    """Record the audit alert unless one was recorded in the last hour; True means staff are to be told now."""
+    since = now - SMS_BUDGET_WINDOW
+    latest = db.scalar(
+        sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.action == SMS_BUDGET_ALERT, AuditLog.at > since)
+    )
+    if latest:
+        return False
+    record_audit(db, actor=None, account=None, action=SMS_BUDGET_ALERT, after={"budget_per_hour": budget})
+    db.commit()
+    return True
+
+
+def send_code(
+    db: Session,
+    *,
+    phone: str,
+    sms: SmsBackend,
+    secret: str,
+    now: datetime,
+    ttl_seconds: int = 300,
+    budget_per_hour: int | None = None,
+) -> None:
+    """Issue a fresh 6-digit code; earlier unused codes of that phone stop working.
+
+    With `budget_per_hour` (SMS_BUDGET_PER_HOUR) raise SmsBudgetReached, and send nothing, once that many codes
+    went out in the last hour."""
+    if budget_per_hour is not None:
+        wait = sms_budget_wait(db, now=now, budget=budget_per_hour)
+        if wait is not None:
+            raise SmsBudgetReached(wait)
     code = f"{secrets.randbelow(10**6):06d}"
     db.execute(sa.update(SmsCode).where(SmsCode.phone == phone, SmsCode.consumed_at.is_(None)).values(consumed_at=now))
     db.add(

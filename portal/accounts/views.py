@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,8 @@ from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, R
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("accounts", __name__)
 
@@ -48,6 +51,40 @@ def _refuse_country(form: PhoneForm) -> bool:
     return True
 
 
+def _minutes_ru(n: int) -> str:
+    last2, last = n % 100, n % 10
+    word = "минуту" if last == 1 and last2 != 11 else "минуты" if 2 <= last <= 4 and not 12 <= last2 <= 14 else "минут"
+    return f"{n} {word}"
+
+
+def _alert_sms_budget() -> None:
+    """Tell staff once an hour that sign-in codes stopped: people cannot sign in, and it may be an attack."""
+    db = get_db()
+    budget = int(current_app.config["SMS_BUDGET_PER_HOUR"])
+    if not service.claim_sms_budget_alert(db, now=utcnow(), budget=budget):
+        return
+    log.warning("SMS budget of %s codes per hour reached; codes are refused", budget)
+    from portal.support.email import EmailError, build_message, get_email_backend
+
+    config = current_app.config
+    try:
+        message = build_message(
+            sender=str(config["EMAIL_FROM"]),
+            to=str(config["SUPPORT_EMAIL"]),
+            subject=f"SMS-коды не отправляются: достигнут предел {budget} в час",
+            body=(
+                f"За последний час портал отправил {budget} SMS-кодов для входа — это предел SMS_BUDGET_PER_HOUR.\n"
+                "Пока он не освободится, новые коды не отправляются и войти по SMS нельзя.\n\n"
+                "Проверьте, не перебор ли это номеров (журнал действий, логи SMS-шлюза); если это настоящий "
+                "наплыв людей, увеличьте SMS_BUDGET_PER_HOUR.\n"
+            ),
+        )
+        get_email_backend().send(message)
+    except EmailError as exc:
+        # The audit record is kept: staff see it in the journal even if the mail did not go.
+        log.warning("SMS budget alert: could not e-mail support: %s", exc)
+
+
 def _safe_next(target: str | None) -> str | None:
     """Only same-site paths, so the sign-in cannot be used to redirect elsewhere."""
     if not target:
@@ -76,7 +113,15 @@ def login() -> Any:
                 secret=current_app.config["SECRET_KEY"],
                 now=utcnow(),
                 ttl_seconds=current_app.config["SMS_CODE_TTL_SECONDS"],
+                budget_per_hour=int(current_app.config["SMS_BUDGET_PER_HOUR"]),
             )
+        except service.SmsBudgetReached as exc:
+            _alert_sms_budget()
+            form.phone.errors.append(
+                f"Сервис временно не отправляет коды, попробуйте через {_minutes_ru(exc.minutes)} "
+                f"или обратитесь в поддержку: {current_app.config['SUPPORT_PHONE']}."
+            )
+            return render_template("accounts/login.html", form=form), 503
         except SmsRecipientRefused as exc:
             # The number itself is refused: waiting a minute will not help, checking the digits may.
             form.phone.errors.append(

@@ -865,6 +865,8 @@ def start_trial(db: Session, *, actor: User | None, account_id: int, plan_code: 
 # --- registries (payments and documents plug in here) -----------------------------------------------------
 
 CheckoutHandler = Callable[[Session, Order, Any], str]
+# `precheck(db, account_id) -> message | None`: why this payer type cannot start now, asked before any order exists.
+CheckoutPrecheck = Callable[[Session, int], str | None]
 TickHook = Callable[[Session, datetime], list[str]]
 
 
@@ -873,17 +875,21 @@ class CheckoutOption:
     payer_type: str
     title: str
     handler: CheckoutHandler
+    precheck: CheckoutPrecheck | None = None
 
 
 _CHECKOUT: dict[str, CheckoutOption] = {}
 _TICK_HOOKS: dict[str, TickHook] = {}
 
 
-def register_checkout_handler(payer_type: str, title: str, handler: CheckoutHandler) -> None:
-    """`handler(db, order, actor) -> url` starts the payment of a pending order (payments: card, documents: invoice)."""
+def register_checkout_handler(
+    payer_type: str, title: str, handler: CheckoutHandler, precheck: CheckoutPrecheck | None = None
+) -> None:
+    """`handler(db, order, actor) -> url` starts the payment of a pending order (payments: card, documents: invoice);
+    `precheck` refuses before the order is created, so a refused checkout leaves nothing behind."""
     if payer_type not in PAYER_TYPES:
         raise ValueError(f"unknown payer type {payer_type!r}; expected one of {PAYER_TYPES}")
-    _CHECKOUT[payer_type] = CheckoutOption(payer_type, title, handler)
+    _CHECKOUT[payer_type] = CheckoutOption(payer_type, title, handler, precheck)
 
 
 def list_checkout_options(payer_types: tuple[str, ...] = PAYER_TYPES) -> list[CheckoutOption]:

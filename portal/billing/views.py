@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +15,18 @@ from flask import (
     abort,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
     url_for,
 )
+from flask_limiter import RequestLimit
+from flask_limiter.util import get_remote_address
 from flask_login import current_user
 
-from portal.accounts.access import current_membership, public, require_account, roles_required
+from portal import limiter
+from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
 from portal.accounts.models import Role
 from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
@@ -156,9 +162,48 @@ def _checkout_options(role: str) -> list[service.CheckoutOption]:
     return service.list_checkout_options(PAYER_TYPES_BY_ROLE.get(role, ()))
 
 
+def _checkout_limit_per_account() -> str:
+    return current_app.config["CHECKOUT_LIMIT_PER_ACCOUNT"]
+
+
+def _checkout_limit_per_ip() -> str:
+    return current_app.config["CHECKOUT_LIMIT_PER_IP"]
+
+
+def _account_key() -> str:
+    # The limit runs after roles_required, so there is an account; the address is only a fallback.
+    account = current_account()
+    return f"account:{account.id}" if account is not None else f"address:{get_remote_address()}"
+
+
+def _minutes_ru(n: int) -> str:
+    last2, last = n % 100, n % 10
+    word = "минуту" if last == 1 and last2 != 11 else "минуты" if 2 <= last <= 4 and not 12 <= last2 <= 14 else "минут"
+    return f"{n} {word}"
+
+
+def _checkout_breached(limit: RequestLimit) -> Any:
+    """Over a checkout limit the person sees the checkout page with the wait, not a bare 429.
+
+    Each attempt creates an order and may issue an invoice or start a provider payment, which costs the vendor."""
+    minutes = max(1, math.ceil((limit.reset_at - time.time()) / 60))
+    text = (
+        "Слишком много попыток оформить заказ. "
+        f"Попробуйте через {_minutes_ru(minutes)} или обратитесь в поддержку: {current_app.config['SUPPORT_PHONE']}."
+    )
+    return make_response(_checkout(throttled=text))
+
+
 @bp.route("/checkout", methods=["GET", "POST"])
 @roles_required("owner", "accountant")
+@limiter.limit(_checkout_limit_per_account, key_func=_account_key, methods=["POST"], on_breach=_checkout_breached)
+@limiter.limit(_checkout_limit_per_ip, methods=["POST"], on_breach=_checkout_breached)
 def checkout() -> Any:
+    return _checkout()
+
+
+def _checkout(throttled: str | None = None) -> Any:
+    """The checkout page; `throttled` (the limit's message) shows it without acting on the form."""
     db = get_db()
     account = require_account()
     membership = current_membership()
@@ -182,9 +227,11 @@ def checkout() -> Any:
     form = CheckoutForm()
     form.payer_type.choices = [(o.payer_type, o.title) for o in options]
     license_version = current_app.config["LICENSE_VERSION"]
-    problem = None
-    status = 200
-    if request.method == "GET":
+    problem = throttled
+    status = 429 if throttled else 200
+    if throttled:
+        pass
+    elif request.method == "GET":
         form.plan.data = plan.code
         form.months.data = str(months)
         form.idempotency_key.data = secrets.token_urlsafe(24)
@@ -210,7 +257,12 @@ def checkout() -> Any:
                 form.shown_amount.data = str(purchase.amount)
                 status = 400
             else:
-                return _place_order(form, account.id, plan, months, license_version, now)
+                option = service.get_checkout_option(form.payer_type.data)
+                refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
+                if refusal is None:
+                    return _place_order(form, account.id, plan, months, license_version, now)
+                problem = refusal
+                status = 409
         else:
             status = 400
     return (

@@ -37,6 +37,46 @@ class RequisitesMissing(DocumentsError):
         super().__init__("Чтобы выставить счёт, укажите реквизиты компании: они будут в счёте и в УПД.")
 
 
+class TooManyOpenInvoices(DocumentsError):
+    """The account already has as many unpaid invoices as MAX_OPEN_INVOICES allows.
+
+    Every invoice takes a number from the year's gapless sequence and a stored PDF, and stays open for days; an
+    account issuing them without paying would cost the vendor numbers, storage and the bookkeeper's attention."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"У компании уже {limit} {_invoices_ru(limit)}: оплатите или отмените один из них на главной странице."
+        )
+
+
+def _invoices_ru(n: int) -> str:
+    last2, last = n % 100, n % 10
+    if last == 1 and last2 != 11:
+        return "неоплаченный счёт"
+    if 2 <= last <= 4 and not 12 <= last2 <= 14:
+        return "неоплаченных счёта"
+    return "неоплаченных счетов"
+
+
+def count_open_invoices(db: Session, account_id: int) -> int:
+    return (
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(Invoice)
+            .where(Invoice.account_id == account_id, Invoice.status == InvoiceStatus.ISSUED.value)
+        )
+        or 0
+    )
+
+
+def check_open_invoices(db: Session, account_id: int, config: Mapping[str, Any]) -> None:
+    """Raise TooManyOpenInvoices when one more invoice would exceed MAX_OPEN_INVOICES."""
+    limit = int(config["MAX_OPEN_INVOICES"])
+    if count_open_invoices(db, account_id) >= limit:
+        raise TooManyOpenInvoices(limit)
+
+
 def vat_of(total: int, rate: int | None) -> int:
     """The VAT included in `total` at `rate` percent, half up to the kopeck; 0 when exempt."""
     if not rate:
@@ -235,6 +275,9 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
     issued_on = msk_date(now)
     valid_until = add_banking_days(issued_on, int(config["INVOICE_VALID_BANKING_DAYS"]))
     serial = numbering.next_serial(db, numbering.INVOICE, issued_on.year)
+    # Counted under the counter's lock, so two checkouts at once cannot both take the last place; a refusal rolls
+    # back with the number, which leaves no gap (the checkout asks check_open_invoices first and takes none).
+    check_open_invoices(db, order.account_id, config)
     number = numbering.format_number(issued_on.year, serial)
     buyer = buyer_block(requisites)
     from portal.payments import ledger  # the ledger imports documents' models; pages here ask it for sums

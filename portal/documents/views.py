@@ -18,7 +18,15 @@ from portal.billing.models import Order
 from portal.db import get_db, utcnow
 from portal.documents import service
 from portal.documents.forms import RequisitesForm, StatementUploadForm
-from portal.documents.invoices import DocumentsError, RequisitesMissing, issue_invoice, png_data_uri, qr_payload_for
+from portal.documents.invoices import (
+    DocumentsError,
+    RequisitesMissing,
+    TooManyOpenInvoices,
+    check_open_invoices,
+    issue_invoice,
+    png_data_uri,
+    qr_payload_for,
+)
 from portal.documents.models import InvoiceStatus, StoredFile
 from portal.documents.requisites import FIELDS as REQUISITES_FIELDS
 from portal.documents.requisites import RequisitesInvalid
@@ -74,10 +82,27 @@ def invoice_checkout(db: Session, order: Order, actor: Any) -> str:
         db.commit()
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}. Счёт не нужен.", "success")
         return url_for("index")
-    invoice = issue_invoice(db, order, actor=actor, now=now, config=current_app.config)
+    try:
+        invoice = issue_invoice(db, order, actor=actor, now=now, config=current_app.config)
+    except TooManyOpenInvoices as exc:
+        # Reached between the precheck and here (another tab, another accountant): the order is not left pending.
+        db.rollback()
+        billing.cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: много неоплаченных счетов", now=now)
+        db.commit()
+        flash(str(exc), "error")
+        return url_for("billing.checkout", plan=order.plan_code, months=order.months)
     db.commit()
     flash(f"Счёт № {invoice.number} выставлен. Его можно скачать или оплатить по QR-коду.", "success")
     return url_for("documents.invoice_view", invoice_id=invoice.id)
+
+
+def invoice_precheck(db: Session, account_id: int) -> str | None:
+    """Billing asks before creating the order: with MAX_OPEN_INVOICES unpaid invoices nothing is created at all."""
+    try:
+        check_open_invoices(db, account_id, current_app.config)
+    except TooManyOpenInvoices as exc:
+        return str(exc)
+    return None
 
 
 def upd_tick_hook(db: Session, now: Any) -> list[str]:
@@ -90,7 +115,9 @@ def upd_tick_hook(db: Session, now: Any) -> list[str]:
 def init_app(app: Flask) -> None:
     from portal.billing import service as billing
 
-    billing.register_checkout_handler("invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout)
+    billing.register_checkout_handler(
+        "invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout, invoice_precheck
+    )
     billing.register_tick_hook(upd_tick_hook)
 
 

@@ -47,6 +47,7 @@ def request_new() -> Any:
             form.plan_code.data = wanted
     unavailable = service.trial_unavailable_reason(db, account.id, now) if kind == RequestKind.TRIAL else None
     status = 200
+    existing = limited = None
     if request.method == "POST" and unavailable is None and form.validate_on_submit():
         try:
             row = service.create_request(
@@ -58,8 +59,18 @@ def request_new() -> Any:
                 users_expected=form.users_value,
                 comment=form.comment.data,
                 now=now,
+                per_day=int(current_app.config["SUPPORT_REQUESTS_PER_DAY"]),
             )
             db.commit()
+        except service.RequestAlreadyOpen as exc:
+            # A repeat (a second click, a second owner) shows the open request; support is not mailed again.
+            db.rollback()
+            existing = str(exc)
+            status = 409
+        except service.TooManyRequests as exc:
+            db.rollback()
+            limited = str(exc)
+            status = 429
         except service.SupportError as exc:
             db.rollback()
             target = form.plan_code if kind == RequestKind.TRIAL else form.users_expected
@@ -82,6 +93,8 @@ def request_new() -> Any:
         plans=plans,
         account=account,
         unavailable=unavailable,
+        existing=existing,
+        limited=limited,
         mine=service.list_requests_for_account(db, account.id),
     ), status
 

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from portal.payments import bank, ledger
 from portal.payments.statement import find_invoice_numbers
 from portal.support.email import Attachment, EmailBackend, EmailError, build_message
 from portal.support.models import OPEN_STATUSES, RequestKind, RequestStatus, SupportRequest
-from portal.timeutil import format_date, msk_date
+from portal.timeutil import format_date, format_datetime, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,24 @@ MAX_COMMENT = 2000
 
 class SupportError(ValueError):
     """The action is refused and nothing changed; the message is for the person."""
+
+
+class RequestAlreadyOpen(SupportError):
+    """The same kind of request is already open: the owner is shown it, and support is not asked twice."""
+
+    def __init__(self, existing: SupportRequest) -> None:
+        self.existing = existing
+        super().__init__(
+            f"Заявка № {existing.id} «{existing.kind_title}» уже отправлена {format_date(existing.created_at)} "
+            f"(статус: {existing.status_title.lower()}). Новая не создана: поддержка ответит на эту."
+        )
+
+
+class TooManyRequests(SupportError):
+    """SUPPORT_REQUESTS_PER_DAY reached: each request mails support and waits in the staff queue."""
+
+
+REQUESTS_WINDOW = timedelta(days=1)
 
 
 class AmountMismatchError(SupportError):
@@ -89,6 +107,48 @@ def get_open_trial_request(db: Session, account_id: int) -> SupportRequest | Non
     ).first()
 
 
+def get_open_request(db: Session, account_id: int, kind: str) -> SupportRequest | None:
+    return db.scalars(
+        sa.select(SupportRequest)
+        .where(
+            SupportRequest.account_id == account_id,
+            SupportRequest.kind == kind,
+            SupportRequest.status.in_(OPEN_STATUSES),
+        )
+        .order_by(SupportRequest.id)
+    ).first()
+
+
+def check_requests_per_day(db: Session, account_id: int, now: datetime, per_day: int) -> None:
+    """Raise TooManyRequests when the account has sent `per_day` requests in the last 24 hours."""
+    since = now - REQUESTS_WINDOW
+    recent = list(
+        db.scalars(
+            sa.select(SupportRequest.created_at)
+            .where(SupportRequest.account_id == account_id, SupportRequest.created_at > since)
+            .order_by(SupportRequest.created_at)
+        )
+    )
+    if len(recent) < per_day:
+        return
+    # The place frees up when the oldest request of the window turns 24 hours old.
+    free_at = recent[len(recent) - per_day] + REQUESTS_WINDOW
+    raise TooManyRequests(
+        f"За сутки компания уже отправила {per_day} {_requests_ru(per_day)} — больше нельзя. "
+        f"Новую можно будет отправить после {format_datetime(free_at)} (мск); "
+        "поддержка ответит на уже отправленные."
+    )
+
+
+def _requests_ru(n: int) -> str:
+    last2, last = n % 100, n % 10
+    if last == 1 and last2 != 11:
+        return "заявку"
+    if 2 <= last <= 4 and not 12 <= last2 <= 14:
+        return "заявки"
+    return "заявок"
+
+
 def trial_unavailable_reason(db: Session, account_id: int, now: datetime) -> str | None:
     """Why the owner cannot ask for a trial now (used, paid period, already asked), or None if they can."""
     state = billing.get_subscription_state(db, account_id, now)
@@ -126,8 +186,12 @@ def create_request(
     plan_code: str | None = None,
     users_expected: int | None = None,
     comment: str | None = None,
+    per_day: int | None = None,
 ) -> SupportRequest:
     """The owner asks for a trial or a plan over 1000 users. The caller commits.
+
+    An open request of the same kind raises RequestAlreadyOpen (with it); `per_day` new requests in 24 hours at
+    most (SUPPORT_REQUESTS_PER_DAY), else TooManyRequests.
 
     A concurrent duplicate trial request loses on the partial unique index: the session is rolled back and the
     person is told the request already exists.
@@ -154,6 +218,11 @@ def create_request(
         plan_code = users_expected = None
         if not comment:
             raise SupportError("Опишите вопрос в комментарии.")
+    existing = get_open_request(db, account_id, kind)
+    if existing is not None:
+        raise RequestAlreadyOpen(existing)
+    if per_day is not None:
+        check_requests_per_day(db, account_id, now, per_day)
     row = SupportRequest(
         account_id=account_id,
         kind=kind,

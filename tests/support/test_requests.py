@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from portal.accounts.models import Role
+from portal.accounts.models import Role, User
 from portal.billing import service as billing
 from portal.support import service
 from portal.support.models import SupportRequest
@@ -150,3 +150,68 @@ def test_members_do_not_see_the_card(client, auth, db, company, add_member):
     add_member(company, "+79163330000", role=Role.MEMBER)
     auth.login("+79163330000")
     assert "Заявки в поддержку" not in client.get("/").get_data(as_text=True)
+
+
+# --- issue #14: repeats and the daily limit ----------------------------------------------------------------
+
+
+def test_a_repeat_of_an_open_request_shows_it_and_mails_no_one(client, auth, db, company, mailbox):
+    auth.login(OWNER)
+    first = post(client, "/support-requests/new?kind=large_plan", {"users_expected": "1500"})
+    assert first.status_code == 302
+    [row] = requests_of(db, company.id)
+    again = post(client, "/support-requests/new?kind=large_plan", {"users_expected": "2000", "comment": "Ещё раз"})
+    assert again.status_code == 409
+    assert f"Заявка № {row.id} «Более 1000 пользователей» уже отправлена" in again.get_data(as_text=True)
+    assert "Новая не создана" in again.get_data(as_text=True)
+    assert len(requests_of(db, company.id)) == 1
+    assert len(mailbox.sent) == 1
+
+    # Once support closes it, a new one may follow.
+    row.status = "done"
+    db.commit()
+    assert post(client, "/support-requests/new?kind=large_plan", {"users_expected": "2000"}).status_code == 302
+    assert len(requests_of(db, company.id)) == 2
+
+
+def test_at_most_support_requests_per_day_of_one_account(app, client, auth, db, company, mailbox):
+    app.config["SUPPORT_REQUESTS_PER_DAY"] = 2
+    auth.login(OWNER)
+    for users in ("1500", "1600"):
+        assert post(client, "/support-requests/new?kind=large_plan", {"users_expected": users}).status_code == 302
+        # Closed at once, so the next one is not a repeat of an open request.
+        for row in requests_of(db, company.id):
+            row.status = "rejected"
+        db.commit()
+    resp = post(client, "/support-requests/new?kind=large_plan", {"users_expected": "1700"})
+    assert resp.status_code == 429
+    html = resp.get_data(as_text=True)
+    assert "За сутки компания уже отправила 2 заявки — больше нельзя." in html
+    assert "Новую можно будет отправить после" in html
+    assert len(requests_of(db, company.id)) == 2
+    assert len(mailbox.sent) == 2
+
+
+def test_the_daily_limit_counts_the_last_24_hours(db, company):
+    owner = db.scalars(sa.select(User).where(User.phone == OWNER)).one()
+    for hours_ago in (30, 23, 1):
+        db.add(
+            SupportRequest(
+                account_id=company.id,
+                kind="large_plan",
+                users_expected=1500,
+                status="rejected",
+                created_at=NOW - timedelta(hours=hours_ago),
+            )
+        )
+    db.commit()
+    # Two in the last 24 hours (23 h and 1 h ago); the older frees its place at 10:00 UTC, 13:00 in Moscow.
+    with pytest.raises(service.TooManyRequests, match=r"после 25\.11\.2026 13:00"):
+        service.create_request(
+            db, actor=owner, account_id=company.id, kind="large_plan", users_expected=1500, now=NOW, per_day=2
+        )
+    db.rollback()
+    row = service.create_request(
+        db, actor=owner, account_id=company.id, kind="large_plan", users_expected=1500, now=NOW, per_day=3
+    )
+    assert row.id
