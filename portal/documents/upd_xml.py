@@ -21,6 +21,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from portal.documents.validators import split_ip_name
+
 MOSCOW = ZoneInfo("Europe/Moscow")
 
 FORMAT_VERSION = "5.03"
@@ -50,7 +52,6 @@ VAT_RATES = {0, 5, 7, 10, 18, 20, 22}
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _EDO_ID = re.compile(r"^[0-9A-Za-z]{3}[0-9A-Za-z-]{1,97}$")
-_IP_PREFIXES = ("индивидуальный предприниматель ", "ип ")
 
 
 def _program_version() -> str:
@@ -98,15 +99,8 @@ def _ip_fio(party: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """The ИП's surname, name and patronymic: explicit keys win, else split «ИП Фамилия Имя Отчество»."""
     if party.get("last_name") and party.get("first_name"):
         return party["last_name"], party["first_name"], party.get("middle_name") or None
-    name = " ".join(str(party["name"]).split())
-    for prefix in _IP_PREFIXES:
-        if name.lower().startswith(prefix):
-            name = name[len(prefix) :]
-            break
-    words = name.split()
-    if len(words) < 2:
-        raise ValueError(f"Для ИП нужны фамилия и имя: «{party['name']}»")
-    return words[0], words[1], " ".join(words[2:]) or None
+    # The same rule the requisites form and the seller's start-up check apply, so what they accept splits here.
+    return split_ip_name(party["name"])
 
 
 def _participant(parent: ET.Element, tag: str, party: Mapping[str, Any]) -> None:
