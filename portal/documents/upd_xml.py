@@ -103,11 +103,23 @@ def _ip_fio(party: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return split_ip_name(party["name"])
 
 
+def seller_kind(seller: Mapping[str, Any]) -> str:
+    """«ip» for a sole-proprietor seller (12-digit ИНН, as the seller's settings are checked), else «org».
+
+    Told by the ИНН rather than a stored key, so the contexts of УПД numbered before this rule build the same way."""
+    return "ip" if len(str(seller["inn"])) == 12 else "org"
+
+
 def _participant(parent: ET.Element, tag: str, party: Mapping[str, Any]) -> None:
     node = ET.SubElement(parent, tag)
     ids = ET.SubElement(node, "ИдСв")
     if party.get("kind", "org") == "ip":
-        ip = ET.SubElement(ids, "СвИП", {"ИННФЛ": party["inn"]})
+        attrs = {"ИННФЛ": party["inn"]}
+        # The seller's ОГРНИП (the buyer's is not kept in its context): the registration the invoice must name for an
+        # ИП (п. 6 ст. 169 НК РФ), in the attribute the format gives it.
+        if party.get("ogrn"):
+            attrs["ОГРНИП"] = party["ogrn"]
+        ip = ET.SubElement(ids, "СвИП", attrs)
         _fio(ip, *_ip_fio(party))
     else:
         attrs = {"НаимОрг": party["name"], "ИННЮЛ": party["inn"]}
@@ -186,7 +198,7 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
             "ИспрДок",
             {"НомИспр": str(ctx["correction"]["number"]), "ДатаИспр": _d(ctx["correction"]["date"])},
         )
-    _participant(invoice, "СвПрод", {**ctx["seller"], "kind": "org"})
+    _participant(invoice, "СвПрод", {**ctx["seller"], "kind": seller_kind(ctx["seller"])})
     for payment in ctx["payment_docs"]:
         attrs = {"НомерПРД": str(payment["number"]), "ДатаПРД": _d(payment["date"])}
         if payment.get("amount") is not None:

@@ -340,3 +340,34 @@ def test_sole_proprietor_with_a_full_name_is_accepted(name):
 def test_an_organisation_name_of_one_word_is_still_accepted():
     # The full-name rule is the sole proprietor's: an organisation's name is not a ФИО.
     assert clean_requisites({**ORG, "name": "Ромашка"}).name == "Ромашка"
+
+
+IP_SELLER = {
+    "SELLER_NAME": "ИП Кузнецов Алексей Викторович",
+    "SELLER_INN": "771234567859",
+    "SELLER_KPP": "",
+    "SELLER_OGRN": "318508100000123",
+    "SELLER_ACCOUNT": "40802810438000054321",
+    "SELLER_DIRECTOR": "Кузнецов А. В.",
+    "SELLER_ACCOUNTANT": "Кузнецов А. В.",
+    "SELLER_EDO_ID": "2BM-771234567859-000000000000000000001",
+}
+
+
+def test_start_up_accepts_a_sole_proprietor_seller():
+    # Issue #14: a vendor that is an ИП has a 12-digit ИНН, an ОГРНИП and no КПП.
+    check({**DEFAULTS, **IP_SELLER})
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"SELLER_NAME": "ИП Кузнецов"}, "SELLER_NAME: Укажите ФИО полностью: ИП Соколов Сергей Викторович"),
+        ({"SELLER_OGRN": "1027700123450"}, "SELLER_OGRN: ОГРНИП должен состоять из 15 цифр"),
+        ({"SELLER_INN": "000000000000"}, "SELLER_INN: ИНН не может состоять из одних нулей"),
+    ],
+)
+def test_start_up_names_a_bad_sole_proprietor_seller(changes, problem):
+    with pytest.raises(ConfigError) as exc:
+        check({**DEFAULTS, **IP_SELLER, **changes})
+    assert problem in str(exc.value)
