@@ -10,6 +10,7 @@ from typing import Any, Literal
 from portal.documents.validators import (
     RequisiteError,
     normalize_digits,
+    split_ip_name,
     validate_bik,
     validate_correspondent_account,
     validate_inn,
@@ -105,6 +106,9 @@ def clean_requisites(raw: Mapping[str, Any]) -> RequisitesData:
         )
     elif len(name) > 300:
         errors["name"] = "Не длиннее 300 символов"
+    elif kind == "ip":
+        # The УПД needs the ФИО in parts; a name it cannot split left the document pending for ever (issue #14).
+        check("name", split_ip_name, name)
 
     if kind == "org":
         check("inn", validate_inn, inn, "org")

@@ -9,6 +9,7 @@ from typing import Any
 
 from portal.documents.validators import (
     RequisiteError,
+    split_ip_name,
     validate_bik,
     validate_correspondent_account,
     validate_inn,
@@ -105,6 +106,10 @@ def seller_problems(config: Mapping[str, Any]) -> list[str]:
         checks.append(("SELLER_OGRN", lambda: validate_ogrn(text("SELLER_OGRN"))))
     else:
         checks.append(("SELLER_OGRN", lambda: validate_ogrnip(text("SELLER_OGRN"))))
+        # The УПД writes a sole-proprietor seller as СвИП with the ФИО in parts, and the ИП signs it: the name
+        # must split, or every УПД would stay pending. An empty name is already reported above.
+        if text("SELLER_NAME"):
+            checks.append(("SELLER_NAME", lambda: split_ip_name(text("SELLER_NAME"))))
     checks.append(("SELLER_ACCOUNT", lambda: validate_settlement_account(text("SELLER_ACCOUNT"), text("SELLER_BIK"))))
     checks.append(
         (

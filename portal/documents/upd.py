@@ -19,6 +19,7 @@ from portal.documents.invoices import LICENSE_NAME, license_date, vat_block, vat
 from portal.documents.models import Invoice, StoredFile, Upd, UpdStatus
 from portal.documents.seller import Seller, get_seller
 from portal.documents.store import Written, get_store, sha256_hex
+from portal.documents.validators import split_ip_name
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,19 @@ def upd_context(
     buyer = dict(invoice.buyer)
     line = upd_line(invoice, order)
     director = {"position": signer_position(seller), "name": seller.director}
-    last, first, middle = split_fio(seller.director)
+    if len(seller.inn) == 12:
+        # A sole proprietor signs for themself («Индивидуальный предприниматель»): the ФИО is theirs, written out
+        # in full from the name (the start-up check makes sure it splits), not SELLER_DIRECTOR's initials.
+        last, first, middle = split_ip_name(seller.name)
+    else:
+        last, first, middle = split_fio(seller.director)
     # The buyer's EDO id names the XML file; without one (documents downloaded, not sent by EDO) its ИНН stands in.
     recipient = buyer.get("edo_id") or buyer["inn"]
     return {
         "number": number,
         "date": doc_date,
         "correction": None,
-        "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "address", "director", "accountant")},
+        "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "ogrn", "address", "director", "accountant")},
         "buyer": {k: buyer.get(k) for k in ("kind", "name", "inn", "kpp", "address")},
         "payment_docs": [dict(payment_doc)],
         "advance_invoices": [],

@@ -21,6 +21,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from portal.documents.validators import split_ip_name
+
 MOSCOW = ZoneInfo("Europe/Moscow")
 
 FORMAT_VERSION = "5.03"
@@ -50,7 +52,6 @@ VAT_RATES = {0, 5, 7, 10, 18, 20, 22}
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _EDO_ID = re.compile(r"^[0-9A-Za-z]{3}[0-9A-Za-z-]{1,97}$")
-_IP_PREFIXES = ("индивидуальный предприниматель ", "ип ")
 
 
 def _program_version() -> str:
@@ -98,22 +99,27 @@ def _ip_fio(party: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """The ИП's surname, name and patronymic: explicit keys win, else split «ИП Фамилия Имя Отчество»."""
     if party.get("last_name") and party.get("first_name"):
         return party["last_name"], party["first_name"], party.get("middle_name") or None
-    name = " ".join(str(party["name"]).split())
-    for prefix in _IP_PREFIXES:
-        if name.lower().startswith(prefix):
-            name = name[len(prefix) :]
-            break
-    words = name.split()
-    if len(words) < 2:
-        raise ValueError(f"Для ИП нужны фамилия и имя: «{party['name']}»")
-    return words[0], words[1], " ".join(words[2:]) or None
+    # The same rule the requisites form and the seller's start-up check apply, so what they accept splits here.
+    return split_ip_name(party["name"])
+
+
+def seller_kind(seller: Mapping[str, Any]) -> str:
+    """«ip» for a sole-proprietor seller (12-digit ИНН, as the seller's settings are checked), else «org».
+
+    Told by the ИНН rather than a stored key, so the contexts of УПД numbered before this rule build the same way."""
+    return "ip" if len(str(seller["inn"])) == 12 else "org"
 
 
 def _participant(parent: ET.Element, tag: str, party: Mapping[str, Any]) -> None:
     node = ET.SubElement(parent, tag)
     ids = ET.SubElement(node, "ИдСв")
     if party.get("kind", "org") == "ip":
-        ip = ET.SubElement(ids, "СвИП", {"ИННФЛ": party["inn"]})
+        attrs = {"ИННФЛ": party["inn"]}
+        # The seller's ОГРНИП (the buyer's is not kept in its context): the registration the invoice must name for an
+        # ИП (п. 6 ст. 169 НК РФ), in the attribute the format gives it.
+        if party.get("ogrn"):
+            attrs["ОГРНИП"] = party["ogrn"]
+        ip = ET.SubElement(ids, "СвИП", attrs)
         _fio(ip, *_ip_fio(party))
     else:
         attrs = {"НаимОрг": party["name"], "ИННЮЛ": party["inn"]}
@@ -192,7 +198,7 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
             "ИспрДок",
             {"НомИспр": str(ctx["correction"]["number"]), "ДатаИспр": _d(ctx["correction"]["date"])},
         )
-    _participant(invoice, "СвПрод", {**ctx["seller"], "kind": "org"})
+    _participant(invoice, "СвПрод", {**ctx["seller"], "kind": seller_kind(ctx["seller"])})
     for payment in ctx["payment_docs"]:
         attrs = {"НомерПРД": str(payment["number"]), "ДатаПРД": _d(payment["date"])}
         if payment.get("amount") is not None:

@@ -12,6 +12,7 @@ __all__ = [
     "is_single_treasury_account",
     "is_treasury_account",
     "normalize_digits",
+    "split_ip_name",
     "validate_bik",
     "validate_correspondent_account",
     "validate_inn",
@@ -79,6 +80,10 @@ def validate_inn(value: str, kind: Literal["org", "ip"]) -> None:
         ok = ok and _inn_check_digit(value[:11], _INN12_WEIGHTS_2) == int(value[11])
     if not ok:
         raise RequisiteError("inn", "Неверное контрольное число ИНН")
+    # Zeros weigh nothing, so every check digit comes out 0 and an all-zero ИНН passes the sums above; the FNS
+    # schema (ИННЮЛТип/ИННФЛТип) refuses it, so it must be refused here, where the person can still fix it.
+    if value.count("0") == len(value):
+        raise RequisiteError("inn", "ИНН не может состоять из одних нулей")
 
 
 def validate_kpp(value: str) -> None:
@@ -91,6 +96,32 @@ def validate_kpp(value: str) -> None:
         raise RequisiteError(
             "kpp", "Неверный формат КПП: 9 цифр, 5-й и 6-й символы могут быть заглавными латинскими буквами"
         )
+    # Fits the pattern, but the FNS schema (КППТип) refuses it: the УПД would fail long after the form was saved.
+    if value == "000000000":
+        raise RequisiteError("kpp", "КПП не может состоять из одних нулей")
+
+
+# A sole proprietor's name as people write it: «ИП Соколов Сергей Викторович», «Индивидуальный предприниматель
+# Соколов Сергей». The УПД carries the ФИО split into Фамилия/Имя/Отчество (СвИП/ФИО), so the name must hold at
+# least a surname and a first name written out; initials («ИП Соколов С. В.») cannot be told apart reliably.
+_IP_PREFIXES = ("индивидуальный предприниматель ", "ип ")
+IP_FULL_NAME_MESSAGE = "Укажите ФИО полностью: ИП Соколов Сергей Викторович"
+
+
+def split_ip_name(name: str) -> tuple[str, str, str | None]:
+    """«ИП Фамилия Имя [Отчество]» → (surname, first name, patronymic or None); RequisiteError("name") otherwise."""
+    text = " ".join(str(name).split())
+    for prefix in _IP_PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    else:
+        if text.lower() in ("ип", "индивидуальный предприниматель"):
+            text = ""
+    words = text.split()
+    if len(words) < 2 or any("." in word or len(word) < 2 for word in words[:2]):
+        raise RequisiteError("name", IP_FULL_NAME_MESSAGE)
+    return words[0], words[1], " ".join(words[2:]) or None
 
 
 # The first digit of a state registration number says what the record is (Правила ведения ЕГРЮЛ, утв.

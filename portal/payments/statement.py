@@ -48,6 +48,9 @@ _ACCEPTED = "Windows (windows-1251, cp1251), DOS (cp866, 866) и UTF-8"
 _AMOUNT_RE = re.compile(r"([0-9]+)(?:[.,]([0-9]{1,2}))?")
 _DATE_RE = re.compile(r"([0-9]{2})\.([0-9]{2})\.([0-9]{4})")
 _MONEY_KEYS = {"Сумма", "НачальныйОстаток", "ВсегоПоступило", "ВсегоСписано", "КонечныйОстаток"}
+# Control characters (C0 with tab, DEL, C1): none belongs in a bank's text export. Line breaks never reach a
+# line (_split_lines splits at \n and drops the \r before it), so a \r left inside a line is one of these too.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class StatementError(ValueError):
@@ -268,6 +271,28 @@ def _payment_order(section: _Section) -> PaymentOrder:
     )
 
 
+def _refuse_control_characters(line: str, number: int) -> None:
+    """Refuse the file at a line holding a control character (NUL, ESC, a stray CR, a tab…), naming the field.
+
+    Refused rather than stripped: a statement is read whole or not at all, and a control character means the
+    file was damaged or exported wrongly, so the rest of that value (a payer's name, the purpose matching reads
+    invoice numbers from) cannot be trusted either; quietly cleaning it would record a payment under text the
+    bank never sent. Every field is also kept verbatim (`raw`), so stripping only the named fields would still let
+    a NUL reach PostgreSQL, which cannot store one in text. The tab is refused too: no bank writes one, and
+    support can ask the bank for a fresh export of the named line's document.
+    """
+    found = _CONTROL_RE.search(line)
+    if found is None:
+        return
+    key, sep, _ = line.partition("=")
+    where = f"В поле «{_shown(key)}»" if sep and key.strip() else "В строке"
+    raise StatementError(
+        number,
+        f"{where} управляющий символ U+{ord(found.group()):04X}: файл выписки повреждён или выгружен неверно — "
+        "выгрузите выписку из банка заново",
+    )
+
+
 def parse_statement(data: bytes) -> Statement:
     """Read a whole statement file, or raise StatementError; nothing is returned from a broken file."""
     text, codec = _decode(data)
@@ -292,6 +317,7 @@ def parse_statement(data: bytes) -> Statement:
             continue
         if not stripped:
             continue
+        _refuse_control_characters(line, number)
         word, _, title = stripped.partition("=")
         word = word.strip()
         if word in (_DOCUMENT_START, _ACCOUNT_START, _END_FILE):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -204,6 +205,18 @@ def test_bad_amount_date_or_header_names_the_line(app, db, three_invoices, repla
     assert db.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
 
 
+def test_a_nul_in_a_purpose_refuses_the_file_and_imports_nothing(app, db, three_invoices):
+    # Issue #14: PostgreSQL cannot store a NUL in text (the import was a 500 there); the file is refused whole instead.
+    _, (first, *_rest) = three_invoices
+    data = statement(payment("512", first.amount, f"Оплата по счёту № {first.number}\x00"))
+    with pytest.raises(StatementError) as exc:
+        run_import(app, db, data)
+    assert "управляющий символ U+0000" in str(exc.value)
+    assert db.scalar(sa.select(sa.func.count()).select_from(StatementImport)) == 0
+    assert db.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
+    assert status_of(db, first) == ("issued", "pending")
+
+
 # --- the staff page and the command line ---------------------------------------------------------------
 
 
@@ -243,6 +256,26 @@ def test_staff_upload_of_a_broken_file_shows_the_line_and_imports_nothing(client
     assert resp.status_code == 400
     html = resp.get_data(as_text=True)
     assert "Файл не принят, ничего не загружено. Строка 45: Секция «Платежное поручение» не закрыта" in html
+    assert db.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
+
+
+def test_staff_upload_of_a_file_with_a_nul_is_refused_naming_the_line(client, auth, db, staff, three_invoices):
+    _, (first, *_rest) = three_invoices
+    data = statement(payment("512", first.amount, f"Оплата по счёту № {first.number}", payer_name="ООО \x00Ромашка"))
+    # The name stands in both «Плательщик» («ИНН … name») and «Плательщик1»: the first of them is the line named.
+    lines = data.split(b"\r\n")
+    line = next(number for number, text in enumerate(lines, start=1) if b"\x00" in text)
+    assert lines[line - 1].startswith("Плательщик=".encode("cp1251"))
+    auth.login(STAFF)
+    resp = post(
+        client,
+        "/documents/statements/import",
+        {"statement": (io.BytesIO(data), "выписка.txt")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert f"Файл не принят, ничего не загружено. Строка {line}: В поле «Плательщик» управляющий символ U+0000" in html
     assert db.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
 
 

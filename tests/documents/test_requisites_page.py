@@ -291,3 +291,83 @@ def test_a_registration_number_of_the_wrong_kind_is_refused(client, auth, compan
     resp = post(client, "/requisites", {**(ORG if kind == "org" else IP), "ogrn": ogrn})
     assert resp.status_code == 400
     assert field_error(resp.get_data(as_text=True), "ogrn").startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("base", "changes", "field", "message"),
+    [
+        (ORG, {"inn": "0000000000"}, "inn", "ИНН не может состоять из одних нулей"),
+        (ORG, {"kpp": "000 000 000"}, "kpp", "КПП не может состоять из одних нулей"),
+        (IP, {"inn": "0000 0000 0000"}, "inn", "ИНН не может состоять из одних нулей"),
+    ],
+)
+def test_all_zero_inn_or_kpp_is_refused_at_the_field(client, auth, db, company, base, changes, field, message):
+    # Issue #14: zeros pass the check digits and the pattern, then the FNS schema refuses the УПД.
+    auth.login(OWNER)
+    resp = post(client, "/requisites", {**base, **changes})
+    assert resp.status_code == 400
+    assert field_error(resp.get_data(as_text=True), field) == message
+    assert db.scalar(sa.select(sa.func.count()).select_from(Requisites)) == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ИП Соколов",
+        "Соколов",
+        "Индивидуальный предприниматель Соколов",
+        "ИП",
+        "Индивидуальный предприниматель",
+        "ИП С. В.",
+    ],
+)
+def test_sole_proprietor_needs_a_full_name(client, auth, db, company, name):
+    # Issue #14: without a first name the УПД's СвИП/ФИО cannot be written, and the УПД stayed pending for ever.
+    auth.login(OWNER)
+    resp = post(client, "/requisites", {**IP, "name": name})
+    assert resp.status_code == 400
+    assert field_error(resp.get_data(as_text=True), "name") == "Укажите ФИО полностью: ИП Соколов Сергей Викторович"
+    assert db.scalar(sa.select(sa.func.count()).select_from(Requisites)) == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["ИП Соколов Сергей Викторович", "Индивидуальный предприниматель Соколов Сергей", "Соколов Сергей"]
+)
+def test_sole_proprietor_with_a_full_name_is_accepted(name):
+    assert clean_requisites({**IP, "name": name}).name == name
+
+
+def test_an_organisation_name_of_one_word_is_still_accepted():
+    # The full-name rule is the sole proprietor's: an organisation's name is not a ФИО.
+    assert clean_requisites({**ORG, "name": "Ромашка"}).name == "Ромашка"
+
+
+IP_SELLER = {
+    "SELLER_NAME": "ИП Кузнецов Алексей Викторович",
+    "SELLER_INN": "771234567859",
+    "SELLER_KPP": "",
+    "SELLER_OGRN": "318508100000123",
+    "SELLER_ACCOUNT": "40802810438000054321",
+    "SELLER_DIRECTOR": "Кузнецов А. В.",
+    "SELLER_ACCOUNTANT": "Кузнецов А. В.",
+    "SELLER_EDO_ID": "2BM-771234567859-000000000000000000001",
+}
+
+
+def test_start_up_accepts_a_sole_proprietor_seller():
+    # Issue #14: a vendor that is an ИП has a 12-digit ИНН, an ОГРНИП and no КПП.
+    check({**DEFAULTS, **IP_SELLER})
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"SELLER_NAME": "ИП Кузнецов"}, "SELLER_NAME: Укажите ФИО полностью: ИП Соколов Сергей Викторович"),
+        ({"SELLER_OGRN": "1027700123450"}, "SELLER_OGRN: ОГРНИП должен состоять из 15 цифр"),
+        ({"SELLER_INN": "000000000000"}, "SELLER_INN: ИНН не может состоять из одних нулей"),
+    ],
+)
+def test_start_up_names_a_bad_sole_proprietor_seller(changes, problem):
+    with pytest.raises(ConfigError) as exc:
+        check({**DEFAULTS, **IP_SELLER, **changes})
+    assert problem in str(exc.value)

@@ -105,6 +105,42 @@ def test_paid_invoice_gets_an_upd_with_every_required_field(app, db, company):
 
 
 @pytest.fixture
+def ip_seller(app_config):
+    app_config.update(
+        SELLER_NAME="ИП Кузнецов Алексей Викторович",
+        SELLER_INN="771234567859",
+        SELLER_KPP="",
+        SELLER_OGRN="318508100000123",
+        # SELLER_ACCOUNT stays the default one: the statement factory writes it as the account credited.
+        SELLER_DIRECTOR="Кузнецов А. В.",
+        SELLER_ACCOUNTANT="Кузнецов А. В.",
+        SELLER_EDO_ID="2BM-771234567859-000000000000000000001",
+    )
+
+
+def test_a_sole_proprietor_sellers_upd_names_it_as_an_ip_and_is_schema_valid(ip_seller, app, db, company):
+    # Issue #14: the seller was always written as an organisation (СвЮЛУч), which the FNS schema refuses for an ИП.
+    give_requisites(db, company)
+    invoice = issue(app, db, company)
+    pay(app, db, invoice)
+    upd = db.scalars(sa.select(Upd)).one()
+    assert upd.status == "formed"
+    _, xml, _ = files_of(app, db, upd)
+    root = etree.fromstring(xml)
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    assert schema.validate(root), schema.error_log
+    seller = root.find("Документ/СвСчФакт/СвПрод/ИдСв")
+    assert seller.find("СвЮЛУч") is None
+    assert seller.find("СвИП").get("ИННФЛ") == "771234567859"
+    assert seller.find("СвИП/ФИО").attrib == {"Фамилия": "Кузнецов", "Имя": "Алексей", "Отчество": "Викторович"}
+    assert root.find("Документ").get("НаимЭконСубСост") == "ИП Кузнецов Алексей Викторович, ИНН 771234567859"
+    signer = root.find("Документ/Подписант")
+    assert signer.get("Должн") == "Индивидуальный предприниматель"
+    # The ИП signs for themself: the full ФИО from the name, not the initials of SELLER_DIRECTOR.
+    assert signer.find("ФИО").attrib == {"Фамилия": "Кузнецов", "Имя": "Алексей", "Отчество": "Викторович"}
+
+
+@pytest.fixture
 def with_vat(app_config):
     app_config["VAT_RATE"] = "22"
 

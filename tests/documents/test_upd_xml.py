@@ -258,6 +258,51 @@ def test_parties_basis_transfer_and_signer() -> None:
     assert one(signer, "ФИО").get("Фамилия") == "Кузнецов"
 
 
+SELLER_IP = {
+    "name": "ИП Кузнецов Алексей Викторович",
+    "inn": "771234567859",
+    "kpp": "",
+    "ogrn": "318508100000123",
+    "address": "125009, г. Москва, ул. Тверская, д. 7, кв. 30",
+    "director": "Кузнецов А. В.",
+    "accountant": "Кузнецов А. В.",
+}
+
+
+def make_ip_seller_ctx(**kw: Any) -> dict[str, Any]:
+    return {
+        **make_upd_ctx(**kw),
+        "seller": SELLER_IP,
+        "composer": "ИП Кузнецов Алексей Викторович, ИНН 771234567859",
+        "signer": {
+            "last_name": "Кузнецов",
+            "first_name": "Алексей",
+            "middle_name": "Викторович",
+            "position": "Индивидуальный предприниматель",
+        },
+    }
+
+
+@pytest.mark.parametrize("with_vat", [False, True])
+def test_a_sole_proprietor_seller_is_written_as_svip_and_the_file_is_schema_valid(
+    with_vat: bool, schemas: list[etree.XMLSchema]
+) -> None:
+    # Issue #14: the seller was always written as СвЮЛУч, whose ИННЮЛ is 10 digits: an ИП seller's file was invalid.
+    _, data = build_upd_xml(make_ip_seller_ctx(with_vat=with_vat))
+    root = parse(data)
+    for schema in schemas:
+        assert schema.validate(root), schema.error_log
+    ids = one(root, "Документ/СвСчФакт/СвПрод/ИдСв")
+    assert ids.find("СвЮЛУч") is None
+    ip = one(ids, "СвИП")
+    assert (ip.get("ИННФЛ"), ip.get("ОГРНИП")) == ("771234567859", "318508100000123")
+    fio = one(ip, "ФИО")
+    assert (fio.get("Фамилия"), fio.get("Имя"), fio.get("Отчество")) == ("Кузнецов", "Алексей", "Викторович")
+    signer = one(root, "Документ/Подписант")
+    assert signer.get("Должн") == "Индивидуальный предприниматель"
+    assert one(signer, "ФИО").attrib == {"Фамилия": "Кузнецов", "Имя": "Алексей", "Отчество": "Викторович"}
+
+
 @pytest.mark.parametrize("ctx", CASES.values(), ids=CASES.keys())
 def test_conditional_rules_of_the_schema_hold(ctx: dict[str, Any]) -> None:
     """The official schema's Schematron rules that lxml cannot run, for what we emit."""

@@ -192,6 +192,12 @@ def test_valid_ip_inn_is_rejected_as_organisation_inn() -> None:
     )
 
 
+@pytest.mark.parametrize(("value", "kind"), [("0000000000", "org"), ("000000000000", "ip")])
+def test_all_zero_inn_is_refused_although_its_check_digits_add_up(value: str, kind: str) -> None:
+    # Issue #14: zeros give check digits 0, so the weighted sums pass; the FNS schema refuses such an ИНН later.
+    assert_rejected(lambda: validate_inn(value, kind), "inn", "ИНН не может состоять из одних нулей")  # type: ignore[arg-type]
+
+
 def test_requisite_error_is_a_value_error_with_field_and_message() -> None:
     with pytest.raises(ValueError, match="Неверное контрольное число ИНН"):
         validate_inn("7707083894", "org")
@@ -220,6 +226,11 @@ def test_valid_kpp(kpp: str) -> None:
 )
 def test_malformed_kpp(kpp: str, message: str) -> None:
     assert_rejected(lambda: validate_kpp(kpp), "kpp", message)
+
+
+def test_all_zero_kpp_is_refused() -> None:
+    # Issue #14: "000000000" fits the pattern (9 digits) but the FNS schema's КППТип refuses it.
+    assert_rejected(lambda: validate_kpp("000000000"), "kpp", "КПП не может состоять из одних нулей")
 
 
 # --- ОГРН / ОГРНИП -----------------------------------------------------------------------------------

@@ -164,14 +164,14 @@ def statement_lines(*lines: str, encoding: str = "cp1251") -> bytes:
     return "\r\n".join(lines).encode(encoding)
 
 
-def with_document(*document: str, tail: tuple[str, ...] = ("КонецФайла",)) -> bytes:
+def with_document(*document: str, tail: tuple[str, ...] = ("КонецФайла",), encoding: str = "cp1251") -> bytes:
     head = (
         "1CClientBankExchange",
         "ВерсияФормата=1.03",
         "Кодировка=Windows",
         "РасчСчет=40702810938000000001",
     )
-    return statement_lines(*head, *document, *tail)
+    return statement_lines(*head, *document, *tail, encoding=encoding)
 
 
 def test_the_well_formed_base_case_parses() -> None:
@@ -329,6 +329,39 @@ def test_malformed_file_is_refused_with_line_and_reason(data: bytes, line_number
     assert message in caught.value.message
     assert caught.value.line_number == line_number
     assert str(caught.value).startswith(f"Строка {line_number}: ")
+
+
+CONTROL_CHARACTERS = [
+    ("NUL in the purpose", "НазначениеПлатежа=Оплата по счёту № 2026-000001\x00", "U+0000"),
+    ("bell in the payer's name", "Плательщик1=ООО \x07Ромашка", "U+0007"),
+    ("escape in the payer's ИНН", "ПлательщикИНН=7728146350\x1b[2J", "U+001B"),
+    ("vertical tab inside the purpose", "НазначениеПлатежа=Оплата\x0bпо счёту", "U+000B"),
+    ("DEL in the purpose", "НазначениеПлатежа=Оплата\x7f", "U+007F"),
+    ("C1 control in a UTF-8 purpose", "НазначениеПлатежа=Оплата\x85по счёту", "U+0085"),
+    ("tab in the purpose", "НазначениеПлатежа=Оплата\tпо счёту", "U+0009"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [case[1:] for case in CONTROL_CHARACTERS],
+    ids=[case[0] for case in CONTROL_CHARACTERS],
+)
+def test_a_control_character_in_a_value_refuses_the_file_naming_the_line(line: str, code: str) -> None:
+    # Issue #14: a NUL in a purpose reached the database (PostgreSQL refuses it: a 500) and would reach documents.
+    data = with_document(*GOOD_DOCUMENT[:-1], line, GOOD_DOCUMENT[-1], encoding="utf-8")
+    with pytest.raises(StatementError) as caught:
+        parse_statement(data)
+    assert caught.value.line_number == 10
+    assert f"управляющий символ {code}" in caught.value.message
+    assert caught.value.message.startswith(f"В поле «{line.partition('=')[0]}»")
+
+
+def test_a_control_character_is_refused_in_the_header_too() -> None:
+    data = with_document(*GOOD_DOCUMENT, tail=("Отправитель=Банк\x00", "КонецФайла"))
+    with pytest.raises(StatementError) as caught:
+        parse_statement(data)
+    assert (caught.value.line_number, caught.value.message[:20]) == (11, "В поле «Отправитель»")
 
 
 def test_one_bad_document_among_good_ones_refuses_the_whole_file() -> None:
