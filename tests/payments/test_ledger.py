@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
 from portal.documents import render
-from portal.documents.invoices import issue_invoice
+from portal.documents.invoices import TooManyOpenInvoices, issue_invoice
 from portal.documents.models import Invoice, LineStatus, StatementLine, Upd
 from portal.payments import bank, ledger
 from portal.payments import service as payments
@@ -63,7 +63,14 @@ def invoice_for(app, db, row: Order, now=NOW) -> Invoice | None:
         if ledger.settle_from_balance(db, row, now=now, config=app.config, actor=None):
             db.commit()
             return None
-        inv = issue_invoice(db, row, actor=None, now=now, config=app.config)
+        try:
+            inv = issue_invoice(db, row, actor=None, now=now, config=app.config)
+        except TooManyOpenInvoices:
+            # The account already has its share of unpaid invoices: the order goes, as at checkout.
+            db.rollback()
+            billing.cancel_order(db, row.id, actor=None, reason="слишком много неоплаченных счетов", now=now)
+            db.commit()
+            return None
         db.commit()
     return inv
 
