@@ -82,7 +82,8 @@ def save_requisites(db: Session, *, actor: Any, account_id: int, data: Mapping[s
 # --- paper for money the ledger applied -------------------------------------------------------------------
 
 
-def _lock_invoice(db: Session, invoice_id: int) -> Invoice:
+def lock_invoice(db: Session, invoice_id: int) -> Invoice:
+    """The invoice, locked for the rest of the transaction (paying and cancelling it queue here)."""
     invoice = db.scalars(
         sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update().execution_options(populate_existing=True)
     ).first()
@@ -174,7 +175,7 @@ def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now
     reason = " ".join((reason or "").split())
     if not reason:
         raise DocumentsError("Укажите причину отмены счёта.")
-    invoice = _lock_invoice(db, invoice_id)
+    invoice = lock_invoice(db, invoice_id)
     if invoice.status == InvoiceStatus.PAID:
         raise DocumentsError(f"Счёт № {invoice.number} уже оплачен, его нельзя отменить.")
     if invoice.status == InvoiceStatus.CANCELED:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from portal.audit import record_audit
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementImport, StatementLine
-from portal.documents.service import form_upds_now
+from portal.documents.service import form_upds_now, lock_invoice
 from portal.documents.store import sha256_hex
 from portal.documents.upd import payment_doc_from_reference
 from portal.money import format_rub
@@ -333,15 +333,6 @@ def import_statement(
 # --- what staff do ----------------------------------------------------------------------------------------------
 
 
-def _lock_invoice(db: Session, invoice_id: int) -> Invoice:
-    invoice = db.scalars(
-        sa.select(Invoice).where(Invoice.id == invoice_id).with_for_update().execution_options(populate_existing=True)
-    ).first()
-    if invoice is None:
-        raise DocumentsError("Счёт не найден.")
-    return invoice
-
-
 def _lock_line(db: Session, line_id: int) -> StatementLine:
     line = db.scalars(
         sa.select(StatementLine)
@@ -382,7 +373,7 @@ def mark_invoice_paid(
     reference = " ".join((bank_reference or "").split())
     if not reference:
         raise DocumentsError("Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
-    invoice = _lock_invoice(db, invoice_id)
+    invoice = lock_invoice(db, invoice_id)
     _payable(db, invoice)
     amount = ledger.invoice_remaining(db, invoice)
     receipt, created = ledger.record_receipt(
@@ -438,7 +429,7 @@ def link_statement_line(
     """
     cfg = _config(config)
     line = _lock_line(db, line_id)
-    invoice = _lock_invoice(db, invoice_id)
+    invoice = lock_invoice(db, invoice_id)
     _payable(db, invoice)
     remaining = ledger.invoice_remaining(db, invoice)
     if line.amount != remaining and not confirm_amount_mismatch:
