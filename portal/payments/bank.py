@@ -16,14 +16,13 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementImport, StatementLine
-from portal.documents.service import form_upds_now, lock_invoice
+from portal.documents.service import _config, form_upds_now, lock_invoice
 from portal.documents.store import sha256_hex
 from portal.documents.upd import payment_doc_from_reference
 from portal.money import format_rub
@@ -32,10 +31,6 @@ from portal.payments.models import Receipt, ReceiptMethod
 from portal.payments.statement import PaymentOrder, find_invoice_refs, incoming_for, parse_amount, parse_statement
 
 log = logging.getLogger(__name__)
-
-
-def _config(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return config if config is not None else current_app.config
 
 
 @dataclass
@@ -91,10 +86,12 @@ def _invoices_by_ref(db: Session, year: int | None, serial: int) -> list[Invoice
 
 
 def _open_invoices_of_payer(db: Session, inn: str) -> list[Invoice]:
+    """Open invoices of the companies whose requisites carry this ИНН, issued to that ИНН (the buyer block is the
+    requisites as they were at issue): a look at a few rows, not at every open invoice of the portal."""
+    companies = sa.select(Requisites.account_id).where(Requisites.inn == inn)
     rows = db.scalars(
         sa.select(Invoice)
-        .join(Requisites, Requisites.account_id == Invoice.account_id, isouter=True)
-        .where(Invoice.status == InvoiceStatus.ISSUED.value)
+        .where(Invoice.status == InvoiceStatus.ISSUED.value, Invoice.account_id.in_(companies))
         .order_by(Invoice.id)
     ).all()
     return [i for i in rows if i.buyer.get("inn") == inn]

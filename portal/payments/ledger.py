@@ -63,11 +63,16 @@ class Totals:
         return self.received - self.allocated - self.refunded
 
 
-def account_totals(db: Session, account_id: int) -> Totals:
+def account_totals(db: Session, account_id: int, until: datetime | None = None) -> Totals:
+    """The account's sums, of everything or of what was recorded before `until` (the report's closing balance)."""
+
+    def before(model: Any) -> tuple[Any, ...]:
+        return () if until is None else (model.created_at < until,)
+
     return Totals(
-        received=_sum(db, Receipt.amount, Receipt.account_id == account_id),
-        allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id),
-        refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND),
+        received=_sum(db, Receipt.amount, Receipt.account_id == account_id, *before(Receipt)),
+        allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id, *before(Allocation)),
+        refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND, *before(Refund)),
     )
 
 
@@ -156,13 +161,18 @@ def record_receipt(
     return receipt, True
 
 
-def lock_receipt(db: Session, receipt_id: int) -> Receipt:
-    receipt = db.scalars(
-        sa.select(Receipt).where(Receipt.id == receipt_id).with_for_update().execution_options(populate_existing=True)
+def _locked(db: Session, model: Any, row_id: int, missing: str) -> Any:
+    """The row, re-read and locked for the rest of the transaction (see the lock order in the module docstring)."""
+    row = db.scalars(
+        sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
     ).first()
-    if receipt is None:
-        raise LedgerError("Поступление не найдено.")
-    return receipt
+    if row is None:
+        raise LedgerError(missing)
+    return row
+
+
+def lock_receipt(db: Session, receipt_id: int) -> Receipt:
+    return _locked(db, Receipt, receipt_id, "Поступление не найдено.")
 
 
 def flag(receipt: Receipt, text: str) -> None:
@@ -187,12 +197,7 @@ class Applied:
 
 
 def _lock_order(db: Session, order_id: int) -> Order:
-    order = db.scalars(
-        sa.select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
-    ).first()
-    if order is None:
-        raise LedgerError(f"Заказ № {order_id} не найден.")
-    return order
+    return _locked(db, Order, order_id, f"Заказ № {order_id} не найден.")
 
 
 def pay_order(
@@ -468,11 +473,7 @@ def request_refund(
 
 
 def _lock_refund(db: Session, refund_id: int) -> Refund:
-    refund = db.scalars(
-        sa.select(Refund).where(Refund.id == refund_id).with_for_update().execution_options(populate_existing=True)
-    ).first()
-    if refund is None:
-        raise LedgerError("Возврат не найден.")
+    refund = _locked(db, Refund, refund_id, "Возврат не найден.")
     if refund.status not in (RefundStatus.REQUESTED.value, RefundStatus.PENDING.value):
         raise LedgerError(f"Возврат № {refund.id} уже {refund.status_title.lower()}.")
     return refund
@@ -632,7 +633,7 @@ def report(db: Session, start: date, end: date) -> dict[str, Any]:
             "allocated": a,
             "refunded": f,
             "balance": r - a - f,
-            "balance_at_end": account_totals_until(db, account_id, until).balance,
+            "balance_at_end": account_totals(db, account_id, until).balance,
         }
     total_r, total_a, total_f = sum(received.values()), sum(allocated.values()), sum(refunded.values())
     return {
@@ -646,14 +647,6 @@ def report(db: Session, start: date, end: date) -> dict[str, Any]:
         "by_method": by_method,
         "accounts": accounts,
     }
-
-
-def account_totals_until(db: Session, account_id: int, until: datetime) -> Totals:
-    return Totals(
-        received=_sum(db, Receipt.amount, Receipt.account_id == account_id, Receipt.created_at < until),
-        allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id, Allocation.created_at < until),
-        refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND, Refund.created_at < until),
-    )
 
 
 def record_provider_refund(
