@@ -1,4 +1,4 @@
-"""Requisites, invoices, УПД, the files of issued documents, numbering counters and imported bank statements."""
+"""Requisites, invoices, УПД, the files of issued documents, numbering counters."""
 
 from __future__ import annotations
 
@@ -171,78 +171,3 @@ class Upd(Base):
     @property
     def status_title(self) -> str:
         return UpdStatus(self.status).title
-
-
-class StatementImport(Base):
-    """One uploaded bank statement file and what came of it."""
-
-    __tablename__ = "statement_imports"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    file_name: Mapped[str] = mapped_column(sa.String(300))
-    file_sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
-    encoding: Mapped[str] = mapped_column(sa.String(20))
-    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    imported_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    documents_total: Mapped[int] = mapped_column(default=0)
-    incoming: Mapped[int] = mapped_column(default=0)
-    matched: Mapped[int] = mapped_column(default=0)
-    unmatched: Mapped[int] = mapped_column(default=0)
-    duplicates: Mapped[int] = mapped_column(default=0)
-
-
-class LineStatus(enum.StrEnum):
-    MATCHED = "matched"  # recorded for a company found by the invoice it names (or its ИНН and amount)
-    UNMATCHED = "unmatched"  # waits for support, with the reason
-    LINKED = "linked"  # support linked it to an invoice by hand
-    CREDITED = "credited"  # support credited it to a company's balance
-    DISMISSED = "dismissed"  # support decided it is not for an invoice (refund, other contract…)
-
-    @property
-    def title(self) -> str:
-        return {
-            "matched": "Сопоставлен",
-            "unmatched": "Не сопоставлен",
-            "linked": "Привязан вручную",
-            "credited": "Зачислен на баланс",
-            "dismissed": "Отклонён",
-        }[self.value]
-
-
-class StatementLine(Base):
-    """An incoming payment order to the seller's account; its key makes a re-import change nothing."""
-
-    __tablename__ = "statement_lines"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    import_id: Mapped[int] = mapped_column(sa.ForeignKey("statement_imports.id"), index=True)
-    # SHA-256 of the payment order's identity (date, number, payer account and ИНН, amount).
-    dedup_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    doc_number: Mapped[str] = mapped_column(sa.String(40))
-    doc_date: Mapped[date] = mapped_column(sa.Date)
-    received_on: Mapped[date | None] = mapped_column(sa.Date)
-    amount: Mapped[int] = mapped_column(sa.BigInteger)
-    payer_name: Mapped[str] = mapped_column(sa.String(500))
-    payer_inn: Mapped[str] = mapped_column(sa.String(12))
-    payer_account: Mapped[str] = mapped_column(sa.String(20))
-    purpose: Mapped[str] = mapped_column(sa.Text)
-    status: Mapped[str] = mapped_column(sa.String(20), index=True)
-    reason: Mapped[str | None] = mapped_column(sa.Text)
-    invoice_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoices.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    resolved_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
-    resolution_note: Mapped[str | None] = mapped_column(sa.Text)
-
-    @property
-    def status_title(self) -> str:
-        return LineStatus(self.status).title
-
-    @property
-    def reference(self) -> str:
-        """«п/п № 512 от 25.11.2026» — how the payment is named on the order and the УПД."""
-        return f"п/п № {self.doc_number} от {self.doc_date:%d.%m.%Y}"
-
-    @property
-    def paid_on(self) -> date:
-        return self.received_on or self.doc_date

@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.documents.invoices import DocumentsError
-from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementImport, StatementLine
+from portal.documents.models import Invoice, InvoiceStatus, Requisites
 from portal.documents.service import _config, form_upds_now, lock_invoice
 from portal.documents.store import sha256_hex
 from portal.documents.upd import payment_doc_from_reference
 from portal.money import format_rub
 from portal.payments import ledger
-from portal.payments.models import Receipt, ReceiptMethod
+from portal.payments.models import LineStatus, Receipt, ReceiptMethod, StatementImport, StatementLine
 from portal.payments.statement import PaymentOrder, find_invoice_refs, incoming_for, parse_amount, parse_statement
 
 log = logging.getLogger(__name__)

@@ -594,7 +594,7 @@ def history(db: Session, account_id: int) -> list[Entry]:
 def report(db: Session, start: date, end: date) -> dict[str, Any]:
     """Received, allocated, refunded and balance for [start, end] (Moscow dates of the money's arrival and of each
     entry), by account and in total; `unmatched`: statement money of the period listed for staff, not credited."""
-    from portal.documents.models import LineStatus, StatementLine
+    from portal.payments.models import LineStatus, StatementLine
     from portal.timeutil import msk_midnight
 
     since, until = msk_midnight(start), msk_midnight(date.fromordinal(end.toordinal() + 1))

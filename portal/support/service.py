@@ -28,9 +28,10 @@ from portal.billing.display import format_storage, users_ru
 from portal.billing.models import CustomPlan, Order, plan_title_for_code
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
-from portal.documents.models import Invoice, InvoiceStatus, LineStatus, Requisites, StatementLine, StoredFile, Upd
+from portal.documents.models import Invoice, InvoiceStatus, Requisites, StoredFile, Upd
 from portal.money import format_rub
 from portal.payments import bank, ledger
+from portal.payments.models import LineStatus, StatementLine
 from portal.payments.statement import find_invoice_numbers
 from portal.support.email import Attachment, EmailBackend, EmailError, build_message
 from portal.support.models import OPEN_STATUSES, RequestKind, RequestStatus, SupportRequest

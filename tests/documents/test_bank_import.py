@@ -14,7 +14,7 @@ from portal.audit import AuditLog
 from portal.billing import service as billing
 from portal.billing.models import Order
 from portal.documents.invoices import DocumentsError
-from portal.documents.models import Invoice, LineStatus, StatementImport, StatementLine, Upd
+from portal.documents.models import Invoice, Upd
 from portal.documents.service import cancel_invoice
 from portal.payments import ledger
 from portal.payments.bank import (
@@ -25,6 +25,7 @@ from portal.payments.bank import (
     list_unmatched_lines,
     mark_invoice_paid,
 )
+from portal.payments.models import LineStatus, StatementImport, StatementLine
 from portal.payments.statement import StatementError
 from tests.conftest import post
 from tests.documents.factories import IP, NOW, give_requisites, issue, payment, statement

@@ -22,10 +22,10 @@ from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice
-from portal.documents.models import Invoice, LineStatus, StatementLine, Upd
+from portal.documents.models import Invoice, Upd
 from portal.payments import bank, ledger
 from portal.payments import service as payments
-from portal.payments.models import Allocation, Payment, Receipt, Refund
+from portal.payments.models import Allocation, LineStatus, Payment, Receipt, Refund, StatementLine
 from portal.payments.providers import get_provider
 from portal.payments.statement import build_statement
 from tests.conftest import post

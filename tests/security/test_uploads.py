@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import User
-from portal.documents.models import Invoice, StatementImport, StatementLine
+from portal.documents.models import Invoice
+from portal.payments.models import StatementImport, StatementLine
 from tests.conftest import Auth, csrf_token
 from tests.documents.factories import give_requisites, issue, payment, statement
 from tests.security.conftest import stub_renderers

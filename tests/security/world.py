@@ -20,11 +20,12 @@ from portal.billing import service as billing
 from portal.cli import seed_demo_data
 from portal.db import utcnow
 from portal.documents.invoices import issue_invoice
-from portal.documents.models import Invoice, StatementLine, Upd
+from portal.documents.models import Invoice, Upd
 from portal.documents.service import save_requisites
 from portal.payments import ledger
 from portal.payments import service as payments
 from portal.payments.bank import mark_invoice_paid
+from portal.payments.models import StatementLine
 from portal.payments.providers import get_provider
 from portal.seats.crm.models import CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState
 from portal.support.models import SupportRequest

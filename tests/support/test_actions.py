@@ -14,9 +14,10 @@ from portal.billing import service as billing
 from portal.billing.catalog import TB
 from portal.billing.models import CustomPlan, Order
 from portal.db import utcnow
-from portal.documents.models import Invoice, LineStatus, StatementLine, Upd
+from portal.documents.models import Invoice, Upd
 from portal.money import format_rub
 from portal.payments import ledger
+from portal.payments.models import LineStatus, StatementLine
 from portal.support.models import SupportRequest
 from portal.timeutil import msk_date
 from tests.conftest import post
