@@ -30,7 +30,15 @@ from portal.billing.models import (
     SubscriptionPeriod,
     plan_title_for_code,
 )
-from portal.billing.pricing import FitResult, PeriodNotOffered, Quote, add_months, cheapest_fitting_plan, quote
+from portal.billing.pricing import (
+    FitResult,
+    PeriodNotOffered,
+    Quote,
+    add_months,
+    cheapest_fitting_plan,
+    quote,
+    round_half_up_div,
+)
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
 from portal.billing.signals import order_closed
 from portal.timeutil import format_date, msk_date
@@ -784,6 +792,98 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
     )
     _cancel_stale_upgrades(db, order, now)
     return True
+
+
+@dataclass(frozen=True)
+class RightsCut:
+    """What ending an order's rights early did: the days given back and the share of the price they stand for."""
+
+    order_id: int
+    cut_on: date  # the first day without the order's rights
+    days_paid: int
+    days_returned: int
+    suggested_refund: int  # kopecks: the order's amount × returned days / paid days, half up
+
+
+def _order_periods(db: Session, order: Order) -> list[SubscriptionPeriod]:
+    return list(
+        db.scalars(
+            sa.select(SubscriptionPeriod)
+            .where(SubscriptionPeriod.order_id == order.id, SubscriptionPeriod.status == PeriodStatus.ACTIVE)
+            .order_by(SubscriptionPeriod.starts_on)
+        )
+    )
+
+
+def rights_cut(db: Session, order: Order, cut_on: date) -> RightsCut:
+    """Price the days of a paid order from `cut_on` on, without changing anything (staff see it before deciding).
+
+    Refused where it would leave a hole: only the account's last paid stretch can end early, and never before the
+    day it began was decided (a cut in the past would take back days already used)."""
+    if order.status != OrderStatus.PAID:
+        raise PurchaseError(f"Заказ № {order.id} не оплачен: прекращать нечего.")
+    periods = _order_periods(db, order)
+    if not periods:
+        raise PurchaseError(f"У заказа № {order.id} нет действующего периода.")
+    ends = max(p.ends_on for p in periods)
+    if cut_on >= ends:
+        raise PurchaseError(
+            f"Права по заказу № {order.id} и так заканчиваются {format_date(ends - timedelta(days=1))}."
+        )
+    later = db.scalars(
+        sa.select(SubscriptionPeriod.order_id).where(
+            SubscriptionPeriod.account_id == order.account_id,
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.kind == PeriodKind.PAID,
+            SubscriptionPeriod.starts_on >= ends,
+        )
+    ).first()
+    if later is not None:
+        raise PurchaseError(
+            f"После заказа № {order.id} оплачен следующий период (заказ № {later}): сначала верните его."
+        )
+    paid_days = sum((p.ends_on - p.starts_on).days for p in periods)
+    returned = sum((p.ends_on - max(p.starts_on, cut_on)).days for p in periods if p.ends_on > cut_on)
+    return RightsCut(
+        order_id=order.id,
+        cut_on=cut_on,
+        days_paid=paid_days,
+        days_returned=returned,
+        suggested_refund=round_half_up_div(order.amount * returned, paid_days) if paid_days else 0,
+    )
+
+
+def end_rights_early(
+    db: Session, order: Order, cut_on: date, *, now: datetime, actor: User | None, reason: str
+) -> RightsCut:
+    """The order's rights end the day before `cut_on` (a refund of the days after it follows in the ledger).
+
+    The account falls back to what it would have without those days, as the tick handles any period's end."""
+    if cut_on < msk_date(now):
+        raise PurchaseError("Права нельзя прекратить задним числом: выберите сегодняшний день или позже.")
+    _lock_subscription(db, order.account_id, now)
+    cut = rights_cut(db, order, cut_on)
+    before = get_subscription_state(db, order.account_id, now)
+    for period in _order_periods(db, order):
+        if period.ends_on <= cut_on:
+            continue
+        if period.starts_on >= cut_on:
+            period.status = PeriodStatus.REPLACED  # never takes effect
+            period.replaced_on = cut_on
+        else:
+            period.ends_on = cut_on
+    db.flush()
+    after = get_subscription_state(db, order.account_id, now)
+    record_audit(
+        db,
+        actor=actor,
+        account=order.account_id,
+        action="billing.rights_ended",
+        before=_state_dict(before) | {"order_id": order.id},
+        after=_state_dict(after) | {"order_id": order.id, "cut_on": cut_on.isoformat(), "days": cut.days_returned},
+        reason=reason or None,
+    )
+    return cut
 
 
 def _cancel_stale_upgrades(db: Session, paid: Order, now: datetime) -> None:

@@ -171,3 +171,71 @@ class Upd(Base):
     @property
     def status_title(self) -> str:
         return UpdStatus(self.status).title
+
+
+class Ukd(Base):
+    """A УКД (корректировочный документ) after a refund of rights a УПД documented: it lowers the УПД's cost.
+
+    Numbered from its own gapless counter in the refund's transaction and rendered after it, as a УПД is."""
+
+    __tablename__ = "ukds"
+    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    upd_id: Mapped[int] = mapped_column(sa.ForeignKey("upds.id"), index=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), index=True)
+    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "К-2026-000001"
+    year: Mapped[int]
+    serial: Mapped[int]
+    doc_date: Mapped[date] = mapped_column(sa.Date)
+    amount_before: Mapped[int] = mapped_column(sa.BigInteger)  # the УПД's cost before this correction, VAT included
+    amount_after: Mapped[int] = mapped_column(sa.BigInteger)
+    vat_rate: Mapped[int | None]
+    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
+    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def decrease(self) -> int:
+        return self.amount_before - self.amount_after
+
+    @property
+    def status_title(self) -> str:
+        return UpdStatus(self.status).title
+
+
+class AdvanceInvoice(Base):
+    """A счёт-фактура на аванс: with VAT charged, money received before the rights begin gets one within five days;
+    the УПД formed when the rights begin names it on line 5б."""
+
+    __tablename__ = "advance_invoices"
+    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)
+    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "А-2026-000001"
+    year: Mapped[int]
+    serial: Mapped[int]
+    doc_date: Mapped[date] = mapped_column(sa.Date)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    vat_rate: Mapped[int]
+    vat_amount: Mapped[int] = mapped_column(sa.BigInteger)
+    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
+    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def status_title(self) -> str:
+        return UpdStatus(self.status).title

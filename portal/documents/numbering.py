@@ -10,6 +10,8 @@ from portal.documents.models import DocumentCounter
 
 INVOICE = "invoice"
 UPD = "upd"
+ADVANCE = "advance"
+UKD = "ukd"
 
 
 def format_number(year: int, serial: int) -> str:

@@ -218,3 +218,13 @@ def render_upd_pdf(ctx: Mapping[str, Any]) -> bytes:
     tax columns; ``ctx`` shape is in the module docstring.
     """
     return _render_pdf("upd.html", {**ctx, "status": upd_status(ctx)}, count_sheets=True)
+
+
+def render_ukd_pdf(ctx: Mapping[str, Any]) -> bytes:
+    """Render the УКД (корректировочный документ) after a refund of documented rights, A4 landscape."""
+    return _render_pdf("ukd.html", {**ctx, "status": upd_status(ctx)}, count_sheets=True)
+
+
+def render_advance_pdf(ctx: Mapping[str, Any]) -> bytes:
+    """Render the счёт-фактура на аванс, A4 landscape."""
+    return _render_pdf("advance.html", ctx, count_sheets=True)

@@ -23,12 +23,15 @@ from sqlalchemy.orm import Session
 from portal.audit import record_audit
 from portal.billing.models import Order, OrderStatus
 from portal.billing.signals import order_closed
+from portal.documents import corrections
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import (
+    AdvanceInvoice,
     Invoice,
     InvoiceStatus,
     Requisites,
     StoredFile,
+    Ukd,
     Upd,
     UpdStatus,
 )
@@ -118,6 +121,10 @@ def invoice_paid(
     else:
         invoice.upd_due_on = rights_begin
         invoice.upd_payment_doc = {**payment_doc, "date": payment_doc["date"].isoformat()}
+        if corrections.needs_advance_invoice(invoice, order, paid_on):
+            corrections.number_advance_invoice(
+                db, invoice, order, payment_doc=payment_doc, now=now, config=config, actor=actor
+            )
     record_audit(
         db,
         actor=actor,
@@ -152,7 +159,16 @@ def number_due_upds(db: Session, *, now: datetime, config: Mapping[str, Any]) ->
         assert order is not None
         doc = dict(invoice.upd_payment_doc or {})
         doc["date"] = date.fromisoformat(doc["date"]) if doc.get("date") else invoice.paid_on
-        upd = number_upd(db, invoice, order, doc_date=invoice.upd_due_on, payment_doc=doc, now=now, config=config)
+        upd = number_upd(
+            db,
+            invoice,
+            order,
+            doc_date=invoice.upd_due_on,
+            payment_doc=doc,
+            now=now,
+            config=config,
+            advance_invoices=corrections.advance_invoices_for(db, invoice.id),
+        )
         invoice.upd_due_on = None
         done.append(f"УПД № {upd.number} от {upd.doc_date:%d.%m.%Y} пронумерован")
     return done
@@ -165,6 +181,8 @@ def form_upds_now(db: Session, upd_ids: list[int], *, now: datetime, config: Map
         if upd is not None and upd.status == UpdStatus.PENDING:
             try_form_upd(db, upd, now=now, config=config)
             db.commit()
+    # An advance invoice or a УКД numbered with the same payment or refund is rendered now too, not at the tick.
+    corrections.form_pending_corrections(db, now=now, config=config, limit=10)
 
 
 def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now: datetime) -> Invoice:
@@ -230,6 +248,12 @@ def get_upd(db: Session, account_id: int, upd_id: int) -> Upd | None:
     return db.scalars(sa.select(Upd).where(Upd.id == upd_id, Upd.account_id == account_id)).first()
 
 
+def get_correction(db: Session, account_id: int, kind: str, doc_id: int) -> AdvanceInvoice | Ukd | None:
+    """An advance invoice or a УКД of the account (None for another company's)."""
+    model = AdvanceInvoice if kind == "advance" else Ukd
+    return db.scalars(sa.select(model).where(model.id == doc_id, model.account_id == account_id)).first()
+
+
 def get_upd_for_invoice(db: Session, invoice_id: int) -> Upd | None:
     return db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice_id)).first()
 
@@ -252,7 +276,21 @@ class DocumentRow:
 
     @property
     def title(self) -> str:
-        return "Счёт на оплату" if self.kind == "invoice" else "УПД"
+        return DOCUMENT_TITLES[self.kind]
+
+
+DOCUMENT_TITLES = {
+    "invoice": "Счёт на оплату",
+    "upd": "УПД",
+    "advance": "Счёт-фактура на аванс",
+    "ukd": "УКД (корректировка)",
+}
+ARCHIVE_FOLDERS = {
+    "invoice": "Счета на оплату",
+    "upd": "УПД",
+    "advance": "Счета-фактуры на аванс",
+    "ukd": "УКД",
+}
 
 
 def list_documents(
@@ -308,7 +346,36 @@ def list_documents(
                     invoice_number,
                 )
             )
-    rows.sort(key=lambda r: (r.date, r.kind == "upd", r.number), reverse=True)
+    for kind_code, model in (("advance", AdvanceInvoice), ("ukd", Ukd)):
+        if kind not in (None, kind_code):
+            continue
+        invoice_of = Invoice.id == (model.invoice_id if model is AdvanceInvoice else Upd.invoice_id)
+        q3 = sa.select(model, Invoice.id, Invoice.number)
+        if model is Ukd:
+            q3 = q3.join(Upd, Upd.id == Ukd.upd_id)
+        q3 = q3.join(Invoice, invoice_of).where(model.account_id == account_id)
+        if start is not None:
+            q3 = q3.where(model.doc_date >= start)
+        if end is not None:
+            q3 = q3.where(model.doc_date < end)
+        for doc, invoice_id, invoice_number in db.execute(q3):
+            amount = doc.amount if model is AdvanceInvoice else -doc.decrease
+            rows.append(
+                DocumentRow(
+                    kind_code,
+                    doc.id,
+                    doc.number,
+                    doc.doc_date,
+                    amount,
+                    doc.status,
+                    doc.status_title,
+                    doc.pdf_file_id,
+                    doc.xml_file_id,
+                    invoice_id,
+                    invoice_number,
+                )
+            )
+    rows.sort(key=lambda r: (r.date, r.kind != "invoice", r.number), reverse=True)
     return rows
 
 
@@ -389,6 +456,8 @@ def periods_with_documents(db: Session, account_id: int) -> list[Period]:
     """The months, quarters and years in which the account has documents, newest first, for the filter."""
     days = set(db.scalars(sa.select(Invoice.issued_on).where(Invoice.account_id == account_id)))
     days |= set(db.scalars(sa.select(Upd.doc_date).where(Upd.account_id == account_id)))
+    days |= set(db.scalars(sa.select(Ukd.doc_date).where(Ukd.account_id == account_id)))
+    days |= set(db.scalars(sa.select(AdvanceInvoice.doc_date).where(AdvanceInvoice.account_id == account_id)))
     codes: dict[str, Period] = {}
     for day in sorted(days, reverse=True):
         for code in (str(day.year), f"{day.year}-Q{(day.month - 1) // 3 + 1}", f"{day.year}-{day.month:02d}"):
@@ -409,7 +478,7 @@ def build_archive(
     count = 0
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for row in sorted(list_documents(db, account_id, start=period.start, end=period.end), key=lambda r: r.date):
-            folder = "Счета на оплату" if row.kind == "invoice" else "УПД"
+            folder = ARCHIVE_FOLDERS[row.kind]
             for file_id in (row.pdf_file_id, row.xml_file_id):
                 stored = get_file(db, account_id, file_id)
                 if stored is None:

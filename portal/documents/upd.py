@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -22,6 +22,8 @@ from portal.documents.store import Written, get_store, sha256_hex
 from portal.documents.validators import split_ip_name
 
 log = logging.getLogger(__name__)
+
+FormFn = Callable[..., None]  # form(db, row, *, now, config): render and store a numbered document
 
 
 # --- the frozen context: JSON with dates kept as dates ---------------------------------------------
@@ -100,6 +102,7 @@ def upd_context(
     seller: Seller,
     payment_doc: Mapping[str, Any],
     now: datetime,
+    advance_invoices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The dict `render_upd_pdf` and `build_upd_xml` take (see portal.documents.render)."""
     buyer = dict(invoice.buyer)
@@ -120,7 +123,7 @@ def upd_context(
         "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "ogrn", "address", "director", "accountant")},
         "buyer": {k: buyer.get(k) for k in ("kind", "name", "inn", "kpp", "address")},
         "payment_docs": [dict(payment_doc)],
-        "advance_invoices": [],
+        "advance_invoices": list(advance_invoices or []),
         "gov_contract_id": None,
         "lines": [line],
         "total_without_vat": line["amount_without_vat"],
@@ -166,6 +169,7 @@ def number_upd(
     payment_doc: Mapping[str, Any],
     now: datetime,
     config: Mapping[str, Any],
+    advance_invoices: list[dict[str, Any]] | None = None,
 ) -> Upd:
     """Create the УПД row (number from its own gapless counter) inside the payment's transaction; no files yet."""
     existing = db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice.id)).first()
@@ -181,6 +185,7 @@ def number_upd(
         seller=get_seller(config),
         payment_doc=payment_doc,
         now=now,
+        advance_invoices=advance_invoices,
     )
     upd = Upd(
         account_id=invoice.account_id,
@@ -219,6 +224,32 @@ def _record(
     return row
 
 
+def store_document(
+    db: Session,
+    *,
+    account_id: int,
+    folder: str,
+    number: str,
+    files: list[tuple[str, str, str, bytes]],
+    now: datetime,
+    config: Mapping[str, Any],
+) -> list[StoredFile]:
+    """Write a document's files (kind, content type, download name, bytes) to the store and record them.
+
+    Each file's path carries its hash, so a retry that renders the same bytes finds the same name and the store's
+    write-once promise holds; a different render never overwrites an earlier one."""
+    store = get_store(config)
+    written = []
+    for kind, content_type, name, data in files:
+        suffix = name.rsplit(".", 1)[-1]
+        path = f"{account_id}/{folder}/{number}-{sha256_hex(data)[:16]}.{suffix}"
+        written.append((kind, content_type, name, store.write(path, data)))
+    return [
+        _record(db, w, account_id=account_id, kind=kind, content_type=ct, name=name, now=now)
+        for kind, ct, name, w in written
+    ]
+
+
 def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> None:
     """Render the PDF and the XML from the frozen context and store both; does not commit.
 
@@ -230,27 +261,17 @@ def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any])
     ctx = thaw(upd.context)
     pdf = render.render_upd_pdf(ctx)
     xml_name, xml = upd_xml.build_upd_xml(ctx)
-    store = get_store(config)
-    folder = f"{upd.account_id}/upd"
-    pdf_written = store.write(f"{folder}/{upd.number}-{sha256_hex(pdf)[:16]}.pdf", pdf)
-    xml_written = store.write(f"{folder}/{upd.number}-{sha256_hex(xml)[:16]}.xml", xml)
-    pdf_row = _record(
+    pdf_row, xml_row = store_document(
         db,
-        pdf_written,
         account_id=upd.account_id,
-        kind="upd_pdf",
-        content_type="application/pdf",
-        name=upd_file_name(upd.number, upd.doc_date),
+        folder="upd",
+        number=upd.number,
+        files=[
+            ("upd_pdf", "application/pdf", upd_file_name(upd.number, upd.doc_date), pdf),
+            ("upd_xml", "application/xml", xml_name, xml),
+        ],
         now=now,
-    )
-    xml_row = _record(
-        db,
-        xml_written,
-        account_id=upd.account_id,
-        kind="upd_xml",
-        content_type="application/xml",
-        name=xml_name,
-        now=now,
+        config=config,
     )
     upd.pdf_file_id = pdf_row.id
     upd.xml_file_id = xml_row.id
@@ -259,49 +280,62 @@ def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any])
     upd.last_error = None
 
 
-def try_form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> bool:
-    """Form the УПД, or note why not and leave it pending for the retry; never raises for a document failure.
+def try_form(db: Session, row: Any, form: FormFn, *, now: datetime, config: Mapping[str, Any]) -> bool:
+    """Form a numbered document (УПД, УКД, advance invoice), or note why not and leave it pending for the retry;
+    never raises for a document failure.
 
     Call it only with the payment already committed: on failure the session is rolled back (dropping any
     half-recorded file rows) before the error is noted. The caller commits either way.
     """
-    upd_id, number = upd.id, upd.number
+    model, row_id, number = type(row), row.id, row.number
     try:
-        form_upd(db, upd, now=now, config=config)
+        form(db, row, now=now, config=config)
     except Exception as exc:  # the payment is committed already; the document comes on the next try
-        log.exception("УПД %s not formed, will retry", number)
+        log.exception("%s %s not formed, will retry", model.__name__, number)
         error = f"{type(exc).__name__}: {exc}"[:2000]
     else:
-        upd.attempts += 1
+        row.attempts += 1
         return True
     db.rollback()
-    fresh = db.get(Upd, upd_id)
+    fresh = db.get(model, row_id)
     assert fresh is not None
     fresh.attempts += 1
     fresh.last_error = error
     return False
 
 
-def form_pending_upds(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:
-    """Form the УПД still pending (a failed render, a crash after payment); safe on several servers at once.
+def try_form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> bool:
+    return try_form(db, upd, form_upd, now=now, config=config)
 
-    Each УПД is taken with SKIP LOCKED on PostgreSQL, so two servers never render the same one, and is
-    committed on its own, so one that fails again does not hold back the others.
+
+def form_pending(
+    db: Session, model: Any, form: FormFn, title: str, *, now: datetime, config: Mapping[str, Any], limit: int = 50
+) -> list[str]:
+    """Form the documents of `model` still pending (a failed render, a crash after payment); safe on several
+    servers at once.
+
+    Each is taken with SKIP LOCKED on PostgreSQL, so two servers never render the same one, and is committed on
+    its own, so one that fails again does not hold back the others.
     """
     postgres = db.get_bind().dialect.name == "postgresql"
-    ids = db.scalars(sa.select(Upd.id).where(Upd.status == UpdStatus.PENDING.value).order_by(Upd.id).limit(limit)).all()
+    pending = model.status == UpdStatus.PENDING.value
+    ids = db.scalars(sa.select(model.id).where(pending).order_by(model.id).limit(limit)).all()
     done: list[str] = []
-    for upd_id in ids:
-        query = sa.select(Upd).where(Upd.id == upd_id, Upd.status == UpdStatus.PENDING.value)
+    for row_id in ids:
+        query = sa.select(model).where(model.id == row_id, pending)
         if postgres:
             query = query.with_for_update(skip_locked=True)
-        upd = db.scalars(query.execution_options(populate_existing=True)).first()
-        if upd is None:
+        row = db.scalars(query.execution_options(populate_existing=True)).first()
+        if row is None:
             continue  # another server has it, or formed it meanwhile
-        number = upd.number
-        if try_form_upd(db, upd, now=now, config=config):
-            done.append(f"УПД № {number} сформирован")
+        number = row.number
+        if try_form(db, row, form, now=now, config=config):
+            done.append(f"{title} № {number} сформирован")
         else:
-            done.append(f"УПД № {number} не сформирован: {db.get(Upd, upd_id).last_error}")
+            done.append(f"{title} № {number} не сформирован: {db.get(model, row_id).last_error}")
         db.commit()
     return done
+
+
+def form_pending_upds(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:
+    return form_pending(db, Upd, form_upd, "УПД", now=now, config=config, limit=limit)

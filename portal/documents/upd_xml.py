@@ -171,25 +171,7 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
     function = upd_function(ctx)
     exempt = bool(ctx["vat"]["exempt"])
     rate = _vat_rate(ctx)
-    created = _moscow(ctx["created_at"])
-    identifier = file_id(ctx)
-
-    root = ET.Element("Файл", {"ИдФайл": identifier, "ВерсФорм": FORMAT_VERSION, "ВерсПрог": _program_version()})
-    # Format 5.03 has no СвУчДокОбор block (5.01 had it): the participants' EDO ids travel only
-    # in the file name, which must equal ИдФайл.
-    doc = ET.SubElement(
-        root,
-        "Документ",
-        {
-            "КНД": KND,
-            "Функция": function,
-            "ПоФактХЖ": FACT_NAME,
-            "НаимДокОпр": DOC_NAME_BY_FUNCTION[function],
-            "ДатаИнфПр": _d(created.date()),
-            "ВремИнфПр": created.strftime("%H.%M.%S"),
-            "НаимЭконСубСост": ctx["composer"],
-        },
-    )
+    root, doc, identifier = _root(ctx, KND, function, DOC_NAME_BY_FUNCTION[function], FACT_NAME, file_id(ctx))
 
     invoice = ET.SubElement(doc, "СвСчФакт", {"НомерДок": ctx["number"], "ДатаДок": _d(ctx["date"])})
     if ctx.get("correction"):
@@ -210,6 +192,13 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
     ET.SubElement(invoice, "ДенИзм", {"КодОКВ": CURRENCY_CODE, "НаимОКВ": CURRENCY_NAME})
     if ctx.get("gov_contract_id"):
         ET.SubElement(invoice, "ДопСвФХЖ1", {"ИдГосКон": ctx["gov_contract_id"]})
+    if ctx.get("advance_invoices"):
+        # Line 5б (the advance счёт-фактура) has no element of its own in format 5.03: it travels as the
+        # document's information field, as operators' generators write it.
+        info = ET.SubElement(invoice, "ИнфПолФХЖ1")
+        for advance in ctx["advance_invoices"]:
+            text = f"№ {advance['number']} от {_d(advance['date'])}"
+            ET.SubElement(info, "ТекстИнф", {"Идентиф": "СчФНаАванс", "Значен": text})
 
     table = ET.SubElement(doc, "ТаблСчФакт")
     for number, line in enumerate(ctx["lines"], start=1):
@@ -249,11 +238,77 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
         info = ET.SubElement(shipment, "ИнфПолФХЖ3")
         ET.SubElement(info, "ТекстИнф", {"Идентиф": "ИныеСведенияОбОтгрузке", "Значен": ctx["other_info"]})
 
-    signer = ctx["signer"]
+    _signer(doc, ctx["signer"])
+    return _finish(root, identifier)
+
+
+def _root(
+    ctx: Mapping[str, Any], knd: str, function: str, doc_name: str, fact_name: str | None, identifier: str
+) -> tuple[ET.Element, ET.Element, str]:
+    created = _moscow(ctx["created_at"])
+    root = ET.Element("Файл", {"ИдФайл": identifier, "ВерсФорм": FORMAT_VERSION, "ВерсПрог": _program_version()})
+    # Format 5.03 has no СвУчДокОбор block (5.01 had it): the participants' EDO ids travel only
+    # in the file name, which must equal ИдФайл.
+    attrs = {"КНД": knd, "Функция": function}
+    if fact_name:
+        attrs["ПоФактХЖ"] = fact_name
+    attrs |= {
+        "НаимДокОпр": doc_name,
+        "ДатаИнфПр": _d(created.date()),
+        "ВремИнфПр": created.strftime("%H.%M.%S"),
+        "НаимЭконСубСост": ctx["composer"],
+    }
+    return root, ET.SubElement(root, "Документ", attrs), identifier
+
+
+def _signer(doc: ET.Element, signer: Mapping[str, Any]) -> None:
     # СпосПодтПолном 1: powers follow from the qualified signature itself (the director signs).
     person = ET.SubElement(doc, "Подписант", {"Должн": signer["position"], "ТипПодпис": "1", "СпосПодтПолном": "1"})
     _fio(person, signer["last_name"], signer["first_name"], signer.get("middle_name"))
 
+
+def _finish(root: ET.Element, identifier: str) -> tuple[str, bytes]:
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="windows-1251", xml_declaration=False)
     return f"{identifier}.xml", b'<?xml version="1.0" encoding="windows-1251"?>\n' + body
+
+
+def advance_rate(rate: int) -> str:
+    """The calculated rate an advance is taxed at: 22 % → «22/122» (п. 4 ст. 164 НК РФ)."""
+    if rate not in VAT_RATES or rate == 0:
+        raise ValueError(f"Ставка НДС {rate} % не предусмотрена для аванса")
+    return f"{rate}/{100 + rate}"
+
+
+def build_advance_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
+    """The счёт-фактура на аванс in the same exchange format (Функция «СЧФ»): no shipment, the calculated rate.
+
+    Takes the context of ``render.render_advance_pdf`` plus ``created_at``, ``edo`` and ``signer``."""
+    root, doc, identifier = _root(ctx, KND, "СЧФ", "Счет-фактура", None, file_id(ctx))
+    invoice = ET.SubElement(doc, "СвСчФакт", {"НомерДок": ctx["number"], "ДатаДок": _d(ctx["date"])})
+    _participant(invoice, "СвПрод", {**ctx["seller"], "kind": seller_kind(ctx["seller"])})
+    for payment in ctx["payment_docs"]:
+        attrs = {"НомерПРД": str(payment["number"])[:30], "ДатаПРД": _d(payment["date"])}
+        if payment.get("amount") is not None:
+            attrs["СуммаПРД"] = money(payment["amount"])
+        ET.SubElement(invoice, "СвПРД", attrs)
+    _participant(invoice, "СвПокуп", ctx["buyer"])
+    ET.SubElement(invoice, "ДенИзм", {"КодОКВ": CURRENCY_CODE, "НаимОКВ": CURRENCY_NAME})
+    table = ET.SubElement(doc, "ТаблСчФакт")
+    for number, line in enumerate(ctx["lines"], start=1):
+        item = ET.SubElement(
+            table,
+            "СведТов",
+            {
+                "НомСтр": str(number),
+                "НаимТов": line["name"],
+                "НалСт": advance_rate(ctx["vat"]["rate"]),
+                "СтТовУчНал": money(line["amount"]),
+            },
+        )
+        ET.SubElement(ET.SubElement(item, "Акциз"), "БезАкциз").text = NO_EXCISE
+        _tax(item, "СумНал", False, line["vat_amount"])
+    totals = ET.SubElement(table, "ВсегоОпл", {"СтТовУчНалВсего": money(ctx["total"])})
+    _tax(totals, "СумНалВсего", False, ctx["vat"]["amount"])
+    _signer(doc, ctx["signer"])
+    return _finish(root, identifier)

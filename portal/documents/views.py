@@ -17,6 +17,7 @@ from portal.accounts.access import require_account, roles_required, staff_requir
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
 from portal.documents import service
+from portal.documents.corrections import form_pending_corrections
 from portal.documents.forms import RequisitesForm, StatementUploadForm
 from portal.documents.invoices import (
     DocumentsError,
@@ -109,7 +110,8 @@ def upd_tick_hook(db: Session, now: Any) -> list[str]:
     """`billing tick`: number the УПД of rights that begin today, then form every УПД still pending."""
     numbered = service.number_due_upds(db, now=now, config=current_app.config)
     db.commit()
-    return numbered + form_pending_upds(db, now=now, config=current_app.config)
+    formed = form_pending_upds(db, now=now, config=current_app.config)
+    return numbered + formed + form_pending_corrections(db, now=now, config=current_app.config)
 
 
 def init_app(app: Flask) -> None:
@@ -153,7 +155,13 @@ def requisites_edit() -> Any:
 # --- the documents page -----------------------------------------------------------------------------
 
 
-KIND_CHOICES = (("", "Все документы"), ("invoice", "Счета на оплату"), ("upd", "УПД"))
+KIND_CHOICES = (
+    ("", "Все документы"),
+    ("invoice", "Счета на оплату"),
+    ("upd", "УПД"),
+    ("advance", "Счета-фактуры на аванс"),
+    ("ukd", "УКД"),
+)
 
 
 @bp.route("/documents")
@@ -245,6 +253,17 @@ def upd_download(upd_id: int, fmt: str) -> Any:
     if upd is None:
         abort(404)
     return _send(service.get_file(db, account.id, upd.pdf_file_id if fmt == "pdf" else upd.xml_file_id))
+
+
+@bp.route("/documents/<any(advance, ukd):doc_kind>/<int:doc_id>/<any(pdf, xml):fmt>")
+@roles_required(*ACCOUNTING)
+def correction_download(doc_kind: str, doc_id: int, fmt: str) -> Any:
+    db = get_db()
+    account = require_account()
+    doc = service.get_correction(db, account.id, doc_kind, doc_id)
+    if doc is None:
+        abort(404)
+    return _send(service.get_file(db, account.id, doc.pdf_file_id if fmt == "pdf" else doc.xml_file_id))
 
 
 @bp.route("/documents/archive")

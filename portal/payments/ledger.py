@@ -472,6 +472,131 @@ def request_refund(
     return made
 
 
+@dataclass
+class RightsRefund:
+    """What a refund of a paid order's rights did: the days given back, the refunds to carry out, the УКД."""
+
+    cut: billing.RightsCut
+    amount: int
+    refunds: list[Refund]
+    ukd_id: int | None = None
+
+
+def refund_rights(
+    db: Session,
+    order_id: int,
+    *,
+    cut_on: date,
+    amount: int,
+    reason: str,
+    actor: Any,
+    now: datetime,
+    config: Mapping[str, Any],
+) -> RightsRefund:
+    """Staff end a paid order's rights from `cut_on` and give back `amount` of what paid it.
+
+    The money comes off the order (negative allocations, the newest receipt first) and leaves at once as refunds
+    to carry out by the way it came, so it never sits on the balance to be spent again. Rights a УПД documented
+    get a УКД lowering its cost; rights paid in advance whose УПД is not made yet simply never get one if none of
+    their days remain. Nothing is committed."""
+    from portal.documents import corrections
+    from portal.documents.invoices import vat_phrase
+    from portal.documents.models import Upd
+
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise LedgerError("Укажите причину возврата: она попадёт в УКД и в историю.")
+    order = _lock_order(db, order_id)
+    paid = order_allocated(db, order.id)
+    if order.status != OrderStatus.PAID or paid <= 0:
+        raise LedgerError(f"Заказ № {order.id} не оплачен: возвращать нечего.")
+    if not 0 < amount <= paid:
+        raise LedgerError(f"По заказу № {order.id} можно вернуть от 0,01 ₽ до {format_rub(paid)}.")
+    try:
+        cut = billing.end_rights_early(db, order, cut_on, now=now, actor=actor, reason=reason)
+    except billing.PurchaseError as exc:
+        raise LedgerError(str(exc)) from exc
+
+    invoice = db.scalars(sa.select(Invoice).where(Invoice.order_id == order.id)).first()
+    if invoice is not None and invoice.upd_due_on is not None:
+        if cut_on <= invoice.upd_due_on:
+            invoice.upd_due_on = None  # the rights never begin: no УПД for rights not granted
+        else:
+            from portal.documents.service import number_due_upds
+
+            number_due_upds(db, now=now, config=config)  # its day has come; the УКД below corrects it
+
+    rows = db.execute(
+        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
+        .where(Allocation.order_id == order.id)
+        .group_by(Allocation.receipt_id)
+        .order_by(Allocation.receipt_id.desc())
+    ).all()
+    left = amount
+    refunds: list[Refund] = []
+    for receipt_id, net in rows:
+        part = min(int(net or 0), left)
+        if part <= 0:
+            continue
+        receipt = db.get(Receipt, receipt_id)
+        assert receipt is not None
+        note = f"Возврат за неиспользованный период с {cut_on:%d.%m.%Y}: {reason}"[:500]
+        db.add(
+            Allocation(
+                receipt_id=receipt_id,
+                account_id=order.account_id,
+                order_id=order.id,
+                amount=-part,
+                note=note,
+                created_at=now,
+            )
+        )
+        refund = Refund(
+            account_id=order.account_id,
+            receipt_id=receipt_id,
+            amount=part,
+            method="card" if receipt.method == "card" else "bank",
+            status=RefundStatus.REQUESTED.value,
+            reason=note[:1000],
+            purpose=(
+                f"Возврат денежных средств за неиспользованный период по заказу № {order.id} ({receipt.reference}). "
+                + vat_phrase(part, invoice.vat_rate if invoice is not None else None)
+                if receipt.method != "card"
+                else None
+            ),
+            requested_by_user_id=getattr(actor, "id", None),
+            created_at=now,
+        )
+        db.add(refund)
+        refunds.append(refund)
+        left -= part
+        if left <= 0:
+            break
+    db.flush()
+    result = RightsRefund(cut=cut, amount=amount, refunds=refunds)
+    upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice.id)).first() if invoice is not None else None
+    if upd is not None:
+        ukd = corrections.number_ukd(
+            db, upd, order, decrease=amount, cut_on=cut_on, reason=reason, now=now, config=config, actor=actor
+        )
+        result.ukd_id = ukd.id
+    record_audit(
+        db,
+        actor=actor,
+        account=order.account_id,
+        action="payments.rights_refunded",
+        before={"order_id": order.id, "allocated": paid},
+        after={
+            "order_id": order.id,
+            "allocated": paid - amount,
+            "refunds": [r.id for r in refunds],
+            "cut_on": cut_on.isoformat(),
+        },
+        reason=reason,
+    )
+    return result
+
+
 def _lock_refund(db: Session, refund_id: int) -> Refund:
     refund = _locked(db, Refund, refund_id, "Возврат не найден.")
     if refund.status not in (RefundStatus.REQUESTED.value, RefundStatus.PENDING.value):

@@ -129,6 +129,18 @@ class InvoicePayForm(ConfirmedActionForm):
     confirm = _confirm("Да, деньги поступили: подключить тариф и сформировать УПД")
 
 
+class RightsRefundForm(ConfirmedActionForm):
+    """Staff end a paid order's rights early and return the unused days' money (a УКД follows where a УПД was)."""
+
+    cut_on = RuDateField("Права заканчиваются с", validators=[InputRequired("Укажите день, с которого прав уже нет.")])
+    amount = StringField(
+        "Сумма возврата, ₽",
+        validators=[DataRequired("Укажите сумму возврата в рублях, например «7 379,31».")],
+        render_kw={"inputmode": "decimal", "autocomplete": "off"},
+    )
+    confirm = _confirm("Да, прекратить права с этого дня и вернуть деньги тем же способом, каким они пришли")
+
+
 class InvoiceCancelForm(ConfirmedActionForm):
     confirm = _confirm("Да, отменить счёт: оплатить его будет нельзя, номер не используется повторно")
 

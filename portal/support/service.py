@@ -964,6 +964,7 @@ class AccountOverview:
     invoices: list[Invoice]
     upds_by_invoice: dict[int, Upd]
     pending_orders: list[Any]
+    paid_orders: list[Any]
     payments: list[tuple[Any, Any]]
     crm_connection: Any
     crm_runs: list[Any]
@@ -1034,6 +1035,7 @@ def get_account_overview(db: Session, account: Account, now: datetime) -> Accoun
         invoices=invoices,
         upds_by_invoice=upds,
         pending_orders=billing.list_orders(db, account.id, statuses=("pending",), limit=20),
+        paid_orders=billing.list_orders(db, account.id, statuses=("paid",), limit=20),
         payments=list_payments(db, account.id, limit=50),
         crm_connection=sync.get_connection(db, account.id),
         crm_runs=runs,
@@ -1160,10 +1162,19 @@ ACTION_TITLES = {
     "billing.renewal_started": "Начался продлённый период",
     "billing.scheduled_change_applied": "Сменился тариф",
     "billing.expired": "Оплаченный период закончился",
+    "billing.rights_ended": "Права прекращены досрочно",
     "documents.requisites_saved": "Реквизиты сохранены",
     "documents.invoice_issued": "Выставлен счёт",
     "documents.invoice_paid": "Счёт оплачен",
     "documents.invoice_canceled": "Счёт отменён",
+    "documents.ukd_numbered": "Составлен корректировочный документ (УКД)",
+    "documents.advance_invoice_numbered": "Составлен счёт-фактура на аванс",
+    "payments.refund_requested": "Запрошен возврат",
+    "payments.refunded": "Деньги возвращены",
+    "payments.refund_canceled": "Возврат отменён",
+    "payments.released": "Деньги заказа возвращены на баланс",
+    "payments.attention_resolved": "Вопрос по платежу решён",
+    "payments.rights_refunded": "Возврат за неиспользованный период",
     "documents.statement_line_linked": "Платёж из выписки привязан",
     "documents.statement_line_dismissed": "Платёж из выписки отклонён",
     "payment.started": "Платёж начат",
@@ -1190,6 +1201,7 @@ ACTION_GROUPS = {
     "billing.": "Все: тарифы и заказы",
     "documents.": "Все: документы",
     "payment.": "Все: платежи картой",
+    "payments.": "Все: деньги компании",
     "seats.": "Все: пользователи",
     "crm.": "Все: CRM",
 }

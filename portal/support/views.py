@@ -7,6 +7,7 @@ owners' request page (/support-requests/new, see requests.py), which must not li
 from __future__ import annotations
 
 import logging
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -21,7 +22,7 @@ from portal.db import get_db, utcnow
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
-from portal.money import format_amount
+from portal.money import format_amount, format_rub
 from portal.nav import register_nav
 from portal.payments import bank, ledger
 from portal.payments.bank import import_statement
@@ -32,6 +33,7 @@ from portal.payments.service import customer_for_account
 from portal.payments.statement import StatementError
 from portal.support import requests as owner_requests
 from portal.support import service
+from portal.support.amounts import AmountError, parse_rubles
 from portal.support.email import get_email_backend
 from portal.support.forms import (
     ConfirmedActionForm,
@@ -45,6 +47,7 @@ from portal.support.forms import (
     RefundStartForm,
     ResendForm,
     ResolveForm,
+    RightsRefundForm,
     StatementForm,
     TrialForm,
 )
@@ -323,6 +326,77 @@ def invoice_pay(invoice_id: int) -> Any:
     db.refresh(invoice)
     order = db.get(service.billing.Order, invoice.order_id)
     return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), status
+
+
+def parse_ru_date(raw: str | None) -> date | None:
+    """A date from a link's query («01.01.2027» or «2027-01-01»); None for anything else."""
+    for fmt in ("%d.%m.%Y", "%Y-%m-%d"):
+        try:
+            return datetime.strptime((raw or "").strip(), fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+@bp.route("/support/orders/<int:order_id>/refund-rights", methods=["GET", "POST"])
+@staff_required
+def order_refund_rights(order_id: int) -> Any:
+    """End a paid order's rights from a chosen day and return the unused days' money: the page shows what the days
+    are worth before anything is done."""
+    db = get_db()
+    order = db.get(service.billing.Order, order_id)
+    if order is None:
+        abort(404)
+    account = _account_or_404(order.account_id)
+    form = RightsRefundForm()
+    today = msk_date(utcnow())
+    if request.method == "GET":
+        form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or today + timedelta(days=1)
+    status = 200
+    cut = None
+    try:
+        cut = service.billing.rights_cut(db, order, form.cut_on.data or today)
+    except service.billing.PurchaseError as exc:
+        form.cut_on.errors = [*form.cut_on.errors, str(exc)]
+    if request.method == "GET" and cut is not None:
+        form.amount.data = format_amount(cut.suggested_refund)
+    if form.validate_on_submit():
+        try:
+            amount = parse_rubles(form.amount.data)
+            done = ledger.refund_rights(
+                db,
+                order.id,
+                cut_on=form.cut_on.data,
+                amount=amount,
+                reason=form.reason.data,
+                actor=_actor(),
+                now=utcnow(),
+                config=current_app.config,
+            )
+            db.commit()
+        except (AmountError, ledger.LedgerError) as exc:
+            db.rollback()
+            form.amount.errors = [str(exc)]
+            status = 400
+        else:
+            documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
+            tail = " Сформирован УКД." if done.ukd_id else ""
+            flash(
+                f"Права по заказу № {order.id} прекращаются с {form.cut_on.data:%d.%m.%Y}; "
+                f"возврат {format_rub(amount)} ждёт выполнения в разделе «Деньги».{tail}",
+                "success",
+            )
+            return redirect(url_for("support.account_show", account_id=account.id))
+    elif request.method == "POST":
+        status = 400
+    return render_template(
+        "support/rights_refund.html",
+        order=order,
+        account=account,
+        form=form,
+        cut=cut,
+        paid=ledger.order_allocated(db, order.id),
+    ), status
 
 
 @bp.route("/support/invoices/<int:invoice_id>/cancel", methods=["GET", "POST"])

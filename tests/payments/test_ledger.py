@@ -22,7 +22,7 @@ from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice
-from portal.documents.models import Invoice, Upd
+from portal.documents.models import Invoice, Ukd, Upd
 from portal.payments import bank, ledger
 from portal.payments import service as payments
 from portal.payments.models import Allocation, LineStatus, Payment, Receipt, Refund, StatementLine
@@ -40,6 +40,8 @@ def quick_render(monkeypatch):
     """Money is about sums, not layout: stand-ins for WeasyPrint keep hundreds of documents fast."""
     monkeypatch.setattr(render, "render_invoice_pdf", lambda ctx: f"%PDF-invoice {ctx['number']}".encode())
     monkeypatch.setattr(render, "render_upd_pdf", lambda ctx: f"%PDF-upd {ctx['number']}".encode())
+    monkeypatch.setattr(render, "render_ukd_pdf", lambda ctx: f"%PDF-ukd {ctx['number']}".encode())
+    monkeypatch.setattr(render, "render_advance_pdf", lambda ctx: f"%PDF-advance {ctx['number']}".encode())
 
 
 def order(db, account, plan="users-12", months=6, payer_type="invoice", now=NOW) -> Order:
@@ -131,7 +133,16 @@ def check_invariants(db, sent: int) -> None:
         )
         assert periods <= 1, f"order {row.id} applied {periods} times"
         if row.status == "paid":
-            assert applied == row.amount and periods == 1, row
+            # Paid in full once; a refund of unused days (staff's decision) gives part of it back, never more.
+            paid_in = _sum_allocations(db, row.id, Allocation.amount > 0)
+            given_back = -_sum_allocations(db, row.id, Allocation.amount < 0)
+            assert paid_in == row.amount and periods == 1 and 0 <= given_back <= row.amount, row
+            corrected = db.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(Ukd.amount_before - Ukd.amount_after), 0)).where(
+                    Ukd.order_id == row.id
+                )
+            )
+            assert corrected in (0, given_back), f"order {row.id}: УКД lower the cost by {corrected}, {given_back} back"
         elif row.status in ("canceled", "expired"):
             assert applied == 0 and periods == 0, row
         else:
@@ -143,6 +154,35 @@ def check_invariants(db, sent: int) -> None:
     for upd in db.scalars(sa.select(Upd)):
         inv = db.get(Invoice, upd.invoice_id)
         assert db.get(Order, inv.order_id).status == "paid", f"УПД {upd.number} without granted rights"
+
+
+def _sum_allocations(db, order_id: int, *where) -> int:
+    return int(
+        db.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Allocation.amount), 0)).where(
+                Allocation.order_id == order_id, *where
+            )
+        )
+    )
+
+
+def carry_out(app, db, made, moment) -> None:
+    """Staff carry out refunds: a card's through the provider, a transfer's by the accountant."""
+    provider = get_provider(app, "sandbox")
+    for refund in made:
+        with app.app_context():
+            if refund.method == "card":
+                ledger.refund_through_provider(
+                    db,
+                    refund.id,
+                    provider=provider,
+                    customer=payments.Customer(phone="+79160000000"),
+                    actor=None,
+                    now=moment,
+                )
+            else:
+                ledger.complete_bank_refund(db, refund.id, actor=None, reference="п/п № 1", now=moment)
+        db.commit()
 
 
 # --- the property ---------------------------------------------------------------------------------------------
@@ -161,6 +201,7 @@ STEP = st.one_of(
         st.booleans(),
     ),
     st.tuples(st.just("refund"), st.sampled_from(["all", "half"])),
+    st.tuples(st.just("refund_rights"), st.integers(0, 200), st.sampled_from(["suggested", "all"])),
 )
 
 
@@ -256,21 +297,32 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             want = balance if step[1] == "all" else max(balance // 2, 1)
             made = ledger.request_refund(db, account.id, actor=None, now=moment, amount=want)
             db.commit()
-            provider = get_provider(app, "sandbox")
-            for refund in made:
+            carry_out(app, db, made, moment)
+        elif kind == "refund_rights":
+            paid = [o for o in orders if db.get(Order, o.id).status == "paid"]
+            if not paid:
+                continue
+            row = paid[-1]
+            cut_on = moment.date() + timedelta(days=step[1])
+            try:
+                cut = billing.rights_cut(db, row, cut_on)
+                amount = max(cut.suggested_refund, 1) if step[2] == "suggested" else ledger.order_allocated(db, row.id)
                 with app.app_context():
-                    if refund.method == "card":
-                        ledger.refund_through_provider(
-                            db,
-                            refund.id,
-                            provider=provider,
-                            customer=payments.Customer(phone="+79160000000"),
-                            actor=None,
-                            now=moment,
-                        )
-                    else:
-                        ledger.complete_bank_refund(db, refund.id, actor=None, reference="п/п № 1", now=moment)
+                    done = ledger.refund_rights(
+                        db,
+                        row.id,
+                        cut_on=cut_on,
+                        amount=amount,
+                        reason="досрочное прекращение",
+                        actor=None,
+                        now=moment,
+                        config=app.config,
+                    )
                 db.commit()
+            except (billing.PurchaseError, ledger.LedgerError):
+                db.rollback()
+                continue
+            carry_out(app, db, done.refunds, moment)
         event(f"step: {kind}")
         check_invariants(db, sent)
     receipts = db.scalar(sa.select(sa.func.count()).select_from(Receipt).where(Receipt.account_id == account.id))

@@ -73,6 +73,7 @@ EXPECTED: dict[str, Access] = {
     "documents.invoice_view": Access("roles", ACCOUNTING),
     "documents.invoice_download": Access("roles", ACCOUNTING),
     "documents.upd_download": Access("roles", ACCOUNTING),
+    "documents.correction_download": Access("roles", ACCOUNTING),
     "documents.archive_download": Access("roles", ACCOUNTING, query="?period=2026-Q4"),
     "documents.statement_import": STAFF,
     "seats.team_list": Access("roles", OWNER),
@@ -101,6 +102,7 @@ EXPECTED: dict[str, Access] = {
     "support.file_download": STAFF,
     "support.invoice_cancel": STAFF,
     "support.invoice_pay": STAFF,
+    "support.order_refund_rights": STAFF,
     "support.line_show": STAFF,
     "support.line_link": STAFF,
     "support.line_dismiss": STAFF,
@@ -126,6 +128,7 @@ FIXED = {
     "version": "2026-01",
     "filename": "css/portal.css",
     "kind": "invoice",
+    "doc_kind": "ukd",
 }
 # Objects named by an id that is not checked against the account before the form is (the CRM's own user id):
 # the stranger's request with another account's id must change nothing, which the POST test checks.

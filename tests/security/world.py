@@ -19,6 +19,7 @@ from portal.accounts.models import Account, Membership, MembershipStatus, Role, 
 from portal.billing import service as billing
 from portal.cli import seed_demo_data
 from portal.db import utcnow
+from portal.documents.corrections import form_pending_corrections
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, Upd
 from portal.documents.service import save_requisites
@@ -169,6 +170,21 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
     ids["paid_invoice_id"] = paid.id
     upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == paid.id)).one()
     ids["upd_id"] = upd.id
+    # Part of the paid order's days given back: a УКД the accountant downloads.
+    with app.app_context():
+        done = ledger.refund_rights(
+            db,
+            paid.order_id,
+            cut_on=now.date() + timedelta(days=60),
+            amount=100,
+            reason="Проверка доступа",
+            actor=None,
+            now=now,
+            config=app.config,
+        )
+        db.commit()
+        form_pending_corrections(db, now=now, config=app.config)
+    ids["doc_id"] = done.ukd_id
     ids["file_id"] = db.get(Invoice, invoice.id).pdf_file_id
     ids["document_id"] = invoice.id
     ids["payment"] = payment.id
