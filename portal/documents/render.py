@@ -218,3 +218,8 @@ def render_upd_pdf(ctx: Mapping[str, Any]) -> bytes:
     tax columns; ``ctx`` shape is in the module docstring.
     """
     return _render_pdf("upd.html", {**ctx, "status": upd_status(ctx)}, count_sheets=True)
+
+
+def render_reconciliation_pdf(ctx: Mapping[str, Any]) -> bytes:
+    """Render the акт сверки, A4 portrait: the seller's columns filled, the buyer's left for the buyer."""
+    return _render_pdf("reconciliation.html", ctx)
