@@ -213,6 +213,7 @@ class EdoDocument(Base):
     message_id: Mapped[str | None] = mapped_column(sa.String(100))
     entity_id: Mapped[str | None] = mapped_column(sa.String(100))
     attempts: Mapped[int] = mapped_column(default=0)
+    resends: Mapped[int] = mapped_column(default=0)  # the accountant's resends: each is a new message to the operator
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     reject_reason: Mapped[str | None] = mapped_column(sa.Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

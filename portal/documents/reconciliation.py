@@ -114,7 +114,7 @@ def _shipments(db: Session, account_id: int) -> list[ActLine]:
     invoiced = sa.select(Invoice.order_id).where(Invoice.account_id == account_id)
     orders = db.scalars(
         sa.select(Order).where(
-            Order.account_id == account_id, Order.status == OrderStatus.PAID.value, Order.id.not_in(invoiced)
+            Order.account_id == account_id, Order.status == OrderStatus.PAID, Order.id.not_in(invoiced)
         )
     )
     for order in orders:
@@ -131,7 +131,9 @@ def _shipments(db: Session, account_id: int) -> list[ActLine]:
 def _money(db: Session, account_id: int) -> list[ActLine]:
     lines: list[ActLine] = []
     for r in db.scalars(sa.select(Receipt).where(Receipt.account_id == account_id)):
-        lines.append(ActLine(msk_date(r.created_at), f"Оплата ({r.method_title.lower()}): {r.reference}", credit=r.amount))
+        lines.append(
+            ActLine(msk_date(r.created_at), f"Оплата ({r.method_title.lower()}): {r.reference}", credit=r.amount)
+        )
     for f in db.scalars(
         sa.select(Refund).where(Refund.account_id == account_id, Refund.status != RefundStatus.CANCELED.value)
     ):
@@ -156,7 +158,9 @@ def build_reconciliation(
         buyer=requisites.as_dict(),
         opening=opening,
         lines=[line for line in every if start <= line.day <= end],
-        ledger_balance=ledger.account_totals(db, account_id, msk_midnight(date.fromordinal(end.toordinal() + 1))).balance,
+        ledger_balance=ledger.account_totals(
+            db, account_id, msk_midnight(date.fromordinal(end.toordinal() + 1))
+        ).balance,
     )
     return act
 

@@ -168,7 +168,9 @@ def clean_requisites(raw: Mapping[str, Any]) -> RequisitesData:
     elif edo_id:
         known = EDO_OPERATORS.get(edo_id[:3])
         if known and edo_operator and edo_operator.casefold() != known.casefold():
-            errors["edo_operator"] = f"Идентификатор {edo_id[:3]}… выдаёт оператор {known}: проверьте идентификатор или оператора"
+            errors["edo_operator"] = (
+                f"Идентификатор {edo_id[:3]}… выдаёт оператор {known}: проверьте идентификатор или оператора"
+            )
         edo_operator = edo_operator or known or ""
     elif edo_operator:
         errors["edo_id"] = "Укажите идентификатор участника ЭДО: без него документы оператору не отправить"

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=100), nullable=True),
         sa.Column("entity_id", sa.String(length=100), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("resends", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("reject_reason", sa.Text(), nullable=True),
         sa.Column("next_attempt_at", portal.db.UTCDateTime(timezone=True), nullable=True),
