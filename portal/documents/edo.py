@@ -110,9 +110,10 @@ def enqueue_formed_upds(db: Session, *, now: datetime, limit: int = 200) -> int:
     count = 0
     for upd in rows:
         # The XML names the participant id the invoice was issued to; a document made without one is not sent.
-        recipient = (thaw(upd.context).get("buyer") or {}).get("edo_id")
-        if not recipient:
-            continue
+        ctx = thaw(upd.context)
+        recipient = (ctx.get("edo") or {}).get("recipient_id")
+        if not recipient or recipient == (ctx.get("buyer") or {}).get("inn"):
+            continue  # the XML names the buyer by ИНН: made before the buyer gave an ЭДО id
         enqueue(
             db,
             kind="upd",
