@@ -17,13 +17,23 @@ from portal.documents.models import Invoice
 from portal.payments.statement import build_statement
 from portal.timeutil import msk_date
 from tests.browser.conftest import shot, sign_in
-from tests.browser.test_invoice_journey import close_over_limit_dialog, staff_page, text  # noqa: F401 (fixture)
+from tests.browser.test_invoice_journey import close_over_limit_dialog, text
 
 pytestmark = pytest.mark.browser
 
 ACCOUNTANT = "+79990000002"
 STAFF = "+79990000099"
 EDO_ID = "2BM-7728146350-772801001"
+
+
+@pytest.fixture
+def staff_page(browser: Any, live_server: Any) -> Any:
+    context = browser.new_context(
+        locale="ru-RU", viewport={"width": 1280, "height": 860}, base_url=live_server.base_url
+    )
+    context.set_default_timeout(30000)
+    yield context.new_page()
+    context.close()
 
 
 @pytest.fixture
