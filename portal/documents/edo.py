@@ -277,13 +277,14 @@ def statuses_for(db: Session, account_id: int) -> dict[tuple[str, int], EdoDocum
     return {(row.kind, row.document_id): row for row in rows}
 
 
-def request_resend(db: Session, account_id: int, row_id: int, *, actor: Any, now: datetime) -> EdoDocument:
-    """The accountant sends a rejected (or stuck) document again: a new message once the sweep runs. No commit."""
+def request_resend(db: Session, account_id: int, row_id: int, *, actor: Any, now: datetime) -> EdoDocument | None:
+    """The accountant sends a rejected (or stuck) document again: a new message once the sweep runs. None: no such
+    document of this account. No commit."""
     row = db.scalars(
         sa.select(EdoDocument).where(EdoDocument.id == row_id, EdoDocument.account_id == account_id).with_for_update()
     ).first()
     if row is None:
-        raise EdoError("Документ не найден.")
+        return None
     if row.status in (EdoStatus.SENT, EdoStatus.DELIVERED):
         raise EdoError(f"УПД № {row.number} уже у покупателя: дождитесь его подписи или отказа.")
     if row.status == EdoStatus.SIGNED:

@@ -233,4 +233,4 @@ def test_a_company_sees_only_its_own_act(app, db, quarter, make_account, auth, c
     sheet = load_workbook(io.BytesIO(resp.data)).active
     cells = " ".join(str(c) for row in sheet.iter_rows(values_only=True) for c in row if c)
     assert "Ромашка" not in cells and "п/п" not in cells
-    assert post(client, "/documents/edo/1/resend").status_code == 302  # nobody's row: a message, nothing changes
+    assert post(client, "/documents/edo/1/resend").status_code == 404  # nobody's row

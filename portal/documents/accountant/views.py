@@ -67,6 +67,8 @@ def edo_resend(edo_id: int) -> Any:
         db.rollback()
         flash(str(exc), "error")
     else:
+        if row is None:
+            abort(404)
         db.commit()
         flash(f"УПД № {row.number} будет отправлен в ЭДО ещё раз.", "success")
     return redirect(url_for("documents.document_list"))
