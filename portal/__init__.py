@@ -27,7 +27,7 @@ login_manager = LoginManager()
 # Feature packages in the order their blueprints are registered; each is optional until it is built.
 FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api")
 # Parts of a feature package that own a blueprint of their own (views.py / cli.py / startup.py), registered after it.
-SUBFEATURES = ("seats.crm",)
+SUBFEATURES = ("seats.crm", "documents.accountant")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "

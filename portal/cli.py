@@ -202,6 +202,8 @@ def follow_port(config: dict[str, Any], port: int, environ: Mapping[str, str] = 
         config["BASE_URL"] = f"http://127.0.0.1:{port}"
     if "CRM_EMULATOR_URL" not in environ:
         config["CRM_EMULATOR_URL"] = f"http://127.0.0.1:{port + 55}"
+    if "EDO_EMULATOR_URL" not in environ:
+        config["EDO_EMULATOR_URL"] = f"http://127.0.0.1:{port + 56}"
 
 
 def demo_banner(base_url: str) -> str:

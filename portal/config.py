@@ -34,6 +34,18 @@ DEFAULTS: dict[str, Any] = {
     ),
     "YOOKASSA_CHECK_IP": True,  # switch off only behind a proxy named in PROXY_FIX_HOPS
     "PROXY_FIX_HOPS": 0,
+    # ЭДО: УПД go to the buyer's operator through the seller's operator (Kontur.Diadoc's HTTP API); "emulator" is the
+    # local stand-in (devtools/edo_emulator.py, started by `make run` on port + 56) speaking the same API.
+    "EDO_BACKEND": "emulator",  # emulator | diadoc | off
+    "EDO_EMULATOR_URL": "http://127.0.0.1:5056",
+    "DIADOC_API_URL": "https://diadoc-api.kontur.ru",
+    "DIADOC_AUTH_URL": "https://identity.kontur.ru",
+    "DIADOC_CLIENT_ID": "",
+    "DIADOC_CLIENT_SECRET": "",
+    "DIADOC_REFRESH_TOKEN": "",
+    "EDO_SIGNER": "local",  # local (a test key in the instance folder) | service (the vendor's КЭП signing service)
+    "EDO_SIGNING_URL": "",
+    "EDO_SIGNING_TOKEN": "",
     # Production with PROXY_FIX_HOPS=0 and a public https BASE_URL must say that clients really connect directly.
     "NO_REVERSE_PROXY": False,
     "CRM_BACKEND": "emulator",  # emulator | amocrm
@@ -167,6 +179,10 @@ def check_production(cfg: Mapping[str, Any]) -> None:
         problems.append("YOOKASSA_SHOP_ID and YOOKASSA_SECRET_KEY are required for PAYMENT_PROVIDER=yookassa")
     if cfg.get("CRM_BACKEND") == "emulator":
         problems.append("CRM_BACKEND=emulator is the local CRM emulator; set CRM_BACKEND=amocrm")
+    if cfg.get("EDO_BACKEND") == "emulator":
+        problems.append("EDO_BACKEND=emulator is the local ЭДО emulator; set EDO_BACKEND=diadoc (or off)")
+    elif cfg.get("EDO_BACKEND") == "diadoc" and cfg.get("EDO_SIGNER") != "service":
+        problems.append("EDO_SIGNER=local signs with a test key, not a КЭП; set EDO_SIGNER=service and EDO_SIGNING_URL")
     if not cfg.get("MESSENGER_API_TOKEN"):
         problems.append("MESSENGER_API_TOKEN is not set")
     elif not strong_secret(cfg["MESSENGER_API_TOKEN"]):

@@ -45,6 +45,7 @@ GOOD_PRODUCTION = {
     "YOOKASSA_SHOP_ID": "1",
     "YOOKASSA_SECRET_KEY": "k",
     "CRM_BACKEND": "amocrm",
+    "EDO_BACKEND": "off",
     "MESSENGER_API_TOKEN": STRONG_TOKEN,
     "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
     "BASE_URL": "https://portal.example.ru",

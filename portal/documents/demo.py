@@ -27,3 +27,26 @@ def seed(db: Any, demo: dict[str, Any]) -> None:
     account = demo["big"]
     if get_requisites(db, account.id) is None:
         save_requisites(db, actor=None, account_id=account.id, data=ROMASHKA, now=utcnow())
+
+
+def start(app: Any) -> Any:
+    """`make run`: the local ЭДО emulator (devtools) on EDO_EMULATOR_URL's port, its buyer's page at its address."""
+    import logging
+    from urllib.parse import urlsplit
+
+    if app.config.get("EDO_BACKEND") != "emulator":
+        return None
+    try:
+        from devtools.edo_emulator import EdoEmulator, serve
+    except ImportError:  # an installed portal without the repository's devtools
+        return None
+    from portal.documents.seller import get_seller
+
+    parts = urlsplit(app.config["EDO_EMULATOR_URL"])
+    try:
+        server = serve(EdoEmulator(get_seller(app.config).edo_id), parts.hostname or "127.0.0.1", parts.port or 80)
+    except (OSError, SystemExit):
+        logging.getLogger(__name__).warning("ЭДО emulator not started: %s is busy", app.config["EDO_EMULATOR_URL"])
+        return None
+    print(f"  Эмулятор ЭДО: {app.config['EDO_EMULATOR_URL']} (входящие покупателя: подписать или отклонить)")
+    return server

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_wtf.file import FileField, FileRequired
 from wtforms import EmailField, RadioField, SelectChoice, StringField, TextAreaField
 
-from portal.documents.requisites import KINDS
+from portal.documents.requisites import KINDS, MAIL_MODES
 from portal.textinput import PortalForm
 
 
@@ -36,6 +36,13 @@ class RequisitesForm(PortalForm):
         "Корреспондентский счёт", render_kw={"inputmode": "numeric", "maxlength": 24, "autocomplete": "off"}
     )
     edo_id = StringField("Идентификатор в системе ЭДО", render_kw={"maxlength": 100, "autocomplete": "off"})
+    edo_operator = StringField("Оператор ЭДО", render_kw={"maxlength": 100, "autocomplete": "off"})
+    mail_mode = RadioField(
+        "Закрывающие документы на почту",
+        choices=[SelectChoice(value, label) for value, label in MAIL_MODES.items()],
+        default="none",
+        validate_choice=False,
+    )
 
 
 class StatementUploadForm(PortalForm):

@@ -31,6 +31,9 @@ class Requisites(Base):
     account_number: Mapped[str | None] = mapped_column(sa.String(20))
     correspondent_account: Mapped[str | None] = mapped_column(sa.String(20))
     edo_id: Mapped[str | None] = mapped_column(sa.String(100))
+    edo_operator: Mapped[str | None] = mapped_column(sa.String(100))
+    # Closing documents by e-mail to `email`: "none", "each" (every document as it is formed), "monthly" (one letter).
+    mail_mode: Mapped[str] = mapped_column(sa.String(10), default="none", server_default="none")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
 
@@ -47,6 +50,8 @@ class Requisites(Base):
         "account_number",
         "correspondent_account",
         "edo_id",
+        "edo_operator",
+        "mail_mode",
     )
 
     def as_dict(self) -> dict[str, Any]:
@@ -239,3 +244,69 @@ class AdvanceInvoice(Base):
     @property
     def status_title(self) -> str:
         return UpdStatus(self.status).title
+
+
+class EdoStatus(enum.StrEnum):
+    PENDING = "pending"  # to be sent (first time, after a failure, or resent by the accountant)
+    SENT = "sent"
+    DELIVERED = "delivered"
+    SIGNED = "signed"
+    REJECTED = "rejected"
+
+    @property
+    def title(self) -> str:
+        return {
+            "pending": "Ожидает отправки",
+            "sent": "Отправлен",
+            "delivered": "Доставлен",
+            "signed": "Подписан покупателем",
+            "rejected": "Отклонён",
+        }[self.value]
+
+
+class EdoDocument(Base):
+    """The outbox of documents going to the buyer through ЭДО: one row per document, sent once, its status followed."""
+
+    __tablename__ = "edo_documents"
+    __table_args__ = (sa.UniqueConstraint("kind", "document_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(10))  # "upd" | "ukd"
+    document_id: Mapped[int]
+    number: Mapped[str] = mapped_column(sa.String(40))
+    recipient_id: Mapped[str] = mapped_column(sa.String(100))  # the buyer's ЭДО participant id when queued
+    recipient_operator: Mapped[str | None] = mapped_column(sa.String(100))
+    status: Mapped[str] = mapped_column(sa.String(20), default=EdoStatus.PENDING.value, index=True)
+    message_id: Mapped[str | None] = mapped_column(sa.String(100))
+    entity_id: Mapped[str | None] = mapped_column(sa.String(100))
+    attempts: Mapped[int] = mapped_column(default=0)
+    resends: Mapped[int] = mapped_column(default=0)  # the accountant's resends: each is a new message to the operator
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    reject_reason: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attention_resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def status_title(self) -> str:
+        return EdoStatus(self.status).title
+
+
+class DocumentMail(Base):
+    """The outbox of closing documents by e-mail: a unique key per document ("upd:12") or month ("month:2026-11")."""
+
+    __tablename__ = "document_mails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    key: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    to_email: Mapped[str] = mapped_column(sa.String(254))
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending", index=True)  # pending | sent
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

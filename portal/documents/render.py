@@ -228,3 +228,8 @@ def render_ukd_pdf(ctx: Mapping[str, Any]) -> bytes:
 def render_advance_pdf(ctx: Mapping[str, Any]) -> bytes:
     """Render the счёт-фактура на аванс, A4 landscape."""
     return _render_pdf("advance.html", ctx, count_sheets=True)
+
+
+def render_reconciliation_pdf(ctx: Mapping[str, Any]) -> bytes:
+    """Render the акт сверки, A4 portrait: the seller's columns filled, the buyer's left for the buyer."""
+    return _render_pdf("reconciliation.html", ctx)

@@ -22,7 +22,16 @@ from portal.documents.validators import (
 
 KINDS = {"org": "Организация", "ip": "Индивидуальный предприниматель"}
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_EDO_ID = re.compile(r"[0-9A-Za-z]{3}[0-9A-Za-z-]{1,97}")
+# ИдУчастника of the ФНС formats: the operator's three-character code (ИдОперЭДО, assigned by the ФНС) and the
+# participant's code, 4 to 46 characters in all.
+_EDO_ID = re.compile(r"[0-9][0-9A-Z]{2}[0-9A-Za-z@.\-]{1,43}")
+# Operators whose codes are certain; for any other code the accountant names the operator (optional).
+EDO_OPERATORS = {"2BM": "Контур.Диадок", "2AE": "СБИС (Тензор)"}
+MAIL_MODES = {
+    "none": "Не присылать: скачаю на странице «Документы»",
+    "each": "Каждый документ отдельным письмом, как только он сформирован",
+    "monthly": "Одно письмо в начале месяца: документы прошлого месяца и ZIP-архив",
+}
 
 # Form field names; a validator's own field name ("ogrnip") maps onto the one input that holds it.
 FIELDS = (
@@ -38,6 +47,8 @@ FIELDS = (
     "account_number",
     "correspondent_account",
     "edo_id",
+    "edo_operator",
+    "mail_mode",
 )
 
 
@@ -57,6 +68,8 @@ class RequisitesData:
     account_number: str | None
     correspondent_account: str | None
     edo_id: str | None
+    edo_operator: str | None = None
+    mail_mode: str = "none"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +103,10 @@ def clean_requisites(raw: Mapping[str, Any]) -> RequisitesData:
     bik = normalize_digits(str(raw.get("bik") or ""))
     account_number = normalize_digits(str(raw.get("account_number") or ""))
     corr = normalize_digits(str(raw.get("correspondent_account") or ""))
-    edo_id = _text(raw.get("edo_id"))
+    # A participant id never contains spaces: ones pasted from a letter or a PDF (line breaks, NBSP) are dropped.
+    edo_id = "".join(str(raw.get("edo_id") or "").split())
+    edo_operator = _text(raw.get("edo_operator"))
+    mail_mode = _text(raw.get("mail_mode")) or "none"
 
     def check(field: str, fn: Any, *args: Any) -> None:
         try:
@@ -146,8 +162,22 @@ def clean_requisites(raw: Mapping[str, Any]) -> RequisitesData:
 
     if edo_id and not _EDO_ID.fullmatch(edo_id):
         errors["edo_id"] = (
-            "Идентификатор ЭДО состоит из латинских букв, цифр и дефисов, например 2BM-7701234567-770101001-…"
+            "Идентификатор ЭДО состоит из латинских букв, цифр и дефисов (от 4 до 46 знаков) и начинается с кода "
+            "оператора, например 2BM-7701234567-770101001-…"
         )
+    elif edo_id:
+        known = EDO_OPERATORS.get(edo_id[:3])
+        if known and edo_operator and edo_operator.casefold() != known.casefold():
+            errors["edo_operator"] = (
+                f"Идентификатор {edo_id[:3]}… выдаёт оператор {known}: проверьте идентификатор или оператора"
+            )
+        edo_operator = edo_operator or known or ""
+    elif edo_operator:
+        errors["edo_id"] = "Укажите идентификатор участника ЭДО: без него документы оператору не отправить"
+    if len(edo_operator) > 100:
+        errors["edo_operator"] = "Не длиннее 100 символов"
+    if mail_mode not in MAIL_MODES:
+        errors["mail_mode"] = "Выберите, как присылать закрывающие документы"
 
     if errors:
         raise RequisitesInvalid(errors)
@@ -164,4 +194,6 @@ def clean_requisites(raw: Mapping[str, Any]) -> RequisitesData:
         account_number=account_number or None,
         correspondent_account=corr or None,
         edo_id=edo_id or None,
+        edo_operator=edo_operator or None,
+        mail_mode=mail_mode,
     )

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.access import require_account, roles_required, staff_required
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
-from portal.documents import service
+from portal.documents import edo, service
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.forms import RequisitesForm, StatementUploadForm
 from portal.documents.invoices import (
@@ -191,6 +191,9 @@ def document_list() -> Any:
         kind=kind,
         kind_choices=KIND_CHOICES,
         requisites=service.get_requisites(db, account.id),
+        edo_rows=edo.statuses_for(db, account.id),
+        act_start=msk_date(utcnow()).replace(month=(msk_date(utcnow()).month - 1) // 3 * 3 + 1, day=1),
+        act_end=msk_date(utcnow()),
     )
 
 

@@ -25,10 +25,22 @@ FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
 def test_addresses_follow_the_port_unless_the_environment_sets_them() -> None:
     config: dict = {"BASE_URL": "http://127.0.0.1:5000", "CRM_EMULATOR_URL": "http://127.0.0.1:5055"}
     follow_port(config, 5102, environ={})
-    assert config == {"BASE_URL": "http://127.0.0.1:5102", "CRM_EMULATOR_URL": "http://127.0.0.1:5157"}
-    config = {"BASE_URL": "https://portal.example.ru", "CRM_EMULATOR_URL": "http://crm.local:8000"}
+    assert config == {
+        "BASE_URL": "http://127.0.0.1:5102",
+        "CRM_EMULATOR_URL": "http://127.0.0.1:5157",
+        "EDO_EMULATOR_URL": "http://127.0.0.1:5158",
+    }
+    config = {
+        "BASE_URL": "https://portal.example.ru",
+        "CRM_EMULATOR_URL": "http://crm.local:8000",
+        "EDO_EMULATOR_URL": "http://edo.local:8001",
+    }
     follow_port(config, 5102, environ=dict(config))
-    assert config == {"BASE_URL": "https://portal.example.ru", "CRM_EMULATOR_URL": "http://crm.local:8000"}
+    assert config == {
+        "BASE_URL": "https://portal.example.ru",
+        "CRM_EMULATOR_URL": "http://crm.local:8000",
+        "EDO_EMULATOR_URL": "http://edo.local:8001",
+    }
 
 
 def _free_port_pair() -> int:
@@ -50,7 +62,11 @@ def _free_port_pair() -> int:
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("BASE_URL", "CRM_EMULATOR_URL", "DATABASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("BASE_URL", "CRM_EMULATOR_URL", "EDO_EMULATOR_URL", "DATABASE_URL")
+    }
     env["INSTANCE_PATH"] = str(tmp_path / "instance")
     for step in (["db", "upgrade"], ["seed-demo"]):
         done = subprocess.run([*FLASK, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -86,6 +102,11 @@ def test_the_demo_on_another_port_takes_a_card_payment_and_syncs_the_crm(demo: t
     assert f"Портал: {base}" in banner
     for phone in ("+7 999 000-00-01", "+7 999 000-00-02", "+7 999 000-00-03", "+7 999 000-00-99"):
         assert phone in banner
+    port = int(base.rsplit(":", 1)[1])
+    if f"Эмулятор ЭДО: http://127.0.0.1:{port + 56}" in banner:  # started unless that port was taken
+        assert "входящие документы покупателя" in requests.get(f"http://127.0.0.1:{port + 56}/", timeout=5).text
+    else:
+        assert "ЭДО emulator not started" in banner
 
     browser = requests.Session()
     page = browser.get(f"{base}/login").text

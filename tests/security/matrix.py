@@ -75,6 +75,11 @@ EXPECTED: dict[str, Access] = {
     "documents.upd_download": Access("roles", ACCOUNTING),
     "documents.correction_download": Access("roles", ACCOUNTING),
     "documents.archive_download": Access("roles", ACCOUNTING, query="?period=2026-Q4"),
+    "accountant.reconciliation_download": Access("roles", ACCOUNTING, query="?period=2026-Q4&format=pdf"),
+    "accountant.edo_resend": Access("roles", ACCOUNTING),
+    # The accountant's own companies only (the page names no object); anyone signed in may look at theirs.
+    "accountant.attention_list": Access("signed-in"),
+    "accountant.edo_rejected_list": STAFF,
     "documents.statement_import": STAFF,
     "seats.team_list": Access("roles", OWNER),
     "seats.user_add": Access("roles", OWNER),

@@ -102,6 +102,7 @@ PRODUCTION = {
     "YOOKASSA_SHOP_ID": "123456",
     "YOOKASSA_SECRET_KEY": "live_secret",
     "CRM_BACKEND": "amocrm",
+    "EDO_BACKEND": "off",
     "AMOCRM_CLIENT_ID": "client",
     "AMOCRM_CLIENT_SECRET": "secret",
     "AMOCRM_REDIRECT_URI": "https://portal.example.ru/crm/callback",

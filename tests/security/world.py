@@ -21,7 +21,7 @@ from portal.cli import seed_demo_data
 from portal.db import utcnow
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.invoices import issue_invoice
-from portal.documents.models import Invoice, Upd
+from portal.documents.models import EdoDocument, Invoice, Upd
 from portal.documents.service import save_requisites
 from portal.payments import ledger
 from portal.payments import service as payments
@@ -185,6 +185,19 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
         db.commit()
         form_pending_corrections(db, now=now, config=app.config)
     ids["doc_id"] = done.ukd_id
+    rejected = EdoDocument(
+        account_id=account.id,
+        kind="upd",
+        document_id=upd.id,
+        number=upd.number,
+        recipient_id="2BM-7728146350-772801001",
+        status="rejected",
+        reject_reason="Неверный адрес",
+        created_at=now,
+    )
+    db.add(rejected)
+    db.flush()
+    ids["edo_id"] = rejected.id
     ids["file_id"] = db.get(Invoice, invoice.id).pdf_file_id
     ids["document_id"] = invoice.id
     ids["payment"] = payment.id
