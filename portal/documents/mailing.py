@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.documents.models import DocumentMail, Requisites, StoredFile, Upd, UpdStatus
+from portal.documents.models import AdvanceInvoice, DocumentMail, Requisites, StoredFile, Ukd, Upd, UpdStatus
 from portal.documents.seller import get_seller
 from portal.documents.service import MONTHS_NOMINATIVE, build_archive, parse_period, read_file
 from portal.documents.store import StoreError
@@ -27,6 +27,12 @@ from portal.timeutil import msk_date
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
+# Documents sent one by one in the «each» mode: the key's prefix → (model, what the letter calls it).
+EACH: dict[str, tuple[Any, str]] = {
+    "upd": (Upd, "универсальный передаточный документ"),
+    "ukd": (Ukd, "универсальный корректировочный документ (УКД)"),
+    "advance": (AdvanceInvoice, "счёт-фактура на аванс"),
+}
 
 
 def _add(db: Session, *, key: str, account_id: int, to_email: str, now: datetime) -> bool:
@@ -45,16 +51,17 @@ def enqueue(db: Session, *, now: datetime) -> int:
     count = 0
     for req in db.scalars(sa.select(Requisites).where(Requisites.mail_mode == "each")):
         queued = sa.select(DocumentMail.key).where(DocumentMail.account_id == req.account_id)
-        upds = db.scalars(
-            sa.select(Upd).where(
-                Upd.account_id == req.account_id,
-                Upd.status == UpdStatus.FORMED.value,
-                Upd.formed_at >= req.updated_at,
-                (sa.literal("upd:") + sa.cast(Upd.id, sa.String)).not_in(queued),
+        for kind, (model, _title) in EACH.items():
+            docs = db.scalars(
+                sa.select(model).where(
+                    model.account_id == req.account_id,
+                    model.status == UpdStatus.FORMED.value,
+                    model.formed_at >= req.updated_at,
+                    (sa.literal(f"{kind}:") + sa.cast(model.id, sa.String)).not_in(queued),
+                )
             )
-        )
-        for upd in upds:
-            count += _add(db, key=f"upd:{upd.id}", account_id=req.account_id, to_email=req.email, now=now)
+            for doc in docs:
+                count += _add(db, key=f"{kind}:{doc.id}", account_id=req.account_id, to_email=req.email, now=now)
     today = msk_date(now)
     first = today.replace(day=1)
     last_month = (first - timedelta(days=1)).replace(day=1)
@@ -81,16 +88,20 @@ def _letter(db: Session, row: DocumentMail, config: Mapping[str, Any]) -> tuple[
     seller = get_seller(config)
     signature = f"\n\nС уважением,\n{seller.name}\nПисьмо отправлено автоматически; отвечать на него не нужно.\n"
     kind, _, rest = row.key.partition(":")
-    if kind == "upd":
-        upd = db.get(Upd, int(rest))
-        if upd is None or upd.status != UpdStatus.FORMED:
+    if kind in EACH:
+        model, title = EACH[kind]
+        doc = db.get(model, int(rest))
+        if doc is None or doc.status != UpdStatus.FORMED:
             return None
-        files = [a for a in (_file(db, upd.pdf_file_id, config), _file(db, upd.xml_file_id, config)) if a]
-        subject = f"УПД № {upd.number} от {upd.doc_date:%d.%m.%Y} — {seller.name}"
+        files = [a for a in (_file(db, doc.pdf_file_id, config), _file(db, doc.xml_file_id, config)) if a]
+        short = {"upd": "УПД", "ukd": "УКД", "advance": "Счёт-фактура на аванс"}[kind]
+        amount = doc.decrease if kind == "ukd" else doc.amount
+        what = "уменьшает стоимость на" if kind == "ukd" else "на сумму"
+        subject = f"{short} № {doc.number} от {doc.doc_date:%d.%m.%Y} — {seller.name}"
         body = (
             "Здравствуйте!\n\n"
-            f"Сформирован универсальный передаточный документ № {upd.number} от {upd.doc_date:%d.%m.%Y} "
-            f"на сумму {_rub(upd.amount)} руб. Он во вложении: PDF для печати и XML для загрузки в учётную систему."
+            f"Сформирован {title} № {doc.number} от {doc.doc_date:%d.%m.%Y}, {what} {_rub(amount)} руб. "
+            "Он во вложении: PDF для печати и XML для загрузки в учётную систему."
             f"{signature}"
         )
         return subject, body, files

@@ -118,3 +118,35 @@ def test_accountant_of_two_companies_sees_both_and_never_a_third(app, db, make_a
     assert "ООО «Первая»" in page and f"№ {unpaid.number}" in page and "Счёт не оплачен" in page
     assert "ООО «Вторая»" in page and "УПД отклонён покупателем" in page and "Не тот адрес" in page
     assert "Чужая" not in page and strangers.number not in page
+
+
+def test_a_ukd_is_mailed_as_formed_with_what_it_changes(app, db, make_account):
+    from portal.documents.corrections import form_pending_corrections
+    from portal.documents.models import Invoice
+    from portal.payments import ledger
+
+    account = make_account()
+    give_requisites(db, account, {**ORG, "mail_mode": "each"})
+    upd = paid_upd(app, db, account)
+    now = datetime(2026, 12, 10, 8, tzinfo=UTC)
+    with app.app_context():
+        ledger.refund_rights(
+            db,
+            db.get(Invoice, upd.invoice_id).order_id,
+            cut_on=now.date() + timedelta(days=1),
+            amount=123_45,
+            reason="Закрытие",
+            actor=None,
+            now=now,
+            config=app.config,
+        )
+        db.commit()
+        form_pending_corrections(db, now=now, config=app.config)
+    with fake_smtp_server() as (host, port, state):
+        run(app, db, SmtpEmailBackend(host, port), now)
+        run(app, db, SmtpEmailBackend(host, port), now + timedelta(minutes=5))
+    subjects = sorted(parsed(m.data)["Subject"] for m in state.messages)
+    assert len(subjects) == 2 and subjects[0].startswith("УКД № К-2026-000001") and subjects[1].startswith("УПД №")
+    letter = next(parsed(m.data) for m in state.messages if parsed(m.data)["Subject"].startswith("УКД"))
+    assert "уменьшает стоимость на 123,45 руб." in letter.get_body(("plain",)).get_content().replace("\xa0", " ")
+    assert sorted(p.get_filename()[-4:] for p in letter.iter_attachments()) == [".pdf", ".xml"]
