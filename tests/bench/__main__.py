@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 from tests.bench import sections
@@ -65,6 +66,9 @@ def main() -> int:
                 summary["sections"].append(name)  # type: ignore[union-attr]
             except sections.Skip as exc:
                 print(f"(skipped: {exc})")
+            except Exception:  # one broken section must not cost the others' figures
+                traceback.print_exc()
+                summary.setdefault("failed", []).append(name)  # type: ignore[union-attr]
     summary.update(sections.SUMMARY)
     out = Path(os.environ.get("BENCH_JSON") or ROOT / "bench.json")
     out.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
