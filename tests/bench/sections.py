@@ -331,12 +331,14 @@ def documents(tmp: Path) -> None:
         with app.app_context(), maker() as db:
             owners = []
 
-            def issue(i: int):  # type: ignore[no-untyped-def]
+            def order_of_new_company(i: int):  # type: ignore[no-untyped-def]
                 # A company of its own for each invoice: its payment starts the rights at once, so a УПД is formed
                 # (a second order of one company would wait for the first one's period, and its УПД with it).
                 account, owner = _company(db, "ООО «Ромашка»")
                 owners.append(owner)
-                order = _invoice_order(db, account.id, f"bench-doc-{i}")
+                return _invoice_order(db, account.id, f"bench-doc-{i}")
+
+            def issue(order):  # type: ignore[no-untyped-def]
                 invoice = issue_invoice(db, order, actor=None, now=utcnow(), config=app.config)
                 db.commit()
                 return invoice
@@ -348,7 +350,7 @@ def documents(tmp: Path) -> None:
 
             # Warm-up of every side: the first document of a process, and WeasyPrint's own first page.
             simple()
-            pay(issue(0), 0)
+            pay(issue(order_of_new_company(0)), 0)
             invoice_html = _direct_weasyprint(recorder.last["invoice.html"], "invoice.html")
             upd_html = _direct_weasyprint(recorder.last["upd.html"], "upd.html")
             invoice_html()
@@ -358,7 +360,8 @@ def documents(tmp: Path) -> None:
                 clock("simple", simple)
                 clock("invoice_html", invoice_html)
                 issued: list = []
-                clock("invoice", lambda i=i, issued=issued: issued.append(issue(i)))
+                order = order_of_new_company(i)
+                clock("invoice", lambda order=order, issued=issued: issued.append(issue(order)))
                 clock("upd_html", upd_html)
                 clock("upd", lambda i=i, issued=issued: pay(issued[0], i))
                 invoice = issued[0]
