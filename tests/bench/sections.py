@@ -608,8 +608,10 @@ def statement(tmp: Path) -> None:
     today = date.today()
     docs = []
     with app.app_context(), maker() as db:
-        account, _owner = _company(db, "ООО «Ромашка»")
         for i in range(paying):
+            # A company per paid invoice (a company may have only a few open invoices, and its second order would
+            # start, and get its УПД, only when the first one's period ends): 100 payments, 100 УПД formed.
+            account, _owner = _company(db, "ООО «Ромашка»")
             order = _invoice_order(db, account.id, f"bench-st-{i}")
             invoice = issue_invoice(db, order, actor=None, now=utcnow(), config=app.config)
             db.commit()
