@@ -211,7 +211,9 @@ def invoice_context(
         "amount_in_words": amount_in_words(total),
         "purpose": purpose,
         "qr_payload": payload,
-        "qr_data_uri": png_data_uri(payload),
+        # One pixel per module: the print stylesheet scales it without smoothing, and a PNG sixteen times smaller is
+        # written (and embedded) in a fraction of the time.
+        "qr_data_uri": png_data_uri(payload, scale=1),
     }
 
 

@@ -58,6 +58,7 @@ keys marked XML)::
 from __future__ import annotations
 
 import mimetypes
+import threading
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from pathlib import Path
@@ -66,8 +67,9 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import jinja2
-from weasyprint import HTML
+from weasyprint import CSS, HTML
 from weasyprint.document import Document
+from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
 INVOICES_DIR = Path(__file__).resolve().parents[2] / "invoices"
@@ -175,6 +177,66 @@ class LocalOnlyURLFetcher(URLFetcher):
         return URLFetcherResponse(path.as_uri(), path.read_bytes(), {"Content-Type": mime_type})
 
 
+# The stylesheets of each template, in cascade order. They are passed to WeasyPrint already parsed (see
+# `_shared`), so the templates do not link them.
+STYLESHEETS: dict[str, tuple[str, ...]] = {
+    "invoice.html": ("print.css",),
+    "upd.html": ("print.css", "upd.css"),
+    "ukd.html": ("print.css", "upd.css"),
+    "advance.html": ("print.css", "upd.css"),
+}
+
+
+def stylesheet_paths(template_name: str) -> list[Path]:
+    return [INVOICES_DIR / name for name in STYLESHEETS[template_name]]
+
+
+class _Shared:
+    """The stylesheets and their @font-face fonts, parsed once per process and reused by every document.
+
+    Parsing print.css and upd.css and loading four font files cost about a tenth of each render when done per
+    document. Pango's font map is not safe to share between threads, so rendering with it is serialised by `lock`
+    (a render is CPU-bound Python anyway: two threads would not render faster).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._fonts: FontConfiguration | None = None
+        self._sheets: dict[str, CSS] = {}
+
+    def stylesheets(self, template_name: str) -> tuple[FontConfiguration, list[CSS]]:
+        with self.lock:
+            if self._fonts is None:
+                self._fonts = FontConfiguration()
+            fonts = self._fonts
+            sheets = []
+            for name in STYLESHEETS[template_name]:
+                if name not in self._sheets:
+                    self._sheets[name] = CSS(
+                        filename=str(INVOICES_DIR / name), font_config=fonts, url_fetcher=LocalOnlyURLFetcher()
+                    )
+                sheets.append(self._sheets[name])
+            return fonts, sheets
+
+
+_SHARED = _Shared()
+
+# A tiny page with every stylesheet and font: rendering it loads WeasyPrint's own lazy parts (Pango, HarfBuzz, the
+# user-agent stylesheet, PDF writer) and the shared stylesheets, so a worker's first real document is not the slow one.
+_WARM_UP_PAGE = """<!doctype html><html lang="ru"><head><meta charset="utf-8"></head><body>
+<h1>Счёт</h1><table class="items"><tr><td>1</td><td class="num">1&nbsp;990,00</td></tr></table>
+<p class="upd-small"><b>Прогрев</b></p></body></html>"""
+
+
+def warm_up() -> None:
+    """Parse the shared stylesheets and fonts and render a tiny page: call once in a worker before its requests."""
+    with _SHARED.lock:
+        fonts, sheets = _SHARED.stylesheets("upd.html")
+        HTML(string=_WARM_UP_PAGE, base_url=INVOICES_DIR.as_uri() + "/", url_fetcher=LocalOnlyURLFetcher()).write_pdf(
+            stylesheets=sheets, font_config=fonts
+        )
+
+
 def _pdf_meta(issued: date) -> str:
     """The W3C timestamp WeasyPrint copies into the PDF's CreationDate/ModDate."""
     return datetime.combine(issued, time(0, 0)).strftime("%Y-%m-%dT%H:%M:%S+03:00")
@@ -182,7 +244,10 @@ def _pdf_meta(issued: date) -> str:
 
 def _layout(template_name: str, context: Mapping[str, Any]) -> Document:
     html = ENV.get_template(template_name).render(context)
-    return HTML(string=html, base_url=INVOICES_DIR.as_uri() + "/", url_fetcher=LocalOnlyURLFetcher()).render()
+    fonts, sheets = _SHARED.stylesheets(template_name)
+    return HTML(string=html, base_url=INVOICES_DIR.as_uri() + "/", url_fetcher=LocalOnlyURLFetcher()).render(
+        stylesheets=sheets, font_config=fonts
+    )
 
 
 def _render_pdf(template_name: str, ctx: Mapping[str, Any], *, count_sheets: bool = False) -> bytes:
@@ -191,11 +256,12 @@ def _render_pdf(template_name: str, ctx: Mapping[str, Any], *, count_sheets: boo
     context: dict[str, Any] = {**ctx, "pdf_date": _pdf_meta(ctx["date"]), "sheets": 1}
     identifier = f"{template_name}:{ctx['number']}".encode()
     try:
-        document = _layout(template_name, context)
-        if count_sheets and len(document.pages) != context["sheets"]:
-            # «Документ составлен на N листах» is known only after layout: lay out once more.
-            document = _layout(template_name, {**context, "sheets": len(document.pages)})
-        return document.write_pdf(pdf_identifier=identifier)
+        with _SHARED.lock:
+            document = _layout(template_name, context)
+            if count_sheets and len(document.pages) != context["sheets"]:
+                # «Документ составлен на N листах» is known only after layout: lay out once more.
+                document = _layout(template_name, {**context, "sheets": len(document.pages)})
+            return document.write_pdf(pdf_identifier=identifier)
     except FatalURLFetchingError as error:  # a BaseException in WeasyPrint; callers expect Exception
         cause = error.__cause__
         raise DocumentRenderError(str(cause or error)) from cause

@@ -32,6 +32,9 @@ from portal.payments.statement import PaymentOrder, find_invoice_refs, incoming_
 
 log = logging.getLogger(__name__)
 
+# Keys per IN (…) look-up: well under SQLite's and PostgreSQL's limits on bound parameters.
+_CHUNK = 500
+
 
 @dataclass
 class ImportResult:
@@ -97,7 +100,35 @@ def _open_invoices_of_payer(db: Session, inn: str) -> list[Invoice]:
     return [i for i in rows if i.buyer.get("inn") == inn]
 
 
-def match_payment(db: Session, doc: PaymentOrder) -> Match:
+class _Payers:
+    """What one import learns about payers, so 10 000 payment orders do not ask the same question 10 000 times.
+
+    Which ИНН belong to the portal's companies at all is asked once per chunk of the file (most payers of a bank
+    account are not customers); the open invoices of a customer ИНН, with what each still needs, are kept until the
+    import applies money anywhere, which may change them.
+    """
+
+    def __init__(self, db: Session, inns: set[str]) -> None:
+        self.customers: set[str] = set()
+        wanted = sorted(i for i in inns if i)
+        for start in range(0, len(wanted), _CHUNK):
+            self.customers.update(
+                db.scalars(sa.select(Requisites.inn).where(Requisites.inn.in_(wanted[start : start + _CHUNK])))
+            )
+        self._open: dict[str, list[tuple[Invoice, int]]] = {}
+
+    def open_invoices(self, db: Session, inn: str) -> list[tuple[Invoice, int]]:
+        if inn not in self.customers:
+            return []
+        if inn not in self._open:
+            self._open[inn] = [(i, ledger.invoice_remaining(db, i)) for i in _open_invoices_of_payer(db, inn)]
+        return self._open[inn]
+
+    def money_applied(self) -> None:
+        self._open.clear()
+
+
+def match_payment(db: Session, doc: PaymentOrder, payers: _Payers | None = None) -> Match:
     """The invoices this payment pays: by the numbers in its purpose (also as accountants write them: «сч.17»,
     «2026/17», «№2026 000017»), else by the payer's ИНН and the amount when they pick out exactly one open invoice."""
     payer_inn = doc.payer_inn.strip()
@@ -127,9 +158,9 @@ def match_payment(db: Session, doc: PaymentOrder) -> Match:
     if named:
         return Match(named)
     if payer_inn:
-        fitting = [
-            i for i in _open_invoices_of_payer(db, payer_inn) if ledger.invoice_remaining(db, i) == doc.amount_kopecks
-        ]
+        if payers is None:
+            payers = _Payers(db, {payer_inn})
+        fitting = [i for i, remaining in payers.open_invoices(db, payer_inn) if remaining == doc.amount_kopecks]
         if len(fitting) == 1:
             invoice = fitting[0]
             return Match(
@@ -235,9 +266,12 @@ def _import_once(
         base = dedup_key(doc)
         occurrences[base] = occurrences.get(base, 0) + 1
         keyed.append((doc, dedup_key(doc, occurrences[base]), occurrences[base]))
-    known = set(
-        db.scalars(sa.select(StatementLine.dedup_key).where(StatementLine.dedup_key.in_([k for _, k, _ in keyed])))
-    )
+    keys = [k for _, k, _ in keyed]
+    known: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        known.update(db.scalars(sa.select(StatementLine.dedup_key).where(StatementLine.dedup_key.in_(chunk))))
+    payers = _Payers(db, {doc.payer_inn.strip() for doc, key, _ in keyed if key not in known})
     new_lines = 0
     for doc, key, occurrence in keyed:
         result.recorded += doc.amount_kopecks
@@ -259,25 +293,30 @@ def _import_once(
             status=LineStatus.UNMATCHED.value,
             created_at=now,
         )
-        db.add(line)
-        db.flush()
+        # Lines are added with their reason already set and written together at the next flush (a matched line's
+        # receipt needs its id, the end of the file needs the rest): one INSERT batch, not an INSERT and an UPDATE each.
         if occurrence > 1:
             # Two identical payment orders in one file: a bank's export error or two real transfers; staff decide.
             line.reason = (
                 f"Такой же платёжный документ (№ {doc.number} от {doc.date:%d.%m.%Y}, {format_rub(doc.amount_kopecks)}) "
                 f"встречается в выписке {occurrence}-й раз: проверьте по банку, два ли это платежа"
             )
+            db.add(line)
             result.unmatched.append(line)
             continue
-        match = match_payment(db, doc)
+        match = match_payment(db, doc, payers)
+        db.add(line)
         if match.invoices:
+            db.flush()
             _, ids = _apply_line(db, line, match.invoices, actor=actor, now=now, config=config, note=match.note)
+            payers.money_applied()
             upd_ids.extend(ids)
             line.status = LineStatus.MATCHED.value
             result.matched.append(line)
         else:
             line.reason = match.reason
             result.unmatched.append(line)
+    db.flush()
     imp.matched = len(result.matched)
     imp.unmatched = len(result.unmatched)
     imp.duplicates = result.duplicates

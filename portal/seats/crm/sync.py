@@ -637,6 +637,11 @@ class _Applier:
 
     def _one(self, action: Action) -> None:
         name = type(action).__name__
+        if isinstance(action, KeepPending | MarkRemoved):
+            # These only write journal lines (the mirror row is written later) and cannot fail in the directory:
+            # no savepoint for them — a routine run has thousands of unchanged pending users.
+            getattr(self, f"_{name}")(action)
+            return
         try:
             with self.db.begin_nested():
                 getattr(self, f"_{name}")(action)
