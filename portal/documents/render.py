@@ -184,6 +184,7 @@ STYLESHEETS: dict[str, tuple[str, ...]] = {
     "upd.html": ("print.css", "upd.css"),
     "ukd.html": ("print.css", "upd.css"),
     "advance.html": ("print.css", "upd.css"),
+    "reconciliation.html": ("print.css",),
 }
 
 
