@@ -36,7 +36,8 @@ bp = Blueprint("payments", __name__, url_prefix="/payments")
 
 register_nav("payments.payment_list", "Платежи", ("owner", "accountant"), order=45)
 
-CARD_TITLE = "Физическое лицо: карта или электронные деньги"
+# A company may pay with its corporate card too: the option must not make it call itself an individual.
+CARD_TITLE = "Картой или электронными деньгами — личной или корпоративной картой"
 # A YooKassa notification is about a kilobyte; anything near this is not one.
 WEBHOOK_MAX_BYTES = 64 * 1024
 
