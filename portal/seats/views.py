@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +22,7 @@ from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.payments.offer import Offer, get_offer
 from portal.seats import directory
+from portal.seats.crm.models import CrmConnection
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
 from portal.textinput import ascii_int
@@ -156,6 +158,21 @@ def _limits_context() -> dict[str, Any]:
 
 # --- the team page ------------------------------------------------------------------------------------------------
 
+# The last deactivation, offered for undo once on the team page.
+UNDO_KEY = "seats_undo_deactivation"
+
+
+def _connected_crm(account_id: int) -> CrmConnection | None:
+    """The account's connected CRM, if any: adding needs an e-mail and deactivating reaches it."""
+    conn = get_db().scalars(sa.select(CrmConnection).where(CrmConnection.account_id == account_id)).first()
+    return conn if conn is not None and conn.is_connected else None
+
+
+def _email_field_for(form: AddUserForm, crm: CrmConnection | None) -> None:
+    if crm is not None:
+        form.email.label.text = "Почта"
+        form.email.description = "Обязательна: к компании подключена amoCRM, и без почты пользователя в ней не создать."
+
 
 def _page_arg() -> int:
     # `page=²` passes str.isdigit() and then int() refuses it: only ASCII digits are a page number.
@@ -184,6 +201,9 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
     counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
     limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
+    crm = _connected_crm(account.id)
+    _email_field_for(form, crm)
+    undo = session.pop(UNDO_KEY, None) if request.method == "GET" else None
     return (
         render_template(
             "seats/team_list.html",
@@ -203,6 +223,7 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
             active_owners=directory.count_active_owners(db, account.id),
             role_choices=role_choices(),
             action_form=ConfirmForm(),
+            undo=undo if isinstance(undo, dict) else None,
         ),
         status_code,
     )
@@ -231,7 +252,15 @@ def user_add() -> Any:
     db = get_db()
     account = require_account()
     form = AddUserForm()
-    if not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    if valid and not form.email.data and _connected_crm(account.id) is not None:
+        # Refused here, not found later as «Отклонено: Нужен e-mail» in the CRM queue.
+        form.email.errors = [
+            *form.email.errors,
+            "Укажите почту: к компании подключена amoCRM, и без почты пользователя в ней не создать.",
+        ]
+        valid = False
+    if not valid:
         return _render_team(account, form, 400)
     existing = directory.find_member_by_phone(db, account.id, form.phone.data)
     now = utcnow()
@@ -310,6 +339,18 @@ def user_deactivate(user_id: int) -> Any:
     if not ConfirmForm().validate_on_submit():
         flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
         return redirect(url_for("seats.team_list"))
+    if request.form.get("confirmed") != "1":
+        # Not undone lightly: the person loses the messenger and, with a CRM connected, the CRM account too.
+        limits = get_limits(db, account.id, utcnow())
+        crm = _connected_crm(account.id)
+        return render_template(
+            "seats/user_deactivate.html",
+            membership=membership,
+            person=f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
+            limits=limits,
+            crm=crm,
+            is_self=user_id == current_user.id,
+        )
     try:
         directory.deactivate_user(
             db,
@@ -325,6 +366,8 @@ def user_deactivate(user_id: int) -> Any:
         return redirect(url_for("seats.team_list"))
     db.commit()
     flash(f"{membership.name} отключён(а): место освободилось.", "success")
+    if user_id != current_user.id:
+        session[UNDO_KEY] = {"user_id": user_id, "name": membership.name}
     return _after_own_change(user_id)
 
 

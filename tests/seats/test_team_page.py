@@ -139,7 +139,7 @@ def test_deactivate_and_reactivate_from_the_team_page(db, client, auth, demo):
     big = demo["big"]
     auth.login(DEMO_OWNER)
     boris = _membership(db, big, DEMO_MEMBERS[0][0])
-    resp = post(client, f"/team/users/{boris.user_id}/deactivate")
+    resp = post(client, f"/team/users/{boris.user_id}/deactivate", {"confirmed": "1"})
     assert resp.status_code == 302 and _active(db, big) == 8
     assert _membership(db, big, DEMO_MEMBERS[0][0]).status == MembershipStatus.DEACTIVATED
     deactivated = _text(client.get("/team?status=deactivated").get_data(as_text=True))
@@ -160,11 +160,33 @@ def test_re_adding_a_deactivated_person_makes_them_active_again(db, client, auth
     small = demo["small"]
     auth.login(DEMO_SMALL_OWNER)
     maria = _membership(db, small, "+79990000020")
-    post(client, f"/team/users/{maria.user_id}/deactivate")
+    post(client, f"/team/users/{maria.user_id}/deactivate", {"confirmed": "1"})
     resp = post(client, "/team/users", {"phone": "+79990000020", "name": "Мария", "role": "member"})
     assert resp.status_code == 302
     assert _membership(db, small, "+79990000020").status == MembershipStatus.ACTIVE
     assert "Мария Соколова снова в команде" in _text(client.get("/team").get_data(as_text=True))
+
+
+def test_deactivation_asks_first_says_what_it_does_and_can_be_undone(db, client, auth, demo):
+    """One click used to deactivate a person, with no confirmation and no way back."""
+    big = demo["big"]
+    auth.login(DEMO_OWNER)
+    boris = _membership(db, big, DEMO_MEMBERS[0][0])
+    resp = post(client, f"/team/users/{boris.user_id}/deactivate")
+    assert resp.status_code == 200 and _active(db, big) == 9  # nothing done yet
+    text = _text(resp.get_data(as_text=True))
+    assert "Отключить пользователя?" in text and "Борис Кузнецов" in text
+    assert "Место по тарифу освободится: активных пользователей станет 8 из 5." in text
+    assert "В amoCRM" in text and "тоже будет отключён" in text  # the demo company has a CRM connected
+    resp = post(client, f"/team/users/{boris.user_id}/deactivate", {"confirmed": "1"})
+    assert resp.status_code == 302 and _active(db, big) == 8
+    team = client.get("/team").get_data(as_text=True)
+    assert "Борис Кузнецов отключён(а). Передумали?" in _text(team)
+    undo = re.search(r'<form method="post" action="(/team/users/\d+/reactivate)".*?Отменить отключение', team, re.S)
+    assert undo and undo.group(1) == f"/team/users/{boris.user_id}/reactivate"
+    resp = post(client, undo.group(1), {"confirmed": "1"})
+    assert resp.status_code == 302 and _active(db, big) == 9
+    assert "Отменить отключение" not in client.get("/team").get_data(as_text=True)  # offered once
 
 
 def test_the_last_owner_stays(db, client, auth, demo):
@@ -175,7 +197,7 @@ def test_the_last_owner_stays(db, client, auth, demo):
     row = re.search(rf'<tr[^>]*id="user-{owner.user_id}".*?</tr>', page, re.S).group(0)
     assert "единственный владелец" in row and "Отключить" not in row and "<select" not in row
     for path, data in (
-        (f"/team/users/{owner.user_id}/deactivate", {}),
+        (f"/team/users/{owner.user_id}/deactivate", {"confirmed": "1"}),
         (f"/team/users/{owner.user_id}/role", {"role": "member"}),
     ):
         resp = post(client, path, data, follow_redirects=True)
