@@ -247,3 +247,35 @@ def test_a_big_team_is_paged_and_searchable(db, client, auth, make_account):
     found = client.get("/team?q=анна").get_data(as_text=True)
     assert "Анна Смирнова" in found and "CRM" in _text(found) and "Страница" not in found
     assert "Никого не нашли по запросу «Зульфия»." in _text(client.get("/team?q=Зульфия").get_data(as_text=True))
+
+
+def test_the_audit_of_team_changes_reads_in_russian_words(db, client, auth, demo):
+    """Staff saw raw keys in the journal: `user_id`, `crm_user_id`, the source `portal`."""
+    from portal.audit import AuditLog
+    from portal.support.service import audit_changes
+
+    big = demo["big"]
+    auth.login(DEMO_OWNER)
+    post(
+        client,
+        "/team/users",
+        {
+            "phone": "+79995557777",
+            "name": "Ирина Белова",
+            "role": "member",
+            "email": "irina@example.ru",
+            "confirmed": "1",
+        },
+        follow_redirects=True,
+    )
+    boris = _membership(db, big, DEMO_MEMBERS[0][0])
+    post(client, f"/team/users/{boris.user_id}/deactivate", {"confirmed": "1"})
+    post(client, f"/team/users/{boris.user_id}/reactivate", {"confirmed": "1"})
+    post(client, f"/team/users/{boris.user_id}/role", {"role": "accountant"})
+    entries = list(db.scalars(sa.select(AuditLog).where(AuditLog.action.like("seats.%"))))
+    assert {e.action for e in entries} >= {"seats.user_added", "seats.user_deactivated", "seats.role_changed"}
+    for entry in entries:
+        for change in audit_changes(entry):
+            assert not re.fullmatch(r"[a-z_]+", change.label), (entry.action, change)
+            for value in (change.before, change.after):
+                assert value not in {"portal", "messenger", "crm", "active", "deactivated"}, (entry.action, change)
