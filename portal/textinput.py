@@ -83,6 +83,15 @@ def strip_separators(value: Any) -> Any:
     return _SEPARATORS.sub("", value) if isinstance(value, str) else value
 
 
+_QUOTES = '«»"„“”'
+
+
+def quoted(name: str) -> str:
+    """A company's name inside a sentence: «Ромашка», but ООО «Ромашка» as typed — never «ООО «Ромашка»»,
+    which doubles the guillemets at the end. A name with quotes of its own is already set off."""
+    return name if any(q in name for q in _QUOTES) else f"«{name}»"
+
+
 def ascii_int(raw: Any, *, max_digits: int = 9) -> int | None:
     """'12' → 12; '²', '１２', '-1', '' or too many digits → None (never a ValueError from int())."""
     if not isinstance(raw, str):

@@ -30,6 +30,7 @@ from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, R
 from portal.accounts.phone import InvalidPhone, format_phone, normalize_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
+from portal.textinput import quoted
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def register() -> Any:
         session.clear()
         _sign_in(reg.user)
         session["account_id"] = reg.account.id
-        flash(f"Компания «{reg.account.name}» создана. Вы — её владелец, тариф бесплатный.", "success")
+        flash(f"Компания {quoted(reg.account.name)} создана. Вы — её владелец, тариф бесплатный.", "success")
         return redirect(next_url or url_for("index"))
     status = 400 if form.errors else 200
     return render_template("accounts/register.html", form=form, phone=phone), status
@@ -287,7 +288,7 @@ def account_switch() -> Any:
         abort(404)
     session["account_id"] = membership.account_id
     service.mark_seen(get_db(), membership, utcnow())
-    flash(f"Вы работаете с компанией «{membership.account.name}».", "info")
+    flash(f"Вы работаете с компанией {quoted(membership.account.name)}.", "info")
     return redirect(url_for("index"))
 
 
@@ -344,5 +345,5 @@ def account_leave() -> Any:
     db.commit()
     if session.get("account_id") == membership.account_id:
         session.pop("account_id", None)
-    flash(f"Вы покинули компанию «{name}».", "success")
+    flash(f"Вы покинули компанию {quoted(name)}.", "success")
     return redirect(url_for("accounts.profile"))
