@@ -18,7 +18,8 @@
     button.addEventListener("click", function () {
       set(button.getAttribute("aria-expanded") !== "true");
     });
-    menu.addEventListener("keydown", function (event) {
+    // Escape closes it wherever focus is (on the button itself, or inside the menu).
+    document.addEventListener("keydown", function (event) {
       if (event.key === "Escape" && button.getAttribute("aria-expanded") === "true") {
         set(false);
         button.focus();
