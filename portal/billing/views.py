@@ -137,7 +137,8 @@ def plans() -> Any:
                     action = "Продлить"
                 # What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price).
                 offer = Offer(purchase=purchase, balance=balance)
-                note = f"К оплате {format_rub(offer.due)} ({offer.covers})"
+                if purchase.kind != "new" or offer.from_balance:  # otherwise the card's total says it already
+                    note = f"К оплате {format_rub(offer.due)} ({offer.covers})"
         cards.append(PlanCard(plan, q, is_current, too_small, plan.code == suggested_code, action, url, note, purchase))
     return render_template(
         "billing/plans.html",

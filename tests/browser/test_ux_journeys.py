@@ -31,6 +31,10 @@ def typed(e164: str) -> str:
     return f"+7 {e164[2:5]} {e164[5:8]}-{e164[8:10]}-{e164[10:]}"
 
 
+def page_name(path: str) -> str:
+    return path.split("?")[0].strip("/").replace("/", "-") or "home"
+
+
 def text(locator: Any) -> str:
     return " ".join(locator.inner_text().replace("\xa0", " ").split())
 
@@ -165,11 +169,11 @@ def test_on_a_phone_the_content_starts_on_the_first_screen(new_page, sms_output,
     banner = page.locator("#limit-banner")
     if banner.count() and banner.is_visible():
         assert banner.bounding_box()["height"] < 90  # one line with a link, not a page of text
-    shot(page, f"40-phone{path.split('?')[0].replace('/', '-') or '-home'}")
+    shot(page, f"40-phone-{page_name(path)}")
     toggle.click()
     assert toggle.get_attribute("aria-expanded") == "true"
     assert page.get_by_role("navigation", name="Основное меню").is_visible()
-    shot(page, f"41-phone-menu-open{path.split('?')[0].replace('/', '-') or '-home'}")
+    shot(page, f"41-phone-menu-open-{page_name(path)}")
     page.keyboard.press("Escape")
     assert toggle.get_attribute("aria-expanded") == "false"
 
@@ -220,16 +224,17 @@ def test_main_pages_of_each_role_meet_wcag_22_aa(new_page, sms_output, role, wid
     if phone:
         sign_in(page, sms_output, typed(phone), phone)
         page.wait_for_url(re.compile(r".*/$"))
+        dialog = page.locator("#over-limit-dialog")
+        if role != "visitor":  # ООО «Ромашка» is over its plan: the first page after sign-in shows the dialog
+            dialog.wait_for(state="visible")
+            assert not (found := axe_violations(page)), json.dumps(found, ensure_ascii=False, indent=1)
+            shot(page, f"50-{role}-{width}-dialog")
+            page.keyboard.press("Escape")
     problems = {}
     for path in paths:
         page.goto(path)
         page.wait_for_load_state()
-        dialog = page.locator("#over-limit-dialog")
-        if dialog.count() and dialog.is_visible():
-            assert not (found := axe_violations(page)), json.dumps(found, ensure_ascii=False, indent=1)
-            shot(page, f"50-{role}-{width}-dialog")
-            page.keyboard.press("Escape")
-        shot(page, f"51-{role}-{width}{path.split('?')[0].replace('/', '-') or '-home'}")
+        shot(page, f"51-{role}-{width}-{page_name(path)}")
         found = axe_violations(page)
         if found:
             problems[path] = found
