@@ -33,3 +33,15 @@ def test_pages_and_messages_show_the_name_as_typed(client, auth, make_account, a
     html = resp.get_data(as_text=True)
     assert "Вы работаете с компанией ООО «Василёк»." in html and "»»" not in html
     assert first.id != second.id
+
+
+def test_an_invoice_deadline_reads_as_the_invoice_prints_it():
+    """The dashboard said «до 08.12.2026 00:00» for an invoice that says «до 7 декабря 2026 г.»."""
+    from datetime import date, timedelta
+
+    from portal.dashboard import valid_through
+    from portal.timeutil import format_date_ru, msk_midnight
+
+    valid_until = date(2026, 12, 7)  # the invoice's last day
+    expires_at = msk_midnight(valid_until + timedelta(days=1))  # what the order keeps (documents.invoices)
+    assert valid_through(expires_at) == format_date_ru(valid_until) == "7 декабря 2026 г."
