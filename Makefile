@@ -26,6 +26,12 @@ $(VENV)/.installed-dev: requirements/dev.lock pyproject.toml | $(BIN)/activate
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.installed
 
+# axe-core for the browser tests' accessibility checks, exactly as package-lock.json pins it (npm ci).
+AXE := devtools/axe
+$(AXE)/node_modules/.installed: $(AXE)/package-lock.json | system-deps-test
+	cd $(AXE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 system-deps:
 	@PY=$(PY) devtools/system-deps run
 
@@ -48,7 +54,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install-dev
+test: install-dev $(AXE)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
@@ -138,6 +138,8 @@ def _error_page(code: int, title: str, text: str) -> Any:
     wants_json = request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
     if wants_json:
         return {"error": text}, code
+    # An error page is no place for the over-limit dialog (portal.seats.views reads this).
+    g.error_page = True
     return render_template("error.html", code=code, title=title, text=text), code
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, url_for
@@ -17,7 +18,9 @@ from portal.db import get_db, utcnow
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import ledger
-from portal.timeutil import format_date, format_date_ru
+from portal.payments.offer import Offer, get_offer
+from portal.seats.limits import SUGGESTION_MONTHS
+from portal.timeutil import format_date, format_date_ru, msk_date
 
 register_nav("index", "Главная", ("owner", "accountant", "member"), order=10)
 
@@ -70,7 +73,12 @@ class NextStep:
 
 
 def _next_step(
-    state: service.SubscriptionState, seats: Meter, storage: Meter, fit: FitResult, support_url: str | None
+    state: service.SubscriptionState,
+    seats: Meter,
+    storage: Meter,
+    fit: FitResult,
+    support_url: str | None,
+    offer: Offer | None = None,
 ) -> NextStep:
     plan = state.plan
     if seats.over or storage.over:
@@ -88,12 +96,24 @@ def _next_step(
                 "Связаться с поддержкой",
                 support_url,
             )
+        if offer is None:
+            return NextStep(
+                "danger",
+                "Тариф превышен",
+                f"{problem} Подойдёт тариф «{fit.plan.title}» ({format_storage(fit.plan.storage_bytes)}). "
+                "Или отключите лишних пользователей.",
+                "Выбрать подходящий тариф",
+                url_for("billing.plans", suggested=fit.plan.code),
+            )
+        # The checkout's own figure: for a paid company that is the co-termed extra payment, not a catalog price.
         return NextStep(
             "danger",
             "Тариф превышен",
-            f"{problem} Подойдёт тариф «{fit.plan.title}» ({format_storage(fit.plan.storage_bytes)}) — "
-            f"{format_rub(fit.plan.monthly_price)} в месяц. Или отключите лишних пользователей.",
-            "Выбрать подходящий тариф",
+            f"{problem} Подойдёт тариф «{fit.plan.title}» ({format_storage(fit.plan.storage_bytes)}): "
+            f"к оплате {format_rub(offer.due)} ({offer.covers}). Или отключите лишних пользователей.",
+            f"Оплатить «{fit.plan.title}»",
+            url_for("billing.checkout", plan=fit.plan.code, months=offer.purchase.months),
+            "Другие тарифы",
             url_for("billing.plans", suggested=fit.plan.code),
         )
     if state.is_trial and state.trial_until is not None:
@@ -190,7 +210,13 @@ def index() -> Any:
     )
     fit = service.suggest_plan(db, account.id, usage)
     support_url = _support_url()
-    step = _next_step(state, seats, storage, fit, support_url)
+    offer = None
+    if (seats.over or storage.over) and fit.plan is not None and not fit.contact_support:
+        try:
+            offer = get_offer(db, account.id, fit.plan, SUGGESTION_MONTHS, now)
+        except service.PurchaseError:
+            offer = None
+    step = _next_step(state, seats, storage, fit, support_url, offer)
     is_manager = membership.role in ("owner", "accountant")
     return render_template(
         "dashboard.html",
@@ -214,5 +240,12 @@ def index() -> Any:
     )
 
 
+def valid_through(moment: datetime) -> str:
+    """An invoice's deadline as the invoice prints it: «7 декабря 2026 г.», the last Moscow day it may be paid
+    (orders keep the instant after it, midnight of the next day, which read as «08.12.2026 00:00»)."""
+    return format_date_ru(msk_date(moment - timedelta(microseconds=1)))
+
+
 def init_app(app: Flask) -> None:
     app.add_url_rule("/", "index", index)
+    app.add_template_filter(valid_through, "valid_through")

@@ -74,6 +74,24 @@ def find_bad_text(data: Any, path: str = "") -> tuple[str, str] | None:
     return None
 
 
+# What people put between the digits of an identifier they paste: spaces (NBSP and thin ones too) and dashes.
+_SEPARATORS = re.compile(r"[\s\u00a0\u2007\u202f\-\u2010\u2011\u2012\u2013\u2014\u2212]+")
+
+
+def strip_separators(value: Any) -> Any:
+    """'500 123 456 750' / '694-419' / '694\u00a0419' → digits only; anything else passes through (a form filter)."""
+    return _SEPARATORS.sub("", value) if isinstance(value, str) else value
+
+
+_QUOTES = '«»"„“”'
+
+
+def quoted(name: str) -> str:
+    """A company's name inside a sentence: «Ромашка», but ООО «Ромашка» as typed — never «ООО «Ромашка»»,
+    which doubles the guillemets at the end. A name with quotes of its own is already set off."""
+    return name if any(q in name for q in _QUOTES) else f"«{name}»"
+
+
 def ascii_int(raw: Any, *, max_digits: int = 9) -> int | None:
     """'12' → 12; '²', '１２', '-1', '' or too many digits → None (never a ValueError from int())."""
     if not isinstance(raw, str):
@@ -99,6 +117,13 @@ def _max_length(field: Field) -> int:
 class PortalForm(FlaskForm):
     """The base of every form: text the portal cannot carry is refused at its field before any other check runs
     (a validator that queries the database must never see a NUL byte)."""
+
+    class Meta:
+        def render_field(self, field: Field, render_kw: dict[str, Any]) -> Any:
+            # WTForms turns a Length validator into maxlength/minlength, and a browser then cuts what is pasted
+            # («694 419» → «694 41», a spaced ИНН, a long name mid-word) without a word. Limits are the server's:
+            # it normalises first (spaces, dashes) and refuses what is too long at the field, saying the limit.
+            return super().render_field(field, {"maxlength": False, "minlength": False, **render_kw})  # type: ignore[misc]
 
     def validate(self, extra_validators: Any = None) -> bool:
         clean = True

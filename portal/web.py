@@ -8,6 +8,7 @@ from flask import Flask, Response
 from flask_login import current_user
 
 from portal.money import format_amount, format_rub
+from portal.textinput import quoted
 
 
 def init_app(app: Flask) -> None:
@@ -22,6 +23,7 @@ def init_app(app: Flask) -> None:
         date=format_date,
         datetime=format_datetime,
         phone=format_phone,
+        quoted=quoted,
     )
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions
     register_error_pages(app)

@@ -7,7 +7,7 @@ from wtforms import EmailField, HiddenField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
 
 from portal.accounts.phone import InvalidPhone, normalize_phone
-from portal.textinput import PortalForm
+from portal.textinput import PortalForm, strip_separators
 
 
 class PhoneField(StringField):
@@ -39,10 +39,11 @@ class CodeForm(PortalForm):
             DataRequired("Введите код из SMS."),
             Length(min=6, max=6, message="Код состоит из 6 цифр."),
         ],
+        # «694 419» as the SMS shows it, or pasted with a dash: the six digits are what counts.
+        filters=[strip_separators],
         render_kw={
             "autocomplete": "one-time-code",
             "inputmode": "numeric",
-            "maxlength": 6,
             "autofocus": True,
         },
     )

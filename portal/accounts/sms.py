@@ -54,7 +54,8 @@ class HttpSms:
             resp = requests.post(self.url, data=data, timeout=self.timeout)
             body = resp.json()
         except (requests.RequestException, ValueError) as exc:
-            raise SmsError(f"SMS-шлюз недоступен: {type(exc).__name__}") from None
+            log.warning("SMS gateway request failed: %s", type(exc).__name__)  # the class is for us, not the person
+            raise SmsError("SMS-шлюз не ответил") from None
         if resp.status_code != 200 or body.get("status") != "OK":
             raise SmsError(f"SMS-шлюз отказал: {body.get('status_text') or body.get('status') or resp.status_code}")
         entry = (body.get("sms") or {}).get(to) or {}

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_limiter import RequestLimit
 from flask_login import current_user, login_user, logout_user
 
 from portal import limiter
 from portal.accounts import service
 from portal.accounts.access import login_required_any, public
 from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, RegisterForm, SwitchAccountForm
-from portal.accounts.phone import InvalidPhone, normalize_phone
+from portal.accounts.phone import InvalidPhone, format_phone, normalize_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
+from portal.textinput import quoted
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +110,33 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
+def _code_sent(response: Any) -> bool:
+    """Only a code that went out counts against the sending limits: a mistyped number costs the vendor nothing."""
+    return response.status_code == 302
+
+
+def _login_breached(limit: RequestLimit) -> Any:
+    """Over a sending limit the person gets the form back, number kept, with the wait — not a bare 429 page."""
+    minutes = max(1, math.ceil((limit.reset_at - time.time()) / 60))
+    form = PhoneForm()
+    form.phone.errors = [f"Слишком много запросов кода. Новый код можно запросить через {minutes} мин."]
+    return make_response(render_template("accounts/login.html", form=form), 429)
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_per_phone_limit, key_func=_phone_key, methods=["POST"])
-@limiter.limit(_per_ip_limit, methods=["POST"])
+@limiter.limit(
+    _per_phone_limit, key_func=_phone_key, methods=["POST"], deduct_when=_code_sent, on_breach=_login_breached
+)
+@limiter.limit(_per_ip_limit, methods=["POST"], deduct_when=_code_sent, on_breach=_login_breached)
 @public
 def login() -> Any:
     if current_user.is_authenticated:
         return redirect(url_for("index"))
     form = PhoneForm()
+    remembered = session.get("login_phone")
+    if request.method == "GET" and isinstance(remembered, str):
+        # «Другой номер или новый код» comes back here: the number stays filled in, to resend or to correct.
+        form.phone.data = format_phone(remembered)
     if form.validate_on_submit() and not _refuse_country(form):
         phone = form.phone.data
         try:
@@ -215,7 +249,7 @@ def register() -> Any:
         session.clear()
         _sign_in(reg.user)
         session["account_id"] = reg.account.id
-        flash(f"Компания «{reg.account.name}» создана. Вы — её владелец, тариф бесплатный.", "success")
+        flash(f"Компания {quoted(reg.account.name)} создана. Вы — её владелец, тариф бесплатный.", "success")
         return redirect(next_url or url_for("index"))
     status = 400 if form.errors else 200
     return render_template("accounts/register.html", form=form, phone=phone), status
@@ -254,7 +288,7 @@ def account_switch() -> Any:
         abort(404)
     session["account_id"] = membership.account_id
     service.mark_seen(get_db(), membership, utcnow())
-    flash(f"Вы работаете с компанией «{membership.account.name}».", "info")
+    flash(f"Вы работаете с компанией {quoted(membership.account.name)}.", "info")
     return redirect(url_for("index"))
 
 
@@ -311,5 +345,5 @@ def account_leave() -> Any:
     db.commit()
     if session.get("account_id") == membership.account_id:
         session.pop("account_id", None)
-    flash(f"Вы покинули компанию «{name}».", "success")
+    flash(f"Вы покинули компанию {quoted(name)}.", "success")
     return redirect(url_for("accounts.profile"))

@@ -6,13 +6,17 @@ import json
 from typing import Any
 
 from flask import Response, current_app, request
+from flask_login import current_user
 
-from portal.accounts.access import public
+from portal.accounts.access import current_membership, public
 from portal.api.views import bp
-from portal.billing.catalog import ALLOWED_MONTHS, PERIODS, PLANS, get_plan
+from portal.billing.catalog import ALLOWED_MONTHS, PERIODS, PLANS, Plan, get_plan
 from portal.billing.display import allowed_months_ru
 from portal.billing.pricing import quote
+from portal.billing.service import PurchaseError
+from portal.db import get_db, utcnow
 from portal.money import NBSP
+from portal.payments.offer import get_offer
 
 CURRENCY = "RUB"
 
@@ -74,15 +78,35 @@ def quote_view() -> Response:
     if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 3 or int(raw) not in PERIODS:
         return _months_error(raw)
     q = quote(plan, int(raw))
-    return _public_json(
-        {
-            "plan": plan.code,
-            "months": q.months,
-            "monthly_price": q.monthly_price,
-            "subtotal": q.subtotal,
-            "discount_percent": q.discount_percent,
-            "discount": q.discount,
-            "total": q.total,
-            "currency": CURRENCY,
-        }
-    )
+    payload: dict[str, Any] = {
+        "plan": plan.code,
+        "months": q.months,
+        "monthly_price": q.monthly_price,
+        "subtotal": q.subtotal,
+        "discount_percent": q.discount_percent,
+        "discount": q.discount,
+        "total": q.total,
+        "currency": CURRENCY,
+    }
+    account_offer = _offer_for_signed_in(plan, q.months)
+    if account_offer is None:
+        return _public_json(payload)
+    # A signed-in company gets what its checkout will charge (an upgrade is the co-termed extra payment, the
+    # balance pays first): one figure everywhere. Personal, so neither shared nor cached.
+    payload["for_account"] = account_offer
+    resp = current_app.response_class(json.dumps(payload, ensure_ascii=False), mimetype="application/json")
+    resp.headers["Cache-Control"] = "private, no-store"
+    resp.headers["Vary"] = "Cookie"
+    return resp
+
+
+def _offer_for_signed_in(plan: Plan, months: int) -> dict[str, Any] | None:
+    if not current_user.is_authenticated:
+        return None
+    membership = current_membership()
+    if membership is None:
+        return None
+    try:
+        return get_offer(get_db(), membership.account_id, plan, months, utcnow()).as_json()
+    except PurchaseError as exc:
+        return {"error": str(exc)}

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, User
 from portal.audit import record_audit
 from portal.billing.catalog import FREE_PLAN, PLANS, TRIAL_MONTHS, Plan, get_plan, make_custom_plan
+from portal.billing.display import months_ru
 from portal.billing.models import (
     CustomPlan,
     Order,
@@ -383,6 +384,19 @@ class Purchase:
     @property
     def last_day(self) -> date:
         return self.ends_on - timedelta(days=1)
+
+    @property
+    def covers(self) -> str:
+        """What the amount pays for, in the words every page uses: «доплата до 29.05.2027»."""
+        last = format_date(self.last_day)
+        if self.kind == OrderKind.UPGRADE:
+            return f"доплата до {last}"
+        period = months_ru(self.months)
+        if self.kind == OrderKind.RENEWAL:
+            return f"продление на {period}, с {format_date(self.starts_on)} по {last}"
+        if self.kind == OrderKind.DOWNGRADE:
+            return f"за {period} с {format_date(self.starts_on)} по {last}"
+        return f"за {period}, с {format_date(self.starts_on)} по {last}"
 
 
 def price_purchase(db: Session, account_id: int, plan: Plan, months: int, now: datetime) -> Purchase:

@@ -45,8 +45,8 @@ from portal.billing.pricing import Quote, fits, quote
 from portal.db import get_db, utcnow
 from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments import ledger
-from portal.timeutil import format_date
+from portal.payments.ledger import account_balance
+from portal.payments.offer import Offer, offer_for_purchase
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,11 @@ def plans() -> Any:
     role = membership.role if membership else None
     now = utcnow()
     state = usage = None
+    balance = 0
     if account is not None:
         state = service.get_subscription_state(db, account.id, now)
         usage = service.get_usage(db, account)
+        balance = account_balance(db, account.id)
     suggested_code = (request.args.get("suggested") or "").strip()[:64]
     can_buy = role in PAYER_TYPES_BY_ROLE or membership is None  # visitors are sent to sign in at checkout
 
@@ -130,14 +132,13 @@ def plans() -> Any:
                     purchase = service.price_for_state(state, plan, months)
                 except service.PurchaseError:
                     purchase = None
-            if purchase is not None and state is not None and state.is_paid:
+            if purchase is not None:
                 if purchase.kind == "renewal":
                     action = "Продлить"
-                    note = f"Продление с {format_date(purchase.starts_on)}"
-                elif purchase.kind == "upgrade":
-                    note = f"Доплата {format_rub(purchase.amount)} до конца оплаченного периода"
-                elif purchase.kind == "downgrade":
-                    note = f"Начнётся {format_date(purchase.starts_on)}, после текущего периода"
+                # What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price).
+                offer = Offer(purchase=purchase, balance=balance)
+                if purchase.kind != "new" or offer.from_balance:  # otherwise the card's total says it already
+                    note = f"К оплате {format_rub(offer.due)} ({offer.covers})"
         cards.append(PlanCard(plan, q, is_current, too_small, plan.code == suggested_code, action, url, note, purchase))
     return render_template(
         "billing/plans.html",
@@ -223,6 +224,7 @@ def _checkout(throttled: str | None = None) -> Any:
     except service.PurchaseError as exc:
         abort(400, str(exc))
 
+    offer = offer_for_purchase(db, account.id, purchase)
     options = _checkout_options(membership.role)
     form = CheckoutForm()
     form.payer_type.choices = [(o.payer_type, o.title) for o in options]
@@ -279,7 +281,7 @@ def _checkout(throttled: str | None = None) -> Any:
             license_version=license_version,
             problem=problem,
             periods=PERIODS,
-            balance=ledger.account_balance(db, account.id),
+            offer=offer,
         ),
         status,
     )

@@ -20,23 +20,21 @@ class RequisitesForm(PortalForm):
     )
     name = StringField(
         "Полное наименование",
-        render_kw={"autocomplete": "organization", "maxlength": 300, "placeholder": "ООО «Ромашка»"},
+        render_kw={"autocomplete": "organization", "placeholder": "ООО «Ромашка»"},
     )
-    inn = StringField("ИНН", render_kw={"inputmode": "numeric", "maxlength": 14, "autocomplete": "off"})
-    kpp = StringField("КПП", render_kw={"maxlength": 11, "autocomplete": "off"})
-    ogrn = StringField("ОГРН или ОГРНИП", render_kw={"inputmode": "numeric", "maxlength": 17, "autocomplete": "off"})
-    address = TextAreaField("Юридический адрес", render_kw={"rows": 2, "maxlength": 500})
-    email = EmailField("Почта для документов", render_kw={"autocomplete": "email", "maxlength": 254})
-    bank_name = StringField("Банк", render_kw={"maxlength": 300, "placeholder": "ПАО Сбербанк, г. Москва"})
-    bik = StringField("БИК", render_kw={"inputmode": "numeric", "maxlength": 11, "autocomplete": "off"})
-    account_number = StringField(
-        "Расчётный счёт", render_kw={"inputmode": "numeric", "maxlength": 24, "autocomplete": "off"}
-    )
+    inn = StringField("ИНН", render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    kpp = StringField("КПП", render_kw={"autocomplete": "off"})
+    ogrn = StringField("ОГРН или ОГРНИП", render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    address = TextAreaField("Юридический адрес", render_kw={"rows": 2})
+    email = EmailField("Почта для документов", render_kw={"autocomplete": "email"})
+    bank_name = StringField("Банк", render_kw={"placeholder": "ПАО Сбербанк, г. Москва"})
+    bik = StringField("БИК", render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    account_number = StringField("Расчётный счёт", render_kw={"inputmode": "numeric", "autocomplete": "off"})
     correspondent_account = StringField(
-        "Корреспондентский счёт", render_kw={"inputmode": "numeric", "maxlength": 24, "autocomplete": "off"}
+        "Корреспондентский счёт", render_kw={"inputmode": "numeric", "autocomplete": "off"}
     )
-    edo_id = StringField("Идентификатор в системе ЭДО", render_kw={"maxlength": 100, "autocomplete": "off"})
-    edo_operator = StringField("Оператор ЭДО", render_kw={"maxlength": 100, "autocomplete": "off"})
+    edo_id = StringField("Идентификатор в системе ЭДО", render_kw={"autocomplete": "off"})
+    edo_operator = StringField("Оператор ЭДО", render_kw={"autocomplete": "off"})
     mail_mode = RadioField(
         "Закрывающие документы на почту",
         choices=[SelectChoice(value, label) for value, label in MAIL_MODES.items()],

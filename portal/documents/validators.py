@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
+from portal.textinput import strip_separators
+
 __all__ = [
     "RequisiteError",
     "is_bank_of_russia_bik",
@@ -39,8 +41,8 @@ class RequisiteError(ValueError):
 
 
 def normalize_digits(value: str) -> str:
-    """Drop the spaces people paste into numbers ("7707 083 893", non-breaking spaces included)."""
-    return "".join(value.split())
+    """Drop the spaces and dashes people paste into numbers ("7707 083 893", "40702-810-…", NBSP included)."""
+    return strip_separators(value)
 
 
 def _digits(value: str, field: str, label: str, lengths: Sequence[int], length_message: str) -> str:

@@ -14,17 +14,16 @@ class SandboxCardForm(PortalForm):
             "autocomplete": "cc-number",
             "inputmode": "numeric",
             "placeholder": "0000 0000 0000 0000",
-            "maxlength": 23,
             "autofocus": True,
         },
     )
     expiry = StringField(
         "Срок действия",
-        render_kw={"autocomplete": "cc-exp", "inputmode": "numeric", "placeholder": "ММ/ГГ", "maxlength": 5},
+        render_kw={"autocomplete": "cc-exp", "inputmode": "numeric", "placeholder": "ММ/ГГ"},
     )
     cvc = StringField(
         "CVC",
-        render_kw={"autocomplete": "cc-csc", "inputmode": "numeric", "placeholder": "123", "maxlength": 3},
+        render_kw={"autocomplete": "cc-csc", "inputmode": "numeric", "placeholder": "123"},
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -36,7 +37,9 @@ bp = Blueprint("payments", __name__, url_prefix="/payments")
 
 register_nav("payments.payment_list", "Платежи", ("owner", "accountant"), order=45)
 
-CARD_TITLE = "Физическое лицо: карта или электронные деньги"
+# A company may pay with its corporate card too: the option must not make it call itself an individual.
+CARD_TITLE = "Картой или электронными деньгами — личной или корпоративной картой"
+ABANDONED_AFTER = timedelta(minutes=30)
 # A YooKassa notification is about a kilobyte; anything near this is not one.
 WEBHOOK_MAX_BYTES = 64 * 1024
 
@@ -182,6 +185,9 @@ def payment_list() -> Any:
         "payments/payment_list.html",
         rows=service.list_payments(db, account.id),
         reason_text=reason_text,
+        # A card attempt nobody finished within this time was abandoned: said so, with a way to pay again.
+        abandoned_before=utcnow() - ABANDONED_AFTER,
+        can_retry=current_membership() is not None and current_membership().role == "owner",  # type: ignore[union-attr]
         totals=ledger.account_totals(db, account.id),
         entries=ledger.history(db, account.id),
         attention=ledger.list_attention(db, account.id),

@@ -12,8 +12,6 @@ from portal.seats.directory import AccountNotFound
 
 MAX_BYTES = 2**63 - 1  # what a BIGINT column holds
 
-_UNITS = ("Б", "КБ", "МБ", "ГБ", "ТБ", "ПБ")
-
 
 class InvalidStorageValue(ValueError):
     """The reported usage is not a non-negative whole number of bytes; the message is for the caller."""
@@ -51,18 +49,3 @@ def set_storage_used(db: Session, *, account_id: int, used_bytes: Any) -> int:
     account.storage_used_bytes = value
     db.flush()
     return previous
-
-
-def format_bytes(n: int) -> str:
-    """1 536 → «1,5 КБ», 2 GiB → «2 ГБ»: binary units (1 ГБ = 1024³ байт, as in the plans), one decimal."""
-    value = float(max(n, 0))
-    unit = 0
-    while value >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    if unit == 0:
-        return f"{int(value)}\u00a0{_UNITS[0]}"
-    text = f"{value:.1f}".replace(".", ",")
-    if text.endswith(",0"):
-        text = text[:-2]
-    return f"{text}\u00a0{_UNITS[unit]}"

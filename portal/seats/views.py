@@ -7,20 +7,24 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.accounts.access import current_membership, require_account, roles_required
 from portal.accounts.models import Account, Membership, MembershipStatus, Role
 from portal.accounts.phone import format_phone
+from portal.billing import service as billing
 from portal.billing.catalog import Plan, plural_ru
+from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
+from portal.payments.offer import Offer, get_offer
 from portal.seats import directory
+from portal.seats.crm.models import CrmConnection
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
-from portal.seats.storage import format_bytes
 from portal.textinput import ascii_int
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,11 @@ PAGE_SIZE = 50
 STATUS_TABS = (("active", "Активные"), ("deactivated", "Отключённые"), ("left", "Покинули"), ("all", "Все"))
 # Where the owner fixes the excess: there the warning is a banner, not a dialog in the way of the fix.
 NO_DIALOG_BLUEPRINTS = frozenset({"seats", "billing", "payments"})
+# The accounts whose over-limit dialog this session has already shown: once is a warning, every page is a wall.
+DIALOG_SEEN_KEY = "over_limit_dialog_seen"
 
-bp.add_app_template_filter(format_bytes, "filesize")
+# One storage format on every page (the plans' «5 ГБ», never «0 Б» here and «0 ГБ» there).
+bp.add_app_template_filter(format_storage, "filesize")
 bp.add_app_template_global(plural_ru, "plural_ru")
 
 
@@ -48,8 +55,10 @@ class LimitState:
     limits: Limits
     account_name: str
     is_owner: bool
+    can_order_invoice: bool  # the accountant: orders an invoice at checkout, does not choose plans or the team
     owner: Membership | None  # whom an accountant or member should ask, by the name this company gave them
     pay_url: str | None  # checkout with the suggested plan; None when only support can set a plan
+    offer: Offer | None  # what checkout will charge for the suggested plan, and what that covers
     team_url: str | None
     plans_url: str | None
     show_dialog: bool
@@ -73,24 +82,51 @@ def pay_url(plan_code: str) -> str:
     return f"/plans?suggested={plan_code}"
 
 
+def _suggested_offer(account_id: int, limits: Limits) -> Offer | None:
+    """The checkout's own quote for the suggested plan: a paid company is asked for the co-termed extra payment."""
+    suggestion = limits.suggestion
+    if suggestion is None or suggestion.plan is None:
+        return None
+    try:
+        return get_offer(get_db(), account_id, suggestion.plan, SUGGESTION_MONTHS, utcnow())
+    except billing.PurchaseError:
+        return None
+
+
+def _dialog_due(account_id: int, over_limit: bool) -> bool:
+    """Once per session and account, never on an error page, nor where the owner fixes the excess."""
+    if not over_limit or g.get("error_page") or request.blueprint in NO_DIALOG_BLUEPRINTS:
+        return False
+    seen = session.get(DIALOG_SEEN_KEY)
+    seen = [a for a in seen if isinstance(a, int)] if isinstance(seen, list) else []
+    if account_id in seen:
+        return False
+    session[DIALOG_SEEN_KEY] = [*seen, account_id][-20:]
+    return True
+
+
 def _build_state(account: Account, role: str) -> LimitState:
     db = get_db()
     limits = get_limits(db, account.id, utcnow())
     is_owner = role == Role.OWNER
+    can_pay = role in (Role.OWNER.value, Role.ACCOUNTANT.value)
     owner = None
     if limits.over_limit and not is_owner:
         owner = directory.get_primary_owner(db, account.id)
     suggestion = limits.suggestion
+    has_plan = suggestion is not None and suggestion.plan is not None
     return LimitState(
         limits=limits,
         account_name=account.name,
         is_owner=is_owner,
+        can_order_invoice=role == Role.ACCOUNTANT.value,
         owner=owner,
-        pay_url=pay_url(suggestion.plan.code) if suggestion is not None and suggestion.plan is not None else None,
+        pay_url=pay_url(suggestion.plan.code) if has_plan and can_pay else None,  # type: ignore[union-attr]
+        offer=_suggested_offer(account.id, limits) if limits.over_limit else None,
         # On the team page itself the owner needs no button to it.
         team_url=url_for("seats.team_list") if request.blueprint != "seats" else None,
         plans_url=url_for("billing.plans") if _endpoint_exists("billing.plans") else None,
-        show_dialog=limits.over_limit and request.blueprint not in NO_DIALOG_BLUEPRINTS,
+        show_dialog=_dialog_due(account.id, limits.over_limit),
         show_storage_notice=limits.storage_warning and request.endpoint == "index",
     )
 
@@ -122,6 +158,21 @@ def _limits_context() -> dict[str, Any]:
 
 # --- the team page ------------------------------------------------------------------------------------------------
 
+# The last deactivation, offered for undo once on the team page.
+UNDO_KEY = "seats_undo_deactivation"
+
+
+def _connected_crm(account_id: int) -> CrmConnection | None:
+    """The account's connected CRM, if any: adding needs an e-mail and deactivating reaches it."""
+    conn = get_db().scalars(sa.select(CrmConnection).where(CrmConnection.account_id == account_id)).first()
+    return conn if conn is not None and conn.is_connected else None
+
+
+def _email_field_for(form: AddUserForm, crm: CrmConnection | None) -> None:
+    if crm is not None:
+        form.email.label.text = "Почта"
+        form.email.description = "Обязательна: к компании подключена amoCRM, и без почты пользователя в ней не создать."
+
 
 def _page_arg() -> int:
     # `page=²` passes str.isdigit() and then int() refuses it: only ASCII digits are a page number.
@@ -150,6 +201,9 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
     counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
     limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
+    crm = _connected_crm(account.id)
+    _email_field_for(form, crm)
+    undo = session.pop(UNDO_KEY, None) if request.method == "GET" else None
     return (
         render_template(
             "seats/team_list.html",
@@ -169,6 +223,7 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
             active_owners=directory.count_active_owners(db, account.id),
             role_choices=role_choices(),
             action_form=ConfirmForm(),
+            undo=undo if isinstance(undo, dict) else None,
         ),
         status_code,
     )
@@ -197,7 +252,15 @@ def user_add() -> Any:
     db = get_db()
     account = require_account()
     form = AddUserForm()
-    if not form.validate_on_submit():
+    valid = form.validate_on_submit()
+    if valid and not form.email.data and _connected_crm(account.id) is not None:
+        # Refused here, not found later as «Отклонено: Нужен e-mail» in the CRM queue.
+        form.email.errors = [
+            *form.email.errors,
+            "Укажите почту: к компании подключена amoCRM, и без почты пользователя в ней не создать.",
+        ]
+        valid = False
+    if not valid:
         return _render_team(account, form, 400)
     existing = directory.find_member_by_phone(db, account.id, form.phone.data)
     now = utcnow()
@@ -276,6 +339,18 @@ def user_deactivate(user_id: int) -> Any:
     if not ConfirmForm().validate_on_submit():
         flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
         return redirect(url_for("seats.team_list"))
+    if request.form.get("confirmed") != "1":
+        # Not undone lightly: the person loses the messenger and, with a CRM connected, the CRM account too.
+        limits = get_limits(db, account.id, utcnow())
+        crm = _connected_crm(account.id)
+        return render_template(
+            "seats/user_deactivate.html",
+            membership=membership,
+            person=f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
+            limits=limits,
+            crm=crm,
+            is_self=user_id == current_user.id,
+        )
     try:
         directory.deactivate_user(
             db,
@@ -291,6 +366,8 @@ def user_deactivate(user_id: int) -> Any:
         return redirect(url_for("seats.team_list"))
     db.commit()
     flash(f"{membership.name} отключён(а): место освободилось.", "success")
+    if user_id != current_user.id:
+        session[UNDO_KEY] = {"user_id": user_id, "name": membership.name}
     return _after_own_change(user_id)
 
 

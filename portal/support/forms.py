@@ -54,7 +54,7 @@ class ConfirmedActionForm(PortalForm):
             DataRequired("Укажите причину: она попадёт в журнал действий."),
             Length(max=1000, message="Не длиннее 1000 символов."),
         ],
-        render_kw={"rows": 2, "maxlength": 1000},
+        render_kw={"rows": 2},
     )
     confirm = BooleanField(
         "Подтверждаю действие",
@@ -77,17 +77,15 @@ class TrialForm(ConfirmedActionForm):
 class CustomPlanForm(ConfirmedActionForm):
     seats = StringField(
         "Пользователей, до",
-        render_kw={"inputmode": "numeric", "placeholder": "1500", "autocomplete": "off", "maxlength": 12},
+        render_kw={"inputmode": "numeric", "placeholder": "1500", "autocomplete": "off"},
     )
-    storage = StringField(
-        "Хранилище", render_kw={"inputmode": "numeric", "placeholder": "3", "autocomplete": "off", "maxlength": 12}
-    )
+    storage = StringField("Хранилище", render_kw={"inputmode": "numeric", "placeholder": "3", "autocomplete": "off"})
     storage_unit = SelectField(
         "Единица", choices=[SelectChoice(k, v) for k, v in STORAGE_UNIT_TITLES.items()], default="TB"
     )
     monthly_price = StringField(
         "Цена в месяц, ₽",
-        render_kw={"inputmode": "decimal", "placeholder": "29 990,00", "autocomplete": "off", "maxlength": 24},
+        render_kw={"inputmode": "decimal", "placeholder": "29 990,00", "autocomplete": "off"},
     )
     request_id = HiddenField()
     confirm = _confirm("Да, создать тариф: он сразу появится у владельца на странице «Тарифы»")
@@ -123,7 +121,7 @@ class InvoicePayForm(ConfirmedActionForm):
             DataRequired("Укажите платёжный документ, например «п/п № 512 от 25.11.2026»."),
             Length(max=200, message="Не длиннее 200 символов."),
         ],
-        render_kw={"placeholder": "п/п № 512 от 25.11.2026", "autocomplete": "off", "maxlength": 200},
+        render_kw={"placeholder": "п/п № 512 от 25.11.2026", "autocomplete": "off"},
     )
     paid_on = RuDateField("Дата поступления на счёт", validators=[InputRequired("Укажите дату поступления денег.")])
     confirm = _confirm("Да, деньги поступили: подключить тариф и сформировать УПД")
@@ -160,7 +158,7 @@ class LinkForm(ConfirmedActionForm):
     invoice_id = RadioField("Счёт", coerce=str, validate_choice=False)
     invoice_number = StringField(
         "или номер счёта",
-        render_kw={"placeholder": "2026-000123", "autocomplete": "off", "maxlength": 30},
+        render_kw={"placeholder": "2026-000123", "autocomplete": "off"},
         validators=[Optional()],
     )
     confirm_amount = BooleanField("Сумма отличается — всё равно привязать и считать счёт оплаченным")
@@ -181,7 +179,7 @@ class DismissForm(ConfirmedActionForm):
             DataRequired("Укажите, почему платёж не относится к счёту."),
             Length(max=1000, message="Не длиннее 1000 символов."),
         ],
-        render_kw={"rows": 2, "maxlength": 1000, "placeholder": "Ошибочный платёж, вернуть плательщику"},
+        render_kw={"rows": 2, "placeholder": "Ошибочный платёж, вернуть плательщику"},
     )
     confirm = _confirm("Да, платёж не относится к нашим счетам")
 
@@ -195,7 +193,7 @@ class ResolveForm(PortalForm):
             DataRequired("Напишите ответ: владелец увидит его на главной странице."),
             Length(max=1000, message="Не длиннее 1000 символов."),
         ],
-        render_kw={"rows": 3, "maxlength": 1000},
+        render_kw={"rows": 3},
     )
 
 
@@ -205,12 +203,12 @@ class RequestForm(PortalForm):
     plan_code = RadioField("Какой тариф попробовать", validate_choice=False)
     users_expected = StringField(
         "Сколько будет пользователей",
-        render_kw={"inputmode": "numeric", "placeholder": "1500", "autocomplete": "off", "maxlength": 12},
+        render_kw={"inputmode": "numeric", "placeholder": "1500", "autocomplete": "off"},
     )
     comment = TextAreaField(
         "Комментарий",
         validators=[Length(max=2000, message="Не длиннее 2000 символов.")],
-        render_kw={"rows": 4, "maxlength": 2000},
+        render_kw={"rows": 4},
     )
 
     kind = "large_plan"  # set by the view before validating: which fields the request needs

@@ -1291,6 +1291,15 @@ FIELD_TITLES = {
     "phone": "Телефон",
     "source": "Источник",
     "trial_used_at": "Пробный включён",
+    # The team and the CRM (seats.*, crm.*): people read «Пользователь № 12», never `user_id`.
+    "user_id": "Пользователь №",
+    "crm_user_id": "Пользователь в CRM №",
+    "department_ids": "Отделы №",
+    "departments": "Отделы",
+    "linked_users": "Связанных с CRM пользователей",
+    "crm_departments": "Отделов из CRM",
+    "budget_per_hour": "Кодов в час",
+    "sessions": "Завершено сеансов",
 }
 MONEY_KEYS = {"amount", "monthly_price", "payment_amount", "invoice_amount", "proration"}
 VALUE_TITLES = {
@@ -1321,6 +1330,12 @@ VALUE_TITLES = {
     "owner": "владелец",
     "accountant": "бухгалтер",
     "member": "сотрудник",
+    "portal": "портал",
+    "messenger": "мессенджер",
+    "crm": "CRM",
+    "active": "активен",
+    "deactivated": "отключён",
+    "left": "покинул компанию",
 }
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

@@ -52,6 +52,7 @@ from portal.support.forms import (
     TrialForm,
 )
 from portal.support.models import RequestKind, RequestStatus
+from portal.textinput import quoted
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def custom_plan_new(account_id: int) -> Any:
         else:
             flash(
                 f"Индивидуальный тариф «{row.as_plan().title}» за {format_amount(row.monthly_price)} ₽ в месяц "
-                f"создан для «{account.name}»: владелец увидит его на странице «Тарифы»."
+                f"создан для {quoted(account.name)}: владелец увидит его на странице «Тарифы»."
                 + (" Заявка закрыта." if req is not None else ""),
                 "success",
             )

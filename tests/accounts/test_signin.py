@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from freezegun import freeze_time
 
@@ -116,6 +118,48 @@ def test_sending_is_rate_limited_per_phone(client, sms):
     assert statuses == [302, 302, 302, 429]
     assert len(sms.messages) == 3
     assert "Слишком много запросов" in post(client, "/login", {"phone": "+79995550001"}).get_data(as_text=True)
+
+
+def test_over_the_limit_the_answer_is_the_form_with_the_number_and_the_wait(client, sms):
+    """It was a bare «429» page: no form, no number, no word of how long to wait."""
+    for _ in range(3):
+        post(client, "/login", {"phone": "+7 999 555-00-02"})
+    resp = post(client, "/login", {"phone": "+7 999 555-00-02"})
+    assert resp.status_code == 429
+    html = resp.get_data(as_text=True)
+    assert re.search(r"Новый код можно запросить через \d+ мин\.", html)
+    assert re.search(r'<input[^>]*name="phone"[^>]*value="\+7 999 555-00-02"', html)
+    assert "Получить код" in html  # the form itself, to try again later
+
+
+def test_only_sent_codes_count_against_the_limit(client, sms):
+    """Mistyped numbers used to eat the three codes a person may ask for."""
+    for bad in ("+7 999 555", "abc", "+7 999 555-00-0"):
+        assert post(client, "/login", {"phone": bad}).status_code == 400
+    statuses = [post(client, "/login", {"phone": "+79995550003"}).status_code for _ in range(3)]
+    assert statuses == [302, 302, 302] and len(sms.messages) == 3
+
+
+def test_asking_for_a_new_code_keeps_the_number(client, sms):
+    """«Другой номер или новый код» forgot the phone."""
+    assert post(client, "/login", {"phone": "8 999 555 00 04"}).status_code == 302
+    code_page = client.get("/login/code").get_data(as_text=True)
+    assert 'href="/login"' in code_page and "Другой номер или новый код" in code_page
+    html = client.get("/login").get_data(as_text=True)
+    assert re.search(r'<input[^>]*name="phone"[^>]*value="\+7 999 555-00-04"', html)
+
+
+@pytest.mark.parametrize("typed", ["694 419", "694-419", "694\u00a0419", " 694419 "])
+def test_the_code_is_accepted_as_the_sms_shows_it(client, sms, make_account, typed):
+    """A pasted «694 419» was cut to «694 41» by maxlength and refused."""
+    make_account(owner_phone="+79995550005")
+    post(client, "/login", {"phone": "+79995550005"})
+    code = sms.last_code("+79995550005")
+    spaced = typed.replace("694", code[:3]).replace("419", code[3:])
+    html = client.get("/login/code").get_data(as_text=True)
+    assert "maxlength" not in html
+    resp = post(client, "/login/code", {"code": spaced})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
 
 
 def test_sending_is_rate_limited_per_ip(app, client, sms):

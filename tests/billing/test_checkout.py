@@ -101,7 +101,11 @@ def test_summary_shows_plan_period_dates_price_discount_and_total(client, owner,
     assert f"Цена {rub(199_000)} × 9 = {rub(199_000 * 9)}" in text
     assert f"Скидка 5 % −{rub(period_discount('users-24', 9))}" in text
     assert f"Итого к оплате {rub(period_total('users-24', 9))}" in text
-    assert f"Перейти к оплате · {rub(period_total('users-24', 9))}" in text
+    # The button says what will happen: with two ways to pay it names the chosen one (checkout.js).
+    assert f"Продолжить · {rub(period_total('users-24', 9))}" in text
+    html = resp.get_data(as_text=True).replace("&nbsp;", " ").replace("\xa0", " ")
+    assert f'data-label-invoice="Получить счёт · {rub(period_total("users-24", 9))}"' in html
+    assert "за 9 месяцев, с 10.03.2026 по 09.12.2026" in text  # what the total covers
     assert "Без налога (НДС)" in text
     # The form carries the choice only: plan, months, a fresh key, and the figure it showed.
     assert fields["plan"] == "users-24" and fields["months"] == "9"
@@ -141,6 +145,7 @@ def test_an_accountant_pays_by_invoice_only(client, auth, owner, handlers):
     resp, fields = open_checkout(client)
     text = page_text(resp)
     assert INVOICE in text and CARD not in text
+    assert "Получить счёт · " in text and "Перейти к оплате" not in text  # the button says what it does
     resp = post(client, "/checkout?plan=users-12&months=12", {**fields, "payer_type": "card", "accept_license": "y"})
     assert resp.status_code == 400 and "Выберите, кто платит" in page_text(resp)
     resp = post(client, "/checkout?plan=users-12&months=12", {**fields, "payer_type": "invoice", "accept_license": "y"})

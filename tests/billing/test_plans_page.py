@@ -137,7 +137,7 @@ def test_demo_companies_see_the_page_in_every_role(app, client, auth, db):
     auth.login("+79990000003")
     html = client.get("/plans").get_data(as_text=True)
     assert "Продлить" in card_text(html, "users-12")
-    assert "Доплата" in card_text(html, "users-24")  # a bigger plan is an upgrade for the days left
+    assert "(доплата до " in card_text(html, "users-24")  # a bigger plan is an upgrade for the days left
     auth.logout()
 
     # The accountant serves both companies: after switching she sees ИП Соколов's plan.

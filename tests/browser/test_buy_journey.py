@@ -53,7 +53,7 @@ def test_a_new_owner_registers_buys_24_users_for_a_year_and_pays_by_card(page, s
     summary = text(page.locator(".checkout-summary"))
     assert "24 пользователя" in summary and "12 месяцев" in summary
     assert "22 208,40 ₽" in text(page.locator("main"))  # 1 990 ₽ × 12 − 7 %
-    page.get_by_label(re.compile("Физическое лицо")).check()
+    page.get_by_label(re.compile("Картой или электронными деньгами")).check()
     page.get_by_label(re.compile("Я принимаю условия")).check()
     shot(page, "13-checkout")
     page.get_by_role("button", name=re.compile("Перейти к оплате")).click()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
@@ -77,9 +78,11 @@ def test_connection_refused_is_unavailable(
         tokens = gone.issue_tokens()
     client = make_client(base_url=gone_url, token_store=MemoryTokenStore(tokens))
 
-    with pytest.raises(CrmUnavailable, match="нет связи с CRM"):
+    with pytest.raises(CrmUnavailable, match="нет связи с CRM") as refused:
         client.account_info()
 
+    # Shown to the owner on /crm: words, not the Python class name («(ConnectionError)»).
+    assert not re.search(r"[A-Z][a-z]+(Error|Exception|Timeout)", str(refused.value)), str(refused.value)
     assert len(session.sent) == 6
     assert len(clock.sleeps) == 5
 

@@ -185,9 +185,27 @@ def test_payer_refusing_on_the_acquirer_page_is_recorded(client, db, owner, chec
     client.post(path, data={"csrf_token": csrf_token(client, path), "action": "cancel"})
     [payment] = payments_of(db, owner.id)
     assert (payment.status, payment.status_reason) == ("canceled", "payer_canceled")
-    assert "Оплата отменена на странице платёжной системы" in client.get(
-        f"/payments/return/{payment.order_id}"
-    ).get_data(as_text=True)
+    page = client.get(f"/payments/return/{payment.order_id}").get_data(as_text=True)
+    assert "Оплата отменена на странице платёжной системы" in page
+    # The heading says what happened: the payer stopped, nothing failed (it said «Платёж не прошёл»).
+    assert "<h1>Оплата отменена</h1>" in page and "Платёж не прошёл" not in page
+    # The history says so too, and offers to pay again.
+    history = client.get("/payments").get_data(as_text=True)
+    assert "Не прошёл" in history and "Оплатить снова" in history
+    assert 'href="/checkout?plan=users-12&amp;months=6"' in history
+
+
+def test_an_abandoned_payment_page_is_shown_as_such_not_as_processing(app, client, db, owner, checkout, deliveries):
+    """A payer who closed the sandbox page saw «Обрабатывается» in /payments for a day."""
+    checkout("users-12", 6)
+    history = client.get("/payments").get_data(as_text=True)
+    assert "Обрабатывается" in history and "Оплатить снова" not in history  # a fresh attempt may still be paid
+    [payment] = payments_of(db, owner.id)
+    payment.created_at = utcnow() - timedelta(hours=1)
+    db.commit()
+    history = client.get("/payments").get_data(as_text=True)
+    assert "Обрабатывается" not in history
+    assert "Не завершён" in history and "деньги не списаны" in history and "Оплатить снова" in history
 
 
 def test_card_form_errors_are_shown_next_to_the_field_and_change_nothing(client, db, owner, checkout, deliveries):

@@ -9,7 +9,7 @@ from portal.accounts.models import Account
 from portal.billing.catalog import FREE_PLAN, GB, TB, get_plan
 from portal.cli import seed_demo_data
 from portal.seats.limits import get_limits, suggest_plan
-from portal.seats.storage import InvalidStorageValue, format_bytes, parse_used_bytes, set_storage_used
+from portal.seats.storage import InvalidStorageValue, parse_used_bytes, set_storage_used
 from tests.seats.conftest import NOW
 
 
@@ -156,12 +156,14 @@ def test_storage_value_accepts_zero_and_big_integers(db, make_account):
     assert db.scalar(sa.select(Account.storage_used_bytes).where(Account.id == account.id)) == 5 * TB
 
 
-@pytest.mark.parametrize(
-    "n, text",
-    [(0, "0 Б"), (1023, "1023 Б"), (1536, "1,5 КБ"), (2 * GB, "2 ГБ"), (int(1.25 * GB), "1,2 ГБ"), (TB, "1 ТБ")],
-)
-def test_format_bytes(n, text):
-    assert format_bytes(n).replace("\u00a0", " ") == text
+def test_storage_reads_the_same_on_the_team_page_and_the_dashboard(client, auth, make_account):
+    """The team page said «0 Б» where the dashboard said «0 ГБ»: one format for storage everywhere."""
+    make_account(owner_phone="+79163000001")
+    auth.login("+79163000001")
+    team = client.get("/team").get_data(as_text=True).replace("&nbsp;", "\xa0")
+    home = client.get("/").get_data(as_text=True).replace("&nbsp;", "\xa0")
+    assert "0\xa0ГБ из 2\xa0ГБ" in team and "0\xa0ГБ" in home
+    assert "0\xa0Б" not in team
 
 
 def test_limits_cost_a_constant_number_of_queries(app, db, make_account, bulk_members):

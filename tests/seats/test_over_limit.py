@@ -55,7 +55,11 @@ def test_owner_sees_the_dialog_with_pay_and_team_buttons(client, auth, demo):
     assert TITLE in text
     assert "ООО «Ромашка» сейчас 9 активных пользователей, а тариф «5 пользователей» позволяет 5." in text
     assert "Нужно оплатить подходящий тариф или уменьшить число пользователей." in text
-    assert "Подходящий тариф — «12 пользователей»: 5 940,00 ₽ за 6 месяцев." in text.replace("\xa0", " ")
+    # The checkout's own figure, and what it covers.
+    assert re.search(
+        r"Подходящий тариф — «12 пользователей»: 5 940,00 ₽ \(за 6 месяцев, с \d\d\.\d\d\.\d{4} по \d\d\.\d\d\.\d{4}\)\.",
+        text.replace("\xa0", " "),
+    )
     # Checkout with the suggested plan and the minimum period already chosen.
     assert 'href="/checkout?plan=users-12&amp;months=6"' in dialog and "Оплатить тариф «12 пользователей»" in text
     assert 'href="/team"' in dialog and "Управлять командой" in text
@@ -67,16 +71,31 @@ def test_owner_sees_the_dialog_with_pay_and_team_buttons(client, auth, demo):
     assert "<dialog" in dialog and " open" not in dialog.split(">", 1)[0]  # opened by the script, not by markup
 
 
-@pytest.mark.parametrize("phone", [DEMO_ACCOUNTANT, DEMO_MEMBERS[0][0]], ids=["accountant", "member"])
-def test_accountant_and_member_are_told_whom_to_ask(client, auth, demo, phone):
-    auth.login(phone)
+def test_a_member_is_told_whom_to_ask(client, auth, demo):
+    auth.login(DEMO_MEMBERS[0][0])
     html = _page(client)
     for fragment in (_dialog(html), _banner(html)):
         text = _text(fragment)
         assert TITLE in text and "9 активных пользователей" in text and "позволяет 5" in text
         assert "обратитесь к нему: Анна Смирнова, +7 999 000-00-01." in text
         assert 'href="tel:+79990000001"' in fragment
-        assert "Оплатить тариф «" not in text and 'href="/team"' not in fragment
+        assert "Оплатить тариф «" not in text and 'href="/team"' not in fragment and "/checkout" not in fragment
+
+
+def test_the_accountant_is_told_she_can_order_an_invoice(client, auth, demo):
+    """The dialog once said only the owner could pay, while the accountant can order an invoice at checkout."""
+    auth.login(DEMO_ACCOUNTANT)
+    html = _page(client)
+    for fragment in (_dialog(html), _banner(html)):
+        text = _text(fragment)
+        assert "Вы можете получить счёт на оплату этого тарифа" in text
+        assert "Оплатить тариф или изменить состав команды может владелец" not in text
+        assert 'href="/checkout?plan=users-12&amp;months=6"' in fragment and "Получить счёт" in text
+        assert "Изменить состав команды может владелец аккаунта: Анна Смирнова" in text
+        assert 'href="/team"' not in fragment
+    # …and the link leads to a checkout that offers her exactly that.
+    checkout = _page(client, "/checkout?plan=users-12&months=6")
+    assert 'value="invoice"' in checkout and 'value="card"' not in checkout
 
 
 def test_without_javascript_the_same_content_is_a_banner(client, auth, demo):
@@ -87,6 +106,11 @@ def test_without_javascript_the_same_content_is_a_banner(client, auth, demo):
     assert 'class="limit-banner has-dialog"' in banner  # hidden by CSS only once the script marks <html class="js">
     text = _text(banner)
     assert TITLE in text and "9 активных пользователей" in text and "«12 пользователей»" in text
+    # One line says it all with a link; the rest unfolds on demand.
+    line = re.search(r'<p class="limit-line".*?</p>', banner, re.S)
+    assert line and "Тариф превышен: 9 из 5 пользователей." in _text(line.group(0))
+    assert 'href="/checkout?plan=users-12&amp;months=6"' in line.group(0)
+    assert re.search(r"<details class=\"limit-details\">\s*<summary>Подробнее</summary>", banner)
     assert "Оплатить тариф «12 пользователей»" in text and "Управлять командой" in text
     assert "Понятно" not in text  # nothing to close: the banner stays
     css = (ROOT / "static/css/portal.css").read_text()
@@ -127,10 +151,31 @@ def test_on_the_team_page_it_is_a_banner_not_a_dialog(client, auth, demo):
     assert "Управлять командой" not in _text(banner)  # the owner is already there
 
 
-def test_every_page_shows_it_not_just_the_dashboard(client, auth, demo):
+def test_every_page_shows_the_banner_but_the_dialog_once_per_session(client, auth, demo):
+    """The dialog came back on every page; now it is shown once, and the banner stays as the reminder."""
     auth.login(DEMO_MEMBERS[1][0])
-    resp = client.get("/no-such-page")
-    assert resp.status_code == 404 and TITLE in resp.get_data(as_text=True)
+    first = _page(client, "/")
+    assert "<dialog" in first
+    for path in ("/", "/plans", "/profile"):
+        html = _page(client, path)
+        assert "<dialog" not in html, path
+        assert 'class="limit-banner"' in html and TITLE in _text(_banner(html)), path
+    # A new session (sign in again) is told again.
+    auth.logout()
+    auth.login(DEMO_MEMBERS[1][0])
+    assert "<dialog" in _page(client, "/")
+
+
+@pytest.mark.parametrize("path, status", [("/no-such-page", 404), ("/requisites", 403), ("/crm", 403)])
+def test_no_dialog_on_error_pages(client, auth, demo, path, status):
+    """The dialog covered the 403 page; an error page says only what went wrong."""
+    auth.login(DEMO_MEMBERS[1][0])
+    resp = client.get(path)
+    assert resp.status_code == status
+    html = resp.get_data(as_text=True)
+    assert "<dialog" not in html
+    # The session's one dialog is still owed: the next ordinary page shows it.
+    assert "<dialog" in _page(client, "/")
 
 
 def test_storage_over_quota_is_warned_the_same_way(db, client, auth, make_account):

@@ -113,7 +113,7 @@ def test_the_person_sees_the_new_company_flagged_and_can_leave_it(app, client, a
     page = client.get("/profile").get_data(as_text=True)
     assert "ООО «Пригласившая»" in page and "Покинуть" in page
     resp = post(client, "/account/leave", {"account_id": str(inviter.id)}, follow_redirects=True)
-    assert "Вы покинули компанию «ООО «Пригласившая»»" in resp.get_data(as_text=True)
+    assert "Вы покинули компанию ООО «Пригласившая»" in resp.get_data(as_text=True)
     assert "ООО «Пригласившая»" not in client.get("/profile").get_data(as_text=True)
 
     db.expire_all()

@@ -139,7 +139,7 @@ def test_deactivate_and_reactivate_from_the_team_page(db, client, auth, demo):
     big = demo["big"]
     auth.login(DEMO_OWNER)
     boris = _membership(db, big, DEMO_MEMBERS[0][0])
-    resp = post(client, f"/team/users/{boris.user_id}/deactivate")
+    resp = post(client, f"/team/users/{boris.user_id}/deactivate", {"confirmed": "1"})
     assert resp.status_code == 302 and _active(db, big) == 8
     assert _membership(db, big, DEMO_MEMBERS[0][0]).status == MembershipStatus.DEACTIVATED
     deactivated = _text(client.get("/team?status=deactivated").get_data(as_text=True))
@@ -160,11 +160,33 @@ def test_re_adding_a_deactivated_person_makes_them_active_again(db, client, auth
     small = demo["small"]
     auth.login(DEMO_SMALL_OWNER)
     maria = _membership(db, small, "+79990000020")
-    post(client, f"/team/users/{maria.user_id}/deactivate")
+    post(client, f"/team/users/{maria.user_id}/deactivate", {"confirmed": "1"})
     resp = post(client, "/team/users", {"phone": "+79990000020", "name": "Мария", "role": "member"})
     assert resp.status_code == 302
     assert _membership(db, small, "+79990000020").status == MembershipStatus.ACTIVE
     assert "Мария Соколова снова в команде" in _text(client.get("/team").get_data(as_text=True))
+
+
+def test_deactivation_asks_first_says_what_it_does_and_can_be_undone(db, client, auth, demo):
+    """One click used to deactivate a person, with no confirmation and no way back."""
+    big = demo["big"]
+    auth.login(DEMO_OWNER)
+    boris = _membership(db, big, DEMO_MEMBERS[0][0])
+    resp = post(client, f"/team/users/{boris.user_id}/deactivate")
+    assert resp.status_code == 200 and _active(db, big) == 9  # nothing done yet
+    text = _text(resp.get_data(as_text=True))
+    assert "Отключить пользователя?" in text and "Борис Кузнецов" in text
+    assert "Место по тарифу освободится: активных пользователей станет 8 из 5." in text
+    assert "В amoCRM" in text and "тоже будет отключён" in text  # the demo company has a CRM connected
+    resp = post(client, f"/team/users/{boris.user_id}/deactivate", {"confirmed": "1"})
+    assert resp.status_code == 302 and _active(db, big) == 8
+    team = client.get("/team").get_data(as_text=True)
+    assert "Борис Кузнецов отключён(а). Передумали?" in _text(team)
+    undo = re.search(r'<form method="post" action="(/team/users/\d+/reactivate)".*?Отменить отключение', team, re.S)
+    assert undo and undo.group(1) == f"/team/users/{boris.user_id}/reactivate"
+    resp = post(client, undo.group(1), {"confirmed": "1"})
+    assert resp.status_code == 302 and _active(db, big) == 9
+    assert "Отменить отключение" not in client.get("/team").get_data(as_text=True)  # offered once
 
 
 def test_the_last_owner_stays(db, client, auth, demo):
@@ -175,7 +197,7 @@ def test_the_last_owner_stays(db, client, auth, demo):
     row = re.search(rf'<tr[^>]*id="user-{owner.user_id}".*?</tr>', page, re.S).group(0)
     assert "единственный владелец" in row and "Отключить" not in row and "<select" not in row
     for path, data in (
-        (f"/team/users/{owner.user_id}/deactivate", {}),
+        (f"/team/users/{owner.user_id}/deactivate", {"confirmed": "1"}),
         (f"/team/users/{owner.user_id}/role", {"role": "member"}),
     ):
         resp = post(client, path, data, follow_redirects=True)
@@ -225,3 +247,35 @@ def test_a_big_team_is_paged_and_searchable(db, client, auth, make_account):
     found = client.get("/team?q=анна").get_data(as_text=True)
     assert "Анна Смирнова" in found and "CRM" in _text(found) and "Страница" not in found
     assert "Никого не нашли по запросу «Зульфия»." in _text(client.get("/team?q=Зульфия").get_data(as_text=True))
+
+
+def test_the_audit_of_team_changes_reads_in_russian_words(db, client, auth, demo):
+    """Staff saw raw keys in the journal: `user_id`, `crm_user_id`, the source `portal`."""
+    from portal.audit import AuditLog
+    from portal.support.service import audit_changes
+
+    big = demo["big"]
+    auth.login(DEMO_OWNER)
+    post(
+        client,
+        "/team/users",
+        {
+            "phone": "+79995557777",
+            "name": "Ирина Белова",
+            "role": "member",
+            "email": "irina@example.ru",
+            "confirmed": "1",
+        },
+        follow_redirects=True,
+    )
+    boris = _membership(db, big, DEMO_MEMBERS[0][0])
+    post(client, f"/team/users/{boris.user_id}/deactivate", {"confirmed": "1"})
+    post(client, f"/team/users/{boris.user_id}/reactivate", {"confirmed": "1"})
+    post(client, f"/team/users/{boris.user_id}/role", {"role": "accountant"})
+    entries = list(db.scalars(sa.select(AuditLog).where(AuditLog.action.like("seats.%"))))
+    assert {e.action for e in entries} >= {"seats.user_added", "seats.user_deactivated", "seats.role_changed"}
+    for entry in entries:
+        for change in audit_changes(entry):
+            assert not re.fullmatch(r"[a-z_]+", change.label), (entry.action, change)
+            for value in (change.before, change.after):
+                assert value not in {"portal", "messenger", "crm", "active", "deactivated"}, (entry.action, change)

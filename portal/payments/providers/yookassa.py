@@ -252,7 +252,7 @@ class YooKassaProvider:
         try:
             return fn(api or self._payment_api)
         except requests.RequestException as exc:
-            raise ProviderUnavailable(f"ЮKassa не ответила: {type(exc).__name__}") from exc
+            raise ProviderUnavailable("ЮKassa не ответила") from exc
         except AttributeError as exc:
             # The SDK (3.x) handles a transport error by reading its `.response`, which is None for a time-out or
             # a refused connection; what is really wrong is the transport error it was handling.

@@ -396,7 +396,7 @@ class AmoCrmClient:
             )
         except requests.RequestException as exc:
             log.warning("CRM %s %s failed: %s", method, shown, type(exc).__name__)
-            raise _Transient(f"нет связи с CRM ({type(exc).__name__})", not _never_sent(exc)) from exc
+            raise _Transient("нет связи с CRM: она не ответила, попробуем ещё раз", not _never_sent(exc)) from exc
         log.debug("CRM %s %s -> %s", method, shown, response.status_code)
         return response
 

@@ -187,7 +187,7 @@ def _token_request(
         response = http.request("POST", token_url, json=body, timeout=timeout, allow_redirects=False)
     except requests.RequestException as exc:
         log.warning("CRM token request (%s) failed: %s", grant, type(exc).__name__)
-        raise CrmUnavailable(f"Сервер авторизации CRM недоступен ({type(exc).__name__})") from exc
+        raise CrmUnavailable("Сервер авторизации CRM не ответил, попробуем ещё раз") from exc
     finally:
         if session is None:
             http.close()

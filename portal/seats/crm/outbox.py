@@ -289,9 +289,9 @@ def deliver_outbox(
             outcome: Any = _call(client, plan)
         except CrmError as exc:
             outcome = exc
-        except Exception as exc:  # a bug must not lose the item: it is retried and shows up as failing
+        except Exception:  # a bug must not lose the item: it is retried and shows up as failing
             log.exception("CRM outbox item %s crashed", item_id)
-            outcome = CrmError(f"внутренняя ошибка ({type(exc).__name__})")
+            outcome = CrmError("внутренняя ошибка портала; мы уже знаем о ней")
         with db_factory() as db:
             _record(db, item_id, lease_until, plan, outcome, now, result, stopped)
     for client in clients.values():

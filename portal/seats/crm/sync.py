@@ -536,10 +536,10 @@ def sync_account(
         if first_import:
             connection.imported_at = now
         db.commit()
-    except Exception as exc:
+    except Exception:
         db.rollback()
         log.exception("CRM sync of account %s failed while applying", account_id)
-        error = CrmError(f"внутренняя ошибка при применении изменений ({type(exc).__name__}); ничего не изменено")
+        error = CrmError("внутренняя ошибка портала при применении изменений; ничего не изменено")
         return _failed_run(db, account_id, now, started, trigger, actor, first_import, error)
     log.info("CRM sync of account %s: %d changes", account_id, run.changes)
     return SyncResult(run.id, True, run.changes, dict(applier.counts), None, first_import)
