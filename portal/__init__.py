@@ -28,6 +28,8 @@ login_manager = LoginManager()
 # Feature packages in the order their blueprints are registered; each is optional until it is built.
 FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api", "tasks")
 # Parts of a feature package that own a blueprint of their own (views.py / cli.py / startup.py), registered after it.
+# A feature's tasks.py (background and periodic work) is imported here too, so every process (server or worker)
+# knows every task by name.
 SUBFEATURES = ("seats.crm",)
 
 CSP = (
@@ -87,7 +89,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     web.init_app(app)
 
     for feature in (*FEATURES, *SUBFEATURES):
-        for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli"):
+        for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli", f"portal.{feature}.tasks"):
             if not module_exists(module_name):
                 continue
             module = importlib.import_module(module_name)
