@@ -30,29 +30,29 @@ def _visible_run(run_id: int) -> TaskRun:
     return run
 
 
-@bp.get("/<int:run_id>")
+@bp.get("/<int:task_run_id>")
 @login_required_any
-def run_show(run_id: int) -> Any:
-    run = _visible_run(run_id)
+def run_show(task_run_id: int) -> Any:
+    run = _visible_run(task_run_id)
     return render_template("tasks/run_show.html", run=run, state=run_state(run), form=EmptyForm())
 
 
-@bp.get("/<int:run_id>/status")
+@bp.get("/<int:task_run_id>/status")
 @login_required_any
-def run_status(run_id: int) -> Any:
-    response = jsonify(run_state(_visible_run(run_id)))
+def run_status(task_run_id: int) -> Any:
+    response = jsonify(run_state(_visible_run(task_run_id)))
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-@bp.post("/<int:run_id>/retry")
+@bp.post("/<int:task_run_id>/retry")
 @login_required_any
-def run_retry(run_id: int) -> Any:
+def run_retry(task_run_id: int) -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400, "Форма устарела: обновите страницу и попробуйте ещё раз.")
     db = get_db()
-    run = _visible_run(run_id)
+    run = _visible_run(task_run_id)
     if retry_run(db, run):
         db.commit()
         flash("Задача снова в очереди.", "success")
-    return redirect(url_for("tasks.run_show", run_id=run.id))
+    return redirect(url_for("tasks.run_show", task_run_id=run.id))
