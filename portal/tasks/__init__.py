@@ -153,6 +153,8 @@ def enqueue(task_fn: Any, *args: Any, **kwargs: Any) -> None:
 
 def enqueue_after_commit(db: Session, task_fn: Any, *args: Any, **kwargs: Any) -> None:
     """Send `task_fn(*args, **kwargs)` once `db`'s transaction commits; nothing is sent if it rolls back."""
+    if not db.in_transaction():
+        db.begin()  # so that a rollback before the next commit drops it, as it drops the rows
     pending: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = db.info.setdefault(_PENDING_KEY, [])
     entry = (task_fn, args, kwargs)
     if entry not in pending:
