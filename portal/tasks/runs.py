@@ -80,7 +80,9 @@ def _progress_key(run_id: int) -> str:
 
 def put_progress(run_id: int, done: int, total: int | None, message: str | None = None) -> None:
     try:
-        huey.storage.put_data(_progress_key(run_id), json.dumps({"done": done, "total": total, "message": message}).encode())
+        huey.storage.put_data(
+            _progress_key(run_id), json.dumps({"done": done, "total": total, "message": message}).encode()
+        )
     except Exception:  # progress is a courtesy: the work goes on without it
         log.warning("progress of task run %s not stored", run_id, exc_info=True)
 
