@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from huey import crontab
 from huey.constants import EmptyData
 from sqlalchemy.orm import Session
 
@@ -32,8 +34,10 @@ log = logging.getLogger(__name__)
 # A queued run nobody has picked up for this long lost its message (or the queue is very busy: a second message
 # is harmless, the claim lets one through).
 LOST_AFTER = timedelta(minutes=2)
-# A running run not finished after this long belonged to a worker that died; another one takes it over.
-STALE_AFTER = timedelta(minutes=30)
+# A running run that has reported no progress for this long belonged to a worker that died (killed, its server
+# gone): the sweep queues it again and another worker takes it over. The work reports progress every few hundred
+# items, so a live worker is never silent this long.
+SILENT_AFTER = timedelta(minutes=5)
 RETRIES = 3
 
 
@@ -80,9 +84,8 @@ def _progress_key(run_id: int) -> str:
 
 def put_progress(run_id: int, done: int, total: int | None, message: str | None = None) -> None:
     try:
-        huey.storage.put_data(
-            _progress_key(run_id), json.dumps({"done": done, "total": total, "message": message}).encode()
-        )
+        live = {"done": done, "total": total, "message": message, "at": time.time()}
+        huey.storage.put_data(_progress_key(run_id), json.dumps(live).encode())
     except Exception:  # progress is a courtesy: the work goes on without it
         log.warning("progress of task run %s not stored", run_id, exc_info=True)
 
@@ -127,13 +130,7 @@ def _claim(run_id: int, now: datetime) -> RunContext | None:
     with get_database().session() as db:
         won = db.execute(
             sa.update(TaskRun)
-            .where(
-                TaskRun.id == run_id,
-                sa.or_(
-                    TaskRun.status == RunStatus.QUEUED.value,
-                    sa.and_(TaskRun.status == RunStatus.RUNNING.value, TaskRun.heartbeat_at < now - STALE_AFTER),
-                ),
-            )
+            .where(TaskRun.id == run_id, TaskRun.status == RunStatus.QUEUED.value)
             .values(
                 status=RunStatus.RUNNING.value,
                 attempts=TaskRun.attempts + 1,
@@ -147,7 +144,9 @@ def _claim(run_id: int, now: datetime) -> RunContext | None:
             return None
         run = db.get(TaskRun, run_id)
         assert run is not None
-        return RunContext(run.id, run.kind, run.account_id, run.created_by_user_id, dict(run.params or {}))
+        ctx = RunContext(run.id, run.kind, run.account_id, run.created_by_user_id, dict(run.params or {}))
+    put_progress(run_id, 0, None)  # the first sign of life the sweep looks for
+    return ctx
 
 
 def _execute(fn: RunFn, run_id: int, *, final: bool) -> None:
@@ -292,7 +291,7 @@ def run_state(run: TaskRun) -> dict[str, Any]:
 
 
 def sweep(now: datetime) -> int:
-    """Send again the runs whose message was lost (queued too long) or whose worker died (running too long)."""
+    """Send again the runs whose message was lost (queued too long) or whose worker died (running and silent)."""
     resent = 0
     with get_database().session() as db:
         rows = list(
@@ -300,7 +299,7 @@ def sweep(now: datetime) -> int:
                 sa.select(TaskRun).where(
                     sa.or_(
                         sa.and_(TaskRun.status == RunStatus.QUEUED.value, TaskRun.heartbeat_at < now - LOST_AFTER),
-                        sa.and_(TaskRun.status == RunStatus.RUNNING.value, TaskRun.heartbeat_at < now - STALE_AFTER),
+                        sa.and_(TaskRun.status == RunStatus.RUNNING.value, TaskRun.heartbeat_at < now - SILENT_AFTER),
                     )
                 )
             )
@@ -308,7 +307,24 @@ def sweep(now: datetime) -> int:
         for run in rows:
             if run.kind not in _RUNNERS:
                 continue
-            if run.status == RunStatus.QUEUED.value:
+            if run.status == RunStatus.RUNNING.value:
+                live = get_progress(run.id) or {}
+                if float(live.get("at") or 0) > now.timestamp() - SILENT_AFTER.total_seconds():
+                    continue  # still reporting: a long run, not a dead one
+                # Only if nobody finished or took it meanwhile; the claim then lets one worker through.
+                taken = db.execute(
+                    sa.update(TaskRun)
+                    .where(TaskRun.id == run.id, TaskRun.status == RunStatus.RUNNING.value)
+                    .values(
+                        status=RunStatus.QUEUED.value,
+                        heartbeat_at=now,
+                        error="Обработчик остановился, задача запущена снова.",
+                    )
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if not taken:
+                    continue
+            else:
                 run.heartbeat_at = now
             enqueue_after_commit(db, _RUNNERS[run.kind], run.id)
             resent += 1
@@ -317,6 +333,6 @@ def sweep(now: datetime) -> int:
     return resent
 
 
-@periodic(lambda dt: True, name="portal.tasks.sweep")
+@periodic(crontab(minute="*"), name="portal.tasks.sweep")
 def sweep_task() -> None:
     sweep(utcnow())

@@ -486,7 +486,11 @@ def tasks(tmp: Path) -> None:
 
     users = int(os.environ.get("BENCH_CRM_USERS", "10000"))
     size = int(os.environ.get("BENCH_STATEMENT_ORDERS", "10000"))
-    app = _app(tmp, "tasks")
+    app = _app(tmp, "tasks", MAX_OPEN_INVOICES=1000)
+    # The setup's 100 invoices need no real PDF; the worker renders the УПД for real.
+    from portal.documents import render
+
+    render.render_invoice_pdf = lambda ctx: f"%PDF-1.7 invoice {ctx['number']}".encode()
     maker = app.extensions["portal.db"].sessionmaker
     seller = app.config["SELLER_ACCOUNT"]
     rows = []
@@ -556,6 +560,7 @@ def tasks(tmp: Path) -> None:
             "CRM_BACKEND": "emulator",
             "CRM_EMULATOR_URL": emu_url,
             "CRM_OUTBOX_DELIVERY": "off",
+            "MAX_OPEN_INVOICES": "1000",
         }
         worker_log = open(tmp / "tasks-worker.log", "w")  # noqa: SIM115 - kept open for the worker's life
         worker = subprocess.Popen(
@@ -568,11 +573,11 @@ def tasks(tmp: Path) -> None:
         try:
             with gunicorn("wsgi:app", env, tmp / "tasks-web.log") as url:
 
-                def started(phone: str, path: str, **kwargs: object) -> tuple[float, str]:
+                def started(phone: str, page_path: str, path: str, **kwargs: object) -> tuple[float, str]:
                     cookies = sign_in(url, phone, tmp / "tasks-web.log")
                     s = requests.Session()
                     s.cookies.update(cookies)
-                    page = s.get(url + path.split("?")[0]).text
+                    page = s.get(url + page_path).text
                     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
                     t0 = time.perf_counter()
                     r = s.post(url + path, data={"csrf_token": token}, allow_redirects=False, timeout=60, **kwargs)  # type: ignore[arg-type]
@@ -588,7 +593,7 @@ def tasks(tmp: Path) -> None:
                         time.sleep(0.5)
                     return time.perf_counter() - t0, state
 
-                answered, s = started(owner_phone, "/crm/sync")
+                answered, s = started(owner_phone, "/crm", "/crm/sync")
                 waited, state = finished(s, "crm_sync")
                 rows.append(
                     [
@@ -599,7 +604,10 @@ def tasks(tmp: Path) -> None:
                     ]
                 )
                 answered, s = started(
-                    "+79990000099", "/support/statements", files={"statement": ("bench.txt", data, "text/plain")}
+                    "+79990000099",
+                    "/support/statements",
+                    "/support/statements",
+                    files={"statement": ("bench.txt", data, "text/plain")},
                 )
                 waited, state = finished(s, "statement_import")
                 rows.append(

@@ -16,7 +16,7 @@ from portal.payments.tasks import STATEMENT_RUN, statement_import_run
 from portal.seats.crm.tasks import SYNC_RUN
 from portal.tasks import _PENDING_KEY, enqueue_after_commit, task
 from portal.tasks.models import TaskRun
-from portal.tasks.runs import start_run, sweep
+from portal.tasks.runs import put_progress, start_run, sweep
 from tests.conftest import post
 from tests.documents.factories import payment, statement
 
@@ -138,3 +138,27 @@ def test_the_sweep_sends_again_a_run_whose_message_was_lost(staff_client: Any, a
     db.expire_all()
     assert db.get(TaskRun, run.id).status == "done"
     assert db.scalars(sa.select(AuditLog).where(AuditLog.action == "support.statement_imported")).one()
+
+
+def test_the_sweep_takes_over_a_run_whose_worker_died_but_not_a_live_one(
+    staff_client: Any, app: Any, db: Any, invoice: Any
+) -> None:
+    data = statement(payment("76", invoice.amount, f"Оплата счёта № {invoice.number}"))
+    long_ago = utcnow() - timedelta(minutes=10)
+    with app.app_context():
+        dead, live = (
+            start_run(db, kind=STATEMENT_RUN, title=t, account_id=None, user_id=None, params={}, input_data=data)
+            for t in ("Выписка, чей обработчик убит", "Выписка, которая долго идёт")
+        )
+        db.info.pop(_PENDING_KEY)
+        db.flush()
+        for run in (dead, live):
+            run.status, run.started_at, run.heartbeat_at = "running", long_ago, long_ago
+        db.commit()
+        put_progress(live.id, 10, 100)  # this one's worker still reports
+
+        assert sweep(utcnow()) == 1
+
+    db.expire_all()
+    assert db.get(TaskRun, dead.id).status == "done" and db.get(TaskRun, dead.id).attempts == 1
+    assert db.get(TaskRun, live.id).status == "running"
