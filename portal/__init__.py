@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from portal import db as database
+from portal import tasks
 from portal.config import load_config
 from portal.models import module_exists
 
@@ -25,8 +26,10 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enable
 login_manager = LoginManager()
 
 # Feature packages in the order their blueprints are registered; each is optional until it is built.
-FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api")
+FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api", "tasks")
 # Parts of a feature package that own a blueprint of their own (views.py / cli.py / startup.py), registered after it.
+# A feature's tasks.py (background and periodic work) is imported here too, so every process (server or worker)
+# knows every task by name.
 SUBFEATURES = ("seats.crm", "documents.accountant")
 
 CSP = (
@@ -69,6 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     database.init_app(app)
+    tasks.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)
@@ -85,7 +89,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     web.init_app(app)
 
     for feature in (*FEATURES, *SUBFEATURES):
-        for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli"):
+        for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli", f"portal.{feature}.tasks"):
             if not module_exists(module_name):
                 continue
             module = importlib.import_module(module_name)

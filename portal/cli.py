@@ -1,10 +1,11 @@
-"""Command-line tasks: migrations, demo data, staff, and the local demo server."""
+"""Command-line tasks: migrations, demo data, staff, and the local demo server (with its task queue worker)."""
 
 from __future__ import annotations
 
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -239,4 +240,16 @@ def run_demo(host: str, port: int) -> None:
     # Flask ignores app.run() under the `flask` command, so the server is started directly.
     from werkzeug.serving import run_simple
 
-    run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    from portal.tasks import IMMEDIATE, start_consumer
+
+    # The task queue's worker runs beside the server in this process: one command, one terminal, stopped together.
+    consumer = None
+    if app.config["TASK_QUEUE_URL"] != IMMEDIATE:
+        consumer = start_consumer(app, workers=2, signals=False)
+    # `kill` (SIGTERM) stops the demo as Ctrl+C does: the worker finishes what it is doing, then both end.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)

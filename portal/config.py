@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "NO_REVERSE_PROXY": False,
     "CRM_BACKEND": "emulator",  # emulator | amocrm
     "CRM_EMULATOR_URL": "http://127.0.0.1:5055",
-    "CRM_OUTBOX_DELIVERY": "",  # thread (default) | sync | off: how messenger changes reach the CRM after commit
+    "CRM_OUTBOX_DELIVERY": "",  # task (default) | sync | off: how messenger changes reach the CRM after commit
     "AMOCRM_CLIENT_ID": "",
     "AMOCRM_CLIENT_SECRET": "",
     "AMOCRM_REDIRECT_URI": "",
@@ -62,6 +62,14 @@ DEFAULTS: dict[str, Any] = {
     "SMTP_PASSWORD": "",
     "EMAIL_FROM": "billing@example.ru",
     "DOCUMENT_STORE_PATH": None,  # local: <instance>/documents
+    # s3://bucket/prefix: issued documents in an S3-compatible object store (several servers); empty: the folder
+    "DOCUMENT_STORE_URL": "",
+    "S3_ENDPOINT_URL": "",  # empty: AWS; e.g. https://storage.yandexcloud.net or a MinIO address
+    "S3_REGION": "ru-central1",
+    "S3_ACCESS_KEY_ID": "",
+    "S3_SECRET_ACCESS_KEY": "",
+    # The task queue: local: sqlite:///<instance>/tasks.db; production: redis://host:6379/1; tests: immediate
+    "TASK_QUEUE_URL": None,
     "INVOICE_VALID_BANKING_DAYS": 5,
     "MAX_OPEN_INVOICES": 5,  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
     "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
@@ -141,6 +149,9 @@ def load_config(instance_path: str, overrides: Mapping[str, Any] | None = None) 
         cfg["DATABASE_URL"] = f"sqlite:///{instance / 'portal.db'}"
     if not cfg["DOCUMENT_STORE_PATH"]:
         cfg["DOCUMENT_STORE_PATH"] = str(instance / "documents")
+    if not cfg["TASK_QUEUE_URL"]:
+        # Tests run tasks where they are enqueued unless they start a worker of their own.
+        cfg["TASK_QUEUE_URL"] = "immediate" if cfg.get("TESTING") else f"sqlite:///{instance / 'tasks.db'}"
     if not cfg["SANDBOX_WEBHOOK_SECRET"]:
         cfg["SANDBOX_WEBHOOK_SECRET"] = _derive(cfg["SECRET_KEY"], "sandbox-webhook")
     if not cfg["MESSENGER_API_TOKEN"]:
@@ -191,6 +202,14 @@ def check_production(cfg: Mapping[str, Any]) -> None:
     if storage.startswith("memory://"):
         # Each gunicorn worker would keep counters of its own, so every limit multiplies with the workers.
         problems.append("RATELIMIT_STORAGE_URI=memory:// counts per worker; set it to redis://host:6379/0")
+    queue = str(cfg.get("TASK_QUEUE_URL") or "")
+    if not queue.startswith(("redis://", "rediss://")):
+        # A SQLite queue file is one server's: workers elsewhere would never see its tasks.
+        problems.append("TASK_QUEUE_URL must point at Redis (redis://host:6379/1) so workers on every server share it")
+    if str(cfg.get("DOCUMENT_STORE_URL") or "").startswith("s3://") and not (
+        cfg.get("S3_ACCESS_KEY_ID") and cfg.get("S3_SECRET_ACCESS_KEY")
+    ):
+        problems.append("S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are required for DOCUMENT_STORE_URL=s3://…")
     base = urlsplit(str(cfg.get("BASE_URL") or ""))
     public = base.scheme == "https" and (base.hostname or "") not in LOCAL_HOSTS
     if public and not cfg.get("PROXY_FIX_HOPS") and not cfg.get("NO_REVERSE_PROXY"):

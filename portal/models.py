@@ -16,6 +16,7 @@ MODEL_MODULES = (
     "portal.seats.models",
     "portal.seats.crm.models",
     "portal.support.models",
+    "portal.tasks.models",
 )
 
 

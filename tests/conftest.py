@@ -334,3 +334,38 @@ def pg_url() -> str:
             pytest.fail("TEST_DATABASE_URL is required under CI=true")
         pytest.skip("PostgreSQL test: set TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test")
     return PG_URL
+
+
+@pytest.fixture
+def s3_store(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An S3-compatible object store over real HTTP: moto's server on a loopback port, with one empty bucket.
+    Yields the settings that point the portal at it."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    settings = {
+        "DOCUMENT_STORE_URL": "s3://portal-documents/issued",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY_ID": "test-key",
+        "S3_SECRET_ACCESS_KEY": "test-secret",
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings["S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="test-key",
+        aws_secret_access_key="test-secret",
+    )
+    client.create_bucket(Bucket="portal-documents")
+    try:
+        yield settings
+    finally:
+        server.stop()

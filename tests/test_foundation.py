@@ -48,6 +48,7 @@ GOOD_PRODUCTION = {
     "EDO_BACKEND": "off",
     "MESSENGER_API_TOKEN": STRONG_TOKEN,
     "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
+    "TASK_QUEUE_URL": "redis://127.0.0.1:6379/9",
     "BASE_URL": "https://portal.example.ru",
     "PROXY_FIX_HOPS": 1,
 }
@@ -71,6 +72,9 @@ GOOD_PRODUCTION = {
         # Under `gunicorn -w 2` each worker counted for itself: 6 codes to one phone with a limit of 3.
         ({"RATELIMIT_STORAGE_URI": "memory://"}, "RATELIMIT_STORAGE_URI=memory://"),
         ({"PROXY_FIX_HOPS": 0}, "set PROXY_FIX_HOPS to the number of reverse proxies"),
+        # A queue in one server's SQLite file: a worker on another server would never see its tasks.
+        ({"TASK_QUEUE_URL": "sqlite:///tmp/tasks.db"}, "TASK_QUEUE_URL must point at Redis"),
+        ({"DOCUMENT_STORE_URL": "s3://docs/portal"}, "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are required"),
     ],
 )
 def test_production_refuses_local_only_defaults(tmp_path, missing, words):

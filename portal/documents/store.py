@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_relpath(relpath: str) -> str:
+    """A document's path inside any store: safe parts separated by "/", never "." or ".."."""
+    parts = relpath.split("/")
+    if not parts or not all(_SAFE_PART.fullmatch(p) and p not in (".", "..") for p in parts):
+        raise StoreError(f"invalid document path: {relpath!r}")
+    return relpath
+
+
 class DocumentStore:
     """Files under one root folder. Names carry part of the content hash, so a name is never given to other bytes."""
 
@@ -58,10 +66,7 @@ class DocumentStore:
         self.root = Path(root).resolve()
 
     def _resolve(self, relpath: str) -> Path:
-        parts = relpath.split("/")
-        if not parts or not all(_SAFE_PART.fullmatch(p) and p not in (".", "..") for p in parts):
-            raise StoreError(f"invalid document path: {relpath!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_relpath(relpath).split("/"))
 
     def write(self, relpath: str, data: bytes) -> Written:
         """Write `data` at `relpath` atomically: a temporary file in the same folder, fsync, then os.replace.
@@ -118,5 +123,19 @@ def _before_replace(tmp: Path, target: Path) -> None:
     """The moment between the complete temporary file and the rename; tests inject a crash here."""
 
 
-def get_store(config: Mapping[str, Any]) -> DocumentStore:
+class Store(Protocol):
+    """What the portal asks of a document store, whichever one it is."""
+
+    def write(self, relpath: str, data: bytes) -> Written: ...
+
+    def read(self, relpath: str, sha256: str) -> bytes: ...
+
+
+def get_store(config: Mapping[str, Any]) -> Store:
+    """The folder under the instance path, or an S3-compatible object store (DOCUMENT_STORE_URL=s3://…) that
+    every server reads; both keep the same promises (write once, whole or not at all, SHA-256 checked on read)."""
+    if str(config.get("DOCUMENT_STORE_URL") or "").startswith("s3://"):
+        from portal.documents.s3store import store_from_config
+
+        return store_from_config(config)
     return DocumentStore(config["DOCUMENT_STORE_PATH"])

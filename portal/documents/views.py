@@ -20,7 +20,6 @@ from portal.documents import edo, service
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.forms import RequisitesForm, StatementUploadForm
 from portal.documents.invoices import (
-    DocumentsError,
     RequisitesMissing,
     TooManyOpenInvoices,
     check_open_invoices,
@@ -37,8 +36,8 @@ from portal.documents.upd import form_pending_upds
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import bank, ledger
-from portal.payments.bank import import_statement
 from portal.payments.statement import StatementError
+from portal.payments.tasks import start_statement_import
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -331,19 +330,18 @@ def statement_import() -> Any:
     status = 200
     if form.validate_on_submit():
         upload = form.statement.data
-        data = upload.read()
         try:
-            result = import_statement(
-                db, data, file_name=upload.filename or "statement.txt", actor=_actor(), now=utcnow()
+            # Imported by a task (a large statement takes longer than a page view); the console shows its progress.
+            run = start_statement_import(
+                db, upload.read(), file_name=upload.filename or "statement.txt", actor=_actor()
             )
         except StatementError as exc:
+            db.rollback()
             form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
             status = 400
-        except DocumentsError as exc:
-            form.statement.errors = [str(exc)]
-            status = 400
         else:
-            flash(f"Выписка загружена. {result.summary}", "success")
+            db.commit()
+            return redirect(url_for("support.statement_list", run=run.id))
     elif request.method == "POST":
         status = 400
     return render_template(

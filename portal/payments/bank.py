@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -240,7 +240,14 @@ def _declared_total(statement: Any, account: str) -> int | None:
 
 
 def _import_once(
-    db: Session, data: bytes, *, file_name: str, actor: Any | None, now: datetime, config: Mapping[str, Any]
+    db: Session,
+    data: bytes,
+    *,
+    file_name: str,
+    actor: Any | None,
+    now: datetime,
+    config: Mapping[str, Any],
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[ImportResult, list[int]]:
     statement = parse_statement(data)  # a broken file raises StatementError here, before anything is written
     seller_account = "".join(str(config["SELLER_ACCOUNT"]).split())
@@ -273,7 +280,9 @@ def _import_once(
         known.update(db.scalars(sa.select(StatementLine.dedup_key).where(StatementLine.dedup_key.in_(chunk))))
     payers = _Payers(db, {doc.payer_inn.strip() for doc, key, _ in keyed if key not in known})
     new_lines = 0
-    for doc, key, occurrence in keyed:
+    for number, (doc, key, occurrence) in enumerate(keyed):
+        if progress is not None and number % 100 == 0:
+            progress(number, len(keyed))
         result.recorded += doc.amount_kopecks
         if key in known:
             result.duplicates += 1
@@ -341,8 +350,11 @@ def import_statement(
     actor: Any | None,
     now: datetime,
     config: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Import a 1CClientBankExchange file in one transaction, then form the УПД of the invoices it paid. Commits.
+
+    `progress(done, total)` hears how many payment orders are through (a task run shows it).
 
     A malformed file raises StatementError (line number and what is wrong) and nothing is imported. Payments
     already imported (from this file or another statement) are skipped, so importing again changes nothing.
@@ -350,7 +362,9 @@ def import_statement(
     cfg = _config(config)
     for attempt in (1, 2):
         try:
-            result, upd_ids = _import_once(db, data, file_name=file_name, actor=actor, now=now, config=cfg)
+            result, upd_ids = _import_once(
+                db, data, file_name=file_name, actor=actor, now=now, config=cfg, progress=progress
+            )
             db.commit()
             break
         except IntegrityError:
@@ -559,3 +573,11 @@ def list_unmatched_lines(db: Session) -> list[StatementLine]:
             .order_by(StatementLine.doc_date, StatementLine.id)
         )
     )
+
+
+def list_import_lines(db: Session, import_id: int, *, matched: bool) -> list[StatementLine]:
+    """The lines one import matched automatically (or not), in file order: the result an upload page shows."""
+    q = sa.select(StatementLine).where(StatementLine.import_id == import_id).order_by(StatementLine.id)
+    if matched:
+        q = q.where(StatementLine.status == LineStatus.MATCHED.value)
+    return list(db.scalars(q.limit(500)))

@@ -565,24 +565,6 @@ def cancel_invoice(db: Session, invoice_id: int, *, actor: User, reason: str | N
 # --- bank statements --------------------------------------------------------------------------------------
 
 
-def record_statement_import(db: Session, *, actor: User, result: Any, file_name: str) -> None:
-    """After documents imported a statement (it commits itself): who uploaded what, and what came of it."""
-    record_audit(
-        db,
-        actor=actor,
-        account=None,
-        action="support.statement_imported",
-        after={
-            "import_id": result.import_id,
-            "file": file_name[:200],
-            "incoming": result.incoming,
-            "matched": len(result.matched),
-            "unmatched": len(result.unmatched),
-            "duplicates": result.duplicates,
-        },
-    )
-
-
 def get_line(db: Session, line_id: int) -> StatementLine | None:
     return db.get(StatementLine, line_id)
 

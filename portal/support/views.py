@@ -16,6 +16,7 @@ from flask_login import current_user
 from wtforms import SelectChoice
 
 from portal.accounts.access import current_membership, staff_required
+from portal.accounts.forms import EmptyForm
 from portal.billing.catalog import PLANS
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
@@ -25,12 +26,12 @@ from portal.documents.models import Invoice, StoredFile
 from portal.money import format_amount, format_rub
 from portal.nav import register_nav
 from portal.payments import bank, ledger
-from portal.payments.bank import import_statement
 from portal.payments.models import Payment, Receipt, Refund
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import ProviderError
 from portal.payments.service import customer_for_account
 from portal.payments.statement import StatementError
+from portal.payments.tasks import STATEMENT_RUN, start_statement_import
 from portal.support import requests as owner_requests
 from portal.support import service
 from portal.support.amounts import AmountError, parse_rubles
@@ -53,6 +54,8 @@ from portal.support.forms import (
 )
 from portal.support.models import RequestKind, RequestStatus
 from portal.textinput import quoted
+from portal.tasks.runs import get_run as get_task_run
+from portal.tasks.runs import run_state
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -473,29 +476,44 @@ def document_resend(kind: str, document_id: int) -> Any:
 def statement_list() -> Any:
     db = get_db()
     form = StatementForm()
-    result = None
     status = 200
     if form.validate_on_submit():
         upload = form.statement.data
         name = upload.filename or "statement.txt"
         try:
-            result = import_statement(db, upload.read(), file_name=name, actor=_actor(), now=utcnow())
+            run = start_statement_import(db, upload.read(), file_name=name, actor=_actor())
         except StatementError as exc:
             db.rollback()
             form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
             status = 400
-        except DocumentsError as exc:
-            db.rollback()
-            form.statement.errors = [str(exc)]
-            status = 400
         else:
-            service.record_statement_import(db, actor=_actor(), result=result, file_name=name)
             db.commit()
-            flash(f"Выписка загружена. {result.summary}", "success")
+            return redirect(url_for("support.statement_list", run=run.id))
     elif request.method == "POST":
         status = 400
+    # The import this page started (?run=): its progress while it runs, then its result and the lines it matched.
+    run = state = None
+    matched: list[Any] = []
+    raw = request.args.get("run", "")
+    if raw.isascii() and raw.isdigit() and len(raw) < 10:
+        run = get_task_run(db, int(raw))
+        if run is None or run.kind != STATEMENT_RUN:
+            run = None
+        else:
+            state = run_state(run)
+    raw = request.args.get("import", "")
+    if run is not None and run.result_url and "import=" in run.result_url:
+        raw = run.result_url.rpartition("=")[2]
+    if raw.isascii() and raw.isdigit() and len(raw) < 10:
+        matched = bank.list_import_lines(db, int(raw), matched=True)
     return render_template(
-        "support/statement_list.html", form=form, result=result, unmatched=bank.list_unmatched_lines(db)
+        "support/statement_list.html",
+        form=form,
+        run=run,
+        state=state,
+        matched=matched,
+        run_form=EmptyForm(),
+        unmatched=bank.list_unmatched_lines(db),
     ), status
 
 

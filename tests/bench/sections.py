@@ -699,9 +699,169 @@ def statement(tmp: Path) -> None:
     SUMMARY["statement_reimport_s"] = round(sum(figures[1]), 3)
 
 
+def tasks(tmp: Path) -> None:
+    """Long work started from the web under gunicorn's defaults (sync workers, 30 s timeout) and done by a task
+    queue worker (`flask worker`, SQLite queue): a CRM's first import of 10 000 users, a 10 000-order statement."""
+    import re
+
+    import requests
+    import sqlalchemy as sa
+
+    from portal.accounts.service import make_staff
+    from portal.db import utcnow
+    from portal.documents.invoices import issue_invoice
+    from portal.payments.statement import build_statement
+    from portal.seats.crm.base import CrmAccountInfo
+    from portal.seats.crm.emulator import running_emulator
+    from portal.seats.crm.factory import CrmSettings
+    from portal.seats.crm.service import connect_account
+
+    users = int(os.environ.get("BENCH_CRM_USERS", "10000"))
+    size = int(os.environ.get("BENCH_STATEMENT_ORDERS", "10000"))
+    app = _app(tmp, "tasks", MAX_OPEN_INVOICES=1000)
+    # The setup's 100 invoices need no real PDF; the worker renders the УПД for real.
+    from portal.documents import render
+
+    render.render_invoice_pdf = lambda ctx: f"%PDF-1.7 invoice {ctx['number']}".encode()
+    maker = app.extensions["portal.db"].sessionmaker
+    seller = app.config["SELLER_ACCOUNT"]
+    rows = []
+    with running_emulator() as (emu_url, emulator), app.app_context():
+        emulator.seed(users, seed=7)
+        with maker() as db:
+            account, owner = _company(db, "ООО «Большая»")
+            info = emulator.account()
+            connect_account(
+                db,
+                account_id=account.id,
+                actor=None,
+                backend="emulator",
+                base_url=emu_url,
+                subdomain=info["subdomain"],
+                info=CrmAccountInfo(info["id"], info["name"], info["subdomain"]),
+                tokens=emulator.issue_tokens(),
+                cipher=CrmSettings.from_config(app.config).cipher,
+                now=utcnow(),
+            )
+            docs = []
+            for i in range(100):
+                order = _invoice_order(db, account.id, f"bench-tasks-{i}")
+                invoice = issue_invoice(db, order, actor=None, now=utcnow(), config=app.config)
+                db.commit()
+                docs.append((invoice.number, invoice.amount))
+            make_staff(db, phone="+79990000099", name="Поддержка")
+            db.commit()
+            owner_phone = owner.phone
+        today = utcnow().date()
+
+        def doc(i: int, amount: int, purpose: str) -> dict[str, object]:
+            return {
+                "Номер": str(10000 + i),
+                "Дата": today,
+                "Сумма": amount,
+                "ПлательщикСчет": "40702810800000012345",
+                "ДатаСписано": today,
+                "Плательщик": f'ИНН 7728146350 ООО "Плательщик {i}"',
+                "ПлательщикИНН": "7728146350",
+                "Плательщик1": f'ООО "Плательщик {i}"',
+                "ПолучательСчет": seller,
+                "ДатаПоступило": today,
+                "Получатель": 'ООО "Мессенджер Плюс"',
+                "ПолучательИНН": "7712345671",
+                "ВидОплаты": "01",
+                "Очередность": 5,
+                "НазначениеПлатежа": purpose,
+            }
+
+        documents_ = [doc(i, amount, f"Оплата по счёту № {n}. Без НДС") for i, (n, amount) in enumerate(docs)]
+        documents_ += [doc(i, 1000 + i, f"Оплата по договору {i}, без НДС") for i in range(len(docs), size)]
+        header = {
+            "Отправитель": "Бухгалтерия",
+            "Получатель": "",
+            "ДатаСоздания": today,
+            "ДатаНачала": today,
+            "ДатаКонца": today,
+        }
+        data = build_statement({**header, "РасчСчет": seller}, documents_, "Windows")
+        env = {
+            "INSTANCE_PATH": str(tmp / "tasks-instance"),
+            "SECRET_KEY": "bench",
+            "DATABASE_URL": app.config["DATABASE_URL"],
+            "DOCUMENT_STORE_PATH": app.config["DOCUMENT_STORE_PATH"],
+            "TASK_QUEUE_URL": f"sqlite:///{tmp / 'tasks-queue.db'}",
+            "CRM_BACKEND": "emulator",
+            "CRM_EMULATOR_URL": emu_url,
+            "CRM_OUTBOX_DELIVERY": "off",
+            "MAX_OPEN_INVOICES": "1000",
+        }
+        worker_log = open(tmp / "tasks-worker.log", "w")  # noqa: SIM115 - kept open for the worker's life
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "worker", "--no-periodic"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with gunicorn("wsgi:app", env, tmp / "tasks-web.log") as url:
+
+                def started(phone: str, page_path: str, path: str, **kwargs: object) -> tuple[float, str]:
+                    cookies = sign_in(url, phone, tmp / "tasks-web.log")
+                    s = requests.Session()
+                    for name, value in cookies.items():  # as the server set them, so its updates replace them
+                        s.cookies.set(name, value, domain="127.0.0.1", path="/")
+                    page = s.get(url + page_path).text
+                    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+                    t0 = time.perf_counter()
+                    r = s.post(url + path, data={"csrf_token": token}, allow_redirects=False, timeout=60, **kwargs)  # type: ignore[arg-type]
+                    answered = time.perf_counter() - t0
+                    assert r.status_code == 302, (r.status_code, r.text[:300])
+                    return answered, s
+
+                def finished(s: requests.Session, kind: str) -> tuple[float, dict[str, object]]:
+                    with maker() as db:
+                        run_id = db.scalar(sa.text("SELECT max(id) FROM task_runs WHERE kind = :k"), {"k": kind})
+                    t0 = time.perf_counter()
+                    while not (state := s.get(f"{url}/tasks/{run_id}/status").json())["finished"]:
+                        time.sleep(0.5)
+                    return time.perf_counter() - t0, state
+
+                answered, s = started(owner_phone, "/crm", "/crm/sync")
+                waited, state = finished(s, "crm_sync")
+                rows.append(
+                    [
+                        f"CRM first import of {users} users (7 req/s pacing on)",
+                        f"{answered * 1000:.0f} ms",
+                        f"{answered + waited:.1f} s",
+                        f"{state['status']}: {state['message'] or state['error']}"[:120],
+                    ]
+                )
+                answered, s = started(
+                    "+79990000099",
+                    "/support/statements",
+                    "/support/statements",
+                    files={"statement": ("bench.txt", data, "text/plain")},
+                )
+                waited, state = finished(s, "statement_import")
+                rows.append(
+                    [
+                        f"web statement import of {size} orders ({len(data) / 1e6:.1f} MB; 100 pay invoices, УПД rendered)",
+                        f"{answered * 1000:.0f} ms",
+                        f"{answered + waited:.1f} s",
+                        f"{state['status']}: {state['message'] or state['error']}"[:160],
+                    ]
+                )
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+            worker_log.close()
+    table(["work", "request answered in", "task done after", "outcome"], rows)
+
+
 ALL: list[tuple[str, Callable[[Path], None]]] = [
     ("pages", pages),
     ("documents", documents),
     ("crm", crm),
     ("statement", statement),
+    ("tasks", tasks),
 ]

@@ -54,8 +54,10 @@ def sms_output() -> SmsOutput:
 
 @pytest.fixture
 def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[Any]:
-    """The portal (with the demo data) on 127.0.0.1:<free port>, in a thread of this process."""
+    """The portal (with the demo data) on 127.0.0.1:<free port>, in a thread of this process, with a real task
+    queue worker (a Huey consumer on the instance's SQLite queue) beside it, as `make run` has."""
     from portal import create_app
+    from portal.tasks import start_consumer
     from tests.conftest import prepare_schema
 
     sock = make_server("127.0.0.1", 0, lambda e, s: [])  # find a free port
@@ -73,6 +75,7 @@ def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[A
     prepare_schema(engine)
     with app.app_context(), app.extensions["portal.db"].session() as db:
         seed_demo_data(db)
+    consumer = start_consumer(app, workers=2, periodic=False, signals=False)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -80,6 +83,7 @@ def live_server(app_config: dict[str, Any], sms_output: SmsOutput) -> Iterator[A
     yield app
     server.shutdown()
     thread.join(timeout=5)
+    consumer.stop(graceful=True)
     engine.dispose()
 
 

@@ -65,8 +65,15 @@ def emulator(served: tuple[str, Emulator]) -> Emulator:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The pacing's moving window (the `limits` package) stamps requests with time.time(): it reads this clock."""
+    import types
+
+    import limits.storage.memory
+
+    fake = FakeClock()
+    monkeypatch.setattr(limits.storage.memory, "time", types.SimpleNamespace(time=fake))
+    return fake
 
 
 @pytest.fixture

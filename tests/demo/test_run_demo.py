@@ -130,6 +130,15 @@ def test_the_demo_on_another_port_takes_a_card_payment_and_syncs_the_crm(demo: t
     page = browser.get(f"{base}/crm").text
     browser.post(f"{base}/crm/sync", data={"csrf_token": _csrf(page)})
     engine = sa.create_engine(f"sqlite:///{database}")
+    # The sync is a task: the worker `run-demo` started beside the server does it; its page says when it is done.
+    with engine.connect() as conn:
+        run_id = conn.execute(sa.text("SELECT id FROM task_runs WHERE kind = 'crm_sync' ORDER BY id DESC")).scalar()
+    assert run_id is not None
+    deadline = time.monotonic() + 60
+    while not (state := browser.get(f"{base}/tasks/{run_id}/status").json())["finished"]:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    assert state["status"] == "done" and state["result_url"].startswith("/crm/runs/"), state
     with engine.connect() as conn:
         paid = conn.execute(sa.text("SELECT status FROM orders ORDER BY id DESC LIMIT 1")).scalar()
         runs = conn.execute(sa.text("SELECT status, error FROM crm_sync_runs ORDER BY id")).all()

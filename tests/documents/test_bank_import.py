@@ -238,6 +238,7 @@ def test_staff_uploads_a_statement_and_sees_what_was_not_matched(client, auth, d
         "/documents/statements/import",
         {"statement": (STATEMENTS.joinpath("outcomes_windows.txt").open("rb"), "выписка.txt")},
         content_type="multipart/form-data",
+        follow_redirects=True,  # to the import's progress in the console (the task has run: tests run it at once)
     )
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200

@@ -21,7 +21,7 @@ ANY_ROLE = frozenset({"owner", "accountant", "member"})
 
 @dataclass(frozen=True)
 class Access:
-    kind: str  # public | signed-in | roles | staff | service | session-json | webhook | home
+    kind: str  # public | signed-in | roles | staff | service | session-json | webhook | home | account-object
     roles: frozenset[str] = frozenset()
     ok: frozenset[int] = frozenset({200})  # what a GET that is allowed answers
     query: str = ""  # what a real link to the page carries
@@ -123,6 +123,10 @@ EXPECTED: dict[str, Access] = {
     "support.request_resolve": STAFF,
     "support.statement_list": STAFF,
     "support.trial_start": STAFF,
+    # Background work (an import, a sync): its account's people, whatever their role, and staff; others get 404.
+    "tasks.run_show": Access("account-object"),
+    "tasks.run_status": Access("account-object"),
+    "tasks.run_retry": Access("account-object"),
     "static": PUBLIC,
 }
 
@@ -183,6 +187,10 @@ def expected(access: Access, role: str, *, foreign_object: bool) -> str:
         return "401"  # a browser session is never a service token
     if access.kind == "signed-in":
         return "login" if role == "visitor" else "ok"
+    if access.kind == "account-object":
+        if role == "visitor":
+            return "login"
+        return "404" if foreign_object and role != "staff" else "ok"
     if access.kind == "session-json":
         if role == "visitor":
             return "401"

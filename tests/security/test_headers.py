@@ -108,6 +108,7 @@ PRODUCTION = {
     "AMOCRM_REDIRECT_URI": "https://portal.example.ru/crm/callback",
     "MESSENGER_API_TOKEN": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/15",
+    "TASK_QUEUE_URL": "redis://127.0.0.1:6379/9",
     "PROXY_FIX_HOPS": 1,
     "EMAIL_BACKEND": "smtp",
     "SMTP_HOST": "smtp.example.ru",

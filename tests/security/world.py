@@ -30,6 +30,7 @@ from portal.payments.models import StatementLine
 from portal.payments.providers import get_provider
 from portal.seats.crm.models import CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState
 from portal.support.models import SupportRequest
+from portal.tasks.models import TaskRun
 from tests.conftest import RecordingSms, csrf_token
 
 OWNER = "+79990000001"
@@ -208,6 +209,19 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
     db.flush()
     db.add(CrmSyncEntry(run_id=run.id, kind="created", subject="Тест", message="создан"))
     ids["run_id"] = run.id
+    task_run = TaskRun(
+        kind="crm_sync",
+        title="Синхронизация с CRM",
+        account_id=account.id,
+        status="failed",
+        params={"trigger": "manual"},
+        error="CRM не подключена.",
+        created_at=now,
+        heartbeat_at=now,
+    )
+    db.add(task_run)
+    db.flush()
+    ids["task_run_id"] = task_run.id
     item = CrmOutbox(
         account_id=account.id,
         membership_id=member.id,

@@ -250,6 +250,7 @@ def upload(client, data: bytes):
         "/support/statements",
         {"statement": (io.BytesIO(data), "выписка.txt")},
         content_type="multipart/form-data",
+        follow_redirects=True,  # to the import's task run: done by now, the tests run tasks where they are queued
     )
 
 

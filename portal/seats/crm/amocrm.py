@@ -7,7 +7,6 @@ import random
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -15,6 +14,10 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from urllib3.exceptions import NewConnectionError
 
 from . import oauth
@@ -87,36 +90,34 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SlidingWindowLimiter:
-    """Allow at most ``limit`` calls in any ``period``-second window, waiting with the injected sleep."""
+class Pacer:
+    """At most ``limit`` requests in any one-second window (amoCRM allows 7 a second per integration), kept by the
+    `limits` package's moving window; waits with the injected sleep. `clock` must tell the time `limits` keeps
+    (time.time: its storage stamps entries with it)."""
 
     def __init__(
         self,
         limit: int,
-        period: float = 1.0,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        key: str = "amocrm",
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        self._limit = limit
-        self._period = period
+        self._item = RateLimitItemPerSecond(limit)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._clock = clock
         self._sleep = sleep
-        self._stamps: deque[float] = deque()
+        self._key = key
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         with self._lock:
-            while True:
-                now = self._clock()
-                while self._stamps and now - self._stamps[0] >= self._period:
-                    self._stamps.popleft()
-                if len(self._stamps) < self._limit:
-                    self._stamps.append(now)
-                    return
-                self._sleep(self._period - (now - self._stamps[0]))
+            while not self._limiter.hit(self._item, self._key):
+                reset = self._limiter.get_window_stats(self._item, self._key).reset_time
+                # The window frees a place at `reset` exactly; a hair later, so the next hit is not refused again.
+                self._sleep(max(reset - self._clock(), 0.0) + 1e-6)
 
 
 class _Transient(Exception):
@@ -141,7 +142,7 @@ class AmoCrmClient:
         requests_per_second: int = 7,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         max_retries: int = 5,
         now: Callable[[], datetime] = _utcnow,
         rng: random.Random | None = None,
@@ -155,7 +156,7 @@ class AmoCrmClient:
         self._credentials = credentials
         self._session = session or requests.Session()
         self._sleep = sleep
-        self._limiter = SlidingWindowLimiter(requests_per_second, clock=clock, sleep=sleep)
+        self._limiter = Pacer(requests_per_second, clock=clock, sleep=sleep, key=self._base_url)
         self._max_retries = max_retries
         self._now = now
         self._rng = rng or random.Random()
@@ -312,22 +313,41 @@ class AmoCrmClient:
         return url
 
     def _with_retries(self, attempt: Callable[[_Transient | None], T]) -> T:
-        previous: _Transient | None = None
-        for number in range(self._max_retries + 1):
+        """Run `attempt` until it succeeds, retrying transient failures with backoff (tenacity); the attempt hears
+        how the previous one failed (a create that may have reached the CRM checks before sending again)."""
+        previous: list[_Transient] = []
+
+        def once() -> T:
             try:
-                return attempt(previous)
+                return attempt(previous[-1] if previous else None)
             except _Transient as failure:
-                previous = failure
-                if number == self._max_retries:
-                    break
-                delay = self._backoff(number, failure.retry_after)
-                log.warning("CRM attempt %d failed (%s), retrying in %.2f s", number + 1, failure.message, delay)
-                self._sleep(delay)
-        assert previous is not None
-        raise CrmUnavailable(
-            f"CRM временно недоступна: {previous.message}; попыток: {self._max_retries + 1}. "
-            "Синхронизация повторится позже"
+                previous.append(failure)
+                raise
+
+        def wait(state: RetryCallState) -> float:
+            failure = state.outcome.exception() if state.outcome else None
+            return self._backoff(state.attempt_number - 1, getattr(failure, "retry_after", None))
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure = previous[-1]
+            delay = state.upcoming_sleep
+            log.warning("CRM attempt %d failed (%s), retrying in %.2f s", state.attempt_number, failure.message, delay)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
         )
+        try:
+            return retrying(once)
+        except _Transient as failure:
+            raise CrmUnavailable(
+                f"CRM временно недоступна: {failure.message}; попыток: {self._max_retries + 1}. "
+                "Синхронизация повторится позже"
+            ) from None
 
     def _backoff(self, number: int, retry_after: float | None) -> float:
         ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**number)

@@ -1,4 +1,4 @@
-"""Messenger → CRM: an outbox written with each directory change, delivered after commit with retries.
+"""Messenger → CRM: an outbox written with each directory change, delivered after commit by a task with retries.
 
 A user added in the messenger is created in the CRM as a free user; a user removed in the messenger is deactivated
 there (DESIGN.md, «User sync»). The directory listener queues the operation in the transaction that makes the
@@ -10,7 +10,6 @@ an item that keeps failing is marked failed, and one the CRM refuses is kept wit
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Source
-from portal.db import utcnow
 from portal.seats import directory
 
 from .base import CrmAuthError, CrmBlocked, CrmClient, CrmError, CrmRefused, CrmUnavailable, NewCrmUser
@@ -191,31 +189,28 @@ def _after_rollback(session: Session, previous: Any) -> None:
 
 
 def _deliver_soon(account_ids: list[int]) -> None:
-    """Deliver what a request just queued, without making the person wait for the CRM (cron catches the rest)."""
+    """Deliver what a request just queued, without making the person wait for the CRM: a task per account (the
+    periodic delivery catches anything whose message is lost)."""
     from flask import current_app, has_app_context
 
     if not has_app_context():
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    mode = app.config.get("CRM_OUTBOX_DELIVERY") or ("off" if app.testing else "thread")
+    mode = app.config.get("CRM_OUTBOX_DELIVERY") or ("off" if app.testing else "task")
     if mode == "off":
         return
+    from portal.tasks import enqueue
 
-    def run() -> None:
-        from .factory import CrmSettings, client_factory
+    from .tasks import deliver_outbox_task
 
-        database = app.extensions["portal.db"]
-        factory = client_factory(CrmSettings.from_config(app.config), database.sessionmaker, max_retries=1)
-        for account_id in account_ids:
+    for account_id in account_ids:
+        if mode == "sync":
             try:
-                deliver_outbox(database.session, factory, utcnow(), limit=50, account_id=account_id)
+                deliver_outbox_task.call_local(account_id)
             except Exception:
                 log.exception("CRM outbox delivery for account %s failed", account_id)
-
-    if mode == "sync":
-        run()
-    else:
-        threading.Thread(target=run, name="crm-outbox", daemon=True).start()
+        else:
+            enqueue(deliver_outbox_task, account_id)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -413,6 +413,13 @@ COUNT_LABELS = (
 )
 
 
+Progress = Callable[[int, int | None, str | None], None]
+
+
+def _no_progress(done: int, total: int | None, note: str | None) -> None:
+    pass
+
+
 class NotConnected(CrmError):
     pass
 
@@ -485,8 +492,13 @@ def sync_account(
     *,
     trigger: str = "cron",
     actor: User | None = None,
+    progress: Progress | None = None,
 ) -> SyncResult:
-    """Bring the account's directory in step with its CRM; writes a journal run either way and commits."""
+    """Bring the account's directory in step with its CRM; writes a journal run either way and commits.
+
+    `progress(done, total, note)` hears how far the work is (a task run shows it); it must not touch this session.
+    """
+    report = progress or _no_progress
     started = time.monotonic()
     connection = get_connection(db, account_id)
     if connection is None or not connection.is_connected:
@@ -496,8 +508,14 @@ def sync_account(
     # 1. Read everything. Nothing is written until the CRM has answered every request in full.
     try:
         # The CRM's text is someone else's: what the portal cannot store or print is blanked out on the way in.
+        report(0, None, "читаем пользователей CRM")
         groups = [_readable_group(g) for g in client.list_groups()]
-        crm_users = [_readable_user(u) for u in client.list_users()]
+        crm_users = []
+        # Page by page where the client can, so a 10 000-user CRM shows its progress while it is read.
+        for user in getattr(client, "iter_users", client.list_users)():
+            crm_users.append(_readable_user(user))
+            if len(crm_users) % 250 == 0:
+                report(0, None, f"прочитано пользователей CRM: {len(crm_users)}")
     except CrmError as exc:
         db.rollback()
         return _failed_run(db, account_id, now, started, trigger, actor, first_import, exc)
@@ -520,7 +538,7 @@ def sync_account(
         )
         db.add(run)
         db.flush()
-        applier = _Applier(db, account_id, run, now, actor)
+        applier = _Applier(db, account_id, run, now, actor, report)
         applier.apply(plan)
         applier.write_mirror(crm_users, plan, snap)
         if first_import:
@@ -587,7 +605,16 @@ def _failed_run(
 class _Applier:
     """Applies a plan through the directory service, writing a journal line for each change."""
 
-    def __init__(self, db: Session, account_id: int, run: CrmSyncRun, now: datetime, actor: User | None) -> None:
+    def __init__(
+        self,
+        db: Session,
+        account_id: int,
+        run: CrmSyncRun,
+        now: datetime,
+        actor: User | None,
+        report: Progress | None = None,
+    ) -> None:
+        self.report = report or _no_progress
         self.db = db
         self.account_id = account_id
         self.run = run
@@ -630,10 +657,17 @@ class _Applier:
             KeepPending,
             DeleteDepartment,
         )
+        total = len(plan.actions)
+        done = 0
+        self.report(0, total, "применяем изменения")
         for kind in order:
             for action in plan.actions:
                 if isinstance(action, kind):
                     self._one(action)
+                    done += 1
+                    if done % 200 == 0:
+                        self.report(done, total, "применяем изменения")
+        self.report(done, total, "сохраняем")
 
     def _one(self, action: Action) -> None:
         name = type(action).__name__

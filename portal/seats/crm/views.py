@@ -15,18 +15,20 @@ from wtforms.validators import DataRequired
 from portal.accounts.access import require_account, roles_required
 from portal.accounts.forms import EmptyForm, PhoneField
 from portal.accounts.models import Membership, Role
-from portal.db import get_database, get_db, utcnow
+from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.seats import directory
+from portal.tasks.runs import get_run as get_task_run
+from portal.tasks.runs import run_state, start_run
 from portal.textinput import PortalForm
 
 from . import oauth
 from .amocrm import NAME_MAX_LENGTH, AmoCrmClient
 from .base import CrmError
-from .factory import CrmSettings, build_client, client_factory
+from .factory import CrmSettings
 from .models import OutboxOperation
 from .oauth import MemoryTokenStore
-from .outbox import EMAIL_NEEDED, cancel_item, deliver_outbox, get_item, list_outbox, retry_item, set_email_and_retry
+from .outbox import EMAIL_NEEDED, cancel_item, get_item, list_outbox, retry_item, set_email_and_retry
 from .service import connect_account, disconnect_account, get_overview, list_renamed_for_crm
 from .sync import (
     COUNT_LABELS,
@@ -39,8 +41,8 @@ from .sync import (
     list_pending_crm_users,
     list_removed_in_crm,
     list_runs,
-    sync_account,
 )
+from .tasks import SYNC_RUN, SYNC_TITLES
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ bp = Blueprint("crm", __name__, url_prefix="/crm")
 register_nav("crm.connection_show", "CRM", (Role.OWNER.value,), order=50)
 
 STATE_KEY = "crm_oauth"
+RUN_KEY = "crm_task_run"
 OWNER = Role.OWNER.value
 
 
@@ -87,6 +90,18 @@ def connection_show() -> Any:
     runs = list_runs(db, account.id, limit=15)
     latest = runs[0] if runs else None
     outbox = list_outbox(db, account.id)
+    # The sync this person started: shown with its progress while it runs, and its outcome once.
+    task_run = task_state = None
+    run_id = session.get(RUN_KEY)
+    if isinstance(run_id, int):
+        task_run = get_task_run(db, run_id)
+        if task_run is None or task_run.account_id != account.id:
+            task_run = None
+            session.pop(RUN_KEY, None)
+        else:
+            task_state = run_state(task_run)
+            if task_run.finished:
+                session.pop(RUN_KEY, None)
     members = {}
     if outbox:
         ids = {item.membership_id for item in outbox}
@@ -112,6 +127,8 @@ def connection_show() -> Any:
         email_needed=EMAIL_NEEDED,
         create_op=OutboxOperation.CREATE_USER.value,
         form=EmptyForm(),
+        task_run=task_run,
+        task_state=task_state,
         email_form=OutboxEmailForm(),
         phone_form=PendingPhoneForm(),
     )
@@ -177,40 +194,38 @@ def connection_callback() -> Any:
         cipher=settings.cipher,
         now=now,
     )
-    db.commit()
     flash(f"CRM подключена: {connection.crm_account_name} ({connection.subdomain}).", "success")
-    # The first connection imports every active CRM user at once, so the owner sees the result right away.
-    _sync_now(account.id, trigger="connect")
+    # The first connection imports every active CRM user: a task (10 000 users take longer than a page view),
+    # whose progress the CRM page shows.
+    _start_sync(account.id, trigger="connect")
     return _back()
 
 
-def _sync_now(account_id: int, *, trigger: str) -> None:
+def _start_sync(account_id: int, *, trigger: str) -> None:
+    """Queue a sync of this account (committed here) and remember it, so the CRM page shows its progress."""
     db = get_db()
     connection = get_connection(db, account_id)
     if connection is None or not connection.is_connected:
+        db.commit()
         flash("CRM не подключена.", "error")
         return
-    settings = _settings()
-    database = get_database()
-    with build_client(settings, connection, database.sessionmaker, max_retries=2) as client:
-        result = sync_account(db, account_id, client, utcnow(), trigger=trigger, actor=_actor())
-    flash(result.message, "success" if result.ok else "error")
-    delivery = deliver_outbox(
-        database.session,
-        client_factory(settings, database.sessionmaker, max_retries=1),
-        utcnow(),
-        limit=50,
+    run = start_run(
+        db,
+        kind=SYNC_RUN,
+        title=SYNC_TITLES[trigger],
         account_id=account_id,
+        user_id=_actor().id,
+        params={"trigger": trigger},
     )
-    if delivery.attempted:
-        flash(delivery.message, "info" if not (delivery.failed or delivery.refused) else "warning")
+    db.commit()
+    session[RUN_KEY] = run.id
 
 
 @bp.post("/sync")
 @roles_required(OWNER)
 def sync_run() -> Any:
     _check_form()
-    _sync_now(require_account().id, trigger="manual")
+    _start_sync(require_account().id, trigger="manual")
     return _back()
 
 

@@ -268,11 +268,15 @@ def test_two_workers_deliver_each_item_once_on_postgresql(crm: Crm, pg_url: str)
     assert {o.status for o in crm.outbox()} == {"done"}
 
 
-@pytest.mark.parametrize("mode", ["sync"])
+@pytest.mark.parametrize("mode", ["sync", "task"])
 def test_after_commit_delivery_sends_at_once(crm: Crm, mode: str) -> None:
+    """`task` (the default outside tests) hands the delivery to the task queue, run where queued in tests; the
+    web process starts no thread of its own for it (it used to, from the after-commit hook)."""
     crm.app.config["CRM_OUTBOX_DELIVERY"] = mode
+    threads_before = set(threading.enumerate())
     with crm.app.app_context():
         crm.add_in_messenger("+79161230001", "Вера Попова", email="vera@romashka.example")
+    assert set(threading.enumerate()) <= threads_before
 
     assert crm_user_named(crm, "Вера Попова") is not None
     assert [o.status for o in crm.outbox()] == ["done"]
