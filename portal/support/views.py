@@ -53,9 +53,9 @@ from portal.support.forms import (
     TrialForm,
 )
 from portal.support.models import RequestKind, RequestStatus
-from portal.textinput import quoted
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state
+from portal.textinput import quoted
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
