@@ -360,3 +360,18 @@ def test_a_ukd_after_a_refund_of_rights_goes_to_the_buyer_as_a_correction_docume
     message = next(m for m in sent if m.content == xml)
     assert b"ON_NKORSCHFDOPPR_" + BUYER_EDO.encode() in xml  # addressed to the buyer's box by its ЭДО id
     verify_cms(tmp_path, message.content, message.signature)
+
+
+def test_the_workers_send_documents_by_edo_every_minute_without_a_cron_line(app, db, company, emulator):
+    """The periodic task a worker runs does what `flask documents edo-sweep` does: the УПД reaches the buyer once."""
+    from portal.documents.tasks import edo_sweep_task
+    from portal.tasks import huey
+
+    assert "portal.documents.edo_sweep" in {t.__name__ for t in huey._registry._periodic_tasks}
+    paid_upd(app, db, company)
+    with app.app_context():
+        edo_sweep_task.call_local()
+        edo_sweep_task.call_local()
+    db.expire_all()
+    assert len(emulator.messages) == 1
+    assert db.scalars(sa.select(EdoDocument)).one().status in ("sent", "delivered")

@@ -1,0 +1,43 @@
+"""The accountant's documents on the workers: ЭДО sending and status reading, and closing documents by e-mail, each
+a periodic sweep over its outbox table (the CLI commands `documents edo-sweep` / `mail-sweep` stay for operators).
+
+Both sweeps are idempotent (each outbox row is taken under its lock and marked in the same transaction), so a second
+worker or a sweep re-run after a crash sends nothing twice; the Huey lock only spares the database a duplicate pass."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from huey import crontab
+from huey.exceptions import TaskLockedException
+
+from portal.db import get_database, utcnow
+from portal.documents import edo, mailing
+from portal.tasks import huey, periodic
+
+log = logging.getLogger(__name__)
+
+
+@periodic(crontab(minute="*"), name="portal.documents.edo_sweep")
+def edo_sweep_task() -> None:
+    if current_app.config.get("EDO_BACKEND", "emulator") == "off":
+        return
+    try:
+        with huey.lock_task("documents-edo-sweep"), get_database().session() as db:
+            lines = edo.sweep(db, now=utcnow(), config=current_app.config, instance_path=current_app.instance_path)
+    except TaskLockedException:
+        return
+    for line in lines:
+        log.info("ЭДО: %s", line)
+
+
+@periodic(crontab(minute="*"), name="portal.documents.mail_sweep")
+def mail_sweep_task() -> None:
+    try:
+        with huey.lock_task("documents-mail-sweep"), get_database().session() as db:
+            lines = mailing.sweep(db, now=utcnow(), config=current_app.config, instance_path=current_app.instance_path)
+    except TaskLockedException:
+        return
+    for line in lines:
+        log.info("closing documents by e-mail: %s", line)
