@@ -20,14 +20,14 @@ from flask import (
     session,
     url_for,
 )
-from flask_limiter import RequestLimit
 from flask_login import current_user, login_user, logout_user
+from limits import parse as parse_limit
 
 from portal import limiter
 from portal.accounts import service
 from portal.accounts.access import login_required_any, public
 from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, RegisterForm, SwitchAccountForm
-from portal.accounts.phone import InvalidPhone, format_phone, normalize_phone
+from portal.accounts.phone import format_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
 from portal.textinput import quoted
@@ -35,14 +35,6 @@ from portal.textinput import quoted
 log = logging.getLogger(__name__)
 
 bp = Blueprint("accounts", __name__)
-
-
-def _phone_key() -> str:
-    raw = request.form.get("phone", "")
-    try:
-        return "phone:" + normalize_phone(raw)
-    except InvalidPhone:
-        return "phone-raw:" + raw[:32]
 
 
 def _per_phone_limit() -> str:
@@ -110,24 +102,33 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
-def _code_sent(response: Any) -> bool:
-    """Only a code that went out counts against the sending limits: a mistyped number costs the vendor nothing."""
-    return response.status_code == 302
+def _take_sending_slot(phone: str) -> int | None:
+    """Count one code against the per-phone and per-address sending limits, atomically in the limiter's storage
+    (Redis INCR in production), right before it is sent: None if it may go, else the minutes to wait.
+
+    Counting here rather than in the route's decorator is what makes both promises hold together: only a code that
+    is about to go out counts (a mistyped number costs nothing), and two servers asked at the same moment cannot
+    both see a free slot — the decorator's check-then-deduct let a fourth code through under load."""
+    strategy = limiter.limiter
+    checks = [
+        (parse_limit(_per_phone_limit()), ("sms-code", "phone", phone)),
+        (parse_limit(_per_ip_limit()), ("sms-code", "ip", request.remote_addr or "-")),
+    ]
+    for item, keys in checks:
+        if not strategy.hit(item, *keys):
+            reset_at = strategy.get_window_stats(item, *keys).reset_time
+            return max(1, math.ceil((reset_at - time.time()) / 60))
+    return None
 
 
-def _login_breached(limit: RequestLimit) -> Any:
+def _sending_limited(form: PhoneForm, minutes: int) -> Any:
     """Over a sending limit the person gets the form back, number kept, with the wait — not a bare 429 page."""
-    minutes = max(1, math.ceil((limit.reset_at - time.time()) / 60))
-    form = PhoneForm()
+    form.phone.data = format_phone(form.phone.data)  # as people read it, as the form shows a remembered number
     form.phone.errors = [f"Слишком много запросов кода. Новый код можно запросить через {minutes} мин."]
     return make_response(render_template("accounts/login.html", form=form), 429)
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(
-    _per_phone_limit, key_func=_phone_key, methods=["POST"], deduct_when=_code_sent, on_breach=_login_breached
-)
-@limiter.limit(_per_ip_limit, methods=["POST"], deduct_when=_code_sent, on_breach=_login_breached)
 @public
 def login() -> Any:
     if current_user.is_authenticated:
@@ -139,6 +140,9 @@ def login() -> Any:
         form.phone.data = format_phone(remembered)
     if form.validate_on_submit() and not _refuse_country(form):
         phone = form.phone.data
+        wait = _take_sending_slot(phone)
+        if wait is not None:
+            return _sending_limited(form, wait)
         try:
             service.send_code(
                 get_db(),
