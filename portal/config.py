@@ -70,6 +70,11 @@ DEFAULTS: dict[str, Any] = {
     "S3_SECRET_ACCESS_KEY": "",
     # The task queue: local: sqlite:///<instance>/tasks.db; production: redis://host:6379/1; tests: immediate
     "TASK_QUEUE_URL": None,
+    # How soon lost work is taken over. The defaults suit production; a test that kills a worker shortens them.
+    "TASK_PERIODIC_SECONDS": 60,  # how often a worker runs the periodic tasks (sweeps, the billing tick)
+    "TASK_LOST_AFTER_SECONDS": 120,  # a queued task run nobody took for this long is sent again
+    "TASK_SILENT_AFTER_SECONDS": 300,  # a running task run silent this long lost its worker: sent again
+    "CRM_OUTBOX_LEASE_SECONDS": 300,  # a CRM change a worker took and never finished is offered again after this
     "INVOICE_VALID_BANKING_DAYS": 5,
     "MAX_OPEN_INVOICES": 5,  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
     "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
@@ -106,6 +111,10 @@ INT_KEYS = {
     "SMS_BUDGET_PER_HOUR",
     "MAX_UPLOAD_BYTES",
     "PROXY_FIX_HOPS",
+    "TASK_PERIODIC_SECONDS",
+    "TASK_LOST_AFTER_SECONDS",
+    "TASK_SILENT_AFTER_SECONDS",
+    "CRM_OUTBOX_LEASE_SECONDS",
 }
 BOOL_KEYS = {"YOOKASSA_CHECK_IP", "NO_REVERSE_PROXY"}
 

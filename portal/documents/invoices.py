@@ -268,6 +268,12 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
     existing = get_invoice_for_order(db, order.id)
     if existing is not None:
         return existing
+    # The order's row lock, held to the commit: a payment that changes the plan withdraws pending upgrades
+    # (billing._cancel_stale_upgrades) and must not cancel this order between the check below and the commit,
+    # which left an issued, payable invoice for a canceled order (found by tests/scale/test_two_of_everything.py).
+    db.scalars(
+        sa.select(Order).where(Order.id == order.id).with_for_update().execution_options(populate_existing=True)
+    ).one()
     if order.status != "pending":
         raise DocumentsError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
     requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == order.account_id)).first()

@@ -41,6 +41,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from huey import Huey
+from huey import consumer as consumer_module
 from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -176,12 +177,28 @@ def _drop_after_rollback(session: Session, previous: Any) -> None:
         session.info.pop(_PENDING_KEY, None)
 
 
+def create_consumer(app: Flask, *, workers: int, periodic: bool) -> Any:
+    """A thread consumer whose scheduler runs the periodic tasks every TASK_PERIODIC_SECONDS (Huey: every 60 s)."""
+    seconds = int(app.config.get("TASK_PERIODIC_SECONDS") or 60)
+
+    class Scheduler(consumer_module.Scheduler):
+        periodic_task_seconds = seconds
+
+    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=periodic, check_worker_health=True)
+    if seconds != consumer_module.Scheduler.periodic_task_seconds:
+        # The scheduler was built in the constructor; build it again from the subclass (Huey's documented hook
+        # for this is `scheduler_class`, read by `_create_scheduler`).
+        consumer.scheduler_class = Scheduler
+        consumer.scheduler = consumer._create_process(consumer._create_scheduler(), "Scheduler")
+    return consumer
+
+
 def start_consumer(app: Flask, *, workers: int = 2, periodic: bool = True, signals: bool = True) -> Any:
     """Start a Huey consumer for `app` (threads); `signals=False` when it runs beside a server in one process."""
     global _app
     init_app(app)
     _app = app
-    consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=periodic, check_worker_health=True)
+    consumer = create_consumer(app, workers=workers, periodic=periodic)
     if not signals:
         consumer._set_signal_handlers = lambda: None
     consumer.start()
@@ -197,4 +214,5 @@ __all__ = [
     "configure",
     "init_app",
     "start_consumer",
+    "create_consumer",
 ]

@@ -6,7 +6,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import IMMEDIATE, huey
+from . import IMMEDIATE, create_consumer
 
 
 def init_app(app: Flask) -> None:
@@ -20,8 +20,6 @@ def init_app(app: Flask) -> None:
 def worker_command(workers: int, no_periodic: bool) -> None:
     if current_app.config["TASK_QUEUE_URL"] == IMMEDIATE:
         raise click.UsageError("TASK_QUEUE_URL=immediate выполняет задачи сразу, обработчик не нужен.")
-    consumer = huey.create_consumer(
-        workers=workers, worker_type="thread", periodic=not no_periodic, check_worker_health=True
-    )
+    consumer = create_consumer(current_app._get_current_object(), workers=workers, periodic=not no_periodic)
     click.echo(f"Обработчик задач запущен: {current_app.config['TASK_QUEUE_URL'].split('@')[-1]}", err=True)
     consumer.run()

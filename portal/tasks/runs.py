@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from portal.db import get_database, utcnow
 
-from . import enqueue_after_commit, huey, periodic, task
+from . import enqueue_after_commit, huey, periodic, task, task_app
 from .models import RunStatus, TaskRun
 
 log = logging.getLogger(__name__)
@@ -292,14 +292,17 @@ def run_state(run: TaskRun) -> dict[str, Any]:
 
 def sweep(now: datetime) -> int:
     """Send again the runs whose message was lost (queued too long) or whose worker died (running and silent)."""
+    config = task_app().config
+    lost_after = timedelta(seconds=int(config.get("TASK_LOST_AFTER_SECONDS") or LOST_AFTER.total_seconds()))
+    silent_after = timedelta(seconds=int(config.get("TASK_SILENT_AFTER_SECONDS") or SILENT_AFTER.total_seconds()))
     resent = 0
     with get_database().session() as db:
         rows = list(
             db.scalars(
                 sa.select(TaskRun).where(
                     sa.or_(
-                        sa.and_(TaskRun.status == RunStatus.QUEUED.value, TaskRun.heartbeat_at < now - LOST_AFTER),
-                        sa.and_(TaskRun.status == RunStatus.RUNNING.value, TaskRun.heartbeat_at < now - SILENT_AFTER),
+                        sa.and_(TaskRun.status == RunStatus.QUEUED.value, TaskRun.heartbeat_at < now - lost_after),
+                        sa.and_(TaskRun.status == RunStatus.RUNNING.value, TaskRun.heartbeat_at < now - silent_after),
                     )
                 )
             )
@@ -309,7 +312,7 @@ def sweep(now: datetime) -> int:
                 continue
             if run.status == RunStatus.RUNNING.value:
                 live = get_progress(run.id) or {}
-                if float(live.get("at") or 0) > now.timestamp() - SILENT_AFTER.total_seconds():
+                if float(live.get("at") or 0) > now.timestamp() - silent_after.total_seconds():
                     continue  # still reporting: a long run, not a dead one
                 # Only if nobody finished or took it meanwhile; the claim then lets one worker through.
                 taken = db.execute(

@@ -127,9 +127,10 @@ def load(
     return LoadResult(name, len(latencies), elapsed, statistics.median(latencies) * 1000, p95 * 1000, errors)
 
 
-def sign_in(url: str, phone: str, log_path: Path) -> dict[str, str]:
-    """Sign in through the real forms; the SMS code is read from the console backend's output in the server log."""
-    s = requests.Session()
+def sign_in(url: str, phone: str, log_path: Path, session: requests.Session | None = None) -> dict[str, str]:
+    """Sign in through the real forms; the SMS code is read from the console backend's output in the server log.
+    `session`: the browser to sign in (it keeps its cookies as a browser does)."""
+    s = session or requests.Session()
     page = s.get(url + "/login").text
     token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     s.post(url + "/login", data={"csrf_token": token, "phone": phone}, allow_redirects=False)

@@ -255,6 +255,7 @@ def deliver_outbox(
     limit: int = 100,
     *,
     account_id: int | None = None,
+    lease: timedelta = LEASE,
 ) -> DeliveryResult:
     """Send due outbox items to their CRMs; safe to run on every server at once (each item is claimed once).
 
@@ -265,7 +266,7 @@ def deliver_outbox(
     clients: dict[int, CrmClient] = {}
     stopped: set[int] = set()  # accounts whose CRM is down or refuses our tokens: not hammered again this run
     for _ in range(limit):
-        claimed = _claim(db_factory, now, account_id, stopped)
+        claimed = _claim(db_factory, now, account_id, stopped, lease)
         if claimed is None:
             break
         item_id, lease_until = claimed
@@ -297,10 +298,10 @@ def deliver_outbox(
 
 
 def _claim(
-    db_factory: DbFactory, now: datetime, account_id: int | None, stopped: set[int]
+    db_factory: DbFactory, now: datetime, account_id: int | None, stopped: set[int], lease: timedelta = LEASE
 ) -> tuple[int, datetime] | None:
     """Take the oldest due item: SKIP LOCKED on PostgreSQL, then a conditional update that only one worker wins."""
-    lease_until = now + LEASE
+    lease_until = now + lease
     with db_factory() as db:
         q = (
             sa.select(CrmOutbox.id)

@@ -4,6 +4,7 @@ sync of every connected CRM, and the outbox's delivery (no threads in the web pr
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
@@ -17,7 +18,7 @@ from portal.tasks.runs import Outcome, RunContext, RunFailed, run_task
 
 from .factory import CrmSettings, build_client, client_factory
 from .models import ConnectionStatus, CrmConnection, CrmOutbox, OutboxStatus
-from .outbox import DeliveryResult, deliver_outbox
+from .outbox import LEASE, DeliveryResult, deliver_outbox
 from .sync import SyncResult, sync_account
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def _deliver(account_id: int | None, limit: int = 200) -> DeliveryResult:
     database = get_database()
     settings = CrmSettings.from_config(current_app.config)
     factory = client_factory(settings, database.sessionmaker, max_retries=1)
-    return deliver_outbox(database.session, factory, utcnow(), limit=limit, account_id=account_id)
+    lease = timedelta(seconds=int(current_app.config.get("CRM_OUTBOX_LEASE_SECONDS") or LEASE.total_seconds()))
+    return deliver_outbox(database.session, factory, utcnow(), limit=limit, account_id=account_id, lease=lease)
 
 
 @run_task(SYNC_RUN)
