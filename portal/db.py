@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -118,4 +118,46 @@ def get_db() -> Session:
     """The session of the current request or CLI command (app context)."""
     if "db_session" not in g:
         g.db_session = get_database().sessionmaker()
+        # A page reads the same things from several places (the header, the over-limit partial, the page itself):
+        # within a GET request each such read is asked once. Writes keep reading the database every time.
+        if has_request_context() and request.method in ("GET", "HEAD"):
+            g.db_session.info[_MEMO] = {}
     return g.db_session
+
+
+# --- reads asked once per request -----------------------------------------------------------------------------
+
+_MEMO = "portal.memo"
+T = TypeVar("T")
+
+
+def memo(db: Session, key: Hashable, compute: Callable[[], T]) -> T:
+    """`compute()` once per GET request's session for this key; anywhere else (tests' sessions, POSTs, tasks, CLI)
+    simply `compute()`. Unflushed changes bypass the memo, and any flush, commit, rollback, locking read or
+    non-SELECT statement forgets it, so a value is never older than the last thing the session did."""
+    cache = db.info.get(_MEMO)
+    if cache is None or db.new or db.deleted or db.dirty:
+        return compute()
+    if key in cache:
+        return cache[key]  # type: ignore[no-any-return]
+    value = compute()
+    cache[key] = value
+    return value
+
+
+def _forget(session: Session, *_args: Any) -> None:
+    cache = session.info.get(_MEMO)
+    if cache:
+        cache.clear()
+
+
+event.listen(Session, "after_flush", _forget)
+event.listen(Session, "after_commit", _forget)
+event.listen(Session, "after_rollback", _forget)
+event.listen(Session, "after_soft_rollback", _forget)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _forget_on_write(state: Any) -> None:
+    if not state.is_select or getattr(state.statement, "_for_update_arg", None) is not None:
+        _forget(state.session)

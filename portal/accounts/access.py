@@ -10,7 +10,7 @@ from flask import abort, g, redirect, request, session, url_for
 from flask_login import current_user
 
 from portal.accounts.models import Account, Membership, Role
-from portal.accounts.service import get_membership, list_memberships
+from portal.accounts.service import list_memberships
 from portal.db import get_db
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,10 +88,11 @@ def current_membership() -> Membership | None:
     if current_user.is_authenticated:
         db = get_db()
         account_id = session.get("account_id")
+        # The same list the header shows: one query serves both.
+        memberships = list_memberships(db, current_user)
         if isinstance(account_id, int):
-            membership = get_membership(db, current_user, account_id)
+            membership = next((m for m in memberships if m.account_id == account_id), None)
         if membership is None:
-            memberships = list_memberships(db, current_user)
             membership = memberships[0] if memberships else None
             if membership is not None:
                 session["account_id"] = membership.account_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, SmsCode, Source, User, UserSession
 from portal.accounts.sms import SmsBackend
 from portal.audit import AuditLog, record_audit
+from portal.db import memo
 
 
 class CodeError(ValueError):
@@ -173,16 +175,23 @@ def load_session_user(db: Session, *, user_id: int, token: str, now: datetime, m
     """The person of a live session: the token is theirs, not ended and not older than a cookie may live."""
     if not token or not isinstance(token, str) or len(token) > 100:
         return None
-    return db.scalars(
+    params = {"user_id": user_id, "token_hash": _token_hash(token), "since": now - max_age}
+    return db.scalars(_session_user_stmt(), params).first()
+
+
+@functools.cache
+def _session_user_stmt() -> sa.Select[tuple[User]]:
+    # Every signed-in request asks this: the statement is built once, only its parameters change.
+    return (
         sa.select(User)
         .join(UserSession, UserSession.user_id == User.id)
         .where(
-            User.id == user_id,
-            UserSession.token_hash == _token_hash(token),
+            User.id == sa.bindparam("user_id"),
+            UserSession.token_hash == sa.bindparam("token_hash"),
             UserSession.ended_at.is_(None),
-            UserSession.created_at > now - max_age,
+            UserSession.created_at > sa.bindparam("since", type_=UserSession.created_at.type),
         )
-    ).first()
+    )
 
 
 def end_session(db: Session, *, token: str | None, now: datetime) -> None:
@@ -262,13 +271,22 @@ def register_owner(
 
 
 def list_memberships(db: Session, user: User) -> list[Membership]:
-    """The active memberships of a person, oldest account first."""
+    """The active memberships of a person, oldest account first (asked once per page: header and access alike)."""
     return list(
-        db.scalars(
-            sa.select(Membership)
-            .where(Membership.user_id == user.id, Membership.status == MembershipStatus.ACTIVE.value)
-            .order_by(Membership.account_id)
+        memo(
+            db,
+            ("memberships", user.id),
+            lambda: list(db.scalars(_memberships_stmt(), {"user_id": user.id})),
         )
+    )
+
+
+@functools.cache
+def _memberships_stmt() -> sa.Select[tuple[Membership]]:
+    return (
+        sa.select(Membership)
+        .where(Membership.user_id == sa.bindparam("user_id"), Membership.status == MembershipStatus.ACTIVE.value)
+        .order_by(Membership.account_id)
     )
 
 

@@ -6,6 +6,7 @@ imports them: they register checkout handlers and tick hooks instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from portal.billing.pricing import (
 )
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
 from portal.billing.signals import order_closed
+from portal.db import memo
 from portal.timeutil import format_date, msk_date
 
 log = logging.getLogger(__name__)
@@ -146,30 +148,63 @@ class SubscriptionState:
 
 
 def _active_periods(db: Session, account_id: int, *, ending_after: date) -> list[SubscriptionPeriod]:
-    return list(
-        db.scalars(
-            sa.select(SubscriptionPeriod)
-            .where(
-                SubscriptionPeriod.account_id == account_id,
-                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-                SubscriptionPeriod.ends_on > ending_after,
-            )
-            .order_by(SubscriptionPeriod.starts_on, SubscriptionPeriod.id)
+    return list(db.scalars(_active_periods_stmt(), {"account_id": account_id, "ending_after": ending_after}))
+
+
+# Statements every page asks are built once; only their parameters change.
+@functools.cache
+def _active_periods_stmt() -> sa.Select[tuple[SubscriptionPeriod]]:
+    return (
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.account_id == sa.bindparam("account_id"),
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.ends_on > sa.bindparam("ending_after", type_=SubscriptionPeriod.ends_on.type),
         )
+        .order_by(SubscriptionPeriod.starts_on, SubscriptionPeriod.id)
+    )
+
+
+@functools.cache
+def _trial_used_stmt() -> sa.Select[Any]:
+    return sa.select(Subscription.trial_used_at).where(
+        Subscription.account_id == sa.bindparam("account_id"), Subscription.trial_used_at.is_not(None)
+    )
+
+
+@functools.cache
+def _effective_period_stmt() -> sa.Select[tuple[SubscriptionPeriod]]:
+    today = sa.bindparam("today", type_=SubscriptionPeriod.starts_on.type)
+    return (
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.account_id == sa.bindparam("account_id"),
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.starts_on <= today,
+            SubscriptionPeriod.ends_on > today,
+        )
+        .order_by(SubscriptionPeriod.id.desc())
+        .limit(1)
+    )
+
+
+@functools.cache
+def _active_users_stmt() -> sa.Select[Any]:
+    return (
+        sa.select(sa.func.count())
+        .select_from(Membership)
+        .where(Membership.account_id == sa.bindparam("account_id"), Membership.status == MembershipStatus.ACTIVE.value)
     )
 
 
 def get_subscription_state(db: Session, account_id: int, now: datetime) -> SubscriptionState:
     today = msk_date(now)
+    return memo(db, ("subscription_state", account_id, today), lambda: _subscription_state(db, account_id, today))
+
+
+def _subscription_state(db: Session, account_id: int, today: date) -> SubscriptionState:
     rows = _active_periods(db, account_id, ending_after=today)
-    trial_used = (
-        db.scalar(
-            sa.select(Subscription.trial_used_at).where(
-                Subscription.account_id == account_id, Subscription.trial_used_at.is_not(None)
-            )
-        )
-        is not None
-    )
+    trial_used = db.scalar(_trial_used_stmt(), {"account_id": account_id}) is not None
     current_row = next((r for r in rows if r.starts_on <= today < r.ends_on), None)
     scheduled = [PeriodInfo.from_row(r) for r in rows if r.starts_on > today and r.kind == PeriodKind.PAID]
     if current_row is None:
@@ -207,17 +242,11 @@ def get_subscription_state(db: Session, account_id: int, now: datetime) -> Subsc
 def get_effective_plan(db: Session, account_id: int, now: datetime) -> Plan:
     """The plan whose limits apply right now: one indexed query, cheap enough for every page."""
     today = msk_date(now)
-    row = db.scalars(
-        sa.select(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.account_id == account_id,
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.starts_on <= today,
-            SubscriptionPeriod.ends_on > today,
-        )
-        .order_by(SubscriptionPeriod.id.desc())
-        .limit(1)
-    ).first()
+    return memo(db, ("effective_plan", account_id, today), lambda: _effective_plan(db, account_id, today))
+
+
+def _effective_plan(db: Session, account_id: int, today: date) -> Plan:
+    row = db.scalars(_effective_period_stmt(), {"account_id": account_id, "today": today}).first()
     return row.as_plan() if row is not None else FREE_PLAN
 
 
@@ -249,7 +278,13 @@ def get_plan_for_account(db: Session, account_id: int | None, code: str) -> Plan
 def list_plans_for_account(db: Session, account_id: int | None) -> list[Plan]:
     plans = list(PLANS)
     if account_id is not None:
-        plans.extend(c.as_plan() for c in list_custom_plans(db, account_id))
+        plans.extend(
+            memo(
+                db,
+                ("custom_plans", account_id),
+                lambda: tuple(c.as_plan() for c in list_custom_plans(db, account_id)),
+            )
+        )
     return plans
 
 
@@ -317,14 +352,11 @@ def _custom_dict(row: CustomPlan) -> dict[str, Any]:
 
 
 def count_active_users(db: Session, account_id: int) -> int:
-    """Seats in use: one count over the (account_id, status) index."""
-    return int(
-        db.scalar(
-            sa.select(sa.func.count())
-            .select_from(Membership)
-            .where(Membership.account_id == account_id, Membership.status == MembershipStatus.ACTIVE.value)
-        )
-        or 0
+    """Seats in use: one count over the (account_id, status) index, once per page."""
+    return memo(
+        db,
+        ("active_users", account_id),
+        lambda: int(db.scalar(_active_users_stmt(), {"account_id": account_id}) or 0),
     )
 
 

@@ -10,6 +10,7 @@ from a closed order inserts negative allocations under the order's lock only, si
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from portal.audit import record_audit
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.billing.signals import order_closed
+from portal.db import memo
 from portal.documents.models import Invoice, InvoiceStatus
 from portal.money import format_rub
 from portal.payments.models import Allocation, Receipt, Refund, RefundStatus
@@ -66,14 +68,33 @@ class Totals:
 def account_totals(db: Session, account_id: int, until: datetime | None = None) -> Totals:
     """The account's sums, of everything or of what was recorded before `until` (the report's closing balance)."""
 
-    def before(model: Any) -> tuple[Any, ...]:
-        return () if until is None else (model.created_at < until,)
+    def compute() -> Totals:
+        params: dict[str, Any] = {"account_id": account_id}
+        if until is not None:
+            params["until"] = until
+        row = db.execute(_totals_stmt(until is not None), params).one()
+        return Totals(received=int(row[0] or 0), allocated=int(row[1] or 0), refunded=int(row[2] or 0))
 
-    return Totals(
-        received=_sum(db, Receipt.amount, Receipt.account_id == account_id, *before(Receipt)),
-        allocated=_sum(db, Allocation.amount, Allocation.account_id == account_id, *before(Allocation)),
-        refunded=_sum(db, Refund.amount, Refund.account_id == account_id, _LIVE_REFUND, *before(Refund)),
-    )
+    if until is not None:
+        return compute()
+    return memo(db, ("ledger_totals", account_id), compute)
+
+
+@functools.cache
+def _totals_stmt(until: bool) -> sa.Select[Any]:
+    """The three sums in one round trip, each served by its own account index; built once."""
+    account_id = sa.bindparam("account_id")
+
+    def total(model: Any, *where: Any) -> Any:
+        if until:
+            where = (*where, model.created_at < sa.bindparam("until", type_=model.created_at.type))
+        return (
+            sa.select(sa.func.coalesce(sa.func.sum(model.amount), 0))
+            .where(model.account_id == account_id, *where)
+            .scalar_subquery()
+        )
+
+    return sa.select(total(Receipt), total(Allocation), total(Refund, _LIVE_REFUND))
 
 
 def account_balance(db: Session, account_id: int) -> int:

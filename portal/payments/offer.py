@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from portal.billing import service as billing
 from portal.billing.catalog import Plan
+from portal.db import memo
 from portal.payments import ledger
+from portal.timeutil import msk_date
 
 
 @dataclass(frozen=True)
@@ -60,5 +62,11 @@ def offer_for_purchase(db: Session, account_id: int, purchase: billing.Purchase)
 
 
 def get_offer(db: Session, account_id: int, plan: Plan, months: int, now: datetime) -> Offer:
-    """The checkout's own quote; billing.PurchaseError when the plan cannot be bought (free, not offered)."""
-    return offer_for_purchase(db, account_id, billing.price_purchase(db, account_id, plan, months, now))
+    """The checkout's own quote; billing.PurchaseError when the plan cannot be bought (free, not offered).
+
+    The dashboard and the over-limit warning quote the same suggestion on one page: it is priced once."""
+    return memo(
+        db,
+        ("offer", account_id, plan, months, msk_date(now)),
+        lambda: offer_for_purchase(db, account_id, billing.price_purchase(db, account_id, plan, months, now)),
+    )

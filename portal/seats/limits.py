@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from portal.accounts.models import Account, Membership, MembershipStatus
 from portal.billing.catalog import Plan
 from portal.billing.pricing import cheapest_fitting_plan, quote, round_half_up_div
 from portal.billing.service import get_effective_plan, list_plans_for_account
+from portal.db import memo
 from portal.seats.directory import AccountNotFound
 
 SUGGESTION_MONTHS = 6  # the minimum period: the price the owner sees first
@@ -127,17 +129,28 @@ class Limits:
 
 
 def usage(db: Session, account_id: int) -> tuple[int, int]:
-    """(active users, storage bytes) in ONE query whatever the account's size; AccountNotFound if none."""
+    """(active users, storage bytes) in ONE query whatever the account's size, once per page; AccountNotFound if none."""
+    return memo(db, ("usage", account_id), lambda: _usage(db, account_id))
+
+
+def _usage(db: Session, account_id: int) -> tuple[int, int]:
+    row = db.execute(_usage_stmt(), {"account_id": account_id}).first()
+    if row is None:
+        raise AccountNotFound()
+    return int(row[0]), int(row[1] or 0)
+
+
+@functools.cache
+def _usage_stmt() -> sa.Select[Any]:
+    # Every page of an account asks it (the over-limit warning): built once, only the parameter changes.
+    account_id = sa.bindparam("account_id")
     seats = (
         sa.select(sa.func.count())
         .select_from(Membership)
         .where(Membership.account_id == account_id, Membership.status == MembershipStatus.ACTIVE.value)
         .scalar_subquery()
     )
-    row = db.execute(sa.select(seats, Account.storage_used_bytes).where(Account.id == account_id)).first()
-    if row is None:
-        raise AccountNotFound()
-    return int(row[0]), int(row[1] or 0)
+    return sa.select(seats, Account.storage_used_bytes).where(Account.id == account_id)
 
 
 def _custom_plans(db: Session, account_id: int) -> tuple[Plan, ...]:
