@@ -501,8 +501,10 @@ def _insert_ignoring_conflict(db: Session, table: sa.Table, values: dict[str, An
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - the portal runs on PostgreSQL or SQLite only
         raise RuntimeError(f"unsupported database {dialect}")
-    result = db.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]))
-    return bool(result.rowcount)
+    # RETURNING says whether a row went in: with the implicit RETURNING of the id, psycopg reports rowcount -1
+    # (truthy) even when the conflict inserted nothing.
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    return db.execute(stmt).first() is not None
 
 
 def _order_by_key(db: Session, key: str) -> Order | None:

@@ -86,7 +86,7 @@ def paid_until_sept(db, company):
     return company
 
 
-def test_reminders_14_3_and_1_days_before_the_end_each_once_with_the_price_and_a_link(smtp, sweep, paid_until_sept):
+def test_reminders_14_3_and_1_days_before_the_end_each_once_with_the_price_and_a_link(db, smtp, sweep, paid_until_sept):
     assert sweep(msk(2026, 8, 26, 9)) == []  # 15 days left: too early
     sent = sweep(msk(2026, 8, 27, 9))
     assert len(sent) == 1
