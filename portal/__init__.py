@@ -26,7 +26,7 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enable
 login_manager = LoginManager()
 
 # Feature packages in the order their blueprints are registered; each is optional until it is built.
-FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api", "tasks")
+FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api", "tasks", "notices")
 # Parts of a feature package that own a blueprint of their own (views.py / cli.py / startup.py), registered after it.
 # A feature's tasks.py (background and periodic work) is imported here too, so every process (server or worker)
 # knows every task by name.

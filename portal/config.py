@@ -76,7 +76,8 @@ DEFAULTS: dict[str, Any] = {
     "TASK_SILENT_AFTER_SECONDS": 300,  # a running task run silent this long lost its worker: sent again
     "CRM_OUTBOX_LEASE_SECONDS": 300,  # a CRM change a worker took and never finished is offered again after this
     "INVOICE_VALID_BANKING_DAYS": 5,
-    "MAX_OPEN_INVOICES": 5,  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
+    "MAX_OPEN_INVOICES": 5,
+    "GRACE_DAYS": 7,  # days a paid plan is kept after its period ends while the renewal invoice is unpaid  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
     "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
     "CHECKOUT_LIMIT_PER_IP": "60 per hour",  # checkout attempts (POST) from one address
     "SUPPORT_REQUESTS_PER_DAY": 5,  # new requests to support (trial, >1000 users) of one account in 24 hours
@@ -107,6 +108,7 @@ INT_KEYS = {
     "SMTP_PORT",
     "INVOICE_VALID_BANKING_DAYS",
     "MAX_OPEN_INVOICES",
+    "GRACE_DAYS",
     "SUPPORT_REQUESTS_PER_DAY",
     "SMS_BUDGET_PER_HOUR",
     "MAX_UPLOAD_BYTES",

@@ -72,6 +72,17 @@ class NextStep:
     secondary_url: str | None = None
 
 
+def grace_notice(state: service.SubscriptionState) -> str:
+    """What the owner must know in a grace period: when it ended, until when the plan is kept, what to do."""
+    assert state.period_last_day is not None and state.grace_until is not None
+    ended = format_date_ru(state.period_last_day)
+    return (
+        f"Оплаченный период закончился {ended}; тариф «{state.plan.title}» сохраняется до "
+        f"{format_date_ru(state.grace_until)} включительно, оплатите счёт. Без оплаты аккаунт перейдёт на "
+        "бесплатный тариф до 5 пользователей."
+    )
+
+
 def _next_step(
     state: service.SubscriptionState,
     seats: Meter,
@@ -88,6 +99,8 @@ def _next_step(
         if storage.over:
             what.append(f"занято {storage.used_text} при квоте {storage.limit_text}")
         problem = "Сейчас " + " и ".join(what) + "."
+        if state.is_grace:
+            problem = grace_notice(state) + " " + problem
         if fit.contact_support or fit.plan is None:
             return NextStep(
                 "danger",
@@ -115,6 +128,16 @@ def _next_step(
             url_for("billing.checkout", plan=fit.plan.code, months=offer.purchase.months),
             "Другие тарифы",
             url_for("billing.plans", suggested=fit.plan.code),
+        )
+    if state.is_grace:
+        return NextStep(
+            "danger",
+            f"Тариф сохраняется до {format_date_ru(state.grace_until)}",
+            grace_notice(state),
+            "Оплатить картой",
+            url_for("billing.checkout", plan=plan.code, months=state.months or 12),
+            "Счета на оплату",
+            "#pending-title",
         )
     if state.is_trial and state.trial_until is not None:
         return NextStep(

@@ -17,6 +17,7 @@ MODEL_MODULES = (
     "portal.seats.crm.models",
     "portal.support.models",
     "portal.tasks.models",
+    "portal.notices.models",
 )
 
 

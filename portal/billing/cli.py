@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from portal.billing import service
@@ -33,7 +33,7 @@ def _parse_now(value: str | None) -> datetime:
 @with_appcontext
 def tick_command(now_text: str | None) -> None:
     now = _parse_now(now_text)
-    done = service.tick(get_db(), now)
+    done = service.tick(get_db(), now, grace_days=current_app.config["GRACE_DAYS"])
     if not done:
         click.echo("Нечего делать.")
         return

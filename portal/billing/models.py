@@ -185,6 +185,10 @@ class SubscriptionPeriod(Base):
     # Set by `billing tick` once it has recorded the period's start (if it was scheduled) and its end.
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Grace: a paid period that ended while its renewal was being paid (an invoice issued and unpaid) keeps its
+    # plan's limits until grace_ends_on (exclusive); the tick sets it at the end and records the fall back after it.
+    grace_ends_on: Mapped[date | None] = mapped_column(sa.Date)
+    grace_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     def as_plan(self) -> Plan:
         catalog_plan = get_plan(self.plan_code)

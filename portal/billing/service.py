@@ -44,7 +44,7 @@ from portal.billing.pricing import (
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
 from portal.billing.signals import order_closed
 from portal.db import memo
-from portal.timeutil import format_date, msk_date
+from portal.timeutil import format_date, msk_date, msk_midnight
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ PAYER_TYPES = ("card", "invoice")
 CARD_ORDER_TTL = timedelta(days=1)
 INVOICE_ORDER_TTL = timedelta(days=10)  # a fallback only: documents sets the invoice's own validity
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_\-:.]{8,80}$")
+# Days a paid plan is kept after its period ends while its renewal is being paid (the GRACE_DAYS setting).
+DEFAULT_GRACE_DAYS = 7
 
 
 class PurchaseError(ValueError):
@@ -106,12 +108,13 @@ class SubscriptionState:
     """An account's plan on a given Moscow day, and what is already paid for after it."""
 
     plan: Plan
-    status: str  # "free" | "trial" | "paid"
+    status: str  # "free" | "trial" | "paid" | "grace"
     today: date
     period_start: date | None = None
     period_end: date | None = None  # exclusive
     paid_until: date | None = None  # last day of the paid stretch, scheduled renewals included
     trial_until: date | None = None  # last trial day
+    grace_until: date | None = None  # grace: the last day the ended paid plan is kept (period_end is when it ended)
     trial_used: bool = False
     months: int | None = None
     scheduled: list[PeriodInfo] = field(default_factory=list)
@@ -128,6 +131,15 @@ class SubscriptionState:
     @property
     def is_free(self) -> bool:
         return self.status == "free"
+
+    @property
+    def period_last_day(self) -> date | None:
+        return None if self.period_end is None else self.period_end - timedelta(days=1)
+
+    @property
+    def is_grace(self) -> bool:
+        """The paid period has ended, its renewal is unpaid, and the plan is kept for a few days more."""
+        return self.status == "grace"
 
     @property
     def coverage_end(self) -> date | None:
@@ -159,7 +171,11 @@ def _active_periods_stmt() -> sa.Select[tuple[SubscriptionPeriod]]:
         .where(
             SubscriptionPeriod.account_id == sa.bindparam("account_id"),
             SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.ends_on > sa.bindparam("ending_after", type_=SubscriptionPeriod.ends_on.type),
+            # Periods still running, and an ended one in its grace days: one query answers both.
+            sa.or_(
+                SubscriptionPeriod.ends_on > sa.bindparam("ending_after", type_=SubscriptionPeriod.ends_on.type),
+                SubscriptionPeriod.grace_ends_on > sa.bindparam("ending_after"),
+            ),
         )
         .order_by(SubscriptionPeriod.starts_on, SubscriptionPeriod.id)
     )
@@ -181,9 +197,10 @@ def _effective_period_stmt() -> sa.Select[tuple[SubscriptionPeriod]]:
             SubscriptionPeriod.account_id == sa.bindparam("account_id"),
             SubscriptionPeriod.status == PeriodStatus.ACTIVE,
             SubscriptionPeriod.starts_on <= today,
-            SubscriptionPeriod.ends_on > today,
+            # A period in its grace days (an invoice for the renewal is open) keeps its plan's limits.
+            sa.or_(SubscriptionPeriod.ends_on > today, SubscriptionPeriod.grace_ends_on > today),
         )
-        .order_by(SubscriptionPeriod.id.desc())
+        .order_by(sa.case((SubscriptionPeriod.ends_on > today, 0), else_=1), SubscriptionPeriod.id.desc())
         .limit(1)
     )
 
@@ -204,10 +221,25 @@ def get_subscription_state(db: Session, account_id: int, now: datetime) -> Subsc
 
 def _subscription_state(db: Session, account_id: int, today: date) -> SubscriptionState:
     rows = _active_periods(db, account_id, ending_after=today)
+    in_grace = [r for r in rows if r.ends_on <= today and r.kind == PeriodKind.PAID]
+    rows = [r for r in rows if r.ends_on > today]
     trial_used = db.scalar(_trial_used_stmt(), {"account_id": account_id}) is not None
     current_row = next((r for r in rows if r.starts_on <= today < r.ends_on), None)
     scheduled = [PeriodInfo.from_row(r) for r in rows if r.starts_on > today and r.kind == PeriodKind.PAID]
     if current_row is None:
+        grace = max(in_grace, key=lambda r: (r.ends_on, r.id)) if in_grace else None
+        if grace is not None and grace.grace_ends_on is not None:
+            return SubscriptionState(
+                plan=grace.as_plan(),
+                status="grace",
+                today=today,
+                period_start=grace.starts_on,
+                period_end=grace.ends_on,
+                grace_until=grace.grace_ends_on - timedelta(days=1),
+                trial_used=trial_used,
+                months=grace.months,
+                scheduled=scheduled,
+            )
         return SubscriptionState(plan=FREE_PLAN, status="free", today=today, trial_used=trial_used, scheduled=scheduled)
     current = PeriodInfo.from_row(current_row)
     if current.is_trial:
@@ -240,7 +272,9 @@ def _subscription_state(db: Session, account_id: int, today: date) -> Subscripti
 
 
 def get_effective_plan(db: Session, account_id: int, now: datetime) -> Plan:
-    """The plan whose limits apply right now: one indexed query, cheap enough for every page."""
+    """The plan whose limits apply right now: one indexed query, cheap enough for every page.
+
+    A period covering today wins; otherwise an ended paid period in its grace keeps its limits."""
     today = msk_date(now)
     return memo(db, ("effective_plan", account_id, today), lambda: _effective_plan(db, account_id, today))
 
@@ -489,8 +523,10 @@ def _insert_ignoring_conflict(db: Session, table: sa.Table, values: dict[str, An
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - the portal runs on PostgreSQL or SQLite only
         raise RuntimeError(f"unsupported database {dialect}")
-    result = db.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]))
-    return bool(result.rowcount)
+    # RETURNING says whether a row went in: with the implicit RETURNING of the id, psycopg reports rowcount -1
+    # (truthy) even when the conflict inserted nothing.
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    return db.execute(stmt).first() is not None
 
 
 def _order_by_key(db: Session, key: str) -> Order | None:
@@ -723,6 +759,7 @@ def _state_dict(state: SubscriptionState) -> dict[str, Any]:
         "period_end": state.period_end.isoformat() if state.period_end else None,
         "paid_until": state.paid_until.isoformat() if state.paid_until else None,
         "trial_until": state.trial_until.isoformat() if state.trial_until else None,
+        "grace_until": state.grace_until.isoformat() if state.grace_until else None,
         "scheduled": [
             {"plan": p.plan.code, "starts_on": p.starts_on.isoformat(), "ends_on": p.ends_on.isoformat()}
             for p in state.scheduled
@@ -1065,7 +1102,45 @@ def _account_label(db: Session, account_id: int) -> str:
     return f"{account.name} (№ {account_id})" if account is not None else f"аккаунт № {account_id}"
 
 
-def _billing_tick(db: Session, now: datetime) -> list[str]:
+def _open_renewal_invoice(db: Session, period: SubscriptionPeriod) -> Order | None:
+    """An invoice for the days after this period, issued before it ended and unpaid at its end: grace is owed.
+
+    An expired one counts if it was still valid when the period ended (a tick that ran late must not decide
+    differently from one that ran on time)."""
+    ended = msk_midnight(period.ends_on)
+    return db.scalars(
+        sa.select(Order)
+        .where(
+            Order.account_id == period.account_id,
+            Order.payer_type == "invoice",
+            Order.starts_on == period.ends_on,
+            Order.created_at < ended,
+            sa.or_(
+                Order.status == OrderStatus.PENDING,
+                sa.and_(Order.status == OrderStatus.EXPIRED, Order.expires_at > ended),
+            ),
+        )
+        .order_by(Order.id)
+        .limit(1)
+    ).first()
+
+
+def _has_current_period(db: Session, account_id: int, today: date) -> bool:
+    return bool(
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(SubscriptionPeriod)
+            .where(
+                SubscriptionPeriod.account_id == account_id,
+                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+                SubscriptionPeriod.starts_on <= today,
+                SubscriptionPeriod.ends_on > today,
+            )
+        )
+    )
+
+
+def _billing_tick(db: Session, now: datetime, grace_days: int = DEFAULT_GRACE_DAYS) -> list[str]:
     today = msk_date(now)
     done: list[str] = []
 
@@ -1128,6 +1203,25 @@ def _billing_tick(db: Session, now: datetime) -> list[str]:
         )
         if successor:
             continue  # the next period's start is the change, recorded above
+        invoice = _open_renewal_invoice(db, row) if row.kind == PeriodKind.PAID and grace_days > 0 else None
+        if invoice is not None:
+            row.grace_ends_on = row.ends_on + timedelta(days=grace_days)
+            grace_last = row.grace_ends_on - timedelta(days=1)
+            record_audit(
+                db,
+                actor=None,
+                account=row.account_id,
+                action="billing.grace_started",
+                before={"plan": row.plan_code, "kind": row.kind, "last_day": row.last_day.isoformat()},
+                after={"plan": row.plan_code, "grace_until": grace_last.isoformat(), "order_id": invoice.id},
+                reason=f"Счёт по заказу № {invoice.id} на продление не оплачен.",
+            )
+            done.append(
+                f"{_account_label(db, row.account_id)}: оплаченный период «{plan_title_for_code(row.plan_code)}» "
+                f"закончился {format_date(row.last_day)}, счёт по заказу № {invoice.id} не оплачен: "
+                f"тариф сохраняется по {format_date(grace_last)}"
+            )
+            continue
         what = "Пробный период" if row.kind == PeriodKind.TRIAL else "Оплаченный период"
         record_audit(
             db,
@@ -1140,6 +1234,39 @@ def _billing_tick(db: Session, now: datetime) -> list[str]:
         done.append(
             f"{_account_label(db, row.account_id)}: {what.lower()} «{plan_title_for_code(row.plan_code)}» "
             f"закончился {format_date(row.last_day)}, действует бесплатный тариф"
+        )
+
+    graced = _lock_due(
+        db,
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.grace_ended_at.is_(None),
+            SubscriptionPeriod.grace_ends_on <= today,
+        )
+        .order_by(SubscriptionPeriod.grace_ends_on, SubscriptionPeriod.id),
+    ).all()
+    for row in graced:
+        row.grace_ended_at = now
+        if _has_current_period(db, row.account_id, today):
+            continue  # the renewal was paid during the grace: its period's start is the record
+        assert row.grace_ends_on is not None
+        record_audit(
+            db,
+            actor=None,
+            account=row.account_id,
+            action="billing.expired",
+            before={
+                "plan": row.plan_code,
+                "kind": row.kind,
+                "grace_until": (row.grace_ends_on - timedelta(days=1)).isoformat(),
+            },
+            after={"plan": FREE_PLAN.code},
+            reason="Льготный период закончился, счёт на продление не оплачен.",
+        )
+        done.append(
+            f"{_account_label(db, row.account_id)}: льготный период тарифа «{plan_title_for_code(row.plan_code)}» "
+            f"закончился {format_date(row.grace_ends_on - timedelta(days=1))}, действует бесплатный тариф"
         )
 
     expired = _lock_due(
@@ -1164,13 +1291,13 @@ def _billing_tick(db: Session, now: datetime) -> list[str]:
     return done
 
 
-def tick(db: Session, now: datetime) -> list[str]:
-    """Scheduled work: periods that started or ended, unpaid orders, then every registered hook.
+def tick(db: Session, now: datetime, *, grace_days: int = DEFAULT_GRACE_DAYS) -> list[str]:
+    """Scheduled work: periods that started or ended (or whose grace ended), unpaid orders, then every hook.
 
     Commits after billing's own work and after each hook, so one failing hook neither undoes nor blocks the rest.
     Idempotent: every change is marked on its row, so a second run (or a run on another server) finds nothing.
     """
-    done = _billing_tick(db, now)
+    done = _billing_tick(db, now, grace_days)
     db.commit()
     for name, hook in list(_TICK_HOOKS.items()):
         try:

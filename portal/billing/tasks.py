@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from flask import current_app
 from huey import crontab
 from huey.exceptions import TaskLockedException
 
@@ -20,7 +21,7 @@ def tick_task() -> None:
     database a second identical pass when several workers share one queue."""
     try:
         with huey.lock_task("billing-tick"), get_database().session() as db:
-            done = service.tick(db, utcnow())
+            done = service.tick(db, utcnow(), grace_days=current_app.config["GRACE_DAYS"])
     except TaskLockedException:
         log.info("billing tick already running on another worker")
         return

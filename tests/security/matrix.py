@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from werkzeug.routing import Map, Rule
 
+from portal.notices.service import unsubscribe_token
 from tests.security.world import World
 
 OWNER = frozenset({"owner"})
@@ -68,6 +69,10 @@ EXPECTED: dict[str, Access] = {
     # The sandbox acquirer stands for somebody else's site: anyone holding the payment's random id sees its page.
     "sandbox.payment_pay": PUBLIC,
     "sandbox.receipt_show": Access("public", ok=frozenset({404})),  # no receipt before the payment is made
+    # Notices: each owner or accountant chooses their letters; an unsubscribe link works without signing in, and
+    # only with a token the portal signed (tests/notices: a made-up one is a 404).
+    "notices.settings": Access("roles", ACCOUNTING),
+    "notices.unsubscribe": PUBLIC,
     "documents.document_list": Access("roles", ACCOUNTING),
     "documents.requisites_edit": Access("roles", ACCOUNTING),
     "documents.invoice_view": Access("roles", ACCOUNTING),
@@ -164,6 +169,13 @@ def url(rule: Rule, world: World, foreign: bool = False) -> str:
             return FIXED[name]
         if name == "payment_id":
             return world.sandbox_payment
+        if name == "token":  # the link from a letter to the account's member
+            return unsubscribe_token(
+                world.app.config["SECRET_KEY"],
+                account_id=objects.account_id,
+                user_id=int(objects.ids["user_id"]),
+                topic="payments",
+            )
         if name == "account_id":
             return str(objects.account_id)
         if name == "line_id":

@@ -1,0 +1,39 @@
+"""What was sent to whom (one row per event and person, its key unique) and what each person chose not to get."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.db import Base, UTCDateTime, utcnow
+
+
+class Notice(Base):
+    """One letter about one event to one person: the unique key makes a second sweep (or a second worker) a no-op."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(sa.String(20))
+    # «<event>:<object id>:<user id>», e.g. "ends-14:57:3": the event, what it is about, and for whom.
+    key: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    email: Mapped[str] = mapped_column(sa.String(254))
+    subject: Mapped[str] = mapped_column(sa.String(300))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NoticeOptOut(Base):
+    """A person does not want this topic's letters from this account (no row: they get them)."""
+
+    __tablename__ = "notice_optouts"
+    __table_args__ = (sa.UniqueConstraint("account_id", "user_id", "topic"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(sa.String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,398 @@
+"""Reminders and lifecycle notices: what is due for whom now, each letter sent once (its key is unique).
+
+Plain functions with no Flask request in them: the periodic task and `flask notices sweep` call `sweep`.
+Events: the paid period or trial ends in 14, 3 or 1 days (with the renewal's price from the checkout's own offer
+and a link to renew), it has ended (with the grace, if any), a payment arrived, an unpaid invoice expires within a
+day. Letters go to the address the company gave for the person (DESIGN: never one another company wrote).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
+
+from portal.accounts.models import Account, Membership, MembershipStatus, Role
+from portal.billing import service as billing
+from portal.billing.catalog import PERIODS
+from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
+from portal.money import format_rub
+from portal.notices.models import Notice, NoticeOptOut
+from portal.payments.models import Receipt
+from portal.payments.offer import get_offer
+from portal.support.email import EmailBackend, EmailError, build_message
+from portal.timeutil import format_date_ru, format_datetime, msk_date
+
+log = logging.getLogger(__name__)
+
+# Topics a person can switch off one by one (the notifications page and the unsubscribe link speak of these).
+TOPIC_RENEWAL = "renewal"
+TOPIC_PAYMENTS = "payments"
+TOPIC_INVOICES = "invoices"
+TOPICS: dict[str, str] = {
+    TOPIC_RENEWAL: "Напоминания об окончании оплаченного или пробного периода",
+    TOPIC_PAYMENTS: "Поступившие платежи",
+    TOPIC_INVOICES: "Счета, срок оплаты которых истекает",
+}
+# Who gets a topic: the owner always; the accountant also what concerns money and documents.
+TOPIC_ROLES: dict[str, tuple[str, ...]] = {
+    TOPIC_RENEWAL: (Role.OWNER.value,),
+    TOPIC_PAYMENTS: (Role.OWNER.value, Role.ACCOUNTANT.value),
+    TOPIC_INVOICES: (Role.OWNER.value, Role.ACCOUNTANT.value),
+}
+REMIND_DAYS = (14, 3, 1)  # days before the first day without the paid plan
+ENDED_NOTICE_DAYS = 3  # an end the sweep learns of later than this is old news, not worth a letter
+PAYMENT_NOTICE_DAYS = 2  # likewise for a payment
+INVOICE_WARNING = timedelta(days=1)  # an unpaid invoice is mentioned once, within its last day
+UNSUBSCRIBE_SALT = "portal.notices.unsubscribe"
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One event's letter for the people of one account who get its topic."""
+
+    account_id: int
+    topic: str
+    event_key: str  # «<event>:<object id>»; the person's id is appended
+    subject: str
+    body: str  # the plain text; the unsubscribe paragraph is added per person
+
+
+# --- unsubscribe tokens -----------------------------------------------------------------------------------
+
+
+def _serializer(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt=UNSUBSCRIBE_SALT)
+
+
+def unsubscribe_token(secret_key: str, *, account_id: int, user_id: int, topic: str) -> str:
+    """A signed, non-expiring token: an old letter's link must still work (and it can only switch letters off)."""
+    return _serializer(secret_key).dumps({"a": account_id, "u": user_id, "t": topic})
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    account_id: int
+    user_id: int
+    topic: str
+
+
+def read_unsubscribe_token(secret_key: str, token: str) -> Unsubscribe | None:
+    try:
+        data = _serializer(secret_key).loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("t") not in TOPICS:
+        return None
+    account_id, user_id = data.get("a"), data.get("u")
+    if not isinstance(account_id, int) or not isinstance(user_id, int):
+        return None
+    return Unsubscribe(account_id, user_id, data["t"])
+
+
+# --- choices ----------------------------------------------------------------------------------------------
+
+
+def list_topics_for_role(role: str) -> list[str]:
+    return [topic for topic, roles in TOPIC_ROLES.items() if role in roles]
+
+
+def get_choices(db: Session, account_id: int, user_id: int) -> dict[str, bool]:
+    """topic → whether the person gets it (every topic of the app, whether their role receives it or not)."""
+    off = set(
+        db.scalars(
+            sa.select(NoticeOptOut.topic).where(NoticeOptOut.account_id == account_id, NoticeOptOut.user_id == user_id)
+        )
+    )
+    return {topic: topic not in off for topic in TOPICS}
+
+
+def set_choices(db: Session, account_id: int, user_id: int, wanted: dict[str, bool], now: datetime) -> None:
+    """Save what the person wants; topics not named are left as they were. The caller commits."""
+    current = get_choices(db, account_id, user_id)
+    for topic, on in wanted.items():
+        if topic not in TOPICS or current[topic] == on:
+            continue
+        if on:
+            db.execute(
+                sa.delete(NoticeOptOut).where(
+                    NoticeOptOut.account_id == account_id, NoticeOptOut.user_id == user_id, NoticeOptOut.topic == topic
+                )
+            )
+        else:
+            db.add(NoticeOptOut(account_id=account_id, user_id=user_id, topic=topic, created_at=now))
+    db.flush()
+
+
+def unsubscribe(db: Session, request: Unsubscribe, now: datetime) -> None:
+    set_choices(db, request.account_id, request.user_id, {request.topic: False}, now)
+
+
+# --- what is due ------------------------------------------------------------------------------------------
+
+
+def _successor_exists(db: Session, period: SubscriptionPeriod) -> bool:
+    return bool(
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(SubscriptionPeriod)
+            .where(
+                SubscriptionPeriod.account_id == period.account_id,
+                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+                SubscriptionPeriod.starts_on == period.ends_on,
+            )
+        )
+    )
+
+
+def _renewal_offer_text(db: Session, period: SubscriptionPeriod, now: datetime, base_url: str) -> str:
+    plan = billing.get_plan_for_account(db, period.account_id, period.plan_code)
+    months = period.months if period.months in PERIODS else 12
+    if plan is None:
+        return f"Чтобы продолжить работу на платном тарифе, выберите тариф в личном кабинете: {base_url}/plans\n"
+    link = f"{base_url}/checkout?{urlencode({'plan': plan.code, 'months': months})}"
+    try:
+        offer = get_offer(db, period.account_id, plan, months, now)
+    except billing.PurchaseError:
+        return f"Продлить тариф «{plan.title}»: {link}\n"
+    lines = [f"Тариф «{plan.title}»: {format_rub(offer.amount)} — {offer.covers}."]
+    if offer.from_balance:
+        lines.append(
+            f"С баланса компании будет зачтено {format_rub(offer.from_balance)}, к оплате {format_rub(offer.due)}."
+        )
+    lines.append(f"Продлить в один клик: {link}")
+    return "\n".join(lines) + "\n"
+
+
+def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
+    today = msk_date(now)
+    periods = db.scalars(
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.starts_on <= today,
+            SubscriptionPeriod.ends_on > today,
+            SubscriptionPeriod.ends_on <= today + timedelta(days=max(REMIND_DAYS)),
+        )
+        .order_by(SubscriptionPeriod.id)
+    ).all()
+    for period in periods:
+        if _successor_exists(db, period):
+            continue
+        days_left = (period.ends_on - today).days
+        # The nearest mark reached: a sweep that missed a day still sends the one that matters now, not an old one.
+        mark = min(d for d in REMIND_DAYS if days_left <= d)
+        trial = period.kind == PeriodKind.TRIAL
+        what = "Пробный период" if trial else "Оплаченный период"
+        title = plan_title_for_code(period.plan_code)
+        last = format_date_ru(period.last_day)
+        subject = f"{what} тарифа «{title}» заканчивается {last}"
+        body = (
+            f"{what} тарифа «{title}» заканчивается {last} включительно "
+            f"(осталось дней: {days_left}).\n"
+            "Без продления аккаунт перейдёт на бесплатный тариф: до 5 пользователей и 2 ГБ хранилища.\n\n"
+            + _renewal_offer_text(db, period, now, base_url)
+        )
+        yield Letter(period.account_id, TOPIC_RENEWAL, f"ends-{mark}:{period.id}", subject, body)
+
+
+def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
+    today = msk_date(now)
+    periods = db.scalars(
+        sa.select(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.ended_at.is_not(None),  # the tick has decided what follows (grace or free)
+            SubscriptionPeriod.replaced_on.is_(None),
+            SubscriptionPeriod.ends_on <= today,
+            SubscriptionPeriod.ends_on > today - timedelta(days=ENDED_NOTICE_DAYS),
+        )
+        .order_by(SubscriptionPeriod.id)
+    ).all()
+    for period in periods:
+        if _successor_exists(db, period):
+            continue
+        trial = period.kind == PeriodKind.TRIAL
+        what = "Пробный период" if trial else "Оплаченный период"
+        title = plan_title_for_code(period.plan_code)
+        last = format_date_ru(period.last_day)
+        if period.grace_ends_on is not None and period.grace_ends_on > today:
+            grace_last = format_date_ru(period.grace_ends_on - timedelta(days=1))
+            subject = f"Оплаченный период закончился: тариф «{title}» сохраняется до {grace_last}"
+            first = (
+                f"Оплаченный период тарифа «{title}» закончился {last}; тариф сохраняется до {grace_last} "
+                "включительно, оплатите счёт. После этого аккаунт перейдёт на бесплатный тариф.\n\n"
+            )
+        else:
+            subject = f"{what} тарифа «{title}» закончился"
+            first = f"{what} тарифа «{title}» закончился {last}. Сейчас действует бесплатный тариф.\n\n"
+        yield Letter(
+            period.account_id,
+            TOPIC_RENEWAL,
+            f"ended:{period.id}",
+            subject,
+            first + _renewal_offer_text(db, period, now, base_url),
+        )
+
+
+def _payment_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
+    receipts = db.scalars(
+        sa.select(Receipt)
+        .where(Receipt.created_at > now - timedelta(days=PAYMENT_NOTICE_DAYS), Receipt.created_at <= now)
+        .order_by(Receipt.id)
+    ).all()
+    for receipt in receipts:
+        body = (
+            f"Получен платёж {format_rub(receipt.amount)} от {format_date_ru(receipt.received_on)}: "
+            f"{receipt.reference}.\nСпасибо! Платежи и баланс компании: {base_url}/payments\n"
+        )
+        yield Letter(
+            receipt.account_id,
+            TOPIC_PAYMENTS,
+            f"payment:{receipt.id}",
+            f"Получен платёж {format_rub(receipt.amount)}",
+            body,
+        )
+
+
+def _invoice_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
+    orders = db.scalars(
+        sa.select(Order)
+        .where(
+            Order.status == OrderStatus.PENDING,
+            Order.payer_type == "invoice",
+            Order.expires_at > now,
+            Order.expires_at <= now + INVOICE_WARNING,
+        )
+        .order_by(Order.id)
+    ).all()
+    for order in orders:
+        assert order.expires_at is not None
+        until = format_datetime(order.expires_at)
+        body = (
+            f"Счёт по заказу № {order.id} на {format_rub(order.amount)} (тариф «{order.plan_title}», "
+            f"с {format_date_ru(order.starts_on)} по {format_date_ru(order.last_day)}) не оплачен и действует "
+            f"до {until} (время московское). После этого он будет аннулирован, и понадобится новый счёт.\n"
+            f"Оплатить картой или оформить новый счёт: {base_url}/\n"
+        )
+        yield Letter(
+            order.account_id,
+            TOPIC_INVOICES,
+            f"invoice-expiring:{order.id}",
+            f"Срок оплаты счёта по заказу № {order.id} истекает",
+            body,
+        )
+
+
+def due_letters(db: Session, now: datetime, base_url: str) -> list[Letter]:
+    return [
+        *_ending_letters(db, now, base_url),
+        *_ended_letters(db, now, base_url),
+        *_payment_letters(db, now, base_url),
+        *_invoice_letters(db, now, base_url),
+    ]
+
+
+# --- sending ----------------------------------------------------------------------------------------------
+
+
+def _recipients(db: Session, letter: Letter) -> list[Membership]:
+    opted_out = sa.select(NoticeOptOut.user_id).where(
+        NoticeOptOut.account_id == letter.account_id, NoticeOptOut.topic == letter.topic
+    )
+    return list(
+        db.scalars(
+            sa.select(Membership)
+            .where(
+                Membership.account_id == letter.account_id,
+                Membership.status == MembershipStatus.ACTIVE.value,
+                Membership.role.in_(TOPIC_ROLES[letter.topic]),
+                Membership.email.is_not(None),
+                Membership.email != "",
+                Membership.user_id.not_in(opted_out),
+            )
+            .order_by(Membership.id)
+        ).unique()
+    )
+
+
+def _body_for(letter: Letter, membership: Membership, *, base_url: str, secret_key: str, company: str) -> str:
+    token = unsubscribe_token(secret_key, account_id=letter.account_id, user_id=membership.user_id, topic=letter.topic)
+    greeting = f"Здравствуйте{', ' + membership.name if membership.name else ''}!\n\n"
+    return (
+        greeting
+        + f"Компания: {company}.\n"
+        + letter.body
+        + "\n—\n"
+        + f"Вы получили это письмо как {membership.role_title.lower()} в компании {company} "
+        + f"(тема: {TOPICS[letter.topic].lower()}).\n"
+        + f"Отписаться от этой темы: {base_url}/notifications/unsubscribe/{token}\n"
+        + f"Настроить уведомления: {base_url}/notifications\n"
+    )
+
+
+def sweep(
+    db: Session, now: datetime, *, backend: EmailBackend, sender: str, base_url: str, secret_key: str
+) -> list[str]:
+    """Send what is due and not yet sent; returns one line per letter sent.
+
+    Each letter: its notice row is inserted (ON CONFLICT DO NOTHING), the e-mail sent, then committed. A sweep on
+    another worker meanwhile waits on the same key and then does nothing; a failed send rolls its row back, so the
+    next sweep tries again.
+    """
+    base_url = base_url.rstrip("/")
+    done: list[str] = []
+    letters = due_letters(db, now, base_url)
+    db.commit()  # the reads above hold no locks worth keeping while the letters go out
+    for letter in letters:
+        account = db.get(Account, letter.account_id)
+        company = account.name if account is not None else f"№ {letter.account_id}"
+        for membership in _recipients(db, letter):
+            key = f"{letter.event_key}:{membership.user_id}"
+            assert membership.email
+            inserted = billing._insert_ignoring_conflict(
+                db,
+                Notice.__table__,
+                {
+                    "account_id": letter.account_id,
+                    "user_id": membership.user_id,
+                    "topic": letter.topic,
+                    "key": key,
+                    "email": membership.email,
+                    "subject": letter.subject[:300],
+                    "sent_at": now,
+                },
+                "key",
+            )
+            if not inserted:
+                db.rollback()
+                continue
+            body = _body_for(letter, membership, base_url=base_url, secret_key=secret_key, company=company)
+            message = build_message(sender=sender, to=membership.email, subject=letter.subject, body=body, now=now)
+            try:
+                backend.send(message)
+            except EmailError as exc:
+                db.rollback()
+                log.warning("notice %s to %s not sent: %s", key, membership.email, exc)
+                done.append(f"Не отправлено «{letter.subject}» на {membership.email}: {exc}")
+                continue
+            db.commit()
+            done.append(f"«{letter.subject}» → {membership.email}")
+    return done
+
+
+def list_sent(db: Session, account_id: int, user_id: int, limit: int = 20) -> list[Notice]:
+    return list(
+        db.scalars(
+            sa.select(Notice)
+            .where(Notice.account_id == account_id, Notice.user_id == user_id)
+            .order_by(Notice.id.desc())
+            .limit(limit)
+        )
+    )
