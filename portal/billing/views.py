@@ -43,6 +43,7 @@ from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
 from portal.billing.pricing import Quote, fits, quote
 from portal.db import get_db, utcnow
+from portal.documents.service import get_requisites
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments.ledger import account_balance
@@ -282,6 +283,8 @@ def _checkout(throttled: str | None = None) -> Any:
             problem=problem,
             periods=PERIODS,
             offer=offer,
+            # A company paying by card may ask for a УПД: offered once its requisites are on file.
+            company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
         ),
         status,
     )

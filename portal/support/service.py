@@ -611,7 +611,7 @@ def candidate_invoices(db: Session, line: StatementLine, limit: int = 20) -> lis
     rows = db.execute(
         sa.select(Invoice, Account)
         .join(Account, Account.id == Invoice.account_id)
-        .where(Invoice.status == InvoiceStatus.ISSUED.value, sa.or_(*conditions))
+        .where(Invoice.status == InvoiceStatus.ISSUED.value, Invoice.paid_by.is_(None), sa.or_(*conditions))
         .order_by(Invoice.issued_on.desc(), Invoice.id.desc())
         .limit(200)
     ).all()
@@ -1165,6 +1165,7 @@ ACTION_TITLES = {
     "billing.rights_ended": "Права прекращены досрочно",
     "documents.requisites_saved": "Реквизиты сохранены",
     "documents.invoice_issued": "Выставлен счёт",
+    "documents.card_order_recorded": "Заказ компании картой: будет УПД",
     "documents.invoice_paid": "Счёт оплачен",
     "documents.invoice_canceled": "Счёт отменён",
     "documents.ukd_numbered": "Составлен корректировочный документ (УКД)",
