@@ -27,6 +27,7 @@ from flask_login import current_user
 
 from portal import limiter
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
+from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
 from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
@@ -46,8 +47,9 @@ from portal.db import get_db, utcnow
 from portal.documents.service import get_requisites
 from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments.ledger import account_balance
+from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import Offer, offer_for_purchase
+from portal.timeutil import format_date
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +362,58 @@ def order_cancel(order_id: int) -> Any:
         return redirect(url_for("index"))
     flash(f"Заказ № {order_id} отменён." if canceled else f"Заказ № {order_id} уже закрыт.", "success")
     return redirect(url_for("index"))
+
+
+# --- a scheduled change, cancelled before it starts ---------------------------------------------------------
+
+
+@bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["GET", "POST"])
+@roles_required("owner", "accountant")
+def scheduled_cancel(period_id: int) -> Any:
+    """The consequence stated first (what is paid goes to the balance), then the owner confirms."""
+    db = get_db()
+    account = require_account()
+    membership = current_membership()
+    now = utcnow()
+    period = service.get_scheduled_period(db, account.id, period_id, now)
+    if period is None:
+        flash("Этот период уже начался или отменён.", "info")
+        return redirect(url_for("index"))
+    can_cancel = membership is not None and membership.role == Role.OWNER.value
+    paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
+    if request.method == "POST":
+        if not can_cancel:
+            abort(403)
+        if not EmptyForm().validate_on_submit():
+            abort(400, "Форма устарела. Откройте страницу ещё раз.")
+        try:
+            service.cancel_scheduled_period(
+                db,
+                account_id=account.id,
+                period_id=period_id,
+                actor=current_user._get_current_object(),  # type: ignore[attr-defined]
+                reason="Отменён владельцем до начала периода",
+                now=now,
+            )
+            db.commit()
+        except service.PurchaseError as exc:
+            db.rollback()
+            flash(str(exc), "error")
+            return redirect(url_for("index"))
+        flash(
+            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
+            f"на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
+            "success",
+        )
+        return redirect(url_for("index"))
+    return render_template(
+        "billing/scheduled_cancel.html",
+        period=period,
+        paid=paid,
+        balance=account_balance(db, account.id),
+        can_cancel=can_cancel,
+        state=service.get_subscription_state(db, account.id, now),
+    )
 
 
 # --- /license ---------------------------------------------------------------------------------------------

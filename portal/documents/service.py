@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.billing.models import Order, OrderStatus
-from portal.billing.signals import order_closed
+from portal.billing.signals import order_closed, scheduled_period_canceled
 from portal.documents import corrections
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import (
@@ -235,6 +235,30 @@ def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, *
     ).first()
     if invoice is not None:
         annul_invoice(db, invoice, actor=None, reason=reason, now=now)
+
+
+@scheduled_period_canceled.connect
+def _on_scheduled_period_canceled(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
+    """Rights paid in advance that will never begin: the УПД due on their first day is not formed."""
+    invoice = db.scalars(
+        sa.select(Invoice)
+        .where(Invoice.order_id == order.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if invoice is None or invoice.upd_due_on is None:
+        return
+    due = invoice.upd_due_on
+    invoice.upd_due_on = None
+    record_audit(
+        db,
+        actor=None,
+        account=invoice.account_id,
+        action="documents.upd_not_due",
+        before={"invoice": invoice.number, "upd_due_on": due.isoformat()},
+        after={"invoice": invoice.number, "upd_due_on": None},
+        reason=reason,
+    )
 
 
 # --- reads for the pages ----------------------------------------------------------------------------

@@ -151,6 +151,13 @@ def check_invariants(db, sent: int) -> None:
         owner = db.get(Order, inv.order_id)
         if inv.status == "issued":
             assert owner.status == "pending", f"invoice {inv.number} payable for a {owner.status} order"
+        if inv.upd_due_on is not None:
+            # A УПД still due is for rights that will begin: never for a period cancelled before its start.
+            assert db.scalar(
+                sa.select(sa.func.count())
+                .select_from(SubscriptionPeriod)
+                .where(SubscriptionPeriod.order_id == owner.id, SubscriptionPeriod.status == "active")
+            ), f"invoice {inv.number}: a УПД due for a period that will never begin"
         if inv.status == "paid":
             # A company card payment documents its rights like a transfer: a УПД now, or on the day they begin.
             has_upd = db.scalar(sa.select(sa.func.count()).select_from(Upd).where(Upd.invoice_id == inv.id))
@@ -203,6 +210,7 @@ STEP = st.one_of(
     st.tuples(st.just("company_card"), PLANS),
     st.tuples(st.just("upgrade"), st.sampled_from(["users-50", "users-200"])),
     st.tuples(st.just("cancel"), st.integers(0, 9)),
+    st.tuples(st.just("cancel_scheduled"), st.booleans()),
     st.tuples(st.just("pay_card"), st.integers(0, 9), st.booleans()),
     st.tuples(
         st.just("bank"),
@@ -283,6 +291,19 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             row = orders[step[1] % len(orders)]
             try:
                 billing.cancel_order(db, row.id, actor=None, reason="передумали", now=moment)
+                db.commit()
+            except billing.PurchaseError:
+                db.rollback()
+        elif kind == "cancel_scheduled":
+            # The owner cancels a prepaid next period (the last one, or tries the first): its money to the balance.
+            scheduled = billing.get_subscription_state(db, account.id, moment).scheduled
+            if not scheduled:
+                continue
+            target = scheduled[-1] if step[1] else scheduled[0]
+            try:
+                billing.cancel_scheduled_period(
+                    db, account_id=account.id, period_id=target.id, actor=None, reason="передумали", now=moment
+                )
                 db.commit()
             except billing.PurchaseError:
                 db.rollback()
