@@ -130,3 +130,17 @@ def test_with_two_prepaid_periods_the_earlier_one_cannot_go_first(app, db, make_
     billing.cancel_scheduled_period(db, account_id=account.id, period_id=first.id, actor=None, reason="т", now=utcnow())
     db.commit()
     assert billing.get_subscription_state(db, account.id, utcnow()).scheduled == []
+
+
+def test_an_upgrades_checkout_shows_the_prepaid_next_period_it_leaves_small(app, db, client, auth, make_account):
+    account, renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
+    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    auth.login(OWNER)
+    page = client.get("/checkout?plan=users-50&months=6").get_data(as_text=True).replace("\u00a0", " ")
+    assert 'id="checkout-next-periods"' in page
+    last = renewal.ends_on - timedelta(days=1)
+    assert f"«24 пользователя» с {renewal.starts_on:%d.%m.%Y} по {last:%d.%m.%Y} — только 24 пользователя" in page
+    assert f"/plans/scheduled/{scheduled.id}/cancel" in page
+    # A renewal's checkout touches no other period: nothing to warn about.
+    page = client.get("/checkout?plan=users-24&months=6").get_data(as_text=True)
+    assert 'id="checkout-next-periods"' not in page
