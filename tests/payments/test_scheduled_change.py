@@ -144,3 +144,24 @@ def test_an_upgrades_checkout_shows_the_prepaid_next_period_it_leaves_small(app,
     # A renewal's checkout touches no other period: nothing to warn about.
     page = client.get("/checkout?plan=users-24&months=6").get_data(as_text=True)
     assert 'id="checkout-next-periods"' not in page
+
+
+def test_a_card_paid_renewal_cancelled_before_it_begins_is_no_transfer_of_rights_in_the_act(app, db, make_account):
+    from portal.documents import reconciliation
+    from tests.payments.test_ledger import pay_by_card
+
+    account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
+    give_requisites(db, account)
+    now = utcnow()
+    pay_by_card(app, db, order(db, account, "users-12", 6, payer_type="card", now=now), now=now)
+    renewal = order(db, account, "users-12", 6, payer_type="card", now=now)
+    pay_by_card(app, db, renewal, now=now)
+    [scheduled] = billing.get_subscription_state(db, account.id, now).scheduled
+    billing.cancel_scheduled_period(db, account_id=account.id, period_id=scheduled.id, actor=None, reason="т", now=now)
+    db.commit()
+    end = renewal.ends_on + timedelta(days=1)
+    with app.app_context():
+        act = reconciliation.build_reconciliation(db, account.id, msk_date(now), end, app.config)
+    shipped = [line.title for line in act.lines if line.debit]
+    assert len(shipped) == 1 and f"№ {renewal.id}" not in shipped[0], shipped
+    assert ledger.account_balance(db, account.id) == renewal.amount
