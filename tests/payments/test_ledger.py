@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from portal.billing import service as billing
@@ -230,6 +230,16 @@ STEP = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=st.lists(STEP, min_size=3, max_size=14))
+# Always run once: a paid plan, a renewal by card cancelled before it starts, then a company's card payment for it.
+@example(
+    steps=[
+        ("bank", [0], "exact", False),
+        ("cancel_scheduled", True),
+        ("company_card", ("users-12", 6)),
+        ("pay_card", 1, False),
+        ("cancel_scheduled", False),
+    ]
+)
 def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_account, steps):
     account = make_account(name="ООО «Ромашка»")
     give_requisites(db, account)
@@ -296,7 +306,18 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 db.rollback()
         elif kind == "cancel_scheduled":
             # The owner cancels a prepaid next period (the last one, or tries the first): its money to the balance.
-            scheduled = billing.get_subscription_state(db, account.id, moment).scheduled
+            state = billing.get_subscription_state(db, account.id, moment)
+            if not state.scheduled and state.is_paid:
+                # Nothing prepaid yet: the owner renews by card first (the balance may pay it), then changes mind.
+                row = order(db, account, state.plan.code, 6, payer_type="card", now=moment)
+                orders.append(row)
+                with app.app_context():
+                    settled = ledger.settle_from_balance(db, row, now=moment, config=app.config, actor=None)
+                db.commit()
+                if not settled:
+                    sent += pay_by_card(app, db, row, now=moment).paid_amount or 0
+                state = billing.get_subscription_state(db, account.id, moment)
+            scheduled = state.scheduled
             if not scheduled:
                 continue
             target = scheduled[-1] if step[1] else scheduled[0]
