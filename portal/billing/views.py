@@ -367,53 +367,63 @@ def order_cancel(order_id: int) -> Any:
 # --- a scheduled change, cancelled before it starts ---------------------------------------------------------
 
 
-@bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["GET", "POST"])
+def _scheduled_or_404(db: Any, account_id: int, period_id: int, now: Any) -> service.PeriodInfo:
+    period = service.get_scheduled_period(db, account_id, period_id, now)
+    if period is None:
+        abort(404, "Запланированный период не найден: он уже начался, отменён или относится к другой компании.")
+    return period
+
+
+@bp.route("/plans/scheduled/<int:period_id>/cancel")
 @roles_required("owner", "accountant")
 def scheduled_cancel(period_id: int) -> Any:
-    """The consequence stated first (what is paid goes to the balance), then the owner confirms."""
+    """The consequence stated first (what is paid goes to the balance); the owner confirms, the accountant is told who
+    can."""
     db = get_db()
     account = require_account()
     membership = current_membership()
     now = utcnow()
-    period = service.get_scheduled_period(db, account.id, period_id, now)
-    if period is None:
-        flash("Этот период уже начался или отменён.", "info")
-        return redirect(url_for("index"))
-    can_cancel = membership is not None and membership.role == Role.OWNER.value
-    paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
-    if request.method == "POST":
-        if not can_cancel:
-            abort(403)
-        if not EmptyForm().validate_on_submit():
-            abort(400, "Форма устарела. Откройте страницу ещё раз.")
-        try:
-            service.cancel_scheduled_period(
-                db,
-                account_id=account.id,
-                period_id=period_id,
-                actor=current_user._get_current_object(),  # type: ignore[attr-defined]
-                reason="Отменён владельцем до начала периода",
-                now=now,
-            )
-            db.commit()
-        except service.PurchaseError as exc:
-            db.rollback()
-            flash(str(exc), "error")
-            return redirect(url_for("index"))
-        flash(
-            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
-            f"на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
-            "success",
-        )
-        return redirect(url_for("index"))
+    period = _scheduled_or_404(db, account.id, period_id, now)
     return render_template(
         "billing/scheduled_cancel.html",
         period=period,
-        paid=paid,
-        balance=account_balance(db, account.id),
-        can_cancel=can_cancel,
+        paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
+        can_cancel=membership is not None and membership.role == Role.OWNER.value,
         state=service.get_subscription_state(db, account.id, now),
     )
+
+
+@bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["POST"])
+@roles_required("owner")
+def scheduled_cancel_confirm(period_id: int) -> Any:
+    """The owner's confirmation: the period never begins, its money goes to the balance."""
+    db = get_db()
+    account = require_account()
+    now = utcnow()
+    period = _scheduled_or_404(db, account.id, period_id, now)
+    paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
+    if not EmptyForm().validate_on_submit():
+        abort(400, "Форма устарела. Откройте страницу ещё раз.")
+    try:
+        service.cancel_scheduled_period(
+            db,
+            account_id=account.id,
+            period_id=period_id,
+            actor=current_user._get_current_object(),  # type: ignore[attr-defined]
+            reason="Отменён владельцем до начала периода",
+            now=now,
+        )
+        db.commit()
+    except service.PurchaseError as exc:
+        db.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("index"))
+    flash(
+        f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
+        "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
+        "success",
+    )
+    return redirect(url_for("index"))
 
 
 # --- /license ---------------------------------------------------------------------------------------------

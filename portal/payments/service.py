@@ -133,7 +133,12 @@ def customer_for(db: Session, order: Order, actor: Any) -> Customer:
         sa.select(Membership.email).where(Membership.account_id == order.account_id, Membership.user_id == user.id)
     )
     inn = full_name = None
-    record = db.scalars(sa.select(Invoice).where(Invoice.order_id == order.id, Invoice.paid_by == "card")).first()
+    order_id = getattr(order, "id", None)  # an order not saved yet has no record
+    record = (
+        db.scalars(sa.select(Invoice).where(Invoice.order_id == order_id, Invoice.paid_by == "card")).first()
+        if order_id is not None
+        else None
+    )
     if record is not None:
         # A company paying by card: the requisites as they were when it chose to (the УПД carries the same).
         inn, full_name = record.buyer.get("inn"), record.buyer.get("name")
