@@ -16,6 +16,8 @@ class CheckoutForm(PortalForm):
     # What the page showed; a different server figure means the page is stale (or edited): ask again.
     shown_amount = HiddenField()
     payer_type = RadioField("Кто платит", choices=[], validate_choice=False)
+    # Card only: a company paying with its card gets a УПД, and the receipt carries its ИНН and name.
+    as_company = BooleanField("Оплачиваю как компания — нужен УПД")
     accept_license = BooleanField(
         "Я принимаю условия лицензионного договора (оферты)",
         validators=[DataRequired("Чтобы оплатить, примите условия лицензионного договора.")],

@@ -42,7 +42,7 @@ from portal.billing.pricing import (
     round_half_up_div,
 )
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
-from portal.billing.signals import order_closed
+from portal.billing.signals import order_closed, scheduled_period_canceled
 from portal.db import memo
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -666,6 +666,83 @@ def cancel_order(
     )
     order_closed.send(order, db=db, reason=reason, now=now)
     return True
+
+
+# --- scheduled changes ------------------------------------------------------------------------------------
+
+
+def get_scheduled_period(db: Session, account_id: int, period_id: int, now: datetime) -> PeriodInfo | None:
+    """A paid period of this account that has not begun yet (None for another company's, a begun or a gone one)."""
+    row = db.scalars(
+        sa.select(SubscriptionPeriod).where(
+            SubscriptionPeriod.id == period_id,
+            SubscriptionPeriod.account_id == account_id,
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.kind == PeriodKind.PAID,
+            SubscriptionPeriod.starts_on > msk_date(now),
+        )
+    ).first()
+    return PeriodInfo.from_row(row) if row is not None else None
+
+
+def cancel_scheduled_period(
+    db: Session, *, account_id: int, period_id: int, actor: User | None, reason: str, now: datetime
+) -> Order | None:
+    """Cancel a paid period before it begins: it is marked replaced and never takes effect; the money paid for it
+    goes back to the account's balance (payments) and no УПД is formed for it (documents). Returns its order.
+
+    Only the last scheduled period can go, so no gap opens between two paid ones. Does not commit."""
+    info = get_scheduled_period(db, account_id, period_id, now)
+    if info is None:
+        raise PurchaseError("Этот период уже начался или отменён: отменить его нельзя.")
+    # Lock order (see payments.ledger): the order, then the subscription.
+    order = None
+    if info.order_id is not None:
+        order = db.scalars(
+            sa.select(Order)
+            .where(Order.id == info.order_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).first()
+    _lock_subscription(db, account_id, now)
+    row = db.scalars(
+        sa.select(SubscriptionPeriod)
+        .where(SubscriptionPeriod.id == period_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    today = msk_date(now)
+    if row.status != PeriodStatus.ACTIVE or row.starts_on <= today:
+        raise PurchaseError("Этот период уже начался или отменён: отменить его нельзя.")
+    later = db.scalars(
+        sa.select(SubscriptionPeriod).where(
+            SubscriptionPeriod.account_id == account_id,
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.kind == PeriodKind.PAID,
+            SubscriptionPeriod.starts_on >= row.ends_on,
+        )
+    ).first()
+    if later is not None:
+        raise PurchaseError(
+            f"После этого периода уже оплачен следующий (с {format_date(later.starts_on)}): сначала отмените его."
+        )
+    before = get_subscription_state(db, account_id, now)
+    row.status = PeriodStatus.REPLACED
+    row.replaced_on = today
+    row.ended_at = now
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="billing.scheduled_change_canceled",
+        before=_state_dict(before) | {"order_id": info.order_id},
+        after=_state_dict(get_subscription_state(db, account_id, now)) | {"order_id": info.order_id},
+        reason=reason,
+    )
+    if order is not None:
+        scheduled_period_canceled.send(order, db=db, reason=reason, now=now)
+    return order
 
 
 # --- applying money ---------------------------------------------------------------------------------------

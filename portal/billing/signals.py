@@ -12,3 +12,8 @@ _signals = Namespace()
 # db, order, reason, now. Payments gives back to the balance any money already applied to it; documents annuls its
 # invoice.
 order_closed = _signals.signal("order-closed")
+
+# A paid order's period was canceled before it began (a prepaid renewal or a scheduled smaller plan): its rights are
+# never granted. Sent inside the transaction, with keyword arguments db, order, reason, now. Payments gives the money
+# applied to it back to the balance; documents forms no УПД for it.
+scheduled_period_canceled = _signals.signal("scheduled-period-canceled")

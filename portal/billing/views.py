@@ -27,6 +27,7 @@ from flask_login import current_user
 
 from portal import limiter
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
+from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
 from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
@@ -43,10 +44,12 @@ from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
 from portal.billing.pricing import Quote, fits, quote
 from portal.db import get_db, utcnow
+from portal.documents.service import get_requisites
 from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments.ledger import account_balance
+from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import Offer, offer_for_purchase
+from portal.timeutil import format_date
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +285,8 @@ def _checkout(throttled: str | None = None) -> Any:
             problem=problem,
             periods=PERIODS,
             offer=offer,
+            # A company paying by card may ask for a УПД: offered once its requisites are on file.
+            company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
         ),
         status,
     )
@@ -356,6 +361,68 @@ def order_cancel(order_id: int) -> Any:
         flash(str(exc), "error")
         return redirect(url_for("index"))
     flash(f"Заказ № {order_id} отменён." if canceled else f"Заказ № {order_id} уже закрыт.", "success")
+    return redirect(url_for("index"))
+
+
+# --- a scheduled change, cancelled before it starts ---------------------------------------------------------
+
+
+def _scheduled_or_404(db: Any, account_id: int, period_id: int, now: Any) -> service.PeriodInfo:
+    period = service.get_scheduled_period(db, account_id, period_id, now)
+    if period is None:
+        abort(404, "Запланированный период не найден: он уже начался, отменён или относится к другой компании.")
+    return period
+
+
+@bp.route("/plans/scheduled/<int:period_id>/cancel")
+@roles_required("owner", "accountant")
+def scheduled_cancel(period_id: int) -> Any:
+    """The consequence stated first (what is paid goes to the balance); the owner confirms, the accountant is told who
+    can."""
+    db = get_db()
+    account = require_account()
+    membership = current_membership()
+    now = utcnow()
+    period = _scheduled_or_404(db, account.id, period_id, now)
+    return render_template(
+        "billing/scheduled_cancel.html",
+        period=period,
+        paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
+        can_cancel=membership is not None and membership.role == Role.OWNER.value,
+        state=service.get_subscription_state(db, account.id, now),
+    )
+
+
+@bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["POST"])
+@roles_required("owner")
+def scheduled_cancel_confirm(period_id: int) -> Any:
+    """The owner's confirmation: the period never begins, its money goes to the balance."""
+    db = get_db()
+    account = require_account()
+    now = utcnow()
+    period = _scheduled_or_404(db, account.id, period_id, now)
+    paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
+    if not EmptyForm().validate_on_submit():
+        abort(400, "Форма устарела. Откройте страницу ещё раз.")
+    try:
+        service.cancel_scheduled_period(
+            db,
+            account_id=account.id,
+            period_id=period_id,
+            actor=current_user._get_current_object(),  # type: ignore[attr-defined]
+            reason="Отменён владельцем до начала периода",
+            now=now,
+        )
+        db.commit()
+    except service.PurchaseError as exc:
+        db.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("index"))
+    flash(
+        f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
+        "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
+        "success",
+    )
     return redirect(url_for("index"))
 
 

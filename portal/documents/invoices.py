@@ -64,7 +64,11 @@ def count_open_invoices(db: Session, account_id: int) -> int:
         db.scalar(
             sa.select(sa.func.count())
             .select_from(Invoice)
-            .where(Invoice.account_id == account_id, Invoice.status == InvoiceStatus.ISSUED.value)
+            .where(
+                Invoice.account_id == account_id,
+                Invoice.status == InvoiceStatus.ISSUED.value,
+                Invoice.paid_by.is_(None),  # a card order's record takes no place among invoices to pay
+            )
         )
         or 0
     )
@@ -351,5 +355,60 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
             "valid_until": valid_until.isoformat(),
             "pdf_sha256": stored.sha256,
         },
+    )
+    return invoice
+
+
+def record_card_order(
+    db: Session, order: Order, *, actor: Any | None, now: datetime, config: Mapping[str, Any]
+) -> Invoice:
+    """A company pays a pending order by card and wants a УПД: the order's invoice record, marked paid by card.
+
+    The card payment then goes the one way money goes (ledger.pay_order → invoice_paid → number_upd), so the УПД is
+    formed, dated and found (by a later refund's УКД) exactly as for a transfer. The record takes a number from the
+    year's invoice sequence, has no PDF and no QR, and is never offered for a transfer. Does not commit; asking twice
+    for the same order gives the same record."""
+    existing = get_invoice_for_order(db, order.id)
+    if existing is not None:
+        return existing
+    if order.status != "pending":
+        raise DocumentsError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
+    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == order.account_id)).first()
+    if requisites is None:
+        raise RequisitesMissing()
+    seller = get_seller(config)
+    issued_on = msk_date(now)
+    serial = numbering.next_serial(db, numbering.INVOICE, issued_on.year)
+    number = numbering.format_number(issued_on.year, serial)
+    line = order_line(order)
+    invoice = Invoice(
+        account_id=order.account_id,
+        order_id=order.id,
+        number=number,
+        year=issued_on.year,
+        serial=serial,
+        issued_on=issued_on,
+        valid_until=issued_on,
+        amount=order.amount,
+        vat_rate=seller.vat_rate,
+        vat_amount=vat_of(order.amount, seller.vat_rate),
+        line_name=line["name"],
+        buyer=buyer_block(requisites),
+        purpose=f"Оплата картой по заказу № {order.id}: {line['name'].removeprefix(f'{PRODUCT}, ')}"[:500],
+        qr_payload="",
+        status=InvoiceStatus.ISSUED.value,
+        paid_by="card",
+        created_at=now,
+        created_by_user_id=actor.id if actor is not None else None,
+    )
+    db.add(invoice)
+    db.flush()
+    record_audit(
+        db,
+        actor=actor,
+        account=order.account_id,
+        action="documents.card_order_recorded",
+        before=None,
+        after={"invoice": number, "order_id": order.id, "amount": invoice.amount, "buyer_inn": requisites.inn},
     )
     return invoice

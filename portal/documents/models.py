@@ -128,6 +128,9 @@ class Invoice(Base):
     # in advance) the УПД is numbered and formed on that day, from the payment document kept here.
     upd_due_on: Mapped[date | None] = mapped_column(sa.Date, index=True)
     upd_payment_doc: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # "card": the record of a company's card order (requisites given at checkout), kept so that the card payment
+    # forms a УПД by the same path as a transfer; it has no PDF or QR and is never offered for a bank transfer.
+    paid_by: Mapped[str | None] = mapped_column(sa.String(16))
 
     @property
     def status_title(self) -> str:
@@ -136,6 +139,10 @@ class Invoice(Base):
     @property
     def is_open(self) -> bool:
         return self.status == InvoiceStatus.ISSUED
+
+    @property
+    def by_card(self) -> bool:
+        return self.paid_by == "card"
 
 
 class UpdStatus(enum.StrEnum):

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.billing.models import Order, OrderStatus
+from portal.billing.models import Order, OrderStatus, PeriodStatus, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.models import Invoice, Requisites, Upd
 from portal.documents.seller import get_seller
@@ -112,9 +112,18 @@ def _shipments(db: Session, account_id: int) -> list[ActLine]:
             ActLine(upd.doc_date, f"Передача прав, УПД № {upd.number} от {upd.doc_date:%d.%m.%Y}", debit=upd.amount)
         )
     invoiced = sa.select(Invoice.order_id).where(Invoice.account_id == account_id)
+    # Rights granted: a paid order whose period was cancelled before it began transferred nothing.
+    granted = sa.select(SubscriptionPeriod.order_id).where(
+        SubscriptionPeriod.account_id == account_id,
+        SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+        SubscriptionPeriod.order_id.is_not(None),
+    )
     orders = db.scalars(
         sa.select(Order).where(
-            Order.account_id == account_id, Order.status == OrderStatus.PAID, Order.id.not_in(invoiced)
+            Order.account_id == account_id,
+            Order.status == OrderStatus.PAID,
+            Order.id.not_in(invoiced),
+            Order.id.in_(granted),
         )
     )
     for order in orders:

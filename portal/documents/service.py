@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.billing.models import Order, OrderStatus
-from portal.billing.signals import order_closed
+from portal.billing.signals import order_closed, scheduled_period_canceled
 from portal.documents import corrections
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import (
@@ -237,6 +237,30 @@ def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, *
         annul_invoice(db, invoice, actor=None, reason=reason, now=now)
 
 
+@scheduled_period_canceled.connect
+def _on_scheduled_period_canceled(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
+    """Rights paid in advance that will never begin: the УПД due on their first day is not formed."""
+    invoice = db.scalars(
+        sa.select(Invoice)
+        .where(Invoice.order_id == order.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if invoice is None or invoice.upd_due_on is None:
+        return
+    due = invoice.upd_due_on
+    invoice.upd_due_on = None
+    record_audit(
+        db,
+        actor=None,
+        account=invoice.account_id,
+        action="documents.upd_not_due",
+        before={"invoice": invoice.number, "upd_due_on": due.isoformat()},
+        after={"invoice": invoice.number, "upd_due_on": None},
+        reason=reason,
+    )
+
+
 # --- reads for the pages ----------------------------------------------------------------------------
 
 
@@ -273,6 +297,7 @@ class DocumentRow:
     xml_file_id: int | None
     invoice_id: int
     invoice_number: str
+    by_card: bool = False  # paid by a company's card: no bill to show, the УПД names the card payment
 
     @property
     def title(self) -> str:
@@ -299,7 +324,8 @@ def list_documents(
     """Invoices and УПД of an account dated in [start, end), newest first."""
     rows: list[DocumentRow] = []
     if kind in (None, "invoice"):
-        q = sa.select(Invoice).where(Invoice.account_id == account_id)
+        # A card order's record is no bill anyone pays: its УПД is the document.
+        q = sa.select(Invoice).where(Invoice.account_id == account_id, Invoice.paid_by.is_(None))
         if start is not None:
             q = q.where(Invoice.issued_on >= start)
         if end is not None:
@@ -322,7 +348,7 @@ def list_documents(
             )
     if kind in (None, "upd"):
         q2 = (
-            sa.select(Upd, Invoice.number)
+            sa.select(Upd, Invoice.number, Invoice.paid_by)
             .join(Invoice, Invoice.id == Upd.invoice_id)
             .where(Upd.account_id == account_id)
         )
@@ -330,7 +356,7 @@ def list_documents(
             q2 = q2.where(Upd.doc_date >= start)
         if end is not None:
             q2 = q2.where(Upd.doc_date < end)
-        for upd, invoice_number in db.execute(q2):
+        for upd, invoice_number, paid_by in db.execute(q2):
             rows.append(
                 DocumentRow(
                     "upd",
@@ -344,13 +370,14 @@ def list_documents(
                     upd.xml_file_id,
                     upd.invoice_id,
                     invoice_number,
+                    by_card=paid_by == "card",
                 )
             )
     for kind_code, model in (("advance", AdvanceInvoice), ("ukd", Ukd)):
         if kind not in (None, kind_code):
             continue
         invoice_of = Invoice.id == (model.invoice_id if model is AdvanceInvoice else Upd.invoice_id)
-        q3 = sa.select(model, Invoice.id, Invoice.number)
+        q3 = sa.select(model, Invoice.id, Invoice.number, Invoice.paid_by)
         if model is Ukd:
             q3 = q3.join(Upd, Upd.id == Ukd.upd_id)
         q3 = q3.join(Invoice, invoice_of).where(model.account_id == account_id)
@@ -358,7 +385,7 @@ def list_documents(
             q3 = q3.where(model.doc_date >= start)
         if end is not None:
             q3 = q3.where(model.doc_date < end)
-        for doc, invoice_id, invoice_number in db.execute(q3):
+        for doc, invoice_id, invoice_number, paid_by in db.execute(q3):
             amount = doc.amount if model is AdvanceInvoice else -doc.decrease
             rows.append(
                 DocumentRow(
@@ -373,6 +400,7 @@ def list_documents(
                     doc.xml_file_id,
                     invoice_id,
                     invoice_number,
+                    by_card=paid_by == "card",
                 )
             )
     rows.sort(key=lambda r: (r.date, r.kind != "invoice", r.number), reverse=True)

@@ -298,6 +298,9 @@ def invoice_view(invoice_id: int) -> Any:
     invoice = service.get_invoice(db, account.id, invoice_id)
     if invoice is None:
         abort(404)
+    if invoice.by_card:
+        # A company card order's record is no bill to pay (no PDF, no QR): its documents are the УПД and УКД.
+        return redirect(url_for("documents.document_list"))
     overdue = invoice.status == InvoiceStatus.ISSUED and invoice.valid_until < msk_date(utcnow())
     paid = ledger.invoice_paid_amount(db, invoice.id)
     remaining = ledger.invoice_remaining(db, invoice)

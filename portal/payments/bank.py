@@ -94,7 +94,11 @@ def _open_invoices_of_payer(db: Session, inn: str) -> list[Invoice]:
     companies = sa.select(Requisites.account_id).where(Requisites.inn == inn)
     rows = db.scalars(
         sa.select(Invoice)
-        .where(Invoice.status == InvoiceStatus.ISSUED.value, Invoice.account_id.in_(companies))
+        .where(
+            Invoice.status == InvoiceStatus.ISSUED.value,
+            Invoice.paid_by.is_(None),  # a card order's record is never paid by transfer
+            Invoice.account_id.in_(companies),
+        )
         .order_by(Invoice.id)
     ).all()
     return [i for i in rows if i.buyer.get("inn") == inn]

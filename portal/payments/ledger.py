@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from portal.audit import record_audit
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
-from portal.billing.signals import order_closed
+from portal.billing.signals import order_closed, scheduled_period_canceled
 from portal.db import memo
 from portal.documents.models import Invoice, InvoiceStatus
 from portal.money import format_rub
@@ -358,8 +358,10 @@ def pay_invoices(
 # --- orders that can no longer be paid --------------------------------------------------------------------------
 
 
-def release_order(db: Session, order: Order, *, reason: str, now: datetime) -> int:
-    """Give back to the balance whatever was applied to an order that will never be activated; returns kopecks."""
+def release_order(db: Session, order: Order, *, reason: str, now: datetime, flag_receipts: bool = True) -> int:
+    """Give back to the balance whatever was applied to an order that will never be activated; returns kopecks.
+
+    `flag_receipts=False` when the owner chose it (a scheduled period canceled): nothing for staff to look at."""
     rows = db.execute(
         sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
         .where(Allocation.order_id == order.id)
@@ -380,7 +382,7 @@ def release_order(db: Session, order: Order, *, reason: str, now: datetime) -> i
             )
         )
         receipt = db.get(Receipt, receipt_id)
-        if receipt is not None:
+        if receipt is not None and flag_receipts:
             flag(receipt, f"Заказ № {order.id} закрыт ({reason.rstrip('.')}): {format_rub(int(amount))} на балансе")
         released += int(amount)
     if released:
@@ -400,6 +402,11 @@ def release_order(db: Session, order: Order, *, reason: str, now: datetime) -> i
 @order_closed.connect
 def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
     release_order(db, order, reason=reason, now=now)
+
+
+@scheduled_period_canceled.connect
+def _on_scheduled_period_canceled(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
+    release_order(db, order, reason=reason, now=now, flag_receipts=False)
 
 
 # --- reads for pages --------------------------------------------------------------------------------------------

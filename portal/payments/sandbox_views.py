@@ -91,4 +91,6 @@ def receipt_show(payment_id: str) -> Any:
         inn=sandbox.merchant_inn,
         vat_text=VAT_TEXTS.get(int(receipt.get("vat_code", 1)), "—"),
         contact=customer.get("email") or customer.get("phone"),
+        buyer_name=customer.get("full_name"),
+        buyer_inn=customer.get("inn"),
     )

@@ -23,6 +23,7 @@ from portal.accounts.models import Membership, Role, User
 from portal.audit import record_audit
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.documents.models import Invoice
 from portal.money import format_rub
 from portal.payments import ledger
 from portal.payments.models import Payment, PaymentNotification, PaymentStatus, ReceiptMethod
@@ -73,6 +74,7 @@ class Outcome:
 
     code: str
     payment: Payment
+    upd_id: int | None = None  # a company card payment's УПД, numbered now and formed after the commit
 
     @property
     def status(self) -> str:
@@ -81,6 +83,20 @@ class Outcome:
 
 def _reference(provider: str, provider_payment_id: str) -> str:
     return f"{provider}:{provider_payment_id}"
+
+
+# The УПД's line 5 (НомерПРД) takes at most 30 characters; a YooKassa payment id is a 36-character UUID.
+PAYMENT_DOC_NUMBER_MAX = 30
+
+
+def card_payment_doc(provider_payment_id: str, paid_on: Any, amount: int) -> dict[str, Any]:
+    """Line 5 of a company card payment's УПД: the acquirer's payment id (as in its register), dated the payment day.
+
+    A UUID loses its dashes to fit (32 hex digits, the first 30 of them): still unique in the acquirer's register."""
+    number = provider_payment_id
+    if len(number) > PAYMENT_DOC_NUMBER_MAX:
+        number = number.replace("-", "")[:PAYMENT_DOC_NUMBER_MAX]
+    return {"number": number, "date": paid_on, "amount": amount}
 
 
 def _payment_dict(p: Payment) -> dict[str, Any]:
@@ -116,7 +132,17 @@ def customer_for(db: Session, order: Order, actor: Any) -> Customer:
     email = db.scalar(
         sa.select(Membership.email).where(Membership.account_id == order.account_id, Membership.user_id == user.id)
     )
-    return Customer(email=email or None, phone=None if email else user.phone)
+    inn = full_name = None
+    order_id = getattr(order, "id", None)  # an order not saved yet has no record
+    record = (
+        db.scalars(sa.select(Invoice).where(Invoice.order_id == order_id, Invoice.paid_by == "card")).first()
+        if order_id is not None
+        else None
+    )
+    if record is not None:
+        # A company paying by card: the requisites as they were when it chose to (the УПД carries the same).
+        inn, full_name = record.buyer.get("inn"), record.buyer.get("name")
+    return Customer(email=email or None, phone=None if email else user.phone, inn=inn, full_name=full_name)
 
 
 def customer_for_account(db: Session, account_id: int) -> Customer:
@@ -359,6 +385,8 @@ def process_provider_payment(
                 payment = _adopt(db, provider.name, info, now)
             outcome = _settle(db, payment, provider.name, info, now=now, source=source)
             db.commit()
+            if outcome.upd_id is not None:
+                _form_upd(db, outcome.upd_id, now)
             return outcome
         except IntegrityError:
             db.rollback()  # two deliveries adopted the same payment at once: the next pass finds the row
@@ -398,6 +426,7 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         return Outcome("pending", payment)
 
     problem = _mismatch(payment, order, info)
+    upd_id = None
     if problem is None or problem[0] != FLAG_CURRENCY:
         # Roubles arrived: recorded once in the ledger whatever else is wrong, so they are applied or on the balance.
         receipt, _ = ledger.record_receipt(
@@ -412,7 +441,15 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
             now=now,
         )
         if problem is None:
-            step = ledger.pay_order(db, receipt, order.id, now=now, config=_app_config())
+            step = ledger.pay_order(
+                db,
+                receipt,
+                order.id,
+                now=now,
+                config=_app_config(),
+                payment_doc=card_payment_doc(info.id, receipt.received_on, info.amount),
+            )
+            upd_id = step.upd_id
             if step.problem is not None:
                 code = FLAG_ALREADY_PAID if order.status == OrderStatus.PAID else FLAG_NOT_APPLICABLE
                 problem = (
@@ -453,7 +490,18 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         after=_payment_dict(payment) | {"paid_amount": info.amount, "source": source},
     )
     log.info("payment %s:%s succeeded: order %s applied", provider, info.id, order.id)
-    return Outcome("activated", payment)
+    return Outcome("activated", payment, upd_id=upd_id)
+
+
+def _form_upd(db: Session, upd_id: int, now: datetime) -> None:
+    """Render a company card payment's УПД once the payment is committed; a failure leaves it to the tick's retry."""
+    from portal.documents.service import form_upds_now  # documents imports the ledger for its pages
+
+    try:
+        form_upds_now(db, [upd_id], now=now, config=_app_config())
+    except Exception:
+        db.rollback()
+        log.exception("УПД %s not formed now; billing tick forms it", upd_id)
 
 
 def record_notification(

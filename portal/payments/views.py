@@ -17,6 +17,7 @@ from portal.accounts.forms import EmptyForm
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.db import get_db, utcnow
+from portal.documents.invoices import record_card_order
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import ledger, service
@@ -44,8 +45,18 @@ ABANDONED_AFTER = timedelta(minutes=30)
 WEBHOOK_MAX_BYTES = 64 * 1024
 
 
+def _paying_as_company() -> bool:
+    """The checkout's «Оплачиваю как компания — нужен УПД» box (a retry finds the record the first press made)."""
+    return request.method == "POST" and request.form.get("as_company") in ("y", "on", "1", "true")
+
+
 def checkout_handler(db: Session, order: Order, actor: Any) -> str:
-    """Billing's checkout calls this for a card order: where to send the payer (the provider's page)."""
+    """Billing's checkout calls this for a card order: where to send the payer (the provider's page).
+
+    A company that ticked «нужен УПД» gets its order's invoice record first, so whatever pays the order (the balance,
+    the card) forms the УПД the same way a transfer does, and the receipt names the company."""
+    if _paying_as_company():
+        record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")

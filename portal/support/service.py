@@ -593,7 +593,7 @@ def candidate_invoices(db: Session, line: StatementLine, limit: int = 20) -> lis
     rows = db.execute(
         sa.select(Invoice, Account)
         .join(Account, Account.id == Invoice.account_id)
-        .where(Invoice.status == InvoiceStatus.ISSUED.value, sa.or_(*conditions))
+        .where(Invoice.status == InvoiceStatus.ISSUED.value, Invoice.paid_by.is_(None), sa.or_(*conditions))
         .order_by(Invoice.issued_on.desc(), Invoice.id.desc())
         .limit(200)
     ).all()
@@ -1143,10 +1143,13 @@ ACTION_TITLES = {
     "billing.custom_plan_deactivated": "Индивидуальный тариф снят",
     "billing.renewal_started": "Начался продлённый период",
     "billing.scheduled_change_applied": "Сменился тариф",
+    "billing.scheduled_change_canceled": "Запланированный период отменён",
     "billing.expired": "Оплаченный период закончился",
     "billing.rights_ended": "Права прекращены досрочно",
     "documents.requisites_saved": "Реквизиты сохранены",
     "documents.invoice_issued": "Выставлен счёт",
+    "documents.card_order_recorded": "Заказ компании картой: будет УПД",
+    "documents.upd_not_due": "УПД не будет: период отменён до начала",
     "documents.invoice_paid": "Счёт оплачен",
     "documents.invoice_canceled": "Счёт отменён",
     "documents.ukd_numbered": "Составлен корректировочный документ (УКД)",

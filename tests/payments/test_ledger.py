@@ -15,13 +15,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
 from portal.documents import render
-from portal.documents.invoices import TooManyOpenInvoices, issue_invoice
+from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
 from portal.payments import bank, ledger
 from portal.payments import service as payments
@@ -151,9 +151,25 @@ def check_invariants(db, sent: int) -> None:
         owner = db.get(Order, inv.order_id)
         if inv.status == "issued":
             assert owner.status == "pending", f"invoice {inv.number} payable for a {owner.status} order"
+        if inv.upd_due_on is not None:
+            # A УПД still due is for rights that will begin: never for a period cancelled before its start.
+            assert db.scalar(
+                sa.select(sa.func.count())
+                .select_from(SubscriptionPeriod)
+                .where(SubscriptionPeriod.order_id == owner.id, SubscriptionPeriod.status == "active")
+            ), f"invoice {inv.number}: a УПД due for a period that will never begin"
+        if inv.status == "paid":
+            # A company card payment documents its rights like a transfer: a УПД now, or on the day they begin.
+            has_upd = db.scalar(sa.select(sa.func.count()).select_from(Upd).where(Upd.invoice_id == inv.id))
+            assert owner.status == "paid" and (has_upd or inv.upd_due_on is not None or _rights_cut(db, owner)), inv
     for upd in db.scalars(sa.select(Upd)):
         inv = db.get(Invoice, upd.invoice_id)
         assert db.get(Order, inv.order_id).status == "paid", f"УПД {upd.number} without granted rights"
+
+
+def _rights_cut(db, row: Order) -> bool:
+    """Staff ended the order's rights before they began: no УПД is ever due for them."""
+    return bool(_sum_allocations(db, row.id, Allocation.amount < 0))
 
 
 def _sum_allocations(db, order_id: int, *where) -> int:
@@ -191,8 +207,10 @@ PLANS = st.sampled_from([("users-12", 6), ("users-24", 6), ("users-12", 9), ("us
 STEP = st.one_of(
     st.tuples(st.just("invoice"), PLANS),
     st.tuples(st.just("card"), PLANS),
+    st.tuples(st.just("company_card"), PLANS),
     st.tuples(st.just("upgrade"), st.sampled_from(["users-50", "users-200"])),
     st.tuples(st.just("cancel"), st.integers(0, 9)),
+    st.tuples(st.just("cancel_scheduled"), st.booleans()),
     st.tuples(st.just("pay_card"), st.integers(0, 9), st.booleans()),
     st.tuples(
         st.just("bank"),
@@ -212,6 +230,16 @@ STEP = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=st.lists(STEP, min_size=3, max_size=14))
+# Always run once: a paid plan, a renewal by card cancelled before it starts, then a company's card payment for it.
+@example(
+    steps=[
+        ("bank", [0], "exact", False),
+        ("cancel_scheduled", True),
+        ("company_card", ("users-12", 6)),
+        ("pay_card", 1, False),
+        ("cancel_scheduled", False),
+    ]
+)
 def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_account, steps):
     account = make_account(name="ООО «Ромашка»")
     give_requisites(db, account)
@@ -239,10 +267,10 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
     for step in steps:
         moment += timedelta(minutes=5)
         kind = step[0]
-        if kind in ("invoice", "card"):
+        if kind in ("invoice", "card", "company_card"):
             (plan, months) = step[1]
             try:
-                row = order(db, account, plan, months, payer_type=kind, now=moment)
+                row = order(db, account, plan, months, payer_type=kind.removeprefix("company_"), now=moment)
             except billing.PurchaseError:
                 db.rollback()
                 continue
@@ -252,6 +280,11 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 if inv is not None:
                     invoices.append(inv)
             else:
+                if kind == "company_card":
+                    # «Оплачиваю как компания — нужен УПД»: the order's record, then the card page as for anyone.
+                    with app.app_context():
+                        record_card_order(db, row, actor=None, now=moment, config=app.config)
+                    db.commit()
                 open_pages(row)
         elif kind == "upgrade":
             state = billing.get_subscription_state(db, account.id, moment)
@@ -268,6 +301,30 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             row = orders[step[1] % len(orders)]
             try:
                 billing.cancel_order(db, row.id, actor=None, reason="передумали", now=moment)
+                db.commit()
+            except billing.PurchaseError:
+                db.rollback()
+        elif kind == "cancel_scheduled":
+            # The owner cancels a prepaid next period (the last one, or tries the first): its money to the balance.
+            state = billing.get_subscription_state(db, account.id, moment)
+            if not state.scheduled and state.is_paid:
+                # Nothing prepaid yet: the owner renews by card first (the balance may pay it), then changes mind.
+                row = order(db, account, state.plan.code, 6, payer_type="card", now=moment)
+                orders.append(row)
+                with app.app_context():
+                    settled = ledger.settle_from_balance(db, row, now=moment, config=app.config, actor=None)
+                db.commit()
+                if not settled:
+                    sent += pay_by_card(app, db, row, now=moment).paid_amount or 0
+                state = billing.get_subscription_state(db, account.id, moment)
+            scheduled = state.scheduled
+            if not scheduled:
+                continue
+            target = scheduled[-1] if step[1] else scheduled[0]
+            try:
+                billing.cancel_scheduled_period(
+                    db, account_id=account.id, period_id=target.id, actor=None, reason="передумали", now=moment
+                )
                 db.commit()
             except billing.PurchaseError:
                 db.rollback()

@@ -60,6 +60,9 @@ EXPECTED: dict[str, Access] = {
     "billing.license_version": PUBLIC,
     "billing.checkout": Access("roles", ACCOUNTING, query="?plan=users-24&months=12"),
     "billing.order_cancel": Access("roles", ACCOUNTING),
+    # The page states the consequence to both; only the owner's confirmation cancels (the accountant's POST is 403).
+    "billing.scheduled_cancel": Access("roles", ACCOUNTING),
+    "billing.scheduled_cancel_confirm": Access("roles", OWNER),
     "payments.payment_list": Access("roles", ACCOUNTING),
     "payments.payment_return": Access("roles", ACCOUNTING),
     "payments.payment_status": Access("roles", ACCOUNTING),

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
 from portal.billing import service as billing
+from portal.billing.models import SubscriptionPeriod
 from portal.cli import seed_demo_data
 from portal.db import utcnow
 from portal.documents.corrections import form_pending_corrections
@@ -186,6 +187,13 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
         db.commit()
         form_pending_corrections(db, now=now, config=app.config)
     ids["doc_id"] = done.ukd_id
+    # A prepaid next period the owner may cancel before it starts.
+    renewal = _order(db, account.id, "card", f"world-{tag}-renewal", now)
+    billing.apply_paid_order(db, renewal.id, now=now, reference="world")
+    db.commit()
+    ids["period_id"] = db.scalars(
+        sa.select(SubscriptionPeriod.id).where(SubscriptionPeriod.order_id == renewal.id)
+    ).one()
     rejected = EdoDocument(
         account_id=account.id,
         kind="upd",

@@ -47,7 +47,11 @@ def list_for_person(db: Session, user_id: int) -> list[AttentionItem]:
     items: list[AttentionItem] = []
     for inv in db.scalars(
         sa.select(Invoice)
-        .where(Invoice.account_id.in_(accounts), Invoice.status == InvoiceStatus.ISSUED.value)
+        .where(
+            Invoice.account_id.in_(accounts),
+            Invoice.status == InvoiceStatus.ISSUED.value,
+            Invoice.paid_by.is_(None),  # a card order waits for the card, not for the accountant
+        )
         .order_by(Invoice.issued_on)
     ):
         remaining = ledger.invoice_remaining(db, inv)

@@ -105,6 +105,22 @@ class Customer:
 
     email: str | None = None
     phone: str | None = None  # E.164, "+79991234567"
+    # A company paying by card with its requisites: 54-ФЗ puts the buyer's ИНН and name on the receipt.
+    inn: str | None = None
+    full_name: str | None = None
+
+    def receipt_customer(self) -> dict[str, str]:
+        """The receipt's `customer` object in YooKassa's shape (the sandbox records the same)."""
+        out: dict[str, str] = {}
+        if self.full_name:
+            out["full_name"] = self.full_name[:256]
+        if self.inn:
+            out["inn"] = self.inn
+        if self.email:
+            out["email"] = self.email
+        elif self.phone:
+            out["phone"] = self.phone.lstrip("+")
+        return out
 
 
 @dataclass(frozen=True)

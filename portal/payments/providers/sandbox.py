@@ -177,7 +177,8 @@ class SandboxProvider:
                             merchant=self.merchant,
                             payment_metadata={"order_id": str(order.id), "account_id": str(order.account_id)},
                             receipt={
-                                "customer": {"email": customer.email} if customer.email else {"phone": customer.phone},
+                                "customer": ({"email": customer.email} if customer.email else {"phone": customer.phone})
+                                | {k: v for k, v in (("inn", customer.inn), ("full_name", customer.full_name)) if v},
                                 "vat_code": self.vat_code,
                             },
                             return_url=return_url,

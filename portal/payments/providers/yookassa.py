@@ -134,12 +134,9 @@ class YooKassaProvider:
         """The body of POST /v3/payments for an order."""
         value = amount_value(order.amount)
         description = payment_description(order)
-        if customer.email:
-            receipt_customer = {"email": customer.email}
-        elif customer.phone:
-            receipt_customer = {"phone": customer.phone.lstrip("+")}
-        else:
+        if not customer.email and not customer.phone:
             raise ProviderRejected("Для чека нужен e-mail или телефон покупателя.")
+        receipt_customer = customer.receipt_customer()
         return {
             "amount": {"value": value, "currency": "RUB"},
             "capture": True,

@@ -1,0 +1,147 @@
+"""Issue #15 in Chromium: a company pays by card and gets its УПД; the owner cancels a prepaid next period and its
+money is on the balance. Screenshots at 1280 and 390 px; axe-core (WCAG 2.2 AA) on the new pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from portal.accounts.models import Account
+from portal.billing import service as billing
+from portal.cli import DEMO_OWNER
+from portal.db import utcnow
+from portal.payments import ledger
+from portal.timeutil import msk_date
+from tests.browser.conftest import shot, sign_in
+from tests.browser.test_ux_journeys import AXE, DESKTOP, PHONE, axe_violations, text, typed
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def owner_page(browser: Any, live_server: Any):
+    """A desktop-wide page of its own; axe is injected past the portal's CSP."""
+    context = browser.new_context(locale="ru-RU", viewport=DESKTOP, base_url=live_server.base_url, bypass_csp=True)
+    context.set_default_timeout(15000)
+    yield context.new_page()
+    context.close()
+
+
+def axe_clean(page: Any) -> None:
+    if not AXE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"axe-core missing at {AXE}: `make test` installs it (npm ci in devtools/axe)")
+        return  # a developer's run without `make test`'s npm step: the rest of the journey still runs
+    assert not (found := axe_violations(page)), json.dumps(found, ensure_ascii=False, indent=1)
+
+
+def close_dialog(page: Any) -> None:
+    dialog = page.locator("#over-limit-dialog")
+    if dialog.count() and dialog.is_visible():
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+
+
+def test_a_company_paying_by_card_gets_a_upd_on_the_documents_page(owner_page, live_server, sms_output):
+    page = owner_page
+    sign_in(page, sms_output, typed(DEMO_OWNER), DEMO_OWNER)
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    page.goto("/checkout?plan=users-24&months=6")
+    page.get_by_label(re.compile("Картой или электронными деньгами")).check()
+    box = page.get_by_label("Оплачиваю как компания — нужен УПД")
+    assert "ИНН" in text(page.locator("#as_company-hint"))
+    box.check()
+    page.get_by_label(re.compile("Я принимаю условия")).check()
+    shot(page, "40-company-card-checkout-1280")
+    axe_clean(page)
+    page.get_by_role("button", name=re.compile("Перейти к оплате")).click()
+
+    page.wait_for_url(re.compile(r".*/sandbox/pay/.*"))
+    page.get_by_label("Номер карты").fill("4111 1111 1111 1111")
+    page.get_by_label(re.compile("Срок")).fill("12/30")
+    page.get_by_label(re.compile("CVC|CVV")).fill("123")
+    page.get_by_role("button", name=re.compile("^Оплатить \\d")).click()
+    page.get_by_role("heading", name="Оплата прошла").wait_for()
+
+    page.goto("/documents")
+    row = page.locator("tr", has_text="оплата картой")
+    assert row.count() == 1
+    assert "УПД" in text(row) and "Сформирован" in text(row)
+    assert row.get_by_role("link", name=re.compile("PDF")).count() >= 1
+    shot(page, "41-company-card-documents-1280")
+    axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "41-company-card-documents-390")
+    page.goto("/checkout?plan=users-50&months=6")
+    page.get_by_label(re.compile("Картой или электронными деньгами")).check()
+    page.get_by_label("Оплачиваю как компания — нужен УПД").check()
+    shot(page, "40-company-card-checkout-390")
+
+
+def prepay_two_periods(app: Any) -> int:
+    """ООО «Ромашка» has paid users-24 for 6 months and, by transfer, the next 6 months too."""
+    with app.app_context(), app.extensions["portal.db"].session() as db:
+        account = db.scalars(sa.select(Account).where(Account.name == "ООО «Ромашка»")).one()
+        now = utcnow()
+        for n in (1, 2):
+            order = billing.create_order(
+                db,
+                actor=None,
+                account_id=account.id,
+                plan_code="users-24",
+                months=6,
+                payer_type="invoice",
+                license_version="2026-01",
+                idempotency_key=f"browser-prepaid-{n}",
+                now=now,
+            )
+            receipt, _ = ledger.record_receipt(
+                db,
+                account_id=account.id,
+                method="staff",
+                amount=order.amount,
+                received_on=msk_date(now),
+                source_key=f"browser-prepaid-{n}",
+                reference=f"п/п № {900 + n}",
+                now=now,
+            )
+            assert ledger.pay_order(db, receipt, order.id, now=now, config=app.config).completed
+            db.commit()
+        return order.amount
+
+
+def test_the_owner_cancels_a_prepaid_next_period_and_its_money_is_on_the_balance(owner_page, live_server, sms_output):
+    amount = prepay_two_periods(live_server)
+    page = owner_page
+    sign_in(page, sms_output, typed(DEMO_OWNER), DEMO_OWNER)
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    scheduled = page.locator(".scheduled")
+    assert "продление «24 пользователя»" in text(scheduled)
+    scheduled.get_by_role("link", name=re.compile("Отменить или изменить")).click()
+
+    page.get_by_role("heading", name="Отменить запланированный период?").wait_for()
+    shown = text(page.locator(".notice-warning"))
+    assert "11 940,00 ₽, оплаченные за этот период, вернутся на баланс компании" in shown, shown
+    shot(page, "42-scheduled-cancel-1280")
+    axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "42-scheduled-cancel-390")
+    page.get_by_role("button", name="Отменить период").click()
+
+    page.wait_for_url(re.compile(r".*/$"))
+    flash = text(page.locator(".flash-success"))
+    assert "отменён" in flash and "на балансе компании" in flash, flash
+    assert page.locator(".scheduled").count() == 0
+    shot(page, "43-scheduled-cancelled-390")
+    page.set_viewport_size(DESKTOP)
+    shot(page, "43-scheduled-cancelled-1280")
+    page.goto("/payments")
+    assert "11 940,00 ₽" in text(page.locator("main"))
+    assert amount == 1_194_000
