@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, has_request_context
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
@@ -175,7 +175,20 @@ def number_due_upds(db: Session, *, now: datetime, config: Mapping[str, Any]) ->
 
 
 def form_upds_now(db: Session, upd_ids: list[int], *, now: datetime, config: Mapping[str, Any]) -> None:
-    """After the payment is committed: render each УПД and commit; one that fails stays pending for the retry."""
+    """After the payment is committed, the documents it numbered are rendered: by a task when a web request paid
+    (a notification, staff marking, a refund — the request answers at once), here when already outside one (a
+    statement import job, the CLI). Either way one that fails stays pending for the tick's retry."""
+    if has_request_context():
+        from portal.documents.tasks import form_documents_task
+        from portal.tasks import enqueue
+
+        enqueue(form_documents_task, list(upd_ids))
+        return
+    form_documents(db, upd_ids, now=now, config=config)
+
+
+def form_documents(db: Session, upd_ids: list[int], *, now: datetime, config: Mapping[str, Any]) -> None:
+    """Render each УПД and commit; one that fails stays pending for the retry."""
     for upd_id in upd_ids:
         upd = db.get(Upd, upd_id)
         if upd is not None and upd.status == UpdStatus.PENDING:

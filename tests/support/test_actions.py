@@ -172,6 +172,26 @@ def pay_form(**extra):
     return confirmed(**fields)
 
 
+def test_the_request_that_pays_answers_before_the_upd_is_rendered_a_worker_forms_it(
+    staff_client, db, company, invoice, monkeypatch
+):
+    """Rendering a УПД is long work: a web request that pays only numbers it and hands the rendering to the queue."""
+    from portal import tasks
+    from portal.documents.tasks import form_documents_task
+
+    sent = []
+    monkeypatch.setattr(tasks, "enqueue", lambda fn, *args, **kw: sent.append((fn, args)))
+    assert post(staff_client, f"/support/invoices/{invoice.id}/pay", pay_form()).status_code == 302
+    db.expire_all()
+    upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice.id)).one()
+    assert upd.status == "pending" and sent == [(form_documents_task, ([upd.id],))]
+    form_documents_task.call_local([upd.id])  # what the worker does with the message
+    form_documents_task.call_local([upd.id])  # delivered twice: nothing more happens
+    db.expire_all()
+    formed = db.get(Upd, upd.id)
+    assert formed.status == "formed" and formed.attempts == 1
+
+
 def test_mark_an_invoice_paid_by_hand(staff_client, db, company, invoice, audit, staff):
     page = staff_client.get(f"/support/invoices/{invoice.id}/pay").get_data(as_text=True)
     assert "8\u00a0464,50\u00a0₽" in page and "формируется УПД" in page
