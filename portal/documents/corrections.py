@@ -18,7 +18,7 @@ from portal.documents import numbering, render, ukd_xml, upd_xml
 from portal.documents.invoices import vat_of
 from portal.documents.models import AdvanceInvoice, Invoice, Ukd, Upd, UpdStatus
 from portal.documents.seller import Seller, get_seller
-from portal.documents.upd import form_pending, freeze, signer_position, split_fio, store_document, thaw
+from portal.documents.upd import form_numbered, form_pending, freeze, signer_position, split_fio, thaw
 from portal.documents.validators import split_ip_name
 from portal.timeutil import msk_date
 
@@ -126,32 +126,16 @@ def advance_invoices_for(db: Session, invoice_id: int) -> list[dict[str, Any]]:
 
 
 def form_advance_invoice(db: Session, row: AdvanceInvoice, *, now: datetime, config: Mapping[str, Any]) -> None:
-    if row.status == UpdStatus.FORMED:
-        return
-    ctx = thaw(row.context)
-    pdf = render.render_advance_pdf(ctx)
-    xml_name, xml = upd_xml.build_advance_xml(ctx)
-    pdf_row, xml_row = store_document(
+    form_numbered(
         db,
-        account_id=row.account_id,
-        folder="advance",
-        number=numbering.format_number(row.year, row.serial),  # the store takes ASCII paths; the folder says the kind
-        files=[
-            (
-                "advance_pdf",
-                "application/pdf",
-                f"Счёт-фактура на аванс № {row.number} от {row.doc_date:%d.%m.%Y}.pdf",
-                pdf,
-            ),
-            ("advance_xml", "application/xml", xml_name, xml),
-        ],
+        row,
+        kind="advance",
+        title="Счёт-фактура на аванс",
+        render_pdf=render.render_advance_pdf,
+        build_xml=upd_xml.build_advance_xml,
         now=now,
         config=config,
     )
-    row.pdf_file_id, row.xml_file_id = pdf_row.id, xml_row.id
-    row.status = UpdStatus.FORMED.value
-    row.formed_at = now
-    row.last_error = None
 
 
 # --- the УКД ------------------------------------------------------------------------------------------------------
@@ -259,27 +243,16 @@ def number_ukd(
 
 
 def form_ukd(db: Session, row: Ukd, *, now: datetime, config: Mapping[str, Any]) -> None:
-    if row.status == UpdStatus.FORMED:
-        return
-    ctx = thaw(row.context)
-    pdf = render.render_ukd_pdf(ctx)
-    xml_name, xml = ukd_xml.build_ukd_xml(ctx)
-    pdf_row, xml_row = store_document(
+    form_numbered(
         db,
-        account_id=row.account_id,
-        folder="ukd",
-        number=numbering.format_number(row.year, row.serial),  # the store takes ASCII paths; the folder says the kind
-        files=[
-            ("ukd_pdf", "application/pdf", f"УКД № {row.number} от {row.doc_date:%d.%m.%Y}.pdf", pdf),
-            ("ukd_xml", "application/xml", xml_name, xml),
-        ],
+        row,
+        kind="ukd",
+        title="УКД",
+        render_pdf=render.render_ukd_pdf,
+        build_xml=ukd_xml.build_ukd_xml,
         now=now,
         config=config,
     )
-    row.pdf_file_id, row.xml_file_id = pdf_row.id, xml_row.id
-    row.status = UpdStatus.FORMED.value
-    row.formed_at = now
-    row.last_error = None
 
 
 def form_pending_corrections(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:

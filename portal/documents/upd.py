@@ -250,34 +250,56 @@ def store_document(
     ]
 
 
-def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> None:
-    """Render the PDF and the XML from the frozen context and store both; does not commit.
+def form_numbered(
+    db: Session,
+    row: Any,
+    *,
+    kind: str,
+    title: str,
+    render_pdf: Callable[[Mapping[str, Any]], bytes],
+    build_xml: Callable[[Mapping[str, Any]], tuple[str, bytes]],
+    now: datetime,
+    config: Mapping[str, Any],
+) -> None:
+    """Render a numbered document's PDF and XML from its frozen context and store both; does not commit.
 
-    Everything that can fail for the document's own reasons (rendering, the store) happens before the
-    database is touched, so a failure leaves the session as it was and the УПД still pending.
-    """
-    if upd.status == UpdStatus.FORMED:
+    Everything that can fail for the document's own reasons (rendering, the store) happens before the database is
+    touched, so a failure leaves the session as it was and the document still pending. The store's path uses the
+    ASCII «YYYY-NNNNNN» of the number (the folder says the kind); the download name is the number as printed."""
+    if row.status == UpdStatus.FORMED:
         return
-    ctx = thaw(upd.context)
-    pdf = render.render_upd_pdf(ctx)
-    xml_name, xml = upd_xml.build_upd_xml(ctx)
+    ctx = thaw(row.context)
+    pdf = render_pdf(ctx)
+    xml_name, xml = build_xml(ctx)
     pdf_row, xml_row = store_document(
         db,
-        account_id=upd.account_id,
-        folder="upd",
-        number=upd.number,
+        account_id=row.account_id,
+        folder=kind,
+        number=numbering.format_number(row.year, row.serial),
         files=[
-            ("upd_pdf", "application/pdf", upd_file_name(upd.number, upd.doc_date), pdf),
-            ("upd_xml", "application/xml", xml_name, xml),
+            (f"{kind}_pdf", "application/pdf", f"{title} № {row.number} от {row.doc_date:%d.%m.%Y}.pdf", pdf),
+            (f"{kind}_xml", "application/xml", xml_name, xml),
         ],
         now=now,
         config=config,
     )
-    upd.pdf_file_id = pdf_row.id
-    upd.xml_file_id = xml_row.id
-    upd.status = UpdStatus.FORMED.value
-    upd.formed_at = now
-    upd.last_error = None
+    row.pdf_file_id, row.xml_file_id = pdf_row.id, xml_row.id
+    row.status = UpdStatus.FORMED.value
+    row.formed_at = now
+    row.last_error = None
+
+
+def form_upd(db: Session, upd: Upd, *, now: datetime, config: Mapping[str, Any]) -> None:
+    form_numbered(
+        db,
+        upd,
+        kind="upd",
+        title="УПД",
+        render_pdf=render.render_upd_pdf,
+        build_xml=upd_xml.build_upd_xml,
+        now=now,
+        config=config,
+    )
 
 
 def try_form(db: Session, row: Any, form: FormFn, *, now: datetime, config: Mapping[str, Any]) -> bool:
