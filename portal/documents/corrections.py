@@ -3,7 +3,6 @@ rights. Numbered in the transaction that makes them necessary, rendered after it
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -17,33 +16,12 @@ from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render, ukd_xml, upd_xml
 from portal.documents.invoices import vat_of
 from portal.documents.models import AdvanceInvoice, Invoice, Ukd, Upd, UpdStatus
-from portal.documents.seller import Seller, get_seller
-from portal.documents.upd import form_numbered, form_pending, freeze, signer_position, split_fio, thaw
-from portal.documents.validators import split_ip_name
+from portal.documents.seller import get_seller
+from portal.documents.upd import form_numbered, form_pending, freeze, parties, thaw
 from portal.timeutil import msk_date
 
 # The tax code's five days for an advance invoice (п. 3 ст. 168 НК РФ): rights that begin within them need none.
 ADVANCE_DAYS = 5
-
-
-def _parties(seller: Seller, buyer: Mapping[str, Any]) -> dict[str, Any]:
-    director = {"position": signer_position(seller), "name": seller.director}
-    if len(seller.inn) == 12:
-        last, first, middle = split_ip_name(seller.name)
-    else:
-        last, first, middle = split_fio(seller.director)
-    return {
-        "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "ogrn", "address", "director", "accountant")},
-        "buyer": {k: buyer.get(k) for k in ("kind", "name", "inn", "kpp", "address")},
-        "responsible": director,
-        "composer": seller.composer,
-        "signer": {"last_name": last, "first_name": first, "middle_name": middle, "position": director["position"]},
-        "edo": {
-            "sender_id": seller.edo_id,
-            "recipient_id": buyer.get("edo_id") or buyer["inn"],
-            "guid": str(uuid.uuid4()),
-        },
-    }
 
 
 # --- the advance invoice ------------------------------------------------------------------------------------------
@@ -78,7 +56,7 @@ def number_advance_invoice(
     ctx = {
         "number": number,
         "date": doc_date,
-        **_parties(get_seller(config), invoice.buyer),
+        **parties(get_seller(config), invoice.buyer),
         "payment_docs": [dict(payment_doc)],
         "lines": [
             {
@@ -190,7 +168,7 @@ def number_ukd(
         "number": number,
         "date": doc_date,
         "upd": {"number": upd.number, "date": upd.doc_date},
-        **_parties(get_seller(config), buyer),
+        **parties(get_seller(config), buyer),
         "lines": [
             {
                 "name": line["name"],

@@ -71,6 +71,30 @@ def signer_position(seller: Seller) -> str:
     return "Индивидуальный предприниматель" if len(seller.inn) == 12 else "Генеральный директор"
 
 
+def parties(seller: Seller, buyer: Mapping[str, Any]) -> dict[str, Any]:
+    """Who a seller's document names and who signs it: the same for the УПД, the УКД and the advance invoice."""
+    director = {"position": signer_position(seller), "name": seller.director}
+    if len(seller.inn) == 12:
+        # A sole proprietor signs for themself («Индивидуальный предприниматель»): the ФИО is theirs, written out
+        # in full from the name (the start-up check makes sure it splits), not SELLER_DIRECTOR's initials.
+        last, first, middle = split_ip_name(seller.name)
+    else:
+        last, first, middle = split_fio(seller.director)
+    return {
+        "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "ogrn", "address", "director", "accountant")},
+        "buyer": {k: buyer.get(k) for k in ("kind", "name", "inn", "kpp", "address")},
+        "responsible": director,
+        "composer": seller.composer,
+        "signer": {"last_name": last, "first_name": first, "middle_name": middle, "position": director["position"]},
+        # The buyer's ЭДО id names the XML file; without one (documents downloaded, not sent by ЭДО) its ИНН does.
+        "edo": {
+            "sender_id": seller.edo_id,
+            "recipient_id": buyer.get("edo_id") or buyer["inn"],
+            "guid": str(uuid.uuid4()),
+        },
+    }
+
+
 def upd_line(invoice: Invoice, order: Order) -> dict[str, Any]:
     """The table row: months as on the invoice, the price per month after the discount and without VAT.
 
@@ -105,23 +129,13 @@ def upd_context(
     advance_invoices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The dict `render_upd_pdf` and `build_upd_xml` take (see portal.documents.render)."""
-    buyer = dict(invoice.buyer)
     line = upd_line(invoice, order)
-    director = {"position": signer_position(seller), "name": seller.director}
-    if len(seller.inn) == 12:
-        # A sole proprietor signs for themself («Индивидуальный предприниматель»): the ФИО is theirs, written out
-        # in full from the name (the start-up check makes sure it splits), not SELLER_DIRECTOR's initials.
-        last, first, middle = split_ip_name(seller.name)
-    else:
-        last, first, middle = split_fio(seller.director)
-    # The buyer's EDO id names the XML file; without one (documents downloaded, not sent by EDO) its ИНН stands in.
-    recipient = buyer.get("edo_id") or buyer["inn"]
+    who = parties(seller, invoice.buyer)
     return {
         "number": number,
         "date": doc_date,
         "correction": None,
-        "seller": {k: getattr(seller, k) for k in ("name", "inn", "kpp", "ogrn", "address", "director", "accountant")},
-        "buyer": {k: buyer.get(k) for k in ("kind", "name", "inn", "kpp", "address")},
+        **who,
         "payment_docs": [dict(payment_doc)],
         "advance_invoices": list(advance_invoices or []),
         "gov_contract_id": None,
@@ -135,14 +149,10 @@ def upd_context(
             "date": license_date(order),
         },
         "transport": None,
-        "transferred_by": director,
+        "transferred_by": who["responsible"],
         "shipment_date": doc_date,
         "other_info": f"Права предоставлены на период с {order.starts_on:%d.%m.%Y} по {order.last_day:%d.%m.%Y}",
-        "responsible": director,
-        "composer": seller.composer,
         "created_at": now,
-        "edo": {"sender_id": seller.edo_id, "recipient_id": recipient, "guid": str(uuid.uuid4())},
-        "signer": {"last_name": last, "first_name": first, "middle_name": middle, "position": director["position"]},
     }
 
 
