@@ -852,12 +852,17 @@ def _name_tokens(query: str) -> list[str]:
     return [t for t in text.split() if t]
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
 def _name_matches(db: Session, tokens: Sequence[str], limit: int) -> list[int]:
     """Accounts whose name or legal name holds every word, case-insensitively (Cyrillic included)."""
     if db.get_bind().dialect.name == "postgresql":
-
+        # `name ILIKE '%word%'` with the pattern built here: the trigram indexes (ix_accounts_name_trgm,
+        # ix_requisites_name_trgm) answer it; `lower(name) LIKE …` would scan every name.
         def every(col: Any) -> Any:
-            return sa.and_(*(col.icontains(t, autoescape=True) for t in tokens))
+            return sa.and_(*(col.ilike(f"%{_like_escape(t)}%", escape="/") for t in tokens))
 
         ids = set(db.scalars(sa.select(Account.id).where(every(Account.name)).limit(limit)))
         ids |= set(db.scalars(sa.select(Requisites.account_id).where(every(Requisites.name)).limit(limit)))
@@ -897,8 +902,8 @@ def search_accounts(db: Session, query: str | None, *, limit: int = 50) -> list[
         except InvalidPhone:
             pass
         phone_filter = (
-            User.phone.in_(phones) if phones else User.phone.contains(digits, autoescape=True)
-        )  # a full number exactly, else its digits anywhere (e.g. the last seven)
+            User.phone.in_(phones) if phones else User.phone.like(f"%{digits}%")
+        )  # a full number exactly, else its digits anywhere (e.g. the last seven; ix_users_phone_trgm on PostgreSQL)
         if phones or len(digits) >= 5:
             add(
                 db.scalars(
