@@ -174,6 +174,23 @@ def memo(db: Session, key: Hashable, compute: Callable[[], T]) -> T:
     return value
 
 
+def memo_has(db: Session, key: Hashable) -> bool:
+    """Whether this request already asked for key (and nothing has changed since): a reader may derive from it."""
+    cache = db.info.get(_MEMO)
+    return cache is not None and key in cache and not (db.new or db.deleted or db.dirty)
+
+
+def memo_get(db: Session, key: Hashable, default: Any = None) -> Any:
+    return db.info[_MEMO][key] if memo_has(db, key) else default
+
+
+def memo_put(db: Session, key: Hashable, value: Any) -> None:
+    """Remember a value another read found on the way (e.g. the seat count inside the usage query)."""
+    cache = db.info.get(_MEMO)
+    if cache is not None and not (db.new or db.deleted or db.dirty):
+        cache[key] = value
+
+
 def _forget(session: Session, *_args: Any) -> None:
     cache = session.info.get(_MEMO)
     if cache:

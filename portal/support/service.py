@@ -8,6 +8,7 @@ with the change, or rolled back with it when the change is refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -264,13 +265,17 @@ def _request_dict(row: SupportRequest) -> dict[str, Any]:
 
 def list_requests_for_account(db: Session, account_id: int, limit: int = 5) -> list[SupportRequest]:
     """The owner's latest requests, newest first: one indexed query, cheap enough for the dashboard."""
-    return list(
-        db.scalars(
-            sa.select(SupportRequest)
-            .where(SupportRequest.account_id == account_id)
-            .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
-            .limit(limit)
-        )
+    return list(db.scalars(_requests_for_account_stmt(limit), {"account_id": account_id}))
+
+
+@functools.cache
+def _requests_for_account_stmt(limit: int) -> sa.Select[tuple[SupportRequest]]:
+    # Every page of an owner asks it (the header's requests): built once, only the account changes.
+    return (
+        sa.select(SupportRequest)
+        .where(SupportRequest.account_id == sa.bindparam("account_id"))
+        .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
+        .limit(limit)
     )
 
 
