@@ -36,7 +36,7 @@ def over_limit_owner(app, client, make_account, auth):
     return client
 
 
-@pytest.mark.parametrize(("path", "most"), [("/", 11), ("/plans", 7)])
+@pytest.mark.parametrize(("path", "most"), [("/", 10), ("/plans", 7)])
 def test_no_query_is_repeated_within_a_page(app, over_limit_owner, path, most):
     statements = _statements(app, over_limit_owner, path)
     repeated = {s[:80]: n for (s, _p), n in Counter(statements).items() if n > 1}
