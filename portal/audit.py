@@ -14,6 +14,12 @@ from portal.db import Base, UTCDateTime, utcnow
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
+    # The log is read newest first (by id) within a filter: each filter's index walks from a page's last key.
+    __table_args__ = (
+        sa.Index("ix_audit_log_account_id_id", "account_id", "id"),
+        sa.Index("ix_audit_log_action_id", "action", "id"),
+        sa.Index("ix_audit_log_actor_id", "actor_user_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -250,7 +250,8 @@ def index() -> Any:
         storage=storage,
         step=step,
         is_manager=is_manager,
-        owners=service.list_owners(db, account.id),
+        # Only a member is shown whom to ask; an owner or accountant is the one asked.
+        owners=service.list_owners(db, account.id) if not is_manager else [],
         # Unpaid invoices wait for a bank transfer; an abandoned card attempt is just noise and expires in a day.
         pending_orders=[
             o for o in service.list_orders(db, account.id, statuses=("pending",), limit=20) if o.payer_type == "invoice"

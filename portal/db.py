@@ -27,6 +27,35 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# Trigram indexes (pg_trgm) answer `LIKE '%…%'` searches from an index on PostgreSQL; SQLite has no such index and
+# keeps scanning, which is fine for a local database. The extension is created before the tables that use it.
+event.listen(
+    Base.metadata,
+    "before_create",
+    sa.DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql"),
+)
+
+
+def trigram_index(name: str, column: str) -> sa.Index:
+    """A GIN trigram index on a text column, created on PostgreSQL only."""
+    return sa.Index(name, column, postgresql_using="gin", postgresql_ops={column: "gin_trgm_ops"}).ddl_if(
+        dialect="postgresql"
+    )
+
+
+def include_in_autogenerate(dialect: str) -> Callable[..., bool]:
+    """Alembic's include_object for a database of this dialect: skips what the models create only elsewhere.
+
+    A trigram index exists only on PostgreSQL (ddl_if), so a SQLite database without it still agrees with the models.
+    """
+
+    def include(obj: Any, _name: Any, type_: str, reflected: bool, _compare_to: Any) -> bool:
+        condition = getattr(obj, "_ddl_if", None) if type_ == "index" and not reflected else None
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -143,6 +172,23 @@ def memo(db: Session, key: Hashable, compute: Callable[[], T]) -> T:
     value = compute()
     cache[key] = value
     return value
+
+
+def memo_has(db: Session, key: Hashable) -> bool:
+    """Whether this request already asked for key (and nothing has changed since): a reader may derive from it."""
+    cache = db.info.get(_MEMO)
+    return cache is not None and key in cache and not (db.new or db.deleted or db.dirty)
+
+
+def memo_get(db: Session, key: Hashable, default: Any = None) -> Any:
+    return db.info[_MEMO][key] if memo_has(db, key) else default
+
+
+def memo_put(db: Session, key: Hashable, value: Any) -> None:
+    """Remember a value another read found on the way (e.g. the seat count inside the usage query)."""
+    cache = db.info.get(_MEMO)
+    if cache is not None and not (db.new or db.deleted or db.dirty):
+        cache[key] = value
 
 
 def _forget(session: Session, *_args: Any) -> None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.db import Base, UTCDateTime, utcnow
+from portal.db import Base, UTCDateTime, trigram_index, utcnow
 
 
 class Role(enum.StrEnum):
@@ -46,6 +46,8 @@ class Source(enum.StrEnum):
 
 class Account(Base):
     __tablename__ = "accounts"
+    # Support finds a company by any part of its name: a trigram index answers `name ILIKE '%…%'` on PostgreSQL.
+    __table_args__ = (trigram_index("ix_accounts_name_trgm", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200))
@@ -64,6 +66,8 @@ class User(UserMixin, Base):
     when the person first appears, then changed only by the person. No company reads or writes them."""
 
     __tablename__ = "users"
+    # Support finds a company by a member's phone or its last digits (`phone LIKE '%…%'`).
+    __table_args__ = (trigram_index("ix_users_phone_trgm", "phone"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     phone: Mapped[str] = mapped_column(sa.String(20), unique=True)  # E.164
@@ -94,6 +98,8 @@ class Membership(Base):
         sa.UniqueConstraint("account_id", "user_id"),
         # The seat count is an indexed count of active memberships of one account.
         sa.Index("ix_memberships_account_status", "account_id", "status"),
+        # The team page's order within a (status, role) group: a page is an index range from the last row's key.
+        sa.Index("ix_memberships_team_order", "account_id", "status", "role", "name", "id"),
         # A CRM user is linked to at most one membership of an account, so the CRM sync never duplicates anyone.
         sa.UniqueConstraint("account_id", "crm_user_id"),
     )

@@ -43,7 +43,7 @@ from portal.billing.pricing import (
 )
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
 from portal.billing.signals import order_closed, scheduled_period_canceled
-from portal.db import memo
+from portal.db import memo, memo_has
 from portal.timeutil import format_date, msk_date, msk_midnight
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,12 @@ class SubscriptionState:
 
 
 def _active_periods(db: Session, account_id: int, *, ending_after: date) -> list[SubscriptionPeriod]:
-    return list(db.scalars(_active_periods_stmt(), {"account_id": account_id, "ending_after": ending_after}))
+    # The subscription state and the effective plan both start from these rows: one query per page for both.
+    return memo(
+        db,
+        ("active_periods", account_id, ending_after),
+        lambda: list(db.scalars(_active_periods_stmt(), {"account_id": account_id, "ending_after": ending_after})),
+    )
 
 
 # Statements every page asks are built once; only their parameters change.
@@ -280,6 +285,12 @@ def get_effective_plan(db: Session, account_id: int, now: datetime) -> Plan:
 
 
 def _effective_plan(db: Session, account_id: int, today: date) -> Plan:
+    if memo_has(db, ("active_periods", account_id, today)):
+        # The page already read the running periods (the subscription state): the same choice as
+        # _effective_period_stmt's, made on those rows — a period covering today first, else one in its grace.
+        rows = [r for r in _active_periods(db, account_id, ending_after=today) if r.starts_on <= today]
+        chosen = min(rows, key=lambda r: (0 if r.ends_on > today else 1, -r.id), default=None)
+        return chosen.as_plan() if chosen is not None else FREE_PLAN
     row = db.scalars(_effective_period_stmt(), {"account_id": account_id, "today": today}).first()
     return row.as_plan() if row is not None else FREE_PLAN
 
@@ -288,10 +299,14 @@ def _effective_plan(db: Session, account_id: int, today: date) -> Plan:
 
 
 def list_custom_plans(db: Session, account_id: int, *, include_inactive: bool = False) -> list[CustomPlan]:
-    q = sa.select(CustomPlan).where(CustomPlan.account_id == account_id).order_by(CustomPlan.seats)
-    if not include_inactive:
-        q = q.where(CustomPlan.active.is_(True))
-    return list(db.scalars(q))
+    return list(db.scalars(_custom_plans_stmt(include_inactive), {"account_id": account_id}))
+
+
+# Asked on every page of a signed-in company (the plan suggestion): built once, only the parameters change.
+@functools.cache
+def _custom_plans_stmt(include_inactive: bool) -> sa.Select[tuple[CustomPlan]]:
+    q = sa.select(CustomPlan).where(CustomPlan.account_id == sa.bindparam("account_id")).order_by(CustomPlan.seats)
+    return q if include_inactive else q.where(CustomPlan.active.is_(True))
 
 
 def get_plan_for_account(db: Session, account_id: int | None, code: str) -> Plan | None:
@@ -413,17 +428,20 @@ def suggest_plan(db: Session, account_id: int, usage: Usage) -> FitResult:
 
 def list_owners(db: Session, account_id: int) -> list[User]:
     """Whom a member should ask about the plan."""
-    return list(
-        db.scalars(
-            sa.select(User)
-            .join(Membership, Membership.user_id == User.id)
-            .where(
-                Membership.account_id == account_id,
-                Membership.role == Role.OWNER.value,
-                Membership.status == MembershipStatus.ACTIVE.value,
-            )
-            .order_by(User.id)
+    return list(db.scalars(_owners_stmt(), {"account_id": account_id}))
+
+
+@functools.cache
+def _owners_stmt() -> sa.Select[tuple[User]]:
+    return (
+        sa.select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.account_id == sa.bindparam("account_id"),
+            Membership.role == Role.OWNER.value,
+            Membership.status == MembershipStatus.ACTIVE.value,
         )
+        .order_by(User.id)
     )
 
 
@@ -634,10 +652,14 @@ def get_order(db: Session, account_id: int, order_id: int) -> Order | None:
 def list_orders(
     db: Session, account_id: int, *, statuses: tuple[str, ...] | None = None, limit: int = 50
 ) -> list[Order]:
-    q = sa.select(Order).where(Order.account_id == account_id).order_by(Order.id.desc()).limit(limit)
-    if statuses:
-        q = q.where(Order.status.in_(statuses))
-    return list(db.scalars(q))
+    return list(db.scalars(_orders_stmt(tuple(statuses or ()), limit), {"account_id": account_id}))
+
+
+@functools.cache
+def _orders_stmt(statuses: tuple[str, ...], limit: int) -> sa.Select[tuple[Order]]:
+    """The dashboard's and support's order lists: a handful of shapes, each built once."""
+    q = sa.select(Order).where(Order.account_id == sa.bindparam("account_id")).order_by(Order.id.desc()).limit(limit)
+    return q.where(Order.status.in_(statuses)) if statuses else q
 
 
 def cancel_order(

@@ -10,7 +10,7 @@ The sender is generic over (kind, XML bytes, file name): a kind is one loader in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -277,8 +277,17 @@ def sweep(db: Session, *, now: datetime, config: Mapping[str, Any], instance_pat
 # --- the accountant and staff -----------------------------------------------------------------------------------
 
 
-def statuses_for(db: Session, account_id: int) -> dict[tuple[str, int], EdoDocument]:
-    rows = db.scalars(sa.select(EdoDocument).where(EdoDocument.account_id == account_id))
+def statuses_for(
+    db: Session, account_id: int, document_ids: Iterable[int] | None = None
+) -> dict[tuple[str, int], EdoDocument]:
+    """The ЭДО rows of the account (or only of these document ids: a page of the documents list)."""
+    q = sa.select(EdoDocument).where(EdoDocument.account_id == account_id)
+    if document_ids is not None:
+        ids = sorted(set(document_ids))
+        if not ids:
+            return {}
+        q = q.where(EdoDocument.document_id.in_(ids))
+    rows = db.scalars(q)
     return {(row.kind, row.document_id): row for row in rows}
 
 

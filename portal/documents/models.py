@@ -9,13 +9,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.db import Base, UTCDateTime, utcnow
+from portal.db import Base, UTCDateTime, trigram_index, utcnow
 
 
 class Requisites(Base):
     """A customer's requisites, one set per account, printed on its invoices and УПД."""
 
     __tablename__ = "requisites"
+    # Support finds a company by any part of its legal name (`name ILIKE '%…%'`, a trigram index on PostgreSQL).
+    __table_args__ = (trigram_index("ix_requisites_name_trgm", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
@@ -98,7 +100,11 @@ class Invoice(Base):
     """A счёт на оплату for one order; its number is never reused, its PDF never re-rendered."""
 
     __tablename__ = "invoices"
-    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+    # The documents page walks (account_id, date, id) newest first from a page's last key.
+    __table_args__ = (
+        sa.UniqueConstraint("year", "serial"),
+        sa.Index("ix_invoices_account_issued", "account_id", "issued_on", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
@@ -158,7 +164,11 @@ class Upd(Base):
     """The УПД formed after an invoice is paid; numbered in the payment's transaction, rendered after it."""
 
     __tablename__ = "upds"
-    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+    # The documents page walks (account_id, date, id) newest first from a page's last key.
+    __table_args__ = (
+        sa.UniqueConstraint("year", "serial"),
+        sa.Index("ix_upds_account_date", "account_id", "doc_date", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
@@ -191,7 +201,11 @@ class Ukd(Base):
     Numbered from its own gapless counter in the refund's transaction and rendered after it, as a УПД is."""
 
     __tablename__ = "ukds"
-    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+    # The documents page walks (account_id, date, id) newest first from a page's last key.
+    __table_args__ = (
+        sa.UniqueConstraint("year", "serial"),
+        sa.Index("ix_ukds_account_date", "account_id", "doc_date", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
@@ -227,7 +241,11 @@ class AdvanceInvoice(Base):
     the УПД formed when the rights begin names it on line 5б."""
 
     __tablename__ = "advance_invoices"
-    __table_args__ = (sa.UniqueConstraint("year", "serial"),)
+    # The documents page walks (account_id, date, id) newest first from a page's last key.
+    __table_args__ = (
+        sa.UniqueConstraint("year", "serial"),
+        sa.Index("ix_advance_invoices_account_date", "account_id", "doc_date", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)

@@ -38,6 +38,7 @@ from portal.documents.models import (
 from portal.documents.requisites import RequisitesData, clean_requisites
 from portal.documents.store import get_store
 from portal.documents.upd import number_upd, try_form_upd
+from portal.pagination import KeysetPage, page_from
 from portal.timeutil import MSK, msk_date
 
 log = logging.getLogger(__name__)
@@ -331,11 +332,65 @@ ARCHIVE_FOLDERS = {
 }
 
 
+# A day's documents: the invoice last (what it led to above it), then by kind and id, newest first. With the date and
+# the id this is a unique key each kind's (account_id, date, id) index walks from (keyset pagination).
+KIND_RANK = {"invoice": 0, "upd": 1, "advance": 2, "ukd": 3}
+DOCUMENT_KEY_TYPES = (date, int, int)
+
+
+def document_key(row: DocumentRow) -> tuple[date, int, int]:
+    return (row.date, KIND_RANK[row.kind], row.id)
+
+
+def _keyset_condition(
+    day: Any, row_id: Any, rank: int, after: tuple[Any, ...] | None, before: tuple[Any, ...] | None
+) -> Any:
+    """This kind's rows after (before) a key (date, rank, id) in the newest-first order, as one index range."""
+    if after is not None:
+        d, r, i = after
+        if rank < r:
+            return day <= d
+        if rank > r:
+            return day < d
+        return sa.tuple_(day, row_id) < sa.tuple_(d, i)
+    if before is not None:
+        d, r, i = before
+        if rank > r:
+            return day >= d
+        if rank < r:
+            return day > d
+        return sa.tuple_(day, row_id) > sa.tuple_(d, i)
+    return None
+
+
 def list_documents(
-    db: Session, account_id: int, *, start: date | None = None, end: date | None = None, kind: str | None = None
+    db: Session,
+    account_id: int,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    kind: str | None = None,
+    limit: int | None = None,
+    after: tuple[Any, ...] | None = None,
+    before: tuple[Any, ...] | None = None,
 ) -> list[DocumentRow]:
-    """Invoices and УПД of an account dated in [start, end), newest first."""
+    """Invoices and УПД of an account dated in [start, end), newest first.
+
+    With a limit: at most limit + 1 rows after (or, read backwards and returned in that order, before) a key —
+    each kind's query walks its (account_id, date, id) index from the key and stops, whatever the account's size.
+    """
     rows: list[DocumentRow] = []
+    backwards = before is not None and after is None
+
+    def page_of(q: Any, day: Any, row_id: Any, rank: int) -> Any:
+        if limit is None:
+            return q
+        condition = _keyset_condition(day, row_id, rank, after, None if after is not None else before)
+        if condition is not None:
+            q = q.where(condition)
+        order = (day.asc(), row_id.asc()) if backwards else (day.desc(), row_id.desc())
+        return q.order_by(*order).limit(limit + 1)
+
     if kind in (None, "invoice"):
         # A card order's record is no bill anyone pays: its УПД is the document.
         q = sa.select(Invoice).where(Invoice.account_id == account_id, Invoice.paid_by.is_(None))
@@ -343,7 +398,7 @@ def list_documents(
             q = q.where(Invoice.issued_on >= start)
         if end is not None:
             q = q.where(Invoice.issued_on < end)
-        for inv in db.scalars(q):
+        for inv in db.scalars(page_of(q, Invoice.issued_on, Invoice.id, KIND_RANK["invoice"])):
             rows.append(
                 DocumentRow(
                     "invoice",
@@ -369,7 +424,7 @@ def list_documents(
             q2 = q2.where(Upd.doc_date >= start)
         if end is not None:
             q2 = q2.where(Upd.doc_date < end)
-        for upd, invoice_number, paid_by in db.execute(q2):
+        for upd, invoice_number, paid_by in db.execute(page_of(q2, Upd.doc_date, Upd.id, KIND_RANK["upd"])):
             rows.append(
                 DocumentRow(
                     "upd",
@@ -398,7 +453,9 @@ def list_documents(
             q3 = q3.where(model.doc_date >= start)
         if end is not None:
             q3 = q3.where(model.doc_date < end)
-        for doc, invoice_id, invoice_number, paid_by in db.execute(q3):
+        for doc, invoice_id, invoice_number, paid_by in db.execute(
+            page_of(q3, model.doc_date, model.id, KIND_RANK[kind_code])
+        ):
             amount = doc.amount if model is AdvanceInvoice else -doc.decrease
             rows.append(
                 DocumentRow(
@@ -416,8 +473,31 @@ def list_documents(
                     by_card=paid_by == "card",
                 )
             )
-    rows.sort(key=lambda r: (r.date, r.kind != "invoice", r.number), reverse=True)
-    return rows
+    if limit is None:
+        rows.sort(key=lambda r: (r.date, r.kind != "invoice", r.number), reverse=True)
+        return rows
+    rows.sort(key=document_key, reverse=not backwards)
+    return rows[: limit + 1]
+
+
+def list_documents_page(
+    db: Session,
+    account_id: int,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    kind: str | None = None,
+    limit: int = 50,
+    after: tuple[Any, ...] | None = None,
+    before: tuple[Any, ...] | None = None,
+) -> KeysetPage[DocumentRow]:
+    """One page of the documents list, newest first: one query per kind whatever the account's size."""
+    if after is not None:
+        before = None
+    rows = list_documents(db, account_id, start=start, end=end, kind=kind, limit=limit, after=after, before=before)
+    if before is not None:
+        rows.reverse()
+    return page_from(rows, document_key, limit=limit, after=after, before=before)
 
 
 def get_file(db: Session, account_id: int, file_id: int | None) -> StoredFile | None:
@@ -495,10 +575,15 @@ def parse_period(code: str | None) -> Period | None:
 
 def periods_with_documents(db: Session, account_id: int) -> list[Period]:
     """The months, quarters and years in which the account has documents, newest first, for the filter."""
-    days = set(db.scalars(sa.select(Invoice.issued_on).where(Invoice.account_id == account_id)))
-    days |= set(db.scalars(sa.select(Upd.doc_date).where(Upd.account_id == account_id)))
-    days |= set(db.scalars(sa.select(Ukd.doc_date).where(Ukd.account_id == account_id)))
-    days |= set(db.scalars(sa.select(AdvanceInvoice.doc_date).where(AdvanceInvoice.account_id == account_id)))
+    # Distinct days, read from each kind's (account_id, date, id) index: a few hundred a year, not one per document.
+    days: set[date] = set()
+    for day, owner in (
+        (Invoice.issued_on, Invoice.account_id),
+        (Upd.doc_date, Upd.account_id),
+        (Ukd.doc_date, Ukd.account_id),
+        (AdvanceInvoice.doc_date, AdvanceInvoice.account_id),
+    ):
+        days |= set(db.scalars(sa.select(day).where(owner == account_id).distinct()))
     codes: dict[str, Period] = {}
     for day in sorted(days, reverse=True):
         for code in (str(day.year), f"{day.year}-Q{(day.month - 1) // 3 + 1}", f"{day.year}-{day.month:02d}"):

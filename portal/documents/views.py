@@ -35,6 +35,7 @@ from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
 from portal.money import format_rub
 from portal.nav import register_nav
+from portal.pagination import keys_from_args
 from portal.payments import bank, ledger
 from portal.payments.statement import StatementError
 from portal.payments.tasks import start_statement_import
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("documents", __name__)
 
 ACCOUNTING = ("owner", "accountant")
+PAGE_SIZE = 50  # documents per page of /documents
 register_nav("documents.requisites_edit", "Реквизиты", ACCOUNTING, order=38)
 register_nav("documents.document_list", "Документы", ACCOUNTING, order=40)
 register_nav("documents.statement_import", "Выписки", ("staff",), order=95)
@@ -175,22 +177,27 @@ def document_list() -> Any:
     kind = request.args.get("kind", "")
     if kind not in {k for k, _ in KIND_CHOICES}:
         abort(400, "Вид документа указан неверно.")
-    rows = service.list_documents(
+    after, before = keys_from_args(request.args, service.DOCUMENT_KEY_TYPES)
+    page = service.list_documents_page(
         db,
         account.id,
         start=period.start if period else None,
         end=period.end if period else None,
         kind=kind or None,
+        limit=PAGE_SIZE,
+        after=after,
+        before=before,
     )
     return render_template(
         "documents/document_list.html",
-        rows=rows,
+        rows=page.rows,
+        page=page,
         period=period,
         periods=service.periods_with_documents(db, account.id),
         kind=kind,
         kind_choices=KIND_CHOICES,
         requisites=service.get_requisites(db, account.id),
-        edo_rows=edo.statuses_for(db, account.id),
+        edo_rows=edo.statuses_for(db, account.id, [row.id for row in page.rows if row.kind in ("upd", "ukd")]),
         act_start=msk_date(utcnow()).replace(month=(msk_date(utcnow()).month - 1) // 3 * 3 + 1, day=1),
         act_end=msk_date(utcnow()),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from portal.db import include_in_autogenerate
 from portal.models import load_all
 
 target_metadata = load_all().metadata
@@ -35,6 +36,7 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_in_autogenerate(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

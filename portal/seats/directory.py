@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.audit import record_audit
+from portal.pagination import KeysetPage, page_from
 from portal.seats.models import Department, MembershipDepartment
 from portal.textinput import text_problem
 
@@ -355,6 +356,95 @@ def list_members(
     if limit is not None:
         q = q.limit(limit).offset(offset)
     return list(db.scalars(q).unique())
+
+
+# The team page's order — active first, then owners, accountants, members, each by name — as groups of
+# (status, role) whose rows an index on (account_id, status, role, name, id) returns in order. A group's rank is
+# status rank × 3 + role rank; deactivated and left people share the second status rank.
+_STATUS_RANKS = (
+    (MembershipStatus.ACTIVE.value, 0),
+    (MembershipStatus.DEACTIVATED.value, 1),
+    (MembershipStatus.LEFT.value, 1),
+)
+_ROLE_RANKS = ((Role.OWNER.value, 0), (Role.ACCOUNTANT.value, 1), (Role.MEMBER.value, 2))
+MEMBER_KEY_TYPES = (int, str, int)
+
+
+def member_key(membership: Membership) -> tuple[int, str, int]:
+    status_rank = 0 if membership.status == MembershipStatus.ACTIVE.value else 1
+    role_rank = {role: rank for role, rank in _ROLE_RANKS}.get(membership.role, 2)
+    return (status_rank * 3 + role_rank, membership.name, membership.id)
+
+
+def list_members_page(
+    db: Session,
+    account_id: int,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    after: tuple[Any, ...] | None = None,
+    before: tuple[Any, ...] | None = None,
+) -> KeysetPage[Membership]:
+    """One page of the team, in list_members' order, after (or before) a row's key: two queries whatever the size.
+
+    Each (status, role) group is read from the index from the key on, at most limit + 1 rows, and the union of the
+    groups is cut to limit + 1: no OFFSET, no sort of the whole account.
+    """
+    if after is not None:
+        before = None
+    backwards = before is not None
+    cursor = after if after is not None else before
+    parts = []
+    for status_value, status_rank in _STATUS_RANKS:
+        if status and status != status_value:
+            continue
+        for role_value, role_rank in _ROLE_RANKS:
+            group = status_rank * 3 + role_rank
+            q = _members_query(account_id, status_value, search).where(Membership.role == role_value)
+            if cursor is not None:
+                key_group, key_name, key_id = cursor
+                if (group < key_group) if not backwards else (group > key_group):
+                    continue  # the whole group lies on the other side of the key
+                if group == key_group:
+                    name_id = sa.tuple_(Membership.name, Membership.id)
+                    key = sa.tuple_(key_name, key_id)
+                    q = q.where(name_id < key if backwards else name_id > key)
+            order = (Membership.name.desc(), Membership.id.desc()) if backwards else (Membership.name, Membership.id)
+            inner = (
+                q.with_only_columns(
+                    sa.literal(group, sa.Integer).label("grp"),
+                    Membership.name.label("name"),
+                    Membership.id.label("id"),
+                )
+                .order_by(*order)
+                .limit(limit + 1)
+                .subquery()
+            )
+            parts.append(sa.select(inner.c.grp, inner.c.name, inner.c.id))
+    if not parts:
+        return page_from([], member_key, limit=limit, after=after, before=before)
+    union = sa.union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+    cols = (union.c.grp, union.c.name, union.c.id)
+    keys = db.execute(
+        sa.select(*cols).order_by(*[c.desc() if backwards else c.asc() for c in cols]).limit(limit + 1)
+    ).all()
+    ids = [row.id for row in keys]
+    by_id = {m.id: m for m in db.scalars(sa.select(Membership).where(Membership.id.in_(ids))).unique()} if ids else {}
+    members = [by_id[i] for i in ids if i in by_id]
+    if backwards:
+        members.reverse()
+    return page_from(members, member_key, limit=limit, after=after, before=before)
+
+
+def count_members_by_status(db: Session, account_id: int) -> dict[str, int]:
+    """The team page's tab counts in one grouped count over the (account_id, status) index, no join to users."""
+    rows = db.execute(
+        sa.select(Membership.status, sa.func.count())
+        .where(Membership.account_id == account_id)
+        .group_by(Membership.status)
+    ).all()
+    return {status: n for status, n in rows}
 
 
 def count_members(db: Session, account_id: int, *, status: str | None = None, search: str | None = None) -> int:

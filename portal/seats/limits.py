@@ -14,7 +14,7 @@ from portal.accounts.models import Account, Membership, MembershipStatus
 from portal.billing.catalog import Plan
 from portal.billing.pricing import cheapest_fitting_plan, quote, round_half_up_div
 from portal.billing.service import get_effective_plan, list_plans_for_account
-from portal.db import memo
+from portal.db import memo, memo_get, memo_put
 from portal.seats.directory import AccountNotFound
 
 SUGGESTION_MONTHS = 6  # the minimum period: the price the owner sees first
@@ -134,9 +134,18 @@ def usage(db: Session, account_id: int) -> tuple[int, int]:
 
 
 def _usage(db: Session, account_id: int) -> tuple[int, int]:
+    seats = memo_get(db, ("active_users", account_id))
+    if seats is not None:
+        # The page counted the seats already and has the account in the session (its membership loaded it):
+        # the storage figure is that row's, no second count.
+        account = db.get(Account, account_id)
+        if account is None:
+            raise AccountNotFound()
+        return int(seats), int(account.storage_used_bytes or 0)
     row = db.execute(_usage_stmt(), {"account_id": account_id}).first()
     if row is None:
         raise AccountNotFound()
+    memo_put(db, ("active_users", account_id), int(row[0]))
     return int(row[0]), int(row[1] or 0)
 
 

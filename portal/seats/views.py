@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,19 +12,19 @@ from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
 from portal.accounts.access import current_membership, require_account, roles_required
-from portal.accounts.models import Account, Membership, MembershipStatus, Role
+from portal.accounts.models import Account, Membership, Role
 from portal.accounts.phone import format_phone
 from portal.billing import service as billing
 from portal.billing.catalog import Plan, plural_ru
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
+from portal.pagination import keys_from_args
 from portal.payments.offer import Offer, get_offer
 from portal.seats import directory
 from portal.seats.crm.models import CrmConnection
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
-from portal.textinput import ascii_int
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +173,6 @@ def _email_field_for(form: AddUserForm, crm: CrmConnection | None) -> None:
         form.email.description = "Обязательна: к компании подключена amoCRM, и без почты пользователя в ней не создать."
 
 
-def _page_arg() -> int:
-    # `page=²` passes str.isdigit() and then int() refuses it: only ASCII digits are a page number.
-    return max(ascii_int(request.args.get("page", "1"), max_digits=6) or 1, 1)
-
-
 def _render_team(account: Account, form: AddUserForm, status_code: int = 200) -> Any:
     db = get_db()
     status = request.args.get("status", "active")
@@ -186,18 +180,14 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
         status = "active"
     search = (request.args.get("q") or "").strip()[:100]
     status_filter = None if status == "all" else status
-    total = directory.count_members(db, account.id, status=status_filter, search=search or None)
-    pages = max(math.ceil(total / PAGE_SIZE), 1)
-    page = min(_page_arg(), pages)
-    members = directory.list_members(
-        db, account.id, status=status_filter, search=search or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    after, before = keys_from_args(request.args, directory.MEMBER_KEY_TYPES)
+    page = directory.list_members_page(
+        db, account.id, status=status_filter, search=search or None, limit=PAGE_SIZE, after=after, before=before
     )
+    members = page.rows
     departments = directory.departments_of(db, [m.id for m in members])
-    counts = {
-        "active": directory.count_members(db, account.id, status=MembershipStatus.ACTIVE.value),
-        "deactivated": directory.count_members(db, account.id, status=MembershipStatus.DEACTIVATED.value),
-        "left": directory.count_members(db, account.id, status=MembershipStatus.LEFT.value),
-    }
+    by_status = directory.count_members_by_status(db, account.id)
+    counts = {key: by_status.get(key, 0) for key in ("active", "deactivated", "left")}
     counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
     limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
@@ -218,8 +208,7 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
             counts=counts,
             search=search,
             page=page,
-            pages=pages,
-            total=total,
+            total=None if search else counts[status],
             active_owners=directory.count_active_owners(db, account.id),
             role_choices=role_choices(),
             action_form=ConfirmForm(),

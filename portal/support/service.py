@@ -8,6 +8,7 @@ with the change, or rolled back with it when the change is refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites, StoredFile, Upd
 from portal.money import format_rub
+from portal.pagination import Key, KeysetPage, keyset_page
 from portal.payments import bank, ledger
 from portal.payments.models import LineStatus, StatementLine
 from portal.payments.statement import find_invoice_numbers
@@ -263,13 +265,17 @@ def _request_dict(row: SupportRequest) -> dict[str, Any]:
 
 def list_requests_for_account(db: Session, account_id: int, limit: int = 5) -> list[SupportRequest]:
     """The owner's latest requests, newest first: one indexed query, cheap enough for the dashboard."""
-    return list(
-        db.scalars(
-            sa.select(SupportRequest)
-            .where(SupportRequest.account_id == account_id)
-            .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
-            .limit(limit)
-        )
+    return list(db.scalars(_requests_for_account_stmt(limit), {"account_id": account_id}))
+
+
+@functools.cache
+def _requests_for_account_stmt(limit: int) -> sa.Select[tuple[SupportRequest]]:
+    # Every page of an owner asks it (the header's requests): built once, only the account changes.
+    return (
+        sa.select(SupportRequest)
+        .where(SupportRequest.account_id == sa.bindparam("account_id"))
+        .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
+        .limit(limit)
     )
 
 
@@ -851,12 +857,17 @@ def _name_tokens(query: str) -> list[str]:
     return [t for t in text.split() if t]
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
 def _name_matches(db: Session, tokens: Sequence[str], limit: int) -> list[int]:
     """Accounts whose name or legal name holds every word, case-insensitively (Cyrillic included)."""
     if db.get_bind().dialect.name == "postgresql":
-
+        # `name ILIKE '%word%'` with the pattern built here: the trigram indexes (ix_accounts_name_trgm,
+        # ix_requisites_name_trgm) answer it; `lower(name) LIKE …` would scan every name.
         def every(col: Any) -> Any:
-            return sa.and_(*(col.icontains(t, autoescape=True) for t in tokens))
+            return sa.and_(*(col.ilike(f"%{_like_escape(t)}%", escape="/") for t in tokens))
 
         ids = set(db.scalars(sa.select(Account.id).where(every(Account.name)).limit(limit)))
         ids |= set(db.scalars(sa.select(Requisites.account_id).where(every(Requisites.name)).limit(limit)))
@@ -896,8 +907,8 @@ def search_accounts(db: Session, query: str | None, *, limit: int = 50) -> list[
         except InvalidPhone:
             pass
         phone_filter = (
-            User.phone.in_(phones) if phones else User.phone.contains(digits, autoescape=True)
-        )  # a full number exactly, else its digits anywhere (e.g. the last seven)
+            User.phone.in_(phones) if phones else User.phone.like(f"%{digits}%")
+        )  # a full number exactly, else its digits anywhere (e.g. the last seven; ix_users_phone_trgm on PostgreSQL)
         if phones or len(digits) >= 5:
             add(
                 db.scalars(
@@ -1025,7 +1036,7 @@ def get_account_overview(db: Session, account: Account, now: datetime) -> Accoun
         crm_problems=outbox.list_outbox(
             db, account.id, statuses=(OutboxStatus.FAILED.value, OutboxStatus.REFUSED.value), limit=50
         ),
-        audit=list_audit(db, account_id=account.id, per_page=30).entries,
+        audit=list_audit(db, account_id=account.id, per_page=30).rows,
         orders_by_id=orders,
     )
 
@@ -1044,21 +1055,7 @@ def count_unmatched_lines(db: Session) -> int:
 SYSTEM_ACTOR = "system"  # the filter value for records made by the portal itself (tick, webhooks)
 
 
-@dataclass(frozen=True)
-class AuditPage:
-    entries: list[AuditLog]
-    page: int
-    pages: int
-    total: int
-    per_page: int
-
-    @property
-    def has_prev(self) -> bool:
-        return self.page > 1
-
-    @property
-    def has_next(self) -> bool:
-        return self.page < self.pages
+AUDIT_KEY_TYPES = (int,)
 
 
 def list_audit(
@@ -1067,10 +1064,15 @@ def list_audit(
     account_id: int | None = None,
     actor: int | str | None = None,
     action: str | None = None,
-    page: int = 1,
+    after: Key | None = None,
+    before: Key | None = None,
     per_page: int = 50,
-) -> AuditPage:
-    """Audit records newest first, filtered and paginated. Only reads: the log is never changed."""
+) -> KeysetPage[AuditLog]:
+    """Audit records newest first, filtered, one page read from an index after (or before) a record's key.
+
+    Only reads: the log is never changed. No count and no OFFSET: the last page of a long log costs what the first
+    does (ix_audit_log_account_id_id / ix_audit_log_action_id / ix_audit_log_actor_id serve the filters).
+    """
     conditions = []
     if account_id is not None:
         conditions.append(AuditLog.account_id == account_id)
@@ -1083,23 +1085,23 @@ def list_audit(
             conditions.append(AuditLog.action.startswith(action, autoescape=True))
         else:
             conditions.append(AuditLog.action == action)
-    total = int(db.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(*conditions)) or 0)
-    pages = max(1, -(-total // per_page))
-    page = min(max(1, page), pages)
-    entries = list(
-        db.scalars(
-            sa.select(AuditLog)
-            .where(*conditions)
-            .order_by(AuditLog.id.desc())
-            .offset((page - 1) * per_page)
-            .limit(per_page)
-        )
+    return keyset_page(
+        db,
+        sa.select(AuditLog).where(*conditions),
+        [AuditLog.id],
+        lambda entry: (entry.id,),
+        limit=per_page,
+        after=after,
+        before=before,
     )
-    return AuditPage(entries, page, pages, total, per_page)
 
 
-def list_audit_actions(db: Session) -> list[str]:
-    return sorted(db.scalars(sa.select(AuditLog.action).distinct()))
+def list_audit_actions(selected: str | None = None) -> list[str]:
+    """The actions the filter offers: the portal's known list (no DISTINCT over the whole log), and a selected one."""
+    known = set(ACTION_TITLES)
+    if selected and not selected.endswith("."):
+        known.add(selected)
+    return sorted(known)
 
 
 def list_staff(db: Session) -> list[User]:

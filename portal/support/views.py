@@ -25,6 +25,7 @@ from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
 from portal.money import format_amount, format_rub
 from portal.nav import register_nav
+from portal.pagination import keys_from_args
 from portal.payments import bank, ledger
 from portal.payments.models import Payment, Receipt, Refund
 from portal.payments.providers import get_provider
@@ -723,12 +724,13 @@ def audit_list() -> Any:
     elif raw_actor.isascii() and raw_actor.isdigit() and len(raw_actor) < 10:
         actor = int(raw_actor)
     action = (request.args.get("action") or "").strip()[:64] or None
-    page = service.list_audit(db, account_id=account_id, actor=actor, action=action, page=_int_arg("page") or 1)
-    actions = service.list_audit_actions(db)
+    after, before = keys_from_args(request.args, service.AUDIT_KEY_TYPES)
+    page = service.list_audit(db, account_id=account_id, actor=actor, action=action, after=after, before=before)
+    actions = service.list_audit_actions(action)
     return render_template(
         "support/audit_list.html",
         page=page,
-        accounts=service.accounts_by_id(db, [e.account_id for e in page.entries] + [account_id]),
+        accounts=service.accounts_by_id(db, [e.account_id for e in page.rows] + [account_id]),
         account_id=account_id,
         actor=raw_actor,
         action=action or "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -234,18 +235,32 @@ def test_state_changes_need_the_csrf_token(db, client, auth, demo):
     assert db.scalars(sa.select(User).where(User.phone == "+79165550009")).first() is None
 
 
+def _next_link(page: str) -> str:
+    match = re.search(r'href="([^"]+)" rel="next"', page)
+    assert match, "no «Дальше» link"
+    return html.unescape(match.group(1))
+
+
 def test_a_big_team_is_paged_and_searchable(db, client, auth, make_account):
     account = make_account(owner_phone="+79161300000")
     insert_members(db, account, 120)
     directory.add_user(db, account_id=account.id, phone="+79163334455", name="Анна Смирнова", source="crm", now=NOW)
     db.commit()
     auth.login("+79161300000")
-    first = _text(client.get("/team").get_data(as_text=True))
-    assert "Страница 1 из 3 · всего 122" in first and "Активные 122" in first
-    last = _text(client.get("/team?page=3").get_data(as_text=True))
-    assert "Страница 3 из 3" in last
+    first_html = client.get("/team").get_data(as_text=True)
+    first = _text(first_html)
+    assert "всего 122" in first and "Активные 122" in first and first_html.count('id="user-') == 50
+    # The next pages are asked by the key of the last row shown (issue #18), not by a page number.
+    second_html = client.get(_next_link(first_html)).get_data(as_text=True)
+    assert second_html.count('id="user-') == 50 and "← Назад" in second_html
+    last_html = client.get(_next_link(second_html)).get_data(as_text=True)
+    assert last_html.count('id="user-') == 22 and "Дальше" not in last_html
+    seen = set()
+    for page in (first_html, second_html, last_html):
+        seen |= set(re.findall(r'id="user-(\d+)"', page))
+    assert len(seen) == 122
     found = client.get("/team?q=анна").get_data(as_text=True)
-    assert "Анна Смирнова" in found and "CRM" in _text(found) and "Страница" not in found
+    assert "Анна Смирнова" in found and "CRM" in _text(found) and "Дальше" not in found
     assert "Никого не нашли по запросу «Зульфия»." in _text(client.get("/team?q=Зульфия").get_data(as_text=True))
 
 

@@ -99,7 +99,11 @@ class CrmUserState(Base):
     """What the last sync saw of one CRM user: lets the next run notice changes (removed, re-enabled, moved)."""
 
     __tablename__ = "crm_users"
-    __table_args__ = (sa.UniqueConstraint("account_id", "crm_user_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "crm_user_id"),
+        # The CRM page's list of users waiting for a phone is read by name from a page's last key.
+        sa.Index("ix_crm_users_account_name_id", "account_id", "name", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -151,6 +155,8 @@ class CrmSyncEntry(Base):
     """One line of a run's journal: what happened to whom, and why (Russian, for the owner)."""
 
     __tablename__ = "crm_sync_entries"
+    # A run's journal is paged in the order it was written, from a page's last id.
+    __table_args__ = (sa.Index("ix_crm_sync_entries_run_id_id", "run_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("crm_sync_runs.id", ondelete="CASCADE"), index=True)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.accounts.phone import InvalidPhone, normalize_phone
+from portal.pagination import Key, KeysetPage, keyset_page
 from portal.seats import directory
 from portal.seats.models import Department
 from portal.textinput import strip_control
@@ -1016,8 +1017,53 @@ def get_run(db: Session, account_id: int, run_id: int) -> CrmSyncRun | None:
     return db.scalars(sa.select(CrmSyncRun).where(CrmSyncRun.account_id == account_id, CrmSyncRun.id == run_id)).first()
 
 
-def list_entries(db: Session, run_id: int) -> list[CrmSyncEntry]:
-    return list(db.scalars(sa.select(CrmSyncEntry).where(CrmSyncEntry.run_id == run_id).order_by(CrmSyncEntry.id)))
+def list_entries(db: Session, run_id: int, limit: int | None = None) -> list[CrmSyncEntry]:
+    q = sa.select(CrmSyncEntry).where(CrmSyncEntry.run_id == run_id).order_by(CrmSyncEntry.id)
+    return list(db.scalars(q if limit is None else q.limit(limit)))
+
+
+ENTRY_KEY_TYPES = (int,)
+PENDING_KEY_TYPES = (str, int)
+
+
+def list_entries_page(
+    db: Session, run_id: int, *, limit: int = 200, after: Key | None = None, before: Key | None = None
+) -> KeysetPage[CrmSyncEntry]:
+    """A page of a run's journal in the order it was written, read from ix_crm_sync_entries_run_id_id."""
+    return keyset_page(
+        db,
+        sa.select(CrmSyncEntry).where(CrmSyncEntry.run_id == run_id),
+        [CrmSyncEntry.id],
+        lambda entry: (entry.id,),
+        limit=limit,
+        after=after,
+        before=before,
+        descending=False,
+    )
+
+
+def list_pending_page(
+    db: Session, account_id: int, *, limit: int = 50, after: Key | None = None, before: Key | None = None
+) -> KeysetPage[CrmUserState]:
+    """A page of list_pending_crm_users, by name, read from ix_crm_users_account_name_id from the key on."""
+    return keyset_page(
+        db,
+        _pending_query(account_id),
+        [CrmUserState.name, CrmUserState.id],
+        lambda state: (state.name, state.id),
+        limit=limit,
+        after=after,
+        before=before,
+        descending=False,
+    )
+
+
+def _pending_query(account_id: int) -> sa.Select[Any]:
+    return sa.select(CrmUserState).where(
+        CrmUserState.account_id == account_id,
+        CrmUserState.pending_reason.in_([NO_PHONE, BAD_PHONE, PHONE_TAKEN]),
+        CrmUserState.is_active.is_(True),
+    )
 
 
 def list_pending_crm_users(db: Session, account_id: int) -> list[CrmUserState]:
@@ -1035,7 +1081,9 @@ def list_pending_crm_users(db: Session, account_id: int) -> list[CrmUserState]:
     )
 
 
-def list_removed_in_crm(db: Session, account_id: int) -> list[tuple[CrmUserState, Membership]]:
+def list_removed_in_crm(
+    db: Session, account_id: int, limit: int | None = None
+) -> list[tuple[CrmUserState, Membership]]:
     """Links marked «удалён в CRM»: the people keep their seat in the messenger by the rules."""
     rows = db.execute(
         sa.select(CrmUserState, Membership)
@@ -1052,6 +1100,7 @@ def list_removed_in_crm(db: Session, account_id: int) -> list[tuple[CrmUserState
             Membership.status == MembershipStatus.ACTIVE.value,
         )
         .order_by(CrmUserState.name)
+        .limit(limit)
     ).all()
     return [(state, membership) for state, membership in rows]
 

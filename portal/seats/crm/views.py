@@ -17,6 +17,7 @@ from portal.accounts.forms import EmptyForm, PhoneField
 from portal.accounts.models import Membership, Role
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
+from portal.pagination import AFTER, BEFORE, decode_key, keys_from_args
 from portal.seats import directory
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state, start_run
@@ -32,19 +33,26 @@ from .outbox import EMAIL_NEEDED, cancel_item, get_item, list_outbox, retry_item
 from .service import connect_account, disconnect_account, get_overview, list_renamed_for_crm
 from .sync import (
     COUNT_LABELS,
+    ENTRY_KEY_TYPES,
     ENTRY_TITLES,
+    PENDING_KEY_TYPES,
     PENDING_REASONS,
     get_connection,
     get_run,
     import_pending_user,
     list_entries,
-    list_pending_crm_users,
+    list_entries_page,
+    list_pending_page,
     list_removed_in_crm,
     list_runs,
 )
 from .tasks import SYNC_RUN, SYNC_TITLES
 
 log = logging.getLogger(__name__)
+
+PENDING_PREFIX = "pending_"
+PENDING_PAGE = 100  # CRM users waiting for a phone, per page of /crm
+JOURNAL_PAGE = 200  # lines of a run's journal per page
 
 bp = Blueprint("crm", __name__, url_prefix="/crm")
 
@@ -102,6 +110,12 @@ def connection_show() -> Any:
             task_state = run_state(task_run)
             if task_run.finished:
                 session.pop(RUN_KEY, None)
+    pending = None
+    if connection is not None:
+        # Its own keys in the URL (pending_after / pending_before): the page may one day page other lists too.
+        after = decode_key(request.args.get(PENDING_PREFIX + AFTER), PENDING_KEY_TYPES)
+        before = decode_key(request.args.get(PENDING_PREFIX + BEFORE), PENDING_KEY_TYPES)
+        pending = list_pending_page(db, account.id, limit=PENDING_PAGE, after=after, before=before)
     members = {}
     if outbox:
         ids = {item.membership_id for item in outbox}
@@ -114,11 +128,11 @@ def connection_show() -> Any:
         overview=get_overview(db, account.id) if connection is not None else None,
         runs=runs,
         latest=latest,
-        latest_entries=list_entries(db, latest.id)[:60] if latest is not None else [],
+        latest_entries=list_entries(db, latest.id, limit=60) if latest is not None else [],
         outbox=outbox,
         outbox_members=members,
-        pending=list_pending_crm_users(db, account.id)[:100] if connection is not None else [],
-        removed=list_removed_in_crm(db, account.id)[:100] if connection is not None else [],
+        pending=pending,
+        removed=list_removed_in_crm(db, account.id, limit=100) if connection is not None else [],
         renamed=list_renamed_for_crm(db, account.id) if connection is not None else [],
         name_max_length=NAME_MAX_LENGTH,
         entry_titles=ENTRY_TITLES,
@@ -254,11 +268,12 @@ def run_show(run_id: int) -> Any:
     run = get_run(db, account.id, run_id)
     if run is None:
         abort(404)
+    after, before = keys_from_args(request.args, ENTRY_KEY_TYPES)
     return render_template(
         "seats/crm_run.html",
         account=account,
         run=run,
-        entries=list_entries(db, run.id),
+        entries=list_entries_page(db, run.id, limit=JOURNAL_PAGE, after=after, before=before),
         entry_titles=ENTRY_TITLES,
         count_labels=COUNT_LABELS,
     )
