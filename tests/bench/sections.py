@@ -297,6 +297,7 @@ class _HtmlRecorder:
 def documents(tmp: Path) -> None:
     """An invoice issued and a УПД formed vs WeasyPrint rendering each one's own HTML directly; each template's own
     HTML vs a simple comparable page; a stored document's download. Every figure is a median of N warm runs."""
+    import gc
     import statistics
     from datetime import date
 
@@ -327,6 +328,11 @@ def documents(tmp: Path) -> None:
     cpu: dict[str, list[float]] = {k: [] for k in times}
 
     def clock(key: str, fn: Callable[[], object]) -> None:
+        # A full garbage collection first, outside the timing: otherwise the process's periodic full collection
+        # (every few renders' worth of allocations) falls on the same turn of the interleaved order every round, and
+        # one side pays for the garbage of all of them (measured: whichever call came fourth of four took 1.6× the
+        # others, the same HTML rendered the same way).
+        gc.collect()
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times[key].append(time.perf_counter() - t0)
