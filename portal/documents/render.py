@@ -225,8 +225,10 @@ _SHARED = _Shared()
 # A tiny page with every stylesheet and font: rendering it loads WeasyPrint's own lazy parts (Pango, HarfBuzz, the
 # user-agent stylesheet, PDF writer) and the shared stylesheets, so a worker's first real document is not the slow one.
 _WARM_UP_PAGE = """<!doctype html><html lang="ru"><head><meta charset="utf-8"></head><body>
-<h1>Счёт</h1><table class="items"><tr><td>1</td><td class="num">1&nbsp;990,00</td></tr></table>
-<p class="upd-small"><b>Прогрев</b></p></body></html>"""
+<div class="invoice"><h1>Счёт</h1><table class="items"><tr><td>1</td><td class="num"><b>1&nbsp;990,00</b></td></tr></table></div>
+<div class="upd"><table class="goods"><tr><td>1</td><td class="num">1&nbsp;990,00</td></tr></table>
+<table class="lines"><col class="l-label"><tr><th class="label">Прогрев</th><td class="value strong">1</td></tr></table></div>
+</body></html>"""
 
 
 def warm_up() -> None:
