@@ -252,11 +252,15 @@ def _create_at_provider(
     return_url: str,
     now: datetime,
 ) -> str | None:
+    from portal.payments import autopay  # autopay settles its charges through this module
+
     customer = customer_for(db, order, actor)
+    # The owner ticked «Продлевать автоматически» for this order: the provider keeps the card for renewals.
+    save = {"save_payment_method": True} if autopay.wants_saving(db, order.id) else {}
     db.commit()  # no transaction (nor pooled connection) is held while the provider is called
     try:
         provider_payment_id, url = provider.create_payment(
-            _Due(order, payment.amount), return_url, payment.idempotence_key, customer
+            _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
         )
     except ProviderUnavailable as exc:
         log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
@@ -384,6 +388,10 @@ def process_provider_payment(
             if payment is None:
                 payment = _adopt(db, provider.name, info, now)
             outcome = _settle(db, payment, provider.name, info, now=now, source=source)
+            if outcome.code == "activated":
+                from portal.payments import autopay
+
+                autopay.on_payment_succeeded(db, payment, info, now)
             db.commit()
             if outcome.upd_id is not None:
                 _form_upd(db, outcome.upd_id, now)
