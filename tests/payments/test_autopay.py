@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Membership, Role
+from portal.audit import AuditLog
 from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
 from portal.notices.models import Notice
@@ -22,7 +23,7 @@ from portal.payments import autopay, ledger
 from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, SavedMethod
 from portal.payments.models import Payment, Receipt, SandboxPayment
 from portal.timeutil import msk_midnight
-from tests.conftest import csrf_token, post
+from tests.conftest import post
 from tests.payments.conftest import audit_actions, form_fields
 from tests.payments.test_sandbox_flow import pay_with_card
 from tests.support.smtp_fake import FakeSmtpState, fake_smtp_server
@@ -224,16 +225,11 @@ def test_a_declining_card_is_retried_on_days_1_3_5_then_grace_then_free(app, cli
     failed = [b for s, b in letters(smtp) if s.startswith("Автоплатёж не прошёл")]
     assert len(failed) == 4
     assert "Недостаточно средств" in failed[0]
-    assert f"Следующая попытка — " in failed[0] and f"/payments/return/{order.id}" in failed[0]
+    assert "Следующая попытка — " in failed[0] and f"/payments/return/{order.id}" in failed[0]
     assert "Попыток больше не будет" in failed[3] and "/checkout?plan=users-12&months=6" in failed[3]
-    grace = [
-        line
-        for line in db.scalars(
-            sa.select(sa.text("reason"))
-            .select_from(sa.text("audit_log"))
-            .where(sa.text("action = 'billing.grace_started'"))
-        )
-    ]
+    grace = db.scalars(
+        sa.select(AuditLog.reason).where(AuditLog.account_id == owner.id, AuditLog.action == "billing.grace_started")
+    ).all()
     assert grace == ["Автоплатёж не прошёл, повторные попытки продолжаются."]
 
     # Grace runs its days (GRACE_DAYS = 7 from the end), then the fall back to free as always.
