@@ -231,7 +231,8 @@ def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter
             subject = f"Оплаченный период закончился: тариф «{title}» сохраняется до {grace_last}"
             first = (
                 f"Оплаченный период тарифа «{title}» закончился {last}; тариф сохраняется до {grace_last} "
-                "включительно, оплатите счёт. После этого аккаунт перейдёт на бесплатный тариф.\n\n"
+                f"включительно, {'автоплатёж повторяется' if autopay.grace_reason(db, period) else 'оплатите счёт'}. "
+                "После этого аккаунт перейдёт на бесплатный тариф.\n\n"
             )
         else:
             subject = f"{what} тарифа «{title}» закончился"

@@ -146,6 +146,7 @@ def test_checkout_shows_the_terms_and_the_consent_is_recorded_with_the_saved_car
     # The payments page names the card and the next step; the owner can switch it off there.
     text = client.get("/payments").get_data(as_text=True)
     assert "Карта •• 1111" in text and "Отключить автоплатёж" in text and "Удалить карту" in text
+    assert "Автоплатёж включён: Карта •• 1111" in client.get("/").get_data(as_text=True)
 
 
 def test_without_the_box_nothing_is_saved(app, client, db, owner, deliveries):
