@@ -579,7 +579,7 @@ def _attempt(
     db.get(AutopayRenewal, renewal_id).from_balance = from_balance  # type: ignore[union-attr]
     db.commit()
 
-    payment = _payment_for(db, order, number, provider)
+    payment = _payment_for(db, order, number, provider, now)
     if payment is None:
         return None
     if payment.provider_payment_id is None:
@@ -617,7 +617,7 @@ def _attempt(
     return None  # still pending at the provider: re-read once the claim goes stale
 
 
-def _payment_for(db: Session, order: Order, number: int, provider: Any) -> Payment | None:
+def _payment_for(db: Session, order: Order, number: int, provider: Any, now: datetime) -> Payment | None:
     """The attempt's payment row, one per order and attempt number (its idempotence key), stored before the call."""
     key = f"autopay-{order.id}-{number}"
     payment = db.scalars(
@@ -637,8 +637,8 @@ def _payment_for(db: Session, order: Order, number: int, provider: Any) -> Payme
         currency="RUB",
         status=PaymentStatus.PENDING.value,
         method="bank_card",
-        created_at=order.created_at,
-        updated_at=order.created_at,
+        created_at=now,
+        updated_at=now,
     )
     db.add(payment)
     try:

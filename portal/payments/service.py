@@ -628,6 +628,8 @@ def recheck_pending(
 
 def _recheck_one(db: Session, payment: Payment, provider: PaymentProvider, now: datetime, return_to: str) -> str | None:
     label = f"платёж № {payment.id} по заказу № {payment.order_id}"
+    if payment.provider_payment_id is None and payment.idempotence_key.startswith("autopay-"):
+        return None  # an autopayment's charge: autopay repeats it with its own key, never as a hosted payment
     if payment.provider_payment_id is None:
         # The create request timed out. Within the key's lifetime, repeating it with the same key returns the
         # payment the provider made (if it did); later the key would make a new one, so the attempt is closed.

@@ -378,3 +378,33 @@ def test_two_workers_ticking_at_once_charge_once_and_send_each_notice_once(pg_ur
     assert db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == renewal.order_id)) == 1
     assert notice_keys(db, owner.id) == [f"autopay-upcoming:{renewal.id}", f"autopay-paid:{renewal.id}"]
     assert db.scalar(sa.select(sa.func.count()).select_from(Receipt).where(Receipt.account_id == owner.id)) == 2
+
+
+def test_a_charge_the_provider_did_not_answer_is_repeated_with_the_same_key(app, db, owner, autopaid, monkeypatch):
+    from portal.payments.providers import get_provider
+    from portal.payments.providers.base import ProviderUnavailable
+
+    end = autopaid
+    tick(app, db, at(end - timedelta(days=5)))
+    sandbox = get_provider(app, "sandbox")
+    real = sandbox.charge_saved
+    calls: list[str] = []
+
+    def once_unavailable(order, method_id, key, customer):
+        calls.append(key)
+        if len(calls) == 1:
+            raise ProviderUnavailable("нет ответа")
+        return real(order, method_id, key, customer)
+
+    monkeypatch.setattr(sandbox, "charge_saved", once_unavailable)
+    charge_at = at(end - timedelta(days=3))
+    tick(app, db, charge_at)
+    renewal = renewal_of(db, owner.id)
+    assert (renewal.status, renewal.attempts) == ("charging", 1)
+    tick(app, db, charge_at + timedelta(minutes=5))  # the payments re-check leaves the autopay attempt alone
+    assert len(calls) == 1 and sandbox_charges(db) == 0
+    tick(app, db, charge_at + timedelta(minutes=15))  # the claim went stale: the same attempt, the same key
+    renewal = renewal_of(db, owner.id)
+    assert (renewal.status, renewal.attempts) == ("succeeded", 1)
+    assert calls == [f"autopay-{renewal.order_id}-1"] * 2
+    assert sandbox_charges(db) == 1
