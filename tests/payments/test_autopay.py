@@ -408,3 +408,19 @@ def test_a_charge_the_provider_did_not_answer_is_repeated_with_the_same_key(app,
     assert (renewal.status, renewal.attempts) == ("succeeded", 1)
     assert calls == [f"autopay-{renewal.order_id}-1"] * 2
     assert sandbox_charges(db) == 1
+
+
+def test_whoever_switched_autopay_letters_off_gets_none(app, client, db, owner, autopaid):
+    from portal.notices import service as notices
+
+    page = client.get("/notifications").get_data(as_text=True)
+    assert "Автоплатёж: предупреждение о списании" in page
+    membership = db.scalars(
+        sa.select(Membership).where(Membership.account_id == owner.id, Membership.role == Role.OWNER.value)
+    ).one()
+    notices.set_choices(db, owner.id, membership.user_id, {"autopay": False}, at(autopaid - timedelta(days=6)))
+    db.commit()
+    tick(app, db, at(autopaid - timedelta(days=5)))
+    sweep(app, db, at(autopaid - timedelta(days=5), 10))
+    assert renewal_of(db, owner.id).status == "noticed"
+    assert notice_keys(db, owner.id) == []
