@@ -525,11 +525,13 @@ def _attempt(
 
     period = db.get(SubscriptionPeriod, renewal.period_id)
     order = db.get(Order, renewal.order_id) if renewal.order_id else None
+    if period is None or (_successor(db, period) and (order is None or order.status != OrderStatus.PAID)):
+        # Renewed another way (the owner paid by another card or an invoice): this renewal charges nothing.
+        r = _finish(db, renewal_id, RenewalStatus.SKIPPED, now, last_reason="renewed")
+        _drop_order(db, r, now, "Период продлён другим платежом.")
+        db.commit()
+        return f"{label}: период уже продлён, ничего не списано"
     if order is None:
-        if period is None or _successor(db, period):
-            _finish(db, renewal_id, RenewalStatus.SKIPPED, now, last_reason="renewed")
-            db.commit()
-            return f"{label}: период уже продлён, ничего не списано"
         try:
             order = billing.create_order(
                 db,
@@ -594,7 +596,6 @@ def _attempt(
             log.warning("%s: %s", label, exc.message)
             return f"{label}: платёжная система не ответила, попытка будет повторена"
         except ProviderError as exc:
-            info = None
             reason = "provider_rejected"
             log.error("%s refused: %s", label, exc.message)
             _cancel_payment(db, payment.id, reason, exc.message, now)
@@ -788,13 +789,14 @@ def letters(db: Session, now: datetime, base_url: str) -> list[AutopayLetter]:
             )
         failed = renewal.status in (RenewalStatus.FAILING, RenewalStatus.FAILED)
         if failed and renewal.last_attempt_at and renewal.last_attempt_at > since:
+            # Paying another way (another card, an invoice) makes the next attempts charge nothing.
+            link = f"{base_url}/checkout?plan={renewal.plan_code}&months={renewal.months}"
             if renewal.next_attempt_on is not None:
                 next_line = (
                     f"Следующая попытка — {format_date_ru(renewal.next_attempt_on)}. "
-                    f"Чтобы не ждать, оплатите другой картой: {base_url}/payments/return/{renewal.order_id}\n"
+                    f"Чтобы не ждать, оплатите другим способом: {link}\n"
                 )
             else:
-                link = f"{base_url}/checkout?plan={renewal.plan_code}&months={renewal.months}"
                 next_line = f"Попыток больше не будет. Оплатить другим способом: {link}\n"
             out.append(
                 AutopayLetter(

@@ -175,7 +175,9 @@ def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvide
     """The payment attempt to use for this order: the open one, or a new one if the last was declined."""
     for _ in range(3):
         last = latest_payment(db, order.id)
-        if last is not None and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
+        # An autopayment's charge is never reused as a hosted payment: the payer paying another way gets a new one.
+        reusable = last is not None and not last.idempotence_key.startswith("autopay-")
+        if reusable and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
             return last
         attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
         payment = Payment(

@@ -226,7 +226,7 @@ def test_a_declining_card_is_retried_on_days_1_3_5_then_grace_then_free(app, cli
     failed = [b for s, b in letters(smtp) if s.startswith("Автоплатёж не прошёл")]
     assert len(failed) == 4
     assert "Недостаточно средств" in failed[0]
-    assert "Следующая попытка — " in failed[0] and f"/payments/return/{order.id}" in failed[0]
+    assert "Следующая попытка — " in failed[0] and "/checkout?plan=users-12&months=6" in failed[0]
     assert "Попыток больше не будет" in failed[3] and "/checkout?plan=users-12&months=6" in failed[3]
     grace = db.scalars(
         sa.select(AuditLog.reason).where(AuditLog.account_id == owner.id, AuditLog.action == "billing.grace_started")
@@ -424,3 +424,20 @@ def test_whoever_switched_autopay_letters_off_gets_none(app, client, db, owner, 
     sweep(app, db, at(autopaid - timedelta(days=5), 10))
     assert renewal_of(db, owner.id).status == "noticed"
     assert notice_keys(db, owner.id) == []
+
+
+def test_paid_another_way_between_retries_the_next_attempt_charges_nothing(app, client, db, owner, deliveries):
+    end = _autopaid(db, client, owner, "4000 0000 0000 0341")
+    tick(app, db, at(end - timedelta(days=5)))
+    tick(app, db, at(end - timedelta(days=3)))
+    renewal = renewal_of(db, owner.id)
+    assert renewal.status == "failing"
+    # The letter's link: the checkout, paid with another card (a renewal from the same end).
+    resp = checkout_with_autopay(client, tick_box=False)
+    pay_with_card(client, resp.headers["Location"], "4111 1111 1111 1111")
+    tick(app, db, at(end - timedelta(days=2)))
+    renewal = renewal_of(db, owner.id)
+    assert (renewal.status, renewal.last_reason) == ("skipped", "renewed")
+    assert db.get(Order, renewal.order_id).status == "canceled"
+    assert sandbox_charges(db) == 1
+    assert ledger.account_balance(db, owner.id) == 0
