@@ -84,6 +84,8 @@ def _autopaid(db, client, owner, card: str) -> date:
     db.commit()
     resp = checkout_with_autopay(client)
     assert resp.status_code == 302
+    page = client.get(resp.headers["Location"].removeprefix("http://localhost")).get_data(as_text=True)
+    assert "Карта будет сохранена для автоплатежа" in page
     pay_with_card(client, resp.headers["Location"], card)
     db.expire_all()
     period = db.scalars(sa.select(SubscriptionPeriod).where(SubscriptionPeriod.account_id == owner.id)).one()
