@@ -261,7 +261,8 @@ def index() -> Any:
         format_date=format_date,
         balance=ledger.account_balance(db, account.id) if is_manager else 0,
         attention=ledger.list_attention(db, account.id) if is_manager else [],
-        autopay=get_autopay(db, account.id) if is_manager else None,
+        # Autopayment renews a paid plan: on the free plan there is nothing to say (and nothing to ask the database).
+        autopay=get_autopay(db, account.id) if is_manager and (state.is_paid or state.is_grace) else None,
     )
 
 
