@@ -24,7 +24,7 @@ from portal.billing.catalog import PERIODS
 from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
 from portal.money import format_rub
 from portal.notices.models import Notice, NoticeOptOut
-from portal.payments import autopay
+from portal.payments import autopay, autopay_letters
 from portal.payments.models import Receipt
 from portal.payments.offer import get_offer
 from portal.support.email import EmailBackend, EmailError, build_message
@@ -296,7 +296,7 @@ def _invoice_letters(db: Session, now: datetime, base_url: str) -> Iterator[Lett
 
 
 def _autopay_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
-    for letter in autopay.letters(db, now, base_url):
+    for letter in autopay_letters.letters(db, now, base_url):
         yield Letter(letter.account_id, TOPIC_AUTOPAY, letter.event_key, letter.subject, letter.body)
 
 
