@@ -78,6 +78,11 @@ DEFAULTS: dict[str, Any] = {
     "INVOICE_VALID_BANKING_DAYS": 5,
     "MAX_OPEN_INVOICES": 5,
     "GRACE_DAYS": 7,  # days a paid plan is kept after its period ends while the renewal invoice is unpaid  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
+    # Autopayment: the charge this many days before the paid period ends, the warning this many days before the end
+    # (more than the charge's, so the owner has days to cancel), retries this many days after the first attempt.
+    "AUTOPAY_CHARGE_DAYS_BEFORE": 3,
+    "AUTOPAY_NOTICE_DAYS_BEFORE": 5,
+    "AUTOPAY_RETRY_DAYS": "0,1,3,5",
     "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
     "CHECKOUT_LIMIT_PER_IP": "60 per hour",  # checkout attempts (POST) from one address
     "SUPPORT_REQUESTS_PER_DAY": 5,  # new requests to support (trial, >1000 users) of one account in 24 hours
@@ -109,6 +114,8 @@ INT_KEYS = {
     "INVOICE_VALID_BANKING_DAYS",
     "MAX_OPEN_INVOICES",
     "GRACE_DAYS",
+    "AUTOPAY_CHARGE_DAYS_BEFORE",
+    "AUTOPAY_NOTICE_DAYS_BEFORE",
     "SUPPORT_REQUESTS_PER_DAY",
     "SMS_BUDGET_PER_HOUR",
     "MAX_UPLOAD_BYTES",

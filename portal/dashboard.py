@@ -18,6 +18,7 @@ from portal.db import get_db, utcnow
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import ledger
+from portal.payments.autopay import get_autopay
 from portal.payments.offer import Offer, get_offer
 from portal.seats.limits import SUGGESTION_MONTHS
 from portal.timeutil import format_date, format_date_ru, msk_date
@@ -261,6 +262,8 @@ def index() -> Any:
         format_date=format_date,
         balance=ledger.account_balance(db, account.id) if is_manager else 0,
         attention=ledger.list_attention(db, account.id) if is_manager else [],
+        # Autopayment renews a paid plan: on the free plan there is nothing to say (and nothing to ask the database).
+        autopay=get_autopay(db, account.id) if is_manager and (state.is_paid or state.is_grace) else None,
     )
 
 

@@ -12,6 +12,7 @@ MODEL_MODULES = (
     "portal.audit",
     "portal.billing.models",
     "portal.payments.models",
+    "portal.payments.autopay_models",
     "portal.documents.models",
     "portal.seats.models",
     "portal.seats.crm.models",

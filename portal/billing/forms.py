@@ -18,6 +18,9 @@ class CheckoutForm(PortalForm):
     payer_type = RadioField("Кто платит", choices=[], validate_choice=False)
     # Card only: a company paying with its card gets a УПД, and the receipt carries its ИНН and name.
     as_company = BooleanField("Оплачиваю как компания — нужен УПД")
+    # Card only, the owner only: the card is saved and the same plan renewed before each period ends (the terms are
+    # shown beside the box and kept with the consent).
+    autopay = BooleanField("Продлевать автоматически")
     accept_license = BooleanField(
         "Я принимаю условия лицензионного договора (оферты)",
         validators=[DataRequired("Чтобы оплатить, примите условия лицензионного договора.")],

@@ -1150,6 +1150,7 @@ CheckoutHandler = Callable[[Session, Order, Any], str]
 # `precheck(db, account_id) -> message | None`: why this payer type cannot start now, asked before any order exists.
 CheckoutPrecheck = Callable[[Session, int], str | None]
 TickHook = Callable[[Session, datetime], list[str]]
+GraceHook = Callable[[Session, SubscriptionPeriod], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -1162,6 +1163,7 @@ class CheckoutOption:
 
 _CHECKOUT: dict[str, CheckoutOption] = {}
 _TICK_HOOKS: dict[str, TickHook] = {}
+_GRACE_HOOKS: dict[str, GraceHook] = {}
 
 
 def register_checkout_handler(
@@ -1186,6 +1188,20 @@ def get_checkout_option(payer_type: str) -> CheckoutOption | None:
 def register_tick_hook(fn: TickHook) -> None:
     """`fn(db, now) -> [what it did]` runs at every `billing tick` after billing's own work."""
     _TICK_HOOKS[f"{fn.__module__}.{fn.__qualname__}"] = fn
+
+
+def register_grace_hook(fn: GraceHook) -> None:
+    """`fn(db, period) -> reason | None`: another reason than an open invoice to keep an ended period's plan in grace
+    (payments: autopayment retries still running)."""
+    _GRACE_HOOKS[f"{fn.__module__}.{fn.__qualname__}"] = fn
+
+
+def _hooked_grace_reason(db: Session, period: SubscriptionPeriod) -> str | None:
+    for fn in list(_GRACE_HOOKS.values()):
+        reason = fn(db, period)
+        if reason:
+            return reason
+    return None
 
 
 # --- time passing -----------------------------------------------------------------------------------------
@@ -1303,6 +1319,27 @@ def _billing_tick(db: Session, now: datetime, grace_days: int = DEFAULT_GRACE_DA
         if successor:
             continue  # the next period's start is the change, recorded above
         invoice = _open_renewal_invoice(db, row) if row.kind == PeriodKind.PAID and grace_days > 0 else None
+        hooked = (
+            _hooked_grace_reason(db, row) if invoice is None and row.kind == PeriodKind.PAID and grace_days else None
+        )
+        if hooked is not None:
+            row.grace_ends_on = row.ends_on + timedelta(days=grace_days)
+            grace_last = row.grace_ends_on - timedelta(days=1)
+            record_audit(
+                db,
+                actor=None,
+                account=row.account_id,
+                action="billing.grace_started",
+                before={"plan": row.plan_code, "kind": row.kind, "last_day": row.last_day.isoformat()},
+                after={"plan": row.plan_code, "grace_until": grace_last.isoformat()},
+                reason=hooked,
+            )
+            done.append(
+                f"{_account_label(db, row.account_id)}: оплаченный период «{plan_title_for_code(row.plan_code)}» "
+                f"закончился {format_date(row.last_day)}: {hooked[:1].lower()}{hooked[1:]} "
+                f"Тариф сохраняется по {format_date(grace_last)}"
+            )
+            continue
         if invoice is not None:
             row.grace_ends_on = row.ends_on + timedelta(days=grace_days)
             grace_last = row.grace_ends_on - timedelta(days=1)

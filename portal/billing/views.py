@@ -47,6 +47,9 @@ from portal.db import get_db, utcnow
 from portal.documents.service import get_requisites
 from portal.money import format_rub
 from portal.nav import register_nav
+from portal.payments.autopay import AUTOPAY_TERMS_VERSION
+from portal.payments.autopay import offered_for as autopay_offered
+from portal.payments.autopay import terms_text as autopay_terms_text
 from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import Offer, offer_for_purchase
 from portal.timeutil import format_date
@@ -287,9 +290,18 @@ def _checkout(throttled: str | None = None) -> Any:
             offer=offer,
             # A company paying by card may ask for a УПД: offered once its requisites are on file.
             company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
+            autopay_terms=_autopay_terms(purchase, options, membership.role),
+            autopay_version=AUTOPAY_TERMS_VERSION,
         ),
         status,
     )
+
+
+def _autopay_terms(purchase: service.Purchase, options: list[service.CheckoutOption], role: str) -> str | None:
+    """The autopayment terms the owner may agree to with a card payment (None: not offered here)."""
+    if role != Role.OWNER.value or not any(o.payer_type == "card" for o in options) or not autopay_offered(purchase):
+        return None
+    return autopay_terms_text(purchase.plan.code, purchase.months, purchase.quote.total, current_app.config)
 
 
 def _no_options_text(role: str) -> str:

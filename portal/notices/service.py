@@ -24,6 +24,7 @@ from portal.billing.catalog import PERIODS
 from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
 from portal.money import format_rub
 from portal.notices.models import Notice, NoticeOptOut
+from portal.payments import autopay, autopay_letters
 from portal.payments.models import Receipt
 from portal.payments.offer import get_offer
 from portal.support.email import EmailBackend, EmailError, build_message
@@ -35,16 +36,19 @@ log = logging.getLogger(__name__)
 TOPIC_RENEWAL = "renewal"
 TOPIC_PAYMENTS = "payments"
 TOPIC_INVOICES = "invoices"
+TOPIC_AUTOPAY = "autopay"
 TOPICS: dict[str, str] = {
     TOPIC_RENEWAL: "Напоминания об окончании оплаченного или пробного периода",
     TOPIC_PAYMENTS: "Поступившие платежи",
     TOPIC_INVOICES: "Счета, срок оплаты которых истекает",
+    TOPIC_AUTOPAY: "Автоплатёж: предупреждение о списании, его результат, отключение",
 }
 # Who gets a topic: the owner always; the accountant also what concerns money and documents.
 TOPIC_ROLES: dict[str, tuple[str, ...]] = {
     TOPIC_RENEWAL: (Role.OWNER.value,),
     TOPIC_PAYMENTS: (Role.OWNER.value, Role.ACCOUNTANT.value),
     TOPIC_INVOICES: (Role.OWNER.value, Role.ACCOUNTANT.value),
+    TOPIC_AUTOPAY: (Role.OWNER.value,),
 }
 REMIND_DAYS = (14, 3, 1)  # days before the first day without the paid plan
 ENDED_NOTICE_DAYS = 3  # an end the sweep learns of later than this is old news, not worth a letter
@@ -227,7 +231,8 @@ def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter
             subject = f"Оплаченный период закончился: тариф «{title}» сохраняется до {grace_last}"
             first = (
                 f"Оплаченный период тарифа «{title}» закончился {last}; тариф сохраняется до {grace_last} "
-                "включительно, оплатите счёт. После этого аккаунт перейдёт на бесплатный тариф.\n\n"
+                f"включительно, {'автоплатёж повторяется' if autopay.grace_reason(db, period) else 'оплатите счёт'}. "
+                "После этого аккаунт перейдёт на бесплатный тариф.\n\n"
             )
         else:
             subject = f"{what} тарифа «{title}» закончился"
@@ -290,8 +295,14 @@ def _invoice_letters(db: Session, now: datetime, base_url: str) -> Iterator[Lett
         )
 
 
+def _autopay_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
+    for letter in autopay_letters.letters(db, now, base_url):
+        yield Letter(letter.account_id, TOPIC_AUTOPAY, letter.event_key, letter.subject, letter.body)
+
+
 def due_letters(db: Session, now: datetime, base_url: str) -> list[Letter]:
     return [
+        *_autopay_letters(db, now, base_url),
         *_ending_letters(db, now, base_url),
         *_ended_letters(db, now, base_url),
         *_payment_letters(db, now, base_url),

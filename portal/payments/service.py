@@ -175,7 +175,9 @@ def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvide
     """The payment attempt to use for this order: the open one, or a new one if the last was declined."""
     for _ in range(3):
         last = latest_payment(db, order.id)
-        if last is not None and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
+        # An autopayment's charge is never reused as a hosted payment: the payer paying another way gets a new one.
+        reusable = last is not None and not last.idempotence_key.startswith("autopay-")
+        if reusable and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
             return last
         attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
         payment = Payment(
@@ -252,11 +254,15 @@ def _create_at_provider(
     return_url: str,
     now: datetime,
 ) -> str | None:
+    from portal.payments import autopay  # autopay settles its charges through this module
+
     customer = customer_for(db, order, actor)
+    # The owner ticked «Продлевать автоматически» for this order: the provider keeps the card for renewals.
+    save = {"save_payment_method": True} if autopay.wants_saving(db, order.id) else {}
     db.commit()  # no transaction (nor pooled connection) is held while the provider is called
     try:
         provider_payment_id, url = provider.create_payment(
-            _Due(order, payment.amount), return_url, payment.idempotence_key, customer
+            _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
         )
     except ProviderUnavailable as exc:
         log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
@@ -384,6 +390,10 @@ def process_provider_payment(
             if payment is None:
                 payment = _adopt(db, provider.name, info, now)
             outcome = _settle(db, payment, provider.name, info, now=now, source=source)
+            if outcome.code == "activated":
+                from portal.payments import autopay
+
+                autopay.on_payment_succeeded(db, payment, info, now)
             db.commit()
             if outcome.upd_id is not None:
                 _form_upd(db, outcome.upd_id, now)
@@ -620,6 +630,8 @@ def recheck_pending(
 
 def _recheck_one(db: Session, payment: Payment, provider: PaymentProvider, now: datetime, return_to: str) -> str | None:
     label = f"платёж № {payment.id} по заказу № {payment.order_id}"
+    if payment.provider_payment_id is None and payment.idempotence_key.startswith("autopay-"):
+        return None  # an autopayment's charge: autopay repeats it with its own key, never as a hosted payment
     if payment.provider_payment_id is None:
         # The create request timed out. Within the key's lifetime, repeating it with the same key returns the
         # payment the provider made (if it did); later the key would make a new one, so the attempt is closed.

@@ -23,6 +23,7 @@ def check(config: Mapping[str, Any]) -> None:
         problems.append(str(exc))
     if provider == "yookassa":
         problems.extend(_yookassa_problems(config, production))
+    problems.extend(_autopay_problems(config))
     if problems:
         raise ConfigError("Payment settings: " + "; ".join(problems))
 
@@ -52,4 +53,22 @@ def _yookassa_problems(config: Mapping[str, Any], production: bool) -> list[str]
     base_url = str(config.get("BASE_URL") or "")
     if production and not base_url.startswith("https://"):
         problems.append("BASE_URL must be https:// for YooKassa (payers return there, notifications arrive there)")
+    return problems
+
+
+def _autopay_problems(config: Mapping[str, Any]) -> list[str]:
+    from portal.payments.autopay import parse_retry_days
+
+    problems = []
+    charge = config.get("AUTOPAY_CHARGE_DAYS_BEFORE", 3)
+    notice = config.get("AUTOPAY_NOTICE_DAYS_BEFORE", 5)
+    if not isinstance(charge, int) or charge < 0:
+        problems.append("AUTOPAY_CHARGE_DAYS_BEFORE must be a whole number of days, 0 or more")
+    elif not isinstance(notice, int) or notice <= charge:
+        # The rules require a warning before the charge: the owner must have at least a day to cancel.
+        problems.append("AUTOPAY_NOTICE_DAYS_BEFORE must be more than AUTOPAY_CHARGE_DAYS_BEFORE")
+    try:
+        parse_retry_days(str(config.get("AUTOPAY_RETRY_DAYS", "0")))
+    except ValueError as exc:
+        problems.append(f"AUTOPAY_RETRY_DAYS: {exc}")
     return problems

@@ -20,7 +20,7 @@ from portal.db import get_db, utcnow
 from portal.documents.invoices import record_card_order
 from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments import ledger, service
+from portal.payments import autopay, ledger, service
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers import PROVIDER_NAMES, get_provider
 from portal.payments.providers.base import (
@@ -57,6 +57,10 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
     the card) forms the УПД the same way a transfer does, and the receipt names the company."""
     if _paying_as_company():
         record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
+    membership = current_membership()
+    owner = membership is not None and membership.role == "owner"
+    if owner and request.method == "POST" and request.form.get("autopay") in ("y", "on", "1", "true"):
+        autopay.request_consent(db, order, actor, config=current_app.config, now=utcnow())
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")
@@ -75,6 +79,7 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
 billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
 billing.register_tick_hook(service.recheck_pending)
+billing.register_tick_hook(autopay.tick_hook)
 
 
 # --- the return page --------------------------------------------------------------------------------------------
@@ -204,7 +209,44 @@ def payment_list() -> Any:
         attention=ledger.list_attention(db, account.id),
         refunds=ledger.list_refunds(db, account.id),
         refund_form=EmptyForm(),
+        autopay=autopay.get_autopay(db, account.id),
+        saved_methods=autopay.list_methods(db, account.id),
     )
+
+
+@bp.route("/autopay/cancel", methods=["POST"])
+@roles_required("owner")
+def autopay_cancel() -> Any:
+    """One click (the button's confirm states the consequence): nothing more is charged."""
+    return _autopay_change(remove=False)
+
+
+@bp.route("/autopay/method/remove", methods=["POST"])
+@roles_required("owner")
+def autopay_method_remove() -> Any:
+    return _autopay_change(remove=True)
+
+
+def _autopay_change(*, remove: bool) -> Any:
+    db = get_db()
+    account = require_account()
+    if not EmptyForm().validate_on_submit():
+        abort(400, "Форма устарела. Откройте страницу «Платежи» заново.")
+    actor = current_user._get_current_object()  # type: ignore[attr-defined]
+    now = utcnow()
+    if remove:
+        changed = autopay.remove_method(db, account.id, actor=actor, now=now)
+        text = "Карта удалена, автоплатёж отключён: ничего не будет списано." if changed else "Сохранённой карты нет."
+    else:
+        changed = autopay.cancel_autopay(db, account.id, actor=actor, now=now, reason="Отключён владельцем.")
+        text = (
+            "Автоплатёж отключён: ничего не будет списано. Продлить тариф можно вручную."
+            if changed
+            else "Автоплатёж уже был отключён."
+        )
+    db.commit()
+    flash(text, "success" if changed else "info")
+    return redirect(url_for("payments.payment_list") + "#autopay")
 
 
 @bp.route("/refund", methods=["POST"])

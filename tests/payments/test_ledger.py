@@ -23,11 +23,14 @@ from portal.billing.models import Order, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
-from portal.payments import bank, ledger
+from portal.payments import autopay, bank, ledger
 from portal.payments import service as payments
+from portal.payments.autopay_models import AutopayRenewal
 from portal.payments.models import Allocation, LineStatus, Payment, Receipt, Refund, StatementLine
 from portal.payments.providers import get_provider
+from portal.payments.providers.sandbox import Card
 from portal.payments.statement import build_statement
+from portal.timeutil import msk_midnight
 from tests.conftest import post
 from tests.documents.factories import SELLER_ACCOUNT, give_requisites, payment, statement
 
@@ -86,11 +89,12 @@ def open_card_page(app, db, row: Order, now=NOW) -> Payment:
     return pay
 
 
-def pay_on_card_page(app, db, pay: Payment, now=NOW, twice=False) -> Payment:
+def pay_on_card_page(app, db, pay: Payment, now=NOW, twice=False, card: str | None = None) -> Payment:
     """The payer presses Pay; the notification (maybe delivered twice) settles it through the ledger."""
     provider = get_provider(app, "sandbox")
     with app.app_context():
-        provider.complete(pay.provider_payment_id, method="bank_card")
+        typed = Card(card, 12, 2030) if card else None
+        provider.complete(pay.provider_payment_id, method="bank_card", card=typed)
         for _ in range(2 if twice else 1):
             payments.process_provider_payment(db, provider, pay.provider_payment_id, now=now, source="webhook")
     db.expire_all()
@@ -99,6 +103,18 @@ def pay_on_card_page(app, db, pay: Payment, now=NOW, twice=False) -> Payment:
 
 def pay_by_card(app, db, row: Order, now=NOW, twice=False) -> Payment:
     return pay_on_card_page(app, db, open_card_page(app, db, row, now), now, twice)
+
+
+def autopay_received(db) -> int:
+    """Money the saved cards brought (autopayment's charges), for the test's own count of what was sent."""
+    return int(
+        db.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(Receipt.amount), 0))
+            .join(Payment, Payment.id == Receipt.payment_id)
+            .where(Payment.idempotence_key.like("autopay-%"))
+        )
+        or 0
+    )
 
 
 def import_(app, db, *docs, now=NOW):
@@ -220,6 +236,11 @@ STEP = st.one_of(
     ),
     st.tuples(st.just("refund"), st.sampled_from(["all", "half"])),
     st.tuples(st.just("refund_rights"), st.integers(0, 200), st.sampled_from(["suggested", "all"])),
+    # Autopayment: switched on at a card checkout (with a card that renews, or one that declines once saved), the
+    # renewal tick (the warning, then the charge or a retry a few days later), switched off.
+    st.tuples(st.just("autopay_on"), st.booleans()),
+    st.tuples(st.just("autopay_tick"), st.integers(0, 3)),
+    st.tuples(st.just("autopay_cancel")),
 )
 
 
@@ -238,6 +259,19 @@ STEP = st.one_of(
         ("company_card", ("users-12", 6)),
         ("pay_card", 1, False),
         ("cancel_scheduled", False),
+    ]
+)
+# And autopayment: a card that renews (the balance paying part), then one that declines, retried, then switched off.
+@example(
+    steps=[
+        ("bank", [0], "over", False),
+        ("autopay_on", True),
+        ("autopay_tick", 0),
+        ("autopay_on", False),
+        ("autopay_tick", 0),
+        ("autopay_tick", 1),
+        ("autopay_cancel",),
+        ("autopay_tick", 3),
     ]
 )
 def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_account, steps):
@@ -347,6 +381,40 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             docs = [doc, doc] if step[3] else [doc]
             import_(app, db, *docs, now=moment)
             sent += amount * len(docs)
+        elif kind == "autopay_on":
+            try:
+                row = order(db, account, "users-12", 6, payer_type="card", now=moment)
+            except billing.PurchaseError:
+                db.rollback()
+                continue
+            orders.append(row)
+            with app.app_context():
+                autopay.request_consent(db, row, None, config=app.config, now=moment)
+                db.commit()
+                if ledger.settle_from_balance(db, row, now=moment, config=app.config, actor=None):
+                    db.commit()
+                    continue
+                db.commit()
+            pay = open_card_page(app, db, row, now=moment)
+            card = "4111111111111111" if step[1] else "4000000000000341"
+            sent += pay_on_card_page(app, db, pay, now=moment, card=card).paid_amount or 0
+        elif kind == "autopay_tick":
+            # Days pass to the renewal's warning, then its charge (or a retry): money arrives from the saved card.
+            state = billing.get_subscription_state(db, account.id, moment)
+            end = state.coverage_end
+            if end is None:
+                continue
+            before = autopay_received(db)
+            for moment_next in (msk_midnight(end - timedelta(days=5)), msk_midnight(end - timedelta(days=3 - step[1]))):
+                moment = max(moment, moment_next + timedelta(hours=9))
+                with app.app_context():
+                    billing.tick(db, moment)
+            sent += autopay_received(db) - before
+            for status in db.scalars(sa.select(AutopayRenewal.status).where(AutopayRenewal.account_id == account.id)):
+                event(f"autopay renewal: {status}")
+        elif kind == "autopay_cancel":
+            autopay.cancel_autopay(db, account.id, actor=None, now=moment, reason="передумали")
+            db.commit()
         elif kind == "refund":
             balance = ledger.account_balance(db, account.id)
             if balance <= 0:

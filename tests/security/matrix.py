@@ -68,6 +68,8 @@ EXPECTED: dict[str, Access] = {
     "payments.payment_status": Access("roles", ACCOUNTING),
     "payments.payment_retry": Access("roles", OWNER),
     "payments.refund_request": Access("roles", OWNER),
+    "payments.autopay_cancel": Access("roles", OWNER),
+    "payments.autopay_method_remove": Access("roles", OWNER),
     "payments.webhook": Access("webhook"),
     # The sandbox acquirer stands for somebody else's site: anyone holding the payment's random id sees its page.
     "sandbox.payment_pay": PUBLIC,

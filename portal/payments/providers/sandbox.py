@@ -54,6 +54,9 @@ DECLINING_CARDS: dict[str, str] = {
     "4000000000003220": "3d_secure_failed",
 }
 SUCCESS_CARD = "4111111111111111"
+# Saved for autopayment, a card pays at checkout and declines every later charge (as Stripe's 4000 0000 0000 0341).
+DECLINING_WHEN_SAVED: dict[str, str] = {"4000000000000341": "insufficient_funds"}
+SAVED_PREFIX = "pm_"  # a saved method's id: the checkout payment's id behind this prefix
 
 Deliver = Callable[[str, bytes, dict[str, str]], int]
 
@@ -159,7 +162,15 @@ class SandboxProvider:
 
     # --- PaymentProvider -------------------------------------------------------------------------------------
 
-    def create_payment(self, order: Any, return_url: str, idempotence_key: str, customer: Customer) -> tuple[str, str]:
+    def create_payment(
+        self,
+        order: Any,
+        return_url: str,
+        idempotence_key: str,
+        customer: Customer,
+        *,
+        save_payment_method: bool = False,
+    ) -> tuple[str, str]:
         for _ in range(2):
             try:
                 with self.database.session() as s:
@@ -180,7 +191,8 @@ class SandboxProvider:
                                 "customer": ({"email": customer.email} if customer.email else {"phone": customer.phone})
                                 | {k: v for k, v in (("inn", customer.inn), ("full_name", customer.full_name)) if v},
                                 "vat_code": self.vat_code,
-                            },
+                            }
+                            | ({"save_payment_method": True} if save_payment_method else {}),
                             return_url=return_url,
                             status=PENDING,
                             created_at=now,
@@ -279,7 +291,51 @@ class SandboxProvider:
             else:
                 row.status = SUCCEEDED
                 row.paid = True
+                if card is not None and (row.receipt or {}).get("save_payment_method"):
+                    # The sandbox's own record of the saved card: how its later charges end, never its number.
+                    decline_later = DECLINING_WHEN_SAVED.get(card.number) or DECLINING_CARDS.get(card.number)
+                    row.receipt = dict(row.receipt or {}) | {"saved": {"decline": decline_later}}
             return row, True
+
+    def charge_saved(self, order: Any, method_id: str, idempotence_key: str, customer: Customer) -> PaymentInfo:
+        """A repeat charge of a saved card, no payer present (YooKassa's payment_method_id): settled at once, by how
+        the saved card behaves; the same key gives the same payment."""
+        with self.database.session() as s:
+            row = s.scalars(sa.select(SandboxPayment).where(SandboxPayment.idempotence_key == idempotence_key)).first()
+            if row is not None:
+                return self.info(row)
+            origin = s.get(SandboxPayment, method_id.removeprefix(SAVED_PREFIX))
+            saved = (origin.receipt or {}).get("saved") if origin is not None else None
+            if origin is None or not method_id.startswith(SAVED_PREFIX) or saved is None:
+                raise ProviderRejected("Сохранённый способ оплаты не найден.")
+            now = self.clock()
+            decline = saved.get("decline")
+            row = SandboxPayment(
+                id="sbx_" + secrets.token_hex(12),
+                idempotence_key=idempotence_key,
+                amount=order.amount,
+                currency="RUB",
+                description=payment_description(order),
+                merchant=self.merchant,
+                payment_metadata={"order_id": str(order.id), "account_id": str(order.account_id)},
+                receipt={
+                    "customer": ({"email": customer.email} if customer.email else {"phone": customer.phone}),
+                    "vat_code": self.vat_code,
+                    "payment_method_id": method_id,
+                },
+                return_url="",
+                status=CANCELED if decline else SUCCEEDED,
+                paid=not decline,
+                method="bank_card",
+                card_last4=origin.card_last4,
+                cancellation_party="payment_network" if decline else None,
+                cancellation_reason=decline,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(row)
+            s.flush()
+            return self.info(row)
 
     def notify(self, payment_id: str) -> int | None:
         """Send the portal the notification of a settled payment, signed, over HTTP; None if it could not."""
@@ -326,7 +382,12 @@ class SandboxProvider:
         if row.status == PENDING:
             obj["confirmation"] = {"type": "redirect", "confirmation_url": self.payment_page_url(row.id)}
         if row.method:
-            method: dict[str, Any] = {"type": row.method, "id": row.id, "saved": False}
+            saved = row.status == SUCCEEDED and "saved" in (row.receipt or {})
+            method: dict[str, Any] = {
+                "type": row.method,
+                "id": SAVED_PREFIX + row.id if saved else row.id,
+                "saved": saved,
+            }
             if row.method == "bank_card" and row.card_last4:
                 method["title"] = f"Bank card *{row.card_last4}"
                 method["card"] = {"last4": row.card_last4}

@@ -158,8 +158,18 @@ class YooKassaProvider:
             },
         }
 
-    def create_payment(self, order: Any, return_url: str, idempotence_key: str, customer: Customer) -> tuple[str, str]:
+    def create_payment(
+        self,
+        order: Any,
+        return_url: str,
+        idempotence_key: str,
+        customer: Customer,
+        *,
+        save_payment_method: bool = False,
+    ) -> tuple[str, str]:
         params = self.payment_request(order, return_url, customer)
+        if save_payment_method:
+            params["save_payment_method"] = True  # autopayment: the owner consented at checkout
         response = self._call(lambda api: api.create(params, idempotence_key))
         obj = json.loads(response.json())
         confirmation = obj.get("confirmation") or {}
@@ -171,6 +181,15 @@ class YooKassaProvider:
             # A repeated key returns the same payment; once it is paid or canceled there is nothing to confirm.
             raise ProviderRejected("Этот платёж уже завершён в ЮKassa.")
         return payment_id, url
+
+    def charge_saved(self, order: Any, method_id: str, idempotence_key: str, customer: Customer) -> PaymentInfo:
+        """An autopayment: the saved method charged without the payer (no confirmation); the answer is the payment
+        as it stands (usually settled at once; a pending one is re-read by the tick like any other)."""
+        params = self.payment_request(order, "", customer)
+        del params["confirmation"]
+        params["payment_method_id"] = method_id
+        response = self._call(lambda api: api.create(params, idempotence_key))
+        return payment_info_from_object(json.loads(response.json()))
 
     def refund_request(self, provider_payment_id: str, amount: int, customer: Customer) -> dict[str, Any]:
         """The body of POST /v3/refunds: the money back, with the 54-ФЗ refund receipt."""
