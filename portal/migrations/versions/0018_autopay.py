@@ -11,7 +11,7 @@ from alembic import op
 import portal.db
 
 revision = "0018_autopay"
-down_revision = "0016"
+down_revision = "0021_list_indexes"
 branch_labels = None
 depends_on = None
 
