@@ -1,7 +1,7 @@
 """Autopayment: saved payment methods, the owner's consent, and each period's renewal by autopayment
 
 Revision ID: 0018_autopay
-Revises: 0016
+Revises: 0021_list_indexes
 Create Date: 2026-11-30 05:00:00
 """
 
