@@ -1,4 +1,5 @@
-"""Command-line tasks of the product: migrations and support staff (the demo's commands live in devtools.demo)."""
+"""The product's command line: migrations and support staff here, each feature's commands registered by name (the
+demo's commands are development tools: devtools.demo.cli, added by wsgi.py in a checkout)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from flask.cli import with_appcontext
 
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.accounts.service import make_staff
+from portal.billing import cli as billing_cli
 from portal.db import get_db
+from portal.documents.accountant import cli as accountant_cli
+from portal.notices import cli as notices_cli
+from portal.payments import cli as payments_cli
+from portal.seats.crm import cli as crm_cli
+from portal.tasks import cli as tasks_cli
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -31,6 +38,12 @@ def upgrade_database(url: str, revision: str = "head") -> None:
 def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
     app.cli.add_command(staff_group)
+    billing_cli.init_app(app)  # billing tick
+    payments_cli.init_app(app)  # payments import-statement, report, …
+    tasks_cli.init_app(app)  # worker
+    notices_cli.init_app(app)
+    crm_cli.init_app(app)  # seats sync
+    accountant_cli.init_app(app)  # documents edo-sweep, mail-sweep
 
 
 @click.group("db", help="Миграции базы данных (Alembic).")

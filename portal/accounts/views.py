@@ -23,13 +23,13 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from limits import parse as parse_limit
 
-from portal import limiter
 from portal.accounts import service
 from portal.accounts.access import login_required_any, public
 from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, RegisterForm, SwitchAccountForm
 from portal.accounts.phone import format_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
+from portal.extensions import limiter
 from portal.textinput import quoted
 
 log = logging.getLogger(__name__)
