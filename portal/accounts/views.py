@@ -8,6 +8,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import phonenumbers
 from flask import (
     Blueprint,
     abort,
@@ -30,6 +31,8 @@ from portal.accounts.phone import format_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
 from portal.extensions import limiter
+from portal.seats import directory
+from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,6 @@ def _per_ip_limit() -> str:
 def _refuse_country(form: PhoneForm) -> bool:
     """Codes go only to the countries in SMS_ALLOWED_COUNTRIES: an international SMS costs the vendor many times a
     Russian one, and pumping them was the attack."""
-    import phonenumbers
 
     allowed = {c.strip().upper() for c in str(current_app.config["SMS_ALLOWED_COUNTRIES"]).split(",") if c.strip()}
     region = phonenumbers.region_code_for_number(phonenumbers.parse(form.phone.data, None))
@@ -71,7 +73,6 @@ def _alert_sms_budget() -> None:
     if not service.claim_sms_budget_alert(db, now=utcnow(), budget=budget):
         return
     log.warning("SMS budget of %s codes per hour reached; codes are refused", budget)
-    from portal.support.email import EmailError, build_message, get_email_backend
 
     config = current_app.config
     try:
@@ -329,8 +330,6 @@ def sessions_end() -> Any:
 @bp.post("/account/leave")
 @login_required_any
 def account_leave() -> Any:
-    from portal.seats import directory
-
     form = SwitchAccountForm()
     raw = str(form.account_id.data or "")
     if not form.validate_on_submit() or not (raw.isascii() and raw.isdigit() and len(raw) < 10):

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.documents.models import AdvanceInvoice, DocumentMail, Requisites, StoredFile, Ukd, Upd, UpdStatus
+from portal.documents.render import rub
 from portal.documents.seller import get_seller
 from portal.documents.service import MONTHS_NOMINATIVE, build_archive, parse_period, read_file
 from portal.documents.store import StoreError
@@ -137,8 +138,6 @@ def _letter(db: Session, row: DocumentMail, config: Mapping[str, Any]) -> tuple[
 
 
 def _rub(kopecks: int) -> str:
-    from portal.documents.render import rub
-
     return rub(kopecks)
 
 
