@@ -34,6 +34,7 @@ from portal.extensions import limiter
 from portal.seats import directory
 from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
+from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ def _refuse_country(form: PhoneForm) -> bool:
 
 
 def _minutes_ru(n: int) -> str:
-    last2, last = n % 100, n % 10
-    word = "минуту" if last == 1 and last2 != 11 else "минуты" if 2 <= last <= 4 and not 12 <= last2 <= 14 else "минут"
-    return f"{n} {word}"
+    return f"{n} {plural_ru(n, 'минуту', 'минуты', 'минут')}"
 
 
 def _alert_sms_budget() -> None:

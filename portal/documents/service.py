@@ -40,7 +40,7 @@ from portal.documents.requisites import RequisitesData, clean_requisites
 from portal.documents.store import get_store
 from portal.documents.upd import number_upd, try_form_upd
 from portal.tasks import enqueue
-from portal.timeutil import MSK, msk_date
+from portal.timeutil import MSK, format_month_ru, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -436,20 +436,6 @@ def read_file(stored: StoredFile, config: Mapping[str, Any] | None = None) -> by
 
 # --- periods and the ZIP of a period ----------------------------------------------------------------
 
-MONTHS_NOMINATIVE = (
-    "январь",
-    "февраль",
-    "март",
-    "апрель",
-    "май",
-    "июнь",
-    "июль",
-    "август",
-    "сентябрь",
-    "октябрь",
-    "ноябрь",
-    "декабрь",
-)
 _PERIOD = re.compile(r"(?P<year>20[0-9]{2})(?:-(?:(?P<month>0[1-9]|1[0-2])|Q(?P<quarter>[1-4])))?")
 
 
@@ -479,7 +465,7 @@ def parse_period(code: str | None) -> Period | None:
             "month",
             date(year, month, 1),
             _month_start(year, month + 1),
-            f"{MONTHS_NOMINATIVE[month - 1]} {year}",
+            format_month_ru(date(year, month, 1)),
         )
     if match["quarter"]:
         quarter = int(match["quarter"])
