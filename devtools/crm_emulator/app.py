@@ -335,7 +335,8 @@ def oauth_token() -> Response:
 # ----- the admin page: users and groups, changed by hand -----
 
 
-@bp.get("/")
+# Any method, as the plain URL map before it answered: the emulator's address opens its admin page.
+@bp.route("/", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 def index() -> Response:
     return redirect("/_admin", 302)
 
