@@ -2,39 +2,68 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g, render_template, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
-from flask_login import LoginManager, current_user
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask import Flask, current_app, session
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
+from portal import cli, dashboard, errors, security, tasks, web
 from portal import db as database
-from portal import tasks
+from portal.accounts import views as accounts_views
+from portal.accounts.service import load_session_user
+from portal.api import views as api_views
+from portal.billing import startup as billing_startup
+from portal.billing import tasks as billing_tasks
+from portal.billing import views as billing_views
 from portal.config import load_config
-from portal.models import module_exists
+from portal.documents import startup as documents_startup
+from portal.documents import tasks as documents_tasks
+from portal.documents import views as documents_views
+from portal.documents.accountant import views as accountant_views
+from portal.extensions import csrf, limiter, login_manager
+from portal.notices import tasks as notices_tasks
+from portal.notices import views as notices_views
+from portal.payments import startup as payments_startup
+from portal.payments import tasks as payments_tasks
+from portal.payments import views as payments_views
+from portal.seats import directory
+from portal.seats import views as seats_views
+from portal.seats.crm import outbox
+from portal.seats.crm import startup as crm_startup
+from portal.seats.crm import tasks as crm_tasks
+from portal.seats.crm import views as crm_views
+from portal.support import startup as support_startup
+from portal.support import views as support_views
+from portal.tasks import views as tasks_views
 
-csrf = CSRFProtect()
-limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
-login_manager = LoginManager()
-
-# Feature packages in the order their blueprints are registered; each is optional until it is built.
-FEATURES = ("accounts", "billing", "payments", "documents", "seats", "support", "api", "tasks", "notices")
-# Parts of a feature package that own a blueprint of their own (views.py / cli.py / startup.py), registered after it.
-# A feature's tasks.py (background and periodic work) is imported here too, so every process (server or worker)
-# knows every task by name.
-SUBFEATURES = ("seats.crm", "documents.accountant")
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'"
+# Every process (server or worker) must know every background and periodic task by name: a feature's tasks module
+# registers its tasks with the queue when it is imported, which is why these are imported here.
+TASK_MODULES = (billing_tasks, payments_tasks, documents_tasks, notices_tasks, crm_tasks)
+# The features' blueprints, registered in this order.
+BLUEPRINTS = (
+    accounts_views.bp,
+    billing_views.bp,
+    payments_views.bp,
+    documents_views.bp,
+    seats_views.bp,
+    support_views.bp,
+    api_views.bp,
+    tasks_views.bp,
+    notices_views.bp,
+    crm_views.bp,
+    accountant_views.bp,
+)
+# Features that validate their settings at start-up (e.g. the seller's requisites): each `check(config)` raises.
+STARTUP_CHECKS = (
+    billing_startup.check,
+    payments_startup.check,
+    documents_startup.check,
+    support_startup.check,
+    crm_startup.check,
 )
 
 
@@ -75,58 +104,36 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     tasks.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    _init_login(app)
+    web.init_app(app)
+    errors.init_app(app)
+    security.init_app(app)
+
+    # Team changes reach the CRM: the outbox hears every change of the directory (seats.directory's listeners).
+    directory.register_directory_listener(outbox.on_directory_event)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    billing_views.init_app(app)  # billing's template filters
+    payments_views.init_app(app)  # the sandbox provider's pages, when it is the provider
+    documents_views.init_app(app)  # the invoice checkout and the УПД tick (billing's registries, for now)
+    dashboard.init_app(app)
+    cli.init_app(app)
+    for check in STARTUP_CHECKS:
+        check(app.config)
+    return app
+
+
+def _init_login(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
     login_manager.login_message = "Войдите, чтобы продолжить."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
-    # Flask-Login hashes the first X-Forwarded-For entry, which a client writes itself; ProxyFix (PROXY_FIX_HOPS)
-    # has already put the address the trusted proxies saw into remote_addr, so that is what the session is bound to.
-    login_manager._session_identifier_generator = _session_identifier
-
-    from portal import web
-
-    web.init_app(app)
-
-    for feature in (*FEATURES, *SUBFEATURES):
-        for module_name in (f"portal.{feature}.views", f"portal.{feature}.cli", f"portal.{feature}.tasks"):
-            if not module_exists(module_name):
-                continue
-            module = importlib.import_module(module_name)
-            if hasattr(module, "bp"):
-                app.register_blueprint(module.bp)
-            if hasattr(module, "init_app"):
-                module.init_app(app)
-
-    from portal import cli, dashboard
-
-    dashboard.init_app(app)
-    cli.init_app(app)
-    _startup_checks(app)
-    return app
+    login_manager._session_identifier_generator = security.session_identifier
+    login_manager.user_loader(_load_user)
 
 
-def _startup_checks(app: Flask) -> None:
-    """Feature packages may validate their settings at start-up (e.g. the seller's requisites)."""
-    for feature in (*FEATURES, *SUBFEATURES):
-        name = f"portal.{feature}.startup"
-        if module_exists(name):
-            importlib.import_module(name).check(app.config)
-
-
-def _session_identifier() -> str:
-    import hashlib
-
-    agent = request.headers.get("User-Agent", "")
-    return hashlib.sha512(f"{request.remote_addr or ''}|{agent}".encode()).hexdigest()
-
-
-@login_manager.user_loader
 def _load_user(user_id: str) -> Any:
-    from flask import current_app, session
-
-    from portal.accounts.service import load_session_user
-
     if not (user_id.isascii() and user_id.isdigit() and len(user_id) < 10):
         return None
     return load_session_user(
@@ -138,60 +145,4 @@ def _load_user(user_id: str) -> Any:
     )
 
 
-def _error_page(code: int, title: str, text: str) -> Any:
-    wants_json = request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
-    if wants_json:
-        return {"error": text}, code
-    # An error page is no place for the over-limit dialog (portal.seats.views reads this).
-    g.error_page = True
-    return render_template("error.html", code=code, title=title, text=text), code
-
-
-def register_error_pages(app: Flask) -> None:
-    @app.errorhandler(400)
-    def bad_request(e: Any) -> Any:
-        return _error_page(400, "Неверный запрос", getattr(e, "description", None) or "Запрос не понят.")
-
-    @app.errorhandler(CSRFError)
-    def csrf_error(_e: Any) -> Any:
-        return _error_page(
-            400,
-            "Форма устарела",
-            "Страница была открыта слишком давно или форма отправлена не с нашего сайта. "
-            "Обновите страницу и отправьте форму ещё раз.",
-        )
-
-    @app.errorhandler(403)
-    def forbidden(_e: Any) -> Any:
-        return _error_page(403, "Нет доступа", "У вашей роли в этой компании нет доступа к этой странице.")
-
-    @app.errorhandler(404)
-    def not_found(_e: Any) -> Any:
-        return _error_page(404, "Страница не найдена", "Такой страницы нет, или она вам недоступна.")
-
-    @app.errorhandler(405)
-    def method_not_allowed(_e: Any) -> Any:
-        return _error_page(405, "Действие не поддерживается", "Этот адрес не принимает такой запрос.")
-
-    @app.errorhandler(413)
-    def too_large(_e: Any) -> Any:
-        limit_mb = app.config["MAX_UPLOAD_BYTES"] // (1024 * 1024)
-        return _error_page(413, "Файл слишком большой", f"Можно загрузить файл не больше {limit_mb} МБ.")
-
-    @app.errorhandler(429)
-    def too_many(e: Any) -> Any:
-        # A limit with an on_breach page of its own (the checkout) keeps it; this text is about sign-in codes.
-        if getattr(e, "response", None) is not None:
-            return e.response
-        return _error_page(
-            429,
-            "Слишком много запросов",
-            "Вы слишком часто запрашиваете код. Подождите немного и попробуйте снова.",
-        )
-
-    @app.errorhandler(500)
-    def server_error(_e: Any) -> Any:
-        return _error_page(500, "Ошибка на нашей стороне", "Мы уже знаем о ней. Попробуйте повторить через минуту.")
-
-
-__all__ = ["create_app", "csrf", "limiter", "login_manager", "current_user", "CSP"]
+__all__ = ["create_app"]

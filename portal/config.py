@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Mapping
@@ -273,7 +275,4 @@ def _local_secret(instance: Path) -> str:
 
 
 def _derive(secret: str, purpose: str) -> str:
-    import hashlib
-    import hmac
-
     return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).hexdigest()

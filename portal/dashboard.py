@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from portal.accounts.access import current_membership, public
 from portal.billing import service
-from portal.billing.catalog import Plan
+from portal.billing.catalog import PLANS, Plan
 from portal.billing.display import format_storage, users_upto_ru
 from portal.billing.pricing import FitResult
 from portal.db import get_db, utcnow
@@ -198,8 +198,6 @@ def _next_step(
 
 
 def _next_bigger(plan: Plan, users: int) -> Plan | None:
-    from portal.billing.catalog import PLANS
-
     return next((p for p in PLANS if p.seats > max(plan.seats, users)), None)
 
 

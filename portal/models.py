@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
+from portal import audit
+from portal.accounts import models as accounts
+from portal.billing import models as billing
 from portal.db import Base
+from portal.documents import models as documents
+from portal.notices import models as notices
+from portal.payments import autopay_models
+from portal.payments import models as payments
+from portal.seats import models as seats
+from portal.seats.crm import models as crm
+from portal.support import models as support
+from portal.tasks import models as tasks
 
-MODEL_MODULES = (
-    "portal.accounts.models",
-    "portal.audit",
-    "portal.billing.models",
-    "portal.payments.models",
-    "portal.payments.autopay_models",
-    "portal.documents.models",
-    "portal.seats.models",
-    "portal.seats.crm.models",
-    "portal.support.models",
-    "portal.tasks.models",
-    "portal.notices.models",
-)
-
-
-def module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
+MODEL_MODULES = (accounts, audit, billing, payments, autopay_models, documents, seats, crm, support, tasks, notices)
 
 
 def load_all() -> type[Base]:
-    for name in MODEL_MODULES:
-        if module_exists(name):
-            importlib.import_module(name)
+    """Base with every table on its metadata (importing this module put them there)."""
     return Base

@@ -1,28 +1,32 @@
-"""Money as integer kopecks: formatting the Russian way, and exact rounding."""
+"""Money as integer kopecks: formatting the Russian way, and exact rounding.
+
+Numbers are formatted by Babel with CLDR's `ru` symbols: digits grouped by U+00A0 NO-BREAK SPACE (not the narrow
+U+202F some locales use), a comma before kopecks, a hyphen-minus for a negative amount — what pages and documents
+have always printed, byte for byte.
+"""
 
 from __future__ import annotations
+
+from decimal import Decimal
+
+from babel.numbers import format_decimal
+
+from portal.wording import RU
 
 NBSP = "\u00a0"
 
 
 def group_thousands(n: int) -> str:
     """1234567 → '1 234 567' with non-breaking spaces, as Russian typography groups digits."""
-    s = str(abs(n))
-    parts = []
-    while len(s) > 3:
-        parts.insert(0, s[-3:])
-        s = s[:-3]
-    parts.insert(0, s)
-    return ("-" if n < 0 else "") + NBSP.join(parts)
+    return format_decimal(n, "#,##0", locale=RU)
 
 
 def format_amount(kopecks: int) -> str:
     """199000 → '1 990,00' (no currency sign)."""
     if not isinstance(kopecks, int):
         raise TypeError("money must be integer kopecks")
-    sign = "-" if kopecks < 0 else ""
-    rub, kop = divmod(abs(kopecks), 100)
-    return f"{sign}{group_thousands(rub)},{kop:02d}"
+    # Exact: a Decimal of whole kopecks moved two places, never a float.
+    return format_decimal(Decimal(kopecks).scaleb(-2), "#,##0.00", locale=RU)
 
 
 def format_rub(kopecks: int) -> str:

@@ -5,22 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-MSK = ZoneInfo("Europe/Moscow")
+from babel.dates import format_date as babel_format_date
 
-MONTHS_GENITIVE = (
-    "января",
-    "февраля",
-    "марта",
-    "апреля",
-    "мая",
-    "июня",
-    "июля",
-    "августа",
-    "сентября",
-    "октября",
-    "ноября",
-    "декабря",
-)
+from portal.wording import RU
+
+MSK = ZoneInfo("Europe/Moscow")
 
 
 def msk_date(moment: datetime) -> date:
@@ -35,11 +24,17 @@ def msk_midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=MSK).astimezone(UTC)
 
 
-def format_date_ru(day: date | datetime) -> str:
-    """«25 ноября 2026 г.»"""
+def format_date_ru(day: date | datetime, *, space: str = " ") -> str:
+    """«25 ноября 2026 г.»: the month in the genitive, from CLDR through Babel. Documents pass a no-break `space`
+    (between the day and the month, and before «г.»)."""
     if isinstance(day, datetime):
         day = msk_date(day)
-    return f"{day.day} {MONTHS_GENITIVE[day.month - 1]} {day.year} г."
+    return babel_format_date(day, f"d{space}MMMM y{space}'г.'", locale=RU)
+
+
+def format_month_ru(day: date) -> str:
+    """«ноябрь 2026»: a month named on its own (the nominative), as a period's title."""
+    return babel_format_date(day, "LLLL y", locale=RU)
 
 
 def format_date(day: date | datetime) -> str:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from devtools.demo import cli as demo_cli
 from portal import create_app
 from portal.accounts.models import Account, Membership, User
 from portal.cli import upgrade_database
@@ -113,6 +114,7 @@ def _fresh_pg_database(name: str) -> str:
 
 
 def test_seed_demo_is_idempotent_and_over_the_free_limit(app, db):
+    demo_cli.init_app(app)  # as wsgi.py does in a checkout: the demo's commands are development tools
     runner = app.test_cli_runner()
     for _ in range(2):
         result = runner.invoke(args=["seed-demo"])

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from portal.accounts.phone import format_phone
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
 
 
@@ -84,8 +85,6 @@ class User(UserMixin, Base):
 
     @property
     def display_name(self) -> str:
-        from portal.accounts.phone import format_phone
-
         return self.name or format_phone(self.phone)
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import phonenumbers
 from flask import (
     Blueprint,
     abort,
@@ -23,14 +24,17 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from limits import parse as parse_limit
 
-from portal import limiter
 from portal.accounts import service
 from portal.accounts.access import login_required_any, public
 from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, RegisterForm, SwitchAccountForm
 from portal.accounts.phone import format_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
+from portal.extensions import limiter
+from portal.seats import directory
+from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
+from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,6 @@ def _per_ip_limit() -> str:
 def _refuse_country(form: PhoneForm) -> bool:
     """Codes go only to the countries in SMS_ALLOWED_COUNTRIES: an international SMS costs the vendor many times a
     Russian one, and pumping them was the attack."""
-    import phonenumbers
 
     allowed = {c.strip().upper() for c in str(current_app.config["SMS_ALLOWED_COUNTRIES"]).split(",") if c.strip()}
     region = phonenumbers.region_code_for_number(phonenumbers.parse(form.phone.data, None))
@@ -59,9 +62,7 @@ def _refuse_country(form: PhoneForm) -> bool:
 
 
 def _minutes_ru(n: int) -> str:
-    last2, last = n % 100, n % 10
-    word = "минуту" if last == 1 and last2 != 11 else "минуты" if 2 <= last <= 4 and not 12 <= last2 <= 14 else "минут"
-    return f"{n} {word}"
+    return f"{n} {plural_ru(n, 'минуту', 'минуты', 'минут')}"
 
 
 def _alert_sms_budget() -> None:
@@ -71,7 +72,6 @@ def _alert_sms_budget() -> None:
     if not service.claim_sms_budget_alert(db, now=utcnow(), budget=budget):
         return
     log.warning("SMS budget of %s codes per hour reached; codes are refused", budget)
-    from portal.support.email import EmailError, build_message, get_email_backend
 
     config = current_app.config
     try:
@@ -329,8 +329,6 @@ def sessions_end() -> Any:
 @bp.post("/account/leave")
 @login_required_any
 def account_leave() -> Any:
-    from portal.seats import directory
-
     form = SwitchAccountForm()
     raw = str(form.account_id.data or "")
     if not form.validate_on_submit() or not (raw.isascii() and raw.isdigit() and len(raw) < 10):

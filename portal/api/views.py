@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from portal import csrf
+from portal.extensions import csrf
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # Machine clients send no browser session, so there is no CSRF token to check; each endpoint authenticates itself.

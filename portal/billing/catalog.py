@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from portal.wording import plural_ru
+
 GB = 1024**3
 TB = 1024**4
 
@@ -13,18 +15,6 @@ MAX_SELF_SERVICE_SEATS = 1000
 PERIODS: dict[int, int] = {6: 0, 9: 5, 12: 7, 24: 10}
 ALLOWED_MONTHS: tuple[int, ...] = tuple(sorted(PERIODS))
 TRIAL_MONTHS = 1
-
-
-def plural_ru(n: int, one: str, few: str, many: str) -> str:
-    """The Russian plural form for n: plural_ru(n, "пользователь", "пользователя", "пользователей")."""
-    n = abs(n)
-    if 11 <= n % 100 <= 14:
-        return many
-    if n % 10 == 1:
-        return one
-    if 2 <= n % 10 <= 4:
-        return few
-    return many
 
 
 def _seats_ru(seats: int) -> str:

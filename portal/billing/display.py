@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from portal.billing.catalog import ALLOWED_MONTHS, GB, TB, plural_ru
+from portal.billing.catalog import ALLOWED_MONTHS, GB, TB
 from portal.money import group_thousands
+from portal.wording import plural_ru
 
 MB = 1024**2
 
@@ -45,8 +46,7 @@ def users_ru(n: int) -> str:
 
 def users_upto_ru(n: int) -> str:
     """«до 24 пользователей», «до 21 пользователя»: после «до» — родительный падеж."""
-    word = "пользователя" if n % 10 == 1 and n % 100 != 11 else "пользователей"
-    return f"до {n} {word}"
+    return f"до {n} {plural_ru(n, 'пользователя', 'пользователей', 'пользователей')}"
 
 
 def days_ru(n: int) -> str:

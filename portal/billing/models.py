@@ -7,8 +7,9 @@ from datetime import date, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.billing.catalog import Plan, get_plan, plural_ru
+from portal.billing.catalog import Plan, get_plan
 from portal.db import Base, UTCDateTime, utcnow
+from portal.wording import plural_ru
 
 
 def plan_title_for_code(code: str) -> str:

@@ -25,7 +25,6 @@ from flask_limiter import RequestLimit
 from flask_limiter.util import get_remote_address
 from flask_login import current_user
 
-from portal import limiter
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
@@ -45,6 +44,7 @@ from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
 from portal.billing.pricing import Quote, fits, quote
 from portal.db import get_db, utcnow
 from portal.documents.service import get_requisites
+from portal.extensions import limiter
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments.autopay import AUTOPAY_TERMS_VERSION

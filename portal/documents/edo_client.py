@@ -22,6 +22,11 @@ from typing import Any, Protocol
 from xml.etree import ElementTree
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
 
 HTTP_TIMEOUT = 30
 # The local emulator's fixed demo credentials (it runs on loopback only; nothing here is a secret).
@@ -51,11 +56,6 @@ class LocalTestSigner:
         self.subject = subject
 
     def _material(self) -> tuple[Any, Any]:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-
         key_path, cert_path = self.folder / "edo_test_key.pem", self.folder / "edo_test_cert.pem"
         if key_path.exists() and cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -84,9 +84,6 @@ class LocalTestSigner:
         return key, cert
 
     def sign(self, data: bytes) -> bytes:
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.serialization import pkcs7
-
         key, cert = self._material()
         return (
             pkcs7.PKCS7SignatureBuilder()

@@ -23,6 +23,7 @@ from portal.documents.store import get_store, sha256_hex
 from portal.documents.words import amount_in_words
 from portal.money import format_amount
 from portal.timeutil import msk_date, msk_midnight
+from portal.wording import plural_ru
 
 PRODUCT = "Лицензия на использование корпоративного мессенджера"
 LICENSE_NAME = "Лицензионный договор (оферта)"
@@ -51,12 +52,7 @@ class TooManyOpenInvoices(DocumentsError):
 
 
 def _invoices_ru(n: int) -> str:
-    last2, last = n % 100, n % 10
-    if last == 1 and last2 != 11:
-        return "неоплаченный счёт"
-    if 2 <= last <= 4 and not 12 <= last2 <= 14:
-        return "неоплаченных счёта"
-    return "неоплаченных счетов"
+    return plural_ru(n, "неоплаченный счёт", "неоплаченных счёта", "неоплаченных счетов")
 
 
 def count_open_invoices(db: Session, account_id: int) -> int:

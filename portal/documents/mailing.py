@@ -18,11 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.documents.models import AdvanceInvoice, DocumentMail, Requisites, StoredFile, Ukd, Upd, UpdStatus
+from portal.documents.render import rub
 from portal.documents.seller import get_seller
-from portal.documents.service import MONTHS_NOMINATIVE, build_archive, parse_period, read_file
+from portal.documents.service import build_archive, parse_period, read_file
 from portal.documents.store import StoreError
 from portal.support.email import Attachment, EmailError, backend_from_config, build_message
-from portal.timeutil import msk_date
+from portal.timeutil import format_month_ru, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _letter(db: Session, row: DocumentMail, config: Mapping[str, Any]) -> tuple[
             lines.append(f"  УПД № {upd.number} от {upd.doc_date:%d.%m.%Y} на сумму {_rub(upd.amount)} руб.")
             files += [a for a in (_file(db, upd.pdf_file_id, config), _file(db, upd.xml_file_id, config)) if a]
         archive, count = build_archive(db, int(account_id), period, config)
-        month_title = f"{MONTHS_NOMINATIVE[period.start.month - 1]} {period.start.year}"
+        month_title = format_month_ru(period.start)
         if count:
             files.append(Attachment(f"Документы за {month_title}.zip", "application/zip", archive))
         subject = f"Закрывающие документы за {month_title} — {seller.name}"
@@ -137,8 +138,6 @@ def _letter(db: Session, row: DocumentMail, config: Mapping[str, Any]) -> tuple[
 
 
 def _rub(kopecks: int) -> str:
-    from portal.documents.render import rub
-
     return rub(kopecks)
 
 

@@ -17,6 +17,8 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from openpyxl import Workbook
+from openpyxl.styles import Alignment, Border, Font, Side
 from sqlalchemy.orm import Session
 
 from portal.billing.models import Order, OrderStatus, PeriodStatus, SubscriptionPeriod
@@ -207,8 +209,6 @@ def render_pdf(act: Reconciliation) -> bytes:
 
 def render_xlsx(act: Reconciliation) -> bytes:
     """The same table as the PDF, as a workbook the buyer's accountant can fill in their columns of."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Border, Font, Side
 
     ctx = _context(act)
     wb = Workbook()

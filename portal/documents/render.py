@@ -72,23 +72,13 @@ from weasyprint.document import Document
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
+from portal.money import format_amount
+from portal.timeutil import format_date_ru
+from portal.wording import plural_ru
+
 INVOICES_DIR = Path(__file__).resolve().parents[2] / "invoices"
 
 NBSP = "\u00a0"
-_MONTHS_GENITIVE = (
-    "января",
-    "февраля",
-    "марта",
-    "апреля",
-    "мая",
-    "июня",
-    "июля",
-    "августа",
-    "сентября",
-    "октября",
-    "ноября",
-    "декабря",
-)
 
 
 class ForbiddenResourceError(ValueError):
@@ -103,10 +93,7 @@ def rub(kopecks: int) -> str:
     """Format integer kopecks as «1 990,00»: digits grouped by NBSP, comma before kopecks."""
     if isinstance(kopecks, bool) or not isinstance(kopecks, int):
         raise TypeError(f"amount must be int kopecks, got {type(kopecks).__name__}")
-    sign = "-" if kopecks < 0 else ""
-    roubles, cents = divmod(abs(kopecks), 100)
-    grouped = f"{roubles:,}".replace(",", NBSP)
-    return f"{sign}{grouped},{cents:02d}"
+    return format_amount(kopecks)
 
 
 def _as_date(value: date | datetime) -> date:
@@ -115,8 +102,7 @@ def _as_date(value: date | datetime) -> date:
 
 def date_ru(value: date | datetime) -> str:
     """«25 ноября 2026 г.» — the long date used in document titles."""
-    day = _as_date(value)
-    return f"{day.day}{NBSP}{_MONTHS_GENITIVE[day.month - 1]} {day.year}{NBSP}г."
+    return format_date_ru(_as_date(value), space=NBSP)
 
 
 def date_dot(value: date | datetime) -> str:
@@ -126,7 +112,7 @@ def date_dot(value: date | datetime) -> str:
 
 def _sheets_word(count: int) -> str:
     """«1 листе», «2 листах» — the locative after «Документ составлен на»."""
-    return f"{count}{NBSP}{'листе' if count % 10 == 1 and count % 100 != 11 else 'листах'}"
+    return f"{count}{NBSP}{plural_ru(count, 'листе', 'листах', 'листах')}"
 
 
 def _make_env() -> jinja2.Environment:

@@ -21,6 +21,7 @@ from flask import current_app, has_request_context
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
+from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.billing.signals import order_closed, scheduled_period_canceled
 from portal.documents import corrections
@@ -39,7 +40,8 @@ from portal.documents.requisites import RequisitesData, clean_requisites
 from portal.documents.store import get_store
 from portal.documents.upd import number_upd, try_form_upd
 from portal.pagination import KeysetPage, page_from
-from portal.timeutil import MSK, msk_date
+from portal.tasks import enqueue
+from portal.timeutil import MSK, format_month_ru, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +182,8 @@ def form_upds_now(db: Session, upd_ids: list[int], *, now: datetime, config: Map
     (a notification, staff marking, a refund — the request answers at once), here when already outside one (a
     statement import job, the CLI). Either way one that fails stays pending for the tick's retry."""
     if has_request_context():
+        # A cycle: documents.tasks imports this module for the work its task does.
         from portal.documents.tasks import form_documents_task
-        from portal.tasks import enqueue
 
         enqueue(form_documents_task, list(upd_ids))
         return
@@ -202,7 +204,6 @@ def form_documents(db: Session, upd_ids: list[int], *, now: datetime, config: Ma
 def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now: datetime) -> Invoice:
     """Staff cancel an unpaid invoice: its order is canceled, which annuls the invoice (the number stays used, never
     reissued) and gives any part payment back to the balance. Commits."""
-    from portal.billing import service as billing
 
     reason = " ".join((reason or "").split())
     if not reason:
@@ -515,20 +516,6 @@ def read_file(stored: StoredFile, config: Mapping[str, Any] | None = None) -> by
 
 # --- periods and the ZIP of a period ----------------------------------------------------------------
 
-MONTHS_NOMINATIVE = (
-    "январь",
-    "февраль",
-    "март",
-    "апрель",
-    "май",
-    "июнь",
-    "июль",
-    "август",
-    "сентябрь",
-    "октябрь",
-    "ноябрь",
-    "декабрь",
-)
 _PERIOD = re.compile(r"(?P<year>20[0-9]{2})(?:-(?:(?P<month>0[1-9]|1[0-2])|Q(?P<quarter>[1-4])))?")
 
 
@@ -558,7 +545,7 @@ def parse_period(code: str | None) -> Period | None:
             "month",
             date(year, month, 1),
             _month_start(year, month + 1),
-            f"{MONTHS_NOMINATIVE[month - 1]} {year}",
+            format_month_ru(date(year, month, 1)),
         )
     if match["quarter"]:
         quarter = int(match["quarter"])

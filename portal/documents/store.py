@@ -135,6 +135,7 @@ def get_store(config: Mapping[str, Any]) -> Store:
     """The folder under the instance path, or an S3-compatible object store (DOCUMENT_STORE_URL=s3://…) that
     every server reads; both keep the same promises (write once, whole or not at all, SHA-256 checked on read)."""
     if str(config.get("DOCUMENT_STORE_URL") or "").startswith("s3://"):
+        # Optional SDK: boto3 is loaded only by a server whose documents live in S3.
         from portal.documents.s3store import store_from_config
 
         return store_from_config(config)

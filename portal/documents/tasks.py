@@ -14,6 +14,7 @@ from huey.exceptions import TaskLockedException
 
 from portal.db import get_database, utcnow
 from portal.documents import edo, mailing
+from portal.documents.service import form_documents
 from portal.tasks import huey, periodic, task
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ def mail_sweep_task() -> None:
 def form_documents_task(upd_ids: list[int]) -> None:
     """Render the УПД a payment numbered (and any advance invoice or УКД pending with it). Idempotent: a document
     already formed is skipped, one being formed elsewhere is taken with SKIP LOCKED by the tick's retry path."""
-    from portal.documents.service import form_documents
 
     with get_database().session() as db:
         form_documents(db, upd_ids, now=utcnow(), config=current_app.config)

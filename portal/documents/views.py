@@ -14,6 +14,7 @@ from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from portal.accounts.access import require_account, roles_required, staff_required
+from portal.billing import service as billing
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
 from portal.documents import edo, service
@@ -71,7 +72,6 @@ def _safe_next(target: str | None) -> str | None:
 
 def invoice_checkout(db: Session, order: Order, actor: Any) -> str:
     """Billing's «invoice» handler: issue the invoice for the order, or send the payer to fill in requisites first."""
-    from portal.billing import service as billing
 
     now = utcnow()
     if service.get_requisites(db, order.account_id) is None:
@@ -116,8 +116,6 @@ def upd_tick_hook(db: Session, now: Any) -> list[str]:
 
 
 def init_app(app: Flask) -> None:
-    from portal.billing import service as billing
-
     billing.register_checkout_handler(
         "invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout, invoice_precheck
     )

@@ -11,13 +11,13 @@ from flask import Blueprint, Flask, abort, current_app, flash, jsonify, redirect
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
-from portal import csrf
 from portal.accounts.access import current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.db import get_db, utcnow
 from portal.documents.invoices import record_card_order
+from portal.extensions import csrf
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import autopay, ledger, service

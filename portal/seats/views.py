@@ -15,7 +15,7 @@ from portal.accounts.access import current_membership, require_account, roles_re
 from portal.accounts.models import Account, Membership, Role
 from portal.accounts.phone import format_phone
 from portal.billing import service as billing
-from portal.billing.catalog import Plan, plural_ru
+from portal.billing.catalog import Plan
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
@@ -25,6 +25,8 @@ from portal.seats import directory
 from portal.seats.crm.models import CrmConnection
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
+from portal.textinput import ascii_int
+from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The queue lives in a SQLite file in the instance folder by default (its worker i
 Redis in production (`TASK_QUEUE_URL=redis://…`, workers on any number of servers: `flask --app wsgi worker`).
 Tests run tasks in the enqueuing process (`TASK_QUEUE_URL=immediate`) unless they start a real worker.
 
-Defining a task (in a feature's `tasks.py`, imported by its views or cli so every process registers it)::
+Defining a task (in a feature's `tasks.py`, which create_app imports by name so every process registers it)::
 
     from portal.tasks import task
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from devtools.demo import DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.accounts.models import Account, Membership, Role, User
 from portal.billing.catalog import GB
-from portal.cli import DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.seats import directory
 
 TOKEN = "test-messenger-token"  # tests/conftest.py sets MESSENGER_API_TOKEN to it

@@ -508,10 +508,10 @@ def crm(tmp: Path) -> None:
 
     import sqlalchemy as sa
 
+    from devtools.crm_emulator import running_emulator
     from portal.accounts.models import Membership
     from portal.db import utcnow
     from portal.seats.crm.base import CrmAccountInfo
-    from portal.seats.crm.emulator import running_emulator
     from portal.seats.crm.factory import CrmSettings, build_client
     from portal.seats.crm.models import CrmConnection
     from portal.seats.crm.service import connect_account
@@ -734,12 +734,12 @@ def tasks(tmp: Path) -> None:
     import requests
     import sqlalchemy as sa
 
+    from devtools.crm_emulator import running_emulator
     from portal.accounts.service import make_staff
     from portal.db import utcnow
     from portal.documents.invoices import issue_invoice
     from portal.payments.statement import build_statement
     from portal.seats.crm.base import CrmAccountInfo
-    from portal.seats.crm.emulator import running_emulator
     from portal.seats.crm.factory import CrmSettings
     from portal.seats.crm.service import connect_account
 

@@ -7,9 +7,9 @@ from datetime import date
 
 import pytest
 
+from devtools.demo import seed_demo_data
 from portal.accounts.models import Account, Role
 from portal.billing import service
-from portal.cli import seed_demo_data
 from tests.billing.conftest import page_text
 from tests.billing.terms import GiB, msk
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from devtools.demo import seed_demo_data
 from portal.accounts.models import Role
 from portal.billing import service
-from portal.cli import seed_demo_data
 from tests.billing.conftest import page_text
 from tests.billing.terms import DISCOUNT, PUBLISHED, kopecks_per_month, msk, period_discount, period_total
 from tests.conftest import post

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from devtools.demo import seed_demo_data
 from portal.accounts.sms import ConsoleSms
-from portal.cli import seed_demo_data
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SCREENSHOTS = Path(

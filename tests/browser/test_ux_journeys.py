@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devtools.demo import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER
 from portal.accounts.models import Account
 from portal.billing import service as billing
-from portal.cli import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER
 from portal.db import utcnow
 from tests.browser.conftest import shot, sign_in
 from tests.seats.conftest import insert_members

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import requests
 
+from devtools.crm_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, running_emulator
 from portal.seats.crm import AmoCrmClient, MemoryTokenStore, OAuthCredentials
-from portal.seats.crm.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, running_emulator
 
 REDIRECT_URI = "https://portal.example/crm/callback"
 CREDENTIALS = OAuthCredentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, REDIRECT_URI)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devtools.crm_emulator import Emulator
 from portal.seats.crm import AmoCrmClient, CrmAuthError, MemoryTokenStore, NewCrmUser
 from portal.seats.crm.base import CrmOperationForbidden
-from portal.seats.crm.emulator import Emulator
 
 from .conftest import CREDENTIALS, RecordingSession
 

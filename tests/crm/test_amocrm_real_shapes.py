@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import requests
 
+from devtools.crm_emulator import Emulator
 from portal.seats.crm import AmoCrmClient, CrmBlocked, CrmRefused, NewCrmUser, generate_password
 from portal.seats.crm.amocrm import amocrm_user_name
 from portal.seats.crm.base import DEFAULT_GROUP_ID, CrmOperationForbidden
-from portal.seats.crm.emulator import Emulator
 
 
 def api(crm_url: str, emulator: Emulator, method: str, path: str, body: object = None) -> requests.Response:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from devtools.crm_emulator import Emulator, running_emulator
 from portal.seats.crm import (
     AmoCrmClient,
     CrmBadResponse,
@@ -14,7 +15,6 @@ from portal.seats.crm import (
     CrmUnavailable,
     MemoryTokenStore,
 )
-from portal.seats.crm.emulator import Emulator, running_emulator
 
 from .conftest import FakeClock, RecordingSession
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+from devtools.crm_emulator import Emulator
 from portal.seats.crm import AmoCrmClient, CrmClient, CrmGroup
-from portal.seats.crm.emulator import Emulator
 
 
 def test_lists_every_user_of_a_large_account_page_by_page(client: AmoCrmClient, emulator: Emulator) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.crm_emulator import Emulator
 from portal.seats.crm import AmoCrmClient, CrmRefused, NewCrmUser, generate_password
-from portal.seats.crm.emulator import Emulator
 
 
 def _new(n: int, start: int = 0) -> list[NewCrmUser]:

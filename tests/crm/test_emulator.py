@@ -11,8 +11,8 @@ from pathlib import Path
 
 import requests
 
+from devtools.crm_emulator import Emulator, running_emulator
 from portal.seats.crm import AmoCrmClient, MemoryTokenStore, generate_password
-from portal.seats.crm.emulator import Emulator, running_emulator
 
 CYRILLIC = re.compile(r"^[А-ЯЁ][а-яё]+ [А-ЯЁ][а-яё]+$")
 
@@ -100,7 +100,7 @@ def test_command_line_serves_a_seeded_account(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     state = tmp_path / "crm.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "portal.seats.crm.emulator", "--port", str(port), "--state", str(state), "--seed", "12"],
+        [sys.executable, "-m", "devtools.crm_emulator", "--port", str(port), "--state", str(state), "--seed", "12"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from devtools.crm_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, running_emulator
 from portal.seats.crm import AmoCrmClient, CrmAuthError, CrmUnavailable, MemoryTokenStore
-from portal.seats.crm.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator, running_emulator
 from portal.seats.crm.oauth import (
     authorize_url,
     check_state,

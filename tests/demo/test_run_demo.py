@@ -15,7 +15,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from portal.cli import follow_port
+from devtools.demo.cli import follow_port
 from tests.payments.conftest import form_fields
 
 ROOT = Path(__file__).resolve().parents[2]

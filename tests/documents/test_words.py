@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from portal.documents import words
-from portal.documents.words import amount_in_words, plural_form
+from portal.documents.words import amount_in_words
+from portal.wording import plural_ru as plural_form
 
 ROUBLES = {
     1: "Один рубль",

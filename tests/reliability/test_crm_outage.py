@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devtools.crm_emulator import Emulator, running_emulator
 from portal.accounts.models import Membership, User
 from portal.db import utcnow
 from portal.seats.crm.base import CrmAccountInfo
-from portal.seats.crm.emulator import Emulator, running_emulator
 from portal.seats.crm.factory import CrmSettings, client_factory
 from portal.seats.crm.models import CrmConnection, CrmOutbox
 from portal.seats.crm.outbox import deliver_outbox

@@ -28,6 +28,7 @@ import redis
 import requests
 import sqlalchemy as sa
 
+from devtools.crm_emulator import Emulator, running_emulator
 from portal.accounts.models import Account, User
 from portal.db import utcnow
 from portal.documents.models import Invoice, StoredFile, Upd
@@ -35,7 +36,6 @@ from portal.payments.models import Receipt, SandboxPayment
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import SIGNATURE_HEADER, WEBHOOK_PATH, sign
 from portal.seats.crm.base import CrmAccountInfo
-from portal.seats.crm.emulator import Emulator, running_emulator
 from portal.seats.crm.factory import CrmSettings, client_factory
 from portal.seats.crm.models import CrmConnection, CrmOutbox
 from portal.seats.crm.service import connect_account

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from devtools.demo import seed_demo_data
 from portal.accounts.models import Account
 from portal.billing.catalog import FREE_PLAN, GB, TB, get_plan
-from portal.cli import seed_demo_data
 from portal.seats.limits import get_limits, suggest_plan
 from portal.seats.storage import InvalidStorageValue, parse_used_bytes, set_storage_used
 from tests.seats.conftest import NOW

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from devtools.demo import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.accounts.models import Account
 from portal.billing.catalog import GB
-from portal.cli import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.seats.storage import set_storage_used
 from tests.conftest import Auth, post
 from tests.seats.conftest import insert_members

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import sqlalchemy as sa
 
+from devtools.demo import DEMO_OWNER, seed_demo_data
 from portal.accounts.models import Account, Membership, MembershipStatus, User
-from portal.cli import DEMO_OWNER, seed_demo_data
 from portal.payments.service import customer_for
 from portal.seats import directory
 from tests.conftest import csrf_token, post

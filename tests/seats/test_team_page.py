@@ -8,9 +8,9 @@ import re
 import pytest
 import sqlalchemy as sa
 
+from devtools.demo import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.accounts.models import Membership, MembershipStatus, Role, User
 from portal.audit import AuditLog
-from portal.cli import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.seats import directory
 from tests.conftest import post
 from tests.seats.conftest import NOW, insert_members

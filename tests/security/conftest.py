@@ -66,7 +66,7 @@ def world(tmp_path_factory: Any, module_sms: RecordingSms) -> Iterator[World]:
     application = make_app(test_config(tmp_path_factory.mktemp("world"), module_sms))
     # Many sign-ins from one address in a few seconds: the limits are tested on their own elsewhere.
     application.config["RATELIMIT_ENABLED"] = False
-    from portal import limiter
+    from portal.extensions import limiter
 
     limiter.enabled = False
     session = application.extensions["portal.db"].sessionmaker()

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from devtools.demo import seed_demo_data
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
 from portal.billing import service as billing
 from portal.billing.models import SubscriptionPeriod
-from portal.cli import seed_demo_data
 from portal.db import utcnow
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.invoices import issue_invoice

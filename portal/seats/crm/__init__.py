@@ -1,4 +1,4 @@
-"""CRM adapters for the seat sync: interface, amoCRM client, OAuth (import the emulator on its own)."""
+"""CRM adapters for the seat sync: interface, amoCRM client, OAuth (the local emulator is devtools.crm_emulator)."""
 
 from .amocrm import AmoCrmClient
 from .base import (

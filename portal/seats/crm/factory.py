@@ -18,6 +18,9 @@ from .oauth import OAuthCredentials, Tokens
 from .tokens import DbTokenStore, SessionFactory, token_cipher
 
 BACKENDS = ("emulator", "amocrm")
+# The local emulator's integration (devtools.crm_emulator registers it; loopback only, nothing here is a secret).
+EMULATOR_CLIENT_ID = "portal-demo"
+EMULATOR_CLIENT_SECRET = "portal-demo-secret"
 CALLBACK_PATH = "/crm/callback"
 # amoCRM sends the account's host as `referer`; only these hosts may receive our client secret and codes.
 AMOCRM_HOST_RE = re.compile(r"^(?P<subdomain>[a-z0-9][a-z0-9-]{0,62})\.amocrm\.(?:ru|com)$")
@@ -51,10 +54,8 @@ class CrmSettings:
         client_id = str(config.get("AMOCRM_CLIENT_ID") or "")
         client_secret = str(config.get("AMOCRM_CLIENT_SECRET") or "")
         if backend == "emulator":
-            from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-
-            client_id = client_id or DEFAULT_CLIENT_ID
-            client_secret = client_secret or DEFAULT_CLIENT_SECRET
+            client_id = client_id or EMULATOR_CLIENT_ID
+            client_secret = client_secret or EMULATOR_CLIENT_SECRET
         redirect_uri = str(config.get("AMOCRM_REDIRECT_URI") or "")
         if not redirect_uri:
             redirect_uri = str(config.get("BASE_URL") or "http://127.0.0.1:5000").rstrip("/") + CALLBACK_PATH

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
+from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
+from portal import tasks as task_queue
 from portal.accounts.models import Membership, MembershipStatus, Source
 from portal.seats import directory
 
@@ -147,9 +148,6 @@ def on_directory_event(db: Session, ev: directory.DirectoryEvent) -> None:
             enqueue(db, account_id=ev.account_id, membership_id=mid, operation=ACTIVATE, payload=payload, now=ev.at)
 
 
-directory.register_directory_listener(on_directory_event)
-
-
 def resolve_creates(db: Session, membership_id: int, crm_user_id: int, now: datetime) -> int:
     """The user turned out to be in the CRM already (the sync linked them): their create task is done."""
     return db.execute(
@@ -170,47 +168,30 @@ def resolve_creates(db: Session, membership_id: int, crm_user_id: int, now: date
 
 
 def _kick_after_commit(db: Session, account_id: int) -> None:
-    db.info.setdefault("crm_outbox_kick", set()).add(account_id)
+    """Deliver this account's queue once `db` commits (nothing if it rolls back): the task queue's after-commit
+    sending, the same one every feature uses, rather than a listener of the outbox's own."""
+    task_queue.enqueue_after_commit(db, _deliver_soon, account_id)
 
 
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint was released (the directory uses them): the real commit is still to come
-    accounts = session.info.pop("crm_outbox_kick", None)
-    if accounts:
-        _deliver_soon(sorted(accounts))
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, previous: Any) -> None:
-    if previous.parent is None:
-        session.info.pop("crm_outbox_kick", None)
-
-
-def _deliver_soon(account_ids: list[int]) -> None:
-    """Deliver what a request just queued, without making the person wait for the CRM: a task per account (the
+def _deliver_soon(account_id: int) -> None:
+    """Deliver what a request just queued, without making the person wait for the CRM: a task for the account (the
     periodic delivery catches anything whose message is lost)."""
-    from flask import current_app, has_app_context
-
     if not has_app_context():
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     mode = app.config.get("CRM_OUTBOX_DELIVERY") or ("off" if app.testing else "task")
     if mode == "off":
         return
-    from portal.tasks import enqueue
-
+    # A cycle: the crm tasks module imports this one to define the delivery task.
     from .tasks import deliver_outbox_task
 
-    for account_id in account_ids:
-        if mode == "sync":
-            try:
-                deliver_outbox_task.call_local(account_id)
-            except Exception:
-                log.exception("CRM outbox delivery for account %s failed", account_id)
-        else:
-            enqueue(deliver_outbox_task, account_id)
+    if mode == "sync":
+        try:
+            deliver_outbox_task.call_local(account_id)
+        except Exception:
+            log.exception("CRM outbox delivery for account %s failed", account_id)
+    else:
+        task_queue.enqueue(deliver_outbox_task, account_id)
 
 
 @dataclass

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from devtools.crm_emulator import Emulator
 from portal.accounts.models import Account, Membership, MembershipStatus, User
 from portal.seats import directory
-from portal.seats.crm.emulator import Emulator
 from portal.seats.crm.factory import CrmSettings, build_client, client_factory
 from portal.seats.crm.models import CrmConnection, CrmOutbox, CrmSyncEntry, CrmSyncRun
 from portal.seats.crm.oauth import Tokens

@@ -10,9 +10,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from devtools.crm_emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from portal.audit import AuditLog
 from portal.seats.crm.base import CrmError
-from portal.seats.crm.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from portal.seats.crm.factory import CrmSettings
 from portal.seats.crm.models import CrmConnection
 from portal.seats.crm.tokens import read_tokens

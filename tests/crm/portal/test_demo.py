@@ -8,9 +8,9 @@ from typing import Any
 
 import requests
 
-from portal.cli import seed_demo_data
-from portal.seats.crm.demo import STATE_FILE, start
-from portal.seats.crm.emulator import Emulator, running_emulator
+from devtools.crm_emulator import Emulator, running_emulator
+from devtools.demo import seed_demo_data
+from devtools.demo.crm import STATE_FILE, start
 from portal.seats.crm.sync import get_connection
 from tests.crm.portal.conftest import Crm
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from devtools.crm_emulator import Emulator, running_emulator
 from portal.seats.crm.base import CrmAuthError
-from portal.seats.crm.emulator import Emulator, running_emulator
 from portal.seats.crm.factory import build_client
 from portal.seats.crm.models import CrmConnection
 from portal.seats.crm.tokens import read_tokens, token_cipher

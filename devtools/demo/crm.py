@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, has_app_context
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devtools.crm_emulator import Emulator, QuietHandler, create_app
 from portal.db import utcnow
-
-from .base import CrmAccountInfo
-from .factory import CrmSettings
-from .service import connect_account
-from .sync import get_connection
+from portal.seats.crm.base import CrmAccountInfo
+from portal.seats.crm.factory import CrmSettings
+from portal.seats.crm.service import connect_account
+from portal.seats.crm.sync import get_connection
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ def _state_path(app: Flask) -> Path:
     return Path(app.instance_path) / STATE_FILE
 
 
-def _emulator(app: Flask) -> Any:
-    from .emulator import Emulator
-
+def _emulator(app: Flask) -> Emulator:
     settings = CrmSettings.from_config(app.config)
     return Emulator(
         state_file=_state_path(app),
@@ -60,7 +58,7 @@ def _emulator(app: Flask) -> Any:
     )
 
 
-def _fill(emulator: Any) -> None:
+def _fill(emulator: Emulator) -> None:
     if emulator.users():
         return
     groups = [0] + [emulator.add_group(name).id for name in GROUPS]
@@ -104,14 +102,12 @@ def start(app: Flask) -> BaseWSGIServer | None:
     settings = CrmSettings.from_config(app.config)
     if settings.backend != "emulator":
         return None
-    from .emulator import _QuietHandler
-
     parts = urlsplit(settings.emulator_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     emulator = _emulator(app)
     _fill(emulator)
     try:
-        server = make_server(host, port, emulator, threaded=True, request_handler=_QuietHandler)
+        server = make_server(host, port, create_app(emulator), threaded=True, request_handler=QuietHandler)
     except (OSError, SystemExit):
         # Werkzeug exits on a busy port; the portal must still start (an emulator may already run there).
         log.warning("CRM emulator not started: %s:%s is busy; the portal talks to whatever answers there", host, port)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
+from devtools.edo_emulator import EdoEmulator, serve
 from portal.db import utcnow
+from portal.documents.seller import get_seller
 from portal.documents.service import get_requisites, save_requisites
 
 ROMASHKA = {
@@ -30,18 +34,9 @@ def seed(db: Any, demo: dict[str, Any]) -> None:
 
 
 def start(app: Any) -> Any:
-    """`make run`: the local ЭДО emulator (devtools) on EDO_EMULATOR_URL's port, its buyer's page at its address."""
-    import logging
-    from urllib.parse import urlsplit
-
+    """`make run`: the local ЭДО emulator on EDO_EMULATOR_URL's port, its buyer's page at its address."""
     if app.config.get("EDO_BACKEND") != "emulator":
         return None
-    try:
-        from devtools.edo_emulator import EdoEmulator, serve
-    except ImportError:  # an installed portal without the repository's devtools
-        return None
-    from portal.documents.seller import get_seller
-
     parts = urlsplit(app.config["EDO_EMULATOR_URL"])
     try:
         server = serve(EdoEmulator(get_seller(app.config).edo_id), parts.hostname or "127.0.0.1", parts.port or 80)

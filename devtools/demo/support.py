@@ -9,7 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from portal.billing import service as billing
 from portal.db import utcnow
+from portal.documents.invoices import issue_invoice
+from portal.documents.service import get_requisites
+from portal.payments.bank import import_statement
+from portal.payments.statement import build_statement
 from portal.support.models import RequestKind, RequestStatus, SupportRequest
 
 DEMO_ORDER_KEY = "demo-support-invoice-users-24"
@@ -17,8 +22,6 @@ SHORT_BY = 500_00  # the customer's transfer is 500 ₽ short: it waits for supp
 
 
 def seed(db: Any, demo: dict[str, Any]) -> None:
-    from portal.billing import service as billing
-
     account = demo["big"]
     exists = db.scalar(sa.select(SupportRequest.id).where(SupportRequest.account_id == account.id))
     if exists is None:
@@ -40,12 +43,6 @@ def seed(db: Any, demo: dict[str, Any]) -> None:
 
 def _short_payment(db: Any, account: Any) -> None:
     """An invoice for users-24 (6 months) and a bank statement whose transfer for it is short and names no invoice."""
-    from portal.billing import service as billing
-    from portal.documents.invoices import issue_invoice
-    from portal.documents.service import get_requisites
-    from portal.payments.bank import import_statement
-    from portal.payments.statement import build_statement
-
     requisites = get_requisites(db, account.id)
     if requisites is None:
         return
