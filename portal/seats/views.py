@@ -25,7 +25,6 @@ from portal.seats import directory
 from portal.seats.crm.models import CrmConnection
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
-from portal.textinput import ascii_int
 from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
