@@ -26,6 +26,7 @@ from portal.billing.models import (
     Order,
     OrderKind,
     OrderStatus,
+    OrderTopup,
     PeriodKind,
     PeriodStatus,
     Subscription,
@@ -42,7 +43,7 @@ from portal.billing.pricing import (
     round_half_up_div,
 )
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
-from portal.billing.signals import order_closed, scheduled_period_canceled
+from portal.billing.signals import order_closed, scheduled_period_canceled, scheduled_topup_canceled
 from portal.db import memo
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -431,6 +432,21 @@ def list_owners(db: Session, account_id: int) -> list[User]:
 
 
 @dataclass(frozen=True)
+class Topup:
+    """A prepaid later period an upgrade raises to its plan too: the price difference for that period's months,
+    by the same rule as the current period's extra payment (all its days are left, so the whole difference)."""
+
+    period: PeriodInfo
+    charge: int
+    new_quote: Quote
+    old_quote: Quote
+
+    @property
+    def covers(self) -> str:
+        return f"период с {format_date(self.period.starts_on)} по {format_date(self.period.last_day)}"
+
+
+@dataclass(frozen=True)
 class Purchase:
     """What buying `plan` for `months` means for this account today, priced from the published terms."""
 
@@ -446,17 +462,25 @@ class Purchase:
     current_quote: Quote | None = None  # upgrade: what the current plan costs for the same months
     days_left: int = 0  # upgrade: whole Moscow days from today to the period end
     days_total: int = 0  # upgrade: days of the purchase being upgraded
+    topups: tuple[Topup, ...] = ()  # upgrade: prepaid later periods raised in the same order (in `amount`)
+    # upgrade: prepaid later periods on a smaller plan that may be raised too (ticked or not)
+    topup_offers: tuple[Topup, ...] = ()
 
     @property
     def last_day(self) -> date:
         return self.ends_on - timedelta(days=1)
 
     @property
+    def topup_total(self) -> int:
+        return sum(t.charge for t in self.topups)
+
+    @property
     def covers(self) -> str:
         """What the amount pays for, in the words every page uses: «доплата до 29.05.2027»."""
         last = format_date(self.last_day)
         if self.kind == OrderKind.UPGRADE:
-            return f"доплата до {last}"
+            later = "".join(f" и за {t.covers}" for t in self.topups)
+            return f"доплата до {last}{later}"
         period = months_ru(self.months)
         if self.kind == OrderKind.RENEWAL:
             return f"продление на {period}, с {format_date(self.starts_on)} по {last}"
@@ -465,15 +489,41 @@ class Purchase:
         return f"за {period}, с {format_date(self.starts_on)} по {last}"
 
 
-def price_purchase(db: Session, account_id: int, plan: Plan, months: int, now: datetime) -> Purchase:
+def price_purchase(
+    db: Session,
+    account_id: int,
+    plan: Plan,
+    months: int,
+    now: datetime,
+    *,
+    topup_ids: frozenset[int] | None = None,
+) -> Purchase:
     resolved = get_plan_for_account(db, account_id, plan.code)
     if resolved is None:
         raise PurchaseError(f"Тариф «{plan.code}» недоступен для этой компании.")
-    return price_for_state(get_subscription_state(db, account_id, now), resolved, months)
+    return price_for_state(get_subscription_state(db, account_id, now), resolved, months, topup_ids=topup_ids)
 
 
-def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purchase:
-    """The purchase priced against a state already read (the plans page prices every card from one read)."""
+def _topup_offers(state: SubscriptionState, plan: Plan) -> tuple[Topup, ...]:
+    """The prepaid later periods on a cheaper plan that an upgrade to `plan` may raise too, priced like the
+    current period's extra payment (pricing.upgrade_charge) with every one of their days still ahead."""
+    offers = []
+    for period in state.scheduled:
+        if period.plan.monthly_price >= plan.monthly_price:
+            continue
+        charge = _upgrade_charge(period.plan, plan, period.months, period.term_start, period.ends_on, state.today)
+        if charge > 0:
+            offers.append(Topup(period, charge, quote(plan, period.months), quote(period.plan, period.months)))
+    return tuple(offers)
+
+
+def price_for_state(
+    state: SubscriptionState, plan: Plan, months: int, *, topup_ids: frozenset[int] | None = None
+) -> Purchase:
+    """The purchase priced against a state already read (the plans page prices every card from one read).
+
+    An upgrade raises the prepaid later periods named by `topup_ids` too (None: every one it can, which is what
+    checkout offers ticked, so every page quotes that figure)."""
     if plan.is_free:
         raise PurchaseError("Бесплатный тариф не нужно оплачивать: он действует, когда нет оплаченного периода.")
     try:
@@ -494,6 +544,8 @@ def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purcha
         charge = _upgrade_charge(current.plan, plan, current.months, current.term_start, current.ends_on, today)
         if charge <= 0:
             raise PurchaseError("Доплата за переход слишком мала для расчёта. Обратитесь в поддержку.")
+        offers = _topup_offers(state, plan)
+        topups = tuple(t for t in offers if topup_ids is None or t.period.id in topup_ids)
         return Purchase(
             plan,
             current.months,
@@ -502,11 +554,13 @@ def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purcha
             current.ends_on,
             new_q,
             charge,
-            charge,
+            charge + sum(t.charge for t in topups),
             current.plan,
             current_quote=quote(current.plan, current.months),
             days_left=(current.ends_on - today).days,
             days_total=(current.ends_on - current.term_start).days,
+            topups=topups,
+            topup_offers=offers,
         )
     return Purchase(plan, months, OrderKind.DOWNGRADE, end, add_months(end, months), q, 0, q.total, current.plan)
 
@@ -535,11 +589,29 @@ def _order_by_key(db: Session, key: str) -> Order | None:
     ).first()
 
 
-def _same_order(order: Order, *, account_id: int, plan_code: str, months: int, payer_type: str) -> Order:
+def list_order_topups(db: Session, order_id: int) -> list[OrderTopup]:
+    return list(db.scalars(sa.select(OrderTopup).where(OrderTopup.order_id == order_id).order_by(OrderTopup.starts_on)))
+
+
+def _same_order(
+    db: Session,
+    order: Order,
+    *,
+    account_id: int,
+    plan_code: str,
+    months: int,
+    payer_type: str,
+    topup_ids: frozenset[int] | None = None,
+) -> Order:
     if order.account_id != account_id:
         raise PurchaseError("Этот заказ оформлен в другой компании. Откройте страницу оплаты заново.")
     same_months = order.kind == OrderKind.UPGRADE or order.months == months
-    if order.plan_code != plan_code or order.payer_type != payer_type or not same_months:
+    same_topups = (
+        topup_ids is None
+        or order.kind != OrderKind.UPGRADE
+        or {t.period_id for t in list_order_topups(db, order.id)} == set(topup_ids)
+    )
+    if order.plan_code != plan_code or order.payer_type != payer_type or not same_months or not same_topups:
         raise PurchaseError(
             "Этот заказ уже оформлен на другие условия. Откройте страницу оплаты заново, чтобы оформить новый."
         )
@@ -557,8 +629,11 @@ def create_order(
     license_version: str,
     idempotency_key: str,
     now: datetime,
+    topup_ids: frozenset[int] | None = None,
 ) -> Order:
-    """A pending order priced by the server; the same key gives the same order. The caller commits."""
+    """A pending order priced by the server; the same key gives the same order. The caller commits.
+
+    An upgrade also raises the prepaid later periods in `topup_ids` (None: every one it can)."""
     if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise PurchaseError("Форма оплаты повреждена. Откройте страницу оплаты заново.")
     if payer_type not in PAYER_TYPES:
@@ -567,12 +642,20 @@ def create_order(
         raise PurchaseError("Нужно принять условия лицензионного договора.")
     existing = _order_by_key(db, idempotency_key)
     if existing is not None:
-        return _same_order(existing, account_id=account_id, plan_code=plan_code, months=months, payer_type=payer_type)
+        return _same_order(
+            db,
+            existing,
+            account_id=account_id,
+            plan_code=plan_code,
+            months=months,
+            payer_type=payer_type,
+            topup_ids=topup_ids,
+        )
 
     plan = get_plan_for_account(db, account_id, plan_code)
     if plan is None:
         raise PurchaseError(f"Тариф «{plan_code}» не найден.")
-    purchase = price_purchase(db, account_id, plan, months, now)
+    purchase = price_purchase(db, account_id, plan, months, now, topup_ids=topup_ids)
     ttl = CARD_ORDER_TTL if payer_type == "card" else INVOICE_ORDER_TTL
     values = {
         "account_id": account_id,
@@ -600,19 +683,45 @@ def create_order(
     order = _order_by_key(db, idempotency_key)
     assert order is not None
     if not inserted:  # someone else's request with the same key won the race
-        return _same_order(order, account_id=account_id, plan_code=plan_code, months=months, payer_type=payer_type)
+        return _same_order(
+            db,
+            order,
+            account_id=account_id,
+            plan_code=plan_code,
+            months=months,
+            payer_type=payer_type,
+            topup_ids=topup_ids,
+        )
+    for topup in purchase.topups:
+        db.add(
+            OrderTopup(
+                order_id=order.id,
+                period_id=topup.period.id,
+                old_plan_code=topup.period.plan.code,
+                starts_on=topup.period.starts_on,
+                ends_on=topup.period.ends_on,
+                months=topup.period.months,
+                amount=topup.charge,
+            )
+        )
+    db.flush()
     record_audit(
         db,
         actor=actor,
         account=account_id,
         action="billing.order_created",
-        after=_order_dict(order),
+        after=_order_dict(order, list_order_topups(db, order.id)),
     )
     return order
 
 
-def _order_dict(order: Order) -> dict[str, Any]:
-    return {
+def _order_dict(order: Order, topups: list[OrderTopup] | None = None) -> dict[str, Any]:
+    extra = {}
+    if topups:
+        extra["topups"] = [
+            {"starts_on": t.starts_on.isoformat(), "ends_on": t.ends_on.isoformat(), "amount": t.amount} for t in topups
+        ]
+    return extra | {
         "order_id": order.id,
         "plan": order.plan_code,
         "months": order.months,
@@ -742,6 +851,17 @@ def cancel_scheduled_period(
     )
     if order is not None:
         scheduled_period_canceled.send(order, db=db, reason=reason, now=now)
+    # An upgrade that raised this period paid its part for days that will now never come: that part goes back too.
+    raised = db.scalars(
+        sa.select(OrderTopup)
+        .where(OrderTopup.new_period_id == period_id, OrderTopup.released_at.is_(None))
+        .with_for_update()
+    ).all()
+    for topup in raised:
+        topup.released_at = now
+        upgrade = db.get(Order, topup.order_id)
+        if upgrade is not None and upgrade.status == OrderStatus.PAID:
+            scheduled_topup_canceled.send(upgrade, db=db, amount=topup.amount, reason=reason, now=now)
     return order
 
 
@@ -828,6 +948,30 @@ def _cut_short(db: Session, period: PeriodInfo, today: date, now: datetime) -> N
     row.ended_at = now  # the new period's own record says what happened; the tick has nothing to add
 
 
+def _raise_scheduled_period(db: Session, period_id: int, plan: Plan, today: date, now: datetime) -> SubscriptionPeriod:
+    """A prepaid later period raised by an upgrade: the old row never takes effect (replaced), a new one on the
+    bigger plan takes its dates. It keeps the period's own order, so cancelling it still gives that money back."""
+    old = db.get(SubscriptionPeriod, period_id)
+    assert old is not None
+    old.status = PeriodStatus.REPLACED
+    old.replaced_on = today
+    old.ended_at = now
+    row = _new_period(
+        db,
+        account_id=old.account_id,
+        kind=PeriodKind.PAID,
+        plan=plan,
+        starts_on=old.starts_on,
+        ends_on=old.ends_on,
+        term_start=old.term_start,
+        months=old.months,
+        order_id=old.order_id,
+        now=now,
+    )
+    db.flush()
+    return row
+
+
 def _state_dict(state: SubscriptionState) -> dict[str, Any]:
     return {
         "plan": state.plan.code,
@@ -844,10 +988,14 @@ def _state_dict(state: SubscriptionState) -> dict[str, Any]:
     }
 
 
-def _problem(order: Order, plan: Plan | None, state: SubscriptionState) -> str | None:
+def _problem(
+    order: Order, plan: Plan | None, state: SubscriptionState, topups: list[OrderTopup] | None = None
+) -> str | None:
     """Why money for this order cannot be applied to it now, or None."""
     if order.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
         return f"заказ № {order.id} {'отменён' if order.status == OrderStatus.CANCELED else 'истёк'}"
+    if order.status == OrderStatus.SCHEDULED:
+        return f"заказ № {order.id} ещё не выставлен к оплате: оплата откроется ближе к началу периода"
     if plan is None:
         return "тариф заказа больше не существует"
     if order.kind == OrderKind.UPGRADE:
@@ -859,6 +1007,20 @@ def _problem(order: Order, plan: Plan | None, state: SubscriptionState) -> str |
             and plan.monthly_price > current.plan.monthly_price
         ):
             return "оплаченный период, к которому относилась доплата, уже закончился или изменился"
+        # Each later period it raises must still be upcoming and as it was priced: not begun, canceled or changed.
+        upcoming = {p.id: p for p in state.scheduled}
+        for topup in topups or ():
+            period = upcoming.get(topup.period_id)
+            if (
+                period is None
+                or (period.starts_on, period.ends_on) != (topup.starts_on, topup.ends_on)
+                or period.plan.code != topup.old_plan_code
+                or period.plan.monthly_price >= plan.monthly_price
+            ):
+                return (
+                    f"оплаченный период с {format_date(topup.starts_on)}, который повышала доплата, "
+                    "уже начался, отменён или изменился"
+                )
     return None
 
 
@@ -868,7 +1030,12 @@ def order_problem(db: Session, order: Order, now: datetime) -> str | None:
     if order.status == OrderStatus.PAID:
         return f"заказ № {order.id} уже оплачен ({order.payment_reference})"
     _lock_subscription(db, order.account_id, now)
-    return _problem(order, _plan_for_order(db, order), get_subscription_state(db, order.account_id, now))
+    return _problem(
+        order,
+        _plan_for_order(db, order),
+        get_subscription_state(db, order.account_id, now),
+        list_order_topups(db, order.id) if order.kind == OrderKind.UPGRADE else None,
+    )
 
 
 def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: str, actor: User | None = None) -> bool:
@@ -889,7 +1056,8 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
     state = get_subscription_state(db, order.account_id, now)
     today = state.today
     plan = _plan_for_order(db, order)
-    problem = _problem(order, plan, state)
+    topups = list_order_topups(db, order.id) if order.kind == OrderKind.UPGRADE else []
+    problem = _problem(order, plan, state, topups)
     if problem is not None:
         # Money never activates what can no longer be had: the ledger asks order_problem first and keeps such
         # money on the balance, so reaching this is a caller's mistake, not a customer's situation.
@@ -912,6 +1080,9 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
                 order_id=order.id,
                 now=now,
             )
+        assert plan is not None
+        for topup in topups:
+            topup.new_period_id = _raise_scheduled_period(db, topup.period_id, plan, today, now).id
     else:
         if state.is_paid:
             # Renewal and a smaller plan follow what is already paid; a full-price order placed from free but
@@ -948,7 +1119,7 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
         account=order.account_id,
         action="billing.order_paid",
         before=_state_dict(state) | {"order_id": order.id, "order_status": previous_status},
-        after=_state_dict(after) | {"order": _order_dict(order), "reference": reference},
+        after=_state_dict(after) | {"order": _order_dict(order, topups), "reference": reference},
     )
     _cancel_stale_upgrades(db, order, now)
     return True

@@ -223,7 +223,7 @@ def _checkout(throttled: str | None = None) -> Any:
         abort(400, months_error(source.get("months")))
     now = utcnow()
     try:
-        purchase = service.price_purchase(db, account.id, plan, months, now)
+        purchase = service.price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
     except service.PurchaseError as exc:
         abort(400, str(exc))
 
@@ -265,7 +265,8 @@ def _checkout(throttled: str | None = None) -> Any:
                 option = service.get_checkout_option(form.payer_type.data)
                 refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
                 if refusal is None:
-                    return _place_order(form, account.id, plan, months, license_version, now)
+                    topups = frozenset(t.period.id for t in purchase.topups)
+                    return _place_order(form, account.id, plan, months, license_version, now, topups)
                 problem = refusal
                 status = 409
         else:
@@ -292,6 +293,14 @@ def _checkout(throttled: str | None = None) -> Any:
     )
 
 
+def _topup_choice(source: Any) -> frozenset[int] | None:
+    """Which prepaid later periods an upgrade raises too: the ticked `topup` boxes once the form (or a link) says
+    a choice was made (`topups_choice`), else None — every one, as the page offers them ticked."""
+    if not source.get("topups_choice"):
+        return None
+    return frozenset(int(v) for v in source.getlist("topup") if v.isascii() and v.isdigit() and len(v) < 12)
+
+
 def _no_options_text(role: str) -> str:
     if role == Role.ACCOUNTANT.value:
         return (
@@ -301,7 +310,15 @@ def _no_options_text(role: str) -> str:
     return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."
 
 
-def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, license_version: str, now: Any) -> Any:
+def _place_order(
+    form: CheckoutForm,
+    account_id: int,
+    plan: Plan,
+    months: int,
+    license_version: str,
+    now: Any,
+    topups: frozenset[int] | None = None,
+) -> Any:
     db = get_db()
     actor = current_user._get_current_object()  # type: ignore[attr-defined]
     try:
@@ -315,6 +332,7 @@ def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, l
             license_version=license_version,
             idempotency_key=form.idempotency_key.data,
             now=now,
+            topup_ids=topups,
         )
         db.commit()
     except service.PurchaseError as exc:
