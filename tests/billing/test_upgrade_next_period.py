@@ -10,10 +10,15 @@ import sqlalchemy as sa
 
 from portal.billing import service
 from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
+from tests.billing import test_checkout as checkout_tests
 from tests.billing.conftest import page_text
 from tests.billing.terms import msk, period_total, upgrade_total
-from tests.billing.test_checkout import form_fields, handlers, owner, rub  # noqa: F401 - fixtures
+from tests.billing.test_checkout import form_fields, rub
 from tests.conftest import post
+
+# The checkout tests' fixtures: an owner signed in on 10.03.2026 and checkout handlers that record their calls.
+owner = checkout_tests.owner
+handlers = checkout_tests.handlers
 
 BOUGHT = msk(2026, 3, 10, 15)
 TODAY = msk(2026, 9, 1, 12)
@@ -29,7 +34,7 @@ def prepaid_two_periods(account, buy):
     return renewal
 
 
-def test_checkout_offers_the_next_period_ticked_and_totals_both_to_the_kopeck(client, owner, db, buy, freeze, handlers):  # noqa: F811
+def test_checkout_offers_the_next_period_ticked_and_totals_both_to_the_kopeck(client, owner, db, buy, freeze, handlers):
     prepaid_two_periods(owner, buy)
     freeze(TODAY)
     resp = client.get("/checkout?plan=users-50&months=12")
@@ -65,7 +70,7 @@ def test_checkout_offers_the_next_period_ticked_and_totals_both_to_the_kopeck(cl
 
 def test_unticked_the_next_period_keeps_its_plan_and_the_total_is_the_current_part(
     client, owner, db, buy, freeze, handlers
-):  # noqa: F811
+):
     prepaid_two_periods(owner, buy)
     freeze(TODAY)
     resp = client.get("/checkout?plan=users-50&months=12&topups_choice=1")
@@ -82,7 +87,7 @@ def test_unticked_the_next_period_keeps_its_plan_and_the_total_is_the_current_pa
     assert db.scalars(sa.select(OrderTopup).where(OrderTopup.order_id == order.id)).all() == []
 
 
-def test_ticking_without_javascript_asks_to_confirm_the_new_total(client, owner, db, buy, freeze, handlers):  # noqa: F811
+def test_ticking_without_javascript_asks_to_confirm_the_new_total(client, owner, db, buy, freeze, handlers):
     prepaid_two_periods(owner, buy)
     freeze(TODAY)
     fields = form_fields(client.get("/checkout?plan=users-50&months=12").get_data(as_text=True))
