@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     "INVOICE_VALID_BANKING_DAYS": 5,
     "MAX_OPEN_INVOICES": 5,
     "GRACE_DAYS": 7,  # days a paid plan is kept after its period ends while the renewal invoice is unpaid  # unpaid invoices an account may hold at once; the next checkout by invoice is refused
+    # A smaller plan chosen for a period further away than this is scheduled unpaid; the tick opens its payment
+    # (an invoice, or a card payment the owner is asked for) this many days before it begins.
+    "SCHEDULED_PAYMENT_DAYS": 14,
     "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
     "CHECKOUT_LIMIT_PER_IP": "60 per hour",  # checkout attempts (POST) from one address
     "SUPPORT_REQUESTS_PER_DAY": 5,  # new requests to support (trial, >1000 users) of one account in 24 hours
@@ -109,6 +112,7 @@ INT_KEYS = {
     "INVOICE_VALID_BANKING_DAYS",
     "MAX_OPEN_INVOICES",
     "GRACE_DAYS",
+    "SCHEDULED_PAYMENT_DAYS",
     "SUPPORT_REQUESTS_PER_DAY",
     "SMS_BUDGET_PER_HOUR",
     "MAX_UPLOAD_BYTES",

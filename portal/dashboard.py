@@ -250,13 +250,18 @@ def index() -> Any:
         storage=storage,
         step=step,
         is_manager=is_manager,
+        is_owner=membership.role == "owner",
         owners=service.list_owners(db, account.id),
         # Unpaid invoices wait for a bank transfer; an abandoned card attempt is just noise and expires in a day.
+        # A scheduled smaller plan whose payment the tick opened waits here too, by card as well as by invoice.
         pending_orders=[
-            o for o in service.list_orders(db, account.id, statuses=("pending",), limit=20) if o.payer_type == "invoice"
+            o
+            for o in service.list_orders(db, account.id, statuses=("pending",), limit=20)
+            if o.payer_type == "invoice" or o.opens_on is not None
         ]
         if is_manager
         else [],
+        scheduled_orders=service.list_scheduled_orders(db, account.id) if is_manager else [],
         format_date=format_date,
         balance=ledger.account_balance(db, account.id) if is_manager else 0,
         attention=ledger.list_attention(db, account.id) if is_manager else [],

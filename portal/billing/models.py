@@ -110,6 +110,8 @@ class Order(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     payment_reference: Mapped[str | None] = mapped_column(sa.Text)
+    # A smaller plan scheduled unpaid: the day the tick opens its payment (status scheduled → pending).
+    opens_on: Mapped[date | None] = mapped_column(sa.Date)
 
     @property
     def plan_title(self) -> str:

@@ -630,10 +630,13 @@ def create_order(
     idempotency_key: str,
     now: datetime,
     topup_ids: frozenset[int] | None = None,
+    defer_days: int | None = None,
 ) -> Order:
     """A pending order priced by the server; the same key gives the same order. The caller commits.
 
-    An upgrade also raises the prepaid later periods in `topup_ids` (None: every one it can)."""
+    An upgrade also raises the prepaid later periods in `topup_ids` (None: every one it can). A smaller plan that
+    begins more than `defer_days` days from today is scheduled unpaid: nothing is asked for until the tick opens
+    its payment `defer_days` before it begins (the SCHEDULED_PAYMENT_DAYS setting; None: pay now)."""
     if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise PurchaseError("Форма оплаты повреждена. Откройте страницу оплаты заново.")
     if payer_type not in PAYER_TYPES:
@@ -657,6 +660,8 @@ def create_order(
         raise PurchaseError(f"Тариф «{plan_code}» не найден.")
     purchase = price_purchase(db, account_id, plan, months, now, topup_ids=topup_ids)
     ttl = CARD_ORDER_TTL if payer_type == "card" else INVOICE_ORDER_TTL
+    opens_on = payment_opens_on(purchase, msk_date(now), defer_days)
+    deferred = opens_on is not None
     values = {
         "account_id": account_id,
         "plan_code": plan.code,
@@ -671,13 +676,14 @@ def create_order(
         "starts_on": purchase.starts_on,
         "ends_on": purchase.ends_on,
         "payer_type": payer_type,
-        "status": OrderStatus.PENDING,
+        "status": OrderStatus.SCHEDULED if deferred else OrderStatus.PENDING,
         "idempotency_key": idempotency_key,
         "license_version": license_version,
         "license_accepted_at": now,
         "created_by_user_id": actor.id if actor is not None else None,
         "created_at": now,
-        "expires_at": now + ttl,
+        "expires_at": None if deferred else now + ttl,
+        "opens_on": opens_on,
     }
     inserted = _insert_ignoring_conflict(db, Order.__table__, values, "idempotency_key")
     order = _order_by_key(db, idempotency_key)
@@ -705,6 +711,7 @@ def create_order(
             )
         )
     db.flush()
+    _replace_scheduled_orders(db, order, actor=actor, now=now)
     record_audit(
         db,
         actor=actor,
@@ -713,6 +720,56 @@ def create_order(
         after=_order_dict(order, list_order_topups(db, order.id)),
     )
     return order
+
+
+def payment_opens_on(purchase: Purchase, today: date, defer_days: int | None) -> date | None:
+    """When a smaller plan's payment opens if it is scheduled unpaid (its start is more than `defer_days` away);
+    None when it is paid now."""
+    if purchase.kind != OrderKind.DOWNGRADE or defer_days is None:
+        return None
+    if (purchase.starts_on - today).days <= defer_days:
+        return None
+    return purchase.starts_on - timedelta(days=defer_days)
+
+
+def _replace_scheduled_orders(db: Session, order: Order, *, actor: User | None, now: datetime) -> None:
+    """Another plan chosen for the day a smaller plan was scheduled (unpaid) to begin: the new choice replaces it."""
+    if order.kind not in (OrderKind.DOWNGRADE, OrderKind.RENEWAL):
+        return
+    earlier = db.scalars(
+        sa.select(Order)
+        .where(
+            Order.account_id == order.account_id,
+            Order.status == OrderStatus.SCHEDULED,
+            Order.starts_on == order.starts_on,
+            Order.id != order.id,
+        )
+        .with_for_update()
+    ).all()
+    for old in earlier:
+        old.status = OrderStatus.CANCELED
+        reason = f"Заменён заказом № {order.id}: с {format_date(order.starts_on)} выбран тариф «{order.plan_title}»."
+        record_audit(
+            db,
+            actor=actor,
+            account=old.account_id,
+            action="billing.order_canceled",
+            before={"order_id": old.id, "status": OrderStatus.SCHEDULED},
+            after={"order_id": old.id, "status": OrderStatus.CANCELED},
+            reason=reason,
+        )
+        order_closed.send(old, db=db, reason=reason, now=now)
+
+
+def list_scheduled_orders(db: Session, account_id: int) -> list[Order]:
+    """Smaller plans scheduled unpaid, soonest first: the dashboard shows when each begins and when it is paid."""
+    return list(
+        db.scalars(
+            sa.select(Order)
+            .where(Order.account_id == account_id, Order.status == OrderStatus.SCHEDULED)
+            .order_by(Order.starts_on, Order.id)
+        )
+    )
 
 
 def _order_dict(order: Order, topups: list[OrderTopup] | None = None) -> dict[str, Any]:
@@ -761,15 +818,16 @@ def cancel_order(
         raise PurchaseError("Заказ не найден.")
     if order.status == OrderStatus.PAID:
         raise PurchaseError("Заказ уже оплачен, его нельзя отменить. Для возврата обратитесь в поддержку.")
-    if order.status != OrderStatus.PENDING:
+    if order.status not in (OrderStatus.PENDING, OrderStatus.SCHEDULED):
         return False
+    previous = order.status
     order.status = OrderStatus.CANCELED
     record_audit(
         db,
         actor=actor,
         account=order.account_id,
         action="billing.order_canceled",
-        before={"order_id": order.id, "status": OrderStatus.PENDING},
+        before={"order_id": order.id, "status": previous},
         after={"order_id": order.id, "status": OrderStatus.CANCELED},
         reason=reason,
     )
@@ -1539,6 +1597,39 @@ def _billing_tick(db: Session, now: datetime, grace_days: int = DEFAULT_GRACE_DA
     return done
 
 
+def open_scheduled_orders(db: Session, now: datetime) -> list[str]:
+    """A smaller plan scheduled unpaid whose start is near: its order becomes payable (pending) once.
+
+    The row lock with SKIP LOCKED and the status change make it once only, however many ticks run at once; the
+    invoice for an invoice payer is issued by documents' tick hook right after, and the notices tell the people.
+    Unpaid by its first day, the order lapses then and the account falls to the usual rules."""
+    today = msk_date(now)
+    due = _lock_due(
+        db,
+        sa.select(Order)
+        .where(Order.status == OrderStatus.SCHEDULED, Order.opens_on <= today)
+        .order_by(Order.opens_on, Order.id),
+    ).all()
+    done = []
+    for order in due:
+        order.status = OrderStatus.PENDING
+        ttl_end = msk_midnight(order.starts_on)
+        order.expires_at = ttl_end if ttl_end > now else now + CARD_ORDER_TTL
+        record_audit(
+            db,
+            actor=None,
+            account=order.account_id,
+            action="billing.scheduled_order_opened",
+            before={"order_id": order.id, "status": OrderStatus.SCHEDULED},
+            after={"order_id": order.id, "status": OrderStatus.PENDING, "amount": order.amount},
+        )
+        done.append(
+            f"{_account_label(db, order.account_id)}: заказ № {order.id} («{order.plan_title}» с "
+            f"{format_date(order.starts_on)}) открыт для оплаты"
+        )
+    return done
+
+
 def tick(db: Session, now: datetime, *, grace_days: int = DEFAULT_GRACE_DAYS) -> list[str]:
     """Scheduled work: periods that started or ended (or whose grace ended), unpaid orders, then every hook.
 
@@ -1546,6 +1637,7 @@ def tick(db: Session, now: datetime, *, grace_days: int = DEFAULT_GRACE_DAYS) ->
     Idempotent: every change is marked on its row, so a second run (or a run on another server) finds nothing.
     """
     done = _billing_tick(db, now, grace_days)
+    done += open_scheduled_orders(db, now)
     db.commit()
     for name, hook in list(_TICK_HOOKS.items()):
         try:

@@ -49,7 +49,7 @@ from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import Offer, offer_for_purchase
-from portal.timeutil import format_date
+from portal.timeutil import format_date, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,8 @@ def _checkout(throttled: str | None = None) -> Any:
             problem=problem,
             periods=PERIODS,
             offer=offer,
+            # A smaller plan months away is scheduled now and paid when its period comes near.
+            opens_on=service.payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
             # A company paying by card may ask for a УПД: offered once its requisites are on file.
             company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
         ),
@@ -333,11 +335,22 @@ def _place_order(
             idempotency_key=form.idempotency_key.data,
             now=now,
             topup_ids=topups,
+            defer_days=current_app.config["SCHEDULED_PAYMENT_DAYS"],
         )
         db.commit()
     except service.PurchaseError as exc:
         db.rollback()
         abort(400, str(exc))
+    if order.status == "scheduled" and order.opens_on is not None:
+        # Nothing is asked for now: the tick opens the payment when the period comes near.
+        how = "счёт придёт" if order.payer_type == "invoice" else "оплатить картой можно будет"
+        flash(
+            f"Переход запланирован: с {format_date(order.starts_on)} — тариф «{order.plan_title}», "
+            f"{format_rub(order.amount)}. Сейчас платить не нужно: {how} с {format_date(order.opens_on)}, "
+            "мы напомним. Отменить или изменить выбор можно до начала периода.",
+            "success",
+        )
+        return redirect(url_for("index"))
     if order.status == "paid":
         flash("Этот заказ уже оплачен.", "success")
         return redirect(url_for("index"))

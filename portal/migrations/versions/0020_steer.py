@@ -1,4 +1,5 @@
-"""Plan changes a person can steer: an upgrade also raises prepaid later periods (order_topups)
+"""Plan changes a person can steer: an upgrade also raises prepaid later periods (order_topups);
+a smaller plan for a period months away is scheduled unpaid (orders.opens_on)
 
 Revision ID: 0020_steer
 Revises: 0016
@@ -17,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("orders") as batch:
+        batch.add_column(sa.Column("opens_on", sa.Date(), nullable=True))
     op.create_table(
         "order_topups",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -42,3 +45,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("order_topups")
+    with op.batch_alter_table("orders") as batch:
+        batch.drop_column("opens_on")
