@@ -139,6 +139,11 @@ def test_an_upgrades_checkout_shows_the_prepaid_next_period_it_leaves_small(app,
     page = client.get("/checkout?plan=users-50&months=6").get_data(as_text=True).replace("\u00a0", " ")
     assert 'id="checkout-next-periods"' in page
     last = renewal.ends_on - timedelta(days=1)
+    # Offered ticked: raised in the same payment, the list says so.
+    assert f"«50 пользователей» с {renewal.starts_on:%d.%m.%Y} по {last:%d.%m.%Y} — вместо «24 пользователя»" in page
+    # Unticked, the period keeps its plan, and the page says it and how to cancel it.
+    page = client.get("/checkout?plan=users-50&months=6&topups_choice=1").get_data(as_text=True)
+    page = page.replace("\u00a0", " ")
     assert f"«24 пользователя» с {renewal.starts_on:%d.%m.%Y} по {last:%d.%m.%Y} — только 24 пользователя" in page
     assert f"/plans/scheduled/{scheduled.id}/cancel" in page
     # A renewal's checkout touches no other period: nothing to warn about.
