@@ -415,13 +415,25 @@ def scheduled_cancel(period_id: int) -> Any:
     membership = current_membership()
     now = utcnow()
     period = _scheduled_or_404(db, account.id, period_id, now)
+    state = service.get_subscription_state(db, account.id, now)
     return render_template(
         "billing/scheduled_cancel.html",
         period=period,
         paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
         can_cancel=membership is not None and membership.role == Role.OWNER.value,
-        state=service.get_subscription_state(db, account.id, now),
+        state=state,
+        change_plans=_change_plans(db, account.id, state, period),
+        periods=PERIODS,
     )
+
+
+def _change_plans(db: Any, account_id: int, state: service.SubscriptionState, period: service.PeriodInfo) -> list[Plan]:
+    """Plans that would begin on the cancelled period's first day: the current one or a smaller one (a bigger plan
+    is an upgrade that begins today). Only for the last prepaid period, the one that can be cancelled."""
+    if state.current is None or not state.scheduled or state.scheduled[-1].id != period.id:
+        return []
+    ceiling = state.current.plan.monthly_price
+    return [p for p in service.list_plans_for_account(db, account_id) if not p.is_free and p.monthly_price <= ceiling]
 
 
 @bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["POST"])
@@ -435,6 +447,19 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
     if not EmptyForm().validate_on_submit():
         abort(400, "Форма устарела. Откройте страницу ещё раз.")
+    # «Изменить»: cancel, then straight to checkout of the chosen plan for the same first day. Checked before
+    # anything changes, so a bad choice cancels nothing.
+    then = None
+    if "then_plan" in request.form:
+        state = service.get_subscription_state(db, account.id, now)
+        choices = {p.code: p for p in _change_plans(db, account.id, state, period)}
+        then_plan = choices.get((request.form.get("then_plan") or "").strip())
+        then_months = parse_months(request.form.get("then_months"))
+        if then_plan is None:
+            abort(400, "Выберите тариф из списка: он начнётся с той же даты, что и отменяемый период.")
+        if then_months is None:
+            abort(400, months_error(request.form.get("then_months")))
+        then = (then_plan, then_months)
     try:
         service.cancel_scheduled_period(
             db,
@@ -449,6 +474,15 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
+    if then is not None:
+        plan, months = then
+        flash(
+            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён, {format_rub(paid)} за него — на "
+            f"балансе компании. Оформите «{plan.title}» ниже: баланс пойдёт в его оплату первым. Если не оформить, "
+            f"с {format_date(period.starts_on)} будет бесплатный тариф, а деньги останутся на балансе.",
+            "success",
+        )
+        return redirect(url_for("billing.checkout", plan=plan.code, months=months))
     flash(
         f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
         "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
