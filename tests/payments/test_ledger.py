@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from portal.billing import service as billing
-from portal.billing.models import Order, SubscriptionPeriod
+from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
@@ -28,6 +28,7 @@ from portal.payments import service as payments
 from portal.payments.models import Allocation, LineStatus, Payment, Receipt, Refund, StatementLine
 from portal.payments.providers import get_provider
 from portal.payments.statement import build_statement
+from portal.timeutil import msk_midnight
 from tests.conftest import post
 from tests.documents.factories import SELLER_ACCOUNT, give_requisites, payment, statement
 
@@ -131,6 +132,14 @@ def check_invariants(db, sent: int) -> None:
         periods = db.scalar(
             sa.select(sa.func.count()).select_from(SubscriptionPeriod).where(SubscriptionPeriod.order_id == row.id)
         )
+        # A prepaid period an upgrade raised was replaced by one on the bigger plan: the same rights, not twice.
+        raised = db.scalar(
+            sa.select(sa.func.count())
+            .select_from(OrderTopup)
+            .join(SubscriptionPeriod, SubscriptionPeriod.id == OrderTopup.period_id)
+            .where(SubscriptionPeriod.order_id == row.id, OrderTopup.new_period_id.is_not(None))
+        )
+        periods -= raised
         assert periods <= 1, f"order {row.id} applied {periods} times"
         if row.status == "paid":
             # Paid in full once; a refund of unused days (staff's decision) gives part of it back, never more.
@@ -219,6 +228,10 @@ STEP = st.one_of(
         st.booleans(),
     ),
     st.tuples(st.just("refund"), st.sampled_from(["all", "half"])),
+    # An upgrade that raises the prepaid next period too (one is renewed first if there is none).
+    st.tuples(st.just("upgrade_next"), st.sampled_from(["users-50", "users-200"])),
+    # A smaller plan chosen months ahead: scheduled unpaid, then the tick (time moves on) opens its payment.
+    st.tuples(st.just("schedule_smaller"), st.sampled_from(["invoice", "card"])),
     st.tuples(st.just("refund_rights"), st.integers(0, 200), st.sampled_from(["suggested", "all"])),
 )
 
@@ -238,6 +251,18 @@ STEP = st.one_of(
         ("company_card", ("users-12", 6)),
         ("pay_card", 1, False),
         ("cancel_scheduled", False),
+    ]
+)
+# And once: an upgrade raising the prepaid next period, paid by card, that period cancelled (both parts back), then a
+# smaller plan scheduled months ahead whose payment the tick opens (the balance pays it).
+@example(
+    steps=[
+        ("bank", [0], "exact", False),
+        ("upgrade_next", "users-50"),
+        ("pay_card", 1, False),
+        ("cancel_scheduled", True),
+        ("schedule_smaller", "invoice"),
+        ("schedule_smaller", "card"),
     ]
 )
 def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_account, steps):
@@ -297,6 +322,67 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 continue
             orders.append(row)
             open_pages(row)
+        elif kind == "upgrade_next":
+            state = billing.get_subscription_state(db, account.id, moment)
+            if not state.is_paid:
+                continue
+            if not state.scheduled:
+                row = order(db, account, state.plan.code, 6, payer_type="card", now=moment)
+                orders.append(row)
+                with app.app_context():
+                    settled = ledger.settle_from_balance(db, row, now=moment, config=app.config, actor=None)
+                db.commit()
+                if not settled:
+                    sent += pay_by_card(app, db, row, now=moment).paid_amount or 0
+                state = billing.get_subscription_state(db, account.id, moment)
+            if not state.is_paid:
+                continue
+            try:
+                row = order(db, account, step[1], state.current.months, payer_type="card", now=moment)
+            except billing.PurchaseError:
+                db.rollback()
+                continue
+            event(f"upgrade raising {len(billing.list_order_topups(db, row.id))} later period(s)")
+            orders.append(row)
+            open_pages(row)
+        elif kind == "schedule_smaller":
+            state = billing.get_subscription_state(db, account.id, moment)
+            if not state.is_paid or state.plan.monthly_price <= 990_00:
+                continue
+            try:
+                row = billing.create_order(
+                    db,
+                    actor=None,
+                    account_id=account.id,
+                    plan_code="users-12",
+                    months=6,
+                    payer_type=step[1],
+                    license_version="2026-01",
+                    idempotency_key=f"ledger-{next(_keys):06d}",
+                    now=moment,
+                    defer_days=14,
+                )
+                db.commit()
+            except billing.PurchaseError:
+                db.rollback()
+                continue
+            orders.append(row)
+            if row.status == "scheduled":
+                # Time moves on to the day its payment opens; the tick opens it (once) and issues its invoice.
+                moment = max(moment, msk_midnight(row.opens_on) + timedelta(hours=1))
+                with app.app_context():
+                    billing.tick(db, moment)
+                    billing.tick(db, moment + timedelta(minutes=1))
+                db.expire_all()
+                event(f"scheduled smaller plan opened: {db.get(Order, row.id).status}")
+            if db.get(Order, row.id).status == "pending":
+                if step[1] == "invoice":
+                    inv = db.scalars(sa.select(Invoice).where(Invoice.order_id == row.id)).first()
+                    inv = inv or invoice_for(app, db, row, now=moment)
+                    if inv is not None:
+                        invoices.append(inv)
+                else:
+                    open_pages(row)
         elif kind == "cancel" and orders:
             row = orders[step[1] % len(orders)]
             try:
