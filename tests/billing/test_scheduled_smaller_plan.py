@@ -139,3 +139,24 @@ def test_choosing_another_plan_for_the_same_start_replaces_the_scheduled_one(db,
     db.expire_all()
     assert (db.get(Order, first.id).status, db.get(Order, second.id).status) == ("canceled", "scheduled")
     assert [o.id for o in service.list_scheduled_orders(db, account.id)] == [second.id]
+
+
+def test_ticks_on_several_servers_open_each_scheduled_order_once(pg_url, app, db, make_account, buy):
+    from tests.billing.test_concurrency_pg import _run_together
+
+    accounts = [make_account() for _ in range(3)]
+    orders = []
+    for account in accounts:
+        buy(account, "users-24", 12, BOUGHT)
+        orders.append(schedule_smaller(db, account))
+    maker = app.extensions["portal.db"].sessionmaker
+
+    def run_tick(i):
+        with maker() as session:
+            return service.tick(session, msk(2027, 2, 24, 0, 5))
+
+    results = _run_together(4, run_tick)
+    assert sum(1 for r in results for line in r if "открыт для оплаты" in line) == 3
+    db.expire_all()
+    assert [db.get(Order, o.id).status for o in orders] == ["pending"] * 3
+    assert sum(opened_audits(db, a.id) for a in accounts) == 3

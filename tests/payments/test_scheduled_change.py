@@ -258,3 +258,51 @@ def test_without_a_balance_the_opened_order_gets_one_invoice_and_the_people_are_
     ]
     assert len(letters) == 1 and letters[0].topic == "invoices"
     assert f"Пора оплатить его: {smaller.amount // 100:,}".replace(",", "\u00a0") in letters[0].body
+
+
+def test_ticks_on_several_servers_issue_one_invoice_for_an_opened_order(pg_url, app, db, make_account):
+    import threading
+
+    account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
+    give_requisites(db, account)
+    paid_by_invoice(app, db, account, "users-24", 12, "821")
+    smaller = billing.create_order(
+        db,
+        actor=None,
+        account_id=account.id,
+        plan_code="users-12",
+        months=6,
+        payer_type="invoice",
+        license_version="2026-01",
+        idempotency_key="scheduled-unpaid-3",
+        now=utcnow(),
+        defer_days=14,
+    )
+    db.commit()
+    opens = msk_midnight(smaller.opens_on) + timedelta(hours=1)
+    maker = app.extensions["portal.db"].sessionmaker
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def run_tick():
+        try:
+            barrier.wait(timeout=10)
+            with app.app_context(), maker() as session:
+                billing.tick(session, opens)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_tick) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    db.expire_all()
+    assert db.scalar(sa.select(sa.func.count()).select_from(Invoice).where(Invoice.order_id == smaller.id)) == 1
+    opened = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(AuditLog)
+        .where(AuditLog.account_id == account.id, AuditLog.action == "billing.scheduled_order_opened")
+    )
+    assert opened == 1
