@@ -909,6 +909,26 @@ def cancel_scheduled_period(
     )
     if order is not None:
         scheduled_period_canceled.send(order, db=db, reason=reason, now=now)
+    # An unpaid upgrade that would raise this period can no longer be applied: withdrawn now, its invoice annulled.
+    waiting = db.scalars(
+        sa.select(Order)
+        .join(OrderTopup, OrderTopup.order_id == Order.id)
+        .where(OrderTopup.period_id == period_id, Order.status == OrderStatus.PENDING)
+        .with_for_update(of=Order, skip_locked=True)
+    ).all()
+    for pending in waiting:
+        pending.status = OrderStatus.CANCELED
+        why = f"Оплаченный период с {format_date(row.starts_on)}, который повышал заказ, отменён."
+        record_audit(
+            db,
+            actor=actor,
+            account=account_id,
+            action="billing.order_canceled",
+            before={"order_id": pending.id, "status": OrderStatus.PENDING},
+            after={"order_id": pending.id, "status": OrderStatus.CANCELED},
+            reason=why,
+        )
+        order_closed.send(pending, db=db, reason=why, now=now)
     # An upgrade that raised this period paid its part for days that will now never come: that part goes back too.
     raised = db.scalars(
         sa.select(OrderTopup)

@@ -153,7 +153,23 @@ def test_the_order_cannot_be_applied_once_the_period_it_raises_is_canceled_or_be
     db.rollback()
     service.cancel_scheduled_period(db, account_id=account.id, period_id=later.id, actor=None, reason="т", now=TODAY)
     db.commit()
-    problem = service.order_problem(db, order, TODAY)
+    # Withdrawn with the period it would raise (its invoice annulled by documents): nothing left to pay.
+    db.expire_all()
+    assert db.get(Order, order.id).status == "canceled"
+    problem = service._problem(
+        order,
+        service.get_plan("users-50"),
+        service.get_subscription_state(db, account.id, TODAY),
+        service.list_order_topups(db, order.id),
+    )
+    assert problem == f"заказ № {order.id} отменён"
+    order.status = "pending"  # as if it had been paid for at this very moment: still refused, for the period
+    problem = service._problem(
+        order,
+        service.get_plan("users-50"),
+        service.get_subscription_state(db, account.id, TODAY),
+        service.list_order_topups(db, order.id),
+    )
     assert problem == "оплаченный период с 10.03.2027, который повышала доплата, уже начался, отменён или изменился"
     db.rollback()
     try:
