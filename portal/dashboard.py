@@ -241,6 +241,7 @@ def index() -> Any:
             offer = None
     step = _next_step(state, seats, storage, fit, support_url, offer)
     is_manager = membership.role in ("owner", "accountant")
+    open_orders = service.list_orders(db, account.id, statuses=("pending", "scheduled"), limit=20) if is_manager else []
     return render_template(
         "dashboard.html",
         account=account,
@@ -255,13 +256,10 @@ def index() -> Any:
         # Unpaid invoices wait for a bank transfer; an abandoned card attempt is just noise and expires in a day.
         # A scheduled smaller plan whose payment the tick opened waits here too, by card as well as by invoice.
         pending_orders=[
-            o
-            for o in service.list_orders(db, account.id, statuses=("pending",), limit=20)
-            if o.payer_type == "invoice" or o.opens_on is not None
-        ]
-        if is_manager
-        else [],
-        scheduled_orders=service.list_scheduled_orders(db, account.id) if is_manager else [],
+            o for o in open_orders if o.status == "pending" and (o.payer_type == "invoice" or o.opens_on is not None)
+        ],
+        # A smaller plan scheduled unpaid: when it begins and when it is paid (the same query as the pending ones).
+        scheduled_orders=sorted((o for o in open_orders if o.status == "scheduled"), key=lambda o: (o.starts_on, o.id)),
         format_date=format_date,
         balance=ledger.account_balance(db, account.id) if is_manager else 0,
         attention=ledger.list_attention(db, account.id) if is_manager else [],
