@@ -197,3 +197,27 @@ def test_an_upgrade_raises_the_prepaid_next_period_in_the_same_card_payment(owne
     shot(page, "45-upgraded-both-periods-1280")
     page.set_viewport_size(PHONE)
     shot(page, "45-upgraded-both-periods-390")
+
+
+def test_a_smaller_plan_months_ahead_is_scheduled_without_paying_now(owner_page, live_server, sms_output):
+    prepay_two_periods(live_server)
+    page = owner_page
+    sign_in(page, sms_output, typed(DEMO_OWNER), DEMO_OWNER)
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    page.goto("/checkout?plan=users-12&months=6")
+    assert "Сейчас платить не нужно" in text(page.locator("#checkout-deferred"))
+    page.get_by_label(re.compile("Картой или электронными деньгами")).check()
+    page.get_by_label(re.compile("Я принимаю условия")).check()
+    shot(page, "46-scheduled-smaller-checkout-1280")
+    axe_clean(page)
+    page.get_by_role("button", name=re.compile("Запланировать переход · оплата с")).click()
+
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    line = text(page.locator(".scheduled-unpaid"))
+    assert re.search(r"С \d\d\.\d\d\.\d{4} — тариф 12 пользователей, оплата с \d\d\.\d\d\.\d{4}", line), line
+    shot(page, "47-scheduled-smaller-dashboard-1280")
+    axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "47-scheduled-smaller-dashboard-390")
