@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTOPAY_CHARGE_DAYS_BEFORE": 3,
     "AUTOPAY_NOTICE_DAYS_BEFORE": 5,
     "AUTOPAY_RETRY_DAYS": "0,1,3,5",
+    # A smaller plan chosen for a period further away than this is scheduled unpaid; the tick opens its payment
+    # (an invoice, or a card payment the owner is asked for) this many days before it begins.
+    "SCHEDULED_PAYMENT_DAYS": 14,
     "CHECKOUT_LIMIT_PER_ACCOUNT": "30 per hour",  # checkout attempts (POST) of one account
     "CHECKOUT_LIMIT_PER_IP": "60 per hour",  # checkout attempts (POST) from one address
     "SUPPORT_REQUESTS_PER_DAY": 5,  # new requests to support (trial, >1000 users) of one account in 24 hours
@@ -118,6 +121,7 @@ INT_KEYS = {
     "GRACE_DAYS",
     "AUTOPAY_CHARGE_DAYS_BEFORE",
     "AUTOPAY_NOTICE_DAYS_BEFORE",
+    "SCHEDULED_PAYMENT_DAYS",
     "SUPPORT_REQUESTS_PER_DAY",
     "SMS_BUDGET_PER_HOUR",
     "MAX_UPLOAD_BYTES",

@@ -240,6 +240,7 @@ def index() -> Any:
             offer = None
     step = _next_step(state, seats, storage, fit, support_url, offer)
     is_manager = membership.role in ("owner", "accountant")
+    open_orders = service.list_orders(db, account.id, statuses=("pending", "scheduled"), limit=20) if is_manager else []
     return render_template(
         "dashboard.html",
         account=account,
@@ -249,14 +250,16 @@ def index() -> Any:
         storage=storage,
         step=step,
         is_manager=is_manager,
+        is_owner=membership.role == "owner",
         # Only a member is shown whom to ask; an owner or accountant is the one asked.
         owners=service.list_owners(db, account.id) if not is_manager else [],
         # Unpaid invoices wait for a bank transfer; an abandoned card attempt is just noise and expires in a day.
+        # A scheduled smaller plan whose payment the tick opened waits here too, by card as well as by invoice.
         pending_orders=[
-            o for o in service.list_orders(db, account.id, statuses=("pending",), limit=20) if o.payer_type == "invoice"
-        ]
-        if is_manager
-        else [],
+            o for o in open_orders if o.status == "pending" and (o.payer_type == "invoice" or o.opens_on is not None)
+        ],
+        # A smaller plan scheduled unpaid: when it begins and when it is paid (the same query as the pending ones).
+        scheduled_orders=sorted((o for o in open_orders if o.status == "scheduled"), key=lambda o: (o.starts_on, o.id)),
         format_date=format_date,
         balance=ledger.account_balance(db, account.id) if is_manager else 0,
         attention=ledger.list_attention(db, account.id) if is_manager else [],

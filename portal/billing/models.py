@@ -58,6 +58,9 @@ class OrderKind:
 
 
 class OrderStatus:
+    # A smaller plan chosen for a period months away: nothing is asked for until its start comes near, when the
+    # tick makes it pending (and issues its invoice). Until then no money can be applied to it.
+    SCHEDULED = "scheduled"
     PENDING = "pending"
     PAID = "paid"
     EXPIRED = "expired"
@@ -71,6 +74,7 @@ ORDER_KIND_TITLES = {
     "downgrade": "Переход на меньший тариф",
 }
 ORDER_STATUS_TITLES = {
+    "scheduled": "Запланирован",
     "pending": "Ожидает оплаты",
     "paid": "Оплачен",
     "expired": "Истёк",
@@ -107,6 +111,8 @@ class Order(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     payment_reference: Mapped[str | None] = mapped_column(sa.Text)
+    # A smaller plan scheduled unpaid: the day the tick opens its payment (status scheduled → pending).
+    opens_on: Mapped[date | None] = mapped_column(sa.Date)
 
     @property
     def plan_title(self) -> str:
@@ -127,6 +133,34 @@ class Order(Base):
 
     def __repr__(self) -> str:
         return f"<Order {self.id} {self.plan_code}×{self.months} {self.kind} {self.status}>"
+
+
+class OrderTopup(Base):
+    """One prepaid later period an upgrade order also raises to its plan, and what that part of the order costs.
+
+    The order's amount is its current-period extra payment plus these; once paid, the period (period_id) is
+    replaced by one on the order's plan (new_period_id), and cancelling that one gives this part back."""
+
+    __tablename__ = "order_topups"
+    __table_args__ = (sa.UniqueConstraint("order_id", "period_id", name="uq_order_topups_order_period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    period_id: Mapped[int] = mapped_column(sa.ForeignKey("subscription_periods.id", ondelete="CASCADE"), index=True)
+    new_period_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("subscription_periods.id", ondelete="SET NULL"), index=True
+    )
+    old_plan_code: Mapped[str] = mapped_column(sa.String(64))
+    starts_on: Mapped[date] = mapped_column(sa.Date)
+    ends_on: Mapped[date] = mapped_column(sa.Date)  # exclusive
+    months: Mapped[int] = mapped_column(sa.Integer)
+    amount: Mapped[int] = mapped_column(sa.BigInteger)
+    # Set when the owner cancels the raised period before it begins: this part went back to the balance.
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def last_day(self) -> date:
+        return date.fromordinal(self.ends_on.toordinal() - 1)
 
 
 class Subscription(Base):

@@ -26,6 +26,7 @@ from portal.billing.models import (
     Order,
     OrderKind,
     OrderStatus,
+    OrderTopup,
     PeriodKind,
     PeriodStatus,
     Subscription,
@@ -42,7 +43,7 @@ from portal.billing.pricing import (
     round_half_up_div,
 )
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
-from portal.billing.signals import order_closed, scheduled_period_canceled
+from portal.billing.signals import order_closed, scheduled_period_canceled, scheduled_topup_canceled
 from portal.db import memo, memo_has
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -449,6 +450,21 @@ def _owners_stmt() -> sa.Select[tuple[User]]:
 
 
 @dataclass(frozen=True)
+class Topup:
+    """A prepaid later period an upgrade raises to its plan too: the price difference for that period's months,
+    by the same rule as the current period's extra payment (all its days are left, so the whole difference)."""
+
+    period: PeriodInfo
+    charge: int
+    new_quote: Quote
+    old_quote: Quote
+
+    @property
+    def covers(self) -> str:
+        return f"период с {format_date(self.period.starts_on)} по {format_date(self.period.last_day)}"
+
+
+@dataclass(frozen=True)
 class Purchase:
     """What buying `plan` for `months` means for this account today, priced from the published terms."""
 
@@ -464,17 +480,25 @@ class Purchase:
     current_quote: Quote | None = None  # upgrade: what the current plan costs for the same months
     days_left: int = 0  # upgrade: whole Moscow days from today to the period end
     days_total: int = 0  # upgrade: days of the purchase being upgraded
+    topups: tuple[Topup, ...] = ()  # upgrade: prepaid later periods raised in the same order (in `amount`)
+    # upgrade: prepaid later periods on a smaller plan that may be raised too (ticked or not)
+    topup_offers: tuple[Topup, ...] = ()
 
     @property
     def last_day(self) -> date:
         return self.ends_on - timedelta(days=1)
 
     @property
+    def topup_total(self) -> int:
+        return sum(t.charge for t in self.topups)
+
+    @property
     def covers(self) -> str:
         """What the amount pays for, in the words every page uses: «доплата до 29.05.2027»."""
         last = format_date(self.last_day)
         if self.kind == OrderKind.UPGRADE:
-            return f"доплата до {last}"
+            later = "".join(f" и за {t.covers}" for t in self.topups)
+            return f"доплата до {last}{later}"
         period = months_ru(self.months)
         if self.kind == OrderKind.RENEWAL:
             return f"продление на {period}, с {format_date(self.starts_on)} по {last}"
@@ -483,15 +507,41 @@ class Purchase:
         return f"за {period}, с {format_date(self.starts_on)} по {last}"
 
 
-def price_purchase(db: Session, account_id: int, plan: Plan, months: int, now: datetime) -> Purchase:
+def price_purchase(
+    db: Session,
+    account_id: int,
+    plan: Plan,
+    months: int,
+    now: datetime,
+    *,
+    topup_ids: frozenset[int] | None = None,
+) -> Purchase:
     resolved = get_plan_for_account(db, account_id, plan.code)
     if resolved is None:
         raise PurchaseError(f"Тариф «{plan.code}» недоступен для этой компании.")
-    return price_for_state(get_subscription_state(db, account_id, now), resolved, months)
+    return price_for_state(get_subscription_state(db, account_id, now), resolved, months, topup_ids=topup_ids)
 
 
-def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purchase:
-    """The purchase priced against a state already read (the plans page prices every card from one read)."""
+def _topup_offers(state: SubscriptionState, plan: Plan) -> tuple[Topup, ...]:
+    """The prepaid later periods on a cheaper plan that an upgrade to `plan` may raise too, priced like the
+    current period's extra payment (pricing.upgrade_charge) with every one of their days still ahead."""
+    offers = []
+    for period in state.scheduled:
+        if period.plan.monthly_price >= plan.monthly_price:
+            continue
+        charge = _upgrade_charge(period.plan, plan, period.months, period.term_start, period.ends_on, state.today)
+        if charge > 0:
+            offers.append(Topup(period, charge, quote(plan, period.months), quote(period.plan, period.months)))
+    return tuple(offers)
+
+
+def price_for_state(
+    state: SubscriptionState, plan: Plan, months: int, *, topup_ids: frozenset[int] | None = None
+) -> Purchase:
+    """The purchase priced against a state already read (the plans page prices every card from one read).
+
+    An upgrade raises the prepaid later periods named by `topup_ids` too (None: every one it can, which is what
+    checkout offers ticked, so every page quotes that figure)."""
     if plan.is_free:
         raise PurchaseError("Бесплатный тариф не нужно оплачивать: он действует, когда нет оплаченного периода.")
     try:
@@ -512,6 +562,8 @@ def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purcha
         charge = _upgrade_charge(current.plan, plan, current.months, current.term_start, current.ends_on, today)
         if charge <= 0:
             raise PurchaseError("Доплата за переход слишком мала для расчёта. Обратитесь в поддержку.")
+        offers = _topup_offers(state, plan)
+        topups = tuple(t for t in offers if topup_ids is None or t.period.id in topup_ids)
         return Purchase(
             plan,
             current.months,
@@ -520,11 +572,13 @@ def price_for_state(state: SubscriptionState, plan: Plan, months: int) -> Purcha
             current.ends_on,
             new_q,
             charge,
-            charge,
+            charge + sum(t.charge for t in topups),
             current.plan,
             current_quote=quote(current.plan, current.months),
             days_left=(current.ends_on - today).days,
             days_total=(current.ends_on - current.term_start).days,
+            topups=topups,
+            topup_offers=offers,
         )
     return Purchase(plan, months, OrderKind.DOWNGRADE, end, add_months(end, months), q, 0, q.total, current.plan)
 
@@ -553,11 +607,29 @@ def _order_by_key(db: Session, key: str) -> Order | None:
     ).first()
 
 
-def _same_order(order: Order, *, account_id: int, plan_code: str, months: int, payer_type: str) -> Order:
+def list_order_topups(db: Session, order_id: int) -> list[OrderTopup]:
+    return list(db.scalars(sa.select(OrderTopup).where(OrderTopup.order_id == order_id).order_by(OrderTopup.starts_on)))
+
+
+def _same_order(
+    db: Session,
+    order: Order,
+    *,
+    account_id: int,
+    plan_code: str,
+    months: int,
+    payer_type: str,
+    topup_ids: frozenset[int] | None = None,
+) -> Order:
     if order.account_id != account_id:
         raise PurchaseError("Этот заказ оформлен в другой компании. Откройте страницу оплаты заново.")
     same_months = order.kind == OrderKind.UPGRADE or order.months == months
-    if order.plan_code != plan_code or order.payer_type != payer_type or not same_months:
+    same_topups = (
+        topup_ids is None
+        or order.kind != OrderKind.UPGRADE
+        or {t.period_id for t in list_order_topups(db, order.id)} == set(topup_ids)
+    )
+    if order.plan_code != plan_code or order.payer_type != payer_type or not same_months or not same_topups:
         raise PurchaseError(
             "Этот заказ уже оформлен на другие условия. Откройте страницу оплаты заново, чтобы оформить новый."
         )
@@ -575,8 +647,14 @@ def create_order(
     license_version: str,
     idempotency_key: str,
     now: datetime,
+    topup_ids: frozenset[int] | None = None,
+    defer_days: int | None = None,
 ) -> Order:
-    """A pending order priced by the server; the same key gives the same order. The caller commits."""
+    """A pending order priced by the server; the same key gives the same order. The caller commits.
+
+    An upgrade also raises the prepaid later periods in `topup_ids` (None: every one it can). A smaller plan that
+    begins more than `defer_days` days from today is scheduled unpaid: nothing is asked for until the tick opens
+    its payment `defer_days` before it begins (the SCHEDULED_PAYMENT_DAYS setting; None: pay now)."""
     if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise PurchaseError("Форма оплаты повреждена. Откройте страницу оплаты заново.")
     if payer_type not in PAYER_TYPES:
@@ -585,13 +663,23 @@ def create_order(
         raise PurchaseError("Нужно принять условия лицензионного договора.")
     existing = _order_by_key(db, idempotency_key)
     if existing is not None:
-        return _same_order(existing, account_id=account_id, plan_code=plan_code, months=months, payer_type=payer_type)
+        return _same_order(
+            db,
+            existing,
+            account_id=account_id,
+            plan_code=plan_code,
+            months=months,
+            payer_type=payer_type,
+            topup_ids=topup_ids,
+        )
 
     plan = get_plan_for_account(db, account_id, plan_code)
     if plan is None:
         raise PurchaseError(f"Тариф «{plan_code}» не найден.")
-    purchase = price_purchase(db, account_id, plan, months, now)
+    purchase = price_purchase(db, account_id, plan, months, now, topup_ids=topup_ids)
     ttl = CARD_ORDER_TTL if payer_type == "card" else INVOICE_ORDER_TTL
+    opens_on = payment_opens_on(purchase, msk_date(now), defer_days)
+    deferred = opens_on is not None
     values = {
         "account_id": account_id,
         "plan_code": plan.code,
@@ -606,31 +694,109 @@ def create_order(
         "starts_on": purchase.starts_on,
         "ends_on": purchase.ends_on,
         "payer_type": payer_type,
-        "status": OrderStatus.PENDING,
+        "status": OrderStatus.SCHEDULED if deferred else OrderStatus.PENDING,
         "idempotency_key": idempotency_key,
         "license_version": license_version,
         "license_accepted_at": now,
         "created_by_user_id": actor.id if actor is not None else None,
         "created_at": now,
-        "expires_at": now + ttl,
+        "expires_at": None if deferred else now + ttl,
+        "opens_on": opens_on,
     }
     inserted = _insert_ignoring_conflict(db, Order.__table__, values, "idempotency_key")
     order = _order_by_key(db, idempotency_key)
     assert order is not None
     if not inserted:  # someone else's request with the same key won the race
-        return _same_order(order, account_id=account_id, plan_code=plan_code, months=months, payer_type=payer_type)
+        return _same_order(
+            db,
+            order,
+            account_id=account_id,
+            plan_code=plan_code,
+            months=months,
+            payer_type=payer_type,
+            topup_ids=topup_ids,
+        )
+    for topup in purchase.topups:
+        db.add(
+            OrderTopup(
+                order_id=order.id,
+                period_id=topup.period.id,
+                old_plan_code=topup.period.plan.code,
+                starts_on=topup.period.starts_on,
+                ends_on=topup.period.ends_on,
+                months=topup.period.months,
+                amount=topup.charge,
+            )
+        )
+    db.flush()
+    _replace_scheduled_orders(db, order, actor=actor, now=now)
     record_audit(
         db,
         actor=actor,
         account=account_id,
         action="billing.order_created",
-        after=_order_dict(order),
+        after=_order_dict(order, list_order_topups(db, order.id)),
     )
     return order
 
 
-def _order_dict(order: Order) -> dict[str, Any]:
-    return {
+def payment_opens_on(purchase: Purchase, today: date, defer_days: int | None) -> date | None:
+    """When a smaller plan's payment opens if it is scheduled unpaid (its start is more than `defer_days` away);
+    None when it is paid now."""
+    if purchase.kind != OrderKind.DOWNGRADE or defer_days is None:
+        return None
+    if (purchase.starts_on - today).days <= defer_days:
+        return None
+    return purchase.starts_on - timedelta(days=defer_days)
+
+
+def _replace_scheduled_orders(db: Session, order: Order, *, actor: User | None, now: datetime) -> None:
+    """Another plan chosen for the day a smaller plan was scheduled (unpaid) to begin: the new choice replaces it."""
+    if order.kind not in (OrderKind.DOWNGRADE, OrderKind.RENEWAL):
+        return
+    earlier = db.scalars(
+        sa.select(Order)
+        .where(
+            Order.account_id == order.account_id,
+            Order.status == OrderStatus.SCHEDULED,
+            Order.starts_on == order.starts_on,
+            Order.id != order.id,
+        )
+        .with_for_update()
+    ).all()
+    for old in earlier:
+        old.status = OrderStatus.CANCELED
+        reason = f"Заменён заказом № {order.id}: с {format_date(order.starts_on)} выбран тариф «{order.plan_title}»."
+        record_audit(
+            db,
+            actor=actor,
+            account=old.account_id,
+            action="billing.order_canceled",
+            before={"order_id": old.id, "status": OrderStatus.SCHEDULED},
+            after={"order_id": old.id, "status": OrderStatus.CANCELED},
+            reason=reason,
+        )
+        order_closed.send(old, db=db, reason=reason, now=now)
+
+
+def list_scheduled_orders(db: Session, account_id: int) -> list[Order]:
+    """Smaller plans scheduled unpaid, soonest first: the dashboard shows when each begins and when it is paid."""
+    return list(
+        db.scalars(
+            sa.select(Order)
+            .where(Order.account_id == account_id, Order.status == OrderStatus.SCHEDULED)
+            .order_by(Order.starts_on, Order.id)
+        )
+    )
+
+
+def _order_dict(order: Order, topups: list[OrderTopup] | None = None) -> dict[str, Any]:
+    extra = {}
+    if topups:
+        extra["topups"] = [
+            {"starts_on": t.starts_on.isoformat(), "ends_on": t.ends_on.isoformat(), "amount": t.amount} for t in topups
+        ]
+    return extra | {
         "order_id": order.id,
         "plan": order.plan_code,
         "months": order.months,
@@ -674,15 +840,16 @@ def cancel_order(
         raise PurchaseError("Заказ не найден.")
     if order.status == OrderStatus.PAID:
         raise PurchaseError("Заказ уже оплачен, его нельзя отменить. Для возврата обратитесь в поддержку.")
-    if order.status != OrderStatus.PENDING:
+    if order.status not in (OrderStatus.PENDING, OrderStatus.SCHEDULED):
         return False
+    previous = order.status
     order.status = OrderStatus.CANCELED
     record_audit(
         db,
         actor=actor,
         account=order.account_id,
         action="billing.order_canceled",
-        before={"order_id": order.id, "status": OrderStatus.PENDING},
+        before={"order_id": order.id, "status": previous},
         after={"order_id": order.id, "status": OrderStatus.CANCELED},
         reason=reason,
     )
@@ -764,6 +931,37 @@ def cancel_scheduled_period(
     )
     if order is not None:
         scheduled_period_canceled.send(order, db=db, reason=reason, now=now)
+    # An unpaid upgrade that would raise this period can no longer be applied: withdrawn now, its invoice annulled.
+    waiting = db.scalars(
+        sa.select(Order)
+        .join(OrderTopup, OrderTopup.order_id == Order.id)
+        .where(OrderTopup.period_id == period_id, Order.status == OrderStatus.PENDING)
+        .with_for_update(of=Order, skip_locked=True)
+    ).all()
+    for pending in waiting:
+        pending.status = OrderStatus.CANCELED
+        why = f"Оплаченный период с {format_date(row.starts_on)}, который повышал заказ, отменён."
+        record_audit(
+            db,
+            actor=actor,
+            account=account_id,
+            action="billing.order_canceled",
+            before={"order_id": pending.id, "status": OrderStatus.PENDING},
+            after={"order_id": pending.id, "status": OrderStatus.CANCELED},
+            reason=why,
+        )
+        order_closed.send(pending, db=db, reason=why, now=now)
+    # An upgrade that raised this period paid its part for days that will now never come: that part goes back too.
+    raised = db.scalars(
+        sa.select(OrderTopup)
+        .where(OrderTopup.new_period_id == period_id, OrderTopup.released_at.is_(None))
+        .with_for_update()
+    ).all()
+    for topup in raised:
+        topup.released_at = now
+        upgrade = db.get(Order, topup.order_id)
+        if upgrade is not None and upgrade.status == OrderStatus.PAID:
+            scheduled_topup_canceled.send(upgrade, db=db, amount=topup.amount, reason=reason, now=now)
     return order
 
 
@@ -850,6 +1048,30 @@ def _cut_short(db: Session, period: PeriodInfo, today: date, now: datetime) -> N
     row.ended_at = now  # the new period's own record says what happened; the tick has nothing to add
 
 
+def _raise_scheduled_period(db: Session, period_id: int, plan: Plan, today: date, now: datetime) -> SubscriptionPeriod:
+    """A prepaid later period raised by an upgrade: the old row never takes effect (replaced), a new one on the
+    bigger plan takes its dates. It keeps the period's own order, so cancelling it still gives that money back."""
+    old = db.get(SubscriptionPeriod, period_id)
+    assert old is not None
+    old.status = PeriodStatus.REPLACED
+    old.replaced_on = today
+    old.ended_at = now
+    row = _new_period(
+        db,
+        account_id=old.account_id,
+        kind=PeriodKind.PAID,
+        plan=plan,
+        starts_on=old.starts_on,
+        ends_on=old.ends_on,
+        term_start=old.term_start,
+        months=old.months,
+        order_id=old.order_id,
+        now=now,
+    )
+    db.flush()
+    return row
+
+
 def _state_dict(state: SubscriptionState) -> dict[str, Any]:
     return {
         "plan": state.plan.code,
@@ -866,10 +1088,14 @@ def _state_dict(state: SubscriptionState) -> dict[str, Any]:
     }
 
 
-def _problem(order: Order, plan: Plan | None, state: SubscriptionState) -> str | None:
+def _problem(
+    order: Order, plan: Plan | None, state: SubscriptionState, topups: list[OrderTopup] | None = None
+) -> str | None:
     """Why money for this order cannot be applied to it now, or None."""
     if order.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
         return f"заказ № {order.id} {'отменён' if order.status == OrderStatus.CANCELED else 'истёк'}"
+    if order.status == OrderStatus.SCHEDULED:
+        return f"заказ № {order.id} ещё не выставлен к оплате: оплата откроется ближе к началу периода"
     if plan is None:
         return "тариф заказа больше не существует"
     if order.kind == OrderKind.UPGRADE:
@@ -881,6 +1107,20 @@ def _problem(order: Order, plan: Plan | None, state: SubscriptionState) -> str |
             and plan.monthly_price > current.plan.monthly_price
         ):
             return "оплаченный период, к которому относилась доплата, уже закончился или изменился"
+        # Each later period it raises must still be upcoming and as it was priced: not begun, canceled or changed.
+        upcoming = {p.id: p for p in state.scheduled}
+        for topup in topups or ():
+            period = upcoming.get(topup.period_id)
+            if (
+                period is None
+                or (period.starts_on, period.ends_on) != (topup.starts_on, topup.ends_on)
+                or period.plan.code != topup.old_plan_code
+                or period.plan.monthly_price >= plan.monthly_price
+            ):
+                return (
+                    f"оплаченный период с {format_date(topup.starts_on)}, который повышала доплата, "
+                    "уже начался, отменён или изменился"
+                )
     return None
 
 
@@ -890,7 +1130,12 @@ def order_problem(db: Session, order: Order, now: datetime) -> str | None:
     if order.status == OrderStatus.PAID:
         return f"заказ № {order.id} уже оплачен ({order.payment_reference})"
     _lock_subscription(db, order.account_id, now)
-    return _problem(order, _plan_for_order(db, order), get_subscription_state(db, order.account_id, now))
+    return _problem(
+        order,
+        _plan_for_order(db, order),
+        get_subscription_state(db, order.account_id, now),
+        list_order_topups(db, order.id) if order.kind == OrderKind.UPGRADE else None,
+    )
 
 
 def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: str, actor: User | None = None) -> bool:
@@ -911,7 +1156,8 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
     state = get_subscription_state(db, order.account_id, now)
     today = state.today
     plan = _plan_for_order(db, order)
-    problem = _problem(order, plan, state)
+    topups = list_order_topups(db, order.id) if order.kind == OrderKind.UPGRADE else []
+    problem = _problem(order, plan, state, topups)
     if problem is not None:
         # Money never activates what can no longer be had: the ledger asks order_problem first and keeps such
         # money on the balance, so reaching this is a caller's mistake, not a customer's situation.
@@ -934,6 +1180,9 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
                 order_id=order.id,
                 now=now,
             )
+        assert plan is not None
+        for topup in topups:
+            topup.new_period_id = _raise_scheduled_period(db, topup.period_id, plan, today, now).id
     else:
         if state.is_paid:
             # Renewal and a smaller plan follow what is already paid; a full-price order placed from free but
@@ -970,7 +1219,7 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
         account=order.account_id,
         action="billing.order_paid",
         before=_state_dict(state) | {"order_id": order.id, "order_status": previous_status},
-        after=_state_dict(after) | {"order": _order_dict(order), "reference": reference},
+        after=_state_dict(after) | {"order": _order_dict(order, topups), "reference": reference},
     )
     _cancel_stale_upgrades(db, order, now)
     return True
@@ -1427,6 +1676,39 @@ def _billing_tick(db: Session, now: datetime, grace_days: int = DEFAULT_GRACE_DA
     return done
 
 
+def open_scheduled_orders(db: Session, now: datetime) -> list[str]:
+    """A smaller plan scheduled unpaid whose start is near: its order becomes payable (pending) once.
+
+    The row lock with SKIP LOCKED and the status change make it once only, however many ticks run at once; the
+    invoice for an invoice payer is issued by documents' tick hook right after, and the notices tell the people.
+    Unpaid by its first day, the order lapses then and the account falls to the usual rules."""
+    today = msk_date(now)
+    due = _lock_due(
+        db,
+        sa.select(Order)
+        .where(Order.status == OrderStatus.SCHEDULED, Order.opens_on <= today)
+        .order_by(Order.opens_on, Order.id),
+    ).all()
+    done = []
+    for order in due:
+        order.status = OrderStatus.PENDING
+        ttl_end = msk_midnight(order.starts_on)
+        order.expires_at = ttl_end if ttl_end > now else now + CARD_ORDER_TTL
+        record_audit(
+            db,
+            actor=None,
+            account=order.account_id,
+            action="billing.scheduled_order_opened",
+            before={"order_id": order.id, "status": OrderStatus.SCHEDULED},
+            after={"order_id": order.id, "status": OrderStatus.PENDING, "amount": order.amount},
+        )
+        done.append(
+            f"{_account_label(db, order.account_id)}: заказ № {order.id} («{order.plan_title}» с "
+            f"{format_date(order.starts_on)}) открыт для оплаты"
+        )
+    return done
+
+
 def tick(db: Session, now: datetime, *, grace_days: int = DEFAULT_GRACE_DAYS) -> list[str]:
     """Scheduled work: periods that started or ended (or whose grace ended), unpaid orders, then every hook.
 
@@ -1434,6 +1716,7 @@ def tick(db: Session, now: datetime, *, grace_days: int = DEFAULT_GRACE_DAYS) ->
     Idempotent: every change is marked on its row, so a second run (or a run on another server) finds nothing.
     """
     done = _billing_tick(db, now, grace_days)
+    done += open_scheduled_orders(db, now)
     db.commit()
     for name, hook in list(_TICK_HOOKS.items()):
         try:

@@ -17,3 +17,9 @@ order_closed = _signals.signal("order-closed")
 # never granted. Sent inside the transaction, with keyword arguments db, order, reason, now. Payments gives the money
 # applied to it back to the balance; documents forms no УПД for it.
 scheduled_period_canceled = _signals.signal("scheduled-period-canceled")
+
+# A prepaid later period that an upgrade order had raised to its plan was canceled before it began: the part of that
+# (paid) upgrade order which paid for raising it is never delivered. Sent inside the transaction, with keyword
+# arguments db, order (the upgrade order), amount (kopecks of that part), reason, now. Payments gives that part back
+# to the balance, flagged to staff when the order's УПД already names the period (a correction is theirs to make).
+scheduled_topup_canceled = _signals.signal("scheduled-topup-canceled")

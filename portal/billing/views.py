@@ -52,7 +52,7 @@ from portal.payments.autopay import offered_for as autopay_offered
 from portal.payments.autopay import terms_text as autopay_terms_text
 from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import Offer, offer_for_purchase
-from portal.timeutil import format_date
+from portal.timeutil import format_date, msk_date
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _checkout(throttled: str | None = None) -> Any:
         abort(400, months_error(source.get("months")))
     now = utcnow()
     try:
-        purchase = service.price_purchase(db, account.id, plan, months, now)
+        purchase = service.price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
     except service.PurchaseError as exc:
         abort(400, str(exc))
 
@@ -268,7 +268,8 @@ def _checkout(throttled: str | None = None) -> Any:
                 option = service.get_checkout_option(form.payer_type.data)
                 refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
                 if refusal is None:
-                    return _place_order(form, account.id, plan, months, license_version, now)
+                    topups = frozenset(t.period.id for t in purchase.topups)
+                    return _place_order(form, account.id, plan, months, license_version, now, topups)
                 problem = refusal
                 status = 409
         else:
@@ -288,6 +289,8 @@ def _checkout(throttled: str | None = None) -> Any:
             problem=problem,
             periods=PERIODS,
             offer=offer,
+            # A smaller plan months away is scheduled now and paid when its period comes near.
+            opens_on=service.payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
             # A company paying by card may ask for a УПД: offered once its requisites are on file.
             company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
             autopay_terms=_autopay_terms(purchase, options, membership.role),
@@ -304,6 +307,14 @@ def _autopay_terms(purchase: service.Purchase, options: list[service.CheckoutOpt
     return autopay_terms_text(purchase.plan.code, purchase.months, purchase.quote.total, current_app.config)
 
 
+def _topup_choice(source: Any) -> frozenset[int] | None:
+    """Which prepaid later periods an upgrade raises too: the ticked `topup` boxes once the form (or a link) says
+    a choice was made (`topups_choice`), else None — every one, as the page offers them ticked."""
+    if not source.get("topups_choice"):
+        return None
+    return frozenset(int(v) for v in source.getlist("topup") if v.isascii() and v.isdigit() and len(v) < 12)
+
+
 def _no_options_text(role: str) -> str:
     if role == Role.ACCOUNTANT.value:
         return (
@@ -313,7 +324,15 @@ def _no_options_text(role: str) -> str:
     return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."
 
 
-def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, license_version: str, now: Any) -> Any:
+def _place_order(
+    form: CheckoutForm,
+    account_id: int,
+    plan: Plan,
+    months: int,
+    license_version: str,
+    now: Any,
+    topups: frozenset[int] | None = None,
+) -> Any:
     db = get_db()
     actor = current_user._get_current_object()  # type: ignore[attr-defined]
     try:
@@ -327,11 +346,23 @@ def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, l
             license_version=license_version,
             idempotency_key=form.idempotency_key.data,
             now=now,
+            topup_ids=topups,
+            defer_days=current_app.config["SCHEDULED_PAYMENT_DAYS"],
         )
         db.commit()
     except service.PurchaseError as exc:
         db.rollback()
         abort(400, str(exc))
+    if order.status == "scheduled" and order.opens_on is not None:
+        # Nothing is asked for now: the tick opens the payment when the period comes near.
+        how = "счёт придёт" if order.payer_type == "invoice" else "оплатить картой можно будет"
+        flash(
+            f"Переход запланирован: с {format_date(order.starts_on)} — тариф «{order.plan_title}», "
+            f"{format_rub(order.amount)}. Сейчас платить не нужно: {how} с {format_date(order.opens_on)}, "
+            "мы напомним. Отменить или изменить выбор можно до начала периода.",
+            "success",
+        )
+        return redirect(url_for("index"))
     if order.status == "paid":
         flash("Этот заказ уже оплачен.", "success")
         return redirect(url_for("index"))
@@ -396,13 +427,25 @@ def scheduled_cancel(period_id: int) -> Any:
     membership = current_membership()
     now = utcnow()
     period = _scheduled_or_404(db, account.id, period_id, now)
+    state = service.get_subscription_state(db, account.id, now)
     return render_template(
         "billing/scheduled_cancel.html",
         period=period,
         paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
         can_cancel=membership is not None and membership.role == Role.OWNER.value,
-        state=service.get_subscription_state(db, account.id, now),
+        state=state,
+        change_plans=_change_plans(db, account.id, state, period),
+        periods=PERIODS,
     )
+
+
+def _change_plans(db: Any, account_id: int, state: service.SubscriptionState, period: service.PeriodInfo) -> list[Plan]:
+    """Plans that would begin on the cancelled period's first day: the current one or a smaller one (a bigger plan
+    is an upgrade that begins today). Only for the last prepaid period, the one that can be cancelled."""
+    if state.current is None or not state.scheduled or state.scheduled[-1].id != period.id:
+        return []
+    ceiling = state.current.plan.monthly_price
+    return [p for p in service.list_plans_for_account(db, account_id) if not p.is_free and p.monthly_price <= ceiling]
 
 
 @bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["POST"])
@@ -416,6 +459,19 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
     if not EmptyForm().validate_on_submit():
         abort(400, "Форма устарела. Откройте страницу ещё раз.")
+    # «Изменить»: cancel, then straight to checkout of the chosen plan for the same first day. Checked before
+    # anything changes, so a bad choice cancels nothing.
+    then = None
+    if "then_plan" in request.form:
+        state = service.get_subscription_state(db, account.id, now)
+        choices = {p.code: p for p in _change_plans(db, account.id, state, period)}
+        then_plan = choices.get((request.form.get("then_plan") or "").strip())
+        then_months = parse_months(request.form.get("then_months"))
+        if then_plan is None:
+            abort(400, "Выберите тариф из списка: он начнётся с той же даты, что и отменяемый период.")
+        if then_months is None:
+            abort(400, months_error(request.form.get("then_months")))
+        then = (then_plan, then_months)
     try:
         service.cancel_scheduled_period(
             db,
@@ -430,6 +486,15 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
+    if then is not None:
+        plan, months = then
+        flash(
+            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён, {format_rub(paid)} за него — на "
+            f"балансе компании. Оформите «{plan.title}» ниже: баланс пойдёт в его оплату первым. Если не оформить, "
+            f"с {format_date(period.starts_on)} будет бесплатный тариф, а деньги останутся на балансе.",
+            "success",
+        )
+        return redirect(url_for("billing.checkout", plan=plan.code, months=months))
     flash(
         f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
         "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",

@@ -8,11 +8,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from portal.audit import record_audit
 from portal.billing.license import get_license
-from portal.billing.models import Order
+from portal.billing.models import Order, OrderTopup
 from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render
 from portal.documents.banking_days import add_banking_days
@@ -115,8 +115,12 @@ def order_line(order: Order) -> dict[str, Any]:
             "discount": order.discount,
             "amount": order.amount,
         }
-    # An upgrade is paid once for the rest of the current term; «условная единица» (ОКЕИ 876).
-    name = f"{title}, доплата за переход на больший тариф с {order.starts_on:%d.%m.%Y} по {order.last_day:%d.%m.%Y}"
+    # An upgrade is paid once for the rest of the current term; «условная единица» (ОКЕИ 876). When it also raises
+    # prepaid later periods, the line names each of them: the payment covers them all.
+    periods = [f"с {start:%d.%m.%Y} по {last:%d.%m.%Y}" for start, last in order_periods(order)]
+    name = f"{title}, доплата за переход на больший тариф {periods[0]}"
+    if len(periods) > 1:
+        name += " и за оплаченный период " + " и ".join(periods[1:])
     return {
         "name": name,
         "quantity": 1,
@@ -126,6 +130,17 @@ def order_line(order: Order) -> dict[str, Any]:
         "discount": 0,
         "amount": order.amount,
     }
+
+
+def order_periods(order: Order) -> list[tuple[date, date]]:
+    """(first day, last day) of each stretch an order's rights cover: the order's own, then the prepaid later
+    periods an upgrade raises (billing's order_topups)."""
+    own = [(order.starts_on, order.last_day)]
+    db = object_session(order)
+    if order.kind != "upgrade" or db is None:
+        return own
+    topups = db.scalars(sa.select(OrderTopup).where(OrderTopup.order_id == order.id).order_by(OrderTopup.starts_on))
+    return own + [(t.starts_on, t.last_day) for t in topups]
 
 
 def license_date(order: Order) -> date:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from portal.billing.models import Order
 from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render, upd_xml
-from portal.documents.invoices import LICENSE_NAME, license_date, vat_block, vat_of
+from portal.documents.invoices import LICENSE_NAME, license_date, order_periods, vat_block, vat_of
 from portal.documents.models import Invoice, StoredFile, Upd, UpdStatus
 from portal.documents.seller import Seller, get_seller
 from portal.documents.store import Written, get_store, sha256_hex
@@ -151,7 +151,8 @@ def upd_context(
         "transport": None,
         "transferred_by": who["responsible"],
         "shipment_date": doc_date,
-        "other_info": f"Права предоставлены на период с {order.starts_on:%d.%m.%Y} по {order.last_day:%d.%m.%Y}",
+        "other_info": "Права предоставлены на период "
+        + " и ".join(f"с {start:%d.%m.%Y} по {last:%d.%m.%Y}" for start, last in order_periods(order)),
         "created_at": now,
     }
 

@@ -115,11 +115,52 @@ def upd_tick_hook(db: Session, now: Any) -> list[str]:
     return numbered + formed + form_pending_corrections(db, now=now, config=current_app.config)
 
 
+def scheduled_invoices_tick_hook(db: Session, now: Any) -> list[str]:
+    """`billing tick`: a smaller plan scheduled unpaid, whose payment the tick has just opened, gets its invoice
+    (the balance pays first, as at checkout). Once only: an order with an invoice, or paid, is not picked again;
+    without requisites or with too many open invoices it stays pending and the dashboard and notices say so."""
+    import sqlalchemy as sa
+
+    from portal.billing.models import OrderStatus
+    from portal.documents.models import Invoice
+
+    due = sa.select(Order).where(
+        Order.status == OrderStatus.PENDING,
+        Order.payer_type == "invoice",
+        Order.opens_on.is_not(None),
+        ~sa.exists().where(Invoice.order_id == Order.id),
+    )
+    ids = list(db.scalars(due.with_only_columns(Order.id).order_by(Order.id)))
+    done = []
+    for order_id in ids:
+        # One order per transaction, locked and checked again: a tick on another server skips it meanwhile.
+        order = db.scalars(
+            due.where(Order.id == order_id).with_for_update(skip_locked=True).execution_options(populate_existing=True)
+        ).first()
+        if order is None:
+            db.rollback()
+            continue
+        if ledger.settle_from_balance(db, order, now=now, config=current_app.config, actor=None):
+            db.commit()
+            done.append(f"заказ № {order.id} оплачен с баланса компании")
+            continue
+        try:
+            invoice = issue_invoice(db, order, actor=None, now=now, config=current_app.config)
+        except (RequisitesMissing, TooManyOpenInvoices) as exc:
+            db.rollback()
+            done.append(f"заказ № {order.id}: счёт не выставлен ({exc})")
+            continue
+        db.commit()
+        done.append(f"заказ № {order.id}: выставлен счёт № {invoice.number}")
+    return done
+
+
 def init_app(app: Flask) -> None:
     billing.register_checkout_handler(
         "invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout, invoice_precheck
     )
     billing.register_tick_hook(upd_tick_hook)
+    billing.register_tick_hook(scheduled_invoices_tick_hook)
 
 
 # --- requisites -------------------------------------------------------------------------------------

@@ -300,6 +300,41 @@ def _autopay_letters(db: Session, now: datetime, base_url: str) -> Iterator[Lett
         yield Letter(letter.account_id, TOPIC_AUTOPAY, letter.event_key, letter.subject, letter.body)
 
 
+def _scheduled_opened_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
+    """A smaller plan scheduled unpaid whose payment the tick opened: the owner (and, for an invoice, the
+    accountant) is told once what to pay and by when."""
+    today = msk_date(now)
+    orders = db.scalars(
+        sa.select(Order)
+        .where(
+            Order.status == OrderStatus.PENDING,
+            Order.opens_on.is_not(None),
+            Order.opens_on > today - timedelta(days=ENDED_NOTICE_DAYS),
+            Order.opens_on <= today,
+        )
+        .order_by(Order.id)
+    ).all()
+    for order in orders:
+        how = (
+            f"Счёт выставлен — скачать его и оплатить по QR-коду: {base_url}/documents\n"
+            if order.payer_type == "invoice"
+            else f"Оплатить картой: {base_url}/\n"
+        )
+        body = (
+            f"С {format_date_ru(order.starts_on)} запланирован переход на тариф «{order.plan_title}» "
+            f"(по {format_date_ru(order.last_day)}). Пора оплатить его: {format_rub(order.amount)} "
+            f"по заказу № {order.id}. Без оплаты к началу периода тариф не сменится, и после окончания "
+            "оплаченного периода аккаунт перейдёт на бесплатный тариф.\n" + how
+        )
+        yield Letter(
+            order.account_id,
+            TOPIC_INVOICES if order.payer_type == "invoice" else TOPIC_RENEWAL,
+            f"scheduled-opened:{order.id}",
+            f"Оплата перехода на тариф «{order.plan_title}» с {format_date_ru(order.starts_on)}",
+            body,
+        )
+
+
 def due_letters(db: Session, now: datetime, base_url: str) -> list[Letter]:
     return [
         *_autopay_letters(db, now, base_url),
@@ -307,6 +342,7 @@ def due_letters(db: Session, now: datetime, base_url: str) -> list[Letter]:
         *_ended_letters(db, now, base_url),
         *_payment_letters(db, now, base_url),
         *_invoice_letters(db, now, base_url),
+        *_scheduled_opened_letters(db, now, base_url),
     ]
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from portal.audit import record_audit
 from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
-from portal.billing.signals import order_closed, scheduled_period_canceled
+from portal.billing.signals import order_closed, scheduled_period_canceled, scheduled_topup_canceled
 from portal.db import memo
 from portal.documents.models import Invoice, InvoiceStatus
 from portal.money import format_rub
@@ -407,6 +407,61 @@ def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, *
 @scheduled_period_canceled.connect
 def _on_scheduled_period_canceled(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
     release_order(db, order, reason=reason, now=now, flag_receipts=False)
+
+
+def release_part(db: Session, order: Order, amount: int, *, reason: str, now: datetime) -> int:
+    """Give back to the balance `amount` of what was applied to a paid order (the part for rights that will never
+    be granted), newest money first; returns kopecks. Flagged to staff: the order's УПД may name those rights."""
+    rows = db.execute(
+        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
+        .where(Allocation.order_id == order.id)
+        .group_by(Allocation.receipt_id)
+        .order_by(Allocation.receipt_id.desc())
+    ).all()
+    left = amount
+    released = 0
+    for receipt_id, applied in rows:
+        take = min(int(applied or 0), left)
+        if take <= 0:
+            continue
+        db.add(
+            Allocation(
+                receipt_id=receipt_id,
+                account_id=order.account_id,
+                order_id=order.id,
+                amount=-take,
+                note=reason[:500],
+                created_at=now,
+            )
+        )
+        receipt = db.get(Receipt, receipt_id)
+        if receipt is not None:
+            flag(
+                receipt,
+                f"Часть заказа № {order.id} не будет предоставлена ({reason.rstrip('.')}): {format_rub(take)} на "
+                "балансе; проверьте, нужен ли УКД",
+            )
+        left -= take
+        released += take
+    if released:
+        db.flush()
+        record_audit(
+            db,
+            actor=None,
+            account=order.account_id,
+            action="payments.released",
+            before={"order_id": order.id, "part": amount},
+            after={"order_id": order.id, "balance_added": released},
+            reason=reason,
+        )
+    return released
+
+
+@scheduled_topup_canceled.connect
+def _on_scheduled_topup_canceled(
+    order: Order, *, db: Session, amount: int, reason: str, now: datetime, **_: Any
+) -> None:
+    release_part(db, order, amount, reason=reason, now=now)
 
 
 # --- reads for pages --------------------------------------------------------------------------------------------

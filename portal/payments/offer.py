@@ -54,6 +54,15 @@ class Offer:
             "from_balance": self.from_balance,
             "due": self.due,
             "covers": self.covers,
+            # An upgrade's prepaid later periods raised in the same order (their parts are in `amount`).
+            "topups": [
+                {
+                    "starts_on": t.period.starts_on.isoformat(),
+                    "last_day": t.period.last_day.isoformat(),
+                    "amount": t.charge,
+                }
+                for t in self.purchase.topups
+            ],
         }
 
 

@@ -77,9 +77,38 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
     return url or url_for("payments.payment_return", order_id=order.id)
 
 
+def settle_opened_card_orders(db: Session, now: Any) -> list[str]:
+    """`billing tick`: a smaller plan scheduled unpaid, whose card payment the tick has just opened, is paid from the
+    company's balance first, as checkout would (money from a cancelled period changed for it is there)."""
+    import sqlalchemy as sa
+
+    ids = list(
+        db.scalars(
+            sa.select(Order.id)
+            .where(
+                Order.status == OrderStatus.PENDING,
+                Order.payer_type == "card",
+                Order.opens_on.is_not(None),
+                Order.opens_on >= msk_date(now) - timedelta(days=1),
+            )
+            .order_by(Order.id)
+        )
+    )
+    done = []
+    for order_id in ids:
+        order = db.get(Order, order_id)
+        if order is None or ledger.account_balance(db, order.account_id) <= 0:
+            continue
+        if ledger.settle_from_balance(db, order, now=now, config=current_app.config, actor=None):
+            done.append(f"заказ № {order.id} оплачен с баланса компании")
+        db.commit()
+    return done
+
+
 billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
 billing.register_tick_hook(service.recheck_pending)
 billing.register_tick_hook(autopay.tick_hook)
+billing.register_tick_hook(settle_opened_card_orders)
 
 
 # --- the return page --------------------------------------------------------------------------------------------

@@ -1146,6 +1146,7 @@ ACTION_TITLES = {
     "billing.renewal_started": "Начался продлённый период",
     "billing.scheduled_change_applied": "Сменился тариф",
     "billing.scheduled_change_canceled": "Запланированный период отменён",
+    "billing.scheduled_order_opened": "Открыта оплата запланированного перехода",
     "billing.expired": "Оплаченный период закончился",
     "billing.rights_ended": "Права прекращены досрочно",
     "documents.requisites_saved": "Реквизиты сохранены",
@@ -1210,6 +1211,9 @@ def plan_title(code: str | None) -> str:
 
 FIELD_TITLES = {
     "plan": "Тариф",
+    "topups": "Повышаются и оплаченные периоды",
+    "part": "Часть заказа",
+    "balance_added": "На баланс",
     "status": "Статус",
     "paid_until": "Оплачен по",
     "trial_until": "Пробный до",
@@ -1288,8 +1292,9 @@ FIELD_TITLES = {
     "budget_per_hour": "Кодов в час",
     "sessions": "Завершено сеансов",
 }
-MONEY_KEYS = {"amount", "monthly_price", "payment_amount", "invoice_amount", "proration"}
+MONEY_KEYS = {"amount", "monthly_price", "payment_amount", "invoice_amount", "proration", "part"}
 VALUE_TITLES = {
+    "scheduled": "запланирован, оплата позже",
     "free": "бесплатный",
     "trial": "пробный",
     "paid": "оплачен",

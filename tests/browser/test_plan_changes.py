@@ -153,3 +153,71 @@ def test_the_owner_cancels_a_prepaid_next_period_and_its_money_is_on_the_balance
     page.goto("/payments")
     assert "11 940,00 ₽" in text(page.locator("main"))
     assert amount == 1_194_000
+
+
+def test_an_upgrade_raises_the_prepaid_next_period_in_the_same_card_payment(owner_page, live_server, sms_output):
+    prepay_two_periods(live_server)
+    page = owner_page
+    sign_in(page, sms_output, typed(DEMO_OWNER), DEMO_OWNER)
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    [next_start] = re.findall(r"с (\d\d\.\d\d\.\d{4})", text(page.locator(".scheduled .timeline-date")))
+    page.goto("/checkout?plan=users-50&months=6")
+    # users-24 → users-50 for 6 months on the first day: the whole difference, for each of the two periods.
+    box = page.get_by_label(f"Повысить и оплаченный период с {next_start} до 50 пользователей")
+    assert box.is_checked()
+    assert "+18 000,00 ₽" in text(page.locator(".checkout-lines"))
+    assert text(page.locator("#checkout-total")) == "36 000,00 ₽"
+    assert f"«50 пользователей» с {next_start}" in text(page.locator("#checkout-next-periods"))
+    box.uncheck()  # the page says the new figure at once
+    assert text(page.locator("#checkout-total")) == "18 000,00 ₽"
+    box.check()
+    assert text(page.locator("#checkout-total")) == "36 000,00 ₽"
+    page.get_by_label(re.compile("Картой или электронными деньгами")).check()
+    page.get_by_label(re.compile("Я принимаю условия")).check()
+    shot(page, "44-upgrade-with-next-period-1280")
+    axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "44-upgrade-with-next-period-390")
+    page.set_viewport_size(DESKTOP)
+    page.get_by_role("button", name=re.compile("Перейти к оплате картой · 36 000,00 ₽")).click()
+
+    page.wait_for_url(re.compile(r".*/sandbox/pay/.*"))
+    page.get_by_label("Номер карты").fill("4111 1111 1111 1111")
+    page.get_by_label(re.compile("Срок")).fill("12/30")
+    page.get_by_label(re.compile("CVC|CVV")).fill("123")
+    page.get_by_role("button", name=re.compile("^Оплатить \\d")).click()
+    page.get_by_role("heading", name="Оплата прошла").wait_for()
+
+    page.goto("/")
+    close_dialog(page)
+    assert "50 пользователей" in text(page.locator("#plan-title"))
+    scheduled = text(page.locator(".scheduled"))
+    assert f"с {next_start} продление «50 пользователей»" in scheduled, scheduled
+    shot(page, "45-upgraded-both-periods-1280")
+    page.set_viewport_size(PHONE)
+    shot(page, "45-upgraded-both-periods-390")
+
+
+def test_a_smaller_plan_months_ahead_is_scheduled_without_paying_now(owner_page, live_server, sms_output):
+    prepay_two_periods(live_server)
+    page = owner_page
+    sign_in(page, sms_output, typed(DEMO_OWNER), DEMO_OWNER)
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    page.goto("/checkout?plan=users-12&months=6")
+    assert "Сейчас платить не нужно" in text(page.locator("#checkout-deferred"))
+    page.get_by_label(re.compile("Картой или электронными деньгами")).check()
+    page.get_by_label(re.compile("Я принимаю условия")).check()
+    shot(page, "46-scheduled-smaller-checkout-1280")
+    axe_clean(page)
+    page.get_by_role("button", name=re.compile("Запланировать переход · оплата с")).click()
+
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    line = text(page.locator(".scheduled-unpaid"))
+    assert re.search(r"С \d\d\.\d\d\.\d{4} — тариф 12 пользователей, оплата с \d\d\.\d\d\.\d{4}", line), line
+    shot(page, "47-scheduled-smaller-dashboard-1280")
+    axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "47-scheduled-smaller-dashboard-390")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from portal.billing import service as billing
-from portal.billing.models import Order, SubscriptionPeriod
+from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
@@ -147,6 +147,14 @@ def check_invariants(db, sent: int) -> None:
         periods = db.scalar(
             sa.select(sa.func.count()).select_from(SubscriptionPeriod).where(SubscriptionPeriod.order_id == row.id)
         )
+        # A prepaid period an upgrade raised was replaced by one on the bigger plan: the same rights, not twice.
+        raised = db.scalar(
+            sa.select(sa.func.count())
+            .select_from(OrderTopup)
+            .join(SubscriptionPeriod, SubscriptionPeriod.id == OrderTopup.period_id)
+            .where(SubscriptionPeriod.order_id == row.id, OrderTopup.new_period_id.is_not(None))
+        )
+        periods -= raised
         assert periods <= 1, f"order {row.id} applied {periods} times"
         if row.status == "paid":
             # Paid in full once; a refund of unused days (staff's decision) gives part of it back, never more.
@@ -235,6 +243,10 @@ STEP = st.one_of(
         st.booleans(),
     ),
     st.tuples(st.just("refund"), st.sampled_from(["all", "half"])),
+    # An upgrade that raises the prepaid next period too (one is renewed first if there is none).
+    st.tuples(st.just("upgrade_next"), st.sampled_from(["users-50", "users-200"])),
+    # A smaller plan chosen months ahead: scheduled unpaid, then the tick (time moves on) opens its payment.
+    st.tuples(st.just("schedule_smaller"), st.sampled_from(["invoice", "card"])),
     st.tuples(st.just("refund_rights"), st.integers(0, 200), st.sampled_from(["suggested", "all"])),
     # Autopayment: switched on at a card checkout (with a card that renews, or one that declines once saved), the
     # renewal tick (the warning, then the charge or a retry a few days later), switched off.
@@ -272,6 +284,35 @@ STEP = st.one_of(
         ("autopay_tick", 1),
         ("autopay_cancel",),
         ("autopay_tick", 3),
+    ]
+)
+# And once: an upgrade raising the prepaid next period, paid by card, that period cancelled (both parts back), then a
+# smaller plan scheduled months ahead whose payment the tick opens (the balance pays it).
+@example(
+    steps=[
+        ("bank", [0], "exact", False),
+        ("upgrade_next", "users-50"),
+        ("pay_card", 1, False),
+        ("cancel_scheduled", True),
+        ("schedule_smaller", "invoice"),
+        ("schedule_smaller", "card"),
+    ]
+)
+# Found by the property: money moved after the tick moved the clock into 2028 is in the report too.
+@example(
+    steps=[
+        ("invoice", ("users-50", 12)),
+        ("cancel_scheduled", True),
+        ("invoice", ("users-24", 6)),
+        ("bank", [7], "no_number", False),
+        ("pay_card", 9, False),
+        ("company_card", ("users-50", 12)),
+        ("schedule_smaller", "card"),
+        ("company_card", ("users-12", 9)),
+        ("cancel_scheduled", False),
+        ("upgrade", "users-50"),
+        ("company_card", ("users-12", 9)),
+        ("upgrade_next", "users-50"),
     ]
 )
 def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_account, steps):
@@ -331,6 +372,67 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 continue
             orders.append(row)
             open_pages(row)
+        elif kind == "upgrade_next":
+            state = billing.get_subscription_state(db, account.id, moment)
+            if not state.is_paid:
+                continue
+            if not state.scheduled:
+                row = order(db, account, state.plan.code, 6, payer_type="card", now=moment)
+                orders.append(row)
+                with app.app_context():
+                    settled = ledger.settle_from_balance(db, row, now=moment, config=app.config, actor=None)
+                db.commit()
+                if not settled:
+                    sent += pay_by_card(app, db, row, now=moment).paid_amount or 0
+                state = billing.get_subscription_state(db, account.id, moment)
+            if not state.is_paid:
+                continue
+            try:
+                row = order(db, account, step[1], state.current.months, payer_type="card", now=moment)
+            except billing.PurchaseError:
+                db.rollback()
+                continue
+            event(f"upgrade raising {len(billing.list_order_topups(db, row.id))} later period(s)")
+            orders.append(row)
+            open_pages(row)
+        elif kind == "schedule_smaller":
+            state = billing.get_subscription_state(db, account.id, moment)
+            if not state.is_paid or state.plan.monthly_price <= 990_00:
+                continue
+            try:
+                row = billing.create_order(
+                    db,
+                    actor=None,
+                    account_id=account.id,
+                    plan_code="users-12",
+                    months=6,
+                    payer_type=step[1],
+                    license_version="2026-01",
+                    idempotency_key=f"ledger-{next(_keys):06d}",
+                    now=moment,
+                    defer_days=14,
+                )
+                db.commit()
+            except billing.PurchaseError:
+                db.rollback()
+                continue
+            orders.append(row)
+            if row.status == "scheduled":
+                # Time moves on to the day its payment opens; the tick opens it (once) and issues its invoice.
+                moment = max(moment, msk_midnight(row.opens_on) + timedelta(hours=1))
+                with app.app_context():
+                    billing.tick(db, moment)
+                    billing.tick(db, moment + timedelta(minutes=1))
+                db.expire_all()
+                event(f"scheduled smaller plan opened: {db.get(Order, row.id).status}")
+            if db.get(Order, row.id).status == "pending":
+                if step[1] == "invoice":
+                    inv = db.scalars(sa.select(Invoice).where(Invoice.order_id == row.id)).first()
+                    inv = inv or invoice_for(app, db, row, now=moment)
+                    if inv is not None:
+                        invoices.append(inv)
+                else:
+                    open_pages(row)
         elif kind == "cancel" and orders:
             row = orders[step[1] % len(orders)]
             try:
@@ -450,12 +552,14 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             carry_out(app, db, done.refunds, moment)
         event(f"step: {kind}")
         check_invariants(db, sent)
+    until = (moment + timedelta(days=2)).date()
     receipts = db.scalar(sa.select(sa.func.count()).select_from(Receipt).where(Receipt.account_id == account.id))
     event(f"receipts at the end: {min(receipts, 3)}{'+' if receipts > 3 else ''}")
     # The report for the books says the same as the ledger, to the kopeck.
     with app.app_context():
         out = app.test_cli_runner().invoke(
-            args=["payments", "report", "--from", "2026-01-01", "--to", "2027-12-31", "--json"]
+            # Through the last step's day: a smaller plan scheduled months ahead moves the clock to its payment.
+            args=["payments", "report", "--from", "2026-01-01", "--to", f"{max(date(2027, 12, 31), until)}", "--json"]
         )
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)

@@ -15,7 +15,7 @@ from portal.db import utcnow
 from portal.documents.models import Invoice, Upd
 from portal.documents.service import number_due_upds
 from portal.payments import ledger
-from portal.timeutil import msk_date
+from portal.timeutil import msk_date, msk_midnight
 from tests.conftest import post
 from tests.documents.factories import give_requisites, payment
 from tests.payments.test_ledger import import_, invoice_for, order
@@ -139,6 +139,11 @@ def test_an_upgrades_checkout_shows_the_prepaid_next_period_it_leaves_small(app,
     page = client.get("/checkout?plan=users-50&months=6").get_data(as_text=True).replace("\u00a0", " ")
     assert 'id="checkout-next-periods"' in page
     last = renewal.ends_on - timedelta(days=1)
+    # Offered ticked: raised in the same payment, the list says so.
+    assert f"«50 пользователей» с {renewal.starts_on:%d.%m.%Y} по {last:%d.%m.%Y} — вместо «24 пользователя»" in page
+    # Unticked, the period keeps its plan, and the page says it and how to cancel it.
+    page = client.get("/checkout?plan=users-50&months=6&topups_choice=1").get_data(as_text=True)
+    page = page.replace("\u00a0", " ")
     assert f"«24 пользователя» с {renewal.starts_on:%d.%m.%Y} по {last:%d.%m.%Y} — только 24 пользователя" in page
     assert f"/plans/scheduled/{scheduled.id}/cancel" in page
     # A renewal's checkout touches no other period: nothing to warn about.
@@ -165,3 +170,139 @@ def test_a_card_paid_renewal_cancelled_before_it_begins_is_no_transfer_of_rights
     shipped = [line.title for line in act.lines if line.debit]
     assert len(shipped) == 1 and f"№ {renewal.id}" not in shipped[0], shipped
     assert ledger.account_balance(db, account.id) == renewal.amount
+
+
+def test_changing_a_prepaid_period_cancels_it_and_opens_checkout_of_the_other_plan_for_the_same_day(
+    app, db, client, auth, make_account
+):
+    account, renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
+    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    auth.login(OWNER)
+    page = client.get(f"/plans/scheduled/{scheduled.id}/cancel").get_data(as_text=True).replace("\u00a0", " ")
+    assert f"Или изменить: другой тариф с {renewal.starts_on:%d.%m.%Y}" in page
+    assert 'value="users-12"' in page and 'value="users-50"' not in page  # a bigger plan is an upgrade from today
+    # A choice not offered changes nothing.
+    resp = post(client, f"/plans/scheduled/{scheduled.id}/cancel", {"then_plan": "users-50", "then_months": "6"})
+    assert resp.status_code == 400 and "Выберите тариф из списка" in resp.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(SubscriptionPeriod, scheduled.id).status == "active"
+
+    resp = post(client, f"/plans/scheduled/{scheduled.id}/cancel", {"then_plan": "users-12", "then_months": "6"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/checkout?plan=users-12&months=6"
+    checkout = client.get(resp.headers["Location"]).get_data(as_text=True).replace("\u00a0", " ")
+    assert "отменён" in checkout and "баланс пойдёт в его оплату первым" in checkout
+    assert f"«12 пользователей» начнётся {renewal.starts_on:%d.%m.%Y}" in checkout
+    db.expire_all()
+    assert db.get(SubscriptionPeriod, scheduled.id).status == "replaced"
+    assert ledger.account_balance(db, account.id) == renewal.amount
+
+
+def test_a_smaller_plan_scheduled_unpaid_is_paid_from_the_balance_when_its_payment_opens(app, db, make_account):
+    account, renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
+    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    billing.cancel_scheduled_period(
+        db, account_id=account.id, period_id=scheduled.id, actor=None, reason="т", now=utcnow()
+    )
+    db.commit()
+    smaller = billing.create_order(
+        db,
+        actor=None,
+        account_id=account.id,
+        plan_code="users-12",
+        months=6,
+        payer_type="invoice",
+        license_version="2026-01",
+        idempotency_key="scheduled-unpaid-1",
+        now=utcnow(),
+        defer_days=14,
+    )
+    db.commit()
+    assert smaller.status == "scheduled" and smaller.starts_on == renewal.starts_on
+    with app.app_context():
+        billing.tick(db, msk_midnight(smaller.opens_on) + timedelta(hours=1))
+        billing.tick(db, msk_midnight(smaller.opens_on) + timedelta(hours=2))
+    db.expire_all()
+    assert db.get(type(smaller), smaller.id).status == "paid"
+    assert ledger.account_balance(db, account.id) == renewal.amount - smaller.amount
+    assert db.scalar(sa.select(sa.func.count()).select_from(Invoice).where(Invoice.order_id == smaller.id)) == 0
+
+
+def test_without_a_balance_the_opened_order_gets_one_invoice_and_the_people_are_told(app, db, make_account):
+    from portal.notices.service import due_letters
+
+    account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
+    give_requisites(db, account)
+    paid_by_invoice(app, db, account, "users-24", 12, "811")
+    smaller = billing.create_order(
+        db,
+        actor=None,
+        account_id=account.id,
+        plan_code="users-12",
+        months=6,
+        payer_type="invoice",
+        license_version="2026-01",
+        idempotency_key="scheduled-unpaid-2",
+        now=utcnow(),
+        defer_days=14,
+    )
+    db.commit()
+    opens = msk_midnight(smaller.opens_on) + timedelta(hours=1)
+    with app.app_context():
+        billing.tick(db, opens)
+        billing.tick(db, opens + timedelta(minutes=1))
+    db.expire_all()
+    [inv] = db.scalars(sa.select(Invoice).where(Invoice.order_id == smaller.id)).all()
+    assert inv.amount == smaller.amount and inv.status == "issued"
+    letters = [
+        letter for letter in due_letters(db, opens, "http://portal") if letter.event_key.startswith("scheduled-opened")
+    ]
+    assert len(letters) == 1 and letters[0].topic == "invoices"
+    assert f"Пора оплатить его: {smaller.amount // 100:,}".replace(",", "\u00a0") in letters[0].body
+
+
+def test_ticks_on_several_servers_issue_one_invoice_for_an_opened_order(pg_url, app, db, make_account):
+    import threading
+
+    account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
+    give_requisites(db, account)
+    paid_by_invoice(app, db, account, "users-24", 12, "821")
+    smaller = billing.create_order(
+        db,
+        actor=None,
+        account_id=account.id,
+        plan_code="users-12",
+        months=6,
+        payer_type="invoice",
+        license_version="2026-01",
+        idempotency_key="scheduled-unpaid-3",
+        now=utcnow(),
+        defer_days=14,
+    )
+    db.commit()
+    opens = msk_midnight(smaller.opens_on) + timedelta(hours=1)
+    maker = app.extensions["portal.db"].sessionmaker
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def run_tick():
+        try:
+            barrier.wait(timeout=10)
+            with app.app_context(), maker() as session:
+                billing.tick(session, opens)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_tick) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    db.expire_all()
+    assert db.scalar(sa.select(sa.func.count()).select_from(Invoice).where(Invoice.order_id == smaller.id)) == 1
+    opened = db.scalar(
+        sa.select(sa.func.count())
+        .select_from(AuditLog)
+        .where(AuditLog.account_id == account.id, AuditLog.action == "billing.scheduled_order_opened")
+    )
+    assert opened == 1
