@@ -453,14 +453,27 @@ def _open_renewals(db: Session, now: datetime, s: Settings) -> list[str]:
 
 
 def _successor(db: Session, period: SubscriptionPeriod) -> bool:
+    """Something already follows the period: a period, or a change the owner scheduled for its end (an order made
+    unpaid months ahead, scheduled or opened) — renewing the old plan too would sell the same days twice."""
+    if db.scalar(
+        sa.select(sa.func.count())
+        .select_from(SubscriptionPeriod)
+        .where(
+            SubscriptionPeriod.account_id == period.account_id,
+            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+            SubscriptionPeriod.starts_on == period.ends_on,
+        )
+    ):
+        return True
     return bool(
         db.scalar(
             sa.select(sa.func.count())
-            .select_from(SubscriptionPeriod)
+            .select_from(Order)
             .where(
-                SubscriptionPeriod.account_id == period.account_id,
-                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-                SubscriptionPeriod.starts_on == period.ends_on,
+                Order.account_id == period.account_id,
+                Order.opens_on.is_not(None),
+                Order.status.in_((OrderStatus.SCHEDULED, OrderStatus.PENDING)),
+                Order.starts_on == period.ends_on,
             )
         )
     )

@@ -78,11 +78,11 @@ def autopaid(app, client, db, owner, deliveries):
     return _autopaid(db, client, owner, "4111 1111 1111 1111")
 
 
-def _autopaid(db, client, owner, card: str) -> date:
+def _autopaid(db, client, owner, card: str, plan: str = "users-12") -> date:
     for m in db.scalars(sa.select(Membership).where(Membership.account_id == owner.id, Membership.role == "owner")):
         m.email = OWNER_EMAIL
     db.commit()
-    resp = checkout_with_autopay(client)
+    resp = checkout_with_autopay(client, plan=plan)
     assert resp.status_code == 302
     page = client.get(resp.headers["Location"].removeprefix("http://localhost")).get_data(as_text=True)
     assert "Карта будет сохранена для автоплатежа" in page
@@ -443,3 +443,27 @@ def test_paid_another_way_between_retries_the_next_attempt_charges_nothing(app, 
     assert db.get(Order, renewal.order_id).status == "canceled"
     assert sandbox_charges(db) == 1
     assert ledger.account_balance(db, owner.id) == 0
+
+
+def test_a_change_scheduled_for_the_periods_end_is_not_renewed_over(app, client, db, owner, deliveries):
+    """A smaller plan scheduled unpaid for the day the period ends follows it: autopayment renews nothing (the same
+    days would be sold twice), before and after the tick opens the scheduled order's payment."""
+    end = _autopaid(db, client, owner, "4111 1111 1111 1111", plan="users-24")
+    order = billing.create_order(
+        db,
+        actor=None,
+        account_id=owner.id,
+        plan_code="users-12",
+        months=12,
+        payer_type="invoice",
+        license_version="2026-01",
+        idempotency_key="scheduled-after-autopay",
+        now=at(end - timedelta(days=60)),
+        defer_days=14,
+    )
+    db.commit()
+    assert (order.status, order.starts_on) == ("scheduled", end)
+    for days_before in (5, 4, 3, 2):
+        tick(app, db, at(end - timedelta(days=days_before)))
+    assert renewal_of(db, owner.id) is None and sandbox_charges(db) == 0
+    assert db.get(Order, order.id).status == "pending"  # opened by the tick, paid another way
