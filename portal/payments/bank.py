@@ -333,10 +333,18 @@ def _import_once(
 
     def write_batch() -> None:
         if batch:
-            # One multi-row INSERT … RETURNING per batch (SQLAlchemy's "insertmanyvalues"), ids in the rows' order.
-            ids = db.scalars(sa.insert(StatementLine).returning(StatementLine.id, sort_by_parameter_order=True), batch)
-            for line, line_id in zip(listed, ids, strict=True):
-                line.id = line_id
+            # One multi-row INSERT … RETURNING per batch (SQLAlchemy's "insertmanyvalues"); the ids come back with
+            # their keys (SQLite keeps the rows' order only one row per statement).
+            ids = dict(
+                db.execute(
+                    sa.insert(StatementLine)
+                    .returning(StatementLine.dedup_key, StatementLine.id)
+                    .execution_options(render_nulls=True),
+                    batch,
+                ).all()
+            )
+            for line, row in zip(listed, batch, strict=True):
+                line.id = ids[row["dedup_key"]]
             batch.clear()
             listed.clear()
 

@@ -205,8 +205,11 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 
 def _split_lines(text: str) -> list[str]:
-    # Not str.splitlines(): it also breaks at \x0b, \x1c, \u2028…, which would shift line numbers.
-    return [line.removesuffix("\r") for line in text.split("\n")]
+    # Not str.splitlines(): it also breaks at \x0b, \x1c, \u2028…, which would shift line numbers. Each line loses
+    # one \r before its \n (the replace does that for all of them at once), the last one its trailing \r.
+    lines = text.replace("\r\n", "\n").split("\n")
+    lines[-1] = lines[-1].removesuffix("\r")
+    return lines
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -278,7 +281,7 @@ def _payment_order(section: _Section) -> PaymentOrder:
         purpose=raw.get("НазначениеПлатежа", ""),
         received_date=optional_date("ДатаПоступило"),
         written_off_date=optional_date("ДатаСписано"),
-        raw=dict(raw),
+        raw=raw,  # the section's own dict, which nothing else keeps
         line_number=section.start_line,
     )
 

@@ -732,46 +732,43 @@ def add_users(
     if missing:
         try:
             with db.begin_nested():
-                created = db.scalars(
-                    sa.insert(User).returning(User.id, sort_by_parameter_order=True),
-                    [{"phone": r[1], "name": r[2], "email": r[3], "created_at": now} for r in missing],
-                ).all()
-            person_of.update({row[1]: user_id for row, user_id in zip(missing, created, strict=True)})
+                person_of.update(_insert_persons(db, missing, now))
         except sa.exc.IntegrityError:
             # Someone added some of these people elsewhere a moment ago: their rows are the persons.
             person_of = _persons_by_phone(db, phones)
             still = [row for row in simple if row[1] not in person_of]
             if still:
-                created = db.scalars(
-                    sa.insert(User).returning(User.id, sort_by_parameter_order=True),
-                    [{"phone": r[1], "name": r[2], "email": r[3], "created_at": now} for r in still],
-                ).all()
-                person_of.update({row[1]: user_id for row, user_id in zip(still, created, strict=True)})
-    membership_ids = db.scalars(
-        sa.insert(Membership).returning(Membership.id, sort_by_parameter_order=True),
-        [
-            {
-                "account_id": account_id,
-                "user_id": person_of[phone],
-                "role": role.value,
-                "status": MembershipStatus.ACTIVE.value,
-                "source": src.value,
-                "crm_user_id": crm_id,
-                "name": name,
-                "email": mail,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for _, phone, name, mail, role, crm_id, _ in simple
-        ],
-    ).all()
+                person_of.update(_insert_persons(db, still, now))
+    # RETURNING with the natural key rather than in parameter order: SQLite can only keep the order one row
+    # per statement, while unordered rows come back from one multi-row INSERT per batch.
+    membership_of = dict(
+        db.execute(
+            sa.insert(Membership).returning(Membership.user_id, Membership.id).execution_options(render_nulls=True),
+            [
+                {
+                    "account_id": account_id,
+                    "user_id": person_of[phone],
+                    "role": role.value,
+                    "status": MembershipStatus.ACTIVE.value,
+                    "source": src.value,
+                    "crm_user_id": crm_id,
+                    "name": name,
+                    "email": mail,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for _, phone, name, mail, role, crm_id, _ in simple
+            ],
+        ).all()
+    )
+    membership_ids = [membership_of[person_of[row[1]]] for row in simple]
     placements = [
         {"membership_id": mid, "department_id": dept}
         for mid, row in zip(membership_ids, simple, strict=True)
         for dept in row[6]
     ]
     if placements:
-        db.execute(sa.insert(MembershipDepartment), placements)
+        db.execute(sa.insert(MembershipDepartment).execution_options(render_nulls=True), placements)
     audits = []
     note = f"источник: {src.title}"
     for mid, (index, phone, name, _mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
@@ -793,7 +790,7 @@ def add_users(
             )
         )
         answers[index] = Added(mid, user_id)
-    db.execute(sa.insert(AuditLog), audits)
+    db.execute(sa.insert(AuditLog).execution_options(render_nulls=True), audits)
     for mid, (_, phone, name, mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
         user = DirectoryUser(
             user_id=person_of[phone],
@@ -821,6 +818,15 @@ def add_users(
             ),
         )
     return answers
+
+
+def _insert_persons(db: Session, rows: Sequence[tuple[Any, ...]], now: datetime) -> dict[str, int]:
+    return dict(
+        db.execute(
+            sa.insert(User).returning(User.phone, User.id).execution_options(render_nulls=True),
+            [{"phone": r[1], "name": r[2], "email": r[3], "created_at": now} for r in rows],
+        ).all()
+    )
 
 
 def _persons_by_phone(db: Session, phones: Sequence[str]) -> dict[str, int]:

@@ -680,7 +680,9 @@ class _Applier:
 
     def write_journal(self) -> None:
         if self.entries:
-            self.db.execute(sa.insert(CrmSyncEntry), self.entries)
+            # render_nulls: every row the same columns, so one multi-row INSERT per batch rather than one per
+            # run of rows that happen to leave the same columns empty.
+            self.db.execute(sa.insert(CrmSyncEntry).execution_options(render_nulls=True), self.entries)
             self.entries = []
 
     def apply(self, plan: SyncPlan) -> None:
@@ -1059,7 +1061,7 @@ class _Applier:
             if removed_at != row.removed_in_crm_at or any(getattr(row, c) != values[c] for c in columns):
                 updates.append({"id": row.id, **values, "removed_in_crm_at": removed_at, "updated_at": self.now})
         if inserts:
-            self.db.execute(sa.insert(CrmUserState), inserts)
+            self.db.execute(sa.insert(CrmUserState).execution_options(render_nulls=True), inserts)
         if updates:
             self.db.execute(sa.update(CrmUserState), updates)
         self.db.flush()
