@@ -24,10 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.accounts.models import Membership, MembershipStatus, Role, Source, User
+from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.seats import directory
-from portal.seats.models import Department, MembershipDepartment
+from portal.seats.models import Department
 from portal.textinput import strip_control
 
 from .base import (
@@ -448,20 +448,9 @@ def _lock_connection(db: Session, connection: CrmConnection) -> None:
 def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> DirectorySnapshot:
     """The directory, the mirror and undelivered removals, in a fixed number of queries, read as plain columns:
     a 10 000-user account is 10 000 tuples here, not 20 000 ORM objects the run never changes."""
-    placed: dict[int, set[int]] = {}
-    for membership_id, department_id in db.execute(
-        sa.select(MembershipDepartment.membership_id, MembershipDepartment.department_id)
-        .join(Membership, Membership.id == MembershipDepartment.membership_id)
-        .where(Membership.account_id == account_id)
-    ):
-        placed.setdefault(membership_id, set()).add(department_id)
-    # The team page's order (active first, then owners, accountants, members, each by name): the planner takes
-    # the first of several people sharing an e-mail, so the order is part of the outcome.
-    role_order = sa.case(
-        (Membership.role == Role.OWNER.value, 0), (Membership.role == Role.ACCOUNTANT.value, 1), else_=2
-    )
-    status_order = sa.case((Membership.status == MembershipStatus.ACTIVE.value, 0), else_=1)
+    placed = directory.list_member_departments(db, account_id)
     active = MembershipStatus.ACTIVE.value
+    # In the team page's order: the planner takes the first of several people sharing an e-mail.
     members = [
         MemberRow(
             membership_id=mid,
@@ -473,20 +462,7 @@ def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> Direct
             crm_user_id=crm_user_id,
             department_ids=frozenset(placed.get(mid, ())),
         )
-        for mid, user_id, name, phone, email, status, crm_user_id in db.execute(
-            sa.select(
-                Membership.id,
-                Membership.user_id,
-                Membership.name,
-                User.phone,
-                Membership.email,
-                Membership.status,
-                Membership.crm_user_id,
-            )
-            .join(User, User.id == Membership.user_id)
-            .where(Membership.account_id == account_id)
-            .order_by(status_order, role_order, Membership.name, Membership.id)
-        )
+        for mid, user_id, name, phone, email, status, crm_user_id in directory.list_member_rows(db, account_id)
     ]
     counts = directory.department_member_counts(db, account_id)
     departments = [
