@@ -335,14 +335,9 @@ def _import_once(
         if batch:
             # One multi-row INSERT … RETURNING per batch (SQLAlchemy's "insertmanyvalues"); the ids come back with
             # their keys (SQLite keeps the rows' order only one row per statement).
-            ids = dict(
-                db.execute(
-                    sa.insert(StatementLine)
-                    .returning(StatementLine.dedup_key, StatementLine.id)
-                    .execution_options(render_nulls=True),
-                    batch,
-                ).all()
-            )
+            # Core's insert on the session's connection: the ORM's bulk path would look at every row dict again.
+            table = StatementLine.__table__
+            ids = dict(db.connection().execute(table.insert().returning(table.c.dedup_key, table.c.id), batch).all())
             for line, row in zip(listed, batch, strict=True):
                 line.id = ids[row["dedup_key"]]
             batch.clear()
