@@ -60,23 +60,38 @@ def record_audit(
 
     `actor` is a User, or None for the system (billing tick, webhooks); `account` an Account or its id.
     """
+    entry = AuditLog(
+        **audit_values(actor=actor, account=account, action=action, before=before, after=after, reason=reason)
+    )
+    db.add(entry)
+    return entry
+
+
+def audit_values(
+    *,
+    actor: Any | None,
+    account: Any | None,
+    action: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one audit record, for a caller that inserts many in one statement (the CRM's first import)."""
     if actor is None:
         actor_id, label = None, "система"
     else:
         actor_id, label = actor.id, f"{actor.name} ({actor.phone})"
     account_id = account if isinstance(account, int) or account is None else account.id
-    entry = AuditLog(
-        actor_user_id=actor_id,
-        actor_label=label,
-        account_id=account_id,
-        action=action,
-        before=before,
-        after=after,
-        reason=reason,
-        at=utcnow(),
-    )
-    db.add(entry)
-    return entry
+    return {
+        "actor_user_id": actor_id,
+        "actor_label": label,
+        "account_id": account_id,
+        "action": action,
+        "before": before,
+        "after": after,
+        "reason": reason,
+        "at": utcnow(),
+    }
 
 
 def list_audit(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -33,7 +33,24 @@ from portal.payments.statement import PaymentOrder, find_invoice_refs, incoming_
 log = logging.getLogger(__name__)
 
 # Keys per IN (…) look-up: well under SQLite's and PostgreSQL's limits on bound parameters.
-_CHUNK = 500
+_CHUNK = 1000
+
+
+@dataclass
+class ListedLine:
+    """A payment order the import listed for staff, as it was inserted (in bulk, so without an ORM object each)."""
+
+    doc_number: str
+    doc_date: date
+    amount: int
+    payer_name: str
+    reason: str | None
+    status: str = LineStatus.UNMATCHED.value
+    id: int | None = None  # set once its batch is written
+
+    @property
+    def reference(self) -> str:
+        return f"п/п № {self.doc_number} от {self.doc_date:%d.%m.%Y}"
 
 
 @dataclass
@@ -42,7 +59,7 @@ class ImportResult:
     documents_total: int
     incoming: int
     matched: list[StatementLine] = field(default_factory=list)
-    unmatched: list[StatementLine] = field(default_factory=list)
+    unmatched: list[ListedLine] = field(default_factory=list)
     duplicates: int = 0
     recorded: int = 0  # kopecks of the payment orders this file holds for us, new and already imported
     declared: int | None = None  # the statement's own ВсегоПоступило for our account
@@ -81,65 +98,85 @@ class Match:
     note: str | None = None  # how it was matched, when not by a full invoice number
 
 
-def _invoices_by_ref(db: Session, year: int | None, serial: int) -> list[Invoice]:
-    q = sa.select(Invoice).where(Invoice.serial == serial)
-    if year is not None:
-        q = q.where(Invoice.year == year)
-    return list(db.scalars(q.order_by(Invoice.id)))
+class _Lookups:
+    """What one import reads once, so 10 000 payment orders do not ask the same questions 10 000 times.
 
-
-def _open_invoices_of_payer(db: Session, inn: str) -> list[Invoice]:
-    """Open invoices of the companies whose requisites carry this ИНН, issued to that ИНН (the buyer block is the
-    requisites as they were at issue): a look at a few rows, not at every open invoice of the portal."""
-    companies = sa.select(Requisites.account_id).where(Requisites.inn == inn)
-    rows = db.scalars(
-        sa.select(Invoice)
-        .where(
-            Invoice.status == InvoiceStatus.ISSUED.value,
-            Invoice.paid_by.is_(None),  # a card order's record is never paid by transfer
-            Invoice.account_id.in_(companies),
-        )
-        .order_by(Invoice.id)
-    ).all()
-    return [i for i in rows if i.buyer.get("inn") == inn]
-
-
-class _Payers:
-    """What one import learns about payers, so 10 000 payment orders do not ask the same question 10 000 times.
-
-    Which ИНН belong to the portal's companies at all is asked once per chunk of the file (most payers of a bank
-    account are not customers); the open invoices of a customer ИНН, with what each still needs, are kept until the
-    import applies money anywhere, which may change them.
+    The invoices the purposes name, and which payers' ИНН belong to the portal's companies (most payers of a bank
+    account are not customers), are read in chunks of the whole file; the open invoices of the customers, with what
+    each still needs, once. Money the import applies changes only the invoices it paid (their remaining and status,
+    which the session's objects show), so the import refreshes those and nothing else.
     """
 
-    def __init__(self, db: Session, inns: set[str]) -> None:
-        self.customers: set[str] = set()
-        wanted = sorted(i for i in inns if i)
+    def __init__(self, db: Session, docs: Sequence[PaymentOrder]) -> None:
+        self.db = db
+        self._refs: dict[str, list[tuple[int | None, int]]] = {}
+        serials: set[int] = set()
+        inns: set[str] = set()
+        for doc in docs:
+            serials.update(serial for _, serial in self.refs(doc.purpose))
+            if inn := doc.payer_inn.strip():
+                inns.add(inn)
+        self._by_serial: dict[int, list[Invoice]] = {}
+        wanted = sorted(serials)
         for start in range(0, len(wanted), _CHUNK):
-            self.customers.update(
-                db.scalars(sa.select(Requisites.inn).where(Requisites.inn.in_(wanted[start : start + _CHUNK])))
-            )
-        self._open: dict[str, list[tuple[Invoice, int]]] = {}
+            for invoice in db.scalars(
+                sa.select(Invoice).where(Invoice.serial.in_(wanted[start : start + _CHUNK])).order_by(Invoice.id)
+            ):
+                self._by_serial.setdefault(invoice.serial, []).append(invoice)
+        # Open invoices of the companies whose requisites carry the payer's ИНН, issued to that ИНН (the buyer
+        # block is the requisites as they were at issue).
+        self._open: dict[str, list[Invoice]] = {}
+        customers = sorted(inns)
+        for start in range(0, len(customers), _CHUNK):
+            rows = db.execute(
+                sa.select(Invoice, Requisites.inn)
+                .join(Requisites, Requisites.account_id == Invoice.account_id)
+                .where(
+                    Requisites.inn.in_(customers[start : start + _CHUNK]),
+                    Invoice.status == InvoiceStatus.ISSUED.value,
+                    Invoice.paid_by.is_(None),  # a card order's record is never paid by transfer
+                )
+                .order_by(Invoice.id)
+            ).all()
+            for invoice, inn in rows:
+                if invoice.buyer.get("inn") == inn:
+                    self._open.setdefault(inn, []).append(invoice)
+        opened = [i.id for invoices in self._open.values() for i in invoices]
+        paid = ledger.invoices_paid_amounts(db, opened)
+        self._remaining = {i.id: max(i.amount - paid.get(i.id, 0), 0) for v in self._open.values() for i in v}
 
-    def open_invoices(self, db: Session, inn: str) -> list[tuple[Invoice, int]]:
-        if inn not in self.customers:
-            return []
-        if inn not in self._open:
-            self._open[inn] = [(i, ledger.invoice_remaining(db, i)) for i in _open_invoices_of_payer(db, inn)]
-        return self._open[inn]
+    def refs(self, purpose: str) -> list[tuple[int | None, int]]:
+        found = self._refs.get(purpose)
+        if found is None:
+            found = self._refs[purpose] = find_invoice_refs(purpose)
+        return found
 
-    def money_applied(self) -> None:
-        self._open.clear()
+    def invoices_by_ref(self, year: int | None, serial: int) -> list[Invoice]:
+        return [i for i in self._by_serial.get(serial, ()) if year is None or i.year == year]
+
+    def open_invoices(self, inn: str) -> list[tuple[Invoice, int]]:
+        return [
+            (i, self._remaining[i.id])
+            for i in self._open.get(inn, ())
+            if i.status == InvoiceStatus.ISSUED and i.paid_by is None
+        ]
+
+    def money_applied(self, invoices: Sequence[Invoice]) -> None:
+        for invoice in invoices:
+            if invoice.id in self._remaining:
+                self._remaining[invoice.id] = ledger.invoice_remaining(self.db, invoice)
 
 
-def match_payment(db: Session, doc: PaymentOrder, payers: _Payers | None = None) -> Match:
+def match_payment(db: Session, doc: PaymentOrder, lookups: _Lookups | None = None) -> Match:
     """The invoices this payment pays: by the numbers in its purpose (also as accountants write them: «сч.17»,
     «2026/17», «№2026 000017»), else by the payer's ИНН and the amount when they pick out exactly one open invoice."""
+    if lookups is None:
+        lookups = _Lookups(db, [doc])
     payer_inn = doc.payer_inn.strip()
     reasons: list[str] = []
     named: list[Invoice] = []
-    for year, serial in find_invoice_refs(doc.purpose):
-        candidates = _invoices_by_ref(db, year, serial)
+    for year, serial in lookups.refs(doc.purpose):
+        candidates = lookups.invoices_by_ref(year, serial)
         shown = f"{year}-{serial:06d}" if year else str(serial)
         if len(candidates) > 1:
             candidates = [i for i in candidates if i.buyer.get("inn") == payer_inn]
@@ -162,9 +199,7 @@ def match_payment(db: Session, doc: PaymentOrder, payers: _Payers | None = None)
     if named:
         return Match(named)
     if payer_inn:
-        if payers is None:
-            payers = _Payers(db, {payer_inn})
-        fitting = [i for i, remaining in payers.open_invoices(db, payer_inn) if remaining == doc.amount_kopecks]
+        fitting = [i for i, remaining in lookups.open_invoices(payer_inn) if remaining == doc.amount_kopecks]
         if len(fitting) == 1:
             invoice = fitting[0]
             return Match(
@@ -258,6 +293,26 @@ def _import_once(
     incoming = incoming_for(statement, seller_account, str(config.get("SELLER_INN") or ""))
     result = ImportResult(None, len(statement.documents), len(incoming))
     result.declared = _declared_total(statement, seller_account)
+    upd_ids: list[int] = []
+    occurrences: dict[str, int] = {}
+    keyed = []
+    for doc in incoming:
+        base = dedup_key(doc)
+        occurrences[base] = occurrences.get(base, 0) + 1
+        keyed.append((doc, dedup_key(doc, occurrences[base]) if occurrences[base] > 1 else base, occurrences[base]))
+        result.recorded += doc.amount_kopecks
+    # What is already recorded, one SELECT per chunk of the file: a re-import learns here that nothing is new
+    # and writes nothing at all.
+    keys = [k for _, k, _ in keyed]
+    known: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        known.update(db.scalars(sa.select(StatementLine.dedup_key).where(StatementLine.dedup_key.in_(chunk))))
+    fresh = [(doc, key, occurrence) for doc, key, occurrence in keyed if key not in known]
+    result.duplicates = len(keyed) - len(fresh)
+    if not fresh:
+        _warn_if_incomplete(result)
+        return result, upd_ids
     imp = StatementImport(
         file_name=file_name[:300],
         file_sha256=sha256_hex(data),
@@ -270,80 +325,83 @@ def _import_once(
     db.add(imp)
     db.flush()
     result.import_id = imp.id
-    upd_ids: list[int] = []
-    occurrences: dict[str, int] = {}
-    keyed = []
-    for doc in incoming:
-        base = dedup_key(doc)
-        occurrences[base] = occurrences.get(base, 0) + 1
-        keyed.append((doc, dedup_key(doc, occurrences[base]), occurrences[base]))
-    keys = [k for _, k, _ in keyed]
-    known: set[str] = set()
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        known.update(db.scalars(sa.select(StatementLine.dedup_key).where(StatementLine.dedup_key.in_(chunk))))
-    payers = _Payers(db, {doc.payer_inn.strip() for doc, key, _ in keyed if key not in known})
-    new_lines = 0
-    for number, (doc, key, occurrence) in enumerate(keyed):
+    lookups = _Lookups(db, [doc for doc, _, occurrence in fresh if occurrence == 1])
+    # Lines that pay nothing are inserted together, with their reason, in one statement per batch; a line that pays
+    # is inserted on its own (its receipt needs its id) after the batch before it, so ids keep the file's order.
+    batch: list[dict[str, Any]] = []
+    listed: list[ListedLine] = []
+
+    def write_batch() -> None:
+        if batch:
+            # One multi-row INSERT … RETURNING per batch (SQLAlchemy's "insertmanyvalues"); the ids come back with
+            # their keys (SQLite keeps the rows' order only one row per statement).
+            # Core's insert on the session's connection: the ORM's bulk path would look at every row dict again.
+            table = StatementLine.__table__
+            ids = dict(db.connection().execute(table.insert().returning(table.c.dedup_key, table.c.id), batch).all())
+            for line, row in zip(listed, batch, strict=True):
+                line.id = ids[row["dedup_key"]]
+            batch.clear()
+            listed.clear()
+
+    for number, (doc, key, occurrence) in enumerate(fresh):
         if progress is not None and number % 100 == 0:
-            progress(number, len(keyed))
-        result.recorded += doc.amount_kopecks
-        if key in known:
-            result.duplicates += 1
-            continue
-        new_lines += 1
-        line = StatementLine(
-            import_id=imp.id,
-            dedup_key=key,
-            doc_number=doc.number[:40],
-            doc_date=doc.date,
-            received_on=doc.received_date,
-            amount=doc.amount_kopecks,
-            payer_name=doc.payer_name[:500],
-            payer_inn=doc.payer_inn[:12],
-            payer_account="".join(doc.payer_account.split())[:20],
-            purpose=doc.purpose,
-            status=LineStatus.UNMATCHED.value,
-            created_at=now,
-        )
-        # Lines are added with their reason already set and written together at the next flush (a matched line's
-        # receipt needs its id, the end of the file needs the rest): one INSERT batch, not an INSERT and an UPDATE each.
+            progress(number, len(fresh))
+        row: dict[str, Any] = {
+            "import_id": imp.id,
+            "dedup_key": key,
+            "doc_number": doc.number[:40],
+            "doc_date": doc.date,
+            "received_on": doc.received_date,
+            "amount": doc.amount_kopecks,
+            "payer_name": doc.payer_name[:500],
+            "payer_inn": doc.payer_inn[:12],
+            "payer_account": "".join(doc.payer_account.split())[:20],
+            "purpose": doc.purpose,
+            "status": LineStatus.UNMATCHED.value,
+            "reason": None,
+            "created_at": now,
+        }
         if occurrence > 1:
             # Two identical payment orders in one file: a bank's export error or two real transfers; staff decide.
-            line.reason = (
+            row["reason"] = (
                 f"Такой же платёжный документ (№ {doc.number} от {doc.date:%d.%m.%Y}, {format_rub(doc.amount_kopecks)}) "
                 f"встречается в выписке {occurrence}-й раз: проверьте по банку, два ли это платежа"
             )
-            db.add(line)
-            result.unmatched.append(line)
-            continue
-        match = match_payment(db, doc, payers)
-        db.add(line)
-        if match.invoices:
-            db.flush()
-            _, ids = _apply_line(db, line, match.invoices, actor=actor, now=now, config=config, note=match.note)
-            payers.money_applied()
-            upd_ids.extend(ids)
-            line.status = LineStatus.MATCHED.value
-            result.matched.append(line)
         else:
-            line.reason = match.reason
-            result.unmatched.append(line)
-    db.flush()
+            match = match_payment(db, doc, lookups)
+            if match.invoices:
+                write_batch()
+                line = StatementLine(**row)
+                db.add(line)
+                db.flush()
+                _, ids = _apply_line(db, line, match.invoices, actor=actor, now=now, config=config, note=match.note)
+                lookups.money_applied(match.invoices)
+                upd_ids.extend(ids)
+                line.status = LineStatus.MATCHED.value
+                result.matched.append(line)
+                continue
+            row["reason"] = match.reason
+        batch.append(row)
+        listed.append(ListedLine(row["doc_number"], row["doc_date"], row["amount"], row["payer_name"], row["reason"]))
+        result.unmatched.append(listed[-1])
+        if len(batch) >= _CHUNK:
+            write_batch()
+    write_batch()
     imp.matched = len(result.matched)
     imp.unmatched = len(result.unmatched)
     imp.duplicates = result.duplicates
+    db.flush()
+    _warn_if_incomplete(result)
+    return result, upd_ids
+
+
+def _warn_if_incomplete(result: ImportResult) -> None:
     if result.declared is not None and result.declared != result.recorded:
         result.warning = (
             f"Внимание: по выписке на наш счёт поступило {format_rub(result.declared)} (ВсегоПоступило), "
             f"а платёжных документов на наш счёт в ней на {format_rub(result.recorded)}: "
             "выписка неполная или в ней есть документы без нашего счёта получателя — сверьте с банком."
         )
-    if not new_lines:
-        # Nothing new in the file (a re-import): leave no trace at all.
-        db.rollback()
-        result.import_id = None
-    return result, upd_ids
 
 
 def import_statement(
@@ -356,7 +414,7 @@ def import_statement(
     config: Mapping[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
-    """Import a 1CClientBankExchange file in one transaction, then form the УПД of the invoices it paid. Commits.
+    """Import a 1CClientBankExchange file in one transaction, then hand the УПД it numbered to the queue. Commits.
 
     `progress(done, total)` hears how many payment orders are through (a task run shows it).
 
@@ -379,7 +437,14 @@ def import_statement(
         except BaseException:
             db.rollback()
             raise
-    form_upds_now(db, upd_ids, now=now, config=cfg)
+    if result.matched:
+        # The import numbers the УПД (and an advance invoice for money ahead of the rights) in its transaction;
+        # rendering them (about a second each) is the queue's work, never the import's: a statement paying 100
+        # invoices would otherwise hold its run for minutes.
+        from portal.documents.tasks import form_documents_task
+        from portal.tasks import enqueue
+
+        enqueue(form_documents_task, list(upd_ids))
     log.info("statement %s imported: %s", file_name, result.summary)
     return result
 

@@ -116,6 +116,21 @@ def invoice_paid_amount(db: Session, invoice_id: int) -> int:
     return _sum(db, Allocation.amount, Allocation.invoice_id == invoice_id)
 
 
+def invoices_paid_amounts(db: Session, invoice_ids: Sequence[int], chunk: int = 1000) -> dict[int, int]:
+    """What is allocated to each of many invoices, one grouped query per `chunk` ids (a statement import reads the
+    open invoices of its payers at once); an invoice nothing is allocated to is absent."""
+    ids = sorted(set(invoice_ids))
+    paid: dict[int, int] = {}
+    for start in range(0, len(ids), chunk):
+        rows = db.execute(
+            sa.select(Allocation.invoice_id, sa.func.sum(Allocation.amount))
+            .where(Allocation.invoice_id.in_(ids[start : start + chunk]))
+            .group_by(Allocation.invoice_id)
+        ).all()
+        paid.update({invoice_id: int(total or 0) for invoice_id, total in rows})
+    return paid
+
+
 def invoice_remaining(db: Session, invoice: Invoice) -> int:
     if invoice.status != InvoiceStatus.ISSUED:
         return 0

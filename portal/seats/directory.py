@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
 from portal.accounts.phone import InvalidPhone, normalize_phone
-from portal.audit import record_audit
+from portal.audit import AuditLog, audit_values, record_audit
 from portal.pagination import KeysetPage, page_from
 from portal.seats.models import Department, MembershipDepartment
 from portal.textinput import text_problem
@@ -348,14 +348,51 @@ def list_members(
     offset: int = 0,
 ) -> list[Membership]:
     """The account's users: active first, then owners, accountants, members, each by name."""
+    q = _members_query(account_id, status, search).order_by(*_member_order())
+    if limit is not None:
+        q = q.limit(limit).offset(offset)
+    return list(db.scalars(q).unique())
+
+
+def _member_order() -> tuple[Any, ...]:
     role_order = sa.case(
         (Membership.role == Role.OWNER.value, 0), (Membership.role == Role.ACCOUNTANT.value, 1), else_=2
     )
     status_order = sa.case((Membership.status == MembershipStatus.ACTIVE.value, 0), else_=1)
-    q = _members_query(account_id, status, search).order_by(status_order, role_order, Membership.name, Membership.id)
-    if limit is not None:
-        q = q.limit(limit).offset(offset)
-    return list(db.scalars(q).unique())
+    return (status_order, role_order, Membership.name, Membership.id)
+
+
+def list_member_rows(db: Session, account_id: int) -> list[sa.Row[Any]]:
+    """Every membership of the account as plain columns (membership_id, user_id, name, phone, email, status,
+    crm_user_id), in list_members' order: for a reader of 10 000 users that changes none (the CRM sync's plan)."""
+    return list(
+        db.execute(
+            sa.select(
+                Membership.id.label("membership_id"),
+                Membership.user_id,
+                Membership.name,
+                User.phone,
+                Membership.email,
+                Membership.status,
+                Membership.crm_user_id,
+            )
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.account_id == account_id)
+            .order_by(*_member_order())
+        )
+    )
+
+
+def list_member_departments(db: Session, account_id: int) -> dict[int, set[int]]:
+    """Membership id → its department ids, for the whole account in one query."""
+    placed: dict[int, set[int]] = {}
+    for membership_id, department_id in db.execute(
+        sa.select(MembershipDepartment.membership_id, MembershipDepartment.department_id)
+        .join(Membership, Membership.id == MembershipDepartment.membership_id)
+        .where(Membership.account_id == account_id)
+    ):
+        placed.setdefault(membership_id, set()).add(department_id)
+    return placed
 
 
 # The team page's order — active first, then owners, accountants, members, each by name — as groups of
@@ -718,6 +755,214 @@ def add_user(
             db, EventKind.ADDED, membership, source=src, actor=actor, now=now, changes={}, department_ids=dept_ids
         )
         return AddResult(membership, created=True, events=(event,))
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """One person for `add_users`: what `add_user` takes, for many at once."""
+
+    phone: str
+    name: str
+    email: str | None = None
+    crm_user_id: int | None = None
+    department_ids: tuple[int, ...] = ()
+    role: str = Role.MEMBER.value
+
+
+@dataclass(frozen=True)
+class Added:
+    """A person `add_users` put in the account as a new membership."""
+
+    membership_id: int
+    user_id: int
+
+
+def add_users(
+    db: Session,
+    *,
+    account_id: int,
+    people: Sequence[NewUser],
+    source: str,
+    now: datetime,
+    actor: User | None = None,
+) -> list[Added | DirectoryError | None]:
+    """Add many people as new active memberships with the same outcome as `add_user` one by one (the same rows,
+    audit records and events), in a fixed number of statements: one account lock, one look-up per chunk of
+    phones, and one multi-row INSERT each for persons, memberships, departments and audit records.
+
+    The answer, per person: `Added`; a DirectoryError for one `add_user` would refuse (bad data, an unknown
+    department); or None for one this bulk path leaves to `add_user` — a phone or CRM user the account already
+    has (a duplicate or a comeback: a rare case, with its own rules) or one repeated within `people`. Does not
+    commit.
+    """
+    src = _clean_source(source)
+    _lock_account(db, account_id)
+    answers: list[Added | DirectoryError | None] = [None] * len(people)
+    cleaned: list[tuple[int, str, str, str | None, Role, int | None, tuple[int, ...]]] = []
+    for index, person in enumerate(people):
+        try:
+            cleaned.append(
+                (
+                    index,
+                    clean_phone(person.phone),
+                    clean_name(person.name),
+                    clean_email(person.email),
+                    clean_role(person.role),
+                    _clean_crm_id(person.crm_user_id),
+                    tuple(sorted(set(person.department_ids))),
+                )
+            )
+        except DirectoryError as exc:
+            answers[index] = exc
+    departments = {d for row in cleaned for d in row[6]}
+    if departments:
+        if not all(_is_id(d) for d in departments):
+            known: set[int] = set()
+        else:
+            known = set(
+                db.scalars(
+                    sa.select(Department.id).where(
+                        Department.account_id == account_id, Department.id.in_(sorted(departments))
+                    )
+                )
+            )
+        for row in cleaned:
+            if not set(row[6]) <= known:
+                answers[row[0]] = DepartmentNotFound()
+        cleaned = [row for row in cleaned if answers[row[0]] is None]
+    # What the account already has, as plain columns: a person who is (or was) here goes through add_user.
+    taken_phones: set[str] = set()
+    taken_crm: set[int] = set()
+    for phone, crm_id in db.execute(
+        sa.select(User.phone, Membership.crm_user_id)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.account_id == account_id)
+    ):
+        taken_phones.add(phone)
+        if crm_id is not None:
+            taken_crm.add(crm_id)
+    simple = []
+    for row in cleaned:
+        _, phone, _, _, _, crm_id, _ = row
+        if phone in taken_phones or (crm_id is not None and crm_id in taken_crm):
+            continue  # answered None: add_user's own path (a duplicate, a comeback or a repeat within `people`)
+        taken_phones.add(phone)
+        if crm_id is not None:
+            taken_crm.add(crm_id)
+        simple.append(row)
+    if not simple:
+        return answers
+    # Persons: the portal's existing ones by phone (their own profile untouched), the rest created.
+    phones = [row[1] for row in simple]
+    person_of = _persons_by_phone(db, phones)
+    missing = [row for row in simple if row[1] not in person_of]
+    if missing:
+        try:
+            with db.begin_nested():
+                person_of.update(_insert_persons(db, missing, now))
+        except sa.exc.IntegrityError:
+            # Someone added some of these people elsewhere a moment ago: their rows are the persons.
+            person_of = _persons_by_phone(db, phones)
+            still = [row for row in simple if row[1] not in person_of]
+            if still:
+                person_of.update(_insert_persons(db, still, now))
+    # RETURNING with the natural key rather than in parameter order: SQLite can only keep the order one row
+    # per statement, while unordered rows come back from one multi-row INSERT per batch.
+    membership_of = dict(
+        db.execute(
+            sa.insert(Membership).returning(Membership.user_id, Membership.id).execution_options(render_nulls=True),
+            [
+                {
+                    "account_id": account_id,
+                    "user_id": person_of[phone],
+                    "role": role.value,
+                    "status": MembershipStatus.ACTIVE.value,
+                    "source": src.value,
+                    "crm_user_id": crm_id,
+                    "name": name,
+                    "email": mail,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for _, phone, name, mail, role, crm_id, _ in simple
+            ],
+        ).all()
+    )
+    membership_ids = [membership_of[person_of[row[1]]] for row in simple]
+    placements = [
+        {"membership_id": mid, "department_id": dept}
+        for mid, row in zip(membership_ids, simple, strict=True)
+        for dept in row[6]
+    ]
+    if placements:
+        db.execute(sa.insert(MembershipDepartment).execution_options(render_nulls=True), placements)
+    audits = []
+    note = f"источник: {src.title}"
+    for mid, (index, phone, name, _mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
+        user_id = person_of[phone]
+        after: dict[str, Any] = {
+            "user_id": user_id,
+            "phone": phone,
+            "name": name,
+            "role": role.value,
+            "source": src.value,
+        }
+        if crm_id is not None:
+            after["crm_user_id"] = crm_id
+        if dept_ids:
+            after["department_ids"] = list(dept_ids)
+        audits.append(
+            audit_values(
+                actor=actor, account=account_id, action="seats.user_added", before=None, after=after, reason=note
+            )
+        )
+        answers[index] = Added(mid, user_id)
+    db.execute(sa.insert(AuditLog).execution_options(render_nulls=True), audits)
+    for mid, (_, phone, name, mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
+        user = DirectoryUser(
+            user_id=person_of[phone],
+            membership_id=mid,
+            account_id=account_id,
+            phone=phone,
+            name=name,
+            email=mail,
+            role=role.value,
+            status=MembershipStatus.ACTIVE.value,
+            source=src.value,
+            crm_user_id=crm_id,
+            department_ids=dept_ids,
+        )
+        _emit(
+            db,
+            DirectoryEvent(
+                kind=EventKind.ADDED,
+                account_id=account_id,
+                user=user,
+                source=src.value,
+                actor_user_id=actor.id if actor is not None else None,
+                at=now,
+                changes={},
+            ),
+        )
+    return answers
+
+
+def _insert_persons(db: Session, rows: Sequence[tuple[Any, ...]], now: datetime) -> dict[str, int]:
+    return dict(
+        db.execute(
+            sa.insert(User).returning(User.phone, User.id).execution_options(render_nulls=True),
+            [{"phone": r[1], "name": r[2], "email": r[3], "created_at": now} for r in rows],
+        ).all()
+    )
+
+
+def _persons_by_phone(db: Session, phones: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for start in range(0, len(phones), _IN_CHUNK):
+        found.update(
+            db.execute(sa.select(User.phone, User.id).where(User.phone.in_(phones[start : start + _IN_CHUNK]))).all()
+        )
+    return found
 
 
 def deactivate_user(
@@ -1175,6 +1420,7 @@ def _display_phone(e164: str) -> str:
 __all__ = [
     "AccountNotFound",
     "AddResult",
+    "Added",
     "DepartmentInUse",
     "DepartmentNotFound",
     "DirectoryConflict",
@@ -1186,9 +1432,11 @@ __all__ = [
     "EventKind",
     "InvalidUserData",
     "LastOwnerError",
+    "NewUser",
     "UserNotActive",
     "UserNotFound",
     "add_user",
+    "add_users",
     "change_role",
     "count_active",
     "count_active_owners",
@@ -1208,6 +1456,8 @@ __all__ = [
     "leave_account",
     "link_crm_user",
     "list_departments",
+    "list_member_departments",
+    "list_member_rows",
     "list_members",
     "list_users",
     "reactivate_user",

@@ -242,6 +242,14 @@ STEP = st.one_of(
         st.sampled_from(["exact", "short", "over", "no_number"]),
         st.booleans(),
     ),
+    # A statement in bulk: the payment among other companies' payment orders (listed for staff, inserted in
+    # batches around it), then the same file imported again, which must record nothing.
+    st.tuples(
+        st.just("bank_bulk"),
+        st.lists(st.integers(0, 9), min_size=1, max_size=2),
+        st.sampled_from(["exact", "short", "over", "no_number"]),
+        st.integers(0, 4),
+    ),
     st.tuples(st.just("refund"), st.sampled_from(["all", "half"])),
     # An upgrade that raises the prepaid next period too (one is renewed first if there is none).
     st.tuples(st.just("upgrade_next"), st.sampled_from(["users-50", "users-200"])),
@@ -469,7 +477,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             pay = pages.pop(step[1] % len(pages))
             pay = pay_on_card_page(app, db, pay, now=moment, twice=step[2])
             sent += pay.paid_amount or 0
-        elif kind == "bank" and invoices:
+        elif kind in ("bank", "bank_bulk") and invoices:
             targets = [invoices[i % len(invoices)] for i in step[1]]
             targets = list(dict.fromkeys(targets))
             db.expire_all()
@@ -480,9 +488,18 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             numbers = " и ".join(i.number for i in targets)
             purpose = "Оплата лицензии" if step[2] == "no_number" else f"Оплата по счетам {numbers}"
             doc = payment(f"{next(_keys)}", amount, purpose)
-            docs = [doc, doc] if step[3] else [doc]
+            if kind == "bank":
+                docs = [doc, doc] if step[3] else [doc]
+            else:
+                others = [
+                    payment(f"{next(_keys)}", 1000 + k, f"Оплата по договору поставки {k}", payer_inn="500100732259")
+                    for k in range(2 * step[3])
+                ]
+                docs = [*others[: step[3]], doc, *others[step[3] :]]
             import_(app, db, *docs, now=moment)
-            sent += amount * len(docs)
+            sent += sum(d["Сумма"] for d in docs)
+            if kind == "bank_bulk":
+                import_(app, db, *docs, now=moment + timedelta(minutes=1))  # nothing new: nothing recorded
         elif kind == "autopay_on":
             try:
                 row = order(db, account, "users-12", 6, payer_type="card", now=moment)

@@ -7,6 +7,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -14,9 +15,6 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from limits import RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from urllib3.exceptions import NewConnectionError
 
@@ -91,22 +89,23 @@ def _utcnow() -> datetime:
 
 
 class Pacer:
-    """At most ``limit`` requests in any one-second window (amoCRM allows 7 a second per integration), kept by the
-    `limits` package's moving window; waits with the injected sleep. `clock` must tell the time `limits` keeps
-    (time.time: its storage stamps entries with it)."""
+    """At most ``limit`` requests in any one-second window (amoCRM allows 7 a second per integration): a moving
+    window of the last ``limit`` requests' times, told by the injected `clock` and waited out with the injected
+    `sleep`. Both are the pacer's own, so a test or the bench can run it on a virtual clock that only its sleep
+    moves (the `limits` package's storage stamped its window with the real clock, so a virtual sleep spun on it)."""
 
     def __init__(
         self,
         limit: int,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         key: str = "amocrm",
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        self._item = RateLimitItemPerSecond(limit)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limit = limit
+        self._hits: deque[float] = deque()
         self._clock = clock
         self._sleep = sleep
         self._key = key
@@ -114,10 +113,16 @@ class Pacer:
 
     def acquire(self) -> None:
         with self._lock:
-            while not self._limiter.hit(self._item, self._key):
-                reset = self._limiter.get_window_stats(self._item, self._key).reset_time
-                # The window frees a place at `reset` exactly; a hair later, so the next hit is not refused again.
-                self._sleep(max(reset - self._clock(), 0.0) + 1e-6)
+            while True:
+                now = self._clock()
+                while self._hits and self._hits[0] + 1.0 <= now:
+                    self._hits.popleft()
+                if len(self._hits) < self._limit:
+                    self._hits.append(now)
+                    return
+                # The window frees a place when its oldest request is a second old; a hair later, so the next
+                # look finds it free.
+                self._sleep(self._hits[0] + 1.0 - now + 1e-6)
 
 
 class _Transient(Exception):

@@ -1,0 +1,71 @@
+"""A CRM's first import and its routine runs cost SQL by the batch, not by the user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from portal.audit import AuditLog
+from tests.crm.portal.conftest import NOW, Crm
+
+
+@contextmanager
+def recorded_sql(crm: Crm) -> Iterator[list[str]]:
+    """Every statement the portal's engine sends while open (a multi-row INSERT batch counts once)."""
+    engine = crm.app.extensions["portal.db"].engine
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", note)
+
+
+def test_a_first_import_of_600_users_costs_statements_by_the_batch_not_by_the_user(crm: Crm) -> None:
+    people = crm.emulator.seed(600, seed=11)
+    with_phone = [u for u in people if u.is_active and u.phone]
+
+    with recorded_sql(crm) as sql:
+        result = crm.sync()
+
+    assert result.ok and result.first_import and result.counts["created"] == len(with_phone)
+    # Each user the same rows as one add_user made: a membership, its department, an audit record, a journal line.
+    entries = crm.entries(crm.runs()[-1].id)
+    assert len([e for e in entries if e.kind == "user_created"]) == len(with_phone)
+    added = crm.db.scalars(
+        sa.select(AuditLog).where(AuditLog.account_id == crm.account.id, AuditLog.action == "seats.user_added")
+    ).all()
+    assert len(added) == len(with_phone)
+    assert all(a.reason == "источник: CRM" or a.reason.startswith("источник:") for a in added)
+    assert all(len(crm.department_names_of(m)) == 1 for m in crm.members() if m.crm_user_id is not None)
+    # No savepoint per user (the four new departments keep theirs, and the users' insert has one for a race),
+    # one account lock for all the users, and a few dozen statements for 600 users (before: about 17 each).
+    assert len(crm.departments()) == 4
+    assert len([s for s in sql if s.startswith("SAVEPOINT")]) <= 2 * 4 + 1
+    assert len([s for s in sql if s.startswith("UPDATE accounts SET")]) <= 1 + 4
+    assert len(sql) < 100, len(sql)
+
+
+def test_a_routine_run_with_a_few_changes_costs_a_few_dozen_statements(crm: Crm) -> None:
+    people = crm.emulator.seed(600, seed=12)
+    assert crm.sync().ok
+    movers = [u for u in people if u.is_active and u.phone and not u.is_admin][:5]
+    groups = [g.id for g in crm.emulator.groups()]
+    for u in movers:
+        crm.emulator.move_user(u.id, next(g for g in groups if g != u.group_id))
+    crm.emulator.add_user("Новый Сотрудник", "new@bulk.example", phone="+79161234500", group_id=groups[0])
+
+    with recorded_sql(crm) as sql:
+        result = crm.sync(now=NOW + timedelta(hours=1))
+
+    assert result.ok and (result.counts["moved"], result.counts["created"]) == (5, 1)
+    # Nested transactions only for the changes (a move: the applier's and the directory's), none for no-ops.
+    assert len([s for s in sql if s.startswith("SAVEPOINT")]) <= 2 * 5 + 1
+    assert len(sql) < 120, len(sql)
