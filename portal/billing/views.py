@@ -265,7 +265,7 @@ def _checkout(throttled: str | None = None) -> Any:
                 option = service.get_checkout_option(form.payer_type.data)
                 refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
                 if refusal is None:
-                    return _place_order(form, account.id, plan, months, license_version, now)
+                    return _place_order(form, account.id, plan, months, license_version, now, option)
                 problem = refusal
                 status = 409
         else:
@@ -301,7 +301,15 @@ def _no_options_text(role: str) -> str:
     return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."
 
 
-def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, license_version: str, now: Any) -> Any:
+def _place_order(
+    form: CheckoutForm,
+    account_id: int,
+    plan: Plan,
+    months: int,
+    license_version: str,
+    now: Any,
+    chosen: service.CheckoutOption | None = None,
+) -> Any:
     db = get_db()
     actor = current_user._get_current_object()  # type: ignore[attr-defined]
     try:
@@ -311,7 +319,7 @@ def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, l
             account_id=account_id,
             plan_code=plan.code,
             months=months,
-            payer_type=form.payer_type.data,
+            payer_type=chosen.order_payer_type if chosen is not None else form.payer_type.data,
             license_version=license_version,
             idempotency_key=form.idempotency_key.data,
             now=now,
@@ -325,7 +333,9 @@ def _place_order(form: CheckoutForm, account_id: int, plan: Plan, months: int, l
         return redirect(url_for("index"))
     if order.status != "pending":
         abort(400, "Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
-    option = service.get_checkout_option(order.payer_type)
+    # The choice made (СБП) when it is a way to pay this order's payer type, else the payer type's own.
+    option = chosen if chosen is not None and chosen.order_payer_type == order.payer_type else None
+    option = option or service.get_checkout_option(order.payer_type)
     if option is None:
         abort(400, "Этот способ оплаты сейчас недоступен. Выберите другой.")
     try:

@@ -171,11 +171,21 @@ def latest_payment(db: Session, order_id: int) -> Payment | None:
     ).first()
 
 
-def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime) -> Payment:
-    """The payment attempt to use for this order: the open one, or a new one if the last was declined."""
+def _attempt_for(
+    db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime, method: str | None = None
+) -> Payment:
+    """The payment attempt to use for this order: the open one, or a new one if the last was declined.
+
+    `method` "sbp" asks for an СБП attempt (a QR code); an open attempt of the other kind is left to its payer: if
+    both are paid, the second payment finds the order paid and goes to the balance, flagged (the ledger's rule)."""
     for _ in range(3):
         last = latest_payment(db, order.id)
-        if last is not None and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
+        if (
+            last is not None
+            and last.provider == provider.name
+            and last.status != PaymentStatus.CANCELED
+            and (last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"))
+        ):
             return last
         attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
         payment = Payment(
@@ -186,6 +196,7 @@ def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvide
             created_by_user_id=actor.id if actor is not None else None,
             amount=ledger.order_due(db, order),  # the balance has paid its part at checkout
             currency="RUB",
+            method=method,  # "sbp": the attempt asks the provider for a QR code
             status=PaymentStatus.PENDING.value,
             created_at=now,
             updated_at=now,
@@ -225,6 +236,7 @@ def start_card_payment(
     provider: PaymentProvider,
     return_url: str,
     now: datetime,
+    method: str | None = None,
 ) -> tuple[Payment, str | None]:
     """Create (or reuse) the provider payment of a pending order: (payment, confirmation URL or None).
 
@@ -235,7 +247,7 @@ def start_card_payment(
     if order.status != OrderStatus.PENDING or ledger.order_due(db, order) <= 0:
         # Nothing is left to pay: a closed order, or one the balance has covered — never a payment of nothing.
         raise billing.PurchaseError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
-    payment = _attempt_for(db, order, actor, provider, now)
+    payment = _attempt_for(db, order, actor, provider, now, method)
     if payment.status != PaymentStatus.PENDING:
         return payment, None
     if payment.confirmation_url:
@@ -255,9 +267,9 @@ def _create_at_provider(
     customer = customer_for(db, order, actor)
     db.commit()  # no transaction (nor pooled connection) is held while the provider is called
     try:
-        provider_payment_id, url = provider.create_payment(
-            _Due(order, payment.amount), return_url, payment.idempotence_key, customer
-        )
+        # An СБП attempt gets a QR code's data instead of a page to send the payer to (kept in the same column).
+        create = provider.create_sbp_payment if payment.method == "sbp" else provider.create_payment  # type: ignore[attr-defined]
+        provider_payment_id, url = create(_Due(order, payment.amount), return_url, payment.idempotence_key, customer)
     except ProviderUnavailable as exc:
         log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
         return None
@@ -432,7 +444,7 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         receipt, _ = ledger.record_receipt(
             db,
             account_id=payment.account_id,
-            method=ReceiptMethod.CARD.value,
+            method=ReceiptMethod.SBP.value if info.method == "sbp" else ReceiptMethod.CARD.value,
             amount=info.amount,
             received_on=msk_date(now),
             source_key=f"card:{_reference(provider, info.id)}",
