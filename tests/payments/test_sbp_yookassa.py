@@ -14,8 +14,8 @@ from portal.payments.providers.base import Customer, ProviderRejected
 from tests.payments.conftest import only_order, payments_of
 from tests.payments.test_sbp import bank_app_url, sbp_checkout
 from tests.payments.test_yookassa_flow import API, PID, payment_json, webhook
-from tests.payments.test_yookassa_flow import app_config as app_config  # noqa: F401  (YooKassa as the provider)
 from tests.payments.test_yookassa_flow import api as api  # noqa: F401
+from tests.payments.test_yookassa_flow import app_config as app_config  # noqa: F401  (YooKassa as the provider)
 from tests.payments.test_yookassa_flow import vat_rate as vat_rate  # noqa: F401
 from tests.payments.test_yookassa_provider import FakeOrder, provider
 
