@@ -160,7 +160,9 @@ def _limit_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter
                     f"Или отключите тех, кто больше не работает: {base_url}/team\n"
                 )
             else:
-                subject = f"Хранилище переполнено: {format_storage(stored)} из {format_storage(plan.storage_bytes)}"
+                # Plain spaces: Python's header encoder drops the space before a word with a no-break space.
+                used, quota = format_storage(stored), format_storage(plan.storage_bytes)
+                subject = f"Хранилище переполнено: {used} из {quota}".replace("\xa0", " ")
                 body = (
                     f"Файлы компании занимают {format_storage(stored)}, а в тарифе «{plan.title}» — "
                     f"{format_storage(plan.storage_bytes)}.\n"

@@ -409,7 +409,9 @@ def _deliveries(db: Session, letter: Letter, *, sms: bool) -> list[tuple[Members
 
 
 def _sms_text(letter: Letter, base_url: str, company: str) -> str:
-    return f"{letter.sms or letter.subject + '. ' + base_url + '/'} ({company})"
+    # Plain spaces: an SMS gateway may count or show a no-break space as something else.
+    text = f"{letter.sms or letter.subject + '. ' + base_url + '/'} ({company})"
+    return text.replace("\xa0", " ")
 
 
 def sweep(
