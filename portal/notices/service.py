@@ -3,7 +3,9 @@
 Plain functions with no Flask request in them: the periodic task and `flask notices sweep` call `sweep`.
 Events: the paid period or trial ends in 14, 3 or 1 days (with the renewal's price from the checkout's own offer
 and a link to renew), it has ended (with the grace, if any), a payment arrived, an unpaid invoice expires within a
-day. Letters go to the address the company gave for the person (DESIGN: never one another company wrote).
+day; and (lifecycle.py) a card or СБП payment declined, over the seat or storage limit, a scheduled change that took
+effect. Letters go to the address the company gave for the person (DESIGN: never one another company wrote); a person
+may take the reminders and the failed payments by SMS instead, to the phone they sign in with.
 """
 
 from __future__ import annotations

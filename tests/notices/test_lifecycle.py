@@ -230,3 +230,32 @@ def test_a_forged_channel_is_refused_and_changes_nothing(db, client, auth, compa
         sa.select(Membership.user_id).where(Membership.account_id == company.id, Membership.role == "owner")
     ).one()
     assert notices.get_channels(db, company.id, owner_id) == {"renewal": "email", "failed": "email"}
+
+
+# --- two workers at once (PostgreSQL) -----------------------------------------------------------------------------
+
+
+def test_concurrent_sweeps_send_each_lifecycle_notice_once(pg_url, app, db, smtp, company, add_member):
+    from portal.notices.tasks import run_sweep
+    from tests.billing.test_concurrency_pg import _run_together
+
+    for i in range(5):
+        add_member(company, f"+7916777000{i}")
+    account = db.get(Account, company.id)
+    account.storage_used_bytes = 3 * GB
+    db.commit()
+    declined(db, buy(db, company, "users-12", 6, msk(2026, 5, 5, 10)), msk(2026, 5, 5, 10, 1))
+    maker = app.extensions["portal.db"].sessionmaker
+
+    def run(i):
+        with app.app_context(), maker() as session:
+            return run_sweep(session, msk(2026, 5, 5, 10, 5))
+
+    _run_together(4, run)
+    subjects = sorted(s for _to, s, _t in letters(smtp))
+    assert subjects == [
+        "Платёж 5 940,00 ₽ не прошёл",
+        "Тариф превышен: 7 из 5 пользователей",
+        "Хранилище переполнено: 3 ГБ из 2 ГБ",
+    ]
+    assert db.scalar(sa.select(sa.func.count()).select_from(LimitEpisode)) == 2
