@@ -50,6 +50,10 @@ def test_the_owner_pays_a_plan_by_sbp_scanning_the_qr_with_a_phone(owner_page, b
     button = page.get_by_role("button", name=re.compile("^Показать QR-код СБП"))
     shot(page, "50-sbp-checkout-1280")
     axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "50-sbp-checkout-390")
+    axe_clean(page)
+    page.set_viewport_size(DESKTOP)
     button.click()
 
     # The waiting page: the QR code, the phone's link, the check button.
@@ -78,6 +82,7 @@ def test_the_owner_pays_a_plan_by_sbp_scanning_the_qr_with_a_phone(owner_page, b
     app_page.get_by_role("button", name="Оплатить", exact=True).click()
     app_page.get_by_text("Оплачено").wait_for()
     shot(app_page, "53-sbp-bank-app-paid-390")
+    axe_clean(app_page)
     phone.close()
 
     # Back at the computer: the waiting page learns it (its script polls) and hands over to the result.
@@ -86,6 +91,10 @@ def test_the_owner_pays_a_plan_by_sbp_scanning_the_qr_with_a_phone(owner_page, b
     result = text(page.locator(".payment-result"))
     assert "200 пользователей" in result and "СБП" in result
     shot(page, "54-sbp-paid-1280")
+    axe_clean(page)
+    page.set_viewport_size(PHONE)
+    shot(page, "54-sbp-paid-390")
+    page.set_viewport_size(DESKTOP)
     page.goto("/")
     assert "200 пользователей" in text(page.locator("main"))
     page.goto("/payments")
@@ -94,3 +103,26 @@ def test_the_owner_pays_a_plan_by_sbp_scanning_the_qr_with_a_phone(owner_page, b
     axe_clean(page)
     page.set_viewport_size(PHONE)
     shot(page, "55-sbp-payments-390")
+
+
+def test_the_owner_takes_reminders_by_sms_on_the_notifications_page(owner_page, sms_output):
+    page = owner_page
+    sign_in(page, sms_output, typed(DEMO_OWNER), DEMO_OWNER)
+    page.wait_for_url(re.compile(r".*/$"))
+    close_dialog(page)
+    page.goto("/notifications")
+    reminders = page.get_by_role("group", name=re.compile(r"Как присылать\s*: Напоминания"))
+    reminders.get_by_label("SMS на телефон входа").check()
+    shot(page, "56-notifications-sms-1280")
+    axe_clean(page)
+    page.get_by_role("button", name="Сохранить").click()
+    page.get_by_text("Настройки уведомлений сохранены.").wait_for()
+    assert (
+        page.get_by_role("group", name=re.compile(r"Как присылать\s*: Напоминания"))
+        .get_by_label("SMS на телефон входа")
+        .is_checked()
+    )
+    assert page.get_by_role("group", name=re.compile(r"Как присылать\s*: Платёж")).get_by_label("Письмом").is_checked()
+    page.set_viewport_size(PHONE)
+    shot(page, "56-notifications-sms-390")
+    axe_clean(page)
