@@ -171,6 +171,23 @@ def latest_payment(db: Session, order_id: int) -> Payment | None:
     ).first()
 
 
+def open_attempt(db: Session, order_id: int, provider_name: str, *, sbp: bool) -> Payment | None:
+    """The order's latest pending attempt at this provider that is (or is not) an СБП one."""
+    kind = Payment.method == "sbp" if sbp else sa.or_(Payment.method.is_(None), Payment.method != "sbp")
+    return db.scalars(
+        sa.select(Payment)
+        .where(
+            Payment.order_id == order_id,
+            Payment.provider == provider_name,
+            Payment.status == PaymentStatus.PENDING.value,
+            kind,
+        )
+        .order_by(Payment.id.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
 def _attempt_for(
     db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime, method: str | None = None
 ) -> Payment:
@@ -180,13 +197,13 @@ def _attempt_for(
     both are paid, the second payment finds the order paid and goes to the balance, flagged (the ledger's rule)."""
     for _ in range(3):
         last = latest_payment(db, order.id)
-        if (
-            last is not None
-            and last.provider == provider.name
-            and last.status != PaymentStatus.CANCELED
-            and (last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"))
-        ):
-            return last
+        if last is not None and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
+            if last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"):
+                return last
+            # The payer switched between card and СБП: their earlier open attempt of this kind, if there is one.
+            earlier = open_attempt(db, order.id, provider.name, sbp=method == "sbp")
+            if earlier is not None:
+                return earlier
         attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
         payment = Payment(
             provider=provider.name,

@@ -220,6 +220,11 @@ def sbp_show(order_id: int) -> Any:
     return page's to say."""
     order, state = _refreshed_state(order_id)
     payment = state.payment
+    if state.code == "pending" and payment is not None and payment.method != "sbp":
+        # The payer went to the card page and came back to СБП: their open СБП attempt, re-read at the provider.
+        payment = _refreshed_sbp_attempt(order)
+        if order.status == OrderStatus.PAID:
+            return redirect(url_for("payments.payment_return", order_id=order.id))
     if state.code != "pending" or payment is None or payment.method != "sbp" or not payment.confirmation_url:
         return redirect(url_for("payments.payment_return", order_id=order.id))
     from portal.documents.qr import qr_svg_data_uri
@@ -231,6 +236,22 @@ def sbp_show(order_id: int) -> Any:
         payment=payment,
         qr_uri=qr_svg_data_uri(payment.confirmation_url, scale=5),
     )
+
+
+def _refreshed_sbp_attempt(order: Order) -> Payment | None:
+    db = get_db()
+    provider = get_provider(current_app)
+    payment = service.open_attempt(db, order.id, provider.name, sbp=True)
+    if payment is not None and payment.provider_payment_id is not None:
+        try:
+            payment = service.process_provider_payment(
+                db, provider, payment.provider_payment_id, now=utcnow(), source="return"
+            ).payment
+        except ProviderError as exc:
+            db.rollback()
+            log.warning("СБП page: payment %s not re-read: %s", payment.id, exc)
+        db.refresh(order)
+    return payment if payment is not None and payment.status == PaymentStatus.PENDING else None
 
 
 def _checkout_url(order: Order) -> str | None:

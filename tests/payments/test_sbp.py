@@ -129,6 +129,20 @@ def test_choosing_the_card_after_sbp_makes_a_card_attempt_and_either_payment_is_
     sbp, card = payments_of(db, owner.id)
     assert (sbp.method, card.method) == ("sbp", None)
     assert sbp.order_id == card.order_id  # one order (its key), two ways to pay it
+    # Back to СБП and to the card again: the open attempts are shown again, no third provider payment.
+    assert (
+        client.post("/checkout", data=data | {"payer_type": "sbp"})
+        .headers["Location"]
+        .endswith(f"/payments/sbp/{sbp.order_id}")
+    )
+    assert (
+        client.post("/checkout", data=data | {"payer_type": "card"})
+        .headers["Location"]
+        .endswith(card.provider_payment_id)
+    )
+    assert len(payments_of(db, owner.id)) == 2
+    page = client.get(f"/payments/sbp/{sbp.order_id}").get_data(as_text=True)
+    assert bank_app_url(page).endswith(sbp.provider_payment_id)
     # Both paid: the second payment finds the order paid and waits on the balance, flagged — never applied twice.
     card_form = {"number": "4111111111111111", "expiry": "12/30", "cvc": "123", "action": "card"}
     pay = client.post(f"/sandbox/pay/{card.provider_payment_id}", data={"csrf_token": csrf_token(client)} | card_form)
