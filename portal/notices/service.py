@@ -410,6 +410,11 @@ def _deliveries(db: Session, letter: Letter, *, sms: bool) -> list[tuple[Members
     return out
 
 
+def _recipients(db: Session, letter: Letter) -> list[Membership]:
+    """Who gets a letter by e-mail alone (for callers that send no SMS)."""
+    return [membership for membership, _channel, _address in _deliveries(db, letter, sms=False)]
+
+
 def _sms_text(letter: Letter, base_url: str, company: str) -> str:
     # Plain spaces: an SMS gateway may count or show a no-break space as something else.
     text = f"{letter.sms or letter.subject + '. ' + base_url + '/'} ({company})"

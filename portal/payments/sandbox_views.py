@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 
 from portal.accounts.access import public
 from portal.db import utcnow
-from portal.payments.forms import SandboxCardForm
+from portal.payments.forms import SandboxActionForm, SandboxCardForm
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import Card, CardError, SandboxProvider, check_card
 from portal.timeutil import msk_date
@@ -112,7 +112,7 @@ def sbp_pay(payment_id: str) -> Any:
     if payment is None or payment.method != "sbp":
         abort(404)
     if request.method == "POST" and payment.status == "pending":
-        if not SandboxCardForm().validate_on_submit():  # only the CSRF token can fail here
+        if not SandboxActionForm().validate_on_submit():  # only the CSRF token can fail here
             abort(400, "Форма устарела. Обновите страницу.")
         action = request.form.get("action")
         if action not in ("pay", "cancel", "decline"):
