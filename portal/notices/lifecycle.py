@@ -106,32 +106,22 @@ def _usage_by_account(db: Session) -> dict[int, tuple[int, int]]:
 
 
 def _episode(db: Session, account_id: int, kind: str, over: bool, now: datetime) -> LimitEpisode | None:
-    """The open episode of this kind, opened now if the account is over and none is open; closed (None) once the
-    account is within the limit again. Safe on two sweeps at once: the episode's key is unique."""
-    current = db.scalars(
-        sa.select(LimitEpisode)
-        .where(LimitEpisode.account_id == account_id, LimitEpisode.kind == kind, LimitEpisode.ended_at.is_(None))
-        .order_by(LimitEpisode.number.desc())
-    ).first()
+    """The open episode of this kind (opened now if the account is over and none is open), or None once the account
+    is within the limit again (the open one is closed). Its number is one more than the last closed episode's, so
+    sweeps running at once agree on it, and the unique key lets only one of them insert it."""
+    is_open = sa.and_(LimitEpisode.account_id == account_id, LimitEpisode.kind == kind, LimitEpisode.ended_at.is_(None))
     if not over:
-        if current is not None:
-            db.execute(
-                sa.update(LimitEpisode)
-                .where(
-                    LimitEpisode.account_id == account_id, LimitEpisode.kind == kind, LimitEpisode.ended_at.is_(None)
-                )
-                .values(ended_at=now)
-            )
+        # Read first: an UPDATE of nothing would still take SQLite's write lock for the rest of the sweep.
+        if db.scalar(sa.select(LimitEpisode.id).where(is_open).limit(1)) is not None:
+            db.execute(sa.update(LimitEpisode).where(is_open).values(ended_at=now))
             db.commit()
         return None
-    if current is not None:
-        return current
-    last = db.scalar(
+    last_closed = db.scalar(
         sa.select(sa.func.max(LimitEpisode.number)).where(
-            LimitEpisode.account_id == account_id, LimitEpisode.kind == kind
+            LimitEpisode.account_id == account_id, LimitEpisode.kind == kind, LimitEpisode.ended_at.is_not(None)
         )
     )
-    number = int(last or 0) + 1
+    number = int(last_closed or 0) + 1
     key = f"{kind}:{account_id}:{number}"
     billing._insert_ignoring_conflict(
         db,
