@@ -1404,10 +1404,21 @@ GraceHook = Callable[[Session, SubscriptionPeriod], "str | None"]
 
 @dataclass(frozen=True)
 class CheckoutOption:
-    payer_type: str
+    payer_type: str  # the checkout's choice ("card", "sbp", "invoice")
     title: str
     handler: CheckoutHandler
     precheck: CheckoutPrecheck | None = None
+    # The order's payer type when it differs from the choice: an СБП order is a card order (paid through the
+    # provider, the same expiry and return page), only its payment asks for a QR code.
+    pays_as: str | None = None
+
+    @property
+    def order_payer_type(self) -> str:
+        return self.pays_as or self.payer_type
+
+
+# The checkout lists its choices in this order; a choice not here comes last.
+CHECKOUT_ORDER = ("card", "sbp", "invoice")
 
 
 _CHECKOUT: dict[str, CheckoutOption] = {}
@@ -1416,18 +1427,25 @@ _GRACE_HOOKS: dict[str, GraceHook] = {}
 
 
 def register_checkout_handler(
-    payer_type: str, title: str, handler: CheckoutHandler, precheck: CheckoutPrecheck | None = None
+    payer_type: str,
+    title: str,
+    handler: CheckoutHandler,
+    precheck: CheckoutPrecheck | None = None,
+    *,
+    pays_as: str | None = None,
 ) -> None:
     """`handler(db, order, actor) -> url` starts the payment of a pending order (payments: card, documents: invoice);
     `precheck` refuses before the order is created, so a refused checkout leaves nothing behind."""
-    if payer_type not in PAYER_TYPES:
-        raise ValueError(f"unknown payer type {payer_type!r}; expected one of {PAYER_TYPES}")
-    _CHECKOUT[payer_type] = CheckoutOption(payer_type, title, handler, precheck)
+    if (pays_as or payer_type) not in PAYER_TYPES:
+        raise ValueError(f"unknown payer type {pays_as or payer_type!r}; expected one of {PAYER_TYPES}")
+    _CHECKOUT[payer_type] = CheckoutOption(payer_type, title, handler, precheck, pays_as)
 
 
 def list_checkout_options(payer_types: tuple[str, ...] = PAYER_TYPES) -> list[CheckoutOption]:
-    """Registered handlers in a stable order (card first), limited to the given payer types."""
-    return [_CHECKOUT[t] for t in PAYER_TYPES if t in _CHECKOUT and t in payer_types]
+    """Registered handlers in a stable order (card first), limited to the given (order) payer types."""
+    rank = {t: i for i, t in enumerate(CHECKOUT_ORDER)}
+    options = [o for o in _CHECKOUT.values() if o.order_payer_type in payer_types]
+    return sorted(options, key=lambda o: rank.get(o.payer_type, len(rank)))
 
 
 def get_checkout_option(payer_type: str) -> CheckoutOption | None:

@@ -269,7 +269,7 @@ def _checkout(throttled: str | None = None) -> Any:
                 refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
                 if refusal is None:
                     topups = frozenset(t.period.id for t in purchase.topups)
-                    return _place_order(form, account.id, plan, months, license_version, now, topups)
+                    return _place_order(form, account.id, plan, months, license_version, now, topups, option)
                 problem = refusal
                 status = 409
         else:
@@ -332,6 +332,7 @@ def _place_order(
     license_version: str,
     now: Any,
     topups: frozenset[int] | None = None,
+    chosen: service.CheckoutOption | None = None,
 ) -> Any:
     db = get_db()
     actor = current_user._get_current_object()  # type: ignore[attr-defined]
@@ -342,7 +343,7 @@ def _place_order(
             account_id=account_id,
             plan_code=plan.code,
             months=months,
-            payer_type=form.payer_type.data,
+            payer_type=chosen.order_payer_type if chosen is not None else form.payer_type.data,
             license_version=license_version,
             idempotency_key=form.idempotency_key.data,
             now=now,
@@ -368,7 +369,9 @@ def _place_order(
         return redirect(url_for("index"))
     if order.status != "pending":
         abort(400, "Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
-    option = service.get_checkout_option(order.payer_type)
+    # The choice made (СБП) when it is a way to pay this order's payer type, else the payer type's own.
+    option = chosen if chosen is not None and chosen.order_payer_type == order.payer_type else None
+    option = option or service.get_checkout_option(order.payer_type)
     if option is None:
         abort(400, "Этот способ оплаты сейчас недоступен. Выберите другой.")
     try:

@@ -21,7 +21,9 @@ class Notice(Base):
     topic: Mapped[str] = mapped_column(sa.String(20))
     # «<event>:<object id>:<user id>», e.g. "ends-14:57:3": the event, what it is about, and for whom.
     key: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    # Where it went: the e-mail address, or the phone for an SMS (`channel`).
     email: Mapped[str] = mapped_column(sa.String(254))
+    channel: Mapped[str] = mapped_column(sa.String(8), default="email", server_default="email")
     subject: Mapped[str] = mapped_column(sa.String(300))
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -37,3 +39,33 @@ class NoticeOptOut(Base):
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     topic: Mapped[str] = mapped_column(sa.String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NoticeChannel(Base):
+    """How a person wants one topic's notices from this account: "sms" (no row: by e-mail)."""
+
+    __tablename__ = "notice_channels"
+    __table_args__ = (sa.UniqueConstraint("account_id", "user_id", "topic"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(sa.String(20))
+    channel: Mapped[str] = mapped_column(sa.String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LimitEpisode(Base):
+    """A stretch of time an account was over its seat or storage limit: one notice per episode, a new episode
+    only after the account came back within its limits. `key` («seats:<account>:<n>») makes a second sweep's
+    insert a no-op."""
+
+    __tablename__ = "limit_episodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(10))  # seats | storage
+    number: Mapped[int] = mapped_column(sa.Integer)
+    key: Mapped[str] = mapped_column(sa.String(60), unique=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

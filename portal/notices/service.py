@@ -3,7 +3,9 @@
 Plain functions with no Flask request in them: the periodic task and `flask notices sweep` call `sweep`.
 Events: the paid period or trial ends in 14, 3 or 1 days (with the renewal's price from the checkout's own offer
 and a link to renew), it has ended (with the grace, if any), a payment arrived, an unpaid invoice expires within a
-day. Letters go to the address the company gave for the person (DESIGN: never one another company wrote).
+day; and (lifecycle.py) a card or СБП payment declined, over the seat or storage limit, a scheduled change that took
+effect. Letters go to the address the company gave for the person (DESIGN: never one another company wrote); a person
+may take the reminders and the failed payments by SMS instead, to the phone they sign in with.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role
+from portal.accounts.sms import SmsBackend, SmsError
 from portal.billing import service as billing
 from portal.billing.catalog import PERIODS
 from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
 from portal.money import format_rub
-from portal.notices.models import Notice, NoticeOptOut
+from portal.notices.models import Notice, NoticeChannel, NoticeOptOut
 from portal.payments import autopay, autopay_letters
 from portal.payments.models import Receipt
 from portal.payments.offer import get_offer
@@ -37,19 +40,32 @@ TOPIC_RENEWAL = "renewal"
 TOPIC_PAYMENTS = "payments"
 TOPIC_INVOICES = "invoices"
 TOPIC_AUTOPAY = "autopay"
+TOPIC_FAILED = "failed"
+TOPIC_LIMITS = "limits"
+TOPIC_CHANGES = "changes"
 TOPICS: dict[str, str] = {
     TOPIC_RENEWAL: "Напоминания об окончании оплаченного или пробного периода",
+    TOPIC_FAILED: "Платёж картой или по СБП не прошёл",
     TOPIC_PAYMENTS: "Поступившие платежи",
     TOPIC_INVOICES: "Счета, срок оплаты которых истекает",
     TOPIC_AUTOPAY: "Автоплатёж: предупреждение о списании, его результат, отключение",
+    TOPIC_LIMITS: "Превышение тарифа: пользователи или хранилище",
+    TOPIC_CHANGES: "Запланированная смена тарифа вступила в силу",
 }
 # Who gets a topic: the owner always; the accountant also what concerns money and documents.
 TOPIC_ROLES: dict[str, tuple[str, ...]] = {
     TOPIC_RENEWAL: (Role.OWNER.value,),
+    TOPIC_FAILED: (Role.OWNER.value,),
     TOPIC_PAYMENTS: (Role.OWNER.value, Role.ACCOUNTANT.value),
     TOPIC_INVOICES: (Role.OWNER.value, Role.ACCOUNTANT.value),
     TOPIC_AUTOPAY: (Role.OWNER.value,),
+    TOPIC_LIMITS: (Role.OWNER.value,),
+    TOPIC_CHANGES: (Role.OWNER.value,),
 }
+# Topics a person may take by SMS instead of e-mail: what needs acting on before a deadline.
+CHANNEL_EMAIL = "email"
+CHANNEL_SMS = "sms"
+SMS_TOPICS = (TOPIC_RENEWAL, TOPIC_FAILED)
 REMIND_DAYS = (14, 3, 1)  # days before the first day without the paid plan
 ENDED_NOTICE_DAYS = 3  # an end the sweep learns of later than this is old news, not worth a letter
 PAYMENT_NOTICE_DAYS = 2  # likewise for a payment
@@ -66,6 +82,7 @@ class Letter:
     event_key: str  # «<event>:<object id>»; the person's id is appended
     subject: str
     body: str  # the plain text; the unsubscribe paragraph is added per person
+    sms: str | None = None  # the short text for whoever takes this topic by SMS (default: the subject and a link)
 
 
 # --- unsubscribe tokens -----------------------------------------------------------------------------------
@@ -138,6 +155,33 @@ def unsubscribe(db: Session, request: Unsubscribe, now: datetime) -> None:
     set_choices(db, request.account_id, request.user_id, {request.topic: False}, now)
 
 
+def get_channels(db: Session, account_id: int, user_id: int) -> dict[str, str]:
+    """topic → "email" or "sms", for the topics that may go by SMS."""
+    rows = db.execute(
+        sa.select(NoticeChannel.topic, NoticeChannel.channel).where(
+            NoticeChannel.account_id == account_id, NoticeChannel.user_id == user_id
+        )
+    ).all()
+    chosen = {topic: channel for topic, channel in rows}
+    return {topic: chosen.get(topic, CHANNEL_EMAIL) for topic in SMS_TOPICS}
+
+
+def set_channels(db: Session, account_id: int, user_id: int, wanted: dict[str, str], now: datetime) -> None:
+    """Save how the person wants each SMS-able topic; anything else is ignored. The caller commits."""
+    current = get_channels(db, account_id, user_id)
+    for topic, channel in wanted.items():
+        if topic not in SMS_TOPICS or channel not in (CHANNEL_EMAIL, CHANNEL_SMS) or current[topic] == channel:
+            continue
+        db.execute(
+            sa.delete(NoticeChannel).where(
+                NoticeChannel.account_id == account_id, NoticeChannel.user_id == user_id, NoticeChannel.topic == topic
+            )
+        )
+        if channel == CHANNEL_SMS:
+            db.add(NoticeChannel(account_id=account_id, user_id=user_id, topic=topic, channel=channel, created_at=now))
+    db.flush()
+
+
 # --- what is due ------------------------------------------------------------------------------------------
 
 
@@ -174,6 +218,12 @@ def _renewal_offer_text(db: Session, period: SubscriptionPeriod, now: datetime, 
     return "\n".join(lines) + "\n"
 
 
+def _renew_link(period: SubscriptionPeriod, base_url: str) -> str:
+    """The one-click renewal link of an SMS (the letter's own text prices it)."""
+    months = period.months if period.months in PERIODS else 12
+    return f"{base_url}/checkout?{urlencode({'plan': period.plan_code, 'months': months})}"
+
+
 def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
     today = msk_date(now)
     periods = db.scalars(
@@ -203,7 +253,10 @@ def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Lette
             "Без продления аккаунт перейдёт на бесплатный тариф: до 5 пользователей и 2 ГБ хранилища.\n\n"
             + _renewal_offer_text(db, period, now, base_url)
         )
-        yield Letter(period.account_id, TOPIC_RENEWAL, f"ends-{mark}:{period.id}", subject, body)
+        sms = (
+            f"{what} тарифа «{title}» заканчивается {period.last_day:%d.%m}. Продлить: {_renew_link(period, base_url)}"
+        )
+        yield Letter(period.account_id, TOPIC_RENEWAL, f"ends-{mark}:{period.id}", subject, body, sms)
 
 
 def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
@@ -243,6 +296,7 @@ def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter
             f"ended:{period.id}",
             subject,
             first + _renewal_offer_text(db, period, now, base_url),
+            f"{subject}. Продлить: {_renew_link(period, base_url)}",
         )
 
 
@@ -336,6 +390,8 @@ def _scheduled_opened_letters(db: Session, now: datetime, base_url: str) -> Iter
 
 
 def due_letters(db: Session, now: datetime, base_url: str) -> list[Letter]:
+    from portal.notices import lifecycle  # the lifecycle events build on this module's Letter
+
     return [
         *_autopay_letters(db, now, base_url),
         *_ending_letters(db, now, base_url),
@@ -343,30 +399,11 @@ def due_letters(db: Session, now: datetime, base_url: str) -> list[Letter]:
         *_payment_letters(db, now, base_url),
         *_invoice_letters(db, now, base_url),
         *_scheduled_opened_letters(db, now, base_url),
+        *lifecycle.due_letters(db, now, base_url),
     ]
 
 
 # --- sending ----------------------------------------------------------------------------------------------
-
-
-def _recipients(db: Session, letter: Letter) -> list[Membership]:
-    opted_out = sa.select(NoticeOptOut.user_id).where(
-        NoticeOptOut.account_id == letter.account_id, NoticeOptOut.topic == letter.topic
-    )
-    return list(
-        db.scalars(
-            sa.select(Membership)
-            .where(
-                Membership.account_id == letter.account_id,
-                Membership.status == MembershipStatus.ACTIVE.value,
-                Membership.role.in_(TOPIC_ROLES[letter.topic]),
-                Membership.email.is_not(None),
-                Membership.email != "",
-                Membership.user_id.not_in(opted_out),
-            )
-            .order_by(Membership.id)
-        ).unique()
-    )
 
 
 def _body_for(letter: Letter, membership: Membership, *, base_url: str, secret_key: str, company: str) -> str:
@@ -384,8 +421,62 @@ def _body_for(letter: Letter, membership: Membership, *, base_url: str, secret_k
     )
 
 
+def _deliveries(db: Session, letter: Letter, *, sms: bool) -> list[tuple[Membership, str, str]]:
+    """(membership, channel, address) for everyone who gets this letter: by SMS (to the sign-in phone) where the
+    person chose it for the topic and SMS can be sent, else by e-mail where the company gave an address."""
+    opted_out = sa.select(NoticeOptOut.user_id).where(
+        NoticeOptOut.account_id == letter.account_id, NoticeOptOut.topic == letter.topic
+    )
+    by_sms = set()
+    if sms and letter.topic in SMS_TOPICS:
+        by_sms = set(
+            db.scalars(
+                sa.select(NoticeChannel.user_id).where(
+                    NoticeChannel.account_id == letter.account_id,
+                    NoticeChannel.topic == letter.topic,
+                    NoticeChannel.channel == CHANNEL_SMS,
+                )
+            )
+        )
+    members = db.scalars(
+        sa.select(Membership)
+        .where(
+            Membership.account_id == letter.account_id,
+            Membership.status == MembershipStatus.ACTIVE.value,
+            Membership.role.in_(TOPIC_ROLES[letter.topic]),
+            Membership.user_id.not_in(opted_out),
+        )
+        .order_by(Membership.id)
+    ).unique()
+    out = []
+    for m in members:
+        if m.user_id in by_sms and m.user.phone:
+            out.append((m, CHANNEL_SMS, m.user.phone))
+        elif m.email:
+            out.append((m, CHANNEL_EMAIL, m.email))
+    return out
+
+
+def _recipients(db: Session, letter: Letter) -> list[Membership]:
+    """Who gets a letter by e-mail alone (for callers that send no SMS)."""
+    return [membership for membership, _channel, _address in _deliveries(db, letter, sms=False)]
+
+
+def _sms_text(letter: Letter, base_url: str, company: str) -> str:
+    # Plain spaces: an SMS gateway may count or show a no-break space as something else.
+    text = f"{letter.sms or letter.subject + '. ' + base_url + '/'} ({company})"
+    return text.replace("\xa0", " ")
+
+
 def sweep(
-    db: Session, now: datetime, *, backend: EmailBackend, sender: str, base_url: str, secret_key: str
+    db: Session,
+    now: datetime,
+    *,
+    backend: EmailBackend,
+    sender: str,
+    base_url: str,
+    secret_key: str,
+    sms_backend: SmsBackend | None = None,
 ) -> list[str]:
     """Send what is due and not yet sent; returns one line per letter sent.
 
@@ -400,9 +491,8 @@ def sweep(
     for letter in letters:
         account = db.get(Account, letter.account_id)
         company = account.name if account is not None else f"№ {letter.account_id}"
-        for membership in _recipients(db, letter):
+        for membership, channel, address in _deliveries(db, letter, sms=sms_backend is not None):
             key = f"{letter.event_key}:{membership.user_id}"
-            assert membership.email
             inserted = billing._insert_ignoring_conflict(
                 db,
                 Notice.__table__,
@@ -411,7 +501,8 @@ def sweep(
                     "user_id": membership.user_id,
                     "topic": letter.topic,
                     "key": key,
-                    "email": membership.email,
+                    "email": address,
+                    "channel": channel,
                     "subject": letter.subject[:300],
                     "sent_at": now,
                 },
@@ -419,6 +510,18 @@ def sweep(
             )
             if not inserted:
                 db.rollback()
+                continue
+            if channel == CHANNEL_SMS:
+                assert sms_backend is not None
+                try:
+                    sms_backend.send(address, _sms_text(letter, base_url, company))
+                except SmsError as exc:
+                    db.rollback()  # the next sweep tries again
+                    log.warning("notice %s by SMS to %s not sent: %s", key, address, exc)
+                    done.append(f"Не отправлено SMS «{letter.subject}» на {address}: {exc}")
+                    continue
+                db.commit()
+                done.append(f"SMS «{letter.subject}» → {address}")
                 continue
             body = _body_for(letter, membership, base_url=base_url, secret_key=secret_key, company=company)
             message = build_message(sender=sender, to=membership.email, subject=letter.subject, body=body, now=now)

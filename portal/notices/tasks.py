@@ -10,6 +10,7 @@ from huey import crontab
 from huey.exceptions import TaskLockedException
 from sqlalchemy.orm import Session
 
+from portal.accounts.sms import make_sms_backend
 from portal.db import get_database, utcnow
 from portal.notices import service
 from portal.support.email import get_email_backend
@@ -28,6 +29,7 @@ def run_sweep(db: Session, now: datetime) -> list[str]:
         sender=config["EMAIL_FROM"],
         base_url=config["BASE_URL"],
         secret_key=config["SECRET_KEY"],
+        sms_backend=make_sms_backend(config),  # for whoever chose SMS for a topic on /notifications
     )
 
 

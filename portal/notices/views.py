@@ -7,7 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from wtforms import BooleanField
+from wtforms import BooleanField, RadioField, SelectChoice
+from wtforms.validators import ValidationError
 
 from portal.accounts.access import current_membership, public, roles_required
 from portal.accounts.forms import EmptyForm
@@ -26,13 +27,41 @@ class ChoicesForm(PortalForm):
     """One checkbox per topic the person's role receives (fields are added per request)."""
 
 
-def _choices_form(topics: list[str], current: dict[str, bool] | None) -> ChoicesForm:
+def _choices_form(
+    topics: list[str], current: dict[str, bool] | None, channels: dict[str, str] | None = None
+) -> ChoicesForm:
     class _Form(ChoicesForm):
         pass
 
     for topic in topics:
         setattr(_Form, topic, BooleanField(service.TOPICS[topic], default=current[topic] if current else False))
+        if topic in service.SMS_TOPICS:
+            # How this topic comes: a reminder or a failed payment may be worth an SMS to the sign-in phone.
+            setattr(
+                _Form,
+                f"{topic}_channel",
+                RadioField(
+                    "Как присылать",
+                    choices=CHANNEL_CHOICES,
+                    # On a POST nothing is assumed: a field not sent leaves the choice as it was.
+                    default="" if channels is None else channels.get(topic, service.CHANNEL_EMAIL),
+                    validate_choice=False,
+                    validators=[_known_channel],
+                ),
+            )
     return _Form() if current is None else _Form(formdata=None)
+
+
+CHANNEL_CHOICES = [
+    SelectChoice(service.CHANNEL_EMAIL, "Письмом"),
+    SelectChoice(service.CHANNEL_SMS, "SMS на телефон входа"),
+]
+
+
+def _known_channel(form: ChoicesForm, field: RadioField) -> None:
+    # Not sent at all (an older page): the choice stays as it was; anything else but the two ways is refused.
+    if field.data not in (None, "", *(c.value for c in CHANNEL_CHOICES)):
+        raise ValidationError("Выберите, как присылать: письмом или SMS.")
 
 
 @bp.route("", methods=["GET", "POST"])
@@ -48,18 +77,24 @@ def settings() -> Any:
         if form.validate_on_submit():
             wanted = {topic: bool(getattr(form, topic).data) for topic in topics}
             service.set_choices(db, membership.account_id, membership.user_id, wanted, utcnow())
+            how = {t: getattr(form, f"{t}_channel").data for t in topics if t in service.SMS_TOPICS}
+            how = {t: channel for t, channel in how.items() if channel}
+            service.set_channels(db, membership.account_id, membership.user_id, how, utcnow())
             db.commit()
             flash("Настройки уведомлений сохранены.", "success")
             return redirect(url_for("notices.settings"))
         status = 400
     else:
-        form, status = _choices_form(topics, current), 200
+        channels = service.get_channels(db, membership.account_id, membership.user_id)
+        form, status = _choices_form(topics, current, channels), 200
     return (
         render_template(
             "notices/settings.html",
             form=form,
             topics=topics,
             email=membership.email,
+            phone=membership.user.phone,
+            sms_topics=service.SMS_TOPICS,
             sent=service.list_sent(db, membership.account_id, membership.user_id),
         ),
         status,

@@ -27,7 +27,7 @@ from portal.billing.signals import order_closed, scheduled_period_canceled, sche
 from portal.db import memo
 from portal.documents.models import Invoice, InvoiceStatus
 from portal.money import format_rub
-from portal.payments.models import Allocation, Receipt, Refund, RefundStatus
+from portal.payments.models import PROVIDER_RECEIPT_METHODS, Allocation, Receipt, Refund, RefundStatus
 
 log = logging.getLogger(__name__)
 
@@ -543,12 +543,12 @@ def request_refund(
             account_id=account_id,
             receipt_id=receipt.id,
             amount=part,
-            method="card" if receipt.method == "card" else "bank",
+            method="card" if receipt.method in PROVIDER_RECEIPT_METHODS else "bank",
             status=RefundStatus.REQUESTED.value,
             reason=(reason or "Возврат остатка на балансе")[:1000],
             purpose=(
                 f"Возврат излишне уплаченных денежных средств ({receipt.reference}). Без налога (НДС)"
-                if receipt.method != "card"
+                if receipt.method not in PROVIDER_RECEIPT_METHODS
                 else None
             ),
             requested_by_user_id=getattr(actor, "id", None),
@@ -653,13 +653,13 @@ def refund_rights(
             account_id=order.account_id,
             receipt_id=receipt_id,
             amount=part,
-            method="card" if receipt.method == "card" else "bank",
+            method="card" if receipt.method in PROVIDER_RECEIPT_METHODS else "bank",
             status=RefundStatus.REQUESTED.value,
             reason=note[:1000],
             purpose=(
                 f"Возврат денежных средств за неиспользованный период по заказу № {order.id} ({receipt.reference}). "
                 + vat_phrase(part, invoice.vat_rate if invoice is not None else None)
-                if receipt.method != "card"
+                if receipt.method not in PROVIDER_RECEIPT_METHODS
                 else None
             ),
             requested_by_user_id=getattr(actor, "id", None),

@@ -143,12 +143,20 @@ class ReceiptMethod(enum.StrEnum):
     CARD = "card"  # card, e-money, СБП through the payment provider (the provider's own method is on the payment)
     BANK = "bank"  # a payment order in an imported bank statement
     STAFF = "staff"  # staff recorded a bank payment by hand («п/п № 512 от 25.11.2026»)
+    SBP = "sbp"  # СБП (Faster Payments) through the payment provider: refunded through it, as card money
 
     @property
     def title(self) -> str:
-        return {"card": "Карта, СБП, электронные деньги", "bank": "Банковский перевод", "staff": "Банковский перевод"}[
-            self.value
-        ]
+        return {
+            "card": "Карта, СБП, электронные деньги",
+            "bank": "Банковский перевод",
+            "staff": "Банковский перевод",
+            "sbp": "СБП",
+        }[self.value]
+
+
+# Money that came through the payment provider goes back through it (a refund to the card or by СБП).
+PROVIDER_RECEIPT_METHODS = (ReceiptMethod.CARD.value, ReceiptMethod.SBP.value)
 
 
 class Receipt(Base):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from portal.accounts.access import public
 from portal.db import utcnow
-from portal.payments.forms import SandboxCardForm
+from portal.payments.forms import SandboxActionForm, SandboxCardForm
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import Card, CardError, SandboxProvider, check_card
 from portal.timeutil import msk_date
@@ -94,3 +94,37 @@ def receipt_show(payment_id: str) -> Any:
         buyer_name=customer.get("full_name"),
         buyer_inn=customer.get("inn"),
     )
+
+
+# --- СБП: the page a phone opens after scanning the QR code (the payer's bank app, in the sandbox) ---------------
+
+# What the sandbox's bank app offers besides paying: a refusal by the bank, to try the portal's failure path.
+SBP_DECLINE = "insufficient_funds"
+
+
+@bp.route("/sbp/<payment_id>", methods=["GET", "POST"])
+@public
+def sbp_pay(payment_id: str) -> Any:
+    """«Bank app»: the payment the QR code names, with «Оплатить» and «Отменить»; the result stays on the phone,
+    while the portal's waiting page (on the computer) learns it from the webhook."""
+    sandbox = _sandbox()
+    payment = sandbox.find(payment_id)
+    if payment is None or payment.method != "sbp":
+        abort(404)
+    if request.method == "POST" and payment.status == "pending":
+        if not SandboxActionForm().validate_on_submit():  # only the CSRF token can fail here
+            abort(400, "Форма устарела. Обновите страницу.")
+        action = request.form.get("action")
+        if action not in ("pay", "cancel", "decline"):
+            abort(400, "Выберите: оплатить или отменить.")
+        payment, changed = sandbox.complete(
+            payment_id,
+            method="sbp",
+            cancel=action == "cancel",
+            decline=SBP_DECLINE if action == "decline" else None,
+        )
+        if changed:
+            status = sandbox.notify(payment_id)
+            log.info("sandbox СБП: payment %s %s, notification answered %s", payment_id, payment.status, status)
+        return redirect(url_for("sandbox.sbp_pay", payment_id=payment_id))
+    return render_template("payments/sandbox_sbp.html", payment=payment)

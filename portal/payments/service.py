@@ -171,14 +171,41 @@ def latest_payment(db: Session, order_id: int) -> Payment | None:
     ).first()
 
 
-def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime) -> Payment:
-    """The payment attempt to use for this order: the open one, or a new one if the last was declined."""
+def open_attempt(db: Session, order_id: int, provider_name: str, *, sbp: bool) -> Payment | None:
+    """The order's latest pending attempt at this provider that is (or is not) an СБП one."""
+    kind = Payment.method == "sbp" if sbp else sa.or_(Payment.method.is_(None), Payment.method != "sbp")
+    return db.scalars(
+        sa.select(Payment)
+        .where(
+            Payment.order_id == order_id,
+            Payment.provider == provider_name,
+            Payment.status == PaymentStatus.PENDING.value,
+            kind,
+        )
+        .order_by(Payment.id.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def _attempt_for(
+    db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime, method: str | None = None
+) -> Payment:
+    """The payment attempt to use for this order: the open one, or a new one if the last was declined.
+
+    `method` "sbp" asks for an СБП attempt (a QR code); an open attempt of the other kind is left to its payer: if
+    both are paid, the second payment finds the order paid and goes to the balance, flagged (the ledger's rule)."""
     for _ in range(3):
         last = latest_payment(db, order.id)
         # An autopayment's charge is never reused as a hosted payment: the payer paying another way gets a new one.
         reusable = last is not None and not last.idempotence_key.startswith("autopay-")
         if reusable and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
-            return last
+            if last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"):
+                return last
+            # The payer switched between card and СБП: their earlier open attempt of this kind, if there is one.
+            earlier = open_attempt(db, order.id, provider.name, sbp=method == "sbp")
+            if earlier is not None:
+                return earlier
         attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
         payment = Payment(
             provider=provider.name,
@@ -188,6 +215,7 @@ def _attempt_for(db: Session, order: Order, actor: Any, provider: PaymentProvide
             created_by_user_id=actor.id if actor is not None else None,
             amount=ledger.order_due(db, order),  # the balance has paid its part at checkout
             currency="RUB",
+            method=method,  # "sbp": the attempt asks the provider for a QR code
             status=PaymentStatus.PENDING.value,
             created_at=now,
             updated_at=now,
@@ -227,6 +255,7 @@ def start_card_payment(
     provider: PaymentProvider,
     return_url: str,
     now: datetime,
+    method: str | None = None,
 ) -> tuple[Payment, str | None]:
     """Create (or reuse) the provider payment of a pending order: (payment, confirmation URL or None).
 
@@ -237,7 +266,7 @@ def start_card_payment(
     if order.status != OrderStatus.PENDING or ledger.order_due(db, order) <= 0:
         # Nothing is left to pay: a closed order, or one the balance has covered — never a payment of nothing.
         raise billing.PurchaseError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
-    payment = _attempt_for(db, order, actor, provider, now)
+    payment = _attempt_for(db, order, actor, provider, now, method)
     if payment.status != PaymentStatus.PENDING:
         return payment, None
     if payment.confirmation_url:
@@ -261,9 +290,15 @@ def _create_at_provider(
     save = {"save_payment_method": True} if autopay.wants_saving(db, order.id) else {}
     db.commit()  # no transaction (nor pooled connection) is held while the provider is called
     try:
-        provider_payment_id, url = provider.create_payment(
-            _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
-        )
+        # An СБП attempt gets a QR code's data instead of a page to send the payer to (kept in the same column).
+        if payment.method == "sbp":
+            provider_payment_id, url = provider.create_sbp_payment(  # type: ignore[attr-defined]
+                _Due(order, payment.amount), return_url, payment.idempotence_key, customer
+            )
+        else:
+            provider_payment_id, url = provider.create_payment(
+                _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
+            )
     except ProviderUnavailable as exc:
         log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
         return None
@@ -442,7 +477,7 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         receipt, _ = ledger.record_receipt(
             db,
             account_id=payment.account_id,
-            method=ReceiptMethod.CARD.value,
+            method=ReceiptMethod.SBP.value if info.method == "sbp" else ReceiptMethod.CARD.value,
             amount=info.amount,
             received_on=msk_date(now),
             source_key=f"card:{_reference(provider, info.id)}",

@@ -106,6 +106,35 @@ def settle_opened_card_orders(db: Session, now: Any) -> list[str]:
 
 
 billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
+
+
+# --- СБП: a QR code the payer scans with the bank's app ------------------------------------------------------
+
+SBP_TITLE = "СБП — по QR-коду в приложении банка"
+
+
+def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
+    """The checkout's СБП choice: a card order (the same ledger path, the same УПД for a company) whose payment
+    asks the provider for a QR code; the payer waits on the portal's page that shows it."""
+    if _paying_as_company():
+        record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
+    if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
+        flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
+        return url_for("index")
+    service.start_card_payment(
+        db,
+        order,
+        actor,
+        provider=get_provider(current_app),
+        return_url=service.return_url(current_app.config["BASE_URL"], order.id),
+        now=utcnow(),
+        method="sbp",
+    )
+    # With or without the QR yet (the provider may not have answered), the waiting page says what to do.
+    return url_for("payments.sbp_show", order_id=order.id)
+
+
+billing.register_checkout_handler("sbp", SBP_TITLE, sbp_checkout_handler, pays_as="card")
 billing.register_tick_hook(service.recheck_pending)
 billing.register_tick_hook(autopay.tick_hook)
 billing.register_tick_hook(settle_opened_card_orders)
@@ -161,6 +190,9 @@ def _refreshed_state(order_id: int) -> tuple[Order, PaymentState]:
 @roles_required("owner", "accountant")
 def payment_return(order_id: int) -> Any:
     order, state = _refreshed_state(order_id)
+    sbp = state.payment is not None and state.payment.method == "sbp" and state.payment.confirmation_url
+    if state.code == "pending" and sbp:
+        return redirect(url_for("payments.sbp_show", order_id=order.id))  # the QR is still the way to pay
     db = get_db()
     now = utcnow()
     subscription = billing.get_subscription_state(db, order.account_id, now) if state.code == "paid" else None
@@ -203,13 +235,57 @@ def payment_retry(order_id: int) -> Any:
     db = get_db()
     if order.status != OrderStatus.PENDING:
         return redirect(url_for("payments.payment_return", order_id=order.id))
+    last = service.latest_payment(db, order.id)
+    handler = sbp_checkout_handler if last is not None and last.method == "sbp" else checkout_handler
     try:
-        url = checkout_handler(db, order, current_user._get_current_object())  # type: ignore[attr-defined]
+        url = handler(db, order, current_user._get_current_object())  # type: ignore[attr-defined]
     except ProviderError as exc:
         db.rollback()
         log.error("payment retry for order %s failed: %s", order.id, exc)
         abort(400, f"Платёжная система отклонила платёж: {exc.message}")
     return redirect(url)
+
+
+@bp.route("/sbp/<int:order_id>")
+@roles_required("owner", "accountant")
+def sbp_show(order_id: int) -> Any:
+    """The СБП waiting page: the QR code, a link that opens the bank's app on a phone, and the payment's status
+    (a script polls it; without one, «Проверить оплату» reloads). Anything but a pending СБП payment is the
+    return page's to say."""
+    order, state = _refreshed_state(order_id)
+    payment = state.payment
+    if state.code == "pending" and payment is not None and payment.method != "sbp":
+        # The payer went to the card page and came back to СБП: their open СБП attempt, re-read at the provider.
+        payment = _refreshed_sbp_attempt(order)
+        if order.status == OrderStatus.PAID:
+            return redirect(url_for("payments.payment_return", order_id=order.id))
+    if state.code != "pending" or payment is None or payment.method != "sbp" or not payment.confirmation_url:
+        return redirect(url_for("payments.payment_return", order_id=order.id))
+    from portal.documents.qr import qr_svg_data_uri
+
+    return render_template(
+        "payments/sbp_show.html",
+        order=order,
+        state=state,
+        payment=payment,
+        qr_uri=qr_svg_data_uri(payment.confirmation_url, scale=5),
+    )
+
+
+def _refreshed_sbp_attempt(order: Order) -> Payment | None:
+    db = get_db()
+    provider = get_provider(current_app)
+    payment = service.open_attempt(db, order.id, provider.name, sbp=True)
+    if payment is not None and payment.provider_payment_id is not None:
+        try:
+            payment = service.process_provider_payment(
+                db, provider, payment.provider_payment_id, now=utcnow(), source="return"
+            ).payment
+        except ProviderError as exc:
+            db.rollback()
+            log.warning("СБП page: payment %s not re-read: %s", payment.id, exc)
+        db.refresh(order)
+    return payment if payment is not None and payment.status == PaymentStatus.PENDING else None
 
 
 def _checkout_url(order: Order) -> str | None:

@@ -227,6 +227,8 @@ def test_a_declining_card_is_retried_on_days_1_3_5_then_grace_then_free(app, cli
     assert db.scalar(sa.select(sa.func.count()).select_from(Receipt).where(Receipt.account_id == owner.id)) == 1
     failed = [b for s, b in letters(smtp) if s.startswith("Автоплатёж не прошёл")]
     assert len(failed) == 4
+    # The autopayment's own letters, not a second generic «Платёж … не прошёл» for each declined charge.
+    assert not [s for s, _ in letters(smtp) if s.startswith("Платёж ") and "не прошёл" in s]
     assert "Недостаточно средств" in failed[0]
     assert "Следующая попытка — " in failed[0] and "/checkout?plan=users-12&months=6" in failed[0]
     assert "Попыток больше не будет" in failed[3] and "/checkout?plan=users-12&months=6" in failed[3]

@@ -80,11 +80,12 @@ def invoice_for(app, db, row: Order, now=NOW) -> Invoice | None:
     return inv
 
 
-def open_card_page(app, db, row: Order, now=NOW) -> Payment:
-    """Checkout sends the payer to the provider's page (which may stay open while the order changes)."""
+def open_card_page(app, db, row: Order, now=NOW, method=None) -> Payment:
+    """Checkout sends the payer to the provider's page, or shows an СБП QR code (`method="sbp"`); either may stay
+    open while the order changes."""
     with app.app_context():
         pay, _url = payments.start_card_payment(
-            db, row, None, provider=get_provider(app, "sandbox"), return_url="http://x/", now=now
+            db, row, None, provider=get_provider(app, "sandbox"), return_url="http://x/", now=now, method=method
         )
     return pay
 
@@ -94,7 +95,7 @@ def pay_on_card_page(app, db, pay: Payment, now=NOW, twice=False, card: str | No
     provider = get_provider(app, "sandbox")
     with app.app_context():
         typed = Card(card, 12, 2030) if card else None
-        provider.complete(pay.provider_payment_id, method="bank_card", card=typed)
+        provider.complete(pay.provider_payment_id, method="sbp" if pay.method == "sbp" else "bank_card", card=typed)
         for _ in range(2 if twice else 1):
             payments.process_provider_payment(db, provider, pay.provider_payment_id, now=now, source="webhook")
     db.expire_all()
@@ -232,6 +233,7 @@ STEP = st.one_of(
     st.tuples(st.just("invoice"), PLANS),
     st.tuples(st.just("card"), PLANS),
     st.tuples(st.just("company_card"), PLANS),
+    st.tuples(st.just("sbp"), PLANS),  # a card order paid by СБП: its receipt is «sbp», refunded through the provider
     st.tuples(st.just("upgrade"), st.sampled_from(["users-50", "users-200"])),
     st.tuples(st.just("cancel"), st.integers(0, 9)),
     st.tuples(st.just("cancel_scheduled"), st.booleans()),
@@ -323,6 +325,8 @@ STEP = st.one_of(
         ("upgrade_next", "users-50"),
     ]
 )
+# Always run once: an order paid by СБП, and СБП money on the balance (the same order paid again) given back.
+@example(steps=[("sbp", ("users-12", 6)), ("cancel", 2), ("pay_card", 1, True), ("refund", "all")])
 def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_account, steps):
     account = make_account(name="ООО «Ромашка»")
     give_requisites(db, account)
@@ -330,9 +334,9 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
     invoices: list[Invoice] = []
     pages: list[Payment] = []
 
-    def open_pages(row: Order) -> None:
+    def open_pages(row: Order, method=None) -> None:
         try:
-            pages.append(open_card_page(app, db, row, now=moment))
+            pages.append(open_card_page(app, db, row, now=moment, method=method))
         except billing.PurchaseError:
             db.rollback()  # the balance paid it all: no card page
 
@@ -350,10 +354,11 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
     for step in steps:
         moment += timedelta(minutes=5)
         kind = step[0]
-        if kind in ("invoice", "card", "company_card"):
+        if kind in ("invoice", "card", "company_card", "sbp"):
             (plan, months) = step[1]
+            payer_type = "card" if kind == "sbp" else kind.removeprefix("company_")
             try:
-                row = order(db, account, plan, months, payer_type=kind.removeprefix("company_"), now=moment)
+                row = order(db, account, plan, months, payer_type=payer_type, now=moment)
             except billing.PurchaseError:
                 db.rollback()
                 continue
@@ -368,7 +373,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                     with app.app_context():
                         record_card_order(db, row, actor=None, now=moment, config=app.config)
                     db.commit()
-                open_pages(row)
+                open_pages(row, method="sbp" if kind == "sbp" else None)
         elif kind == "upgrade":
             state = billing.get_subscription_state(db, account.id, moment)
             if not state.is_paid:

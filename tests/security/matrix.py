@@ -66,6 +66,8 @@ EXPECTED: dict[str, Access] = {
     "payments.payment_list": Access("roles", ACCOUNTING),
     "payments.payment_return": Access("roles", ACCOUNTING),
     "payments.payment_status": Access("roles", ACCOUNTING),
+    # The СБП waiting page; the world's order is paid by card, so it hands over to the return page.
+    "payments.sbp_show": Access("roles", ACCOUNTING, ok=frozenset({302})),
     "payments.payment_retry": Access("roles", OWNER),
     "payments.refund_request": Access("roles", OWNER),
     "payments.autopay_cancel": Access("roles", OWNER),
@@ -74,6 +76,8 @@ EXPECTED: dict[str, Access] = {
     # The sandbox acquirer stands for somebody else's site: anyone holding the payment's random id sees its page.
     "sandbox.payment_pay": PUBLIC,
     "sandbox.receipt_show": Access("public", ok=frozenset({404})),  # no receipt before the payment is made
+    # The «bank app» a scanned СБП code opens: another site's page, as the card one.
+    "sandbox.sbp_pay": PUBLIC,
     # Notices: each owner or accountant chooses their letters; an unsubscribe link works without signing in, and
     # only with a token the portal signed (tests/notices: a made-up one is a 404).
     "notices.settings": Access("roles", ACCOUNTING),
@@ -173,7 +177,7 @@ def url(rule: Rule, world: World, foreign: bool = False) -> str:
         if name in FIXED:
             return FIXED[name]
         if name == "payment_id":
-            return world.sandbox_payment
+            return world.sbp_payment if rule.endpoint == "sandbox.sbp_pay" else world.sandbox_payment
         if name == "token":  # the link from a letter to the account's member
             return unsubscribe_token(
                 world.app.config["SECRET_KEY"],

@@ -29,6 +29,7 @@ from portal.payments import service as payments
 from portal.payments.bank import mark_invoice_paid
 from portal.payments.models import StatementLine
 from portal.payments.providers import get_provider
+from portal.payments.providers.base import Customer
 from portal.seats.crm.models import CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState
 from portal.support.models import SupportRequest
 from portal.tasks.models import TaskRun
@@ -75,6 +76,7 @@ class World:
     own: Objects  # ООО «Ромашка»: the member, accountant and owner under test belong here
     other: Objects  # ООО «Чужие»: the stranger's company
     sandbox_payment: str = ""
+    sbp_payment: str = ""
     staff_ids: dict[str, int] = field(default_factory=dict)
 
     def client_as(self, role: str, sms: RecordingSms) -> FlaskClient:
@@ -151,6 +153,10 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
         order = db.get(type(open_order), ids["order_id"])
         payment, _url = payments.start_card_payment(
             db, order, None, provider=get_provider(app, "sandbox"), return_url="http://localhost/", now=now
+        )
+        # An СБП payment at the sandbox: what its «bank app» page (the scanned QR code) shows.
+        objects.sbp_payment, _qr = get_provider(app, "sandbox").create_sbp_payment(  # type: ignore[attr-defined]
+            order, "http://localhost/", f"world-{tag}-sbp", Customer(phone="+79990000001")
         )
     # Money on the balance: an overpayment flagged to staff, and part of it asked back.
     receipt, _ = ledger.record_receipt(
@@ -328,6 +334,7 @@ def build_world(app: Flask, db: Any) -> World:
     foreign = _populate(app, db, other, "other", now)
     world = World(app=app, own=own, other=foreign)
     world.sandbox_payment = own.sandbox_payment  # type: ignore[attr-defined]
+    world.sbp_payment = own.sbp_payment  # type: ignore[attr-defined]
     world.staff_ids["line_id"] = _statement_line(app, db, now + timedelta(minutes=1))
     return world
 

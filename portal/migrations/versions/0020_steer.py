@@ -2,7 +2,7 @@
 a smaller plan for a period months away is scheduled unpaid (orders.opens_on)
 
 Revision ID: 0020_steer
-Revises: 0016
+Revises: 0018_autopay
 Create Date: 2026-11-30 05:10:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import portal.db
 
 revision = "0020_steer"
-down_revision = "0016"
+down_revision = "0018_autopay"
 branch_labels = None
 depends_on = None
 

@@ -251,6 +251,26 @@ class SandboxProvider:
             raise NotificationRejected(401, "Подпись уведомления неверна.")
         return parse_notification_body(self.name, body)
 
+    # --- СБП: a QR code the payer's bank app scans -----------------------------------------------------------------
+
+    def create_sbp_payment(
+        self, order: Any, return_url: str, idempotence_key: str, customer: Customer
+    ) -> tuple[str, str]:
+        """As YooKassa with `payment_method_data: sbp` and a QR confirmation: (payment id, the QR's data), where the
+        data is the sandbox's «bank app» page a phone opens after scanning."""
+        payment_id, _url = self.create_payment(order, return_url, idempotence_key, customer)
+        with self.database.session() as s:
+            row = s.get(SandboxPayment, payment_id, with_for_update=True)
+            assert row is not None
+            if row.status == PENDING and row.method is None:
+                row.method = "sbp"  # chosen at creation, as YooKassa reports payment_method for a pending СБП payment
+            if row.method != "sbp":
+                raise ProviderRejected("Этот платёж создан для другого способа оплаты.")
+        return payment_id, self.sbp_page_url(payment_id)
+
+    def sbp_page_url(self, payment_id: str) -> str:
+        return f"{self.base_url}/sandbox/sbp/{payment_id}"
+
     # --- the hosted payment page -------------------------------------------------------------------------------
 
     def payment_page_url(self, payment_id: str) -> str:
@@ -269,7 +289,13 @@ class SandboxProvider:
             return row
 
     def complete(
-        self, payment_id: str, *, method: str, card: Card | None = None, cancel: bool = False
+        self,
+        payment_id: str,
+        *,
+        method: str,
+        card: Card | None = None,
+        cancel: bool = False,
+        decline: str | None = None,
     ) -> tuple[SandboxPayment, bool]:
         """The payer pressed Pay (or Cancel): settle the payment once. Returns (row, changed)."""
         with self.database.session() as s:
@@ -283,7 +309,8 @@ class SandboxProvider:
             row.updated_at = self.clock()
             if card is not None:
                 row.card_last4 = card.last4
-            decline = "payer_canceled" if cancel else (DECLINING_CARDS.get(card.number) if card else None)
+            if not decline:
+                decline = "payer_canceled" if cancel else (DECLINING_CARDS.get(card.number) if card else None)
             if decline:
                 row.status = CANCELED
                 row.cancellation_party = "merchant" if cancel else "payment_network"
@@ -379,7 +406,9 @@ class SandboxProvider:
             "refundable": row.status == SUCCEEDED,
             "recipient": {"account_id": "sandbox", "gateway_id": "sandbox"},
         }
-        if row.status == PENDING:
+        if row.status == PENDING and row.method == "sbp":
+            obj["confirmation"] = {"type": "qr", "confirmation_data": self.sbp_page_url(row.id)}
+        elif row.status == PENDING:
             obj["confirmation"] = {"type": "redirect", "confirmation_url": self.payment_page_url(row.id)}
         if row.method:
             saved = row.status == SUCCEEDED and "saved" in (row.receipt or {})
