@@ -11,7 +11,7 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from portal.cli import DEMO_OWNER
+from devtools.demo import DEMO_OWNER
 from tests.browser.conftest import SCREENSHOTS, shot, sign_in
 from tests.browser.test_plan_changes import axe_clean, close_dialog
 from tests.browser.test_ux_journeys import DESKTOP, PHONE, text, typed

@@ -176,11 +176,12 @@ def test_the_request_that_pays_answers_before_the_upd_is_rendered_a_worker_forms
     staff_client, db, company, invoice, monkeypatch
 ):
     """Rendering a УПД is long work: a web request that pays only numbers it and hands the rendering to the queue."""
-    from portal import tasks
+    from portal.documents import service as documents_service
     from portal.documents.tasks import form_documents_task
 
     sent = []
-    monkeypatch.setattr(tasks, "enqueue", lambda fn, *args, **kw: sent.append((fn, args)))
+    # Where documents hands the rendering to the queue (it imports `enqueue` by name).
+    monkeypatch.setattr(documents_service, "enqueue", lambda fn, *args, **kw: sent.append((fn, args)))
     assert post(staff_client, f"/support/invoices/{invoice.id}/pay", pay_form()).status_code == 302
     db.expire_all()
     upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice.id)).one()
