@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, redirect, render_template, url_for
@@ -73,13 +73,19 @@ class NextStep:
     secondary_url: str | None = None
 
 
-def grace_notice(state: service.SubscriptionState) -> str:
-    """What the owner must know in a grace period: when it ended, until when the plan is kept, what to do."""
+def grace_notice(state: service.SubscriptionState, retry_on: date | None = None) -> str:
+    """What the owner must know in a grace period: when it ended, until when the plan is kept, what to do — pay the
+    invoice, or, while autopayment retries a declined charge (`retry_on`: its next attempt), wait or pay another way."""
     assert state.period_last_day is not None and state.grace_until is not None
     ended = format_date_ru(state.period_last_day)
+    todo = (
+        f"автоплатёж не прошёл, следующая попытка {format_date_ru(retry_on)} — или оплатите другим способом"
+        if retry_on is not None
+        else "оплатите счёт"
+    )
     return (
         f"Оплаченный период закончился {ended}; тариф «{state.plan.title}» сохраняется до "
-        f"{format_date_ru(state.grace_until)} включительно, оплатите счёт. Без оплаты аккаунт перейдёт на "
+        f"{format_date_ru(state.grace_until)} включительно, {todo}. Без оплаты аккаунт перейдёт на "
         "бесплатный тариф до 5 пользователей."
     )
 
@@ -91,6 +97,7 @@ def _next_step(
     fit: FitResult,
     support_url: str | None,
     offer: Offer | None = None,
+    retry_on: date | None = None,
 ) -> NextStep:
     plan = state.plan
     if seats.over or storage.over:
@@ -101,7 +108,7 @@ def _next_step(
             what.append(f"занято {storage.used_text} при квоте {storage.limit_text}")
         problem = "Сейчас " + " и ".join(what) + "."
         if state.is_grace:
-            problem = grace_notice(state) + " " + problem
+            problem = grace_notice(state, retry_on) + " " + problem
         if fit.contact_support or fit.plan is None:
             return NextStep(
                 "danger",
@@ -134,7 +141,7 @@ def _next_step(
         return NextStep(
             "danger",
             f"Тариф сохраняется до {format_date_ru(state.grace_until)}",
-            grace_notice(state),
+            grace_notice(state, retry_on),
             "Оплатить картой",
             url_for("billing.checkout", plan=plan.code, months=state.months or 12),
             "Счета на оплату",
@@ -238,8 +245,11 @@ def index() -> Any:
             offer = get_offer(db, account.id, fit.plan, SUGGESTION_MONTHS, now)
         except service.PurchaseError:
             offer = None
-    step = _next_step(state, seats, storage, fit, support_url, offer)
     is_manager = membership.role in ("owner", "accountant")
+    # Autopayment renews a paid plan: on the free plan there is nothing to say (and nothing to ask the database).
+    autopay = get_autopay(db, account.id) if is_manager and (state.is_paid or state.is_grace) else None
+    retry_on = autopay.renewal.next_attempt_on if state.is_grace and autopay and autopay.renewal else None
+    step = _next_step(state, seats, storage, fit, support_url, offer, retry_on)
     open_orders = service.list_orders(db, account.id, statuses=("pending", "scheduled"), limit=20) if is_manager else []
     return render_template(
         "dashboard.html",
@@ -263,8 +273,7 @@ def index() -> Any:
         format_date=format_date,
         balance=ledger.account_balance(db, account.id) if is_manager else 0,
         attention=ledger.list_attention(db, account.id) if is_manager else [],
-        # Autopayment renews a paid plan: on the free plan there is nothing to say (and nothing to ask the database).
-        autopay=get_autopay(db, account.id) if is_manager and (state.is_paid or state.is_grace) else None,
+        autopay=autopay,
     )
 
 

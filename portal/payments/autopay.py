@@ -47,11 +47,12 @@ from portal.payments.autopay_models import (
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers.base import PaymentInfo, ProviderError, ProviderUnavailable, reason_text
 from portal.timeutil import format_date, msk_date, msk_midnight
+from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
 
 # The version of the autopayment terms the owner agrees to at checkout; change it whenever the text below changes.
-AUTOPAY_TERMS_VERSION = "2026-11"
+AUTOPAY_TERMS_VERSION = "2026-11-30"  # the text names СБП beside the card
 # A worker that claimed an attempt and went silent this long has died: the attempt is taken over (same key).
 STALE_ATTEMPT = timedelta(minutes=10)
 OPEN = (RenewalStatus.NOTICED, RenewalStatus.CHARGING, RenewalStatus.FAILING)
@@ -84,9 +85,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
 
 
 def _days_ru(n: int) -> str:
-    last2, last = n % 100, n % 10
-    word = "дней" if 11 <= last2 <= 14 else "день" if last == 1 else "дня" if 2 <= last <= 4 else "дней"
-    return f"{n} {word}"
+    return f"{n} {plural_ru(n, 'день', 'дня', 'дней')}"
 
 
 def terms_text(plan_code: str, months: int, amount: int, config: Mapping[str, Any]) -> str:
@@ -95,10 +94,10 @@ def terms_text(plan_code: str, months: int, amount: int, config: Mapping[str, An
     period = months_ru(months)
     return (
         f"Я соглашаюсь на автоматическое продление тарифа «{plan_title_for_code(plan_code)}» на {period}: "
-        f"{format_rub(amount)} каждые {period}, пока автоплатёж включён, с карты, которой я сейчас оплачиваю. "
+        f"{format_rub(amount)} каждые {period}, пока автоплатёж включён, с карты или счёта в банке (СБП), которыми я сейчас оплачиваю. "
         f"Списание — за {_days_ru(s.charge_days)} до окончания оплаченного периода; за {_days_ru(s.notice_days)} "
         "до окончания придёт письмо с суммой и датой списания. Сначала в оплату идёт баланс компании, с карты "
-        "списывается только остаток. Если списание не пройдёт, будут ещё попытки — о каждой придёт письмо. "
+        "или счёта списывается только остаток. Если списание не пройдёт, будут ещё попытки — о каждой придёт письмо. "
         "Отключить автоплатёж или удалить карту можно в любой момент в разделе «Платежи», одной кнопкой; "
         "после отключения ничего не списывается."
     )
@@ -160,6 +159,8 @@ def method_title(info: PaymentInfo) -> str:
     last4 = (method.get("card") or {}).get("last4") if isinstance(method, dict) else None
     if last4:
         return f"Карта •• {last4}"
+    if isinstance(method, dict) and method.get("type") == "sbp":
+        return "Счёт в банке через СБП"
     return "Сохранённый способ оплаты"
 
 

@@ -293,7 +293,7 @@ def _create_at_provider(
         # An СБП attempt gets a QR code's data instead of a page to send the payer to (kept in the same column).
         if payment.method == "sbp":
             provider_payment_id, url = provider.create_sbp_payment(  # type: ignore[attr-defined]
-                _Due(order, payment.amount), return_url, payment.idempotence_key, customer
+                _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
             )
         else:
             provider_payment_id, url = provider.create_payment(

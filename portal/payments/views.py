@@ -50,6 +50,14 @@ def _paying_as_company() -> bool:
     return request.method == "POST" and request.form.get("as_company") in ("y", "on", "1", "true")
 
 
+def _autopay_if_ticked(db: Session, order: Order, actor: Any) -> None:
+    """The owner ticked «Продлевать автоматически» (card or СБП): the consent waits for the payment that saves."""
+    membership = current_membership()
+    owner = membership is not None and membership.role == "owner"
+    if owner and request.method == "POST" and request.form.get("autopay") in ("y", "on", "1", "true"):
+        autopay.request_consent(db, order, actor, config=current_app.config, now=utcnow())
+
+
 def checkout_handler(db: Session, order: Order, actor: Any) -> str:
     """Billing's checkout calls this for a card order: where to send the payer (the provider's page).
 
@@ -57,10 +65,7 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
     the card) forms the УПД the same way a transfer does, and the receipt names the company."""
     if _paying_as_company():
         record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
-    membership = current_membership()
-    owner = membership is not None and membership.role == "owner"
-    if owner and request.method == "POST" and request.form.get("autopay") in ("y", "on", "1", "true"):
-        autopay.request_consent(db, order, actor, config=current_app.config, now=utcnow())
+    _autopay_if_ticked(db, order, actor)
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")
@@ -118,6 +123,7 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
     asks the provider for a QR code; the payer waits on the portal's page that shows it."""
     if _paying_as_company():
         record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
+    _autopay_if_ticked(db, order, actor)
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")

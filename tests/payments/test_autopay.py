@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from portal.notices.tasks import run_sweep
 from portal.payments import autopay, ledger
 from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, SavedMethod
 from portal.payments.models import Payment, Receipt, SandboxPayment
-from portal.timeutil import msk_midnight
+from portal.timeutil import format_date_ru, msk_midnight
 from tests.conftest import post
 from tests.payments.conftest import audit_actions, form_fields
 from tests.payments.test_sandbox_flow import pay_with_card
@@ -469,3 +470,54 @@ def test_a_change_scheduled_for_the_periods_end_is_not_renewed_over(app, client,
         tick(app, db, at(end - timedelta(days=days_before)))
     assert renewal_of(db, owner.id) is None and sandbox_charges(db) == 0
     assert db.get(Order, order.id).status == "pending"  # opened by the tick, paid another way
+
+
+def test_autopayment_agreed_at_an_sbp_checkout_binds_the_bank_account_and_renews_by_it(
+    app, client, db, owner, deliveries
+):
+    """«At card or СБП checkout»: the СБП payment is created with save_payment_method, the bank app says the account
+    will be bound, and the renewal is charged by that binding like a saved card."""
+    from tests.payments.test_sbp import bank_app_url, press
+
+    page = client.get("/checkout?plan=users-12&months=6").get_data(as_text=True)
+    assert "картой или по СБП" in page
+    data = form_fields(page)
+    data.update(payer_type="sbp", accept_license="y", autopay="y")
+    resp = client.post("/checkout", data=data)
+    assert resp.status_code == 302
+    url = bank_app_url(client.get(resp.headers["Location"]).get_data(as_text=True))
+    assert "Счёт будет привязан для автоплатежа" in client.get(urllib.parse.urlsplit(url).path).get_data(as_text=True)
+    press(client, url, "pay")
+    db.expire_all()
+    consent = db.scalars(sa.select(AutopayConsent).where(AutopayConsent.account_id == owner.id)).one()
+    method = db.get(SavedMethod, consent.method_id)
+    assert (consent.status, method.title) == ("active", "Счёт в банке через СБП")
+    assert "СБП" in consent.terms_text
+
+    end = db.scalars(sa.select(SubscriptionPeriod).where(SubscriptionPeriod.account_id == owner.id)).one().ends_on
+    tick(app, db, at(end - timedelta(days=5)))
+    tick(app, db, at(end - timedelta(days=3)))
+    renewal = renewal_of(db, owner.id)
+    assert (renewal.status, renewal.charged) == ("succeeded", PRICE_12_6)
+    assert db.get(Order, renewal.order_id).status == "paid"
+
+
+def test_in_grace_while_autopayment_retries_the_dashboard_names_the_next_attempt(
+    app, client, db, owner, deliveries, monkeypatch
+):
+    end = _autopaid(db, client, owner, "4000 0000 0000 0341")  # declines once saved
+    first = end - timedelta(days=3)
+    tick(app, db, at(end - timedelta(days=5)))
+    for day in (0, 1):
+        tick(app, db, at(first + timedelta(days=day), 0) + timedelta(minutes=1))
+    tick(app, db, at(end, 0) + timedelta(minutes=1))  # the period ended unpaid: grace while retries run
+    import portal.dashboard
+
+    monkeypatch.setattr(portal.dashboard, "utcnow", lambda: at(end, 10))  # the page's clock
+    text = client.get("/").get_data(as_text=True).replace("\xa0", " ")
+    # Days 0, 1 and 3 declined (day 3 is the period's end): the next attempt is day 5, and the page says so.
+    retry = (first + timedelta(days=5)).strftime("%d.%m.%Y")
+    next_ru = format_date_ru(first + timedelta(days=5)).replace("\xa0", " ")
+    assert f"автоплатёж не прошёл, следующая попытка {next_ru} — или оплатите другим способом" in text
+    assert f"Автоплатёж включён: Карта •• 0341, повторная попытка {retry}" in text
+    assert "оплатите счёт" not in text

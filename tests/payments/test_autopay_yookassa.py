@@ -88,3 +88,15 @@ def test_the_card_is_saved_at_checkout_and_the_renewal_charges_it_by_its_id(app,
     assert db.get(Order, renewal_order_id).status == "paid"
     payment = db.scalars(sa.select(Payment).where(Payment.order_id == renewal_order_id)).one()
     assert (payment.provider_payment_id, payment.status, payment.paid_amount) == (CHARGE, "succeeded", 594000)
+
+
+def test_an_sbp_checkout_with_autopay_asks_yookassa_to_bind_the_account(app, api, client, db, owner):
+    from tests.payments.test_sbp_yookassa import sbp_json
+
+    api.post(API, json=sbp_json(1))
+    page = client.get("/checkout?plan=users-12&months=6").get_data(as_text=True)
+    data = form_fields(page) | {"payer_type": "sbp", "accept_license": "y", "autopay": "y"}
+    assert client.post("/checkout", data=data).status_code == 302
+    created = json.loads(api.calls[0].request.body)
+    assert created["payment_method_data"] == {"type": "sbp"} and created["save_payment_method"] is True
+    assert db.scalars(sa.select(AutopayConsent)).one().status == "pending"  # active once the payment saves it

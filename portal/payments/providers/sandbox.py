@@ -254,11 +254,20 @@ class SandboxProvider:
     # --- СБП: a QR code the payer's bank app scans -----------------------------------------------------------------
 
     def create_sbp_payment(
-        self, order: Any, return_url: str, idempotence_key: str, customer: Customer
+        self,
+        order: Any,
+        return_url: str,
+        idempotence_key: str,
+        customer: Customer,
+        *,
+        save_payment_method: bool = False,
     ) -> tuple[str, str]:
         """As YooKassa with `payment_method_data: sbp` and a QR confirmation: (payment id, the QR's data), where the
-        data is the sandbox's «bank app» page a phone opens after scanning."""
-        payment_id, _url = self.create_payment(order, return_url, idempotence_key, customer)
+        data is the sandbox's «bank app» page a phone opens after scanning. Saving binds the payer's bank account
+        for autopayment (YooKassa's СБП with save_payment_method), which the bank app asks the payer to confirm."""
+        payment_id, _url = self.create_payment(
+            order, return_url, idempotence_key, customer, save_payment_method=save_payment_method
+        )
         with self.database.session() as s:
             row = s.get(SandboxPayment, payment_id, with_for_update=True)
             assert row is not None
@@ -322,6 +331,9 @@ class SandboxProvider:
                     # The sandbox's own record of the saved card: how its later charges end, never its number.
                     decline_later = DECLINING_WHEN_SAVED.get(card.number) or DECLINING_CARDS.get(card.number)
                     row.receipt = dict(row.receipt or {}) | {"saved": {"decline": decline_later}}
+                elif method == "sbp" and (row.receipt or {}).get("save_payment_method"):
+                    # A bank account bound through СБП: its later charges go through.
+                    row.receipt = dict(row.receipt or {}) | {"saved": {"decline": None}}
             return row, True
 
     def charge_saved(self, order: Any, method_id: str, idempotence_key: str, customer: Customer) -> PaymentInfo:

@@ -202,10 +202,19 @@ class YooKassaProvider:
         }
 
     def create_sbp_payment(
-        self, order: Any, return_url: str, idempotence_key: str, customer: Customer
+        self,
+        order: Any,
+        return_url: str,
+        idempotence_key: str,
+        customer: Customer,
+        *,
+        save_payment_method: bool = False,
     ) -> tuple[str, str]:
-        """Create (or, for a repeated key, find) an СБП payment: (provider_payment_id, the QR's data)."""
+        """Create (or, for a repeated key, find) an СБП payment: (provider_payment_id, the QR's data). Saving binds
+        the payer's bank account for autopayment, as with a card."""
         params = self.sbp_payment_request(order, return_url, customer)
+        if save_payment_method:
+            params["save_payment_method"] = True
         response = self._call(lambda api: api.create(params, idempotence_key))
         obj = json.loads(response.json())
         payment_id = obj.get("id")
