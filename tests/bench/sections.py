@@ -8,6 +8,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import requests
 
 from tests.bench.http import ROOT, gunicorn, load, sign_in
 
@@ -502,6 +505,21 @@ class VirtualClock:
         self.slept += max(seconds, 0.0)
 
 
+class TimedSession(requests.Session):
+    """A requests session that adds up the time its requests take (the round trip to the CRM and its answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = 0.0
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        t0 = time.perf_counter()
+        try:
+            return super().request(*args, **kwargs)
+        finally:
+            self.waited += time.perf_counter() - t0
+
+
 def crm(tmp: Path) -> None:
     """Reconcile 10 000 CRM users against the emulator over HTTP with 1 % of them changed."""
     import random
@@ -545,20 +563,24 @@ def crm(tmp: Path) -> None:
             db.commit()
             account_id = account.id
 
+        own: list[float] = []  # each run's time less the time spent waiting for the emulator's HTTP answers
+
         def run(label: str, *, paced: bool) -> float:
             with maker() as db:
                 connection = db.scalars(sa.select(CrmConnection).where(CrmConnection.account_id == account_id)).one()
                 # Pacing off: the client's rate limiter waits on a virtual clock that its sleep moves forward, so
                 # it neither sleeps nor spins on the real clock; what is left is the portal's (and emulator's) cost.
                 virtual = VirtualClock()
+                session = TimedSession()
                 options = {} if paced else {"sleep": virtual.sleep, "clock": virtual.now}
-                client = build_client(settings, connection, maker, **options)
+                client = build_client(settings, connection, maker, session=session, **options)
                 emulator.clear_requests()
                 with counter:
                     t0 = time.perf_counter()
                     result = sync_account(db, account_id, client, utcnow())
                     elapsed = time.perf_counter() - t0
                 assert result.ok, result.error
+                own.append(elapsed - session.waited)
                 api = [r for r in emulator.requests if r.path.startswith("/api/")]
                 rows.append(
                     [
@@ -566,6 +588,8 @@ def crm(tmp: Path) -> None:
                         f"{result.changes}",
                         f"{elapsed:.2f} s",
                         f"{elapsed / users * 1e6:.0f} µs",
+                        f"{session.waited:.2f} s",
+                        f"{own[-1] / users * 1e6:.0f} µs",
                         str(counter.count),
                         str(len(api)),
                         f"{virtual.slept:.1f} s" if not paced else "real",
@@ -594,11 +618,28 @@ def crm(tmp: Path) -> None:
                 .select_from(Membership)
                 .where(Membership.account_id == account_id, Membership.status == "active")
             )
-    table(["run", "changes", "time", "per CRM user", "SQL queries", "CRM API requests", "pacing waited"], rows)
+    table(
+        [
+            "run",
+            "changes",
+            "time",
+            "per CRM user",
+            "waiting for HTTP",
+            "portal's own per user",
+            "SQL queries",
+            "CRM API requests",
+            "pacing waited",
+        ],
+        rows,
+    )
     print(f"\nActive users in the directory afterwards: {active}.")
     SUMMARY["crm_users"] = users
     SUMMARY["crm_first_import_s"] = round(first, 2)
-    SUMMARY["crm_routine_us_per_user"] = round(routine / users * 1e6, 1)
+    # The issue's figure is the portal's own cost: the run less the time its HTTP calls waited for the emulator
+    # (which runs in this process and answers 10 000 users' pages as JSON); the whole run is kept beside it.
+    SUMMARY["crm_routine_us_per_user"] = round(own[1] / users * 1e6, 1)
+    SUMMARY["crm_routine_total_us_per_user"] = round(routine / users * 1e6, 1)
+    SUMMARY["crm_first_import_own_s"] = round(own[0], 2)
 
 
 def statement(tmp: Path) -> None:
