@@ -5,6 +5,7 @@ the next one is rejected and staff see why."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from devtools.edo_emulator import EdoEmulator, serve
 from portal.db import utcnow
 from portal.documents import edo
-from portal.documents.models import Invoice
+from portal.documents.models import Invoice, Upd
 from portal.payments.statement import build_statement
 from portal.timeutil import msk_date
 from tests.browser.conftest import shot, sign_in
@@ -100,6 +101,15 @@ def order_and_pay(page: Any, staff_page: Any, live_server: Any, plan: str, numbe
     )
     staff_page.get_by_role("button", name="Загрузить выписку").click()
     staff_page.locator("#result-title").wait_for()
+    # The import hands the УПД's rendering to its own task after it commits: the ЭДО sends formed documents only.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with live_server.extensions["portal.db"].session() as db:
+            status = db.scalar(sa.select(Upd.status).where(Upd.invoice_id == invoice.id))
+        if status == "formed":
+            break
+        time.sleep(0.2)
+    assert status == "formed", status
     return invoice_number
 
 
