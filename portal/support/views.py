@@ -17,6 +17,8 @@ from wtforms import SelectChoice
 
 from portal.accounts.access import current_membership, staff_required
 from portal.accounts.forms import EmptyForm
+from portal.audit import labels as audit_labels
+from portal.audit import paging as audit_paging
 from portal.billing.catalog import PLANS
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
@@ -86,7 +88,7 @@ def _request_arg() -> int | None:
 
 @bp.app_template_filter("action_title")
 def _action_title(action: str) -> str:
-    return service.action_title(action)
+    return audit_labels.action_title(action)
 
 
 @bp.app_template_filter("storage_size")
@@ -100,8 +102,8 @@ def _plan_title_filter(code: str | None) -> str:
 
 
 @bp.app_template_global("audit_changes")
-def _audit_changes(entry: Any) -> list[service.Change]:
-    return service.audit_changes(entry)
+def _audit_changes(entry: Any) -> list[audit_labels.Change]:
+    return audit_labels.audit_changes(entry)
 
 
 @bp.app_context_processor
@@ -719,14 +721,14 @@ def audit_list() -> Any:
     account_id = _int_arg("account")
     raw_actor = (request.args.get("actor") or "").strip()
     actor: int | str | None = None
-    if raw_actor == service.SYSTEM_ACTOR:
-        actor = service.SYSTEM_ACTOR
+    if raw_actor == audit_paging.SYSTEM_ACTOR:
+        actor = audit_paging.SYSTEM_ACTOR
     elif raw_actor.isascii() and raw_actor.isdigit() and len(raw_actor) < 10:
         actor = int(raw_actor)
     action = (request.args.get("action") or "").strip()[:64] or None
-    after, before = keys_from_args(request.args, service.AUDIT_KEY_TYPES)
-    page = service.list_audit(db, account_id=account_id, actor=actor, action=action, after=after, before=before)
-    actions = service.list_audit_actions(action)
+    after, before = keys_from_args(request.args, audit_paging.AUDIT_KEY_TYPES)
+    page = audit_paging.list_audit(db, account_id=account_id, actor=actor, action=action, after=after, before=before)
+    actions = audit_paging.list_audit_actions(action)
     return render_template(
         "support/audit_list.html",
         page=page,
@@ -736,7 +738,7 @@ def audit_list() -> Any:
         action=action or "",
         staff=service.list_staff(db),
         actions=actions,
-        groups=service.ACTION_GROUPS,
+        groups=audit_labels.ACTION_GROUPS,
         filters={"account": account_id, "actor": raw_actor or None, "action": action},
     )
 
