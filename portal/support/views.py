@@ -1,7 +1,7 @@
 """The support console under /support: the queue, account search and page, confirmed actions, statements, audit.
 
 Every view here is staff-only (404 for everyone else). The blueprint has no url_prefix because it also carries the
-owners' request page (/support-requests/new, see requests.py), which must not live under the staff-only /support.
+owners' request page (/support-requests/new, see owner_views.py), which must not live under the staff-only /support.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from portal.accounts.access import current_membership, staff_required
 from portal.accounts.forms import EmptyForm
 from portal.audit import labels as audit_labels
 from portal.audit import paging as audit_paging
+from portal.billing import service as billing
 from portal.billing.catalog import PLANS
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
@@ -35,8 +36,8 @@ from portal.payments.providers.base import ProviderError
 from portal.payments.service import customer_for_account
 from portal.payments.statement import StatementError
 from portal.payments.tasks import STATEMENT_RUN, start_statement_import
-from portal.support import requests as owner_requests
-from portal.support import service
+from portal.support import actions, errors, overview, owner_views, resend, search
+from portal.support import requests as support_requests
 from portal.support.amounts import AmountError, parse_rubles
 from portal.support.email import get_email_backend
 from portal.support.forms import (
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("support", __name__)
 register_nav("support.queue", "Поддержка", ("staff",), order=90)
 # The owners' request page is a view of this blueprint too (endpoint support.request_new), outside /support.
-owner_requests.register(bp)
+owner_views.register(bp)
 
 
 def _actor() -> Any:
@@ -74,7 +75,7 @@ def _actor() -> Any:
 
 
 def _account_or_404(account_id: int) -> Any:
-    account = service.get_account(get_db(), account_id)
+    account = overview.get_account(get_db(), account_id)
     if account is None:
         abort(404)
     return account
@@ -98,7 +99,7 @@ def _storage_filter(n: int) -> str:
 
 @bp.app_template_filter("support_plan_title")
 def _plan_title_filter(code: str | None) -> str:
-    return service.plan_title(code)
+    return support_requests.plan_title(code)
 
 
 @bp.app_template_global("audit_changes")
@@ -114,7 +115,7 @@ def _dashboard_requests() -> dict[str, Any]:
     membership = current_membership()
     if membership is None or membership.role != "owner":
         return {}
-    return {"support_requests": service.list_requests_for_account(get_db(), membership.account_id)}
+    return {"support_requests": support_requests.list_requests_for_account(get_db(), membership.account_id)}
 
 
 # --- the queue and search ---------------------------------------------------------------------------------
@@ -126,9 +127,9 @@ def queue() -> Any:
     db = get_db()
     return render_template(
         "support/queue.html",
-        queue=service.list_queue(db),
-        closed=service.list_recently_closed(db),
-        unmatched_count=service.count_unmatched_lines(db),
+        queue=support_requests.list_queue(db),
+        closed=support_requests.list_recently_closed(db),
+        unmatched_count=overview.count_unmatched_lines(db),
         q="",
     )
 
@@ -138,7 +139,7 @@ def queue() -> Any:
 def account_search() -> Any:
     db = get_db()
     q = (request.args.get("q") or "").strip()
-    hits = service.search_accounts(db, q)
+    hits = search.search_accounts(db, q)
     if len(hits) == 1 and request.args.get("all") is None:
         return redirect(url_for("support.account_show", account_id=hits[0].account.id))
     return render_template("support/account_search.html", q=q, hits=hits)
@@ -152,10 +153,10 @@ def account_search() -> Any:
 def account_show(account_id: int) -> Any:
     db = get_db()
     account = _account_or_404(account_id)
-    overview = service.get_account_overview(db, account, utcnow())
+    page = overview.get_account_overview(db, account, utcnow())
     return render_template(
         "support/account_show.html",
-        o=overview,
+        o=page,
         account=account,
         q="",
         totals=ledger.account_totals(db, account.id),
@@ -192,9 +193,9 @@ def trial_start(account_id: int) -> Any:
     db = get_db()
     account = _account_or_404(account_id)
     now = utcnow()
-    state = service.billing.get_subscription_state(db, account.id, now)
-    plans = service.trial_plans(db, account.id)
-    req = service.get_request(db, _request_arg() or 0)
+    state = billing.get_subscription_state(db, account.id, now)
+    plans = support_requests.trial_plans(db, account.id)
+    req = support_requests.get_request(db, _request_arg() or 0)
     if req is not None and req.account_id != account.id:
         req = None
     form = TrialForm()
@@ -206,7 +207,7 @@ def trial_start(account_id: int) -> Any:
     status = 200
     if form.validate_on_submit():
         try:
-            period = service.switch_on_trial(
+            period = actions.switch_on_trial(
                 db,
                 actor=_actor(),
                 account_id=account.id,
@@ -216,7 +217,7 @@ def trial_start(account_id: int) -> Any:
                 request_id=req.id if req is not None else None,
             )
             db.commit()
-        except service.SupportError as exc:
+        except errors.SupportError as exc:
             db.rollback()
             form.plan_code.errors = [str(exc)]
             status = 400
@@ -239,7 +240,7 @@ def trial_start(account_id: int) -> Any:
 def custom_plan_new(account_id: int) -> Any:
     db = get_db()
     account = _account_or_404(account_id)
-    req = service.get_request(db, _request_arg() or 0)
+    req = support_requests.get_request(db, _request_arg() or 0)
     if req is not None and req.account_id != account.id:
         req = None
     form = CustomPlanForm()
@@ -250,7 +251,7 @@ def custom_plan_new(account_id: int) -> Any:
     status = 200
     if form.validate_on_submit():
         try:
-            row = service.set_custom_plan(
+            row = actions.set_custom_plan(
                 db,
                 actor=_actor(),
                 account_id=account.id,
@@ -262,7 +263,7 @@ def custom_plan_new(account_id: int) -> Any:
                 request_id=req.id if req is not None else None,
             )
             db.commit()
-        except service.SupportError as exc:
+        except errors.SupportError as exc:
             db.rollback()
             form.seats.errors = [str(exc)]
             status = 400
@@ -276,7 +277,7 @@ def custom_plan_new(account_id: int) -> Any:
             return redirect(url_for("support.account_show", account_id=account.id))
     elif request.method == "POST":
         status = 400
-    existing = service.billing.list_custom_plans(db, account.id, include_inactive=True)
+    existing = billing.list_custom_plans(db, account.id, include_inactive=True)
     return render_template(
         "support/custom_plan_new.html",
         account=account,
@@ -284,7 +285,7 @@ def custom_plan_new(account_id: int) -> Any:
         req=req,
         existing=existing,
         largest=PLANS[-1],
-        usage=service.billing.get_usage(db, account),
+        usage=billing.get_usage(db, account),
     ), status
 
 
@@ -311,7 +312,7 @@ def invoice_pay(invoice_id: int) -> Any:
     if form.validate_on_submit():
         number = invoice.number
         try:
-            service.mark_invoice_paid(
+            actions.mark_invoice_paid(
                 db,
                 invoice.id,
                 actor=_actor(),
@@ -320,9 +321,9 @@ def invoice_pay(invoice_id: int) -> Any:
                 reason=form.reason.data,
                 now=utcnow(),
             )
-        except service.SupportError as exc:
+        except errors.SupportError as exc:
             form.bank_reference.errors = [str(exc)]
-            status = 409 if "уже оплачен" in str(exc) or "отменён" in str(exc) else 400
+            status = 409 if isinstance(exc, errors.InvoiceNotPayable) else 400
         else:
             upd = documents.get_upd_for_invoice(db, invoice_id)
             tail = f" УПД № {upd.number} {upd.status_title.lower()}." if upd is not None else ""
@@ -331,7 +332,7 @@ def invoice_pay(invoice_id: int) -> Any:
     elif request.method == "POST":
         status = 400
     db.refresh(invoice)
-    order = db.get(service.billing.Order, invoice.order_id)
+    order = db.get(billing.Order, invoice.order_id)
     return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), status
 
 
@@ -351,7 +352,7 @@ def order_refund_rights(order_id: int) -> Any:
     """End a paid order's rights from a chosen day and return the unused days' money: the page shows what the days
     are worth before anything is done."""
     db = get_db()
-    order = db.get(service.billing.Order, order_id)
+    order = db.get(billing.Order, order_id)
     if order is None:
         abort(404)
     account = _account_or_404(order.account_id)
@@ -362,8 +363,8 @@ def order_refund_rights(order_id: int) -> Any:
     status = 200
     cut = None
     try:
-        cut = service.billing.rights_cut(db, order, form.cut_on.data or today)
-    except service.billing.PurchaseError as exc:
+        cut = billing.rights_cut(db, order, form.cut_on.data or today)
+    except billing.PurchaseError as exc:
         form.cut_on.errors = [*form.cut_on.errors, str(exc)]
     if request.method == "GET" and cut is not None:
         form.amount.data = format_amount(cut.suggested_refund)
@@ -417,8 +418,8 @@ def invoice_cancel(invoice_id: int) -> Any:
     if form.validate_on_submit():
         number = invoice.number
         try:
-            service.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
-        except service.SupportError as exc:
+            actions.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
+        except errors.SupportError as exc:
             form.reason.errors = [str(exc)]
             status = 409
         else:
@@ -427,7 +428,7 @@ def invoice_cancel(invoice_id: int) -> Any:
     elif request.method == "POST":
         status = 400
     db.refresh(invoice)
-    order = db.get(service.billing.Order, invoice.order_id)
+    order = db.get(billing.Order, invoice.order_id)
     return render_template(
         "support/invoice_cancel.html", invoice=invoice, order=order, account=account, form=form
     ), status
@@ -440,16 +441,16 @@ def invoice_cancel(invoice_id: int) -> Any:
 @staff_required
 def document_resend(kind: str, document_id: int) -> Any:
     db = get_db()
-    doc = service.get_document(db, kind, document_id)
+    doc = resend.get_document(db, kind, document_id)
     if doc is None:
         abort(404)
     account = _account_or_404(doc.account_id)
-    to = service.documents_email(db, account.id)
+    to = resend.documents_email(db, account.id)
     form = ResendForm()
     status = 200
     if form.validate_on_submit():
         try:
-            sent_to = service.resend_document(
+            sent_to = resend.resend_document(
                 db,
                 actor=_actor(),
                 kind=kind,
@@ -459,7 +460,7 @@ def document_resend(kind: str, document_id: int) -> Any:
                 backend=get_email_backend(),
                 config=current_app.config,
             )
-        except service.SupportError as exc:
+        except errors.SupportError as exc:
             db.rollback()
             form.reason.errors = [str(exc)]
             status = 400
@@ -521,7 +522,7 @@ def statement_list() -> Any:
 
 
 def _line_or_404(line_id: int) -> Any:
-    line = service.get_line(get_db(), line_id)
+    line = actions.get_line(get_db(), line_id)
     if line is None:
         abort(404)
     return line
@@ -531,14 +532,14 @@ def _render_line(
     line: Any, link_form: LinkForm, dismiss_form: DismissForm, status: int = 200, problem: str | None = None
 ) -> Any:
     db = get_db()
-    candidates = service.candidate_invoices(db, line)
+    candidates = actions.candidate_invoices(db, line)
     link_form.invoice_id.choices = [SelectChoice(str(c.invoice.id), c.invoice.number) for c in candidates]
     chosen = None
     raw = (link_form.invoice_id.data or "").strip()
     if raw.isascii() and raw.isdigit() and len(raw) < 10:
         chosen = db.get(Invoice, int(raw))
     elif (link_form.invoice_number.data or "").strip():
-        chosen = service.find_open_invoice_by_number(db, link_form.invoice_number.data)
+        chosen = actions.find_open_invoice_by_number(db, link_form.invoice_number.data)
     return render_template(
         "support/line_show.html",
         line=line,
@@ -549,7 +550,7 @@ def _render_line(
         chosen=chosen,
         mismatch=(chosen is not None and chosen.amount != line.amount),
         problem=problem,
-        accounts=service.accounts_by_id(db, [c.account.id for c in candidates]),
+        accounts=overview.accounts_by_id(db, [c.account.id for c in candidates]),
     ), status
 
 
@@ -559,7 +560,7 @@ def line_show(line_id: int) -> Any:
     line = _line_or_404(line_id)
     link_form = LinkForm(formdata=None)
     dismiss_form = DismissForm(formdata=None)
-    candidates = service.candidate_invoices(get_db(), line)
+    candidates = actions.candidate_invoices(get_db(), line)
     if candidates and candidates[0].number_in_purpose:
         link_form.invoice_id.data = str(candidates[0].invoice.id)
     return _render_line(line, link_form, dismiss_form)
@@ -577,13 +578,13 @@ def line_link(line_id: int) -> Any:
     raw = (link_form.invoice_id.data or "").strip()
     invoice = db.get(Invoice, int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
     if invoice is None:
-        invoice = service.find_open_invoice_by_number(db, link_form.invoice_number.data or "")
+        invoice = actions.find_open_invoice_by_number(db, link_form.invoice_number.data or "")
     if invoice is None:
         link_form.invoice_number.errors = ["Счёт с таким номером не найден."]
         return _render_line(line, link_form, dismiss_form, 400)
     reference = line.reference
     try:
-        service.link_payment(
+        actions.link_payment(
             db,
             line.id,
             invoice.id,
@@ -592,14 +593,14 @@ def line_link(line_id: int) -> Any:
             reason=link_form.reason.data,
             now=utcnow(),
         )
-    except service.AmountMismatchError as exc:
+    except errors.AmountMismatchError as exc:
         db.rollback()
         link_form.confirm_amount.errors = [str(exc)]
         link_form.invoice_id.data = str(invoice.id)
         return _render_line(line, link_form, dismiss_form, 409)
-    except service.SupportError as exc:
+    except errors.SupportError as exc:
         db.rollback()
-        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
+        return _render_line(actions.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
     db.refresh(invoice)
     outcome = (
         "счёт оплачен, тариф подключён"
@@ -621,10 +622,10 @@ def line_dismiss(line_id: int) -> Any:
         return _render_line(line, link_form, dismiss_form, 400)
     reference = line.reference
     try:
-        service.dismiss_payment(db, line.id, actor=_actor(), reason=dismiss_form.reason.data, now=utcnow())
-    except service.SupportError as exc:
+        actions.dismiss_payment(db, line.id, actor=_actor(), reason=dismiss_form.reason.data, now=utcnow())
+    except errors.SupportError as exc:
         db.rollback()
-        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
+        return _render_line(actions.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
     flash(f"Платёж {reference} отмечен как не относящийся к нашим счетам.", "success")
     return redirect(url_for("support.statement_list"))
 
@@ -636,7 +637,7 @@ def line_dismiss(line_id: int) -> Any:
 @staff_required
 def request_show(request_id: int) -> Any:
     db = get_db()
-    req = service.get_request(db, request_id)
+    req = support_requests.get_request(db, request_id)
     if req is None:
         abort(404)
     account = _account_or_404(req.account_id)
@@ -645,11 +646,11 @@ def request_show(request_id: int) -> Any:
         "support/request_show.html",
         req=req,
         account=account,
-        state=service.billing.get_subscription_state(db, account.id, now),
-        usage=service.billing.get_usage(db, account),
+        state=billing.get_subscription_state(db, account.id, now),
+        usage=billing.get_usage(db, account),
         form=ResolveForm(formdata=None),
-        people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
-        plan_title=service.plan_title,
+        people=overview.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
+        plan_title=support_requests.plan_title,
         kinds=RequestKind,
     )
 
@@ -659,9 +660,9 @@ def request_show(request_id: int) -> Any:
 def request_take(request_id: int) -> Any:
     db = get_db()  # CSRF is checked for every POST by the app-wide CSRFProtect
     try:
-        service.take_request(db, request_id, actor=_actor(), now=utcnow())
+        support_requests.take_request(db, request_id, actor=_actor(), now=utcnow())
         db.commit()
-    except service.SupportError as exc:
+    except errors.SupportError as exc:
         db.rollback()
         flash(str(exc), "warning")
     else:
@@ -673,7 +674,7 @@ def request_take(request_id: int) -> Any:
 @staff_required
 def request_resolve(request_id: int) -> Any:
     db = get_db()
-    req = service.get_request(db, request_id)
+    req = support_requests.get_request(db, request_id)
     if req is None:
         abort(404)
     form = ResolveForm()
@@ -681,9 +682,11 @@ def request_resolve(request_id: int) -> Any:
     problem = None
     if form.validate_on_submit():
         try:
-            service.resolve_request(db, req.id, actor=_actor(), status=outcome, note=form.note.data, now=utcnow())
+            support_requests.resolve_request(
+                db, req.id, actor=_actor(), status=outcome, note=form.note.data, now=utcnow()
+            )
             db.commit()
-        except service.SupportError as exc:
+        except errors.SupportError as exc:
             db.rollback()
             problem = str(exc)
         else:
@@ -696,11 +699,11 @@ def request_resolve(request_id: int) -> Any:
         "support/request_show.html",
         req=req,
         account=account,
-        state=service.billing.get_subscription_state(db, account.id, now),
-        usage=service.billing.get_usage(db, account),
+        state=billing.get_subscription_state(db, account.id, now),
+        usage=billing.get_usage(db, account),
         form=form,
-        people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
-        plan_title=service.plan_title,
+        people=overview.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
+        plan_title=support_requests.plan_title,
         kinds=RequestKind,
         problem=problem,
     ), 400
@@ -728,16 +731,15 @@ def audit_list() -> Any:
     action = (request.args.get("action") or "").strip()[:64] or None
     after, before = keys_from_args(request.args, audit_paging.AUDIT_KEY_TYPES)
     page = audit_paging.list_audit(db, account_id=account_id, actor=actor, action=action, after=after, before=before)
-    actions = audit_paging.list_audit_actions(action)
     return render_template(
         "support/audit_list.html",
         page=page,
-        accounts=service.accounts_by_id(db, [e.account_id for e in page.rows] + [account_id]),
+        accounts=overview.accounts_by_id(db, [e.account_id for e in page.rows] + [account_id]),
         account_id=account_id,
         actor=raw_actor,
         action=action or "",
-        staff=service.list_staff(db),
-        actions=actions,
+        staff=overview.list_staff(db),
+        actions=audit_paging.list_audit_actions(action),
         groups=audit_labels.ACTION_GROUPS,
         filters={"account": account_id, "actor": raw_actor or None, "action": action},
     )
