@@ -25,12 +25,13 @@ from portal.billing.models import CustomPlan, Order, OrderStatus
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites
-from portal.money import format_rub
+from portal.money import format_amount, format_rub
 from portal.payments import bank, ledger
 from portal.payments.models import LineStatus, StatementLine
 from portal.payments.statement import find_invoice_numbers
 from portal.support.errors import AmountMismatchError, InvoiceNotPayable, SupportError, clean_reason
 from portal.support.requests import close_with
+from portal.textinput import quoted
 from portal.timeutil import format_date, msk_date
 
 
@@ -384,3 +385,35 @@ def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | Non
     except DocumentsError as exc:
         db.rollback()
         raise SupportError(str(exc)) from None
+
+
+# --- what the staff member is told after an action ---------------------------------------------------------
+
+
+def trial_done_message(period: billing.PeriodInfo, account_name: str, *, closed_request: bool) -> str:
+    return (
+        f"Пробный период «{period.plan.title}» включён для «{account_name}» "
+        f"по {period.last_day:%d.%m.%Y} включительно." + (" Заявка закрыта." if closed_request else "")
+    )
+
+
+def custom_plan_done_message(row: CustomPlan, account_name: str, *, closed_request: bool) -> str:
+    return (
+        f"Индивидуальный тариф «{row.as_plan().title}» за {format_amount(row.monthly_price)} ₽ в месяц "
+        f"создан для {quoted(account_name)}: владелец увидит его на странице «Тарифы»."
+        + (" Заявка закрыта." if closed_request else "")
+    )
+
+
+def invoice_paid_message(db: Session, number: str, invoice_id: int) -> str:
+    upd = documents.get_upd_for_invoice(db, invoice_id)
+    tail = f" УПД № {upd.number} {upd.status_title.lower()}." if upd is not None else ""
+    return f"Счёт № {number} отмечен оплаченным, тариф подключён.{tail}"
+
+
+def rights_refund_message(order_id: int, cut_on: date, amount: int, ukd_id: int | None) -> str:
+    tail = " Сформирован УКД." if ukd_id else ""
+    return (
+        f"Права по заказу № {order_id} прекращаются с {cut_on:%d.%m.%Y}; "
+        f"возврат {format_rub(amount)} ждёт выполнения в разделе «Деньги».{tail}"
+    )

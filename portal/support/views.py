@@ -7,6 +7,7 @@ owners' request page (/support-requests/new, see owner_views.py), which must not
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from portal.db import get_db, utcnow
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
-from portal.money import format_amount, format_rub
+from portal.money import format_amount
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
 from portal.payments import bank, ledger
@@ -59,7 +60,6 @@ from portal.support.forms import (
 from portal.support.models import RequestKind, RequestStatus
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state
-from portal.textinput import quoted
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -184,100 +184,104 @@ def file_download(file_id: int) -> Any:
     return resp
 
 
-# --- trial and custom plan --------------------------------------------------------------------------------
+# --- confirmed actions: trial, custom plan, invoices, rights refund, resending ------------------------------
+
+
+def _confirm_then_act(
+    form: Any,
+    act: Callable[[], str],
+    *,
+    error_field: Any,
+    done_url: str,
+    refused: Callable[[Exception], int] = lambda _exc: 400,
+    refusals: tuple[type[Exception], ...] = (errors.SupportError,),
+) -> Any:
+    """Run a confirmed action once its form validates: flash what `act` returns and redirect to `done_url`; a
+    refusal is rolled back and shown on `error_field`. Returns the redirect, or the status to show the form with."""
+    if not form.validate_on_submit():
+        return 400 if request.method == "POST" else 200
+    try:
+        message = act()
+    except refusals as exc:
+        get_db().rollback()
+        error_field.errors = [str(exc)]
+        return refused(exc)
+    flash(message, "success")
+    return redirect(done_url)
+
+
+def _request_for(account: Any, form: Any) -> Any:
+    """The request an action was opened from (?request=), if it is this account's; the form carries it on."""
+    req = support_requests.get_request(get_db(), _request_arg() or 0)
+    if req is None or req.account_id != account.id:
+        return None
+    form.request_id.data = str(req.id)
+    return req
 
 
 @bp.route("/support/accounts/<int:account_id>/trial", methods=["GET", "POST"])
 @staff_required
 def trial_start(account_id: int) -> Any:
-    db = get_db()
-    account = _account_or_404(account_id)
-    now = utcnow()
+    db, account, now = get_db(), _account_or_404(account_id), utcnow()
     state = billing.get_subscription_state(db, account.id, now)
     plans = support_requests.trial_plans(db, account.id)
-    req = support_requests.get_request(db, _request_arg() or 0)
-    if req is not None and req.account_id != account.id:
-        req = None
     form = TrialForm()
     form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
+    req = _request_for(account, form)
     if request.method == "GET" and req is not None and req.plan_code:
         form.plan_code.data = req.plan_code
-    if req is not None:
-        form.request_id.data = str(req.id)
-    status = 200
-    if form.validate_on_submit():
-        try:
-            period = actions.switch_on_trial(
-                db,
-                actor=_actor(),
-                account_id=account.id,
-                plan_code=form.plan_code.data or "",
-                reason=form.reason.data,
-                now=now,
-                request_id=req.id if req is not None else None,
-            )
-            db.commit()
-        except errors.SupportError as exc:
-            db.rollback()
-            form.plan_code.errors = [str(exc)]
-            status = 400
-        else:
-            flash(
-                f"Пробный период «{period.plan.title}» включён для «{account.name}» "
-                f"по {period.last_day:%d.%m.%Y} включительно." + (" Заявка закрыта." if req is not None else ""),
-                "success",
-            )
-            return redirect(url_for("support.account_show", account_id=account.id))
-    elif request.method == "POST":
-        status = 400
+
+    def act() -> str:
+        request_id = req.id if req is not None else None
+        period = actions.switch_on_trial(
+            db,
+            actor=_actor(),
+            account_id=account.id,
+            plan_code=form.plan_code.data or "",
+            reason=form.reason.data,
+            now=now,
+            request_id=request_id,
+        )
+        db.commit()
+        return actions.trial_done_message(period, account.name, closed_request=request_id is not None)
+
+    done = _confirm_then_act(form, act, error_field=form.plan_code, done_url=_account_url(account.id))
+    if not isinstance(done, int):
+        return done
     return render_template(
         "support/trial_start.html", account=account, state=state, form=form, plans=plans, req=req
-    ), status
+    ), done
 
 
 @bp.route("/support/accounts/<int:account_id>/custom-plan", methods=["GET", "POST"])
 @staff_required
 def custom_plan_new(account_id: int) -> Any:
-    db = get_db()
-    account = _account_or_404(account_id)
-    req = support_requests.get_request(db, _request_arg() or 0)
-    if req is not None and req.account_id != account.id:
-        req = None
+    db, account = get_db(), _account_or_404(account_id)
     form = CustomPlanForm()
+    req = _request_for(account, form)
     if request.method == "GET" and req is not None and req.users_expected:
         form.seats.data = str(req.users_expected)
-    if req is not None:
-        form.request_id.data = str(req.id)
-    status = 200
-    if form.validate_on_submit():
-        try:
-            row = actions.set_custom_plan(
-                db,
-                actor=_actor(),
-                account_id=account.id,
-                seats=form.seats_value,
-                storage_bytes=form.storage_bytes,
-                monthly_price=form.price_kopecks,
-                reason=form.reason.data,
-                now=utcnow(),
-                request_id=req.id if req is not None else None,
-            )
-            db.commit()
-        except errors.SupportError as exc:
-            db.rollback()
-            form.seats.errors = [str(exc)]
-            status = 400
-        else:
-            flash(
-                f"Индивидуальный тариф «{row.as_plan().title}» за {format_amount(row.monthly_price)} ₽ в месяц "
-                f"создан для {quoted(account.name)}: владелец увидит его на странице «Тарифы»."
-                + (" Заявка закрыта." if req is not None else ""),
-                "success",
-            )
-            return redirect(url_for("support.account_show", account_id=account.id))
-    elif request.method == "POST":
-        status = 400
+
+    def act() -> str:
+        row = actions.set_custom_plan(
+            db,
+            actor=_actor(),
+            account_id=account.id,
+            seats=form.seats_value,
+            storage_bytes=form.storage_bytes,
+            monthly_price=form.price_kopecks,
+            reason=form.reason.data,
+            now=utcnow(),
+            request_id=req.id if req is not None else None,
+        )
+        db.commit()
+        return actions.custom_plan_done_message(row, account.name, closed_request=req is not None)
+
+    done = _confirm_then_act(form, act, error_field=form.seats, done_url=_account_url(account.id))
+    if not isinstance(done, int):
+        return done
     existing = billing.list_custom_plans(db, account.id, include_inactive=True)
+    usage = billing.get_usage(db, account)
     return render_template(
         "support/custom_plan_new.html",
         account=account,
@@ -285,11 +289,12 @@ def custom_plan_new(account_id: int) -> Any:
         req=req,
         existing=existing,
         largest=PLANS[-1],
-        usage=billing.get_usage(db, account),
-    ), status
+        usage=usage,
+    ), done
 
 
-# --- invoices ---------------------------------------------------------------------------------------------
+def _account_url(account_id: int, anchor: str | None = None) -> str:
+    return url_for("support.account_show", account_id=account_id, _anchor=anchor)
 
 
 def _invoice_or_404(invoice_id: int) -> Invoice:
@@ -297,6 +302,10 @@ def _invoice_or_404(invoice_id: int) -> Invoice:
     if invoice is None:
         abort(404)
     return invoice
+
+
+def _conflict_409(exc: Exception) -> int:
+    return 409 if isinstance(exc, errors.InvoiceNotPayable) else 400
 
 
 @bp.route("/support/invoices/<int:invoice_id>/pay", methods=["GET", "POST"])
@@ -308,32 +317,27 @@ def invoice_pay(invoice_id: int) -> Any:
     form = InvoicePayForm()
     if request.method == "GET":
         form.paid_on.data = msk_date(utcnow())
-    status = 200
-    if form.validate_on_submit():
+
+    def act() -> str:
         number = invoice.number
-        try:
-            actions.mark_invoice_paid(
-                db,
-                invoice.id,
-                actor=_actor(),
-                bank_reference=form.bank_reference.data,
-                paid_on=form.paid_on.data,
-                reason=form.reason.data,
-                now=utcnow(),
-            )
-        except errors.SupportError as exc:
-            form.bank_reference.errors = [str(exc)]
-            status = 409 if isinstance(exc, errors.InvoiceNotPayable) else 400
-        else:
-            upd = documents.get_upd_for_invoice(db, invoice_id)
-            tail = f" УПД № {upd.number} {upd.status_title.lower()}." if upd is not None else ""
-            flash(f"Счёт № {number} отмечен оплаченным, тариф подключён.{tail}", "success")
-            return redirect(url_for("support.account_show", account_id=account.id, _anchor="invoices"))
-    elif request.method == "POST":
-        status = 400
+        actions.mark_invoice_paid(
+            db,
+            invoice.id,
+            actor=_actor(),
+            bank_reference=form.bank_reference.data,
+            paid_on=form.paid_on.data,
+            reason=form.reason.data,
+            now=utcnow(),
+        )
+        return actions.invoice_paid_message(db, number, invoice_id)
+
+    url = _account_url(account.id, "invoices")
+    done = _confirm_then_act(form, act, error_field=form.bank_reference, done_url=url, refused=_conflict_409)
+    if not isinstance(done, int):
+        return done
     db.refresh(invoice)
     order = db.get(billing.Order, invoice.order_id)
-    return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), status
+    return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), done
 
 
 def parse_ru_date(raw: str | None) -> date | None:
@@ -352,59 +356,49 @@ def order_refund_rights(order_id: int) -> Any:
     """End a paid order's rights from a chosen day and return the unused days' money: the page shows what the days
     are worth before anything is done."""
     db = get_db()
-    order = db.get(billing.Order, order_id)
-    if order is None:
-        abort(404)
+    order = db.get(billing.Order, order_id) or abort(404)
     account = _account_or_404(order.account_id)
     form = RightsRefundForm()
-    today = msk_date(utcnow())
     if request.method == "GET":
-        form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or today + timedelta(days=1)
-    status = 200
-    cut = None
+        form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or msk_date(utcnow()) + timedelta(days=1)
+    cut = _rights_cut(order, form)
+
+    def act() -> str:
+        amount = parse_rubles(form.amount.data)
+        done = ledger.refund_rights(
+            db,
+            order.id,
+            cut_on=form.cut_on.data,
+            amount=amount,
+            reason=form.reason.data,
+            actor=_actor(),
+            now=utcnow(),
+            config=current_app.config,
+        )
+        db.commit()
+        documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
+        return actions.rights_refund_message(order.id, form.cut_on.data, amount, done.ukd_id)
+
+    refusals = (AmountError, ledger.LedgerError)
+    done = _confirm_then_act(form, act, error_field=form.amount, done_url=_account_url(account.id), refusals=refusals)
+    if not isinstance(done, int):
+        return done
+    paid = ledger.order_allocated(db, order.id)
+    return render_template(
+        "support/rights_refund.html", order=order, account=account, form=form, cut=cut, paid=paid
+    ), done
+
+
+def _rights_cut(order: Any, form: Any) -> Any:
+    """What ending the order's rights on the chosen day is worth; a day that cannot be chosen is a field error."""
     try:
-        cut = billing.rights_cut(db, order, form.cut_on.data or today)
+        cut = billing.rights_cut(get_db(), order, form.cut_on.data or msk_date(utcnow()))
     except billing.PurchaseError as exc:
         form.cut_on.errors = [*form.cut_on.errors, str(exc)]
-    if request.method == "GET" and cut is not None:
+        return None
+    if request.method == "GET":
         form.amount.data = format_amount(cut.suggested_refund)
-    if form.validate_on_submit():
-        try:
-            amount = parse_rubles(form.amount.data)
-            done = ledger.refund_rights(
-                db,
-                order.id,
-                cut_on=form.cut_on.data,
-                amount=amount,
-                reason=form.reason.data,
-                actor=_actor(),
-                now=utcnow(),
-                config=current_app.config,
-            )
-            db.commit()
-        except (AmountError, ledger.LedgerError) as exc:
-            db.rollback()
-            form.amount.errors = [str(exc)]
-            status = 400
-        else:
-            documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
-            tail = " Сформирован УКД." if done.ukd_id else ""
-            flash(
-                f"Права по заказу № {order.id} прекращаются с {form.cut_on.data:%d.%m.%Y}; "
-                f"возврат {format_rub(amount)} ждёт выполнения в разделе «Деньги».{tail}",
-                "success",
-            )
-            return redirect(url_for("support.account_show", account_id=account.id))
-    elif request.method == "POST":
-        status = 400
-    return render_template(
-        "support/rights_refund.html",
-        order=order,
-        account=account,
-        form=form,
-        cut=cut,
-        paid=ledger.order_allocated(db, order.id),
-    ), status
+    return cut
 
 
 @bp.route("/support/invoices/<int:invoice_id>/cancel", methods=["GET", "POST"])
@@ -414,62 +408,49 @@ def invoice_cancel(invoice_id: int) -> Any:
     invoice = _invoice_or_404(invoice_id)
     account = _account_or_404(invoice.account_id)
     form = InvoiceCancelForm()
-    status = 200
-    if form.validate_on_submit():
+
+    def act() -> str:
         number = invoice.number
-        try:
-            actions.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
-        except errors.SupportError as exc:
-            form.reason.errors = [str(exc)]
-            status = 409
-        else:
-            flash(f"Счёт № {number} отменён, его заказ закрыт. Номер счёта больше не используется.", "success")
-            return redirect(url_for("support.account_show", account_id=account.id, _anchor="invoices"))
-    elif request.method == "POST":
-        status = 400
+        actions.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
+        return f"Счёт № {number} отменён, его заказ закрыт. Номер счёта больше не используется."
+
+    url = _account_url(account.id, "invoices")
+    done = _confirm_then_act(form, act, error_field=form.reason, done_url=url, refused=lambda _exc: 409)
+    if not isinstance(done, int):
+        return done
     db.refresh(invoice)
     order = db.get(billing.Order, invoice.order_id)
     return render_template(
         "support/invoice_cancel.html", invoice=invoice, order=order, account=account, form=form
-    ), status
-
-
-# --- resending a document ---------------------------------------------------------------------------------
+    ), done
 
 
 @bp.route("/support/documents/<any(invoice, upd):kind>/<int:document_id>/resend", methods=["GET", "POST"])
 @staff_required
 def document_resend(kind: str, document_id: int) -> Any:
     db = get_db()
-    doc = resend.get_document(db, kind, document_id)
-    if doc is None:
-        abort(404)
+    doc = resend.get_document(db, kind, document_id) or abort(404)
     account = _account_or_404(doc.account_id)
     to = resend.documents_email(db, account.id)
     form = ResendForm()
-    status = 200
-    if form.validate_on_submit():
-        try:
-            sent_to = resend.resend_document(
-                db,
-                actor=_actor(),
-                kind=kind,
-                document_id=document_id,
-                reason=form.reason.data,
-                now=utcnow(),
-                backend=get_email_backend(),
-                config=current_app.config,
-            )
-        except errors.SupportError as exc:
-            db.rollback()
-            form.reason.errors = [str(exc)]
-            status = 400
-        else:
-            flash(f"{doc.title} отправлен на {sent_to}.", "success")
-            return redirect(url_for("support.account_show", account_id=account.id, _anchor="documents"))
-    elif request.method == "POST":
-        status = 400
-    return render_template("support/document_resend.html", doc=doc, account=account, to=to, form=form), status
+
+    def act() -> str:
+        sent_to = resend.resend_document(
+            db,
+            actor=_actor(),
+            kind=kind,
+            document_id=document_id,
+            reason=form.reason.data,
+            now=utcnow(),
+            backend=get_email_backend(),
+            config=current_app.config,
+        )
+        return f"{doc.title} отправлен на {sent_to}."
+
+    done = _confirm_then_act(form, act, error_field=form.reason, done_url=_account_url(account.id, "documents"))
+    if not isinstance(done, int):
+        return done
+    return render_template("support/document_resend.html", doc=doc, account=account, to=to, form=form), done
 
 
 # --- bank statements --------------------------------------------------------------------------------------
