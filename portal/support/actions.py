@@ -357,6 +357,34 @@ def link_payment(
         raise SupportError(str(exc)) from None
 
 
+def invoice_to_link(db: Session, invoice_id: int | None, number: str | None) -> Invoice | None:
+    """The invoice a payment is to be linked to: the one chosen from the candidates, else the number typed."""
+    invoice = db.get(Invoice, invoice_id) if invoice_id is not None else None
+    return invoice if invoice is not None else find_open_invoice_by_number(db, number or "")
+
+
+def link_payment_and_say(
+    db: Session,
+    line: StatementLine,
+    invoice: Invoice,
+    *,
+    actor: User,
+    confirmed: bool,
+    reason: str | None,
+    now: datetime,
+) -> str:
+    """Link the payment (see link_payment) and say what became of the invoice."""
+    reference = line.reference
+    link_payment(db, line.id, invoice.id, actor=actor, confirm_amount_mismatch=confirmed, reason=reason, now=now)
+    db.refresh(invoice)
+    outcome = (
+        "счёт оплачен, тариф подключён"
+        if invoice.status == "paid"
+        else "зачтён в счёт, остаток к оплате на странице счёта"
+    )
+    return f"Платёж {reference} привязан к счёту № {invoice.number}: {outcome}."
+
+
 def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | None, now: datetime) -> StatementLine:
     """The payment is not for any invoice of ours (a refund to make, another contract). Commits."""
     reason = clean_reason(reason, "почему платёж не наш")

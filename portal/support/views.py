@@ -17,7 +17,6 @@ from flask_login import current_user
 from wtforms import SelectChoice
 
 from portal.accounts.access import current_membership, staff_required
-from portal.accounts.forms import EmptyForm
 from portal.audit import labels as audit_labels
 from portal.audit import paging as audit_paging
 from portal.billing import service as billing
@@ -25,41 +24,27 @@ from portal.billing.catalog import PLANS
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.documents import service as documents
-from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
 from portal.money import format_amount
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
-from portal.payments import bank, ledger
-from portal.payments.models import Payment, Receipt, Refund
-from portal.payments.providers import get_provider
-from portal.payments.providers.base import ProviderError
-from portal.payments.service import customer_for_account
-from portal.payments.statement import StatementError
-from portal.payments.tasks import STATEMENT_RUN, start_statement_import
-from portal.support import actions, errors, overview, owner_views, resend, search
+from portal.payments import ledger
+from portal.support import actions, errors, money_views, overview, owner_views, resend, search
 from portal.support import requests as support_requests
 from portal.support.amounts import AmountError, parse_rubles
 from portal.support.email import get_email_backend
 from portal.support.forms import (
-    ConfirmedActionForm,
-    CreditForm,
     CustomPlanForm,
-    DismissForm,
     InvoiceCancelForm,
     InvoicePayForm,
-    LinkForm,
-    RefundDoneForm,
     RefundStartForm,
     ResendForm,
     ResolveForm,
     RightsRefundForm,
-    StatementForm,
     TrialForm,
 )
 from portal.support.models import RequestKind, RequestStatus
-from portal.tasks.runs import get_run as get_task_run
-from portal.tasks.runs import run_state
+from portal.support.viewutil import account_or_404, current_actor, parse_id
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -68,23 +53,8 @@ bp = Blueprint("support", __name__)
 register_nav("support.queue", "Поддержка", ("staff",), order=90)
 # The owners' request page is a view of this blueprint too (endpoint support.request_new), outside /support.
 owner_views.register(bp)
-
-
-def _actor() -> Any:
-    return current_user._get_current_object()  # type: ignore[attr-defined]
-
-
-def _account_or_404(account_id: int) -> Any:
-    account = overview.get_account(get_db(), account_id)
-    if account is None:
-        abort(404)
-    return account
-
-
-def _request_arg() -> int | None:
-    raw = (request.values.get("request_id") or request.values.get("request") or "").strip()
-    # Fewer than 10 digits: a longer number is no row of an INTEGER column and would overflow the driver.
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
+# The money pages (statements, refunds) are views of this blueprint too, kept in their own module.
+money_views.register(bp)
 
 
 @bp.app_template_filter("action_title")
@@ -152,7 +122,7 @@ def account_search() -> Any:
 @staff_required
 def account_show(account_id: int) -> Any:
     db = get_db()
-    account = _account_or_404(account_id)
+    account = account_or_404(account_id)
     page = overview.get_account_overview(db, account, utcnow())
     return render_template(
         "support/account_show.html",
@@ -212,7 +182,9 @@ def _confirm_then_act(
 
 def _request_for(account: Any, form: Any) -> Any:
     """The request an action was opened from (?request=), if it is this account's; the form carries it on."""
-    req = support_requests.get_request(get_db(), _request_arg() or 0)
+    req = support_requests.get_request(
+        get_db(), parse_id(request.values.get("request_id") or request.values.get("request")) or 0
+    )
     if req is None or req.account_id != account.id:
         return None
     form.request_id.data = str(req.id)
@@ -222,7 +194,7 @@ def _request_for(account: Any, form: Any) -> Any:
 @bp.route("/support/accounts/<int:account_id>/trial", methods=["GET", "POST"])
 @staff_required
 def trial_start(account_id: int) -> Any:
-    db, account, now = get_db(), _account_or_404(account_id), utcnow()
+    db, account, now = get_db(), account_or_404(account_id), utcnow()
     state = billing.get_subscription_state(db, account.id, now)
     plans = support_requests.trial_plans(db, account.id)
     form = TrialForm()
@@ -235,7 +207,7 @@ def trial_start(account_id: int) -> Any:
         request_id = req.id if req is not None else None
         period = actions.switch_on_trial(
             db,
-            actor=_actor(),
+            actor=current_actor(),
             account_id=account.id,
             plan_code=form.plan_code.data or "",
             reason=form.reason.data,
@@ -256,7 +228,7 @@ def trial_start(account_id: int) -> Any:
 @bp.route("/support/accounts/<int:account_id>/custom-plan", methods=["GET", "POST"])
 @staff_required
 def custom_plan_new(account_id: int) -> Any:
-    db, account = get_db(), _account_or_404(account_id)
+    db, account = get_db(), account_or_404(account_id)
     form = CustomPlanForm()
     req = _request_for(account, form)
     if request.method == "GET" and req is not None and req.users_expected:
@@ -265,7 +237,7 @@ def custom_plan_new(account_id: int) -> Any:
     def act() -> str:
         row = actions.set_custom_plan(
             db,
-            actor=_actor(),
+            actor=current_actor(),
             account_id=account.id,
             seats=form.seats_value,
             storage_bytes=form.storage_bytes,
@@ -313,7 +285,7 @@ def _conflict_409(exc: Exception) -> int:
 def invoice_pay(invoice_id: int) -> Any:
     db = get_db()
     invoice = _invoice_or_404(invoice_id)
-    account = _account_or_404(invoice.account_id)
+    account = account_or_404(invoice.account_id)
     form = InvoicePayForm()
     if request.method == "GET":
         form.paid_on.data = msk_date(utcnow())
@@ -323,7 +295,7 @@ def invoice_pay(invoice_id: int) -> Any:
         actions.mark_invoice_paid(
             db,
             invoice.id,
-            actor=_actor(),
+            actor=current_actor(),
             bank_reference=form.bank_reference.data,
             paid_on=form.paid_on.data,
             reason=form.reason.data,
@@ -357,7 +329,7 @@ def order_refund_rights(order_id: int) -> Any:
     are worth before anything is done."""
     db = get_db()
     order = db.get(billing.Order, order_id) or abort(404)
-    account = _account_or_404(order.account_id)
+    account = account_or_404(order.account_id)
     form = RightsRefundForm()
     if request.method == "GET":
         form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or msk_date(utcnow()) + timedelta(days=1)
@@ -371,7 +343,7 @@ def order_refund_rights(order_id: int) -> Any:
             cut_on=form.cut_on.data,
             amount=amount,
             reason=form.reason.data,
-            actor=_actor(),
+            actor=current_actor(),
             now=utcnow(),
             config=current_app.config,
         )
@@ -406,12 +378,12 @@ def _rights_cut(order: Any, form: Any) -> Any:
 def invoice_cancel(invoice_id: int) -> Any:
     db = get_db()
     invoice = _invoice_or_404(invoice_id)
-    account = _account_or_404(invoice.account_id)
+    account = account_or_404(invoice.account_id)
     form = InvoiceCancelForm()
 
     def act() -> str:
         number = invoice.number
-        actions.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
+        actions.cancel_invoice(db, invoice.id, actor=current_actor(), reason=form.reason.data, now=utcnow())
         return f"Счёт № {number} отменён, его заказ закрыт. Номер счёта больше не используется."
 
     url = _account_url(account.id, "invoices")
@@ -430,14 +402,14 @@ def invoice_cancel(invoice_id: int) -> Any:
 def document_resend(kind: str, document_id: int) -> Any:
     db = get_db()
     doc = resend.get_document(db, kind, document_id) or abort(404)
-    account = _account_or_404(doc.account_id)
+    account = account_or_404(doc.account_id)
     to = resend.documents_email(db, account.id)
     form = ResendForm()
 
     def act() -> str:
         sent_to = resend.resend_document(
             db,
-            actor=_actor(),
+            actor=current_actor(),
             kind=kind,
             document_id=document_id,
             reason=form.reason.data,
@@ -453,164 +425,6 @@ def document_resend(kind: str, document_id: int) -> Any:
     return render_template("support/document_resend.html", doc=doc, account=account, to=to, form=form), done
 
 
-# --- bank statements --------------------------------------------------------------------------------------
-
-
-@bp.route("/support/statements", methods=["GET", "POST"])
-@staff_required
-def statement_list() -> Any:
-    db = get_db()
-    form = StatementForm()
-    status = 200
-    if form.validate_on_submit():
-        upload = form.statement.data
-        name = upload.filename or "statement.txt"
-        try:
-            run = start_statement_import(db, upload.read(), file_name=name, actor=_actor())
-        except StatementError as exc:
-            db.rollback()
-            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-            status = 400
-        else:
-            db.commit()
-            return redirect(url_for("support.statement_list", run=run.id))
-    elif request.method == "POST":
-        status = 400
-    # The import this page started (?run=): its progress while it runs, then its result and the lines it matched.
-    run = state = None
-    matched: list[Any] = []
-    raw = request.args.get("run", "")
-    if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        run = get_task_run(db, int(raw))
-        if run is None or run.kind != STATEMENT_RUN:
-            run = None
-        else:
-            state = run_state(run)
-    raw = request.args.get("import", "")
-    if run is not None and run.result_url and "import=" in run.result_url:
-        raw = run.result_url.rpartition("=")[2]
-    if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        matched = bank.list_import_lines(db, int(raw), matched=True)
-    return render_template(
-        "support/statement_list.html",
-        form=form,
-        run=run,
-        state=state,
-        matched=matched,
-        run_form=EmptyForm(),
-        unmatched=bank.list_unmatched_lines(db),
-    ), status
-
-
-def _line_or_404(line_id: int) -> Any:
-    line = actions.get_line(get_db(), line_id)
-    if line is None:
-        abort(404)
-    return line
-
-
-def _render_line(
-    line: Any, link_form: LinkForm, dismiss_form: DismissForm, status: int = 200, problem: str | None = None
-) -> Any:
-    db = get_db()
-    candidates = actions.candidate_invoices(db, line)
-    link_form.invoice_id.choices = [SelectChoice(str(c.invoice.id), c.invoice.number) for c in candidates]
-    chosen = None
-    raw = (link_form.invoice_id.data or "").strip()
-    if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        chosen = db.get(Invoice, int(raw))
-    elif (link_form.invoice_number.data or "").strip():
-        chosen = actions.find_open_invoice_by_number(db, link_form.invoice_number.data)
-    return render_template(
-        "support/line_show.html",
-        line=line,
-        candidates=candidates,
-        link_form=link_form,
-        dismiss_form=dismiss_form,
-        credit_form=CreditForm(formdata=None, prefix="credit"),
-        chosen=chosen,
-        mismatch=(chosen is not None and chosen.amount != line.amount),
-        problem=problem,
-        accounts=overview.accounts_by_id(db, [c.account.id for c in candidates]),
-    ), status
-
-
-@bp.route("/support/statements/lines/<int:line_id>")
-@staff_required
-def line_show(line_id: int) -> Any:
-    line = _line_or_404(line_id)
-    link_form = LinkForm(formdata=None)
-    dismiss_form = DismissForm(formdata=None)
-    candidates = actions.candidate_invoices(get_db(), line)
-    if candidates and candidates[0].number_in_purpose:
-        link_form.invoice_id.data = str(candidates[0].invoice.id)
-    return _render_line(line, link_form, dismiss_form)
-
-
-@bp.route("/support/statements/lines/<int:line_id>/link", methods=["POST"])
-@staff_required
-def line_link(line_id: int) -> Any:
-    db = get_db()
-    line = _line_or_404(line_id)
-    link_form = LinkForm()
-    dismiss_form = DismissForm(formdata=None)
-    if not link_form.validate_on_submit():
-        return _render_line(line, link_form, dismiss_form, 400)
-    raw = (link_form.invoice_id.data or "").strip()
-    invoice = db.get(Invoice, int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
-    if invoice is None:
-        invoice = actions.find_open_invoice_by_number(db, link_form.invoice_number.data or "")
-    if invoice is None:
-        link_form.invoice_number.errors = ["Счёт с таким номером не найден."]
-        return _render_line(line, link_form, dismiss_form, 400)
-    reference = line.reference
-    try:
-        actions.link_payment(
-            db,
-            line.id,
-            invoice.id,
-            actor=_actor(),
-            confirm_amount_mismatch=bool(link_form.confirm_amount.data),
-            reason=link_form.reason.data,
-            now=utcnow(),
-        )
-    except errors.AmountMismatchError as exc:
-        db.rollback()
-        link_form.confirm_amount.errors = [str(exc)]
-        link_form.invoice_id.data = str(invoice.id)
-        return _render_line(line, link_form, dismiss_form, 409)
-    except errors.SupportError as exc:
-        db.rollback()
-        return _render_line(actions.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
-    db.refresh(invoice)
-    outcome = (
-        "счёт оплачен, тариф подключён"
-        if invoice.status == "paid"
-        else "зачтён в счёт, остаток к оплате на странице счёта"
-    )
-    flash(f"Платёж {reference} привязан к счёту № {invoice.number}: {outcome}.", "success")
-    return redirect(url_for("support.statement_list"))
-
-
-@bp.route("/support/statements/lines/<int:line_id>/dismiss", methods=["POST"])
-@staff_required
-def line_dismiss(line_id: int) -> Any:
-    db = get_db()
-    line = _line_or_404(line_id)
-    dismiss_form = DismissForm()
-    link_form = LinkForm(formdata=None)
-    if not dismiss_form.validate_on_submit():
-        return _render_line(line, link_form, dismiss_form, 400)
-    reference = line.reference
-    try:
-        actions.dismiss_payment(db, line.id, actor=_actor(), reason=dismiss_form.reason.data, now=utcnow())
-    except errors.SupportError as exc:
-        db.rollback()
-        return _render_line(actions.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
-    flash(f"Платёж {reference} отмечен как не относящийся к нашим счетам.", "success")
-    return redirect(url_for("support.statement_list"))
-
-
 # --- requests ---------------------------------------------------------------------------------------------
 
 
@@ -621,7 +435,7 @@ def request_show(request_id: int) -> Any:
     req = support_requests.get_request(db, request_id)
     if req is None:
         abort(404)
-    account = _account_or_404(req.account_id)
+    account = account_or_404(req.account_id)
     now = utcnow()
     return render_template(
         "support/request_show.html",
@@ -641,7 +455,7 @@ def request_show(request_id: int) -> Any:
 def request_take(request_id: int) -> Any:
     db = get_db()  # CSRF is checked for every POST by the app-wide CSRFProtect
     try:
-        support_requests.take_request(db, request_id, actor=_actor(), now=utcnow())
+        support_requests.take_request(db, request_id, actor=current_actor(), now=utcnow())
         db.commit()
     except errors.SupportError as exc:
         db.rollback()
@@ -664,7 +478,7 @@ def request_resolve(request_id: int) -> Any:
     if form.validate_on_submit():
         try:
             support_requests.resolve_request(
-                db, req.id, actor=_actor(), status=outcome, note=form.note.data, now=utcnow()
+                db, req.id, actor=current_actor(), status=outcome, note=form.note.data, now=utcnow()
             )
             db.commit()
         except errors.SupportError as exc:
@@ -674,7 +488,7 @@ def request_resolve(request_id: int) -> Any:
             word = "выполнена" if outcome == RequestStatus.DONE else "отклонена"
             flash(f"Заявка № {req.id} {word}. Владелец увидит ответ на главной странице.", "success")
             return redirect(url_for("support.queue"))
-    account = _account_or_404(req.account_id)
+    account = account_or_404(req.account_id)
     now = utcnow()
     return render_template(
         "support/request_show.html",
@@ -693,21 +507,16 @@ def request_resolve(request_id: int) -> Any:
 # --- the audit log ----------------------------------------------------------------------------------------
 
 
-def _int_arg(name: str) -> int | None:
-    raw = (request.args.get(name) or "").strip()
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
-
-
 @bp.route("/support/audit")
 @staff_required
 def audit_list() -> Any:
     db = get_db()
-    account_id = _int_arg("account")
+    account_id = parse_id(request.args.get("account"))
     raw_actor = (request.args.get("actor") or "").strip()
     actor: int | str | None = None
     if raw_actor == audit_paging.SYSTEM_ACTOR:
         actor = audit_paging.SYSTEM_ACTOR
-    elif raw_actor.isascii() and raw_actor.isdigit() and len(raw_actor) < 10:
+    elif parse_id(raw_actor) is not None:
         actor = int(raw_actor)
     action = (request.args.get("action") or "").strip()[:64] or None
     after, before = keys_from_args(request.args, audit_paging.AUDIT_KEY_TYPES)
@@ -723,140 +532,4 @@ def audit_list() -> Any:
         actions=audit_paging.list_audit_actions(action),
         groups=audit_labels.ACTION_GROUPS,
         filters={"account": account_id, "actor": raw_actor or None, "action": action},
-    )
-
-
-# --- money: what could not be placed, refunds, crediting a payment to a company ---------------------------------
-
-
-@bp.route("/support/money")
-@staff_required
-def money_list() -> Any:
-    db = get_db()
-    attention = ledger.list_attention(db)
-    refunds = ledger.list_refunds(db, open_only=True)
-    # One form per row, each with its own element ids (a label must name exactly one field on the page); the
-    # field names stay plain, since each row's form posts to its own URL.
-    return render_template(
-        "support/money_list.html",
-        attention=[(r, _ids(ConfirmedActionForm(formdata=None), f"receipt{r.id}")) for r in attention],
-        refunds=[
-            (
-                f,
-                _ids(ConfirmedActionForm(formdata=None), f"refund{f.id}"),
-                _ids(RefundDoneForm(formdata=None), f"done{f.id}"),
-                _ids(ConfirmedActionForm(formdata=None), f"cancel{f.id}"),
-            )
-            for f in refunds
-        ],
-        unmatched=bank.list_unmatched_lines(db),
-    )
-
-
-def _ids(form: Any, suffix: str) -> Any:
-    for f in form:
-        f.id = f"{f.id}-{suffix}"
-        f.label.field_id = f.id
-    return form
-
-
-def _money_action(action: Any, form: Any, success: str) -> Any:
-    """Validate a confirmed money action, run it, commit; a refusal is shown on the money page with a 409."""
-    db = get_db()
-    if not form.validate_on_submit():
-        flash("; ".join(e for errors in form.errors.values() for e in errors), "error")
-        return redirect(url_for("support.money_list")), 303
-    try:
-        action(db)
-        db.commit()
-    except (ledger.LedgerError, DocumentsError, ProviderError) as exc:
-        db.rollback()
-        flash(str(getattr(exc, "message", exc)), "error")
-        return redirect(url_for("support.money_list")), 303
-    flash(success, "success")
-    return redirect(url_for("support.money_list"))
-
-
-@bp.route("/support/money/receipts/<int:receipt_id>/resolve", methods=["POST"])
-@staff_required
-def receipt_resolve(receipt_id: int) -> Any:
-    form = ConfirmedActionForm()
-    return _money_action(
-        lambda db: ledger.resolve_attention(db, receipt_id, actor=_actor(), note=form.reason.data, now=utcnow()),
-        form,
-        "Отмечено как разобранное.",
-    )
-
-
-@bp.route("/support/money/refunds/<int:refund_id>/provider", methods=["POST"])
-@staff_required
-def refund_provider(refund_id: int) -> Any:
-    form = ConfirmedActionForm()
-
-    def run(db: Any) -> None:
-        refund = db.get(Refund, refund_id)
-        if refund is None:
-            abort(404)
-        receipt = db.get(Receipt, refund.receipt_id) if refund.receipt_id else None
-        payment = db.get(Payment, receipt.payment_id) if receipt is not None and receipt.payment_id else None
-        provider = get_provider(current_app, payment.provider if payment is not None else None)
-        ledger.refund_through_provider(
-            db,
-            refund_id,
-            provider=provider,
-            customer=customer_for_account(db, refund.account_id),
-            actor=_actor(),
-            now=utcnow(),
-        )
-
-    return _money_action(run, form, "Возврат отправлен платёжной системе: деньги вернутся на карту плательщика.")
-
-
-@bp.route("/support/money/refunds/<int:refund_id>/done", methods=["POST"])
-@staff_required
-def refund_done(refund_id: int) -> Any:
-    form = RefundDoneForm()
-    return _money_action(
-        lambda db: ledger.complete_bank_refund(
-            db, refund_id, actor=_actor(), reference=form.reference.data, now=utcnow()
-        ),
-        form,
-        "Возврат переводом отмечен выполненным.",
-    )
-
-
-@bp.route("/support/money/refunds/<int:refund_id>/cancel", methods=["POST"])
-@staff_required
-def refund_cancel(refund_id: int) -> Any:
-    form = ConfirmedActionForm()
-    return _money_action(
-        lambda db: ledger.cancel_refund(db, refund_id, actor=_actor(), reason=form.reason.data, now=utcnow()),
-        form,
-        "Возврат отменён: деньги снова на балансе компании.",
-    )
-
-
-@bp.route("/support/accounts/<int:account_id>/refund", methods=["POST"])
-@staff_required
-def account_refund(account_id: int) -> Any:
-    form = RefundStartForm()
-    return _money_action(
-        lambda db: ledger.request_refund(db, account_id, actor=_actor(), now=utcnow(), reason=form.reason.data),
-        form,
-        "Возврат баланса запрошен: выполните его ниже.",
-    )
-
-
-@bp.route("/support/statements/lines/<int:line_id>/credit", methods=["POST"])
-@staff_required
-def line_credit(line_id: int) -> Any:
-    form = CreditForm(prefix="credit")
-    raw = (form.account_id.data or "").strip()
-    account_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
-    return _money_action(
-        lambda db: bank.credit_statement_line(
-            db, line_id, account_id, actor=_actor(), reason=form.reason.data, now=utcnow()
-        ),
-        form,
-        f"Платёж зачислен на баланс компании № {account_id}.",
     )
