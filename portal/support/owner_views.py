@@ -7,6 +7,7 @@ dashboard link to) but live at /support-requests/…, outside the staff-only /su
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -34,59 +35,18 @@ def _kind() -> str:
 
 @roles_required("owner")
 def request_new() -> Any:
-    db = get_db()
-    account = require_account()
-    now = utcnow()
-    kind = _kind()
-    form = RequestForm()
-    form.kind = kind
-    plans = support_requests.trial_plans(db, account.id) if kind == RequestKind.TRIAL else []
-    form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
-    if request.method == "GET":
-        wanted = (request.args.get("plan") or "").strip()
-        if any(p.code == wanted for p in plans):
-            form.plan_code.data = wanted
-    unavailable = support_requests.trial_unavailable_reason(db, account.id, now) if kind == RequestKind.TRIAL else None
-    status = 200
-    existing = limited = None
+    db, account, now, kind = get_db(), require_account(), utcnow(), _kind()
+    trial = kind == RequestKind.TRIAL
+    plans = support_requests.trial_plans(db, account.id) if trial else []
+    form = _request_form(kind, plans)
+    unavailable = support_requests.trial_unavailable_reason(db, account.id, now) if trial else None
+    status = (400 if unavailable is None else 409) if request.method == "POST" else 200
+    refusal: dict[str, str] = {}
     if request.method == "POST" and unavailable is None and form.validate_on_submit():
-        try:
-            row = support_requests.create_request(
-                db,
-                actor=current_user._get_current_object(),  # type: ignore[attr-defined]
-                account_id=account.id,
-                kind=kind,
-                plan_code=form.plan_code.data,
-                users_expected=form.users_value,
-                comment=form.comment.data,
-                now=now,
-                per_day=int(current_app.config["SUPPORT_REQUESTS_PER_DAY"]),
-            )
-            db.commit()
-        except errors.RequestAlreadyOpen as exc:
-            # A repeat (a second click, a second owner) shows the open request; support is not mailed again.
-            db.rollback()
-            existing = str(exc)
-            status = 409
-        except errors.TooManyRequests as exc:
-            db.rollback()
-            limited = str(exc)
-            status = 429
-        except errors.SupportError as exc:
-            db.rollback()
-            target = form.plan_code if kind == RequestKind.TRIAL else form.users_expected
-            target.errors = [*target.errors, str(exc)]
-            status = 400
-        else:
-            _notify_support(row, account.name)
-            flash(
-                f"Заявка № {row.id} отправлена. Поддержка ответит в рабочее время; "
-                "статус заявки — на главной странице.",
-                "success",
-            )
-            return redirect(url_for("index"))
-    elif request.method == "POST":
-        status = 400 if unavailable is None else 409
+        sent = _send_request(account, kind, form, now)
+        if not isinstance(sent, tuple):
+            return sent
+        status, refusal = sent
     return render_template(
         "support/request_new.html",
         form=form,
@@ -94,10 +54,57 @@ def request_new() -> Any:
         plans=plans,
         account=account,
         unavailable=unavailable,
-        existing=existing,
-        limited=limited,
+        existing=refusal.get("existing"),
+        limited=refusal.get("limited"),
         mine=support_requests.list_requests_for_account(db, account.id),
     ), status
+
+
+def _request_form(kind: str, plans: list[Any]) -> RequestForm:
+    form = RequestForm()
+    form.kind = kind
+    form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
+    if request.method == "GET":
+        wanted = (request.args.get("plan") or "").strip()
+        if any(p.code == wanted for p in plans):
+            form.plan_code.data = wanted
+    return form
+
+
+def _send_request(account: Any, kind: str, form: RequestForm, now: datetime) -> Any:
+    """Save the request and mail support, then go home; or (status, what to show) when it is refused."""
+    db = get_db()
+    try:
+        row = support_requests.create_request(
+            db,
+            actor=current_user._get_current_object(),  # type: ignore[attr-defined]
+            account_id=account.id,
+            kind=kind,
+            plan_code=form.plan_code.data,
+            users_expected=form.users_value,
+            comment=form.comment.data,
+            now=now,
+            per_day=int(current_app.config["SUPPORT_REQUESTS_PER_DAY"]),
+        )
+        db.commit()
+    except errors.RequestAlreadyOpen as exc:
+        # A repeat (a second click, a second owner) shows the open request; support is not mailed again.
+        db.rollback()
+        return 409, {"existing": str(exc)}
+    except errors.TooManyRequests as exc:
+        db.rollback()
+        return 429, {"limited": str(exc)}
+    except errors.SupportError as exc:
+        db.rollback()
+        target = form.plan_code if kind == RequestKind.TRIAL else form.users_expected
+        target.errors = [*target.errors, str(exc)]
+        return 400, {}
+    _notify_support(row, account.name)
+    flash(
+        f"Заявка № {row.id} отправлена. Поддержка ответит в рабочее время; статус заявки — на главной странице.",
+        "success",
+    )
+    return redirect(url_for("index"))
 
 
 def _notify_support(row: SupportRequest, account_name: str) -> None:

@@ -296,6 +296,11 @@ def resolve_request(
     return row
 
 
+def resolved_message(request_id: int, status: str) -> str:
+    word = "выполнена" if status == RequestStatus.DONE else "отклонена"
+    return f"Заявка № {request_id} {word}. Владелец увидит ответ на главной странице."
+
+
 def close_with(db: Session, request_id: int | None, account_id: int, *, actor: User, note: str, now: datetime) -> None:
     """An action taken from a request closes it as done (only a request of the same account, still open)."""
     if request_id is None:

@@ -6,6 +6,7 @@ owners' request page (/support-requests/new, see owner_views.py), which must not
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -43,7 +44,7 @@ from portal.support.forms import (
     RightsRefundForm,
     TrialForm,
 )
-from portal.support.models import RequestKind, RequestStatus
+from portal.support.models import RequestKind
 from portal.support.viewutil import account_or_404, current_actor, parse_id
 from portal.timeutil import msk_date
 
@@ -203,20 +204,7 @@ def trial_start(account_id: int) -> Any:
     if request.method == "GET" and req is not None and req.plan_code:
         form.plan_code.data = req.plan_code
 
-    def act() -> str:
-        request_id = req.id if req is not None else None
-        period = actions.switch_on_trial(
-            db,
-            actor=current_actor(),
-            account_id=account.id,
-            plan_code=form.plan_code.data or "",
-            reason=form.reason.data,
-            now=now,
-            request_id=request_id,
-        )
-        db.commit()
-        return actions.trial_done_message(period, account.name, closed_request=request_id is not None)
-
+    act = functools.partial(_switch_on_trial, account, form, req, now)
     done = _confirm_then_act(form, act, error_field=form.plan_code, done_url=_account_url(account.id))
     if not isinstance(done, int):
         return done
@@ -234,35 +222,62 @@ def custom_plan_new(account_id: int) -> Any:
     if request.method == "GET" and req is not None and req.users_expected:
         form.seats.data = str(req.users_expected)
 
-    def act() -> str:
-        row = actions.set_custom_plan(
-            db,
-            actor=current_actor(),
-            account_id=account.id,
-            seats=form.seats_value,
-            storage_bytes=form.storage_bytes,
-            monthly_price=form.price_kopecks,
-            reason=form.reason.data,
-            now=utcnow(),
-            request_id=req.id if req is not None else None,
-        )
-        db.commit()
-        return actions.custom_plan_done_message(row, account.name, closed_request=req is not None)
-
+    act = functools.partial(_set_custom_plan, account, form, req)
     done = _confirm_then_act(form, act, error_field=form.seats, done_url=_account_url(account.id))
     if not isinstance(done, int):
         return done
     existing = billing.list_custom_plans(db, account.id, include_inactive=True)
     usage = billing.get_usage(db, account)
-    return render_template(
-        "support/custom_plan_new.html",
-        account=account,
-        form=form,
-        req=req,
-        existing=existing,
-        largest=PLANS[-1],
-        usage=usage,
-    ), done
+    page = {"account": account, "form": form, "req": req, "existing": existing, "largest": PLANS[-1], "usage": usage}
+    return render_template("support/custom_plan_new.html", **page), done
+
+
+def _switch_on_trial(account: Any, form: TrialForm, req: Any, now: datetime) -> str:
+    db = get_db()
+    request_id = req.id if req is not None else None
+    period = actions.switch_on_trial(
+        db,
+        actor=current_actor(),
+        account_id=account.id,
+        plan_code=form.plan_code.data or "",
+        reason=form.reason.data,
+        now=now,
+        request_id=request_id,
+    )
+    db.commit()
+    return actions.trial_done_message(period, account.name, closed_request=request_id is not None)
+
+
+def _set_custom_plan(account: Any, form: CustomPlanForm, req: Any) -> str:
+    db = get_db()
+    row = actions.set_custom_plan(
+        db,
+        actor=current_actor(),
+        account_id=account.id,
+        seats=form.seats_value,
+        storage_bytes=form.storage_bytes,
+        monthly_price=form.price_kopecks,
+        reason=form.reason.data,
+        now=utcnow(),
+        request_id=req.id if req is not None else None,
+    )
+    db.commit()
+    return actions.custom_plan_done_message(row, account.name, closed_request=req is not None)
+
+
+def _mark_invoice_paid(invoice: Invoice, form: InvoicePayForm) -> str:
+    db = get_db()
+    number, invoice_id = invoice.number, invoice.id
+    actions.mark_invoice_paid(
+        db,
+        invoice_id,
+        actor=current_actor(),
+        bank_reference=form.bank_reference.data,
+        paid_on=form.paid_on.data,
+        reason=form.reason.data,
+        now=utcnow(),
+    )
+    return actions.invoice_paid_message(db, number, invoice_id)
 
 
 def _account_url(account_id: int, anchor: str | None = None) -> str:
@@ -290,19 +305,7 @@ def invoice_pay(invoice_id: int) -> Any:
     if request.method == "GET":
         form.paid_on.data = msk_date(utcnow())
 
-    def act() -> str:
-        number = invoice.number
-        actions.mark_invoice_paid(
-            db,
-            invoice.id,
-            actor=current_actor(),
-            bank_reference=form.bank_reference.data,
-            paid_on=form.paid_on.data,
-            reason=form.reason.data,
-            now=utcnow(),
-        )
-        return actions.invoice_paid_message(db, number, invoice_id)
-
+    act = functools.partial(_mark_invoice_paid, invoice, form)
     url = _account_url(account.id, "invoices")
     done = _confirm_then_act(form, act, error_field=form.bank_reference, done_url=url, refused=_conflict_409)
     if not isinstance(done, int):
@@ -335,22 +338,7 @@ def order_refund_rights(order_id: int) -> Any:
         form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or msk_date(utcnow()) + timedelta(days=1)
     cut = _rights_cut(order, form)
 
-    def act() -> str:
-        amount = parse_rubles(form.amount.data)
-        done = ledger.refund_rights(
-            db,
-            order.id,
-            cut_on=form.cut_on.data,
-            amount=amount,
-            reason=form.reason.data,
-            actor=current_actor(),
-            now=utcnow(),
-            config=current_app.config,
-        )
-        db.commit()
-        documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
-        return actions.rights_refund_message(order.id, form.cut_on.data, amount, done.ukd_id)
-
+    act = functools.partial(_refund_rights, order, form)
     refusals = (AmountError, ledger.LedgerError)
     done = _confirm_then_act(form, act, error_field=form.amount, done_url=_account_url(account.id), refusals=refusals)
     if not isinstance(done, int):
@@ -359,6 +347,24 @@ def order_refund_rights(order_id: int) -> Any:
     return render_template(
         "support/rights_refund.html", order=order, account=account, form=form, cut=cut, paid=paid
     ), done
+
+
+def _refund_rights(order: Any, form: RightsRefundForm) -> str:
+    db = get_db()
+    amount = parse_rubles(form.amount.data)
+    done = ledger.refund_rights(
+        db,
+        order.id,
+        cut_on=form.cut_on.data,
+        amount=amount,
+        reason=form.reason.data,
+        actor=current_actor(),
+        now=utcnow(),
+        config=current_app.config,
+    )
+    db.commit()
+    documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
+    return actions.rights_refund_message(order.id, form.cut_on.data, amount, done.ukd_id)
 
 
 def _rights_cut(order: Any, form: Any) -> Any:
@@ -428,13 +434,15 @@ def document_resend(kind: str, document_id: int) -> Any:
 # --- requests ---------------------------------------------------------------------------------------------
 
 
-@bp.route("/support/requests/<int:request_id>")
-@staff_required
-def request_show(request_id: int) -> Any:
-    db = get_db()
-    req = support_requests.get_request(db, request_id)
+def _request_or_404(request_id: int) -> Any:
+    req = support_requests.get_request(get_db(), request_id)
     if req is None:
         abort(404)
+    return req
+
+
+def _render_request(req: Any, form: ResolveForm, problem: str | None = None) -> Any:
+    db = get_db()
     account = account_or_404(req.account_id)
     now = utcnow()
     return render_template(
@@ -443,11 +451,18 @@ def request_show(request_id: int) -> Any:
         account=account,
         state=billing.get_subscription_state(db, account.id, now),
         usage=billing.get_usage(db, account),
-        form=ResolveForm(formdata=None),
+        form=form,
         people=overview.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
         plan_title=support_requests.plan_title,
         kinds=RequestKind,
+        problem=problem,
     )
+
+
+@bp.route("/support/requests/<int:request_id>")
+@staff_required
+def request_show(request_id: int) -> Any:
+    return _render_request(_request_or_404(request_id), ResolveForm(formdata=None))
 
 
 @bp.route("/support/requests/<int:request_id>/take", methods=["POST"])
@@ -469,9 +484,7 @@ def request_take(request_id: int) -> Any:
 @staff_required
 def request_resolve(request_id: int) -> Any:
     db = get_db()
-    req = support_requests.get_request(db, request_id)
-    if req is None:
-        abort(404)
+    req = _request_or_404(request_id)
     form = ResolveForm()
     outcome = request.form.get("outcome", "")
     problem = None
@@ -485,23 +498,9 @@ def request_resolve(request_id: int) -> Any:
             db.rollback()
             problem = str(exc)
         else:
-            word = "выполнена" if outcome == RequestStatus.DONE else "отклонена"
-            flash(f"Заявка № {req.id} {word}. Владелец увидит ответ на главной странице.", "success")
+            flash(support_requests.resolved_message(req.id, outcome), "success")
             return redirect(url_for("support.queue"))
-    account = account_or_404(req.account_id)
-    now = utcnow()
-    return render_template(
-        "support/request_show.html",
-        req=req,
-        account=account,
-        state=billing.get_subscription_state(db, account.id, now),
-        usage=billing.get_usage(db, account),
-        form=form,
-        people=overview.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
-        plan_title=support_requests.plan_title,
-        kinds=RequestKind,
-        problem=problem,
-    ), 400
+    return _render_request(req, form, problem), 400
 
 
 # --- the audit log ----------------------------------------------------------------------------------------
