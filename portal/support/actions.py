@@ -63,24 +63,44 @@ def switch_on_trial(
     except billing.TrialError as exc:
         raise SupportError(str(exc)) from None
     after = billing.get_subscription_state(db, account_id, now)
-    record_audit(
+    _record_and_close(
         db,
         actor=actor,
-        account=account_id,
+        account_id=account_id,
         action="support.trial_switched_on",
-        before=_state_summary(before),
-        after=_state_summary(after) | {"request_id": request_id},
+        change=(_state_summary(before), _state_summary(after)),
         reason=reason,
-    )
-    close_with(
-        db,
-        request_id,
-        account_id,
-        actor=actor,
+        request_id=request_id,
         note=f"Пробный период тарифа «{period.plan.title}» включён по {format_date(period.last_day)} включительно.",
         now=now,
     )
     return period
+
+
+def _record_and_close(
+    db: Session,
+    *,
+    actor: User,
+    account_id: int,
+    action: str,
+    change: tuple[dict[str, Any] | None, dict[str, Any]],
+    reason: str,
+    request_id: int | None,
+    note: str,
+    now: datetime,
+) -> None:
+    """The action's audit record (naming the request it answers), and the request closed as done with `note`."""
+    before, after = change
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action=action,
+        before=before,
+        after=after | {"request_id": request_id},
+        reason=reason,
+    )
+    close_with(db, request_id, account_id, actor=actor, note=note, now=now)
 
 
 def _custom_dict(row: CustomPlan | None) -> dict[str, Any] | None:
@@ -124,20 +144,14 @@ def set_custom_plan(
         monthly_price=monthly_price,
         now=now,
     )
-    record_audit(
+    _record_and_close(
         db,
         actor=actor,
-        account=account_id,
+        account_id=account_id,
         action="support.custom_plan_set",
-        before=before,
-        after=_custom_dict(row) | {"request_id": request_id},
+        change=(before, _custom_dict(row) or {}),
         reason=reason,
-    )
-    close_with(
-        db,
-        request_id,
-        account_id,
-        actor=actor,
+        request_id=request_id,
         note=(
             f"Для вас создан индивидуальный тариф: до {users_ru(seats)}, {format_storage(storage_bytes)}, "
             f"{format_rub(monthly_price)} в месяц. Он на странице «Тарифы» — его можно оплатить картой или по счёту."

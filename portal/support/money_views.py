@@ -148,16 +148,22 @@ def line_link(line_id: int) -> Any:
             reason=link_form.reason.data,
             now=utcnow(),
         )
-    except errors.AmountMismatchError as exc:
-        db.rollback()
-        link_form.confirm_amount.errors = [str(exc)]
-        link_form.invoice_id.data = str(invoice.id)
-        return _render_line(line, link_form, dismiss_form, 409)
     except errors.SupportError as exc:
         db.rollback()
-        return _render_line(actions.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
+        return _link_refused(exc, line_id, link_form, dismiss_form, invoice)
     flash(message, "success")
     return redirect(url_for("support.statement_list"))
+
+
+def _link_refused(
+    exc: errors.SupportError, line_id: int, link_form: LinkForm, dismiss_form: DismissForm, invoice: Any
+) -> Any:
+    """A different amount asks for the confirmation on the same invoice; any other refusal is shown as a problem."""
+    if isinstance(exc, errors.AmountMismatchError):
+        link_form.confirm_amount.errors = [str(exc)]
+        link_form.invoice_id.data = str(invoice.id)
+        return _render_line(_line_or_404(line_id), link_form, dismiss_form, 409)
+    return _render_line(actions.get_line(get_db(), line_id), link_form, dismiss_form, 409, problem=str(exc))
 
 
 @staff_required

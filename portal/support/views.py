@@ -26,6 +26,7 @@ from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.documents import service as documents
 from portal.documents.models import Invoice, StoredFile
+from portal.documents.views import content_disposition
 from portal.money import format_amount
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
@@ -139,8 +140,6 @@ def account_show(account_id: int) -> Any:
 @bp.route("/support/files/<int:file_id>")
 @staff_required
 def file_download(file_id: int) -> Any:
-    from portal.documents.views import content_disposition
-
     stored = get_db().get(StoredFile, file_id)
     if stored is None:
         abort(404)
