@@ -8,7 +8,8 @@ or rolled back with it when the change is refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -164,6 +165,20 @@ def set_custom_plan(
 # --- invoices ---------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _refused_by_documents(db: Session) -> Iterator[None]:
+    """Documents refused the change (and may have written part of it): roll back, and say why to the person."""
+    try:
+        yield
+    except DocumentsError as exc:
+        db.rollback()
+        raise SupportError(str(exc)) from None
+
+
+def _invoice_summary(invoice: Invoice) -> dict[str, Any]:
+    return {"invoice": invoice.number, "status": invoice.status, "amount": invoice.amount}
+
+
 def _invoice(db: Session, invoice_id: int) -> Invoice:
     invoice = db.get(Invoice, invoice_id)
     if invoice is None:
@@ -203,7 +218,7 @@ def mark_invoice_paid(
         actor=actor,
         account=invoice.account_id,
         action="support.invoice_marked_paid",
-        before={"invoice": invoice.number, "status": invoice.status, "amount": invoice.amount},
+        before=_invoice_summary(invoice),
         after={
             "invoice": invoice.number,
             "status": InvoiceStatus.PAID.value,
@@ -241,15 +256,12 @@ def cancel_invoice(db: Session, invoice_id: int, *, actor: User, reason: str | N
         actor=actor,
         account=invoice.account_id,
         action="support.invoice_canceled",
-        before={"invoice": invoice.number, "status": invoice.status, "amount": invoice.amount},
+        before=_invoice_summary(invoice),
         after={"invoice": invoice.number, "status": InvoiceStatus.CANCELED.value},
         reason=reason,
     )
-    try:
+    with _refused_by_documents(db):
         return documents.cancel_invoice(db, invoice_id, actor=actor, reason=reason, now=now)
-    except DocumentsError as exc:
-        db.rollback()
-        raise SupportError(str(exc)) from None
 
 
 # --- bank statements --------------------------------------------------------------------------------------
@@ -356,7 +368,7 @@ def link_payment(
         },
         reason=reason,
     )
-    try:
+    with _refused_by_documents(db):
         return bank.link_statement_line(
             db,
             line_id,
@@ -366,9 +378,6 @@ def link_payment(
             now=now,
             config=config,
         )
-    except DocumentsError as exc:
-        db.rollback()
-        raise SupportError(str(exc)) from None
 
 
 def invoice_to_link(db: Session, invoice_id: int | None, number: str | None) -> Invoice | None:
@@ -422,11 +431,8 @@ def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | Non
         },
         reason=reason,
     )
-    try:
+    with _refused_by_documents(db):
         return bank.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
-    except DocumentsError as exc:
-        db.rollback()
-        raise SupportError(str(exc)) from None
 
 
 # --- what the staff member is told after an action ---------------------------------------------------------
