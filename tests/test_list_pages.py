@@ -373,7 +373,7 @@ def test_the_audit_filter_offers_the_known_actions_without_reading_the_log(app, 
 
 
 def test_support_search_by_part_of_a_name_uses_the_trigram_index(pg_url, app, db):
-    from portal.support.service import search_accounts
+    from portal.support.search import search_accounts
 
     db.execute(sa.insert(Account), [{"name": f"ООО «Компания {i:05d}»", "created_at": NOW} for i in range(3000)])
     db.execute(sa.insert(Account), [{"name": "ООО «Ромашка-Север»", "created_at": NOW}])

@@ -1,129 +1,315 @@
-"""The owner's requests to support: a free month of a plan, or a plan for more than 1000 users.
-
-These views belong to the "support" blueprint (endpoint `support.request_new`, which the plans page and the
-dashboard link to) but live at /support-requests/…, outside the staff-only /support console.
-"""
+"""Owners' requests to support (a trial month, a plan over 1000 users): sending, the staff queue, taking, closing."""
 
 from __future__ import annotations
 
-import logging
+import functools
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user
-from wtforms import SelectChoice
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from portal.accounts.access import require_account, roles_required
-from portal.billing.display import users_ru
-from portal.db import get_db, utcnow
-from portal.support import service
-from portal.support.email import EmailError, build_message, get_email_backend
-from portal.support.forms import RequestForm
-from portal.support.models import RequestKind, SupportRequest
+from portal.accounts.models import Account, User
+from portal.audit import record_audit
+from portal.billing import service as billing
+from portal.billing.models import plan_title_for_code
+from portal.support.errors import MAX_COMMENT, MAX_REASON, RequestAlreadyOpen, SupportError, TooManyRequests
+from portal.support.models import OPEN_STATUSES, RequestKind, RequestStatus, SupportRequest
+from portal.timeutil import format_date, format_datetime
 
-log = logging.getLogger(__name__)
-
-KINDS = (RequestKind.TRIAL.value, RequestKind.LARGE_PLAN.value)
+REQUESTS_WINDOW = timedelta(days=1)
 
 
-def _kind() -> str:
-    kind = (request.args.get("kind") or "").strip()
-    return kind if kind in KINDS else RequestKind.LARGE_PLAN.value
+def _clean_comment(comment: str | None) -> str | None:
+    text = (comment or "").strip()
+    if len(text) > MAX_COMMENT:
+        raise SupportError(f"Комментарий слишком длинный: не больше {MAX_COMMENT} символов.")
+    return text or None
 
 
-@roles_required("owner")
-def request_new() -> Any:
-    db = get_db()
-    account = require_account()
-    now = utcnow()
-    kind = _kind()
-    form = RequestForm()
-    form.kind = kind
-    plans = service.trial_plans(db, account.id) if kind == RequestKind.TRIAL else []
-    form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
-    if request.method == "GET":
-        wanted = (request.args.get("plan") or "").strip()
-        if any(p.code == wanted for p in plans):
-            form.plan_code.data = wanted
-    unavailable = service.trial_unavailable_reason(db, account.id, now) if kind == RequestKind.TRIAL else None
-    status = 200
-    existing = limited = None
-    if request.method == "POST" and unavailable is None and form.validate_on_submit():
-        try:
-            row = service.create_request(
-                db,
-                actor=current_user._get_current_object(),  # type: ignore[attr-defined]
-                account_id=account.id,
-                kind=kind,
-                plan_code=form.plan_code.data,
-                users_expected=form.users_value,
-                comment=form.comment.data,
-                now=now,
-                per_day=int(current_app.config["SUPPORT_REQUESTS_PER_DAY"]),
-            )
-            db.commit()
-        except service.RequestAlreadyOpen as exc:
-            # A repeat (a second click, a second owner) shows the open request; support is not mailed again.
-            db.rollback()
-            existing = str(exc)
-            status = 409
-        except service.TooManyRequests as exc:
-            db.rollback()
-            limited = str(exc)
-            status = 429
-        except service.SupportError as exc:
-            db.rollback()
-            target = form.plan_code if kind == RequestKind.TRIAL else form.users_expected
-            target.errors = [*target.errors, str(exc)]
-            status = 400
-        else:
-            _notify_support(row, account.name)
-            flash(
-                f"Заявка № {row.id} отправлена. Поддержка ответит в рабочее время; "
-                "статус заявки — на главной странице.",
-                "success",
-            )
-            return redirect(url_for("index"))
-    elif request.method == "POST":
-        status = 400 if unavailable is None else 409
-    return render_template(
-        "support/request_new.html",
-        form=form,
-        kind=kind,
-        plans=plans,
-        account=account,
-        unavailable=unavailable,
-        existing=existing,
-        limited=limited,
-        mine=service.list_requests_for_account(db, account.id),
-    ), status
-
-
-def _notify_support(row: SupportRequest, account_name: str) -> None:
-    """Tell the support mailbox; the request is saved either way, so a mail failure is only logged."""
-    config = current_app.config
-    what = row.kind_title
-    if row.plan_code:
-        what += f": «{service.plan_title(row.plan_code)}»"
-    if row.users_expected:
-        what += f": {users_ru(row.users_expected)}"
-    body = (
-        f"Компания: {account_name} (аккаунт № {row.account_id})\n"
-        f"Заявка: {what}\n"
-        f"Комментарий: {row.comment or '—'}\n\n"
-        f"Открыть: {config['BASE_URL'].rstrip('/')}{url_for('support.request_show', request_id=row.id)}\n"
-    )
-    try:
-        message = build_message(
-            sender=str(config["EMAIL_FROM"]),
-            to=str(config["SUPPORT_EMAIL"]),
-            subject=f"Заявка № {row.id}: {row.kind_title} — {account_name}",
-            body=body,
+def get_open_trial_request(db: Session, account_id: int) -> SupportRequest | None:
+    return db.scalars(
+        sa.select(SupportRequest).where(
+            SupportRequest.account_id == account_id,
+            SupportRequest.kind == RequestKind.TRIAL.value,
+            SupportRequest.status.in_(OPEN_STATUSES),
         )
-        get_email_backend().send(message)
-    except EmailError as exc:
-        log.warning("support request %s: could not notify support by e-mail: %s", row.id, exc)
+    ).first()
 
 
-def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/support-requests/new", "request_new", request_new, methods=["GET", "POST"])
+def get_open_request(db: Session, account_id: int, kind: str) -> SupportRequest | None:
+    return db.scalars(
+        sa.select(SupportRequest)
+        .where(
+            SupportRequest.account_id == account_id,
+            SupportRequest.kind == kind,
+            SupportRequest.status.in_(OPEN_STATUSES),
+        )
+        .order_by(SupportRequest.id)
+    ).first()
+
+
+def check_requests_per_day(db: Session, account_id: int, now: datetime, per_day: int) -> None:
+    """Raise TooManyRequests when the account has sent `per_day` requests in the last 24 hours."""
+    since = now - REQUESTS_WINDOW
+    recent = list(
+        db.scalars(
+            sa.select(SupportRequest.created_at)
+            .where(SupportRequest.account_id == account_id, SupportRequest.created_at > since)
+            .order_by(SupportRequest.created_at)
+        )
+    )
+    if len(recent) < per_day:
+        return
+    # The place frees up when the oldest request of the window turns 24 hours old.
+    free_at = recent[len(recent) - per_day] + REQUESTS_WINDOW
+    raise TooManyRequests(
+        f"За сутки компания уже отправила {per_day} {_requests_ru(per_day)} — больше нельзя. "
+        f"Новую можно будет отправить после {format_datetime(free_at)} (мск); "
+        "поддержка ответит на уже отправленные."
+    )
+
+
+def _requests_ru(n: int) -> str:
+    last2, last = n % 100, n % 10
+    if last == 1 and last2 != 11:
+        return "заявку"
+    if 2 <= last <= 4 and not 12 <= last2 <= 14:
+        return "заявки"
+    return "заявок"
+
+
+def trial_unavailable_reason(db: Session, account_id: int, now: datetime) -> str | None:
+    """Why the owner cannot ask for a trial now (used, paid period, already asked), or None if they can."""
+    state = billing.get_subscription_state(db, account_id, now)
+    if state.trial_used:
+        return (
+            "Пробный месяц уже был использован: он предоставляется один раз. "
+            "Выберите тариф и оплатите его на странице «Тарифы»."
+        )
+    if state.is_paid and state.paid_until is not None:
+        return (
+            f"Тариф оплачен по {format_date(state.paid_until)}: пробный месяц включается только "
+            "без оплаченного периода."
+        )
+    pending = get_open_trial_request(db, account_id)
+    if pending is not None:
+        return (
+            f"Заявка на пробный месяц уже отправлена {format_date(pending.created_at)} "
+            f"(статус: {pending.status_title.lower()}). Поддержка ответит на неё."
+        )
+    return None
+
+
+def trial_plans(db: Session, account_id: int) -> list[Any]:
+    """Plans that can be tried: every paid plan, the account's custom plans included."""
+    return [p for p in billing.list_plans_for_account(db, account_id) if not p.is_free]
+
+
+def create_request(
+    db: Session,
+    *,
+    actor: User,
+    account_id: int,
+    kind: str,
+    now: datetime,
+    plan_code: str | None = None,
+    users_expected: int | None = None,
+    comment: str | None = None,
+    per_day: int | None = None,
+) -> SupportRequest:
+    """The owner asks for a trial or a plan over 1000 users. The caller commits.
+
+    An open request of the same kind raises RequestAlreadyOpen (with it); `per_day` new requests in 24 hours at
+    most (SUPPORT_REQUESTS_PER_DAY), else TooManyRequests.
+
+    A concurrent duplicate trial request loses on the partial unique index: the session is rolled back and the
+    person is told the request already exists.
+    """
+    try:
+        kind = RequestKind(kind).value
+    except ValueError:
+        raise SupportError("Выберите, о чём заявка.") from None
+    comment = _clean_comment(comment)
+    if kind == RequestKind.TRIAL:
+        plan = billing.get_plan_for_account(db, account_id, plan_code or "")
+        if plan is None or plan.is_free:
+            raise SupportError("Выберите платный тариф, который хотите попробовать.")
+        plan_code = plan.code
+        users_expected = None
+        problem = trial_unavailable_reason(db, account_id, now)
+        if problem is not None:
+            raise SupportError(problem)
+    elif kind == RequestKind.LARGE_PLAN:
+        plan_code = None
+        if users_expected is None or users_expected <= 1000:
+            raise SupportError("Укажите, сколько будет пользователей: больше 1000.")
+    else:
+        plan_code = users_expected = None
+        if not comment:
+            raise SupportError("Опишите вопрос в комментарии.")
+    existing = get_open_request(db, account_id, kind)
+    if existing is not None:
+        raise RequestAlreadyOpen(existing)
+    if per_day is not None:
+        check_requests_per_day(db, account_id, now, per_day)
+    row = SupportRequest(
+        account_id=account_id,
+        kind=kind,
+        plan_code=plan_code,
+        users_expected=users_expected,
+        comment=comment,
+        status=RequestStatus.OPEN.value,
+        created_by_user_id=actor.id,
+        created_at=now,
+    )
+    db.add(row)
+    try:
+        db.flush()
+    except IntegrityError:
+        db.rollback()
+        raise SupportError("Заявка на пробный месяц уже отправлена. Поддержка ответит на неё.") from None
+    record_audit(
+        db,
+        actor=actor,
+        account=account_id,
+        action="support.request_created",
+        after=_request_dict(row),
+        reason=comment,
+    )
+    return row
+
+
+def _request_dict(row: SupportRequest) -> dict[str, Any]:
+    return {
+        "request_id": row.id,
+        "kind": row.kind,
+        "plan": row.plan_code,
+        "users_expected": row.users_expected,
+        "status": row.status,
+    }
+
+
+def list_requests_for_account(db: Session, account_id: int, limit: int = 5) -> list[SupportRequest]:
+    """The owner's latest requests, newest first: one indexed query, cheap enough for the dashboard."""
+    return list(db.scalars(_requests_for_account_stmt(limit), {"account_id": account_id}))
+
+
+@functools.cache
+def _requests_for_account_stmt(limit: int) -> sa.Select[tuple[SupportRequest]]:
+    # Every page of an owner asks it (the header's requests): built once, only the account changes.
+    return (
+        sa.select(SupportRequest)
+        .where(SupportRequest.account_id == sa.bindparam("account_id"))
+        .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
+        .limit(limit)
+    )
+
+
+def list_queue(db: Session, limit: int = 200) -> list[tuple[SupportRequest, Account]]:
+    """Open and in-progress requests, oldest first: the support queue."""
+    rows = db.execute(
+        sa.select(SupportRequest, Account)
+        .join(Account, Account.id == SupportRequest.account_id)
+        .where(SupportRequest.status.in_(OPEN_STATUSES))
+        .order_by(SupportRequest.created_at, SupportRequest.id)
+        .limit(limit)
+    ).all()
+    return [(r, a) for r, a in rows]
+
+
+def list_recently_closed(db: Session, limit: int = 10) -> list[tuple[SupportRequest, Account]]:
+    rows = db.execute(
+        sa.select(SupportRequest, Account)
+        .join(Account, Account.id == SupportRequest.account_id)
+        .where(SupportRequest.status.not_in(OPEN_STATUSES))
+        .order_by(SupportRequest.resolved_at.desc(), SupportRequest.id.desc())
+        .limit(limit)
+    ).all()
+    return [(r, a) for r, a in rows]
+
+
+def get_request(db: Session, request_id: int) -> SupportRequest | None:
+    return db.get(SupportRequest, request_id)
+
+
+def _lock_request(db: Session, request_id: int) -> SupportRequest:
+    row = db.scalars(
+        sa.select(SupportRequest)
+        .where(SupportRequest.id == request_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        raise SupportError("Заявка не найдена.")
+    return row
+
+
+def take_request(db: Session, request_id: int, *, actor: User, now: datetime) -> SupportRequest:
+    """A staff member takes an open request, so colleagues see it is being handled. The caller commits."""
+    row = _lock_request(db, request_id)
+    if row.status != RequestStatus.OPEN:
+        raise SupportError(f"Заявка уже {row.status_title.lower()}.")
+    row.status = RequestStatus.IN_PROGRESS.value
+    row.taken_by_user_id = actor.id
+    row.taken_at = now
+    record_audit(
+        db,
+        actor=actor,
+        account=row.account_id,
+        action="support.request_taken",
+        before={"request_id": row.id, "status": RequestStatus.OPEN.value},
+        after={"request_id": row.id, "status": row.status},
+    )
+    return row
+
+
+def resolve_request(
+    db: Session, request_id: int, *, actor: User, status: str, note: str | None, now: datetime
+) -> SupportRequest:
+    """Close a request as done or rejected; the note is shown to the owner. The caller commits."""
+    if status not in (RequestStatus.DONE, RequestStatus.REJECTED):
+        raise SupportError("Выберите, чем закончилась заявка: выполнена или отклонена.")
+    note = (note or "").strip()  # kept as written (line breaks, no-break spaces): the owner reads it
+    if not note:
+        raise SupportError("Напишите ответ владельцу: он увидит его на главной странице.")
+    if len(note) > MAX_REASON:
+        raise SupportError(f"Слишком длинный ответ: не больше {MAX_REASON} символов.")
+    row = _lock_request(db, request_id)
+    if not row.is_open:
+        raise SupportError(f"Заявка уже закрыта: {row.status_title.lower()}.")
+    before = row.status
+    row.status = status
+    row.resolved_by_user_id = actor.id
+    row.resolved_at = now
+    row.staff_note = note
+    record_audit(
+        db,
+        actor=actor,
+        account=row.account_id,
+        action="support.request_resolved",
+        before={"request_id": row.id, "status": before},
+        after={"request_id": row.id, "status": row.status},
+        reason=note,
+    )
+    return row
+
+
+def resolved_message(request_id: int, status: str) -> str:
+    word = "выполнена" if status == RequestStatus.DONE else "отклонена"
+    return f"Заявка № {request_id} {word}. Владелец увидит ответ на главной странице."
+
+
+def close_with(db: Session, request_id: int | None, account_id: int, *, actor: User, note: str, now: datetime) -> None:
+    """An action taken from a request closes it as done (only a request of the same account, still open)."""
+    if request_id is None:
+        return
+    row = get_request(db, request_id)
+    if row is None or row.account_id != account_id or not row.is_open:
+        return
+    resolve_request(db, row.id, actor=actor, status=RequestStatus.DONE.value, note=note, now=now)
+
+
+def plan_title(code: str | None) -> str:
+    return plan_title_for_code(code) if code else "—"

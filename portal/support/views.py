@@ -1,12 +1,14 @@
 """The support console under /support: the queue, account search and page, confirmed actions, statements, audit.
 
 Every view here is staff-only (404 for everyone else). The blueprint has no url_prefix because it also carries the
-owners' request page (/support-requests/new, see requests.py), which must not live under the staff-only /support.
+owners' request page (/support-requests/new, see owner_views.py), which must not live under the staff-only /support.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -16,47 +18,35 @@ from flask_login import current_user
 from wtforms import SelectChoice
 
 from portal.accounts.access import current_membership, staff_required
-from portal.accounts.forms import EmptyForm
+from portal.audit import labels as audit_labels
+from portal.audit import paging as audit_paging
+from portal.billing import service as billing
 from portal.billing.catalog import PLANS
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.documents import service as documents
-from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, StoredFile
-from portal.money import format_amount, format_rub
+from portal.documents.views import content_disposition
+from portal.money import format_amount
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
-from portal.payments import bank, ledger
-from portal.payments.models import Payment, Receipt, Refund
-from portal.payments.providers import get_provider
-from portal.payments.providers.base import ProviderError
-from portal.payments.service import customer_for_account
-from portal.payments.statement import StatementError
-from portal.payments.tasks import STATEMENT_RUN, start_statement_import
-from portal.support import requests as owner_requests
-from portal.support import service
+from portal.payments import ledger
+from portal.support import actions, errors, money_views, overview, owner_views, resend, search
+from portal.support import requests as support_requests
 from portal.support.amounts import AmountError, parse_rubles
 from portal.support.email import get_email_backend
 from portal.support.forms import (
-    ConfirmedActionForm,
-    CreditForm,
     CustomPlanForm,
-    DismissForm,
     InvoiceCancelForm,
     InvoicePayForm,
-    LinkForm,
-    RefundDoneForm,
     RefundStartForm,
     ResendForm,
     ResolveForm,
     RightsRefundForm,
-    StatementForm,
     TrialForm,
 )
-from portal.support.models import RequestKind, RequestStatus
-from portal.tasks.runs import get_run as get_task_run
-from portal.tasks.runs import run_state
-from portal.textinput import quoted
+from portal.support.models import RequestKind
+from portal.support.viewutil import account_or_404, current_actor, parse_id
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -64,29 +54,14 @@ log = logging.getLogger(__name__)
 bp = Blueprint("support", __name__)
 register_nav("support.queue", "Поддержка", ("staff",), order=90)
 # The owners' request page is a view of this blueprint too (endpoint support.request_new), outside /support.
-owner_requests.register(bp)
-
-
-def _actor() -> Any:
-    return current_user._get_current_object()  # type: ignore[attr-defined]
-
-
-def _account_or_404(account_id: int) -> Any:
-    account = service.get_account(get_db(), account_id)
-    if account is None:
-        abort(404)
-    return account
-
-
-def _request_arg() -> int | None:
-    raw = (request.values.get("request_id") or request.values.get("request") or "").strip()
-    # Fewer than 10 digits: a longer number is no row of an INTEGER column and would overflow the driver.
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
+owner_views.register(bp)
+# The money pages (statements, refunds) are views of this blueprint too, kept in their own module.
+money_views.register(bp)
 
 
 @bp.app_template_filter("action_title")
 def _action_title(action: str) -> str:
-    return service.action_title(action)
+    return audit_labels.action_title(action)
 
 
 @bp.app_template_filter("storage_size")
@@ -96,12 +71,12 @@ def _storage_filter(n: int) -> str:
 
 @bp.app_template_filter("support_plan_title")
 def _plan_title_filter(code: str | None) -> str:
-    return service.plan_title(code)
+    return support_requests.plan_title(code)
 
 
 @bp.app_template_global("audit_changes")
-def _audit_changes(entry: Any) -> list[service.Change]:
-    return service.audit_changes(entry)
+def _audit_changes(entry: Any) -> list[audit_labels.Change]:
+    return audit_labels.audit_changes(entry)
 
 
 @bp.app_context_processor
@@ -112,7 +87,7 @@ def _dashboard_requests() -> dict[str, Any]:
     membership = current_membership()
     if membership is None or membership.role != "owner":
         return {}
-    return {"support_requests": service.list_requests_for_account(get_db(), membership.account_id)}
+    return {"support_requests": support_requests.list_requests_for_account(get_db(), membership.account_id)}
 
 
 # --- the queue and search ---------------------------------------------------------------------------------
@@ -124,9 +99,9 @@ def queue() -> Any:
     db = get_db()
     return render_template(
         "support/queue.html",
-        queue=service.list_queue(db),
-        closed=service.list_recently_closed(db),
-        unmatched_count=service.count_unmatched_lines(db),
+        queue=support_requests.list_queue(db),
+        closed=support_requests.list_recently_closed(db),
+        unmatched_count=overview.count_unmatched_lines(db),
         q="",
     )
 
@@ -136,7 +111,7 @@ def queue() -> Any:
 def account_search() -> Any:
     db = get_db()
     q = (request.args.get("q") or "").strip()
-    hits = service.search_accounts(db, q)
+    hits = search.search_accounts(db, q)
     if len(hits) == 1 and request.args.get("all") is None:
         return redirect(url_for("support.account_show", account_id=hits[0].account.id))
     return render_template("support/account_search.html", q=q, hits=hits)
@@ -149,11 +124,11 @@ def account_search() -> Any:
 @staff_required
 def account_show(account_id: int) -> Any:
     db = get_db()
-    account = _account_or_404(account_id)
-    overview = service.get_account_overview(db, account, utcnow())
+    account = account_or_404(account_id)
+    page = overview.get_account_overview(db, account, utcnow())
     return render_template(
         "support/account_show.html",
-        o=overview,
+        o=page,
         account=account,
         q="",
         totals=ledger.account_totals(db, account.id),
@@ -165,8 +140,6 @@ def account_show(account_id: int) -> Any:
 @bp.route("/support/files/<int:file_id>")
 @staff_required
 def file_download(file_id: int) -> Any:
-    from portal.documents.views import content_disposition
-
     stored = get_db().get(StoredFile, file_id)
     if stored is None:
         abort(404)
@@ -181,112 +154,133 @@ def file_download(file_id: int) -> Any:
     return resp
 
 
-# --- trial and custom plan --------------------------------------------------------------------------------
+# --- confirmed actions: trial, custom plan, invoices, rights refund, resending ------------------------------
+
+
+def _confirm_then_act(
+    form: Any,
+    act: Callable[[], str],
+    *,
+    error_field: Any,
+    done_url: str,
+    refused: Callable[[Exception], int] = lambda _exc: 400,
+    refusals: tuple[type[Exception], ...] = (errors.SupportError,),
+) -> Any:
+    """Run a confirmed action once its form validates: flash what `act` returns and redirect to `done_url`; a
+    refusal is rolled back and shown on `error_field`. Returns the redirect, or the status to show the form with."""
+    if not form.validate_on_submit():
+        return 400 if request.method == "POST" else 200
+    try:
+        message = act()
+    except refusals as exc:
+        get_db().rollback()
+        error_field.errors = [str(exc)]
+        return refused(exc)
+    flash(message, "success")
+    return redirect(done_url)
+
+
+def _request_for(account: Any, form: Any) -> Any:
+    """The request an action was opened from (?request=), if it is this account's; the form carries it on."""
+    req = support_requests.get_request(
+        get_db(), parse_id(request.values.get("request_id") or request.values.get("request")) or 0
+    )
+    if req is None or req.account_id != account.id:
+        return None
+    form.request_id.data = str(req.id)
+    return req
 
 
 @bp.route("/support/accounts/<int:account_id>/trial", methods=["GET", "POST"])
 @staff_required
 def trial_start(account_id: int) -> Any:
-    db = get_db()
-    account = _account_or_404(account_id)
-    now = utcnow()
-    state = service.billing.get_subscription_state(db, account.id, now)
-    plans = service.trial_plans(db, account.id)
-    req = service.get_request(db, _request_arg() or 0)
-    if req is not None and req.account_id != account.id:
-        req = None
+    db, account, now = get_db(), account_or_404(account_id), utcnow()
+    state = billing.get_subscription_state(db, account.id, now)
+    plans = support_requests.trial_plans(db, account.id)
     form = TrialForm()
     form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
+    req = _request_for(account, form)
     if request.method == "GET" and req is not None and req.plan_code:
         form.plan_code.data = req.plan_code
-    if req is not None:
-        form.request_id.data = str(req.id)
-    status = 200
-    if form.validate_on_submit():
-        try:
-            period = service.switch_on_trial(
-                db,
-                actor=_actor(),
-                account_id=account.id,
-                plan_code=form.plan_code.data or "",
-                reason=form.reason.data,
-                now=now,
-                request_id=req.id if req is not None else None,
-            )
-            db.commit()
-        except service.SupportError as exc:
-            db.rollback()
-            form.plan_code.errors = [str(exc)]
-            status = 400
-        else:
-            flash(
-                f"Пробный период «{period.plan.title}» включён для «{account.name}» "
-                f"по {period.last_day:%d.%m.%Y} включительно." + (" Заявка закрыта." if req is not None else ""),
-                "success",
-            )
-            return redirect(url_for("support.account_show", account_id=account.id))
-    elif request.method == "POST":
-        status = 400
+
+    act = functools.partial(_switch_on_trial, account, form, req, now)
+    done = _confirm_then_act(form, act, error_field=form.plan_code, done_url=_account_url(account.id))
+    if not isinstance(done, int):
+        return done
     return render_template(
         "support/trial_start.html", account=account, state=state, form=form, plans=plans, req=req
-    ), status
+    ), done
 
 
 @bp.route("/support/accounts/<int:account_id>/custom-plan", methods=["GET", "POST"])
 @staff_required
 def custom_plan_new(account_id: int) -> Any:
-    db = get_db()
-    account = _account_or_404(account_id)
-    req = service.get_request(db, _request_arg() or 0)
-    if req is not None and req.account_id != account.id:
-        req = None
+    db, account = get_db(), account_or_404(account_id)
     form = CustomPlanForm()
+    req = _request_for(account, form)
     if request.method == "GET" and req is not None and req.users_expected:
         form.seats.data = str(req.users_expected)
-    if req is not None:
-        form.request_id.data = str(req.id)
-    status = 200
-    if form.validate_on_submit():
-        try:
-            row = service.set_custom_plan(
-                db,
-                actor=_actor(),
-                account_id=account.id,
-                seats=form.seats_value,
-                storage_bytes=form.storage_bytes,
-                monthly_price=form.price_kopecks,
-                reason=form.reason.data,
-                now=utcnow(),
-                request_id=req.id if req is not None else None,
-            )
-            db.commit()
-        except service.SupportError as exc:
-            db.rollback()
-            form.seats.errors = [str(exc)]
-            status = 400
-        else:
-            flash(
-                f"Индивидуальный тариф «{row.as_plan().title}» за {format_amount(row.monthly_price)} ₽ в месяц "
-                f"создан для {quoted(account.name)}: владелец увидит его на странице «Тарифы»."
-                + (" Заявка закрыта." if req is not None else ""),
-                "success",
-            )
-            return redirect(url_for("support.account_show", account_id=account.id))
-    elif request.method == "POST":
-        status = 400
-    existing = service.billing.list_custom_plans(db, account.id, include_inactive=True)
-    return render_template(
-        "support/custom_plan_new.html",
-        account=account,
-        form=form,
-        req=req,
-        existing=existing,
-        largest=PLANS[-1],
-        usage=service.billing.get_usage(db, account),
-    ), status
+
+    act = functools.partial(_set_custom_plan, account, form, req)
+    done = _confirm_then_act(form, act, error_field=form.seats, done_url=_account_url(account.id))
+    if not isinstance(done, int):
+        return done
+    existing = billing.list_custom_plans(db, account.id, include_inactive=True)
+    usage = billing.get_usage(db, account)
+    page = {"account": account, "form": form, "req": req, "existing": existing, "largest": PLANS[-1], "usage": usage}
+    return render_template("support/custom_plan_new.html", **page), done
 
 
-# --- invoices ---------------------------------------------------------------------------------------------
+def _switch_on_trial(account: Any, form: TrialForm, req: Any, now: datetime) -> str:
+    db = get_db()
+    request_id = req.id if req is not None else None
+    period = actions.switch_on_trial(
+        db,
+        actor=current_actor(),
+        account_id=account.id,
+        plan_code=form.plan_code.data or "",
+        reason=form.reason.data,
+        now=now,
+        request_id=request_id,
+    )
+    db.commit()
+    return actions.trial_done_message(period, account.name, closed_request=request_id is not None)
+
+
+def _set_custom_plan(account: Any, form: CustomPlanForm, req: Any) -> str:
+    db = get_db()
+    row = actions.set_custom_plan(
+        db,
+        actor=current_actor(),
+        account_id=account.id,
+        seats=form.seats_value,
+        storage_bytes=form.storage_bytes,
+        monthly_price=form.price_kopecks,
+        reason=form.reason.data,
+        now=utcnow(),
+        request_id=req.id if req is not None else None,
+    )
+    db.commit()
+    return actions.custom_plan_done_message(row, account.name, closed_request=req is not None)
+
+
+def _mark_invoice_paid(invoice: Invoice, form: InvoicePayForm) -> str:
+    db = get_db()
+    number, invoice_id = invoice.number, invoice.id
+    actions.mark_invoice_paid(
+        db,
+        invoice_id,
+        actor=current_actor(),
+        bank_reference=form.bank_reference.data,
+        paid_on=form.paid_on.data,
+        reason=form.reason.data,
+        now=utcnow(),
+    )
+    return actions.invoice_paid_message(db, number, invoice_id)
+
+
+def _account_url(account_id: int, anchor: str | None = None) -> str:
+    return url_for("support.account_show", account_id=account_id, _anchor=anchor)
 
 
 def _invoice_or_404(invoice_id: int) -> Invoice:
@@ -296,41 +290,28 @@ def _invoice_or_404(invoice_id: int) -> Invoice:
     return invoice
 
 
+def _conflict_409(exc: Exception) -> int:
+    return 409 if isinstance(exc, errors.InvoiceNotPayable) else 400
+
+
 @bp.route("/support/invoices/<int:invoice_id>/pay", methods=["GET", "POST"])
 @staff_required
 def invoice_pay(invoice_id: int) -> Any:
     db = get_db()
     invoice = _invoice_or_404(invoice_id)
-    account = _account_or_404(invoice.account_id)
+    account = account_or_404(invoice.account_id)
     form = InvoicePayForm()
     if request.method == "GET":
         form.paid_on.data = msk_date(utcnow())
-    status = 200
-    if form.validate_on_submit():
-        number = invoice.number
-        try:
-            service.mark_invoice_paid(
-                db,
-                invoice.id,
-                actor=_actor(),
-                bank_reference=form.bank_reference.data,
-                paid_on=form.paid_on.data,
-                reason=form.reason.data,
-                now=utcnow(),
-            )
-        except service.SupportError as exc:
-            form.bank_reference.errors = [str(exc)]
-            status = 409 if "уже оплачен" in str(exc) or "отменён" in str(exc) else 400
-        else:
-            upd = documents.get_upd_for_invoice(db, invoice_id)
-            tail = f" УПД № {upd.number} {upd.status_title.lower()}." if upd is not None else ""
-            flash(f"Счёт № {number} отмечен оплаченным, тариф подключён.{tail}", "success")
-            return redirect(url_for("support.account_show", account_id=account.id, _anchor="invoices"))
-    elif request.method == "POST":
-        status = 400
+
+    act = functools.partial(_mark_invoice_paid, invoice, form)
+    url = _account_url(account.id, "invoices")
+    done = _confirm_then_act(form, act, error_field=form.bank_reference, done_url=url, refused=_conflict_409)
+    if not isinstance(done, int):
+        return done
     db.refresh(invoice)
-    order = db.get(service.billing.Order, invoice.order_id)
-    return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), status
+    order = db.get(billing.Order, invoice.order_id)
+    return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), done
 
 
 def parse_ru_date(raw: str | None) -> date | None:
@@ -349,59 +330,52 @@ def order_refund_rights(order_id: int) -> Any:
     """End a paid order's rights from a chosen day and return the unused days' money: the page shows what the days
     are worth before anything is done."""
     db = get_db()
-    order = db.get(service.billing.Order, order_id)
-    if order is None:
-        abort(404)
-    account = _account_or_404(order.account_id)
+    order = db.get(billing.Order, order_id) or abort(404)
+    account = account_or_404(order.account_id)
     form = RightsRefundForm()
-    today = msk_date(utcnow())
     if request.method == "GET":
-        form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or today + timedelta(days=1)
-    status = 200
-    cut = None
-    try:
-        cut = service.billing.rights_cut(db, order, form.cut_on.data or today)
-    except service.billing.PurchaseError as exc:
-        form.cut_on.errors = [*form.cut_on.errors, str(exc)]
-    if request.method == "GET" and cut is not None:
-        form.amount.data = format_amount(cut.suggested_refund)
-    if form.validate_on_submit():
-        try:
-            amount = parse_rubles(form.amount.data)
-            done = ledger.refund_rights(
-                db,
-                order.id,
-                cut_on=form.cut_on.data,
-                amount=amount,
-                reason=form.reason.data,
-                actor=_actor(),
-                now=utcnow(),
-                config=current_app.config,
-            )
-            db.commit()
-        except (AmountError, ledger.LedgerError) as exc:
-            db.rollback()
-            form.amount.errors = [str(exc)]
-            status = 400
-        else:
-            documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
-            tail = " Сформирован УКД." if done.ukd_id else ""
-            flash(
-                f"Права по заказу № {order.id} прекращаются с {form.cut_on.data:%d.%m.%Y}; "
-                f"возврат {format_rub(amount)} ждёт выполнения в разделе «Деньги».{tail}",
-                "success",
-            )
-            return redirect(url_for("support.account_show", account_id=account.id))
-    elif request.method == "POST":
-        status = 400
+        form.cut_on.data = parse_ru_date(request.args.get("cut_on")) or msk_date(utcnow()) + timedelta(days=1)
+    cut = _rights_cut(order, form)
+
+    act = functools.partial(_refund_rights, order, form)
+    refusals = (AmountError, ledger.LedgerError)
+    done = _confirm_then_act(form, act, error_field=form.amount, done_url=_account_url(account.id), refusals=refusals)
+    if not isinstance(done, int):
+        return done
+    paid = ledger.order_allocated(db, order.id)
     return render_template(
-        "support/rights_refund.html",
-        order=order,
-        account=account,
-        form=form,
-        cut=cut,
-        paid=ledger.order_allocated(db, order.id),
-    ), status
+        "support/rights_refund.html", order=order, account=account, form=form, cut=cut, paid=paid
+    ), done
+
+
+def _refund_rights(order: Any, form: RightsRefundForm) -> str:
+    db = get_db()
+    amount = parse_rubles(form.amount.data)
+    done = ledger.refund_rights(
+        db,
+        order.id,
+        cut_on=form.cut_on.data,
+        amount=amount,
+        reason=form.reason.data,
+        actor=current_actor(),
+        now=utcnow(),
+        config=current_app.config,
+    )
+    db.commit()
+    documents.form_upds_now(db, [], now=utcnow(), config=current_app.config)
+    return actions.rights_refund_message(order.id, form.cut_on.data, amount, done.ukd_id)
+
+
+def _rights_cut(order: Any, form: Any) -> Any:
+    """What ending the order's rights on the chosen day is worth; a day that cannot be chosen is a field error."""
+    try:
+        cut = billing.rights_cut(get_db(), order, form.cut_on.data or msk_date(utcnow()))
+    except billing.PurchaseError as exc:
+        form.cut_on.errors = [*form.cut_on.errors, str(exc)]
+        return None
+    if request.method == "GET":
+        form.amount.data = format_amount(cut.suggested_refund)
+    return cut
 
 
 @bp.route("/support/invoices/<int:invoice_id>/cancel", methods=["GET", "POST"])
@@ -409,247 +383,85 @@ def order_refund_rights(order_id: int) -> Any:
 def invoice_cancel(invoice_id: int) -> Any:
     db = get_db()
     invoice = _invoice_or_404(invoice_id)
-    account = _account_or_404(invoice.account_id)
+    account = account_or_404(invoice.account_id)
     form = InvoiceCancelForm()
-    status = 200
-    if form.validate_on_submit():
+
+    def act() -> str:
         number = invoice.number
-        try:
-            service.cancel_invoice(db, invoice.id, actor=_actor(), reason=form.reason.data, now=utcnow())
-        except service.SupportError as exc:
-            form.reason.errors = [str(exc)]
-            status = 409
-        else:
-            flash(f"Счёт № {number} отменён, его заказ закрыт. Номер счёта больше не используется.", "success")
-            return redirect(url_for("support.account_show", account_id=account.id, _anchor="invoices"))
-    elif request.method == "POST":
-        status = 400
+        actions.cancel_invoice(db, invoice.id, actor=current_actor(), reason=form.reason.data, now=utcnow())
+        return f"Счёт № {number} отменён, его заказ закрыт. Номер счёта больше не используется."
+
+    url = _account_url(account.id, "invoices")
+    done = _confirm_then_act(form, act, error_field=form.reason, done_url=url, refused=lambda _exc: 409)
+    if not isinstance(done, int):
+        return done
     db.refresh(invoice)
-    order = db.get(service.billing.Order, invoice.order_id)
+    order = db.get(billing.Order, invoice.order_id)
     return render_template(
         "support/invoice_cancel.html", invoice=invoice, order=order, account=account, form=form
-    ), status
-
-
-# --- resending a document ---------------------------------------------------------------------------------
+    ), done
 
 
 @bp.route("/support/documents/<any(invoice, upd):kind>/<int:document_id>/resend", methods=["GET", "POST"])
 @staff_required
 def document_resend(kind: str, document_id: int) -> Any:
     db = get_db()
-    doc = service.get_document(db, kind, document_id)
-    if doc is None:
-        abort(404)
-    account = _account_or_404(doc.account_id)
-    to = service.documents_email(db, account.id)
+    doc = resend.get_document(db, kind, document_id) or abort(404)
+    account = account_or_404(doc.account_id)
+    to = resend.documents_email(db, account.id)
     form = ResendForm()
-    status = 200
-    if form.validate_on_submit():
-        try:
-            sent_to = service.resend_document(
-                db,
-                actor=_actor(),
-                kind=kind,
-                document_id=document_id,
-                reason=form.reason.data,
-                now=utcnow(),
-                backend=get_email_backend(),
-                config=current_app.config,
-            )
-        except service.SupportError as exc:
-            db.rollback()
-            form.reason.errors = [str(exc)]
-            status = 400
-        else:
-            flash(f"{doc.title} отправлен на {sent_to}.", "success")
-            return redirect(url_for("support.account_show", account_id=account.id, _anchor="documents"))
-    elif request.method == "POST":
-        status = 400
-    return render_template("support/document_resend.html", doc=doc, account=account, to=to, form=form), status
 
-
-# --- bank statements --------------------------------------------------------------------------------------
-
-
-@bp.route("/support/statements", methods=["GET", "POST"])
-@staff_required
-def statement_list() -> Any:
-    db = get_db()
-    form = StatementForm()
-    status = 200
-    if form.validate_on_submit():
-        upload = form.statement.data
-        name = upload.filename or "statement.txt"
-        try:
-            run = start_statement_import(db, upload.read(), file_name=name, actor=_actor())
-        except StatementError as exc:
-            db.rollback()
-            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-            status = 400
-        else:
-            db.commit()
-            return redirect(url_for("support.statement_list", run=run.id))
-    elif request.method == "POST":
-        status = 400
-    # The import this page started (?run=): its progress while it runs, then its result and the lines it matched.
-    run = state = None
-    matched: list[Any] = []
-    raw = request.args.get("run", "")
-    if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        run = get_task_run(db, int(raw))
-        if run is None or run.kind != STATEMENT_RUN:
-            run = None
-        else:
-            state = run_state(run)
-    raw = request.args.get("import", "")
-    if run is not None and run.result_url and "import=" in run.result_url:
-        raw = run.result_url.rpartition("=")[2]
-    if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        matched = bank.list_import_lines(db, int(raw), matched=True)
-    return render_template(
-        "support/statement_list.html",
-        form=form,
-        run=run,
-        state=state,
-        matched=matched,
-        run_form=EmptyForm(),
-        unmatched=bank.list_unmatched_lines(db),
-    ), status
-
-
-def _line_or_404(line_id: int) -> Any:
-    line = service.get_line(get_db(), line_id)
-    if line is None:
-        abort(404)
-    return line
-
-
-def _render_line(
-    line: Any, link_form: LinkForm, dismiss_form: DismissForm, status: int = 200, problem: str | None = None
-) -> Any:
-    db = get_db()
-    candidates = service.candidate_invoices(db, line)
-    link_form.invoice_id.choices = [SelectChoice(str(c.invoice.id), c.invoice.number) for c in candidates]
-    chosen = None
-    raw = (link_form.invoice_id.data or "").strip()
-    if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        chosen = db.get(Invoice, int(raw))
-    elif (link_form.invoice_number.data or "").strip():
-        chosen = service.find_open_invoice_by_number(db, link_form.invoice_number.data)
-    return render_template(
-        "support/line_show.html",
-        line=line,
-        candidates=candidates,
-        link_form=link_form,
-        dismiss_form=dismiss_form,
-        credit_form=CreditForm(formdata=None, prefix="credit"),
-        chosen=chosen,
-        mismatch=(chosen is not None and chosen.amount != line.amount),
-        problem=problem,
-        accounts=service.accounts_by_id(db, [c.account.id for c in candidates]),
-    ), status
-
-
-@bp.route("/support/statements/lines/<int:line_id>")
-@staff_required
-def line_show(line_id: int) -> Any:
-    line = _line_or_404(line_id)
-    link_form = LinkForm(formdata=None)
-    dismiss_form = DismissForm(formdata=None)
-    candidates = service.candidate_invoices(get_db(), line)
-    if candidates and candidates[0].number_in_purpose:
-        link_form.invoice_id.data = str(candidates[0].invoice.id)
-    return _render_line(line, link_form, dismiss_form)
-
-
-@bp.route("/support/statements/lines/<int:line_id>/link", methods=["POST"])
-@staff_required
-def line_link(line_id: int) -> Any:
-    db = get_db()
-    line = _line_or_404(line_id)
-    link_form = LinkForm()
-    dismiss_form = DismissForm(formdata=None)
-    if not link_form.validate_on_submit():
-        return _render_line(line, link_form, dismiss_form, 400)
-    raw = (link_form.invoice_id.data or "").strip()
-    invoice = db.get(Invoice, int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
-    if invoice is None:
-        invoice = service.find_open_invoice_by_number(db, link_form.invoice_number.data or "")
-    if invoice is None:
-        link_form.invoice_number.errors = ["Счёт с таким номером не найден."]
-        return _render_line(line, link_form, dismiss_form, 400)
-    reference = line.reference
-    try:
-        service.link_payment(
+    def act() -> str:
+        sent_to = resend.resend_document(
             db,
-            line.id,
-            invoice.id,
-            actor=_actor(),
-            confirm_amount_mismatch=bool(link_form.confirm_amount.data),
-            reason=link_form.reason.data,
+            actor=current_actor(),
+            kind=kind,
+            document_id=document_id,
+            reason=form.reason.data,
             now=utcnow(),
+            backend=get_email_backend(),
+            config=current_app.config,
         )
-    except service.AmountMismatchError as exc:
-        db.rollback()
-        link_form.confirm_amount.errors = [str(exc)]
-        link_form.invoice_id.data = str(invoice.id)
-        return _render_line(line, link_form, dismiss_form, 409)
-    except service.SupportError as exc:
-        db.rollback()
-        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
-    db.refresh(invoice)
-    outcome = (
-        "счёт оплачен, тариф подключён"
-        if invoice.status == "paid"
-        else "зачтён в счёт, остаток к оплате на странице счёта"
-    )
-    flash(f"Платёж {reference} привязан к счёту № {invoice.number}: {outcome}.", "success")
-    return redirect(url_for("support.statement_list"))
+        return f"{doc.title} отправлен на {sent_to}."
 
-
-@bp.route("/support/statements/lines/<int:line_id>/dismiss", methods=["POST"])
-@staff_required
-def line_dismiss(line_id: int) -> Any:
-    db = get_db()
-    line = _line_or_404(line_id)
-    dismiss_form = DismissForm()
-    link_form = LinkForm(formdata=None)
-    if not dismiss_form.validate_on_submit():
-        return _render_line(line, link_form, dismiss_form, 400)
-    reference = line.reference
-    try:
-        service.dismiss_payment(db, line.id, actor=_actor(), reason=dismiss_form.reason.data, now=utcnow())
-    except service.SupportError as exc:
-        db.rollback()
-        return _render_line(service.get_line(db, line_id), link_form, dismiss_form, 409, problem=str(exc))
-    flash(f"Платёж {reference} отмечен как не относящийся к нашим счетам.", "success")
-    return redirect(url_for("support.statement_list"))
+    done = _confirm_then_act(form, act, error_field=form.reason, done_url=_account_url(account.id, "documents"))
+    if not isinstance(done, int):
+        return done
+    return render_template("support/document_resend.html", doc=doc, account=account, to=to, form=form), done
 
 
 # --- requests ---------------------------------------------------------------------------------------------
 
 
-@bp.route("/support/requests/<int:request_id>")
-@staff_required
-def request_show(request_id: int) -> Any:
-    db = get_db()
-    req = service.get_request(db, request_id)
+def _request_or_404(request_id: int) -> Any:
+    req = support_requests.get_request(get_db(), request_id)
     if req is None:
         abort(404)
-    account = _account_or_404(req.account_id)
+    return req
+
+
+def _render_request(req: Any, form: ResolveForm, problem: str | None = None) -> Any:
+    db = get_db()
+    account = account_or_404(req.account_id)
     now = utcnow()
     return render_template(
         "support/request_show.html",
         req=req,
         account=account,
-        state=service.billing.get_subscription_state(db, account.id, now),
-        usage=service.billing.get_usage(db, account),
-        form=ResolveForm(formdata=None),
-        people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
-        plan_title=service.plan_title,
+        state=billing.get_subscription_state(db, account.id, now),
+        usage=billing.get_usage(db, account),
+        form=form,
+        people=overview.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
+        plan_title=support_requests.plan_title,
         kinds=RequestKind,
+        problem=problem,
     )
+
+
+@bp.route("/support/requests/<int:request_id>")
+@staff_required
+def request_show(request_id: int) -> Any:
+    return _render_request(_request_or_404(request_id), ResolveForm(formdata=None))
 
 
 @bp.route("/support/requests/<int:request_id>/take", methods=["POST"])
@@ -657,9 +469,9 @@ def request_show(request_id: int) -> Any:
 def request_take(request_id: int) -> Any:
     db = get_db()  # CSRF is checked for every POST by the app-wide CSRFProtect
     try:
-        service.take_request(db, request_id, actor=_actor(), now=utcnow())
+        support_requests.take_request(db, request_id, actor=current_actor(), now=utcnow())
         db.commit()
-    except service.SupportError as exc:
+    except errors.SupportError as exc:
         db.rollback()
         flash(str(exc), "warning")
     else:
@@ -671,207 +483,51 @@ def request_take(request_id: int) -> Any:
 @staff_required
 def request_resolve(request_id: int) -> Any:
     db = get_db()
-    req = service.get_request(db, request_id)
-    if req is None:
-        abort(404)
+    req = _request_or_404(request_id)
     form = ResolveForm()
     outcome = request.form.get("outcome", "")
     problem = None
     if form.validate_on_submit():
         try:
-            service.resolve_request(db, req.id, actor=_actor(), status=outcome, note=form.note.data, now=utcnow())
+            support_requests.resolve_request(
+                db, req.id, actor=current_actor(), status=outcome, note=form.note.data, now=utcnow()
+            )
             db.commit()
-        except service.SupportError as exc:
+        except errors.SupportError as exc:
             db.rollback()
             problem = str(exc)
         else:
-            word = "выполнена" if outcome == RequestStatus.DONE else "отклонена"
-            flash(f"Заявка № {req.id} {word}. Владелец увидит ответ на главной странице.", "success")
+            flash(support_requests.resolved_message(req.id, outcome), "success")
             return redirect(url_for("support.queue"))
-    account = _account_or_404(req.account_id)
-    now = utcnow()
-    return render_template(
-        "support/request_show.html",
-        req=req,
-        account=account,
-        state=service.billing.get_subscription_state(db, account.id, now),
-        usage=service.billing.get_usage(db, account),
-        form=form,
-        people=service.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
-        plan_title=service.plan_title,
-        kinds=RequestKind,
-        problem=problem,
-    ), 400
+    return _render_request(req, form, problem), 400
 
 
 # --- the audit log ----------------------------------------------------------------------------------------
-
-
-def _int_arg(name: str) -> int | None:
-    raw = (request.args.get(name) or "").strip()
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 @bp.route("/support/audit")
 @staff_required
 def audit_list() -> Any:
     db = get_db()
-    account_id = _int_arg("account")
+    account_id = parse_id(request.args.get("account"))
     raw_actor = (request.args.get("actor") or "").strip()
     actor: int | str | None = None
-    if raw_actor == service.SYSTEM_ACTOR:
-        actor = service.SYSTEM_ACTOR
-    elif raw_actor.isascii() and raw_actor.isdigit() and len(raw_actor) < 10:
+    if raw_actor == audit_paging.SYSTEM_ACTOR:
+        actor = audit_paging.SYSTEM_ACTOR
+    elif parse_id(raw_actor) is not None:
         actor = int(raw_actor)
     action = (request.args.get("action") or "").strip()[:64] or None
-    after, before = keys_from_args(request.args, service.AUDIT_KEY_TYPES)
-    page = service.list_audit(db, account_id=account_id, actor=actor, action=action, after=after, before=before)
-    actions = service.list_audit_actions(action)
+    after, before = keys_from_args(request.args, audit_paging.AUDIT_KEY_TYPES)
+    page = audit_paging.list_audit(db, account_id=account_id, actor=actor, action=action, after=after, before=before)
     return render_template(
         "support/audit_list.html",
         page=page,
-        accounts=service.accounts_by_id(db, [e.account_id for e in page.rows] + [account_id]),
+        accounts=overview.accounts_by_id(db, [e.account_id for e in page.rows] + [account_id]),
         account_id=account_id,
         actor=raw_actor,
         action=action or "",
-        staff=service.list_staff(db),
-        actions=actions,
-        groups=service.ACTION_GROUPS,
+        staff=overview.list_staff(db),
+        actions=audit_paging.list_audit_actions(action),
+        groups=audit_labels.ACTION_GROUPS,
         filters={"account": account_id, "actor": raw_actor or None, "action": action},
-    )
-
-
-# --- money: what could not be placed, refunds, crediting a payment to a company ---------------------------------
-
-
-@bp.route("/support/money")
-@staff_required
-def money_list() -> Any:
-    db = get_db()
-    attention = ledger.list_attention(db)
-    refunds = ledger.list_refunds(db, open_only=True)
-    # One form per row, each with its own element ids (a label must name exactly one field on the page); the
-    # field names stay plain, since each row's form posts to its own URL.
-    return render_template(
-        "support/money_list.html",
-        attention=[(r, _ids(ConfirmedActionForm(formdata=None), f"receipt{r.id}")) for r in attention],
-        refunds=[
-            (
-                f,
-                _ids(ConfirmedActionForm(formdata=None), f"refund{f.id}"),
-                _ids(RefundDoneForm(formdata=None), f"done{f.id}"),
-                _ids(ConfirmedActionForm(formdata=None), f"cancel{f.id}"),
-            )
-            for f in refunds
-        ],
-        unmatched=bank.list_unmatched_lines(db),
-    )
-
-
-def _ids(form: Any, suffix: str) -> Any:
-    for f in form:
-        f.id = f"{f.id}-{suffix}"
-        f.label.field_id = f.id
-    return form
-
-
-def _money_action(action: Any, form: Any, success: str) -> Any:
-    """Validate a confirmed money action, run it, commit; a refusal is shown on the money page with a 409."""
-    db = get_db()
-    if not form.validate_on_submit():
-        flash("; ".join(e for errors in form.errors.values() for e in errors), "error")
-        return redirect(url_for("support.money_list")), 303
-    try:
-        action(db)
-        db.commit()
-    except (ledger.LedgerError, DocumentsError, ProviderError) as exc:
-        db.rollback()
-        flash(str(getattr(exc, "message", exc)), "error")
-        return redirect(url_for("support.money_list")), 303
-    flash(success, "success")
-    return redirect(url_for("support.money_list"))
-
-
-@bp.route("/support/money/receipts/<int:receipt_id>/resolve", methods=["POST"])
-@staff_required
-def receipt_resolve(receipt_id: int) -> Any:
-    form = ConfirmedActionForm()
-    return _money_action(
-        lambda db: ledger.resolve_attention(db, receipt_id, actor=_actor(), note=form.reason.data, now=utcnow()),
-        form,
-        "Отмечено как разобранное.",
-    )
-
-
-@bp.route("/support/money/refunds/<int:refund_id>/provider", methods=["POST"])
-@staff_required
-def refund_provider(refund_id: int) -> Any:
-    form = ConfirmedActionForm()
-
-    def run(db: Any) -> None:
-        refund = db.get(Refund, refund_id)
-        if refund is None:
-            abort(404)
-        receipt = db.get(Receipt, refund.receipt_id) if refund.receipt_id else None
-        payment = db.get(Payment, receipt.payment_id) if receipt is not None and receipt.payment_id else None
-        provider = get_provider(current_app, payment.provider if payment is not None else None)
-        ledger.refund_through_provider(
-            db,
-            refund_id,
-            provider=provider,
-            customer=customer_for_account(db, refund.account_id),
-            actor=_actor(),
-            now=utcnow(),
-        )
-
-    return _money_action(run, form, "Возврат отправлен платёжной системе: деньги вернутся на карту плательщика.")
-
-
-@bp.route("/support/money/refunds/<int:refund_id>/done", methods=["POST"])
-@staff_required
-def refund_done(refund_id: int) -> Any:
-    form = RefundDoneForm()
-    return _money_action(
-        lambda db: ledger.complete_bank_refund(
-            db, refund_id, actor=_actor(), reference=form.reference.data, now=utcnow()
-        ),
-        form,
-        "Возврат переводом отмечен выполненным.",
-    )
-
-
-@bp.route("/support/money/refunds/<int:refund_id>/cancel", methods=["POST"])
-@staff_required
-def refund_cancel(refund_id: int) -> Any:
-    form = ConfirmedActionForm()
-    return _money_action(
-        lambda db: ledger.cancel_refund(db, refund_id, actor=_actor(), reason=form.reason.data, now=utcnow()),
-        form,
-        "Возврат отменён: деньги снова на балансе компании.",
-    )
-
-
-@bp.route("/support/accounts/<int:account_id>/refund", methods=["POST"])
-@staff_required
-def account_refund(account_id: int) -> Any:
-    form = RefundStartForm()
-    return _money_action(
-        lambda db: ledger.request_refund(db, account_id, actor=_actor(), now=utcnow(), reason=form.reason.data),
-        form,
-        "Возврат баланса запрошен: выполните его ниже.",
-    )
-
-
-@bp.route("/support/statements/lines/<int:line_id>/credit", methods=["POST"])
-@staff_required
-def line_credit(line_id: int) -> Any:
-    form = CreditForm(prefix="credit")
-    raw = (form.account_id.data or "").strip()
-    account_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
-    return _money_action(
-        lambda db: bank.credit_statement_line(
-            db, line_id, account_id, actor=_actor(), reason=form.reason.data, now=utcnow()
-        ),
-        form,
-        f"Платёж зачислен на баланс компании № {account_id}.",
     )

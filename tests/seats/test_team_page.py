@@ -267,7 +267,7 @@ def test_a_big_team_is_paged_and_searchable(db, client, auth, make_account):
 def test_the_audit_of_team_changes_reads_in_russian_words(db, client, auth, demo):
     """Staff saw raw keys in the journal: `user_id`, `crm_user_id`, the source `portal`."""
     from portal.audit import AuditLog
-    from portal.support.service import audit_changes
+    from portal.audit.labels import audit_changes
 
     big = demo["big"]
     auth.login(DEMO_OWNER)

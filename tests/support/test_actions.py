@@ -262,6 +262,18 @@ def test_a_paid_invoice_cannot_be_canceled(staff_client, db, invoice, audit):
     assert audit(db, "support.invoice_canceled") == []
 
 
+def test_paying_an_invoice_whose_order_was_canceled_is_a_conflict(staff_client, db, invoice, audit):
+    # The order is closed behind the still-issued invoice: documents refuse, and the staff member's page is out of
+    # date (409), not their form (400). The status comes from the refusal's type, not from its wording.
+    db.get(Order, invoice.order_id).status = "canceled"
+    db.commit()
+    resp = post(staff_client, f"/support/invoices/{invoice.id}/pay", pay_form())
+    assert resp.status_code == 409 and "не может быть оплачен" in resp.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(Invoice, invoice.id).status == "issued"
+    assert audit(db, "support.invoice_marked_paid") == []
+
+
 # --- bank statements --------------------------------------------------------------------------------------
 
 

@@ -78,7 +78,7 @@ def test_the_audit_page_only_reads(app):
 
 
 def test_a_record_reads_as_before_and_after_in_russian():
-    from portal.support.service import audit_changes
+    from portal.audit.labels import audit_changes
 
     entry = AuditLog(
         action="support.custom_plan_set",

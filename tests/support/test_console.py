@@ -11,7 +11,7 @@ from portal.accounts.models import Role
 from portal.audit import AuditLog
 from portal.billing import service as billing
 from portal.seats.crm.models import CrmConnection, CrmSyncEntry, CrmSyncRun
-from portal.support import service
+from portal.support import requests as service
 from tests.documents.factories import IP, ORG, give_requisites, issue
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from portal.accounts.models import Role, User
 from portal.billing import service as billing
-from portal.support import service
+from portal.support import requests as service
 from portal.support.models import SupportRequest
 from tests.conftest import post
 

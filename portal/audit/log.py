@@ -1,4 +1,4 @@
-"""The append-only audit log: who changed what, when, from what to what, and why."""
+"""The append-only audit log's record: who changed what, when, from what to what, and why; and how one is written."""
 
 from __future__ import annotations
 
@@ -92,21 +92,3 @@ def audit_values(
         "reason": reason,
         "at": utcnow(),
     }
-
-
-def list_audit(
-    db: Session,
-    *,
-    account_id: int | None = None,
-    actor_user_id: int | None = None,
-    action: str | None = None,
-    limit: int = 200,
-) -> list[AuditLog]:
-    q = sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
-    if account_id is not None:
-        q = q.where(AuditLog.account_id == account_id)
-    if actor_user_id is not None:
-        q = q.where(AuditLog.actor_user_id == actor_user_id)
-    if action:
-        q = q.where(AuditLog.action == action)
-    return list(db.scalars(q))
