@@ -22,7 +22,7 @@ from portal.audit import record_audit
 from portal.billing import service as billing
 from portal.billing.catalog import make_custom_plan
 from portal.billing.display import format_storage, users_ru
-from portal.billing.models import CustomPlan, Order, OrderStatus
+from portal.billing.models import CustomPlan, Order
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites
@@ -234,12 +234,14 @@ def mark_invoice_paid(
         )
     except DocumentsError as exc:
         db.rollback()
-        # Paid or canceled meanwhile (the invoice, or the order it bills): a conflict, not a mistake in the form.
+        # Paid, canceled or no longer applicable meanwhile (the invoice, or the order it bills — e.g. the period an
+        # upgrade raises has begun): a conflict with the account's state, not a mistake in the form.
         invoice = _invoice(db, invoice_id)
         order = db.get(Order, invoice.order_id)
-        settled = invoice.status == InvoiceStatus.PAID or (
-            order is not None and order.status in (OrderStatus.PAID, OrderStatus.CANCELED)
+        settled = invoice.status in (InvoiceStatus.PAID, InvoiceStatus.CANCELED) or (
+            order is not None and billing.order_problem(db, order, now) is not None
         )
+        db.rollback()  # order_problem locks the account's subscription: nothing is kept
         raise (InvoiceNotPayable if settled else SupportError)(str(exc)) from None
 
 
