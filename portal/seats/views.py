@@ -21,10 +21,21 @@ from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
 from portal.payments.offer import Offer, get_offer
-from portal.seats import directory
 from portal.seats.crm.models import CrmConnection
+from portal.seats.errors import DirectoryError, UserNotFound
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
+from portal.seats.members import add_user, change_role, deactivate_user, reactivate_user
+from portal.seats.queries import (
+    MEMBER_KEY_TYPES,
+    count_active_owners,
+    count_members_by_status,
+    departments_of,
+    find_member_by_phone,
+    get_member,
+    get_primary_owner,
+    list_members_page,
+)
 from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
@@ -112,7 +123,7 @@ def _build_state(account: Account, role: str) -> LimitState:
     can_pay = role in (Role.OWNER.value, Role.ACCOUNTANT.value)
     owner = None
     if limits.over_limit and not is_owner:
-        owner = directory.get_primary_owner(db, account.id)
+        owner = get_primary_owner(db, account.id)
     suggestion = limits.suggestion
     has_plan = suggestion is not None and suggestion.plan is not None
     return LimitState(
@@ -181,13 +192,13 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
         status = "active"
     search = (request.args.get("q") or "").strip()[:100]
     status_filter = None if status == "all" else status
-    after, before = keys_from_args(request.args, directory.MEMBER_KEY_TYPES)
-    page = directory.list_members_page(
+    after, before = keys_from_args(request.args, MEMBER_KEY_TYPES)
+    page = list_members_page(
         db, account.id, status=status_filter, search=search or None, limit=PAGE_SIZE, after=after, before=before
     )
     members = page.rows
-    departments = directory.departments_of(db, [m.id for m in members])
-    by_status = directory.count_members_by_status(db, account.id)
+    departments = departments_of(db, [m.id for m in members])
+    by_status = count_members_by_status(db, account.id)
     counts = {key: by_status.get(key, 0) for key in ("active", "deactivated", "left")}
     counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
@@ -210,7 +221,7 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
             search=search,
             page=page,
             total=None if search else counts[status],
-            active_owners=directory.count_active_owners(db, account.id),
+            active_owners=count_active_owners(db, account.id),
             role_choices=role_choices(),
             action_form=ConfirmForm(),
             undo=undo if isinstance(undo, dict) else None,
@@ -252,7 +263,7 @@ def user_add() -> Any:
         valid = False
     if not valid:
         return _render_team(account, form, 400)
-    existing = directory.find_member_by_phone(db, account.id, form.phone.data)
+    existing = find_member_by_phone(db, account.id, form.phone.data)
     now = utcnow()
     adds_seat = existing is None or not existing.is_active
     limits = get_limits(db, account.id, now)
@@ -277,7 +288,7 @@ def user_add() -> Any:
             pay_url=pay_url(suggestion.code) if suggestion is not None else None,
         )
     try:
-        result = directory.add_user(
+        result = add_user(
             db,
             account_id=account.id,
             phone=form.phone.data,
@@ -288,7 +299,7 @@ def user_add() -> Any:
             actor=current_user._get_current_object(),
             now=now,
         )
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         db.rollback()
         target = getattr(form, exc.field, None) if exc.field in {"phone", "name", "email", "role"} else None
         if target is not None:
@@ -308,8 +319,8 @@ def user_add() -> Any:
 
 def _member_or_404(account: Account, user_id: int) -> Any:
     try:
-        return directory.get_member(get_db(), account.id, user_id)
-    except directory.UserNotFound:
+        return get_member(get_db(), account.id, user_id)
+    except UserNotFound:
         abort(404)
 
 
@@ -342,7 +353,7 @@ def user_deactivate(user_id: int) -> Any:
             is_self=user_id == current_user.id,
         )
     try:
-        directory.deactivate_user(
+        deactivate_user(
             db,
             account_id=account.id,
             user_id=user_id,
@@ -350,7 +361,7 @@ def user_deactivate(user_id: int) -> Any:
             actor=current_user._get_current_object(),
             now=utcnow(),
         )
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         db.rollback()
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))
@@ -389,7 +400,7 @@ def user_reactivate(user_id: int) -> Any:
             pay_url=pay_url(suggestion.code) if suggestion is not None else None,
         )
     try:
-        directory.reactivate_user(
+        reactivate_user(
             db,
             account_id=account.id,
             user_id=user_id,
@@ -397,7 +408,7 @@ def user_reactivate(user_id: int) -> Any:
             actor=current_user._get_current_object(),
             now=now,
         )
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         db.rollback()
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))
@@ -417,7 +428,7 @@ def user_role_change(user_id: int) -> Any:
         flash("Выберите роль: владелец, бухгалтер или сотрудник.", "error")
         return redirect(url_for("seats.team_list"))
     try:
-        directory.change_role(
+        change_role(
             db,
             account_id=account.id,
             user_id=user_id,
@@ -426,7 +437,7 @@ def user_role_change(user_id: int) -> Any:
             actor=current_user._get_current_object(),
             now=utcnow(),
         )
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         db.rollback()
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.audit import record_audit
-from portal.seats import directory
+from portal.seats.members import link_crm_user
 from portal.seats.models import Department
+from portal.seats.queries import count_active
 
 from .amocrm import amocrm_user_name
 from .base import CrmAccountInfo
@@ -77,7 +78,7 @@ def _forget_links(db: Session, account_id: int, now: datetime) -> None:
         sa.select(Membership).where(Membership.account_id == account_id, Membership.crm_user_id.is_not(None))
     ).all()
     for membership in linked:
-        directory.link_crm_user(
+        link_crm_user(
             db, account_id=account_id, user_id=membership.user_id, crm_user_id=None, source=Source.CRM.value, now=now
         )
     db.execute(sa.delete(CrmUserState).where(CrmUserState.account_id == account_id))
@@ -175,7 +176,7 @@ def get_overview(db: Session, account_id: int) -> CrmOverview:
         removed_in_crm=removed,
         outbox_pending=outbox.get(OutboxStatus.PENDING.value, 0),
         outbox_problems=outbox.get(OutboxStatus.FAILED.value, 0) + outbox.get(OutboxStatus.REFUSED.value, 0),
-        seats_used=directory.count_active(db, account_id),
+        seats_used=count_active(db, account_id),
     )
 
 

@@ -27,8 +27,20 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.accounts.phone import InvalidPhone, normalize_phone
 from portal.pagination import Key, KeysetPage, keyset_page
-from portal.seats import directory
+from portal.seats.bulk_add import NewUser, add_users
+from portal.seats.departments import (
+    create_department,
+    delete_department,
+    department_member_counts,
+    find_department_by_crm_group,
+    list_departments,
+    rename_department,
+)
+from portal.seats.errors import DirectoryError, InvalidUserData, UserNotFound
+from portal.seats.members import add_user, link_crm_user, reactivate_user, set_user_departments
 from portal.seats.models import Department
+from portal.seats.queries import departments_of, find_member_by_phone, list_member_departments, list_member_rows
+from portal.seats.rules import clean_email, clean_phone
 from portal.textinput import strip_control
 
 from .base import (
@@ -449,7 +461,7 @@ def _lock_connection(db: Session, connection: CrmConnection) -> None:
 def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> DirectorySnapshot:
     """The directory, the mirror and undelivered removals, in a fixed number of queries, read as plain columns:
     a 10 000-user account is 10 000 tuples here, not 20 000 ORM objects the run never changes."""
-    placed = directory.list_member_departments(db, account_id)
+    placed = list_member_departments(db, account_id)
     active = MembershipStatus.ACTIVE.value
     # In the team page's order: the planner takes the first of several people sharing an e-mail.
     members = [
@@ -463,12 +475,11 @@ def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> Direct
             crm_user_id=crm_user_id,
             department_ids=frozenset(placed.get(mid, ())),
         )
-        for mid, user_id, name, phone, email, status, crm_user_id in directory.list_member_rows(db, account_id)
+        for mid, user_id, name, phone, email, status, crm_user_id in list_member_rows(db, account_id)
     ]
-    counts = directory.department_member_counts(db, account_id)
+    counts = department_member_counts(db, account_id)
     departments = [
-        DepartmentRow(d.id, d.name, d.crm_group_id, counts.get(d.id, 0))
-        for d in directory.list_departments(db, account_id)
+        DepartmentRow(d.id, d.name, d.crm_group_id, counts.get(d.id, 0)) for d in list_departments(db, account_id)
     ]
     mirror = {
         crm_user_id: MirrorRow(crm_user_id, is_active, group_id, pending_reason, removed_at is not None)
@@ -663,7 +674,7 @@ class _Applier:
             self.entries = []
 
     def apply(self, plan: SyncPlan) -> None:
-        for d in directory.list_departments(self.db, self.account_id):
+        for d in list_departments(self.db, self.account_id):
             self.dept_names[d.id] = d.name
             if d.crm_group_id is not None:
                 self.dept_by_group[d.crm_group_id] = d.id
@@ -707,14 +718,14 @@ class _Applier:
         try:
             with self.db.begin_nested():
                 getattr(self, f"_{name}")(action)
-        except directory.DirectoryError as exc:
+        except DirectoryError as exc:
             # The savepoint undid the action's rows; its journal lines go with them.
             dropped = {id(line) for line in self.entries[written:]}
             del self.entries[written:]
             self.link_entries = {k: v for k, v in self.link_entries.items() if id(v) not in dropped}
             self._failed(action, exc)
 
-    def _failed(self, action: Action, exc: directory.DirectoryError) -> None:
+    def _failed(self, action: Action, exc: DirectoryError) -> None:
         crm = getattr(action, "crm", None)
         subject = crm.name if crm is not None else getattr(action, "name", "")
         self.counts["failed"] += 1
@@ -735,7 +746,7 @@ class _Applier:
         for a in actions:
             dept_id = self.dept_by_group.get(a.crm.group_id) if a.crm.group_id is not None else None
             people.append(
-                directory.NewUser(
+                NewUser(
                     phone=a.phone,
                     name=a.name,
                     email=_clean_email_or_none(a.crm.email),
@@ -743,13 +754,13 @@ class _Applier:
                     department_ids=(dept_id,) if dept_id is not None else (),
                 )
             )
-        answers = directory.add_users(
+        answers = add_users(
             self.db, account_id=self.account_id, people=people, source=SOURCE, now=self.now, actor=self.actor
         )
         for action, answer in zip(actions, answers, strict=True):
             if answer is None:
                 self._one(action)
-            elif isinstance(answer, directory.DirectoryError):
+            elif isinstance(answer, DirectoryError):
                 self._failed(action, answer)
             else:
                 self._imported(action, answer.membership_id)
@@ -760,7 +771,7 @@ class _Applier:
         return self.dept_names.get(self.dept_by_group[group_id], "")
 
     def _CreateDepartment(self, a: CreateDepartment) -> None:
-        dept = directory.create_department(
+        dept = create_department(
             self.db,
             account_id=self.account_id,
             name=a.name,
@@ -776,7 +787,7 @@ class _Applier:
         self.entry("department_created", "Новая группа пользователей в CRM — создан отдел", subject=a.name)
 
     def _RenameDepartment(self, a: RenameDepartment) -> None:
-        directory.rename_department(
+        rename_department(
             self.db,
             account_id=self.account_id,
             department_id=a.department_id,
@@ -795,7 +806,7 @@ class _Applier:
         )
 
     def _DeleteDepartment(self, a: DeleteDepartment) -> None:
-        directory.delete_department(
+        delete_department(
             self.db,
             account_id=self.account_id,
             department_id=a.department_id,
@@ -813,7 +824,7 @@ class _Applier:
 
     def _ImportUser(self, a: ImportUser) -> None:
         dept_id = self.dept_by_group.get(a.crm.group_id) if a.crm.group_id is not None else None
-        result = directory.add_user(
+        result = add_user(
             self.db,
             account_id=self.account_id,
             phone=a.phone,
@@ -847,7 +858,7 @@ class _Applier:
         )
 
     def _LinkUser(self, a: LinkUser) -> None:
-        directory.link_crm_user(
+        link_crm_user(
             self.db,
             account_id=self.account_id,
             user_id=a.member.user_id,
@@ -877,7 +888,7 @@ class _Applier:
                 mid=a.member.membership_id,
             )
         if a.reactivate:
-            directory.reactivate_user(
+            reactivate_user(
                 self.db,
                 account_id=self.account_id,
                 user_id=a.member.user_id,
@@ -896,7 +907,7 @@ class _Applier:
             )
 
     def _ReactivateUser(self, a: ReactivateUser) -> None:
-        directory.reactivate_user(
+        reactivate_user(
             self.db,
             account_id=self.account_id,
             user_id=a.member.user_id,
@@ -941,7 +952,7 @@ class _Applier:
         keep = [d.id for d in current if d.crm_group_id is None]
         target = self.dept_by_group.get(a.group_id) if a.group_id is not None else None
         new_ids = keep + ([target] if target is not None else [])
-        directory.set_user_departments(
+        set_user_departments(
             self.db,
             account_id=self.account_id,
             user_id=a.member.user_id,
@@ -1063,7 +1074,7 @@ class _Applier:
 
 
 def _departments_of(db: Session, membership_id: int) -> list[Department]:
-    return directory.departments_of(db, [membership_id])[membership_id]
+    return departments_of(db, [membership_id])[membership_id]
 
 
 def _readable_user(user: CrmUser) -> CrmUser:
@@ -1081,8 +1092,8 @@ def _readable_group(group: CrmGroup) -> CrmGroup:
 
 def _clean_email_or_none(email: str | None) -> str | None:
     try:
-        return directory.clean_email(email)
-    except directory.InvalidUserData:
+        return clean_email(email)
+    except InvalidUserData:
         return None
 
 
@@ -1197,14 +1208,14 @@ def import_pending_user(
         sa.select(CrmUserState).where(CrmUserState.account_id == account_id, CrmUserState.crm_user_id == crm_user_id)
     ).first()
     if state is None or state.pending_reason not in (NO_PHONE, BAD_PHONE, PHONE_TAKEN):
-        raise directory.UserNotFound("Этот пользователь CRM уже добавлен или не найден.")
+        raise UserNotFound("Этот пользователь CRM уже добавлен или не найден.")
     group_id = state.group_id if state.group_id is not None else DEFAULT_GROUP_ID
-    dept = directory.find_department_by_crm_group(db, account_id, group_id)
+    dept = find_department_by_crm_group(db, account_id, group_id)
     dept_id = dept.id if dept is not None else None
-    e164 = directory.clean_phone(phone)
-    existing = directory.find_member_by_phone(db, account_id, e164)
+    e164 = clean_phone(phone)
+    existing = find_member_by_phone(db, account_id, e164)
     if existing is not None and existing.crm_user_id is None:
-        directory.link_crm_user(
+        link_crm_user(
             db,
             account_id=account_id,
             user_id=existing.user_id,
@@ -1214,7 +1225,7 @@ def import_pending_user(
             actor=actor,
         )
         if not existing.is_active:
-            directory.reactivate_user(
+            reactivate_user(
                 db,
                 account_id=account_id,
                 user_id=existing.user_id,
@@ -1225,7 +1236,7 @@ def import_pending_user(
             )
         membership = existing
     else:
-        membership = directory.add_user(
+        membership = add_user(
             db,
             account_id=account_id,
             phone=e164,

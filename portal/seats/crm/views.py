@@ -18,7 +18,7 @@ from portal.accounts.models import Membership, Role
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import AFTER, BEFORE, decode_key, keys_from_args
-from portal.seats import directory
+from portal.seats.errors import DirectoryError
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state, start_run
 from portal.textinput import PortalForm
@@ -321,7 +321,7 @@ def outbox_email(item_id: int) -> Any:
         return _back()
     try:
         set_email_and_retry(db, item, form.email.data, utcnow())
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         db.rollback()
         flash(exc.message, "error")
         return _back()
@@ -341,7 +341,7 @@ def pending_import(crm_user_id: int) -> Any:
         return _back()
     try:
         membership = import_pending_user(db, account.id, crm_user_id, form.phone.data, utcnow(), _actor())
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         db.rollback()
         flash(exc.message, "error")
         return _back()
