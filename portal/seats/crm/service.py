@@ -19,7 +19,8 @@ from .amocrm import amocrm_user_name
 from .base import CrmAccountInfo
 from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxOperation, OutboxStatus
 from .oauth import Tokens
-from .sync import BAD_PHONE, NO_PHONE, PHONE_TAKEN, get_connection
+from .plan import BAD_PHONE, NO_PHONE, PHONE_TAKEN
+from .sync import get_connection
 from .tokens import clear_tokens, store_tokens
 
 
