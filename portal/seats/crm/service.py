@@ -14,13 +14,17 @@ from portal.audit import record_audit
 from portal.seats.members import link_crm_user
 from portal.seats.models import Department
 from portal.seats.queries import count_active
+from portal.tasks.runs import start_run
 
-from .amocrm import amocrm_user_name
+from . import oauth
+from .amocrm import AmoCrmClient, amocrm_user_name
 from .base import CrmAccountInfo
+from .factory import CrmSettings
 from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxOperation, OutboxStatus
-from .oauth import Tokens
+from .oauth import MemoryTokenStore, Tokens
 from .plan import BAD_PHONE, NO_PHONE, PHONE_TAKEN
 from .sync import get_connection
+from .tasks import SYNC_RUN, SYNC_TITLES
 from .tokens import clear_tokens, store_tokens
 
 
@@ -72,6 +76,62 @@ def connect_account(
         after={"crm_account_id": info.id, "crm_account": info.name, "subdomain": connection.subdomain},
     )
     return connection
+
+
+def connect_with_code(
+    db: Session,
+    *,
+    account_id: int,
+    actor: User,
+    settings: CrmSettings,
+    code: str,
+    referer: str | None,
+    now: datetime,
+) -> tuple[CrmConnection, int | None]:
+    """Finish the OAuth flow: exchange the code for tokens, read the CRM account, store the connection, and queue
+    the first sync (a task: 10 000 users take longer than a page view). Returns the connection and the sync's run
+    id (None when the account is not connected). Raises CrmError when the CRM refuses. Does not commit."""
+    base_url, subdomain = settings.account_base_url(referer)
+    tokens = oauth.exchange_code(
+        oauth.token_url_for(base_url),
+        settings.client_id,
+        settings.client_secret,
+        code,
+        settings.redirect_uri,
+        now=now,
+    )
+    with AmoCrmClient(base_url, MemoryTokenStore(tokens), credentials=settings.credentials, max_retries=2) as c:
+        info = c.account_info()
+    connection = connect_account(
+        db,
+        account_id=account_id,
+        actor=actor,
+        backend=settings.backend,
+        base_url=base_url,
+        subdomain=subdomain,
+        info=info,
+        tokens=tokens,
+        cipher=settings.cipher,
+        now=now,
+    )
+    return connection, start_sync(db, account_id, actor, trigger="connect")
+
+
+def start_sync(db: Session, account_id: int, actor: User, *, trigger: str) -> int | None:
+    """Queue a sync of this account as a task run («connect»: the first import, «manual»: the owner's button);
+    None when the CRM is not connected. Does not commit (the run is sent to the queue when `db` commits)."""
+    connection = get_connection(db, account_id)
+    if connection is None or not connection.is_connected:
+        return None
+    run = start_run(
+        db,
+        kind=SYNC_RUN,
+        title=SYNC_TITLES[trigger],
+        account_id=account_id,
+        user_id=actor.id,
+        params={"trigger": trigger},
+    )
+    return run.id
 
 
 def _forget_links(db: Session, account_id: int, now: datetime) -> None:
