@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.audit import record_audit
+from portal.pagination import Key, KeysetPage
 from portal.seats.members import link_crm_user
 from portal.seats.models import Department
 from portal.seats.queries import count_active
@@ -20,10 +22,20 @@ from . import oauth
 from .amocrm import AmoCrmClient, amocrm_user_name
 from .base import CrmAccountInfo
 from .factory import CrmSettings
-from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxOperation, OutboxStatus
+from .models import (
+    ConnectionStatus,
+    CrmConnection,
+    CrmOutbox,
+    CrmSyncEntry,
+    CrmSyncRun,
+    CrmUserState,
+    OutboxOperation,
+    OutboxStatus,
+)
 from .oauth import MemoryTokenStore, Tokens
+from .outbox import list_outbox
 from .plan import BAD_PHONE, NO_PHONE, PHONE_TAKEN
-from .sync import get_connection
+from .sync import get_connection, list_entries, list_pending_page, list_removed_in_crm, list_runs
 from .tasks import SYNC_RUN, SYNC_TITLES
 from .tokens import clear_tokens, store_tokens
 
@@ -283,3 +295,47 @@ def list_renamed_for_crm(db: Session, account_id: int, limit: int = 100) -> list
             if len(found) >= limit:
                 break
     return found
+
+
+@dataclass(frozen=True)
+class ConnectionPage:
+    """What the owner's CRM page lists, each part a bounded query."""
+
+    connection: CrmConnection | None
+    overview: Any
+    runs: list[CrmSyncRun]
+    latest: CrmSyncRun | None
+    latest_entries: list[CrmSyncEntry]
+    outbox: list[CrmOutbox]
+    outbox_members: dict[int, Membership]
+    pending: KeysetPage[Any] | None
+    removed: list[Any]
+    renamed: list[Any]
+
+
+def connection_page(
+    db: Session, account_id: int, *, pending_limit: int, pending_after: Key | None, pending_before: Key | None
+) -> ConnectionPage:
+    connection = get_connection(db, account_id)
+    runs = list_runs(db, account_id, limit=15)
+    latest = runs[0] if runs else None
+    outbox = list_outbox(db, account_id)
+    pending = None
+    if connection is not None:
+        pending = list_pending_page(db, account_id, limit=pending_limit, after=pending_after, before=pending_before)
+    members = {}
+    if outbox:
+        ids = {item.membership_id for item in outbox}
+        members = {m.id: m for m in db.scalars(sa.select(Membership).where(Membership.id.in_(ids)))}
+    return ConnectionPage(
+        connection=connection,
+        overview=get_overview(db, account_id) if connection is not None else None,
+        runs=runs,
+        latest=latest,
+        latest_entries=list_entries(db, latest.id, limit=60) if latest is not None else [],
+        outbox=outbox,
+        outbox_members=members,
+        pending=pending,
+        removed=list_removed_in_crm(db, account_id, limit=100) if connection is not None else [],
+        renamed=list_renamed_for_crm(db, account_id) if connection is not None else [],
+    )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -16,7 +16,7 @@ from wtforms.validators import DataRequired
 
 from portal.accounts.access import require_account, roles_required
 from portal.accounts.forms import EmptyForm, PhoneField
-from portal.accounts.models import Membership, Role
+from portal.accounts.models import Role
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import AFTER, BEFORE, decode_key, keys_from_args
@@ -30,22 +30,22 @@ from .amocrm import NAME_MAX_LENGTH
 from .base import CrmError
 from .factory import CrmSettings
 from .models import OutboxOperation
-from .outbox import EMAIL_NEEDED, cancel_item, get_item, list_outbox, retry_item, set_email_and_retry
-from .service import connect_with_code, disconnect_account, get_overview, list_renamed_for_crm, start_sync
+from .outbox import EMAIL_NEEDED, cancel_item, get_item, retry_item, set_email_and_retry
+from .service import (
+    connect_with_code,
+    connection_page,
+    disconnect_account,
+    start_sync,
+)
 from .sync import (
     COUNT_LABELS,
     ENTRY_KEY_TYPES,
     ENTRY_TITLES,
     PENDING_KEY_TYPES,
     PENDING_REASONS,
-    get_connection,
     get_run,
     import_pending_user,
-    list_entries,
     list_entries_page,
-    list_pending_page,
-    list_removed_in_crm,
-    list_runs,
 )
 
 log = logging.getLogger(__name__)
@@ -89,52 +89,37 @@ def _check_form(form: FlaskForm | None = None) -> None:
         abort(400, "Форма устарела: обновите страницу и попробуйте ещё раз.")
 
 
-@bp.get("")
-@roles_required(OWNER)
-def connection_show() -> Any:
-    db = get_db()
-    account = require_account()
-    connection = get_connection(db, account.id)
-    settings = _settings()
-    runs = list_runs(db, account.id, limit=15)
-    latest = runs[0] if runs else None
-    outbox = list_outbox(db, account.id)
-    # The sync this person started: shown with its progress while it runs, and its outcome once.
+def _task_run(db: Session, account_id: int) -> tuple[Any, Any]:
+    """The sync this person started: shown with its progress while it runs, and its outcome once."""
     task_run = task_state = None
     run_id = session.get(RUN_KEY)
     if isinstance(run_id, int):
         task_run = get_task_run(db, run_id)
-        if task_run is None or task_run.account_id != account.id:
+        if task_run is None or task_run.account_id != account_id:
             task_run = None
             session.pop(RUN_KEY, None)
         else:
             task_state = run_state(task_run)
             if task_run.finished:
                 session.pop(RUN_KEY, None)
-    pending = None
-    if connection is not None:
-        # Its own keys in the URL (pending_after / pending_before): the page may one day page other lists too.
-        after = decode_key(request.args.get(PENDING_PREFIX + AFTER), PENDING_KEY_TYPES)
-        before = decode_key(request.args.get(PENDING_PREFIX + BEFORE), PENDING_KEY_TYPES)
-        pending = list_pending_page(db, account.id, limit=PENDING_PAGE, after=after, before=before)
-    members = {}
-    if outbox:
-        ids = {item.membership_id for item in outbox}
-        members = {m.id: m for m in db.scalars(sa.select(Membership).where(Membership.id.in_(ids)))}
+    return task_run, task_state
+
+
+@bp.get("")
+@roles_required(OWNER)
+def connection_show() -> Any:
+    db = get_db()
+    account = require_account()
+    # Its own keys in the URL (pending_after / pending_before): the page may one day page other lists too.
+    after = decode_key(request.args.get(PENDING_PREFIX + AFTER), PENDING_KEY_TYPES)
+    before = decode_key(request.args.get(PENDING_PREFIX + BEFORE), PENDING_KEY_TYPES)
+    page = connection_page(db, account.id, pending_limit=PENDING_PAGE, pending_after=after, pending_before=before)
+    task_run, task_state = _task_run(db, account.id)
     return render_template(
         "seats/crm_connection.html",
         account=account,
-        connection=connection,
-        settings=settings,
-        overview=get_overview(db, account.id) if connection is not None else None,
-        runs=runs,
-        latest=latest,
-        latest_entries=list_entries(db, latest.id, limit=60) if latest is not None else [],
-        outbox=outbox,
-        outbox_members=members,
-        pending=pending,
-        removed=list_removed_in_crm(db, account.id, limit=100) if connection is not None else [],
-        renamed=list_renamed_for_crm(db, account.id) if connection is not None else [],
+        settings=_settings(),
+        **{f.name: getattr(page, f.name) for f in dataclasses.fields(page)},
         name_max_length=NAME_MAX_LENGTH,
         entry_titles=ENTRY_TITLES,
         count_labels=COUNT_LABELS,
