@@ -22,11 +22,9 @@ from sqlalchemy.orm import Session
 
 from portal import tasks as task_queue
 from portal.accounts.models import Membership, MembershipStatus, Source
-from portal.seats.errors import DirectoryConflict, InvalidUserData, UserNotFound
 from portal.seats.events import DirectoryEvent, EventKind
 from portal.seats.members import link_crm_user
 from portal.seats.queries import departments_of, find_member_by_crm_id
-from portal.seats.rules import clean_email
 
 from .base import CrmAuthError, CrmBlocked, CrmClient, CrmError, CrmRefused, CrmUnavailable, NewCrmUser
 from .base import generate_password as _password
@@ -121,7 +119,7 @@ def enqueue(
     db.add(item)
     db.flush()
     if kick:
-        _kick_after_commit(db, account_id)
+        kick_after_commit(db, account_id)
     return item
 
 
@@ -175,7 +173,7 @@ def resolve_creates(db: Session, membership_id: int, crm_user_id: int, now: date
 # ----- delivery after commit -----
 
 
-def _kick_after_commit(db: Session, account_id: int) -> None:
+def kick_after_commit(db: Session, account_id: int) -> None:
     """Deliver this account's queue once `db` commits (nothing if it rolls back): the task queue's after-commit
     sending, the same one every feature uses, rather than a listener of the outbox's own."""
     task_queue.enqueue_after_commit(db, _deliver_soon, account_id)
@@ -524,7 +522,7 @@ def _mirror(db: Session, plan: _Plan, crm_user_id: int, *, active: bool, now: da
     db.flush()
 
 
-# ----- what the owner sees and does -----
+# ----- what the owner and support see (the owner's actions on an item: outbox_items) -----
 
 
 def list_outbox(db: Session, account_id: int, statuses: Iterable[str] = OPEN, limit: int = 200) -> list[CrmOutbox]:
@@ -548,56 +546,3 @@ def list_failing(db: Session, limit: int = 200) -> list[CrmOutbox]:
             .limit(limit)
         )
     )
-
-
-def get_item(db: Session, account_id: int, item_id: int) -> CrmOutbox | None:
-    return db.scalars(sa.select(CrmOutbox).where(CrmOutbox.account_id == account_id, CrmOutbox.id == item_id)).first()
-
-
-def retry_item(db: Session, item: CrmOutbox, now: datetime) -> None:
-    """The owner asks to try again now (after fixing the reason). Does not commit."""
-    if item.status not in OPEN:
-        return
-    twin = db.scalars(
-        sa.select(CrmOutbox.id).where(
-            CrmOutbox.membership_id == item.membership_id,
-            CrmOutbox.operation == item.operation,
-            CrmOutbox.status == PENDING,
-            CrmOutbox.id != item.id,
-        )
-    ).first()
-    if twin is not None:
-        item.status = OutboxStatus.CANCELED.value
-        item.last_error = "Такое же задание уже в очереди"
-    else:
-        item.status = PENDING
-        item.attempts = 0
-        item.next_attempt_at = now
-        item.last_error = None
-    item.updated_at = now
-    db.flush()
-    _kick_after_commit(db, item.account_id)
-
-
-def cancel_item(db: Session, item: CrmOutbox, now: datetime) -> None:
-    if item.status in OPEN:
-        item.status = OutboxStatus.CANCELED.value
-        item.last_error = "Отменено владельцем"
-        item.updated_at = now
-        db.flush()
-
-
-def set_email_and_retry(db: Session, item: CrmOutbox, email: str, now: datetime) -> None:
-    """Fill in the e-mail a CRM user needs, then retry. Raises InvalidUserData for a bad address."""
-    clean = clean_email(email)
-    if clean is None:
-        raise InvalidUserData("Укажите адрес почты.", field="email")
-    membership = db.get(Membership, item.membership_id)
-    if membership is None:
-        raise UserNotFound()
-    if membership.email and membership.email.casefold() != clean.casefold():
-        raise DirectoryConflict(
-            f"У пользователя уже есть адрес {membership.email}: задание отправлено с ним.", field="email"
-        )
-    membership.email = clean
-    retry_item(db, item, now)

@@ -30,7 +30,8 @@ from .amocrm import NAME_MAX_LENGTH
 from .base import CrmError
 from .factory import CrmSettings
 from .models import OutboxOperation
-from .outbox import EMAIL_NEEDED, cancel_item, get_item, retry_item, set_email_and_retry
+from .outbox import EMAIL_NEEDED
+from .outbox_items import cancel_item, get_item, retry_item, set_email_and_retry
 from .service import (
     connect_with_code,
     connection_page,
