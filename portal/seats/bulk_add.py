@@ -17,6 +17,7 @@ from portal.seats.events import DirectoryEvent, DirectoryUser, EventKind, emit
 from portal.seats.models import Department, MembershipDepartment
 from portal.seats.rules import (
     IN_CHUNK,
+    added_record,
     clean_crm_id,
     clean_email,
     clean_name,
@@ -171,17 +172,9 @@ def add_users(
     note = f"источник: {src.title}"
     for mid, (index, phone, name, _mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
         user_id = person_of[phone]
-        after: dict[str, Any] = {
-            "user_id": user_id,
-            "phone": phone,
-            "name": name,
-            "role": role.value,
-            "source": src.value,
-        }
-        if crm_id is not None:
-            after["crm_user_id"] = crm_id
-        if dept_ids:
-            after["department_ids"] = list(dept_ids)
+        after = added_record(
+            user_id=user_id, phone=phone, name=name, role=role, source=src, crm_id=crm_id, dept_ids=dept_ids
+        )
         audits.append(
             audit_values(
                 actor=actor, account=account_id, action="seats.user_added", before=None, after=after, reason=note

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, User
-from portal.seats.errors import DepartmentInUse, DepartmentNotFound, DirectoryConflict, InvalidUserData
+from portal.seats.errors import DepartmentInUse, DepartmentNotFound, DirectoryConflict
 from portal.seats.models import Department, MembershipDepartment
-from portal.seats.rules import audit_change, clean_crm_id, clean_source, is_id, lock_account, refuse_unreadable
+from portal.seats.rules import audit_change, clean_crm_id, clean_source, clean_title, is_id, lock_account
 
 
 def list_departments(db: Session, account_id: int) -> list[Department]:
@@ -30,13 +30,7 @@ def department_member_counts(db: Session, account_id: int) -> dict[int, int]:
 
 
 def _clean_department_name(raw: Any) -> str:
-    refuse_unreadable(raw, "name")
-    name = " ".join(raw.split()) if isinstance(raw, str) else ""
-    if not name:
-        raise InvalidUserData("Укажите название отдела.", field="name")
-    if len(name) > 200:
-        raise InvalidUserData("Название отдела не длиннее 200 символов.", field="name")
-    return name
+    return clean_title(raw, empty="Укажите название отдела.", too_long="Название отдела не длиннее 200 символов.")
 
 
 def get_department(db: Session, account_id: int, department_id: int) -> Department:

@@ -28,6 +28,7 @@ from portal.seats.queries import (
     snapshot,
 )
 from portal.seats.rules import (
+    added_record,
     audit_change,
     check_departments,
     clean_crm_id,
@@ -205,17 +206,9 @@ def add_user(
         for dept_id in dept_ids:
             db.add(MembershipDepartment(membership_id=membership.id, department_id=dept_id))
         db.flush()
-        after = {
-            "user_id": user.id,
-            "phone": user.phone,
-            "name": clean,
-            "role": new_role.value,
-            "source": src.value,
-        }
-        if crm_id is not None:
-            after["crm_user_id"] = crm_id
-        if dept_ids:
-            after["department_ids"] = dept_ids
+        after = added_record(
+            user_id=user.id, phone=user.phone, name=clean, role=new_role, source=src, crm_id=crm_id, dept_ids=dept_ids
+        )
         audit_change(
             db, actor=actor, account_id=account_id, action="seats.user_added", source=src, before=None, after=after
         )
@@ -239,23 +232,49 @@ def deactivate_user(
 
     The last active owner cannot be deactivated (LastOwnerError).
     """
-    src = clean_source(source)
+    return _free_seat(
+        db,
+        account_id,
+        user_id,
+        status=MembershipStatus.DEACTIVATED,
+        action="seats.user_deactivated",
+        source=clean_source(source),
+        actor=actor,
+        now=now,
+        reason=reason,
+    )
+
+
+def _free_seat(
+    db: Session,
+    account_id: int,
+    user_id: int,
+    *,
+    status: MembershipStatus,
+    action: str,
+    source: Source,
+    actor: User | None,
+    now: datetime,
+    reason: str | None = None,
+) -> Membership:
+    """An active user stops taking a seat (deactivated by the company, or left themselves): the event is
+    DEACTIVATED either way; the last active owner keeps theirs (LastOwnerError). Idempotent. Does not commit."""
     lock_account(db, account_id)
     membership = get_member(db, account_id, user_id)
     if not membership.is_active:
         return membership
     _ensure_owner_remains(db, membership)
     with db.begin_nested():
-        membership.status = MembershipStatus.DEACTIVATED.value
+        membership.status = status.value
         _record_change(
             db,
             membership,
             EventKind.DEACTIVATED,
-            action="seats.user_deactivated",
+            action=action,
             field="status",
             before=MembershipStatus.ACTIVE.value,
-            after=MembershipStatus.DEACTIVATED.value,
-            source=src,
+            after=status.value,
+            source=source,
             actor=actor,
             now=now,
             reason=reason,
@@ -309,26 +328,16 @@ def reactivate_user(
 def leave_account(db: Session, *, account_id: int, user: User, now: datetime) -> Membership:
     """The person leaves a company (one that added them, say): the seat is freed and the company sees them as left.
     The last active owner cannot leave (LastOwnerError). Idempotent. Does not commit."""
-    lock_account(db, account_id)
-    membership = get_member(db, account_id, user.id)
-    if not membership.is_active:
-        return membership
-    _ensure_owner_remains(db, membership)
-    with db.begin_nested():
-        membership.status = MembershipStatus.LEFT.value
-        _record_change(
-            db,
-            membership,
-            EventKind.DEACTIVATED,
-            action="seats.user_left",
-            field="status",
-            before=MembershipStatus.ACTIVE.value,
-            after=MembershipStatus.LEFT.value,
-            source=Source.PORTAL,
-            actor=user,
-            now=now,
-        )
-    return membership
+    return _free_seat(
+        db,
+        account_id,
+        user.id,
+        status=MembershipStatus.LEFT,
+        action="seats.user_left",
+        source=Source.PORTAL,
+        actor=user,
+        now=now,
+    )
 
 
 def _change_role(

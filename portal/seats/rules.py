@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,12 +44,17 @@ def refuse_unreadable(raw: Any, field: str) -> None:
 
 
 def clean_name(raw: Any) -> str:
+    return clean_title(raw, empty="Укажите имя пользователя.", too_long="Имя не длиннее 200 символов.")
+
+
+def clean_title(raw: Any, *, empty: str, too_long: str) -> str:
+    """A person's or a department's name: readable, spaces collapsed, 1 to 200 characters (the «name» field)."""
     refuse_unreadable(raw, "name")
     name = " ".join(raw.split()) if isinstance(raw, str) else ""
     if not name:
-        raise InvalidUserData("Укажите имя пользователя.", field="name")
+        raise InvalidUserData(empty, field="name")
     if len(name) > 200:
-        raise InvalidUserData("Имя не длиннее 200 символов.", field="name")
+        raise InvalidUserData(too_long, field="name")
     return name
 
 
@@ -149,3 +154,21 @@ def check_departments(db: Session, account_id: int, department_ids: Iterable[int
     if found != set(ids):
         raise DepartmentNotFound()
     return ids
+
+
+def added_record(
+    *, user_id: int, phone: str, name: str, role: Role, source: Source, crm_id: int | None, dept_ids: Sequence[int]
+) -> dict[str, Any]:
+    """The audit record's «after» for a person added to the account (one by one or in bulk alike)."""
+    after: dict[str, Any] = {
+        "user_id": user_id,
+        "phone": phone,
+        "name": name,
+        "role": role.value,
+        "source": source.value,
+    }
+    if crm_id is not None:
+        after["crm_user_id"] = crm_id
+    if dept_ids:
+        after["department_ids"] = list(dept_ids)
+    return after

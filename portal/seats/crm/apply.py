@@ -344,25 +344,13 @@ class Applier:
                 mid=a.member.membership_id,
             )
         if a.reactivate:
-            reactivate_user(
-                self.db,
-                account_id=self.account_id,
-                user_id=a.member.user_id,
-                source=SOURCE,
-                now=self.now,
-                actor=self.actor,
-                reason="активен в CRM",
-            )
-            self.entry(
-                "user_reactivated",
-                "Активен в CRM — снова включён в мессенджере",
-                subject=a.member.name,
-                crm_id=a.crm.id,
-                mid=a.member.membership_id,
-                count="reactivated",
-            )
+            self._reactivate(a, "активен в CRM", "Активен в CRM — снова включён в мессенджере", change=False)
 
     def _reactivate_user(self, a: ReactivateUser) -> None:
+        self._reactivate(a, "снова включён в CRM", "Снова включён в CRM — снова активен в мессенджере", change=True)
+
+    def _reactivate(self, a: LinkUser | ReactivateUser, reason: str, message: str, *, change: bool) -> None:
+        """Switch the member back on; a link that reactivates counts the link as the run's change, not this."""
         reactivate_user(
             self.db,
             account_id=self.account_id,
@@ -370,16 +358,16 @@ class Applier:
             source=SOURCE,
             now=self.now,
             actor=self.actor,
-            reason="снова включён в CRM",
+            reason=reason,
         )
         self.entry(
             "user_reactivated",
-            "Снова включён в CRM — снова активен в мессенджере",
+            message,
             subject=a.member.name,
             crm_id=a.crm.id,
             mid=a.member.membership_id,
             count="reactivated",
-            change=True,
+            change=change,
         )
 
     def _mark_removed(self, a: MarkRemoved) -> None:
