@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.accounts.models import Source, User
+from portal.accounts.models import Membership, Source, User
 from portal.accounts.phone import format_phone
 from portal.billing.catalog import Plan
+from portal.pagination import KeysetPage
 from portal.seats.crm.models import CrmConnection
 from portal.seats.limits import Limits, get_limits, suggest_plan
 from portal.seats.members import AddResult, add_user
-from portal.seats.queries import find_member_by_phone
+from portal.seats.models import Department
+from portal.seats.queries import (
+    count_active_owners,
+    count_members_by_status,
+    departments_of,
+    find_member_by_phone,
+    list_members_page,
+)
 from portal.wording import plural_ru
 
 # What the over-limit confirmation says the change does, by change.
@@ -91,3 +100,31 @@ def added_message(result: AddResult) -> str:
     if result.created:
         return f"{added.name} ({format_phone(added.user.phone)}) теперь в команде."
     return f"{added.name} снова в команде: пользователь был отключён и теперь снова активен."
+
+
+@dataclass(frozen=True)
+class TeamView:
+    """One page of the team and the numbers around it: the tab counts, the departments, the active owners."""
+
+    page: KeysetPage[Membership]
+    departments: dict[int, list[Department]]
+    counts: dict[str, int]  # per tab: active, deactivated, left, all
+    active_owners: int
+
+
+def team_view(
+    db: Session,
+    account_id: int,
+    *,
+    status: str | None,
+    search: str | None,
+    limit: int,
+    after: tuple[Any, ...] | None,
+    before: tuple[Any, ...] | None,
+) -> TeamView:
+    page = list_members_page(db, account_id, status=status, search=search, limit=limit, after=after, before=before)
+    departments = departments_of(db, [m.id for m in page.rows])
+    by_status = count_members_by_status(db, account_id)
+    counts = {key: by_status.get(key, 0) for key in ("active", "deactivated", "left")}
+    counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
+    return TeamView(page, departments, counts, count_active_owners(db, account_id))

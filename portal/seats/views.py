@@ -28,12 +28,8 @@ from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits
 from portal.seats.members import change_role, deactivate_user, reactivate_user
 from portal.seats.queries import (
     MEMBER_KEY_TYPES,
-    count_active_owners,
-    count_members_by_status,
-    departments_of,
     get_member,
     get_primary_owner,
-    list_members_page,
 )
 from portal.wording import plural_ru
 
@@ -186,14 +182,9 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
     search = (request.args.get("q") or "").strip()[:100]
     status_filter = None if status == "all" else status
     after, before = keys_from_args(request.args, MEMBER_KEY_TYPES)
-    page = list_members_page(
+    view = team.team_view(
         db, account.id, status=status_filter, search=search or None, limit=PAGE_SIZE, after=after, before=before
     )
-    members = page.rows
-    departments = departments_of(db, [m.id for m in members])
-    by_status = count_members_by_status(db, account.id)
-    counts = {key: by_status.get(key, 0) for key in ("active", "deactivated", "left")}
-    counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
     limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
     crm = team.connected_crm(db, account.id)
@@ -204,17 +195,17 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
             "seats/team_list.html",
             account=account,
             form=form,
-            members=members,
-            departments=departments,
+            members=view.page.rows,
+            departments=view.departments,
             limits=limits,
             state=state,
             status=status,
             status_tabs=STATUS_TABS,
-            counts=counts,
+            counts=view.counts,
             search=search,
-            page=page,
-            total=None if search else counts[status],
-            active_owners=count_active_owners(db, account.id),
+            page=view.page,
+            total=None if search else view.counts[status],
+            active_owners=view.active_owners,
             role_choices=role_choices(),
             action_form=ConfirmForm(),
             undo=undo if isinstance(undo, dict) else None,
