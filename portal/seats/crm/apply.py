@@ -67,6 +67,8 @@ class Applier:
         self.run = run
         self.now = now
         self.actor = actor
+        # What every change of the run tells the membership services: this account, by the CRM, now, by whom.
+        self.as_crm: dict[str, Any] = {"account_id": account_id, "source": SOURCE, "now": now, "actor": actor}
         self.counts: Counter[str] = Counter()
         self.changes = 0
         self.dept_by_group: dict[int, int] = {}
@@ -208,9 +210,7 @@ class Applier:
                     department_ids=(dept_id,) if dept_id is not None else (),
                 )
             )
-        answers = add_users(
-            self.db, account_id=self.account_id, people=people, source=SOURCE, now=self.now, actor=self.actor
-        )
+        answers = add_users(self.db, **self.as_crm, people=people)
         for action, answer in zip(actions, answers, strict=True):
             if answer is None:
                 self._one(action)
@@ -225,15 +225,7 @@ class Applier:
         return self.dept_names.get(self.dept_by_group[group_id], "")
 
     def _create_department(self, a: CreateDepartment) -> None:
-        dept = create_department(
-            self.db,
-            account_id=self.account_id,
-            name=a.name,
-            source=SOURCE,
-            now=self.now,
-            crm_group_id=a.group_id,
-            actor=self.actor,
-        )
+        dept = create_department(self.db, **self.as_crm, name=a.name, crm_group_id=a.group_id)
         self.dept_by_group[a.group_id] = dept.id
         self.dept_names[dept.id] = dept.name
         self.entry(
@@ -245,15 +237,7 @@ class Applier:
         )
 
     def _rename_department(self, a: RenameDepartment) -> None:
-        rename_department(
-            self.db,
-            account_id=self.account_id,
-            department_id=a.department_id,
-            name=a.new_name,
-            source=SOURCE,
-            now=self.now,
-            actor=self.actor,
-        )
+        rename_department(self.db, **self.as_crm, department_id=a.department_id, name=a.new_name)
         self.dept_names[a.department_id] = a.new_name
         self.entry(
             "department_renamed",
@@ -264,14 +248,7 @@ class Applier:
         )
 
     def _delete_department(self, a: DeleteDepartment) -> None:
-        delete_department(
-            self.db,
-            account_id=self.account_id,
-            department_id=a.department_id,
-            source=SOURCE,
-            now=self.now,
-            actor=self.actor,
-        )
+        delete_department(self.db, **self.as_crm, department_id=a.department_id)
         self.entry(
             "department_deleted",
             "Группы больше нет в CRM, и в отделе никого не осталось — отдел удалён",
@@ -284,13 +261,10 @@ class Applier:
         dept_id = self.dept_by_group.get(a.crm.group_id) if a.crm.group_id is not None else None
         result = add_user(
             self.db,
-            account_id=self.account_id,
+            **self.as_crm,
             phone=a.phone,
             name=a.name,
-            source=SOURCE,
-            now=self.now,
             email=clean_email_or_none(a.crm.email),
-            actor=self.actor,
             crm_user_id=a.crm.id,
             department_ids=[dept_id] if dept_id is not None else [],
         )
@@ -316,15 +290,7 @@ class Applier:
         )
 
     def _link_user(self, a: LinkUser) -> None:
-        link_crm_user(
-            self.db,
-            account_id=self.account_id,
-            user_id=a.member.user_id,
-            crm_user_id=a.crm.id,
-            source=SOURCE,
-            now=self.now,
-            actor=self.actor,
-        )
+        link_crm_user(self.db, **self.as_crm, user_id=a.member.user_id, crm_user_id=a.crm.id)
         how = "e-mail" if a.matched_by == "email" else "телефону"
         self.link_entries[a.member.membership_id] = self.entry(
             "user_linked",
@@ -351,15 +317,7 @@ class Applier:
 
     def _reactivate(self, a: LinkUser | ReactivateUser, reason: str, message: str, *, change: bool) -> None:
         """Switch the member back on; a link that reactivates counts the link as the run's change, not this."""
-        reactivate_user(
-            self.db,
-            account_id=self.account_id,
-            user_id=a.member.user_id,
-            source=SOURCE,
-            now=self.now,
-            actor=self.actor,
-            reason=reason,
-        )
+        reactivate_user(self.db, **self.as_crm, user_id=a.member.user_id, reason=reason)
         self.entry(
             "user_reactivated",
             message,
@@ -396,15 +354,7 @@ class Applier:
         keep = [d.id for d in current if d.crm_group_id is None]
         target = self.dept_by_group.get(a.group_id) if a.group_id is not None else None
         new_ids = keep + ([target] if target is not None else [])
-        set_user_departments(
-            self.db,
-            account_id=self.account_id,
-            user_id=a.member.user_id,
-            department_ids=new_ids,
-            source=SOURCE,
-            now=self.now,
-            actor=self.actor,
-        )
+        set_user_departments(self.db, **self.as_crm, user_id=a.member.user_id, department_ids=new_ids)
         self.tally(change=True)
         label = self._dept_label(a.group_id)
         had_crm_department = any(d.crm_group_id is not None for d in current)
