@@ -30,12 +30,12 @@ from portal.notices import views as notices_views
 from portal.payments import startup as payments_startup
 from portal.payments import tasks as payments_tasks
 from portal.payments import views as payments_views
-from portal.seats import directory
 from portal.seats import views as seats_views
 from portal.seats.crm import outbox
 from portal.seats.crm import startup as crm_startup
 from portal.seats.crm import tasks as crm_tasks
 from portal.seats.crm import views as crm_views
+from portal.seats.events import register_directory_listener
 from portal.support import startup as support_startup
 from portal.support import views as support_views
 from portal.tasks import views as tasks_views
@@ -109,8 +109,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     security.init_app(app)
 
-    # Team changes reach the CRM: the outbox hears every change of the directory (seats.directory's listeners).
-    directory.register_directory_listener(outbox.on_directory_event)
+    # Team changes reach the CRM: the outbox hears every membership change (seats.events.membership_changed).
+    register_directory_listener(outbox.on_directory_event)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     billing_views.init_app(app)  # billing's template filters

@@ -31,7 +31,8 @@ from portal.accounts.phone import format_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
 from portal.extensions import limiter
-from portal.seats import directory
+from portal.seats.errors import DirectoryError
+from portal.seats.members import leave_account
 from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
 from portal.wording import plural_ru
@@ -339,10 +340,8 @@ def account_leave() -> Any:
         abort(404)
     name = membership.account.name
     try:
-        directory.leave_account(
-            db, account_id=membership.account_id, user=current_user._get_current_object(), now=utcnow()
-        )
-    except directory.DirectoryError as exc:
+        leave_account(db, account_id=membership.account_id, user=current_user._get_current_object(), now=utcnow())
+    except DirectoryError as exc:
         db.rollback()
         flash(exc.message, "error")
         return redirect(url_for("accounts.profile"))

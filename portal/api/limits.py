@@ -13,8 +13,10 @@ from flask_login import current_user
 from portal.accounts.access import public, require_account, roles_required
 from portal.api.views import bp
 from portal.db import get_db, utcnow
-from portal.seats import directory
+from portal.seats.errors import AccountNotFound, DirectoryError
 from portal.seats.limits import get_limits
+from portal.seats.members import add_user, deactivate_user, reactivate_user
+from portal.seats.queries import list_users, snapshot
 from portal.seats.storage import InvalidStorageValue, set_storage_used
 from portal.textinput import find_bad_text
 
@@ -37,7 +39,7 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"error": message, **{k: v for k, v in extra.items() if v is not None}}, status, headers)
 
 
-def _directory_error(exc: directory.DirectoryError) -> Response:
+def _directory_error(exc: DirectoryError) -> Response:
     get_db().rollback()
     return _error(exc.status_code, exc.message, field=exc.field)
 
@@ -102,7 +104,7 @@ def _limits_json(account_id: int) -> dict[str, Any]:
 def account_limits(account_id: int) -> Response:
     try:
         return _json(_limits_json(account_id))
-    except directory.AccountNotFound as exc:
+    except AccountNotFound as exc:
         return _error(404, exc.message)
 
 
@@ -119,7 +121,7 @@ def account_storage_update(account_id: int) -> Response:
     except (_BadBody, InvalidStorageValue) as exc:
         db.rollback()
         return _error(400, str(exc), field="used_bytes" if isinstance(exc, InvalidStorageValue) else None)
-    except directory.AccountNotFound as exc:
+    except AccountNotFound as exc:
         db.rollback()
         return _error(404, exc.message)
     db.commit()
@@ -134,8 +136,8 @@ def account_users_list(account_id: int) -> Response:
     if status is not None and status not in USER_STATUSES:
         return _error(400, "status может быть active или deactivated.", field="status")
     try:
-        users = directory.list_users(get_db(), account_id, status=status)
-    except directory.DirectoryError as exc:
+        users = list_users(get_db(), account_id, status=status)
+    except DirectoryError as exc:
         return _directory_error(exc)
     return _json({"account_id": account_id, "users": [u.as_json() for u in users]})
 
@@ -150,7 +152,7 @@ def account_user_add(account_id: int) -> Response:
     except _BadBody as exc:
         return _error(400, str(exc))
     try:
-        result = directory.add_user(
+        result = add_user(
             db,
             account_id=account_id,
             phone=body.get("phone"),  # type: ignore[arg-type]  # validated by the directory
@@ -160,9 +162,9 @@ def account_user_add(account_id: int) -> Response:
             source=SOURCE,
             now=utcnow(),
         )
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         return _directory_error(exc)
-    user = directory.snapshot(db, result.membership)
+    user = snapshot(db, result.membership)
     db.commit()
     return _json(
         {"user": user.as_json(), "created": result.created, "limits": _limits_json(account_id)},
@@ -174,9 +176,9 @@ def _status_change(account_id: int, user_id: int, change: Callable[..., Any]) ->
     db = get_db()
     try:
         membership = change(db, account_id=account_id, user_id=user_id, source=SOURCE, now=utcnow())
-    except directory.DirectoryError as exc:
+    except DirectoryError as exc:
         return _directory_error(exc)
-    user = directory.snapshot(db, membership)
+    user = snapshot(db, membership)
     db.commit()
     return _json({"user": user.as_json(), "limits": _limits_json(account_id)})
 
@@ -185,14 +187,14 @@ def _status_change(account_id: int, user_id: int, change: Callable[..., Any]) ->
 @public
 @service_token_required
 def account_user_deactivate(account_id: int, user_id: int) -> Response:
-    return _status_change(account_id, user_id, directory.deactivate_user)
+    return _status_change(account_id, user_id, deactivate_user)
 
 
 @bp.post("/accounts/<int:account_id>/users/<int:user_id>/reactivate")
 @public
 @service_token_required
 def account_user_reactivate(account_id: int, user_id: int) -> Response:
-    return _status_change(account_id, user_id, directory.reactivate_user)
+    return _status_change(account_id, user_id, reactivate_user)
 
 
 # --- the signed-in portal user (session) ------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.accounts.forms import PhoneField
 from portal.accounts.models import Role
-from portal.seats.directory import InvalidUserData, clean_email
+from portal.seats.errors import InvalidUserData
+from portal.seats.rules import clean_email
 from portal.textinput import PortalForm
 
 ROLES = (Role.MEMBER, Role.ACCOUNTANT, Role.OWNER)

@@ -15,7 +15,7 @@ from portal.billing.catalog import Plan
 from portal.billing.pricing import cheapest_fitting_plan, quote, round_half_up_div
 from portal.billing.service import get_effective_plan, list_plans_for_account
 from portal.db import memo, memo_get, memo_put
-from portal.seats.directory import AccountNotFound
+from portal.seats.errors import AccountNotFound
 
 SUGGESTION_MONTHS = 6  # the minimum period: the price the owner sees first
 STORAGE_WARNING_PERCENT = 90

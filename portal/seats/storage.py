@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account
-from portal.seats.directory import AccountNotFound
+from portal.seats.errors import AccountNotFound
 
 MAX_BYTES = 2**63 - 1  # what a BIGINT column holds
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,16 +15,22 @@ from portal.accounts.access import current_membership, require_account, roles_re
 from portal.accounts.models import Account, Membership, Role
 from portal.accounts.phone import format_phone
 from portal.billing import service as billing
-from portal.billing.catalog import Plan
 from portal.billing.display import format_storage
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
 from portal.payments.offer import Offer, get_offer
-from portal.seats import directory
+from portal.seats import team
 from portal.seats.crm.models import CrmConnection
+from portal.seats.errors import DirectoryError, UserNotFound
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
-from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits, suggest_plan
+from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits
+from portal.seats.members import change_role, deactivate_user, reactivate_user
+from portal.seats.queries import (
+    MEMBER_KEY_TYPES,
+    get_member,
+    get_primary_owner,
+)
 from portal.wording import plural_ru
 
 log = logging.getLogger(__name__)
@@ -112,7 +118,7 @@ def _build_state(account: Account, role: str) -> LimitState:
     can_pay = role in (Role.OWNER.value, Role.ACCOUNTANT.value)
     owner = None
     if limits.over_limit and not is_owner:
-        owner = directory.get_primary_owner(db, account.id)
+        owner = get_primary_owner(db, account.id)
     suggestion = limits.suggestion
     has_plan = suggestion is not None and suggestion.plan is not None
     return LimitState(
@@ -162,12 +168,6 @@ def _limits_context() -> dict[str, Any]:
 UNDO_KEY = "seats_undo_deactivation"
 
 
-def _connected_crm(account_id: int) -> CrmConnection | None:
-    """The account's connected CRM, if any: adding needs an e-mail and deactivating reaches it."""
-    conn = get_db().scalars(sa.select(CrmConnection).where(CrmConnection.account_id == account_id)).first()
-    return conn if conn is not None and conn.is_connected else None
-
-
 def _email_field_for(form: AddUserForm, crm: CrmConnection | None) -> None:
     if crm is not None:
         form.email.label.text = "Почта"
@@ -181,18 +181,13 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
         status = "active"
     search = (request.args.get("q") or "").strip()[:100]
     status_filter = None if status == "all" else status
-    after, before = keys_from_args(request.args, directory.MEMBER_KEY_TYPES)
-    page = directory.list_members_page(
+    after, before = keys_from_args(request.args, MEMBER_KEY_TYPES)
+    view = team.team_view(
         db, account.id, status=status_filter, search=search or None, limit=PAGE_SIZE, after=after, before=before
     )
-    members = page.rows
-    departments = directory.departments_of(db, [m.id for m in members])
-    by_status = directory.count_members_by_status(db, account.id)
-    counts = {key: by_status.get(key, 0) for key in ("active", "deactivated", "left")}
-    counts["all"] = counts["active"] + counts["deactivated"] + counts["left"]
     state = limit_state()
     limits = state.limits if state is not None else get_limits(db, account.id, utcnow())
-    crm = _connected_crm(account.id)
+    crm = team.connected_crm(db, account.id)
     _email_field_for(form, crm)
     undo = session.pop(UNDO_KEY, None) if request.method == "GET" else None
     return (
@@ -200,17 +195,17 @@ def _render_team(account: Account, form: AddUserForm, status_code: int = 200) ->
             "seats/team_list.html",
             account=account,
             form=form,
-            members=members,
-            departments=departments,
+            members=view.page.rows,
+            departments=view.departments,
             limits=limits,
             state=state,
             status=status,
             status_tabs=STATUS_TABS,
-            counts=counts,
+            counts=view.counts,
             search=search,
-            page=page,
-            total=None if search else counts[status],
-            active_owners=directory.count_active_owners(db, account.id),
+            page=view.page,
+            total=None if search else view.counts[status],
+            active_owners=view.active_owners,
             role_choices=role_choices(),
             action_form=ConfirmForm(),
             undo=undo if isinstance(undo, dict) else None,
@@ -225,15 +220,43 @@ def team_list() -> Any:
     return _render_team(require_account(), AddUserForm())
 
 
-def _plan_after_adding(limits: Limits, adding: int = 1) -> Plan | None:
-    """The plan that would fit after adding (the confirmation offers it); None when only support can help."""
-    return suggest_plan(limits.seats_after_adding(adding), limits.storage_used_bytes).plan
+def _confirm_over_limit(
+    confirm: team.OverLimitConfirmation, *, verb: str, person: str, action: str, fields: dict[str, str]
+) -> Any:
+    """Ask before a change that takes the account beyond its plan; `verb` is «Добавить» or «Включить»."""
+    suggestion = confirm.suggestion
+    return render_template(
+        "seats/user_confirm.html",
+        title=f"{verb} пользователя сверх тарифа?",
+        heading=f"{verb} пользователя сверх тарифа?",
+        person=person,
+        text=confirm.text,
+        limits=confirm.limits,
+        action=action,
+        fields=fields,
+        submit=f"Всё равно {verb.lower()}",
+        suggestion=suggestion,
+        pay_url=pay_url(suggestion.code) if suggestion is not None else None,
+    )
 
 
-def _over_plan_text(limits: Limits, adding: int = 1) -> str:
-    after = limits.seats_after_adding(adding)
-    users = plural_ru(after, "активный пользователь", "активных пользователя", "активных пользователей")
-    return f"После добавления в компании будет {after} {users}, а тариф позволяет {limits.seats_limit}."
+def _add_form_valid(form: AddUserForm, account_id: int) -> bool:
+    if not form.validate_on_submit():
+        return False
+    problem = team.crm_email_problem(get_db(), account_id, form.email.data)
+    if problem:
+        form.email.errors = [*form.email.errors, problem]
+    return problem is None
+
+
+def _add_refused(account: Account, form: AddUserForm, exc: DirectoryError) -> Any:
+    get_db().rollback()
+    target = getattr(form, exc.field, None) if exc.field in {"phone", "name", "email", "role"} else None
+    if target is not None:
+        target.errors = [*target.errors, exc.message]
+    else:
+        form.form_errors.append(exc.message)
+    return _render_team(account, form, exc.status_code)
 
 
 @bp.route("/team/users", methods=["POST"])
@@ -242,74 +265,31 @@ def user_add() -> Any:
     db = get_db()
     account = require_account()
     form = AddUserForm()
-    valid = form.validate_on_submit()
-    if valid and not form.email.data and _connected_crm(account.id) is not None:
-        # Refused here, not found later as «Отклонено: Нужен e-mail» in the CRM queue.
-        form.email.errors = [
-            *form.email.errors,
-            "Укажите почту: к компании подключена amoCRM, и без почты пользователя в ней не создать.",
-        ]
-        valid = False
-    if not valid:
+    if not _add_form_valid(form, account.id):
         return _render_team(account, form, 400)
-    existing = directory.find_member_by_phone(db, account.id, form.phone.data)
     now = utcnow()
-    adds_seat = existing is None or not existing.is_active
-    limits = get_limits(db, account.id, now)
-    if adds_seat and limits.exceeded_by_adding(1) and form.confirmed.data != "1":
-        suggestion = _plan_after_adding(limits)
-        return render_template(
-            "seats/user_confirm.html",
-            title="Добавить пользователя сверх тарифа?",
-            heading="Добавить пользователя сверх тарифа?",
-            person=f"{form.name.data}, {format_phone(form.phone.data)}, {Role(form.role.data).title.lower()}",
-            text=_over_plan_text(limits),
-            limits=limits,
-            action=url_for("seats.user_add"),
-            fields={
-                "phone": form.phone.data,
-                "name": form.name.data,
-                "role": form.role.data,
-                "email": form.email.data or "",
-            },
-            submit="Всё равно добавить",
-            suggestion=suggestion,
-            pay_url=pay_url(suggestion.code) if suggestion is not None else None,
+    confirm = team.adding_confirmation(db, account.id, form.phone.data, now)
+    if confirm is not None and form.confirmed.data != "1":
+        person = f"{form.name.data}, {format_phone(form.phone.data)}, {Role(form.role.data).title.lower()}"
+        fields = {"phone": form.phone.data, "name": form.name.data, "role": form.role.data}
+        fields["email"] = form.email.data or ""
+        return _confirm_over_limit(
+            confirm, verb="Добавить", person=person, action=url_for("seats.user_add"), fields=fields
         )
+    data = {"phone": form.phone.data, "name": form.name.data, "email": form.email.data, "role": form.role.data}
     try:
-        result = directory.add_user(
-            db,
-            account_id=account.id,
-            phone=form.phone.data,
-            name=form.name.data,
-            email=form.email.data,
-            role=form.role.data,
-            source="portal",
-            actor=current_user._get_current_object(),
-            now=now,
-        )
-    except directory.DirectoryError as exc:
-        db.rollback()
-        target = getattr(form, exc.field, None) if exc.field in {"phone", "name", "email", "role"} else None
-        if target is not None:
-            target.errors = [*target.errors, exc.message]
-        else:
-            form.form_errors.append(exc.message)
-        return _render_team(account, form, exc.status_code)
+        result = team.add_member(db, account.id, **data, actor=current_user._get_current_object(), now=now)
+    except DirectoryError as exc:
+        return _add_refused(account, form, exc)
     db.commit()
-    # The company's own record: what it typed, never the person's profile or another company's name for them.
-    added = result.membership
-    if result.created:
-        flash(f"{added.name} ({format_phone(added.user.phone)}) теперь в команде.", "success")
-    else:
-        flash(f"{added.name} снова в команде: пользователь был отключён и теперь снова активен.", "success")
+    flash(team.added_message(result), "success")
     return redirect(url_for("seats.team_list"))
 
 
 def _member_or_404(account: Account, user_id: int) -> Any:
     try:
-        return directory.get_member(get_db(), account.id, user_id)
-    except directory.UserNotFound:
+        return get_member(get_db(), account.id, user_id)
+    except UserNotFound:
         abort(404)
 
 
@@ -320,116 +300,88 @@ def _after_own_change(user_id: int) -> Any:
     return redirect(url_for("seats.team_list"))
 
 
+def _person(membership: Membership) -> str:
+    return f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}"
+
+
+def _stale_form(form: Any) -> Any:
+    """The redirect for a form that no longer validates (an old page, a lost CSRF token), else None."""
+    if form.validate_on_submit():
+        return None
+    flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
+    return redirect(url_for("seats.team_list"))
+
+
+def _act(change: Callable[..., object], done: str, then: Callable[[], Any], **kwargs: Any) -> Any:
+    """Make one confirmed team change as the owner: committed and told (`done`), then `then()`; or refused, with the
+    service's message, back on the team page."""
+    db = get_db()
+    try:
+        change(db, source="portal", actor=current_user._get_current_object(), now=utcnow(), **kwargs)
+    except DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("seats.team_list"))
+    db.commit()
+    flash(done, "success")
+    return then()
+
+
 @bp.route("/team/users/<int:user_id>/deactivate", methods=["POST"])
 @roles_required(Role.OWNER.value)
 def user_deactivate(user_id: int) -> Any:
     db = get_db()
     account = require_account()
     membership = _member_or_404(account, user_id)
-    if not ConfirmForm().validate_on_submit():
-        flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
-        return redirect(url_for("seats.team_list"))
+    if (stale := _stale_form(ConfirmForm())) is not None:
+        return stale
     if request.form.get("confirmed") != "1":
         # Not undone lightly: the person loses the messenger and, with a CRM connected, the CRM account too.
         limits = get_limits(db, account.id, utcnow())
-        crm = _connected_crm(account.id)
+        crm = team.connected_crm(db, account.id)
         return render_template(
             "seats/user_deactivate.html",
             membership=membership,
-            person=f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
+            person=_person(membership),
             limits=limits,
             crm=crm,
             is_self=user_id == current_user.id,
         )
-    try:
-        directory.deactivate_user(
-            db,
-            account_id=account.id,
-            user_id=user_id,
-            source="portal",
-            actor=current_user._get_current_object(),
-            now=utcnow(),
-        )
-    except directory.DirectoryError as exc:
-        db.rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("seats.team_list"))
-    db.commit()
-    flash(f"{membership.name} отключён(а): место освободилось.", "success")
-    if user_id != current_user.id:
-        session[UNDO_KEY] = {"user_id": user_id, "name": membership.name}
-    return _after_own_change(user_id)
+
+    def then() -> Any:
+        if user_id != current_user.id:
+            session[UNDO_KEY] = {"user_id": user_id, "name": membership.name}
+        return _after_own_change(user_id)
+
+    done = f"{membership.name} отключён(а): место освободилось."
+    return _act(deactivate_user, done, then, account_id=account.id, user_id=user_id)
 
 
 @bp.route("/team/users/<int:user_id>/reactivate", methods=["POST"])
 @roles_required(Role.OWNER.value)
 def user_reactivate(user_id: int) -> Any:
-    db = get_db()
     account = require_account()
     membership = _member_or_404(account, user_id)
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        flash("Форма устарела. Обновите страницу и попробуйте ещё раз.", "error")
-        return redirect(url_for("seats.team_list"))
-    now = utcnow()
-    limits = get_limits(db, account.id, now)
-    if not membership.is_active and limits.exceeded_by_adding(1) and request.form.get("confirmed") != "1":
-        suggestion = _plan_after_adding(limits)
-        return render_template(
-            "seats/user_confirm.html",
-            title="Включить пользователя сверх тарифа?",
-            heading="Включить пользователя сверх тарифа?",
-            person=f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}",
-            text=_over_plan_text(limits).replace("После добавления", "После включения"),
-            limits=limits,
-            action=url_for("seats.user_reactivate", user_id=user_id),
-            fields={},
-            submit="Всё равно включить",
-            suggestion=suggestion,
-            pay_url=pay_url(suggestion.code) if suggestion is not None else None,
-        )
-    try:
-        directory.reactivate_user(
-            db,
-            account_id=account.id,
-            user_id=user_id,
-            source="portal",
-            actor=current_user._get_current_object(),
-            now=now,
-        )
-    except directory.DirectoryError as exc:
-        db.rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("seats.team_list"))
-    db.commit()
-    flash(f"{membership.name} снова в команде.", "success")
-    return redirect(url_for("seats.team_list"))
+    if (stale := _stale_form(ConfirmForm())) is not None:
+        return stale
+    confirm = team.reactivating_confirmation(get_db(), account.id, is_active=membership.is_active, now=utcnow())
+    if confirm is not None and request.form.get("confirmed") != "1":
+        action = url_for("seats.user_reactivate", user_id=user_id)
+        return _confirm_over_limit(confirm, verb="Включить", person=_person(membership), action=action, fields={})
+    done = f"{membership.name} снова в команде."
+    then = lambda: redirect(url_for("seats.team_list"))  # noqa: E731
+    return _act(reactivate_user, done, then, account_id=account.id, user_id=user_id)
 
 
 @bp.route("/team/users/<int:user_id>/role", methods=["POST"])
 @roles_required(Role.OWNER.value)
 def user_role_change(user_id: int) -> Any:
-    db = get_db()
     account = require_account()
     membership = _member_or_404(account, user_id)
     form = RoleForm()
     if not form.validate_on_submit():
         flash("Выберите роль: владелец, бухгалтер или сотрудник.", "error")
         return redirect(url_for("seats.team_list"))
-    try:
-        directory.change_role(
-            db,
-            account_id=account.id,
-            user_id=user_id,
-            role=form.role.data,
-            source="portal",
-            actor=current_user._get_current_object(),
-            now=utcnow(),
-        )
-    except directory.DirectoryError as exc:
-        db.rollback()
-        flash(exc.message, "error")
-        return redirect(url_for("seats.team_list"))
-    db.commit()
-    flash(f"{membership.name}: роль «{Role(form.role.data).title}».", "success")
-    return _after_own_change(user_id)
+    done = f"{membership.name}: роль «{Role(form.role.data).title}»."
+    then = lambda: _after_own_change(user_id)  # noqa: E731
+    return _act(change_role, done, then, account_id=account.id, user_id=user_id, role=form.role.data)

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from devtools.demo import DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.accounts.models import Account, Membership, Role, User
 from portal.billing.catalog import GB
-from portal.seats import directory
+from portal.seats.events import register_directory_listener, unregister_directory_listener
+from portal.seats.queries import count_active
 
 TOKEN = "test-messenger-token"  # tests/conftest.py sets MESSENGER_API_TOKEN to it
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,9 +28,9 @@ def events():
     def listener(_db, event):
         seen.append(event)
 
-    directory.register_directory_listener(listener)
+    register_directory_listener(listener)
     yield seen
-    directory.unregister_directory_listener(listener)
+    unregister_directory_listener(listener)
 
 
 def _user_id(db, phone: str) -> int:
@@ -38,7 +39,7 @@ def _user_id(db, phone: str) -> int:
 
 def _active(db, account) -> int:
     db.expire_all()
-    return directory.count_active(db, account.id)
+    return count_active(db, account.id)
 
 
 def test_limits_of_the_over_limit_demo_company(client, demo):

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
-from portal.seats import directory
+from portal.seats.events import DirectoryEvent, register_directory_listener, unregister_directory_listener
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -50,13 +50,13 @@ def bulk_members() -> Callable[..., None]:
 
 
 @pytest.fixture
-def events() -> Iterator[list[directory.DirectoryEvent]]:
+def events() -> Iterator[list[DirectoryEvent]]:
     """Every directory event of the test, as the CRM outbox would receive them."""
-    seen: list[directory.DirectoryEvent] = []
+    seen: list[DirectoryEvent] = []
 
-    def listener(_db: Any, event: directory.DirectoryEvent) -> None:
+    def listener(_db: Any, event: DirectoryEvent) -> None:
         seen.append(event)
 
-    directory.register_directory_listener(listener)
+    register_directory_listener(listener)
     yield seen
-    directory.unregister_directory_listener(listener)
+    unregister_directory_listener(listener)

@@ -7,8 +7,46 @@ import sqlalchemy as sa
 
 from portal.accounts.models import Membership, MembershipStatus, Role, User
 from portal.audit import AuditLog, record_audit
-from portal.seats import directory as d
+from portal.seats.departments import (
+    create_department,
+    delete_department,
+    find_department_by_crm_group,
+    list_departments,
+    rename_department,
+)
+from portal.seats.errors import (
+    AccountNotFound,
+    DepartmentInUse,
+    DepartmentNotFound,
+    DirectoryConflict,
+    DuplicateUser,
+    InvalidUserData,
+    LastOwnerError,
+    UserNotActive,
+    UserNotFound,
+)
+from portal.seats.events import EventKind, register_directory_listener, unregister_directory_listener
 from portal.seats.limits import get_limits
+from portal.seats.members import (
+    add_user,
+    change_role,
+    deactivate_user,
+    link_crm_user,
+    reactivate_user,
+    set_user_departments,
+)
+from portal.seats.queries import (
+    count_active,
+    count_active_owners,
+    count_members,
+    departments_of,
+    find_member_by_crm_id,
+    find_member_by_phone,
+    get_member,
+    get_primary_owner,
+    list_members,
+    list_users,
+)
 from tests.seats.conftest import NOW
 
 
@@ -27,7 +65,7 @@ def test_seat_count_follows_every_directory_change(db, make_account, now, events
     account = make_account(members=2)  # owner + 2
     assert _seats(db, account) == 3
 
-    added = d.add_user(
+    added = add_user(
         db, account_id=account.id, phone="8 (916) 555-00-01", name="  Ирина   Белова ", source="portal", now=now
     )
     db.commit()
@@ -36,20 +74,20 @@ def test_seat_count_follows_every_directory_change(db, make_account, now, events
     assert _seats(db, account) == 4
 
     uid = added.membership.user_id
-    d.deactivate_user(db, account_id=account.id, user_id=uid, source="messenger", now=now)
+    deactivate_user(db, account_id=account.id, user_id=uid, source="messenger", now=now)
     db.commit()
     assert _seats(db, account) == 3
 
-    d.reactivate_user(db, account_id=account.id, user_id=uid, source="portal", now=now)
+    reactivate_user(db, account_id=account.id, user_id=uid, source="portal", now=now)
     db.commit()
     assert _seats(db, account) == 4
 
-    d.change_role(db, account_id=account.id, user_id=uid, role="accountant", source="portal", now=now)
+    change_role(db, account_id=account.id, user_id=uid, role="accountant", source="portal", now=now)
     db.commit()
     assert _seats(db, account) == 4  # a role is not a seat
 
-    d.deactivate_user(db, account_id=account.id, user_id=uid, source="portal", now=now)
-    again = d.add_user(db, account_id=account.id, phone="+79165550001", name="Ирина", source="crm", now=now)
+    deactivate_user(db, account_id=account.id, user_id=uid, source="portal", now=now)
+    again = add_user(db, account_id=account.id, phone="+79165550001", name="Ирина", source="crm", now=now)
     db.commit()
     assert not again.created and again.membership.id == added.membership.id
     assert again.membership.role == Role.MEMBER  # re-added with the role asked for
@@ -93,12 +131,12 @@ def test_deactivate_and_reactivate_are_idempotent(db, make_account, now, events)
         sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.MEMBER.value)
     )
     for _ in range(2):
-        d.deactivate_user(db, account_id=account.id, user_id=member_id, source="messenger", now=now)
+        deactivate_user(db, account_id=account.id, user_id=member_id, source="messenger", now=now)
         db.commit()
     for _ in range(2):
-        d.reactivate_user(db, account_id=account.id, user_id=member_id, source="messenger", now=now)
+        reactivate_user(db, account_id=account.id, user_id=member_id, source="messenger", now=now)
         db.commit()
-    assert [e.kind for e in events] == [d.EventKind.DEACTIVATED, d.EventKind.REACTIVATED]
+    assert [e.kind for e in events] == [EventKind.DEACTIVATED, EventKind.REACTIVATED]
     assert _seats(db, account) == 2
 
 
@@ -107,7 +145,7 @@ def test_an_existing_person_keeps_their_profile_and_the_company_keeps_its_own_re
     receipt of her own company went there. Now each company's name and e-mail for her are its own."""
     first = make_account(owner_phone="+79160000100")
     second = make_account()
-    d.add_user(
+    add_user(
         db,
         account_id=second.id,
         phone="+79160000100",
@@ -119,9 +157,9 @@ def test_an_existing_person_keeps_their_profile_and_the_company_keeps_its_own_re
     db.commit()
     person = db.scalars(sa.select(User).where(User.phone == "+79160000100")).one()
     assert person.name.startswith("Владелец") and person.email is None
-    theirs = d.find_member_by_phone(db, second.id, "+79160000100")
+    theirs = find_member_by_phone(db, second.id, "+79160000100")
     assert theirs.name == "Другое имя" and theirs.email == "Boss@example.ru"
-    mine = d.find_member_by_phone(db, first.id, "+79160000100")
+    mine = find_member_by_phone(db, first.id, "+79160000100")
     assert mine.name.startswith("Владелец") and mine.email is None
     assert _seats(db, first) == 1 and _seats(db, second) == 2
 
@@ -141,8 +179,8 @@ def test_bad_input_is_refused_with_the_field_and_changes_nothing(
     db, make_account, now, events, phone, name, email, role, field
 ):
     account = make_account()
-    with pytest.raises(d.InvalidUserData) as err:
-        d.add_user(db, account_id=account.id, phone=phone, name=name, email=email, role=role, source="portal", now=now)
+    with pytest.raises(InvalidUserData) as err:
+        add_user(db, account_id=account.id, phone=phone, name=name, email=email, role=role, source="portal", now=now)
     db.commit()
     assert err.value.field == field and err.value.status_code == 400
     assert err.value.message  # a Russian sentence for the person
@@ -152,8 +190,8 @@ def test_bad_input_is_refused_with_the_field_and_changes_nothing(
 
 def test_duplicate_active_user_is_a_conflict(db, make_account, now):
     account = make_account(owner_phone="+79160000200")
-    with pytest.raises(d.DuplicateUser) as err:
-        d.add_user(db, account_id=account.id, phone="8 916 000-02-00", name="Снова я", source="messenger", now=now)
+    with pytest.raises(DuplicateUser) as err:
+        add_user(db, account_id=account.id, phone="8 916 000-02-00", name="Снова я", source="messenger", now=now)
     assert err.value.status_code == 409
     assert "+7 916 000-02-00" in err.value.message and "уже есть в компании" in err.value.message
     db.rollback()
@@ -163,26 +201,26 @@ def test_duplicate_active_user_is_a_conflict(db, make_account, now):
 def test_at_least_one_active_owner_always_remains(db, make_account, add_member, now):
     account = make_account(owner_phone="+79160000300")
     owner_id = _owner_id(db, account)
-    with pytest.raises(d.LastOwnerError):
-        d.deactivate_user(db, account_id=account.id, user_id=owner_id, source="portal", now=now)
-    with pytest.raises(d.LastOwnerError) as err:
-        d.change_role(db, account_id=account.id, user_id=owner_id, role="member", source="portal", now=now)
+    with pytest.raises(LastOwnerError):
+        deactivate_user(db, account_id=account.id, user_id=owner_id, source="portal", now=now)
+    with pytest.raises(LastOwnerError) as err:
+        change_role(db, account_id=account.id, user_id=owner_id, role="member", source="portal", now=now)
     assert err.value.status_code == 409 and "владелец" in err.value.message
     db.rollback()
 
     second = add_member(account, "+79160000301", "Второй владелец", role=Role.OWNER)
-    d.change_role(db, account_id=account.id, user_id=owner_id, role="member", source="portal", now=now)
+    change_role(db, account_id=account.id, user_id=owner_id, role="member", source="portal", now=now)
     db.commit()
-    with pytest.raises(d.LastOwnerError):
-        d.deactivate_user(db, account_id=account.id, user_id=second.id, source="portal", now=now)
+    with pytest.raises(LastOwnerError):
+        deactivate_user(db, account_id=account.id, user_id=second.id, source="portal", now=now)
     db.rollback()
     # A deactivated owner does not count: the remaining active owner is still the last one.
-    d.change_role(db, account_id=account.id, user_id=owner_id, role="owner", source="portal", now=now)
-    d.deactivate_user(db, account_id=account.id, user_id=owner_id, source="portal", now=now)
+    change_role(db, account_id=account.id, user_id=owner_id, role="owner", source="portal", now=now)
+    deactivate_user(db, account_id=account.id, user_id=owner_id, source="portal", now=now)
     db.commit()
-    with pytest.raises(d.LastOwnerError):
-        d.change_role(db, account_id=account.id, user_id=second.id, role="accountant", source="portal", now=now)
-    assert d.count_active_owners(db, account.id) == 1
+    with pytest.raises(LastOwnerError):
+        change_role(db, account_id=account.id, user_id=second.id, role="accountant", source="portal", now=now)
+    assert count_active_owners(db, account.id) == 1
 
 
 def test_users_of_another_account_and_unknown_accounts_are_not_found(db, make_account, now):
@@ -191,13 +229,13 @@ def test_users_of_another_account_and_unknown_accounts_are_not_found(db, make_ac
     their_member = db.scalar(
         sa.select(Membership.user_id).where(Membership.account_id == theirs.id, Membership.role == Role.MEMBER.value)
     )
-    for call in (d.deactivate_user, d.reactivate_user):
-        with pytest.raises(d.UserNotFound):
+    for call in (deactivate_user, reactivate_user):
+        with pytest.raises(UserNotFound):
             call(db, account_id=mine.id, user_id=their_member, source="messenger", now=now)
-    with pytest.raises(d.UserNotFound):
-        d.change_role(db, account_id=mine.id, user_id=their_member, role="owner", source="portal", now=now)
-    with pytest.raises(d.AccountNotFound) as err:
-        d.add_user(db, account_id=999_999, phone="+79161112233", name="Иван", source="messenger", now=now)
+    with pytest.raises(UserNotFound):
+        change_role(db, account_id=mine.id, user_id=their_member, role="owner", source="portal", now=now)
+    with pytest.raises(AccountNotFound) as err:
+        add_user(db, account_id=999_999, phone="+79161112233", name="Иван", source="messenger", now=now)
     assert err.value.status_code == 404
     db.rollback()
     assert _seats(db, theirs) == 2
@@ -208,19 +246,19 @@ def test_role_of_a_deactivated_user_cannot_change(db, make_account, now):
     member_id = db.scalar(
         sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.MEMBER.value)
     )
-    d.deactivate_user(db, account_id=account.id, user_id=member_id, source="portal", now=now)
-    with pytest.raises(d.UserNotActive):
-        d.change_role(db, account_id=account.id, user_id=member_id, role="owner", source="portal", now=now)
+    deactivate_user(db, account_id=account.id, user_id=member_id, source="portal", now=now)
+    with pytest.raises(UserNotActive):
+        change_role(db, account_id=account.id, user_id=member_id, role="owner", source="portal", now=now)
 
 
 def test_changes_are_not_committed_by_the_service(app, db, make_account, now):
     account = make_account()
-    d.add_user(db, account_id=account.id, phone="+79161112233", name="Иван", source="portal", now=now)
+    add_user(db, account_id=account.id, phone="+79161112233", name="Иван", source="portal", now=now)
     other = app.extensions["portal.db"].sessionmaker()
     try:
-        assert d.count_active(other, account.id) == 1  # a second connection does not see it yet
+        assert count_active(other, account.id) == 1  # a second connection does not see it yet
         db.rollback()
-        assert d.count_active(db, account.id) == 1
+        assert count_active(db, account.id) == 1
         assert db.scalars(sa.select(User).where(User.phone == "+79161112233")).first() is None
     finally:
         other.close()
@@ -234,23 +272,23 @@ def test_a_listener_writes_in_the_same_transaction_and_can_refuse(db, make_accou
         record_audit(session, actor=None, account=event.account_id, action="test.outbox", after={"kind": event.kind})
 
     def needs_email(_session, event):
-        if event.kind == d.EventKind.ADDED and not event.user.email:
-            raise d.InvalidUserData("Укажите почту: она нужна, чтобы создать пользователя в CRM.", field="email")
+        if event.kind == EventKind.ADDED and not event.user.email:
+            raise InvalidUserData("Укажите почту: она нужна, чтобы создать пользователя в CRM.", field="email")
 
-    d.register_directory_listener(outbox)
-    d.register_directory_listener(outbox)  # registering twice calls it once
+    register_directory_listener(outbox)
+    register_directory_listener(outbox)  # registering twice calls it once
     try:
-        d.add_user(db, account_id=account.id, phone="+79161110001", name="Первый", source="portal", now=now)
+        add_user(db, account_id=account.id, phone="+79161110001", name="Первый", source="portal", now=now)
         db.rollback()
-        d.add_user(db, account_id=account.id, phone="+79161110002", name="Второй", source="portal", now=now)
+        add_user(db, account_id=account.id, phone="+79161110002", name="Второй", source="portal", now=now)
         db.commit()
-        d.register_directory_listener(needs_email)
-        with pytest.raises(d.InvalidUserData, match="Укажите почту"):
-            d.add_user(db, account_id=account.id, phone="+79161110003", name="Третий", source="portal", now=now)
+        register_directory_listener(needs_email)
+        with pytest.raises(InvalidUserData, match="Укажите почту"):
+            add_user(db, account_id=account.id, phone="+79161110003", name="Третий", source="portal", now=now)
         db.commit()  # the caller's transaction is still usable, and the refused change is not in it
     finally:
-        d.unregister_directory_listener(outbox)
-        d.unregister_directory_listener(needs_email)
+        unregister_directory_listener(outbox)
+        unregister_directory_listener(needs_email)
     outbox_rows = db.scalars(sa.select(AuditLog.after).where(AuditLog.action == "test.outbox")).all()
     assert outbox_rows == [{"kind": "added"}]
     phones = set(db.scalars(sa.select(User.phone)))
@@ -264,37 +302,37 @@ def test_departments_and_crm_links(db, make_account, now, events):
     member_id = db.scalar(
         sa.select(Membership.user_id).where(Membership.account_id == account.id, Membership.role == Role.MEMBER.value)
     )
-    sales = d.create_department(db, account_id=account.id, name="Продажи", crm_group_id=0, source="crm", now=now)
-    support = d.create_department(db, account_id=account.id, name="Поддержка", source="portal", now=now)
-    foreign = d.create_department(db, account_id=other.id, name="Чужой", source="portal", now=now)
+    sales = create_department(db, account_id=account.id, name="Продажи", crm_group_id=0, source="crm", now=now)
+    support = create_department(db, account_id=account.id, name="Поддержка", source="portal", now=now)
+    foreign = create_department(db, account_id=other.id, name="Чужой", source="portal", now=now)
     db.commit()
-    with pytest.raises(d.DirectoryConflict):
-        d.create_department(db, account_id=account.id, name="Продажи 2", crm_group_id=0, source="crm", now=now)
-    assert d.find_department_by_crm_group(db, account.id, 0).id == sales.id
+    with pytest.raises(DirectoryConflict):
+        create_department(db, account_id=account.id, name="Продажи 2", crm_group_id=0, source="crm", now=now)
+    assert find_department_by_crm_group(db, account.id, 0).id == sales.id
 
-    d.set_user_departments(
+    set_user_departments(
         db, account_id=account.id, user_id=member_id, department_ids=[sales.id, support.id], source="crm", now=now
     )
     db.commit()
-    with pytest.raises(d.DepartmentNotFound):
-        d.set_user_departments(
+    with pytest.raises(DepartmentNotFound):
+        set_user_departments(
             db, account_id=account.id, user_id=member_id, department_ids=[foreign.id], source="crm", now=now
         )
-    membership = d.get_member(db, account.id, member_id)
-    assert [x.name for x in d.departments_of(db, [membership.id])[membership.id]] == ["Поддержка", "Продажи"]
-    assert events[-1].kind == d.EventKind.DEPARTMENTS_CHANGED and events[-1].user.department_ids == tuple(
+    membership = get_member(db, account.id, member_id)
+    assert [x.name for x in departments_of(db, [membership.id])[membership.id]] == ["Поддержка", "Продажи"]
+    assert events[-1].kind == EventKind.DEPARTMENTS_CHANGED and events[-1].user.department_ids == tuple(
         sorted([sales.id, support.id])
     )
 
-    with pytest.raises(d.DepartmentInUse):
-        d.delete_department(db, account_id=account.id, department_id=sales.id, source="crm", now=now)
-    d.rename_department(db, account_id=account.id, department_id=sales.id, name="Отдел продаж", source="crm", now=now)
-    d.deactivate_user(db, account_id=account.id, user_id=member_id, source="portal", now=now)
-    d.delete_department(db, account_id=account.id, department_id=sales.id, source="crm", now=now)
+    with pytest.raises(DepartmentInUse):
+        delete_department(db, account_id=account.id, department_id=sales.id, source="crm", now=now)
+    rename_department(db, account_id=account.id, department_id=sales.id, name="Отдел продаж", source="crm", now=now)
+    deactivate_user(db, account_id=account.id, user_id=member_id, source="portal", now=now)
+    delete_department(db, account_id=account.id, department_id=sales.id, source="crm", now=now)
     db.commit()
-    assert [x.name for x in d.list_departments(db, account.id)] == ["Поддержка"]
+    assert [x.name for x in list_departments(db, account.id)] == ["Поддержка"]
 
-    added = d.add_user(
+    added = add_user(
         db,
         account_id=account.id,
         phone="+79161234500",
@@ -307,16 +345,16 @@ def test_departments_and_crm_links(db, make_account, now, events):
     )
     db.commit()
     assert added.membership.crm_user_id == 7001 and added.membership.source == "crm"
-    assert d.find_member_by_crm_id(db, account.id, 7001).user_id == added.membership.user_id
-    with pytest.raises(d.DuplicateUser):
-        d.add_user(
+    assert find_member_by_crm_id(db, account.id, 7001).user_id == added.membership.user_id
+    with pytest.raises(DuplicateUser):
+        add_user(
             db, account_id=account.id, phone="+79161234501", name="Другой", source="crm", now=now, crm_user_id=7001
         )
-    with pytest.raises(d.DuplicateUser):
-        d.link_crm_user(db, account_id=account.id, user_id=member_id, crm_user_id=7001, source="crm", now=now)
-    d.link_crm_user(db, account_id=account.id, user_id=member_id, crm_user_id=7002, source="crm", now=now)
+    with pytest.raises(DuplicateUser):
+        link_crm_user(db, account_id=account.id, user_id=member_id, crm_user_id=7001, source="crm", now=now)
+    link_crm_user(db, account_id=account.id, user_id=member_id, crm_user_id=7002, source="crm", now=now)
     db.commit()
-    snapshot = [u for u in d.list_users(db, account.id) if u.user_id == member_id][0]
+    snapshot = [u for u in list_users(db, account.id) if u.user_id == member_id][0]
     assert snapshot.crm_user_id == 7002 and snapshot.status == MembershipStatus.DEACTIVATED
     assert snapshot.as_json()["department_ids"] == [support.id]
 
@@ -326,16 +364,16 @@ def test_list_members_sorts_filters_and_searches(db, make_account, add_member, n
     add_member(account, "+79160001111", "Анна Смирнова")
     add_member(account, "+79160002222", "Борис Кузнецов")
     bob = db.scalar(sa.select(User.id).where(User.phone == "+79160002222"))
-    d.deactivate_user(db, account_id=account.id, user_id=bob, source="portal", now=now)
+    deactivate_user(db, account_id=account.id, user_id=bob, source="portal", now=now)
     db.commit()
-    names = [m.user.name for m in d.list_members(db, account.id)]
+    names = [m.user.name for m in list_members(db, account.id)]
     assert names[0].startswith("Владелец") and names[1].startswith("Бухгалтер")
     assert names[2:] == ["Анна Смирнова", "Борис Кузнецов"]  # deactivated last
-    assert [m.user.name for m in d.list_members(db, account.id, search="анна")] == ["Анна Смирнова"]
-    assert [m.user.name for m in d.list_members(db, account.id, search="2222")] == ["Борис Кузнецов"]
-    assert d.count_members(db, account.id, status="deactivated") == 1
-    assert d.count_members(db, account.id, search="%") == 0  # wildcards are text, not patterns
-    assert d.get_primary_owner(db, account.id).name.startswith("Владелец")
+    assert [m.user.name for m in list_members(db, account.id, search="анна")] == ["Анна Смирнова"]
+    assert [m.user.name for m in list_members(db, account.id, search="2222")] == ["Борис Кузнецов"]
+    assert count_members(db, account.id, status="deactivated") == 1
+    assert count_members(db, account.id, search="%") == 0  # wildcards are text, not patterns
+    assert get_primary_owner(db, account.id).name.startswith("Владелец")
 
 
 def test_list_users_of_a_big_account_keeps_every_department(db, make_account, now):
@@ -343,12 +381,12 @@ def test_list_users_of_a_big_account_keeps_every_department(db, make_account, no
 
     account = make_account()
     insert_members(db, account, 1000)
-    dept = d.create_department(db, account_id=account.id, name="Склад", source="crm", now=now, crm_group_id=42)
-    last = max(d.list_members(db, account.id), key=lambda m: m.id)
-    d.set_user_departments(
+    dept = create_department(db, account_id=account.id, name="Склад", source="crm", now=now, crm_group_id=42)
+    last = max(list_members(db, account.id), key=lambda m: m.id)
+    set_user_departments(
         db, account_id=account.id, user_id=last.user_id, department_ids=[dept.id], source="crm", now=now
     )
     db.commit()
-    users = d.list_users(db, account.id)
+    users = list_users(db, account.id)
     assert len(users) == 1001
     assert [u.user_id for u in users if u.department_ids == (dept.id,)] == [last.user_id]

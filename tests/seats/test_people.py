@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from devtools.demo import DEMO_OWNER, seed_demo_data
 from portal.accounts.models import Account, Membership, MembershipStatus, User
 from portal.payments.service import customer_for
-from portal.seats import directory
+from portal.seats.members import add_user
+from portal.seats.queries import count_active, list_users
 from tests.conftest import csrf_token, post
 
 STAFF_PHONE = "+79990000099"
@@ -71,9 +72,7 @@ def test_the_receipt_goes_to_the_address_the_paying_company_gave(db, make_accoun
     own = make_account(owner_phone="+79161110002")
     other = make_account()
     person = db.scalars(sa.select(User).where(User.phone == "+79161110002")).one()
-    directory.add_user(
-        db, account_id=other.id, phone=person.phone, name="Х", email="evil@evil.example", source="portal", now=now
-    )
+    add_user(db, account_id=other.id, phone=person.phone, name="Х", email="evil@evil.example", source="portal", now=now)
     db.commit()
     order = SimpleNamespace(account_id=own.id, created_by_user_id=person.id)
     assert customer_for(db, order, None).email is None  # her own company has no address for her: the phone
@@ -89,13 +88,13 @@ def test_the_receipt_goes_to_the_address_the_paying_company_gave(db, make_accoun
 def test_the_crm_and_the_api_get_the_company_record_not_the_profile(db, make_account, now):
     first = make_account(owner_phone="+79161110003")
     second = make_account()
-    directory.add_user(
+    add_user(
         db, account_id=second.id, phone="+79161110003", name="Их имя", email="their@x.example", source="crm", now=now
     )
     db.commit()
-    by_phone = {u.phone: u for u in directory.list_users(db, second.id)}
+    by_phone = {u.phone: u for u in list_users(db, second.id)}
     assert by_phone["+79161110003"].name == "Их имя" and by_phone["+79161110003"].email == "their@x.example"
-    by_phone = {u.phone: u for u in directory.list_users(db, first.id)}
+    by_phone = {u.phone: u for u in list_users(db, first.id)}
     assert by_phone["+79161110003"].name.startswith("Владелец") and by_phone["+79161110003"].email is None
 
 
@@ -104,7 +103,7 @@ def test_the_person_sees_the_new_company_flagged_and_can_leave_it(app, client, a
     _register(client, auth, "+79161110005", "ООО «Пригласившая»")
     post(client, "/team/users", {"phone": "+79161110004", "name": "Анна", "role": "member"})
     inviter = db.scalars(sa.select(Account).where(Account.name == "ООО «Пригласившая»")).one()
-    assert directory.count_active(db, inviter.id) == 2
+    assert count_active(db, inviter.id) == 2
     auth.logout()
 
     auth.login("+79161110004")
@@ -118,7 +117,7 @@ def test_the_person_sees_the_new_company_flagged_and_can_leave_it(app, client, a
 
     db.expire_all()
     assert _membership(db, inviter.id, "+79161110004").status == MembershipStatus.LEFT
-    assert directory.count_active(db, inviter.id) == 1  # the seat is freed
+    assert count_active(db, inviter.id) == 1  # the seat is freed
     assert _membership(db, mine.id, "+79161110004").is_active
     # The company sees them as left, and cannot switch them back on itself.
     auth.logout()
@@ -128,7 +127,7 @@ def test_the_person_sees_the_new_company_flagged_and_can_leave_it(app, client, a
     member = _membership(db, inviter.id, "+79161110004")
     resp = post(client, f"/team/users/{member.user_id}/reactivate", {"confirmed": "1"}, follow_redirects=True)
     assert "сам покинул компанию" in resp.get_data(as_text=True)
-    assert directory.count_active(db, inviter.id) == 1
+    assert count_active(db, inviter.id) == 1
 
 
 def test_the_sole_owner_cannot_leave_their_company(client, auth, db, make_account):

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from devtools.demo import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.accounts.models import Membership, MembershipStatus, Role, User
 from portal.audit import AuditLog
-from portal.seats import directory
+from portal.seats.members import add_user
+from portal.seats.queries import count_active
 from tests.conftest import post
 from tests.seats.conftest import NOW, insert_members
 
@@ -24,7 +25,7 @@ def demo(app, db):
 
 def _active(db, account) -> int:
     db.expire_all()
-    return directory.count_active(db, account.id)
+    return count_active(db, account.id)
 
 
 def _membership(db, account, phone) -> Membership:
@@ -244,7 +245,7 @@ def _next_link(page: str) -> str:
 def test_a_big_team_is_paged_and_searchable(db, client, auth, make_account):
     account = make_account(owner_phone="+79161300000")
     insert_members(db, account, 120)
-    directory.add_user(db, account_id=account.id, phone="+79163334455", name="Анна Смирнова", source="crm", now=NOW)
+    add_user(db, account_id=account.id, phone="+79163334455", name="Анна Смирнова", source="crm", now=NOW)
     db.commit()
     auth.login("+79161300000")
     first_html = client.get("/team").get_data(as_text=True)

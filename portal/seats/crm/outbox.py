@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from portal import tasks as task_queue
 from portal.accounts.models import Membership, MembershipStatus, Source
-from portal.seats import directory
+from portal.seats.events import DirectoryEvent, EventKind
+from portal.seats.members import link_crm_user
+from portal.seats.queries import departments_of, find_member_by_crm_id
 
 from .base import CrmAuthError, CrmBlocked, CrmClient, CrmError, CrmRefused, CrmUnavailable, NewCrmUser
 from .base import generate_password as _password
@@ -117,35 +119,39 @@ def enqueue(
     db.add(item)
     db.flush()
     if kick:
-        _kick_after_commit(db, account_id)
+        kick_after_commit(db, account_id)
     return item
 
 
-def on_directory_event(db: Session, ev: directory.DirectoryEvent) -> None:
-    """The directory listener: queue what the CRM must learn about this messenger change."""
-    if ev.source == Source.CRM.value:
+def on_directory_event(db: Session, event: DirectoryEvent) -> None:
+    """The membership listener (connected by create_app; takes the event by keyword): queue what the CRM must learn about this messenger change."""
+    if event.source == Source.CRM.value:
         return  # the sync's own changes came from the CRM: echoing them back would loop
-    kind = ev.kind
-    if kind not in (directory.EventKind.ADDED, directory.EventKind.DEACTIVATED, directory.EventKind.REACTIVATED):
+    kind = event.kind
+    if kind not in (EventKind.ADDED, EventKind.DEACTIVATED, EventKind.REACTIVATED):
         return
-    if connected_connection(db, ev.account_id) is None:
+    if connected_connection(db, event.account_id) is None:
         return
-    u = ev.user
+    u = event.user
     payload = {"name": u.name, "email": u.email, "phone": u.phone, "crm_user_id": u.crm_user_id}
     mid = u.membership_id
-    if kind == directory.EventKind.DEACTIVATED:
+    if kind == EventKind.DEACTIVATED:
         # Not yet created in the CRM: nothing to deactivate there, just do not create it.
-        _supersede(db, mid, [CREATE, ACTIVATE], OPEN, ev.at)
+        _supersede(db, mid, [CREATE, ACTIVATE], OPEN, event.at)
         if u.crm_user_id is not None:
-            enqueue(db, account_id=ev.account_id, membership_id=mid, operation=DEACTIVATE, payload=payload, now=ev.at)
+            enqueue(
+                db, account_id=event.account_id, membership_id=mid, operation=DEACTIVATE, payload=payload, now=event.at
+            )
         return
     if u.crm_user_id is None:
-        enqueue(db, account_id=ev.account_id, membership_id=mid, operation=CREATE, payload=payload, now=ev.at)
+        enqueue(db, account_id=event.account_id, membership_id=mid, operation=CREATE, payload=payload, now=event.at)
         return
-    if kind == directory.EventKind.REACTIVATED:
-        undone = _supersede(db, mid, [DEACTIVATE], [PENDING], ev.at)
+    if kind == EventKind.REACTIVATED:
+        undone = _supersede(db, mid, [DEACTIVATE], [PENDING], event.at)
         if not undone:
-            enqueue(db, account_id=ev.account_id, membership_id=mid, operation=ACTIVATE, payload=payload, now=ev.at)
+            enqueue(
+                db, account_id=event.account_id, membership_id=mid, operation=ACTIVATE, payload=payload, now=event.at
+            )
 
 
 def resolve_creates(db: Session, membership_id: int, crm_user_id: int, now: datetime) -> int:
@@ -167,7 +173,7 @@ def resolve_creates(db: Session, membership_id: int, crm_user_id: int, now: date
 # ----- delivery after commit -----
 
 
-def _kick_after_commit(db: Session, account_id: int) -> None:
+def kick_after_commit(db: Session, account_id: int) -> None:
     """Deliver this account's queue once `db` commits (nothing if it rolls back): the task queue's after-commit
     sending, the same one every feature uses, rather than a listener of the outbox's own."""
     task_queue.enqueue_after_commit(db, _deliver_soon, account_id)
@@ -373,7 +379,7 @@ def _prepare(
                 CrmUserState.account_id == item.account_id, sa.func.lower(CrmUserState.email) == email.lower()
             )
         ).first()
-        if known is not None and directory.find_member_by_crm_id(db, item.account_id, known.crm_user_id) is None:
+        if known is not None and find_member_by_crm_id(db, item.account_id, known.crm_user_id) is None:
             # The CRM already has someone with this e-mail (the sync saw them): link instead of a refused create.
             _link(db, item.account_id, membership.user_id, known.crm_user_id, now)
             item.crm_user_id = known.crm_user_id
@@ -390,7 +396,7 @@ def _prepare(
                 )
             return None
         # Into the CRM group of the user's CRM department, so the next sync has nothing to move.
-        groups = [d.crm_group_id for d in directory.departments_of(db, [membership.id])[membership.id]]
+        groups = [d.crm_group_id for d in departments_of(db, [membership.id])[membership.id]]
         group_id = next((g for g in groups if g is not None), None)
         return _Plan(
             item.id,
@@ -430,9 +436,7 @@ def _call(client: CrmClient, plan: _Plan) -> int | None:
 
 def _link(db: Session, account_id: int, user_id: int, crm_user_id: int, now: datetime) -> None:
     # Source "crm": the link is news from the CRM, and the listener must not queue anything for it.
-    directory.link_crm_user(
-        db, account_id=account_id, user_id=user_id, crm_user_id=crm_user_id, source=Source.CRM.value, now=now
-    )
+    link_crm_user(db, account_id=account_id, user_id=user_id, crm_user_id=crm_user_id, source=Source.CRM.value, now=now)
 
 
 def _record(
@@ -451,7 +455,7 @@ def _record(
         if plan.operation == CREATE and outcome is not None:
             # Link even if the item was canceled meanwhile: the CRM user exists now, and the sync must not
             # import them back as somebody new.
-            if directory.find_member_by_crm_id(db, plan.account_id, outcome) is None:
+            if find_member_by_crm_id(db, plan.account_id, outcome) is None:
                 membership = db.get(Membership, plan.membership_id)
                 if membership is not None and membership.crm_user_id is None:
                     _link(db, plan.account_id, plan.user_id, outcome, now)
@@ -518,7 +522,7 @@ def _mirror(db: Session, plan: _Plan, crm_user_id: int, *, active: bool, now: da
     db.flush()
 
 
-# ----- what the owner sees and does -----
+# ----- what the owner and support see (the owner's actions on an item: outbox_items) -----
 
 
 def list_outbox(db: Session, account_id: int, statuses: Iterable[str] = OPEN, limit: int = 200) -> list[CrmOutbox]:
@@ -542,56 +546,3 @@ def list_failing(db: Session, limit: int = 200) -> list[CrmOutbox]:
             .limit(limit)
         )
     )
-
-
-def get_item(db: Session, account_id: int, item_id: int) -> CrmOutbox | None:
-    return db.scalars(sa.select(CrmOutbox).where(CrmOutbox.account_id == account_id, CrmOutbox.id == item_id)).first()
-
-
-def retry_item(db: Session, item: CrmOutbox, now: datetime) -> None:
-    """The owner asks to try again now (after fixing the reason). Does not commit."""
-    if item.status not in OPEN:
-        return
-    twin = db.scalars(
-        sa.select(CrmOutbox.id).where(
-            CrmOutbox.membership_id == item.membership_id,
-            CrmOutbox.operation == item.operation,
-            CrmOutbox.status == PENDING,
-            CrmOutbox.id != item.id,
-        )
-    ).first()
-    if twin is not None:
-        item.status = OutboxStatus.CANCELED.value
-        item.last_error = "Такое же задание уже в очереди"
-    else:
-        item.status = PENDING
-        item.attempts = 0
-        item.next_attempt_at = now
-        item.last_error = None
-    item.updated_at = now
-    db.flush()
-    _kick_after_commit(db, item.account_id)
-
-
-def cancel_item(db: Session, item: CrmOutbox, now: datetime) -> None:
-    if item.status in OPEN:
-        item.status = OutboxStatus.CANCELED.value
-        item.last_error = "Отменено владельцем"
-        item.updated_at = now
-        db.flush()
-
-
-def set_email_and_retry(db: Session, item: CrmOutbox, email: str, now: datetime) -> None:
-    """Fill in the e-mail a CRM user needs, then retry. Raises directory.InvalidUserData for a bad address."""
-    clean = directory.clean_email(email)
-    if clean is None:
-        raise directory.InvalidUserData("Укажите адрес почты.", field="email")
-    membership = db.get(Membership, item.membership_id)
-    if membership is None:
-        raise directory.UserNotFound()
-    if membership.email and membership.email.casefold() != clean.casefold():
-        raise directory.DirectoryConflict(
-            f"У пользователя уже есть адрес {membership.email}: задание отправлено с ним.", field="email"
-        )
-    membership.email = clean
-    retry_item(db, item, now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
@@ -11,14 +12,31 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Source, User
 from portal.audit import record_audit
-from portal.seats import directory
+from portal.pagination import Key, KeysetPage
+from portal.seats.members import link_crm_user
 from portal.seats.models import Department
+from portal.seats.queries import count_active
+from portal.tasks.runs import start_run
 
-from .amocrm import amocrm_user_name
+from . import oauth
+from .amocrm import AmoCrmClient, amocrm_user_name
 from .base import CrmAccountInfo
-from .models import ConnectionStatus, CrmConnection, CrmOutbox, CrmUserState, OutboxOperation, OutboxStatus
-from .oauth import Tokens
-from .sync import BAD_PHONE, NO_PHONE, PHONE_TAKEN, get_connection
+from .factory import CrmSettings
+from .models import (
+    ConnectionStatus,
+    CrmConnection,
+    CrmOutbox,
+    CrmSyncEntry,
+    CrmSyncRun,
+    CrmUserState,
+    OutboxOperation,
+    OutboxStatus,
+)
+from .oauth import MemoryTokenStore, Tokens
+from .outbox import list_outbox
+from .plan import BAD_PHONE, NO_PHONE, PHONE_TAKEN
+from .sync import get_connection, list_entries, list_pending_page, list_removed_in_crm, list_runs
+from .tasks import SYNC_RUN, SYNC_TITLES
 from .tokens import clear_tokens, store_tokens
 
 
@@ -72,12 +90,68 @@ def connect_account(
     return connection
 
 
+def connect_with_code(
+    db: Session,
+    *,
+    account_id: int,
+    actor: User,
+    settings: CrmSettings,
+    code: str,
+    referer: str | None,
+    now: datetime,
+) -> tuple[CrmConnection, int | None]:
+    """Finish the OAuth flow: exchange the code for tokens, read the CRM account, store the connection, and queue
+    the first sync (a task: 10 000 users take longer than a page view). Returns the connection and the sync's run
+    id (None when the account is not connected). Raises CrmError when the CRM refuses. Does not commit."""
+    base_url, subdomain = settings.account_base_url(referer)
+    tokens = oauth.exchange_code(
+        oauth.token_url_for(base_url),
+        settings.client_id,
+        settings.client_secret,
+        code,
+        settings.redirect_uri,
+        now=now,
+    )
+    with AmoCrmClient(base_url, MemoryTokenStore(tokens), credentials=settings.credentials, max_retries=2) as c:
+        info = c.account_info()
+    connection = connect_account(
+        db,
+        account_id=account_id,
+        actor=actor,
+        backend=settings.backend,
+        base_url=base_url,
+        subdomain=subdomain,
+        info=info,
+        tokens=tokens,
+        cipher=settings.cipher,
+        now=now,
+    )
+    return connection, start_sync(db, account_id, actor, trigger="connect")
+
+
+def start_sync(db: Session, account_id: int, actor: User, *, trigger: str) -> int | None:
+    """Queue a sync of this account as a task run («connect»: the first import, «manual»: the owner's button);
+    None when the CRM is not connected. Does not commit (the run is sent to the queue when `db` commits)."""
+    connection = get_connection(db, account_id)
+    if connection is None or not connection.is_connected:
+        return None
+    run = start_run(
+        db,
+        kind=SYNC_RUN,
+        title=SYNC_TITLES[trigger],
+        account_id=account_id,
+        user_id=actor.id,
+        params={"trigger": trigger},
+    )
+    return run.id
+
+
 def _forget_links(db: Session, account_id: int, now: datetime) -> None:
     linked = db.scalars(
         sa.select(Membership).where(Membership.account_id == account_id, Membership.crm_user_id.is_not(None))
     ).all()
     for membership in linked:
-        directory.link_crm_user(
+        link_crm_user(
             db, account_id=account_id, user_id=membership.user_id, crm_user_id=None, source=Source.CRM.value, now=now
         )
     db.execute(sa.delete(CrmUserState).where(CrmUserState.account_id == account_id))
@@ -175,7 +249,7 @@ def get_overview(db: Session, account_id: int) -> CrmOverview:
         removed_in_crm=removed,
         outbox_pending=outbox.get(OutboxStatus.PENDING.value, 0),
         outbox_problems=outbox.get(OutboxStatus.FAILED.value, 0) + outbox.get(OutboxStatus.REFUSED.value, 0),
-        seats_used=directory.count_active(db, account_id),
+        seats_used=count_active(db, account_id),
     )
 
 
@@ -221,3 +295,47 @@ def list_renamed_for_crm(db: Session, account_id: int, limit: int = 100) -> list
             if len(found) >= limit:
                 break
     return found
+
+
+@dataclass(frozen=True)
+class ConnectionPage:
+    """What the owner's CRM page lists, each part a bounded query."""
+
+    connection: CrmConnection | None
+    overview: Any
+    runs: list[CrmSyncRun]
+    latest: CrmSyncRun | None
+    latest_entries: list[CrmSyncEntry]
+    outbox: list[CrmOutbox]
+    outbox_members: dict[int, Membership]
+    pending: KeysetPage[Any] | None
+    removed: list[Any]
+    renamed: list[Any]
+
+
+def connection_page(
+    db: Session, account_id: int, *, pending_limit: int, pending_after: Key | None, pending_before: Key | None
+) -> ConnectionPage:
+    connection = get_connection(db, account_id)
+    runs = list_runs(db, account_id, limit=15)
+    latest = runs[0] if runs else None
+    outbox = list_outbox(db, account_id)
+    pending = None
+    if connection is not None:
+        pending = list_pending_page(db, account_id, limit=pending_limit, after=pending_after, before=pending_before)
+    members = {}
+    if outbox:
+        ids = {item.membership_id for item in outbox}
+        members = {m.id: m for m in db.scalars(sa.select(Membership).where(Membership.id.in_(ids)))}
+    return ConnectionPage(
+        connection=connection,
+        overview=get_overview(db, account_id) if connection is not None else None,
+        runs=runs,
+        latest=latest,
+        latest_entries=list_entries(db, latest.id, limit=60) if latest is not None else [],
+        outbox=outbox,
+        outbox_members=members,
+        pending=pending,
+        removed=list_removed_in_crm(db, account_id, limit=100) if connection is not None else [],
+        renamed=list_renamed_for_crm(db, account_id) if connection is not None else [],
+    )

@@ -2,51 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from sqlalchemy.orm import Session
 from wtforms import EmailField
 from wtforms.validators import DataRequired
 
 from portal.accounts.access import require_account, roles_required
 from portal.accounts.forms import EmptyForm, PhoneField
-from portal.accounts.models import Membership, Role
+from portal.accounts.models import Role
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import AFTER, BEFORE, decode_key, keys_from_args
-from portal.seats import directory
+from portal.seats.errors import DirectoryError
 from portal.tasks.runs import get_run as get_task_run
-from portal.tasks.runs import run_state, start_run
+from portal.tasks.runs import run_state
 from portal.textinput import PortalForm
 
 from . import oauth
-from .amocrm import NAME_MAX_LENGTH, AmoCrmClient
+from .amocrm import NAME_MAX_LENGTH
 from .base import CrmError
 from .factory import CrmSettings
 from .models import OutboxOperation
-from .oauth import MemoryTokenStore
-from .outbox import EMAIL_NEEDED, cancel_item, get_item, list_outbox, retry_item, set_email_and_retry
-from .service import connect_account, disconnect_account, get_overview, list_renamed_for_crm
+from .outbox import EMAIL_NEEDED
+from .outbox_items import cancel_item, get_item, retry_item, set_email_and_retry
+from .service import (
+    connect_with_code,
+    connection_page,
+    disconnect_account,
+    start_sync,
+)
 from .sync import (
     COUNT_LABELS,
     ENTRY_KEY_TYPES,
     ENTRY_TITLES,
     PENDING_KEY_TYPES,
     PENDING_REASONS,
-    get_connection,
     get_run,
     import_pending_user,
-    list_entries,
     list_entries_page,
-    list_pending_page,
-    list_removed_in_crm,
-    list_runs,
 )
-from .tasks import SYNC_RUN, SYNC_TITLES
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ register_nav("crm.connection_show", "CRM", (Role.OWNER.value,), order=50)
 STATE_KEY = "crm_oauth"
 RUN_KEY = "crm_task_run"
 OWNER = Role.OWNER.value
+T = TypeVar("T")
 
 
 class OutboxEmailForm(PortalForm):
@@ -88,52 +90,37 @@ def _check_form(form: FlaskForm | None = None) -> None:
         abort(400, "Форма устарела: обновите страницу и попробуйте ещё раз.")
 
 
-@bp.get("")
-@roles_required(OWNER)
-def connection_show() -> Any:
-    db = get_db()
-    account = require_account()
-    connection = get_connection(db, account.id)
-    settings = _settings()
-    runs = list_runs(db, account.id, limit=15)
-    latest = runs[0] if runs else None
-    outbox = list_outbox(db, account.id)
-    # The sync this person started: shown with its progress while it runs, and its outcome once.
+def _task_run(db: Session, account_id: int) -> tuple[Any, Any]:
+    """The sync this person started: shown with its progress while it runs, and its outcome once."""
     task_run = task_state = None
     run_id = session.get(RUN_KEY)
     if isinstance(run_id, int):
         task_run = get_task_run(db, run_id)
-        if task_run is None or task_run.account_id != account.id:
+        if task_run is None or task_run.account_id != account_id:
             task_run = None
             session.pop(RUN_KEY, None)
         else:
             task_state = run_state(task_run)
             if task_run.finished:
                 session.pop(RUN_KEY, None)
-    pending = None
-    if connection is not None:
-        # Its own keys in the URL (pending_after / pending_before): the page may one day page other lists too.
-        after = decode_key(request.args.get(PENDING_PREFIX + AFTER), PENDING_KEY_TYPES)
-        before = decode_key(request.args.get(PENDING_PREFIX + BEFORE), PENDING_KEY_TYPES)
-        pending = list_pending_page(db, account.id, limit=PENDING_PAGE, after=after, before=before)
-    members = {}
-    if outbox:
-        ids = {item.membership_id for item in outbox}
-        members = {m.id: m for m in db.scalars(sa.select(Membership).where(Membership.id.in_(ids)))}
+    return task_run, task_state
+
+
+@bp.get("")
+@roles_required(OWNER)
+def connection_show() -> Any:
+    db = get_db()
+    account = require_account()
+    # Its own keys in the URL (pending_after / pending_before): the page may one day page other lists too.
+    after = decode_key(request.args.get(PENDING_PREFIX + AFTER), PENDING_KEY_TYPES)
+    before = decode_key(request.args.get(PENDING_PREFIX + BEFORE), PENDING_KEY_TYPES)
+    page = connection_page(db, account.id, pending_limit=PENDING_PAGE, pending_after=after, pending_before=before)
+    task_run, task_state = _task_run(db, account.id)
     return render_template(
         "seats/crm_connection.html",
         account=account,
-        connection=connection,
-        settings=settings,
-        overview=get_overview(db, account.id) if connection is not None else None,
-        runs=runs,
-        latest=latest,
-        latest_entries=list_entries(db, latest.id, limit=60) if latest is not None else [],
-        outbox=outbox,
-        outbox_members=members,
-        pending=pending,
-        removed=list_removed_in_crm(db, account.id, limit=100) if connection is not None else [],
-        renamed=list_renamed_for_crm(db, account.id) if connection is not None else [],
+        settings=_settings(),
+        **{f.name: getattr(page, f.name) for f in dataclasses.fields(page)},
         name_max_length=NAME_MAX_LENGTH,
         entry_titles=ENTRY_TITLES,
         count_labels=COUNT_LABELS,
@@ -159,87 +146,57 @@ def connection_start() -> Any:
     return redirect(_settings().authorize_url(state))
 
 
-@bp.get("/callback")
-@roles_required(OWNER)
-def connection_callback() -> Any:
-    account = require_account()
+def _check_callback_state(account_id: int) -> None:
     saved = session.pop(STATE_KEY, None)
-    expected = saved.get("state") if isinstance(saved, dict) and saved.get("account_id") == account.id else None
+    expected = saved.get("state") if isinstance(saved, dict) and saved.get("account_id") == account_id else None
     if not oauth.check_state(expected, request.args.get("state")):
         abort(
             400,
             "Ответ CRM не относится к вашему подключению (устарел или подделан). "
             "Начните подключение заново на странице CRM.",
         )
+
+
+@bp.get("/callback")
+@roles_required(OWNER)
+def connection_callback() -> Any:
+    account = require_account()
+    _check_callback_state(account.id)
     if request.args.get("error"):
         flash("Доступ к CRM не предоставлен: в окне CRM нажали «Отклонить». CRM не подключена.", "warning")
         return _back()
     code = request.args.get("code", "")
     if not code or len(code) > 2000:
         abort(400, "CRM не передала код авторизации. Начните подключение заново.")
-    settings = _settings()
     db = get_db()
-    now = utcnow()
+    referer = request.args.get("referer")
     try:
-        base_url, subdomain = settings.account_base_url(request.args.get("referer"))
-        tokens = oauth.exchange_code(
-            oauth.token_url_for(base_url),
-            settings.client_id,
-            settings.client_secret,
-            code,
-            settings.redirect_uri,
-            now=now,
+        connection, run_id = connect_with_code(
+            db, account_id=account.id, actor=_actor(), settings=_settings(), code=code, referer=referer, now=utcnow()
         )
-        with AmoCrmClient(base_url, MemoryTokenStore(tokens), credentials=settings.credentials, max_retries=2) as c:
-            info = c.account_info()
     except CrmError as exc:
         log.warning("CRM connection of account %s failed: %s", account.id, exc.message)
         flash(f"Не удалось подключить CRM: {exc.message}", "error")
         return _back()
-    connection = connect_account(
-        db,
-        account_id=account.id,
-        actor=_actor(),
-        backend=settings.backend,
-        base_url=base_url,
-        subdomain=subdomain,
-        info=info,
-        tokens=tokens,
-        cipher=settings.cipher,
-        now=now,
-    )
     flash(f"CRM подключена: {connection.crm_account_name} ({connection.subdomain}).", "success")
-    # The first connection imports every active CRM user: a task (10 000 users take longer than a page view),
-    # whose progress the CRM page shows.
-    _start_sync(account.id, trigger="connect")
+    _sync_started(run_id)
     return _back()
 
 
-def _start_sync(account_id: int, *, trigger: str) -> None:
-    """Queue a sync of this account (committed here) and remember it, so the CRM page shows its progress."""
-    db = get_db()
-    connection = get_connection(db, account_id)
-    if connection is None or not connection.is_connected:
-        db.commit()
+def _sync_started(run_id: int | None) -> None:
+    """Commit the queued sync and remember it, so the CRM page shows its progress."""
+    get_db().commit()
+    if run_id is None:
         flash("CRM не подключена.", "error")
         return
-    run = start_run(
-        db,
-        kind=SYNC_RUN,
-        title=SYNC_TITLES[trigger],
-        account_id=account_id,
-        user_id=_actor().id,
-        params={"trigger": trigger},
-    )
-    db.commit()
-    session[RUN_KEY] = run.id
+    session[RUN_KEY] = run_id
 
 
 @bp.post("/sync")
 @roles_required(OWNER)
 def sync_run() -> Any:
     _check_form()
-    _start_sync(require_account().id, trigger="manual")
+    _sync_started(start_sync(get_db(), require_account().id, _actor(), trigger="manual"))
     return _back()
 
 
@@ -286,65 +243,66 @@ def _item_or_404(item_id: int) -> Any:
     return item
 
 
+def _act(change: Callable[[Session], T], done: Callable[[T], str]) -> Any:
+    """Make one change the owner asked for: committed and told (`done(result)`), or refused with the service's
+    message; back to the CRM page either way."""
+    db = get_db()
+    try:
+        result = change(db)
+    except DirectoryError as exc:
+        db.rollback()
+        flash(exc.message, "error")
+        return _back()
+    db.commit()
+    flash(done(result), "success")
+    return _back()
+
+
 @bp.post("/outbox/<int:item_id>/retry")
 @roles_required(OWNER)
 def outbox_retry(item_id: int) -> Any:
     _check_form()
-    db = get_db()
     item = _item_or_404(item_id)
-    retry_item(db, item, utcnow())
-    db.commit()
-    flash("Задание снова в очереди: отправим в CRM в ближайшие минуты.", "success")
-    return _back()
+    return _act(
+        lambda db: retry_item(db, item, utcnow()),
+        lambda _: "Задание снова в очереди: отправим в CRM в ближайшие минуты.",
+    )
 
 
 @bp.post("/outbox/<int:item_id>/cancel")
 @roles_required(OWNER)
 def outbox_cancel(item_id: int) -> Any:
     _check_form()
-    db = get_db()
     item = _item_or_404(item_id)
-    cancel_item(db, item, utcnow())
-    db.commit()
-    flash("Задание отменено: в CRM это изменение не попадёт.", "success")
-    return _back()
+    return _act(
+        lambda db: cancel_item(db, item, utcnow()),
+        lambda _: "Задание отменено: в CRM это изменение не попадёт.",
+    )
 
 
 @bp.post("/outbox/<int:item_id>/email")
 @roles_required(OWNER)
 def outbox_email(item_id: int) -> Any:
     form = OutboxEmailForm()
-    db = get_db()
     item = _item_or_404(item_id)
     if not form.validate_on_submit():
         flash("Укажите адрес почты, например anna@example.ru.", "error")
         return _back()
-    try:
-        set_email_and_retry(db, item, form.email.data, utcnow())
-    except directory.DirectoryError as exc:
-        db.rollback()
-        flash(exc.message, "error")
-        return _back()
-    db.commit()
-    flash("Почта сохранена, пользователь снова в очереди на создание в CRM.", "success")
-    return _back()
+    return _act(
+        lambda db: set_email_and_retry(db, item, form.email.data, utcnow()),
+        lambda _: "Почта сохранена, пользователь снова в очереди на создание в CRM.",
+    )
 
 
 @bp.post("/pending/<int:crm_user_id>/phone")
 @roles_required(OWNER)
 def pending_import(crm_user_id: int) -> Any:
     form = PendingPhoneForm()
-    db = get_db()
     account = require_account()
     if not form.validate_on_submit():
         flash(" ".join(form.phone.errors) or "Проверьте номер телефона.", "error")
         return _back()
-    try:
-        membership = import_pending_user(db, account.id, crm_user_id, form.phone.data, utcnow(), _actor())
-    except directory.DirectoryError as exc:
-        db.rollback()
-        flash(exc.message, "error")
-        return _back()
-    db.commit()
-    flash(f"{membership.name} добавлен(а) в мессенджер и связан(а) с CRM.", "success")
-    return _back()
+    return _act(
+        lambda db: import_pending_user(db, account.id, crm_user_id, form.phone.data, utcnow(), _actor()),
+        lambda membership: f"{membership.name} добавлен(а) в мессенджер и связан(а) с CRM.",
+    )

@@ -17,14 +17,16 @@ from flask import Flask
 
 from devtools.crm_emulator import Emulator
 from portal.accounts.models import Account, Membership, MembershipStatus, User
-from portal.seats import directory
 from portal.seats.crm.factory import CrmSettings, build_client, client_factory
 from portal.seats.crm.models import CrmConnection, CrmOutbox, CrmSyncEntry, CrmSyncRun
 from portal.seats.crm.oauth import Tokens
 from portal.seats.crm.outbox import DeliveryResult, deliver_outbox
 from portal.seats.crm.service import connect_account
 from portal.seats.crm.sync import SyncResult, sync_account
+from portal.seats.departments import find_department_by_crm_group, list_departments
+from portal.seats.members import add_user, deactivate_user, reactivate_user
 from portal.seats.models import Department
+from portal.seats.queries import count_active, departments_of, find_member_by_crm_id, list_members
 from tests.crm.conftest import FakeClock, RecordingSession
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -85,21 +87,21 @@ class Crm:
 
     def members(self, status: str | None = None) -> list[Membership]:
         self.db.expire_all()
-        return directory.list_members(self.db, self.account.id, status=status)
+        return list_members(self.db, self.account.id, status=status)
 
     def active_names(self) -> set[str]:
         return {m.user.name for m in self.members(MembershipStatus.ACTIVE.value)}
 
     def member_by_crm(self, crm_id: int) -> Membership | None:
         self.db.expire_all()
-        return directory.find_member_by_crm_id(self.db, self.account.id, crm_id)
+        return find_member_by_crm_id(self.db, self.account.id, crm_id)
 
     def departments(self) -> dict[int | None, str]:
         self.db.expire_all()
-        return {d.crm_group_id: d.name for d in directory.list_departments(self.db, self.account.id)}
+        return {d.crm_group_id: d.name for d in list_departments(self.db, self.account.id)}
 
     def department_names_of(self, membership: Membership) -> list[str]:
-        return [d.name for d in directory.departments_of(self.db, [membership.id])[membership.id]]
+        return [d.name for d in departments_of(self.db, [membership.id])[membership.id]]
 
     def runs(self) -> list[CrmSyncRun]:
         self.db.expire_all()
@@ -120,26 +122,22 @@ class Crm:
 
     def seats(self) -> int:
         self.db.expire_all()
-        return directory.count_active(self.db, self.account.id)
+        return count_active(self.db, self.account.id)
 
     def add_in_messenger(self, phone: str, name: str, email: str | None = None) -> Membership:
         """The owner adds someone on the team page (source «portal»)."""
-        result = directory.add_user(
+        result = add_user(
             self.db, account_id=self.account.id, phone=phone, name=name, email=email, source="portal", now=NOW
         )
         self.db.commit()
         return result.membership
 
     def deactivate_in_messenger(self, membership: Membership) -> None:
-        directory.deactivate_user(
-            self.db, account_id=self.account.id, user_id=membership.user_id, source="portal", now=NOW
-        )
+        deactivate_user(self.db, account_id=self.account.id, user_id=membership.user_id, source="portal", now=NOW)
         self.db.commit()
 
     def reactivate_in_messenger(self, membership: Membership) -> None:
-        directory.reactivate_user(
-            self.db, account_id=self.account.id, user_id=membership.user_id, source="portal", now=NOW
-        )
+        reactivate_user(self.db, account_id=self.account.id, user_id=membership.user_id, source="portal", now=NOW)
         self.db.commit()
 
     def api_requests(self) -> list[Any]:
@@ -198,4 +196,4 @@ def user_by_phone(db: Any, phone: str) -> User | None:
 
 
 def department(db: Any, account_id: int, crm_group_id: int) -> Department | None:
-    return directory.find_department_by_crm_group(db, account_id, crm_group_id)
+    return find_department_by_crm_group(db, account_id, crm_group_id)

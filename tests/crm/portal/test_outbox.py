@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import MembershipStatus
-from portal.seats import directory
 from portal.seats.crm.models import CrmOutbox, CrmUserState
 from portal.seats.crm.outbox import BACKOFF_BASE, EMAIL_NEEDED, MAX_ATTEMPTS, deliver_outbox
+from portal.seats.departments import find_department_by_crm_group
+from portal.seats.members import add_user, set_user_departments
 from tests.crm.portal.conftest import NOW, Crm
 
 
@@ -60,8 +61,8 @@ def test_a_messenger_user_in_a_crm_department_is_created_in_that_group(crm: Crm)
     office = crm.emulator.add_group("Офис")
     crm.sync()
     member = crm.add_in_messenger("+79161230001", "Вера Попова", email="vera@romashka.example")
-    dept = directory.find_department_by_crm_group(crm.db, crm.account.id, office.id)
-    directory.set_user_departments(
+    dept = find_department_by_crm_group(crm.db, crm.account.id, office.id)
+    set_user_departments(
         crm.db, account_id=crm.account.id, user_id=member.user_id, department_ids=[dept.id], source="portal", now=NOW
     )
     crm.db.commit()
@@ -209,7 +210,7 @@ def test_the_crm_admin_cannot_be_deactivated_and_the_owner_is_told(crm: Crm) -> 
 
 
 def test_the_outbox_item_is_written_in_the_same_transaction_as_the_change(crm: Crm) -> None:
-    directory.add_user(crm.db, account_id=crm.account.id, phone="+79161230001", name="Вера", source="portal", now=NOW)
+    add_user(crm.db, account_id=crm.account.id, phone="+79161230001", name="Вера", source="portal", now=NOW)
     crm.db.rollback()
 
     assert crm.outbox() == [] and crm.seats() == 1
@@ -217,7 +218,7 @@ def test_the_outbox_item_is_written_in_the_same_transaction_as_the_change(crm: C
 
 def test_no_outbox_without_a_connected_crm(crm: Crm, make_account: Any) -> None:
     other = make_account(name="ИП Соколов")
-    directory.add_user(crm.db, account_id=other.id, phone="+79161230009", name="Павел", source="portal", now=NOW)
+    add_user(crm.db, account_id=other.id, phone="+79161230009", name="Павел", source="portal", now=NOW)
     crm.db.commit()
 
     assert crm.db.scalar(sa.select(sa.func.count()).select_from(CrmOutbox)) == 0

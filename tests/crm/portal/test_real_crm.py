@@ -7,7 +7,7 @@ from typing import Any
 
 from portal.seats.crm.base import CrmGroup, CrmUser
 from portal.seats.crm.models import ConnectionStatus
-from portal.seats.crm.sync import DepartmentRow, DirectorySnapshot, ImportUser, MemberRow, MoveUser, plan_sync
+from portal.seats.crm.plan import DepartmentRow, DirectorySnapshot, ImportUser, MemberRow, MoveUser, plan_sync
 from tests.crm.portal.conftest import NOW, Crm
 from tests.crm.portal.test_crm_pages import OWNER, page, text
 

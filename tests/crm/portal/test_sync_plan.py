@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from portal.seats.crm.base import CrmGroup, CrmUser
-from portal.seats.crm.sync import (
+from portal.seats.crm.plan import (
     INACTIVE,
     NO_PHONE,
     CreateDepartment,

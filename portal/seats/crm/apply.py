@@ -1,0 +1,477 @@
+"""The sync applier: carries out a plan through the membership services and writes the run's journal lines."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from portal.accounts.models import Source, User
+from portal.seats.bulk_add import NewUser, add_users
+from portal.seats.departments import create_department, delete_department, list_departments, rename_department
+from portal.seats.errors import DirectoryError, InvalidUserData
+from portal.seats.members import add_user, link_crm_user, reactivate_user, set_user_departments
+from portal.seats.models import Department
+from portal.seats.queries import departments_of
+from portal.seats.rules import clean_email
+
+from .base import CrmUser
+from .models import CrmSyncEntry, CrmSyncRun, CrmUserState
+from .outbox import resolve_creates
+from .plan import (
+    BAD_PHONE,
+    NO_PHONE,
+    Action,
+    CreateDepartment,
+    DeleteDepartment,
+    DirectorySnapshot,
+    ImportUser,
+    KeepPending,
+    LinkUser,
+    MarkRemoved,
+    MoveUser,
+    ReactivateUser,
+    RenameDepartment,
+    SyncPlan,
+    display_name,
+)
+
+SOURCE = Source.CRM.value
+
+Progress = Callable[[int, int | None, str | None], None]
+
+
+def no_progress(done: int, total: int | None, note: str | None) -> None:
+    pass
+
+
+class Applier:
+    """Applies a plan through the directory service, writing a journal line for each change."""
+
+    def __init__(
+        self,
+        db: Session,
+        account_id: int,
+        run: CrmSyncRun,
+        now: datetime,
+        actor: User | None,
+        report: Progress | None = None,
+    ) -> None:
+        self.report = report or no_progress
+        self.db = db
+        self.account_id = account_id
+        self.run = run
+        self.now = now
+        self.actor = actor
+        # What every change of the run tells the membership services: this account, by the CRM, now, by whom.
+        self.as_crm: dict[str, Any] = {"account_id": account_id, "source": SOURCE, "now": now, "actor": actor}
+        self.counts: Counter[str] = Counter()
+        self.changes = 0
+        self.dept_by_group: dict[int, int] = {}
+        self.dept_names: dict[int, str] = {}
+        self.membership_of: dict[int, int] = {}  # crm id → membership id, for users imported in this run
+        self.link_entries: dict[int, dict[str, Any]] = {}  # membership id → its «linked» line of this run
+        # The run's journal lines, in order, written with one multi-row INSERT at the end of the run (a first
+        # import writes one per user); a line stays editable until then (a link's line takes its department).
+        self.entries: list[dict[str, Any]] = []
+        # Each kind of action and the rule that carries it out.
+        self.rules: dict[type[Action], Callable[[Any], None]] = {
+            CreateDepartment: self._create_department,
+            RenameDepartment: self._rename_department,
+            DeleteDepartment: self._delete_department,
+            ImportUser: self._import_user,
+            LinkUser: self._link_user,
+            ReactivateUser: self._reactivate_user,
+            MarkRemoved: self._mark_removed,
+            MoveUser: self._move_user,
+            KeepPending: self._keep_pending,
+        }
+
+    def tally(self, count: str | None = None, *, change: bool = False) -> None:
+        """The run's bookkeeping, in one place: `count` is the summary's counter, `change` a change of the membership."""
+        if count is not None:
+            self.counts[count] += 1
+        if change:
+            self.changes += 1
+
+    def entry(
+        self,
+        kind: str,
+        message: str,
+        *,
+        subject: str = "",
+        crm_id: int | None = None,
+        mid: int | None = None,
+        count: str | None = None,
+        change: bool = False,
+    ) -> dict[str, Any]:
+        """A journal line of the run, tallied with `count` and `change` (see `tally`)."""
+        self.tally(count, change=change)
+        line = {
+            "run_id": self.run.id,
+            "kind": kind,
+            "crm_user_id": crm_id,
+            "membership_id": mid,
+            "subject": subject[:200],
+            "message": message,
+        }
+        self.entries.append(line)
+        return line
+
+    def write_journal(self) -> None:
+        if self.entries:
+            # render_nulls: every row the same columns, so one multi-row INSERT per batch rather than one per
+            # run of rows that happen to leave the same columns empty.
+            self.db.execute(sa.insert(CrmSyncEntry).execution_options(render_nulls=True), self.entries)
+            self.entries = []
+
+    def apply(self, plan: SyncPlan) -> None:
+        for d in list_departments(self.db, self.account_id):
+            self.dept_names[d.id] = d.name
+            if d.crm_group_id is not None:
+                self.dept_by_group[d.crm_group_id] = d.id
+        order = (
+            CreateDepartment,
+            RenameDepartment,
+            LinkUser,
+            ImportUser,
+            ReactivateUser,
+            MarkRemoved,
+            MoveUser,
+            KeepPending,
+            DeleteDepartment,
+        )
+        total = len(plan.actions)
+        done = 0
+        self.report(0, total, "применяем изменения")
+        for kind in order:
+            if kind is ImportUser:
+                imports = [a for a in plan.actions if isinstance(a, ImportUser)]
+                self._import_users(imports)
+                done += len(imports)
+                self.report(done, total, "применяем изменения")
+                continue
+            for action in plan.actions:
+                if isinstance(action, kind):
+                    self._one(action)
+                    done += 1
+                    if done % 200 == 0:
+                        self.report(done, total, "применяем изменения")
+        self.report(done, total, "сохраняем")
+
+    def _one(self, action: Action) -> None:
+        rule = self.rules[type(action)]
+        if isinstance(action, KeepPending | MarkRemoved):
+            # These only write journal lines (the mirror row is written later) and cannot fail in the directory:
+            # no savepoint for them — a routine run has thousands of unchanged pending users.
+            rule(action)
+            return
+        written = len(self.entries)
+        try:
+            with self.db.begin_nested():
+                rule(action)
+        except DirectoryError as exc:
+            # The savepoint undid the action's rows; its journal lines go with them.
+            dropped = {id(line) for line in self.entries[written:]}
+            del self.entries[written:]
+            self.link_entries = {k: v for k, v in self.link_entries.items() if id(v) not in dropped}
+            self._failed(action, exc)
+
+    def _failed(self, action: Action, exc: DirectoryError) -> None:
+        crm = getattr(action, "crm", None)
+        subject = crm.name if crm is not None else getattr(action, "name", "")
+        self.entry(
+            "user_failed",
+            f"Не применено: {exc.message}",
+            subject=subject,
+            crm_id=crm.id if crm is not None else None,
+            count="failed",
+        )
+
+    def _import_users(self, actions: Sequence[ImportUser]) -> None:
+        """Every user the CRM adds, in one pass of the directory's bulk add (a first import is thousands of them):
+        the same rows, audit records and journal lines as one `add_user` each, without a savepoint per user. The
+        few the bulk path leaves to `add_user` (someone the account already has) go through it one by one."""
+        if not actions:
+            return
+        people = []
+        for a in actions:
+            dept_id = self.dept_by_group.get(a.crm.group_id) if a.crm.group_id is not None else None
+            people.append(
+                NewUser(
+                    phone=a.phone,
+                    name=a.name,
+                    email=clean_email_or_none(a.crm.email),
+                    crm_user_id=a.crm.id,
+                    department_ids=(dept_id,) if dept_id is not None else (),
+                )
+            )
+        answers = add_users(self.db, **self.as_crm, people=people)
+        for action, answer in zip(actions, answers, strict=True):
+            if answer is None:
+                self._one(action)
+            elif isinstance(answer, DirectoryError):
+                self._failed(action, answer)
+            else:
+                self._imported(action, answer.membership_id)
+
+    def _dept_label(self, group_id: int | None) -> str:
+        if group_id is None or group_id not in self.dept_by_group:
+            return ""
+        return self.dept_names.get(self.dept_by_group[group_id], "")
+
+    def _create_department(self, a: CreateDepartment) -> None:
+        dept = create_department(self.db, **self.as_crm, name=a.name, crm_group_id=a.group_id)
+        self.dept_by_group[a.group_id] = dept.id
+        self.dept_names[dept.id] = dept.name
+        self.entry(
+            "department_created",
+            "Новая группа пользователей в CRM — создан отдел",
+            subject=a.name,
+            count="departments_created",
+            change=True,
+        )
+
+    def _rename_department(self, a: RenameDepartment) -> None:
+        rename_department(self.db, **self.as_crm, department_id=a.department_id, name=a.new_name)
+        self.dept_names[a.department_id] = a.new_name
+        self.entry(
+            "department_renamed",
+            f"Группа переименована в CRM — отдел «{a.old_name}» теперь называется «{a.new_name}»",
+            subject=a.new_name,
+            count="departments_renamed",
+            change=True,
+        )
+
+    def _delete_department(self, a: DeleteDepartment) -> None:
+        delete_department(self.db, **self.as_crm, department_id=a.department_id)
+        self.entry(
+            "department_deleted",
+            "Группы больше нет в CRM, и в отделе никого не осталось — отдел удалён",
+            subject=a.name,
+            count="departments_deleted",
+            change=True,
+        )
+
+    def _import_user(self, a: ImportUser) -> None:
+        dept_id = self.dept_by_group.get(a.crm.group_id) if a.crm.group_id is not None else None
+        result = add_user(
+            self.db,
+            **self.as_crm,
+            phone=a.phone,
+            name=a.name,
+            email=clean_email_or_none(a.crm.email),
+            crm_user_id=a.crm.id,
+            department_ids=[dept_id] if dept_id is not None else [],
+        )
+        self._imported(a, result.membership.id)
+
+    def _imported(self, a: ImportUser, membership_id: int) -> None:
+        self.membership_of[a.crm.id] = membership_id
+        kind = "бесплатный" if a.crm.is_free else "платный"
+        why = (
+            f"Первое подключение: импортирован активный пользователь CRM ({kind})"
+            if self.run.first_import
+            else "Добавлен в CRM — создан в мессенджере"
+        )
+        dept = self._dept_label(a.crm.group_id)
+        self.entry(
+            "user_created",
+            why + (f", отдел «{dept}»" if dept else ""),
+            subject=a.name,
+            crm_id=a.crm.id,
+            mid=membership_id,
+            count="created",
+            change=True,
+        )
+
+    def _link_user(self, a: LinkUser) -> None:
+        link_crm_user(self.db, **self.as_crm, user_id=a.member.user_id, crm_user_id=a.crm.id)
+        how = "e-mail" if a.matched_by == "email" else "телефону"
+        self.link_entries[a.member.membership_id] = self.entry(
+            "user_linked",
+            f"Уже есть в мессенджере — связан с пользователем CRM по {how}, повторно не создан",
+            subject=a.member.name,
+            crm_id=a.crm.id,
+            mid=a.member.membership_id,
+            count="linked",
+            change=True,
+        )
+        if resolve_creates(self.db, a.member.membership_id, a.crm.id, self.now):
+            self.entry(
+                "outbox_resolved",
+                "Пользователь уже есть в CRM — задание «создать в CRM» закрыто без повторного создания",
+                subject=a.member.name,
+                crm_id=a.crm.id,
+                mid=a.member.membership_id,
+            )
+        if a.reactivate:
+            self._reactivate(a, "активен в CRM", "Активен в CRM — снова включён в мессенджере", change=False)
+
+    def _reactivate_user(self, a: ReactivateUser) -> None:
+        self._reactivate(a, "снова включён в CRM", "Снова включён в CRM — снова активен в мессенджере", change=True)
+
+    def _reactivate(self, a: LinkUser | ReactivateUser, reason: str, message: str, *, change: bool) -> None:
+        """Switch the member back on; a link that reactivates counts the link as the run's change, not this."""
+        reactivate_user(self.db, **self.as_crm, user_id=a.member.user_id, reason=reason)
+        self.entry(
+            "user_reactivated",
+            message,
+            subject=a.member.name,
+            crm_id=a.crm.id,
+            mid=a.member.membership_id,
+            count="reactivated",
+            change=change,
+        )
+
+    def _mark_removed(self, a: MarkRemoved) -> None:
+        # Only the mirror row changes (written in write_mirror); the messenger user keeps their seat by the rules.
+        self.tally(change=True)
+        if a.removed:
+            self.entry(
+                "user_removed_in_crm",
+                "Удалён (отключён) в CRM — в мессенджере остаётся активным по правилам синхронизации",
+                subject=a.member.name,
+                crm_id=a.crm.id,
+                mid=a.member.membership_id,
+                count="removed_in_crm",
+            )
+        else:
+            self.entry(
+                "user_back_in_crm",
+                "Снова активен в CRM",
+                subject=a.member.name,
+                crm_id=a.crm.id,
+                mid=a.member.membership_id,
+            )
+
+    def _move_user(self, a: MoveUser) -> None:
+        current = _departments_of(self.db, a.member.membership_id)
+        keep = [d.id for d in current if d.crm_group_id is None]
+        target = self.dept_by_group.get(a.group_id) if a.group_id is not None else None
+        new_ids = keep + ([target] if target is not None else [])
+        set_user_departments(self.db, **self.as_crm, user_id=a.member.user_id, department_ids=new_ids)
+        self.tally(change=True)
+        label = self._dept_label(a.group_id)
+        had_crm_department = any(d.crm_group_id is not None for d in current)
+        linked_now = self.link_entries.get(a.member.membership_id)
+        if linked_now is not None and label and not had_crm_department:
+            # Just linked: their CRM group is part of the same story, not a separate move.
+            linked_now["message"] += f"; отдел «{label}», как группа в CRM"
+            return
+        if not label:
+            text = "Группы пользователя нет в CRM — убран из отделов CRM"
+        elif had_crm_department:
+            text = f"Переведён в CRM в другую группу — теперь в отделе «{label}»"
+        else:
+            text = f"В CRM состоит в группе «{label}» — добавлен в этот отдел"
+        self.entry(
+            "user_moved",
+            text,
+            subject=a.member.name,
+            crm_id=a.crm.id,
+            mid=a.member.membership_id,
+            count="moved",
+        )
+
+    def _keep_pending(self, a: KeepPending) -> None:
+        if not a.changed:
+            return  # said in an earlier run; the CRM page lists everyone still waiting
+        if a.reason == NO_PHONE:
+            why = (
+                "В CRM не указан телефон — в мессенджер не добавлен: в мессенджер входят по номеру телефона. "
+                "Укажите телефон в CRM или на этой странице"
+            )
+        elif a.reason == BAD_PHONE:
+            why = f"Телефон в CRM («{a.crm.phone}») не похож на номер — в мессенджер не добавлен. Исправьте его в CRM или укажите здесь"
+        else:
+            why = f"Телефон {a.crm.phone} уже у пользователя «{a.detail}» — второй раз не добавлен. Проверьте телефон в CRM"
+        self.entry("user_pending", why, subject=display_name(a.crm), crm_id=a.crm.id, count="pending")
+
+    def write_mirror(self, crm_users: Iterable[CrmUser], plan: SyncPlan, snap: DirectorySnapshot) -> None:
+        """Remember what the CRM looked like; rows are written only where something differs: the new ones with
+        one multi-row INSERT, the changed ones with one UPDATE by key (executemany), read as plain columns."""
+        columns = ("name", "email", "phone", "is_active", "is_free", "is_admin", "group_id", "pending_reason")
+        rows = {
+            row.crm_user_id: row
+            for row in self.db.execute(
+                sa.select(
+                    CrmUserState.id,
+                    CrmUserState.crm_user_id,
+                    CrmUserState.removed_in_crm_at,
+                    *(getattr(CrmUserState, c) for c in columns),
+                ).where(CrmUserState.account_id == self.account_id)
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for crm in crm_users:
+            reason, mark = plan.mirror.get(crm.id, (None, False))
+            values: dict[str, Any] = {
+                "name": crm.name[:200],
+                "email": crm.email,
+                "phone": crm.phone,
+                "is_active": crm.is_active,
+                "is_free": crm.is_free,
+                "is_admin": crm.is_admin,
+                "group_id": crm.group_id,
+                "pending_reason": reason,
+            }
+            row = rows.get(crm.id)
+            if row is None:
+                inserts.append(
+                    {
+                        "account_id": self.account_id,
+                        "crm_user_id": crm.id,
+                        **values,
+                        "removed_in_crm_at": self.now if mark else None,
+                        "first_seen_at": self.now,
+                        "updated_at": self.now,
+                    }
+                )
+                continue
+            removed_at = row.removed_in_crm_at
+            if mark and removed_at is None:
+                removed_at = self.now
+            elif not mark:
+                removed_at = None
+            if removed_at != row.removed_in_crm_at or any(getattr(row, c) != values[c] for c in columns):
+                updates.append({"id": row.id, **values, "removed_in_crm_at": removed_at, "updated_at": self.now})
+        if inserts:
+            self.db.execute(sa.insert(CrmUserState).execution_options(render_nulls=True), inserts)
+        if updates:
+            self.db.execute(sa.update(CrmUserState), updates)
+        self.db.flush()
+
+    def summarize_first_import(self, plan: SyncPlan) -> None:
+        if plan.inactive_skipped:
+            self.entry(
+                "summary",
+                f"Отключённых пользователей CRM: {plan.inactive_skipped} — не импортированы: при первом подключении "
+                "переносятся только активные (платные и бесплатные)",
+            )
+        if plan.only_in_messenger:
+            names = ", ".join(m.name for m in plan.only_in_messenger[:10])
+            more = len(plan.only_in_messenger) - 10
+            self.entry(
+                "summary",
+                f"Есть только в мессенджере: {len(plan.only_in_messenger)} — {names}"
+                + (f" и ещё {more}" if more > 0 else "")
+                + ". Они добавлены до подключения CRM, поэтому в CRM не создавались; "
+                "новые пользователи мессенджера будут создаваться в CRM автоматически",
+            )
+
+
+def _departments_of(db: Session, membership_id: int) -> list[Department]:
+    return departments_of(db, [membership_id])[membership_id]
+
+
+def clean_email_or_none(email: str | None) -> str | None:
+    try:
+        return clean_email(email)
+    except InvalidUserData:
+        return None
