@@ -20,7 +20,7 @@ from portal.documents.invoices import record_card_order
 from portal.extensions import csrf
 from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments import autopay, ledger, service
+from portal.payments import attempts, autopay, ledger, recheck, refunds, reports, service
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers import PROVIDER_NAMES, get_provider
 from portal.payments.providers.base import (
@@ -65,12 +65,12 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")
     provider = get_provider(current_app)
-    _payment, url = service.start_card_payment(
+    _payment, url = attempts.start_card_payment(
         db,
         order,
         actor,
         provider=provider,
-        return_url=service.return_url(current_app.config["BASE_URL"], order.id),
+        return_url=attempts.return_url(current_app.config["BASE_URL"], order.id),
         now=utcnow(),
     )
     # No URL: the provider did not answer (or the payment is already settled); the return page says what to do.
@@ -121,12 +121,12 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")
-    service.start_card_payment(
+    attempts.start_card_payment(
         db,
         order,
         actor,
         provider=get_provider(current_app),
-        return_url=service.return_url(current_app.config["BASE_URL"], order.id),
+        return_url=attempts.return_url(current_app.config["BASE_URL"], order.id),
         now=utcnow(),
         method="sbp",
     )
@@ -135,7 +135,7 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
 
 billing.register_checkout_handler("sbp", SBP_TITLE, sbp_checkout_handler, pays_as="card")
-billing.register_tick_hook(service.recheck_pending)
+billing.register_tick_hook(recheck.recheck_pending)
 billing.register_tick_hook(autopay.tick_hook)
 billing.register_tick_hook(settle_opened_card_orders)
 
@@ -181,7 +181,7 @@ def _refreshed_state(order_id: int) -> tuple[Order, PaymentState]:
     db = get_db()
     order = _load_order(order_id)
     provider = get_provider(current_app)
-    payment = service.refresh_order_payment(db, order, provider=provider, now=utcnow())
+    payment = recheck.refresh_order_payment(db, order, provider=provider, now=utcnow())
     db.refresh(order)
     return order, _state(order, payment)
 
@@ -235,7 +235,7 @@ def payment_retry(order_id: int) -> Any:
     db = get_db()
     if order.status != OrderStatus.PENDING:
         return redirect(url_for("payments.payment_return", order_id=order.id))
-    last = service.latest_payment(db, order.id)
+    last = attempts.latest_payment(db, order.id)
     handler = sbp_checkout_handler if last is not None and last.method == "sbp" else checkout_handler
     try:
         url = handler(db, order, current_user._get_current_object())  # type: ignore[attr-defined]
@@ -275,7 +275,7 @@ def sbp_show(order_id: int) -> Any:
 def _refreshed_sbp_attempt(order: Order) -> Payment | None:
     db = get_db()
     provider = get_provider(current_app)
-    payment = service.open_attempt(db, order.id, provider.name, sbp=True)
+    payment = attempts.open_attempt(db, order.id, provider.name, sbp=True)
     if payment is not None and payment.provider_payment_id is not None:
         try:
             payment = service.process_provider_payment(
@@ -310,9 +310,9 @@ def payment_list() -> Any:
         abandoned_before=utcnow() - ABANDONED_AFTER,
         can_retry=current_membership() is not None and current_membership().role == "owner",  # type: ignore[union-attr]
         totals=ledger.account_totals(db, account.id),
-        entries=ledger.history(db, account.id),
+        entries=reports.history(db, account.id),
         attention=ledger.list_attention(db, account.id),
-        refunds=ledger.list_refunds(db, account.id),
+        refunds=refunds.list_refunds(db, account.id),
         refund_form=EmptyForm(),
         autopay=autopay.get_autopay(db, account.id),
         saved_methods=autopay.list_methods(db, account.id),
@@ -363,7 +363,7 @@ def refund_request() -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        made = ledger.request_refund(db, account.id, actor=current_user._get_current_object(), now=utcnow())  # type: ignore[attr-defined]
+        made = refunds.request_refund(db, account.id, actor=current_user._get_current_object(), now=utcnow())  # type: ignore[attr-defined]
         db.commit()
     except ledger.LedgerError as exc:
         db.rollback()
@@ -457,7 +457,7 @@ def _refund_notification(db: Session, provider: Any, event: Any, remote: str | N
         return _json_error(503, exc.message)
     outcome = "refund_pending"
     if status == "succeeded":
-        outcome = ledger.record_provider_refund(
+        outcome = refunds.record_provider_refund(
             db, provider=provider.name, refund_id=refund_id, payment_id=payment_id, amount=amount, now=now
         )
         db.commit()

@@ -30,6 +30,15 @@ from portal.payments import bank, ledger
 from portal.payments.models import Payment, Receipt, Refund
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import ProviderError
+from portal.payments.refunds import (
+    cancel_refund,
+    complete_bank_refund,
+    list_refunds,
+    refund_rights,
+    refund_through_provider,
+    request_refund,
+)
+from portal.payments.reports import history
 from portal.payments.service import customer_for_account
 from portal.payments.statement import StatementError
 from portal.payments.tasks import STATEMENT_RUN, start_statement_import
@@ -157,7 +166,7 @@ def account_show(account_id: int) -> Any:
         account=account,
         q="",
         totals=ledger.account_totals(db, account.id),
-        entries=ledger.history(db, account.id)[:50],
+        entries=history(db, account.id)[:50],
         refund_form=RefundStartForm(formdata=None),
     )
 
@@ -368,7 +377,7 @@ def order_refund_rights(order_id: int) -> Any:
     if form.validate_on_submit():
         try:
             amount = parse_rubles(form.amount.data)
-            done = ledger.refund_rights(
+            done = refund_rights(
                 db,
                 order.id,
                 cut_on=form.cut_on.data,
@@ -749,7 +758,7 @@ def audit_list() -> Any:
 def money_list() -> Any:
     db = get_db()
     attention = ledger.list_attention(db)
-    refunds = ledger.list_refunds(db, open_only=True)
+    refunds = list_refunds(db, open_only=True)
     # One form per row, each with its own element ids (a label must name exactly one field on the page); the
     # field names stay plain, since each row's form posts to its own URL.
     return render_template(
@@ -815,7 +824,7 @@ def refund_provider(refund_id: int) -> Any:
         receipt = db.get(Receipt, refund.receipt_id) if refund.receipt_id else None
         payment = db.get(Payment, receipt.payment_id) if receipt is not None and receipt.payment_id else None
         provider = get_provider(current_app, payment.provider if payment is not None else None)
-        ledger.refund_through_provider(
+        refund_through_provider(
             db,
             refund_id,
             provider=provider,
@@ -832,9 +841,7 @@ def refund_provider(refund_id: int) -> Any:
 def refund_done(refund_id: int) -> Any:
     form = RefundDoneForm()
     return _money_action(
-        lambda db: ledger.complete_bank_refund(
-            db, refund_id, actor=_actor(), reference=form.reference.data, now=utcnow()
-        ),
+        lambda db: complete_bank_refund(db, refund_id, actor=_actor(), reference=form.reference.data, now=utcnow()),
         form,
         "Возврат переводом отмечен выполненным.",
     )
@@ -845,7 +852,7 @@ def refund_done(refund_id: int) -> Any:
 def refund_cancel(refund_id: int) -> Any:
     form = ConfirmedActionForm()
     return _money_action(
-        lambda db: ledger.cancel_refund(db, refund_id, actor=_actor(), reason=form.reason.data, now=utcnow()),
+        lambda db: cancel_refund(db, refund_id, actor=_actor(), reason=form.reason.data, now=utcnow()),
         form,
         "Возврат отменён: деньги снова на балансе компании.",
     )
@@ -856,7 +863,7 @@ def refund_cancel(refund_id: int) -> Any:
 def account_refund(account_id: int) -> Any:
     form = RefundStartForm()
     return _money_action(
-        lambda db: ledger.request_refund(db, account_id, actor=_actor(), now=utcnow(), reason=form.reason.data),
+        lambda db: request_refund(db, account_id, actor=_actor(), now=utcnow(), reason=form.reason.data),
         form,
         "Возврат баланса запрошен: выполните его ниже.",
     )
