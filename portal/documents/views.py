@@ -17,7 +17,7 @@ from portal.accounts.access import require_account, roles_required, staff_requir
 from portal.billing import service as billing
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
-from portal.documents import edo, service
+from portal.documents import archive, edo, listing, service
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.forms import RequisitesForm, StatementUploadForm
 from portal.documents.invoices import (
@@ -210,14 +210,14 @@ def document_list() -> Any:
     db = get_db()
     account = require_account()
     period_code = request.args.get("period", "")
-    period = service.parse_period(period_code) if period_code else None
+    period = archive.parse_period(period_code) if period_code else None
     if period_code and period is None:
         abort(400, "Период указан неверно: нужен месяц (2026-11), квартал (2026-Q4) или год (2026).")
     kind = request.args.get("kind", "")
     if kind not in {k for k, _ in KIND_CHOICES}:
         abort(400, "Вид документа указан неверно.")
-    after, before = keys_from_args(request.args, service.DOCUMENT_KEY_TYPES)
-    page = service.list_documents_page(
+    after, before = keys_from_args(request.args, listing.DOCUMENT_KEY_TYPES)
+    page = listing.list_documents_page(
         db,
         account.id,
         start=period.start if period else None,
@@ -232,7 +232,7 @@ def document_list() -> Any:
         rows=page.rows,
         page=page,
         period=period,
-        periods=service.periods_with_documents(db, account.id),
+        periods=archive.periods_with_documents(db, account.id),
         kind=kind,
         kind_choices=KIND_CHOICES,
         requisites=service.get_requisites(db, account.id),
@@ -319,11 +319,11 @@ def correction_download(doc_kind: str, doc_id: int, fmt: str) -> Any:
 def archive_download() -> Any:
     db = get_db()
     account = require_account()
-    period = service.parse_period(request.args.get("period"))
+    period = archive.parse_period(request.args.get("period"))
     if period is None or period.kind not in ("month", "quarter"):
         abort(400, "Архив собирается за месяц или квартал: выберите период на странице «Документы».")
     try:
-        data, count = service.build_archive(db, account.id, period)
+        data, count = archive.build_archive(db, account.id, period)
     except DocumentCorrupted:
         log.exception("archive of account %s for %s failed", account.id, period.code)
         abort(500)
