@@ -1,7 +1,8 @@
-"""The documents page: an account's invoices, УПД, advance invoices and УКД as one list, paged by keys."""
+"""Reads for the documents pages: an account's invoices, УПД, advance invoices and УКД as one list, and an invoice."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -9,8 +10,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.documents.models import AdvanceInvoice, Invoice, Ukd, Upd
+from portal.billing.models import Order
+from portal.documents import edo
+from portal.documents.invoices import png_data_uri, qr_payload_for
+from portal.documents.models import AdvanceInvoice, Invoice, InvoiceStatus, Ukd, Upd
+from portal.documents.seller import get_seller
+from portal.documents.service import get_requisites, get_upd_for_invoice
 from portal.pagination import KeysetPage, page_from
+from portal.payments import ledger
 
 
 @dataclass(frozen=True)
@@ -215,3 +222,56 @@ def list_documents_page(
     if before is not None:
         rows.reverse()
     return page_from(rows, document_key, limit=limit, after=after, before=before)
+
+
+def documents_page(
+    db: Session,
+    account_id: int,
+    *,
+    period: Any | None,
+    kind: str,
+    limit: int,
+    after: tuple[Any, ...] | None,
+    before: tuple[Any, ...] | None,
+    today: date,
+) -> dict[str, Any]:
+    """What the documents page shows: one page of documents (in `period`, of `kind`, "" for all), the company's
+    requisites, the ЭДО state of its УПД and УКД, and the quarter so far for the reconciliation act's form."""
+    page = list_documents_page(
+        db,
+        account_id,
+        start=period.start if period else None,
+        end=period.end if period else None,
+        kind=kind or None,
+        limit=limit,
+        after=after,
+        before=before,
+    )
+    return {
+        "rows": page.rows,
+        "page": page,
+        "requisites": get_requisites(db, account_id),
+        "edo_rows": edo.statuses_for(db, account_id, [row.id for row in page.rows if row.kind in ("upd", "ukd")]),
+        "act_start": today.replace(month=(today.month - 1) // 3 * 3 + 1, day=1),
+        "act_end": today,
+    }
+
+
+def invoice_page(db: Session, invoice: Invoice, *, today: date, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What an invoice's page shows: its state, what is paid and left, and the QR code while it can be paid."""
+    paid = ledger.invoice_paid_amount(db, invoice.id)
+    remaining = ledger.invoice_remaining(db, invoice)
+    payload = invoice.qr_payload
+    if invoice.is_open and paid:
+        # A part is paid: the QR asks for the rest, with the invoice's own purpose.
+        payload = qr_payload_for(get_seller(config), remaining, invoice.purpose)
+    return {
+        "invoice": invoice,
+        "overdue": invoice.status == InvoiceStatus.ISSUED and invoice.valid_until < today,
+        "upd": get_upd_for_invoice(db, invoice.id),
+        "order": db.get(Order, invoice.order_id),
+        "seller": get_seller(config),
+        "paid": paid,
+        "remaining": remaining,
+        "qr_data_uri": png_data_uri(payload, scale=5) if invoice.is_open else None,
+    }

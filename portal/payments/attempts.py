@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from portal.payments import autopay, ledger
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers.base import PaymentProvider, ProviderError, ProviderUnavailable
 from portal.payments.service import _Due, customer_for, payment_dict
+from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
 
@@ -201,3 +203,29 @@ def create_at_provider(
 def return_url(base_url: str, order_id: int) -> str:
     """Where the provider sends the payer back: built from BASE_URL, never from the request's Host header."""
     return base_url.rstrip("/") + f"/payments/return/{order_id}"
+
+
+def settle_opened_card_orders(db: Session, *, now: datetime, config: Mapping[str, Any]) -> list[str]:
+    """`billing tick`: a smaller plan scheduled unpaid, whose card payment the tick has just opened, is paid from the
+    company's balance first, as checkout would (money from a cancelled period changed for it is there). Commits."""
+    ids = list(
+        db.scalars(
+            sa.select(Order.id)
+            .where(
+                Order.status == OrderStatus.PENDING,
+                Order.payer_type == "card",
+                Order.opens_on.is_not(None),
+                Order.opens_on >= msk_date(now) - timedelta(days=1),
+            )
+            .order_by(Order.id)
+        )
+    )
+    done = []
+    for order_id in ids:
+        order = db.get(Order, order_id)
+        if order is None or ledger.account_balance(db, order.account_id) <= 0:
+            continue
+        if ledger.settle_from_balance(db, order, now=now, config=config, actor=None):
+            done.append(f"заказ № {order.id} оплачен с баланса компании")
+        db.commit()
+    return done

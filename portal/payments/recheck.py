@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.billing.models import Order, OrderStatus
-from portal.payments.attempts import create_at_provider, latest_payment, return_url
+from portal.payments.attempts import create_at_provider, latest_payment, open_attempt, return_url
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers import PROVIDER_NAMES, get_provider
 from portal.payments.providers.base import PaymentProvider, ProviderError, reason_text
@@ -173,3 +173,19 @@ def _app_providers() -> dict[str, PaymentProvider]:
     if current_app.config.get("YOOKASSA_SHOP_ID") and current_app.config.get("YOOKASSA_SECRET_KEY"):
         names.add("yookassa")
     return {name: get_provider(current_app, name) for name in PROVIDER_NAMES if name in names}
+
+
+def refresh_sbp_attempt(db: Session, order: Order, *, provider: PaymentProvider, now: datetime) -> Payment | None:
+    """The order's open СБП attempt, re-read at the provider (the payer went to the card page and came back to СБП);
+    None once it is no longer pending."""
+    payment = open_attempt(db, order.id, provider.name, sbp=True)
+    if payment is not None and payment.provider_payment_id is not None:
+        try:
+            payment = process_provider_payment(
+                db, provider, payment.provider_payment_id, now=now, source="return"
+            ).payment
+        except ProviderError as exc:
+            db.rollback()
+            log.warning("СБП page: payment %s not re-read: %s", payment.id, exc)
+        db.refresh(order)
+    return payment if payment is not None and payment.status == PaymentStatus.PENDING else None
