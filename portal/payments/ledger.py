@@ -374,29 +374,41 @@ def pay_invoices(
 # --- orders that can no longer be paid --------------------------------------------------------------------------
 
 
+def applied_by_receipt(db: Session, order_id: int, *, newest_first: bool = False) -> Sequence[Any]:
+    """(receipt id, kopecks) rows: what each receipt has applied to the order, net of what went back already."""
+    query = (
+        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
+        .where(Allocation.order_id == order_id)
+        .group_by(Allocation.receipt_id)
+    )
+    if newest_first:
+        query = query.order_by(Allocation.receipt_id.desc())
+    return db.execute(query).all()
+
+
+def give_back(db: Session, order: Order, receipt_id: int, amount: int, *, note: str, now: datetime) -> None:
+    """A negative allocation: `amount` of what the receipt applied to the order is on the balance again."""
+    db.add(
+        Allocation(
+            receipt_id=receipt_id,
+            account_id=order.account_id,
+            order_id=order.id,
+            amount=-amount,
+            note=note,
+            created_at=now,
+        )
+    )
+
+
 def release_order(db: Session, order: Order, *, reason: str, now: datetime, flag_receipts: bool = True) -> int:
     """Give back to the balance whatever was applied to an order that will never be activated; returns kopecks.
 
     `flag_receipts=False` when the owner chose it (a scheduled period canceled): nothing for staff to look at."""
-    rows = db.execute(
-        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
-        .where(Allocation.order_id == order.id)
-        .group_by(Allocation.receipt_id)
-    ).all()
     released = 0
-    for receipt_id, amount in rows:
+    for receipt_id, amount in applied_by_receipt(db, order.id):
         if not amount:
             continue
-        db.add(
-            Allocation(
-                receipt_id=receipt_id,
-                account_id=order.account_id,
-                order_id=order.id,
-                amount=-int(amount),
-                note=reason[:500],
-                created_at=now,
-            )
-        )
+        give_back(db, order, receipt_id, int(amount), note=reason[:500], now=now)
         receipt = db.get(Receipt, receipt_id)
         if receipt is not None and flag_receipts:
             flag(receipt, f"Заказ № {order.id} закрыт ({reason.rstrip('.')}): {format_rub(int(amount))} на балансе")
@@ -428,28 +440,13 @@ def _on_scheduled_period_canceled(order: Order, *, db: Session, reason: str, now
 def release_part(db: Session, order: Order, amount: int, *, reason: str, now: datetime) -> int:
     """Give back to the balance `amount` of what was applied to a paid order (the part for rights that will never
     be granted), newest money first; returns kopecks. Flagged to staff: the order's УПД may name those rights."""
-    rows = db.execute(
-        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
-        .where(Allocation.order_id == order.id)
-        .group_by(Allocation.receipt_id)
-        .order_by(Allocation.receipt_id.desc())
-    ).all()
     left = amount
     released = 0
-    for receipt_id, applied in rows:
+    for receipt_id, applied in applied_by_receipt(db, order.id, newest_first=True):
         take = min(int(applied or 0), left)
         if take <= 0:
             continue
-        db.add(
-            Allocation(
-                receipt_id=receipt_id,
-                account_id=order.account_id,
-                order_id=order.id,
-                amount=-take,
-                note=reason[:500],
-                created_at=now,
-            )
-        )
+        give_back(db, order, receipt_id, take, note=reason[:500], now=now)
         receipt = db.get(Receipt, receipt_id)
         if receipt is not None:
             flag(

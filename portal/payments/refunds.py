@@ -26,13 +26,15 @@ from portal.money import format_rub
 from portal.payments.ledger import (
     LedgerError,
     account_balance,
+    applied_by_receipt,
     flag,
     free_amount,
+    give_back,
     lock_order,
     lock_row,
     order_allocated,
 )
-from portal.payments.models import PROVIDER_RECEIPT_METHODS, Allocation, Payment, Receipt, Refund, RefundStatus
+from portal.payments.models import PROVIDER_RECEIPT_METHODS, Payment, Receipt, Refund, RefundStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +62,14 @@ def request_refund(
         part = min(free_amount(db, receipt.id), want)
         if part <= 0:
             continue
-        refund = Refund(
-            account_id=account_id,
-            receipt_id=receipt.id,
-            amount=part,
-            method="card" if receipt.method in PROVIDER_RECEIPT_METHODS else "bank",
-            status=RefundStatus.REQUESTED.value,
-            reason=(reason or "Возврат остатка на балансе")[:1000],
-            purpose=(
-                f"Возврат излишне уплаченных денежных средств ({receipt.reference}). Без налога (НДС)"
-                if receipt.method not in PROVIDER_RECEIPT_METHODS
-                else None
-            ),
-            requested_by_user_id=getattr(actor, "id", None),
-            created_at=now,
+        refund = _new_refund(
+            account_id,
+            receipt,
+            part,
+            reason=reason or "Возврат остатка на балансе",
+            purpose=f"Возврат излишне уплаченных денежных средств ({receipt.reference}). Без налога (НДС)",
+            actor=actor,
+            now=now,
         )
         db.add(refund)
         made.append(refund)
@@ -139,46 +135,27 @@ def refund_rights(
         else:
             number_due_upds(db, now=now, config=config)  # its day has come; the УКД below corrects it
 
-    rows = db.execute(
-        sa.select(Allocation.receipt_id, sa.func.sum(Allocation.amount))
-        .where(Allocation.order_id == order.id)
-        .group_by(Allocation.receipt_id)
-        .order_by(Allocation.receipt_id.desc())
-    ).all()
     left = amount
     refunds: list[Refund] = []
-    for receipt_id, net in rows:
+    for receipt_id, net in applied_by_receipt(db, order.id, newest_first=True):
         part = min(int(net or 0), left)
         if part <= 0:
             continue
         receipt = db.get(Receipt, receipt_id)
         assert receipt is not None
         note = f"Возврат за неиспользованный период с {cut_on:%d.%m.%Y}: {reason}"[:500]
-        db.add(
-            Allocation(
-                receipt_id=receipt_id,
-                account_id=order.account_id,
-                order_id=order.id,
-                amount=-part,
-                note=note,
-                created_at=now,
-            )
-        )
-        refund = Refund(
-            account_id=order.account_id,
-            receipt_id=receipt_id,
-            amount=part,
-            method="card" if receipt.method in PROVIDER_RECEIPT_METHODS else "bank",
-            status=RefundStatus.REQUESTED.value,
-            reason=note[:1000],
+        give_back(db, order, receipt_id, part, note=note, now=now)
+        refund = _new_refund(
+            order.account_id,
+            receipt,
+            part,
+            reason=note,
             purpose=(
                 f"Возврат денежных средств за неиспользованный период по заказу № {order.id} ({receipt.reference}). "
                 + vat_phrase(part, invoice.vat_rate if invoice is not None else None)
-                if receipt.method not in PROVIDER_RECEIPT_METHODS
-                else None
             ),
-            requested_by_user_id=getattr(actor, "id", None),
-            created_at=now,
+            actor=actor,
+            now=now,
         )
         db.add(refund)
         refunds.append(refund)
@@ -229,18 +206,7 @@ def refund_through_provider(
     refund.provider_refund_id = provider.refund(
         payment.provider_payment_id, refund.amount, f"refund-{refund.id}", customer
     )
-    refund.status = RefundStatus.SUCCEEDED.value
-    refund.done_at = now
-    refund.done_by_user_id = getattr(actor, "id", None)
-    record_audit(
-        db,
-        actor=actor,
-        account=refund.account_id,
-        action="payments.refunded",
-        before={"refund_id": refund.id, "status": RefundStatus.REQUESTED.value},
-        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount, "provider": payment.provider},
-    )
-    return refund
+    return _close_refund(db, refund, RefundStatus.SUCCEEDED, actor=actor, now=now, provider=payment.provider)
 
 
 def complete_bank_refund(db: Session, refund_id: int, *, actor: Any, reference: str, now: datetime) -> Refund:
@@ -249,38 +215,69 @@ def complete_bank_refund(db: Session, refund_id: int, *, actor: Any, reference: 
     if not reference:
         raise LedgerError("Укажите платёжное поручение, которым деньги отправлены обратно.")
     refund = _lock_refund(db, refund_id)
-    refund.status = RefundStatus.SUCCEEDED.value
     refund.method = "bank"
-    refund.done_at = now
-    refund.done_by_user_id = getattr(actor, "id", None)
     refund.reason = f"{refund.reason or ''} Отправлено: {reference}".strip()[:1000]
-    record_audit(
-        db,
-        actor=actor,
-        account=refund.account_id,
-        action="payments.refunded",
-        before={"refund_id": refund.id, "status": RefundStatus.REQUESTED.value},
-        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount, "reference": reference},
-    )
-    return refund
+    return _close_refund(db, refund, RefundStatus.SUCCEEDED, actor=actor, now=now, reference=reference)
 
 
 def cancel_refund(db: Session, refund_id: int, *, actor: Any, reason: str, now: datetime) -> Refund:
     """A refund that will not be made: its money is on the balance again."""
     refund = _lock_refund(db, refund_id)
-    refund.status = RefundStatus.CANCELED.value
+    return _close_refund(
+        db,
+        refund,
+        RefundStatus.CANCELED,
+        actor=actor,
+        now=now,
+        action="payments.refund_canceled",
+        reason=reason or None,
+    )
+
+
+def _close_refund(
+    db: Session,
+    refund: Refund,
+    status: RefundStatus,
+    *,
+    actor: Any,
+    now: datetime,
+    action: str = "payments.refunded",
+    reason: str | None = None,
+    **detail: Any,
+) -> Refund:
+    """The refund done (or canceled) by `actor` now, in the audit trail with `detail`."""
+    refund.status = status.value
     refund.done_at = now
     refund.done_by_user_id = getattr(actor, "id", None)
     record_audit(
         db,
         actor=actor,
         account=refund.account_id,
-        action="payments.refund_canceled",
+        action=action,
         before={"refund_id": refund.id, "status": RefundStatus.REQUESTED.value},
-        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount},
-        reason=reason or None,
+        after={"refund_id": refund.id, "status": refund.status, "amount": refund.amount, **detail},
+        reason=reason,
     )
     return refund
+
+
+def _new_refund(
+    account_id: int, receipt: Receipt, amount: int, *, reason: str, purpose: str, actor: Any, now: datetime
+) -> Refund:
+    """A refund of a receipt's money to carry out the way it came: a card's to the card, a transfer's by a transfer
+    whose payment order says `purpose`."""
+    by_provider = receipt.method in PROVIDER_RECEIPT_METHODS
+    return Refund(
+        account_id=account_id,
+        receipt_id=receipt.id,
+        amount=amount,
+        method="card" if by_provider else "bank",
+        status=RefundStatus.REQUESTED.value,
+        reason=reason[:1000],
+        purpose=None if by_provider else purpose,
+        requested_by_user_id=getattr(actor, "id", None),
+        created_at=now,
+    )
 
 
 def list_refunds(db: Session, account_id: int | None = None, *, open_only: bool = False) -> list[Refund]:
