@@ -34,7 +34,7 @@ from portal.documents.upd import form_pending_upds
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
-from portal.payments import bank
+from portal.payments import statement_lines
 from portal.payments.statement import StatementError
 from portal.payments.tasks import start_statement_import
 from portal.timeutil import msk_date
@@ -319,5 +319,5 @@ def statement_import() -> Any:
             db.commit()
             return redirect(url_for("support.statement_list", run=run.id))
     status = 400 if request.method == "POST" else 200
-    unmatched = bank.list_unmatched_lines(db)
+    unmatched = statement_lines.list_unmatched_lines(db)
     return render_template("documents/statement_import.html", form=form, result=None, unmatched=unmatched), status

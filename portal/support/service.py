@@ -32,7 +32,7 @@ from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites, StoredFile, Upd
 from portal.money import format_rub
 from portal.pagination import Key, KeysetPage, keyset_page
-from portal.payments import bank, ledger
+from portal.payments import ledger, statement_lines
 from portal.payments.models import LineStatus, StatementLine
 from portal.payments.statement import find_invoice_numbers
 from portal.support.email import Attachment, EmailBackend, EmailError, build_message
@@ -536,7 +536,7 @@ def mark_invoice_paid(
         reason=reason,
     )
     try:
-        return bank.mark_invoice_paid(
+        return statement_lines.mark_invoice_paid(
             db, invoice_id, actor=actor, bank_reference=reference, paid_on=paid_on, now=now, config=config
         )
     except DocumentsError as exc:
@@ -673,7 +673,7 @@ def link_payment(
         reason=reason,
     )
     try:
-        return bank.link_statement_line(
+        return statement_lines.link_statement_line(
             db,
             line_id,
             invoice_id,
@@ -711,7 +711,7 @@ def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | Non
         reason=reason,
     )
     try:
-        return bank.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
+        return statement_lines.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
     except DocumentsError as exc:
         db.rollback()
         raise SupportError(str(exc)) from None

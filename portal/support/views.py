@@ -26,7 +26,7 @@ from portal.documents.models import Invoice, StoredFile
 from portal.money import format_amount, format_rub
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
-from portal.payments import bank, ledger
+from portal.payments import ledger, statement_lines
 from portal.payments.models import Payment, Receipt, Refund
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import ProviderError
@@ -515,7 +515,7 @@ def statement_list() -> Any:
     if run is not None and run.result_url and "import=" in run.result_url:
         raw = run.result_url.rpartition("=")[2]
     if raw.isascii() and raw.isdigit() and len(raw) < 10:
-        matched = bank.list_import_lines(db, int(raw), matched=True)
+        matched = statement_lines.list_import_lines(db, int(raw), matched=True)
     return render_template(
         "support/statement_list.html",
         form=form,
@@ -523,7 +523,7 @@ def statement_list() -> Any:
         state=state,
         matched=matched,
         run_form=EmptyForm(),
-        unmatched=bank.list_unmatched_lines(db),
+        unmatched=statement_lines.list_unmatched_lines(db),
     ), status
 
 
@@ -773,7 +773,7 @@ def money_list() -> Any:
             )
             for f in refunds
         ],
-        unmatched=bank.list_unmatched_lines(db),
+        unmatched=statement_lines.list_unmatched_lines(db),
     )
 
 
@@ -876,7 +876,7 @@ def line_credit(line_id: int) -> Any:
     raw = (form.account_id.data or "").strip()
     account_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
     return _money_action(
-        lambda db: bank.credit_statement_line(
+        lambda db: statement_lines.credit_statement_line(
             db, line_id, account_id, actor=_actor(), reason=form.reason.data, now=utcnow()
         ),
         form,

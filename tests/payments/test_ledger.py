@@ -23,7 +23,7 @@ from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
-from portal.payments import attempts, autopay, bank, ledger, refunds
+from portal.payments import attempts, autopay, bank, ledger, refunds, statement_lines
 from portal.payments import service as payments
 from portal.payments.autopay_models import AutopayRenewal
 from portal.payments.models import Allocation, LineStatus, Payment, Receipt, Refund, StatementLine
@@ -758,7 +758,7 @@ def test_the_balance_pays_first_at_checkout(app, db, client, auth, company):
     import_(app, db, payment("707", 900_000, "Аванс без счёта"))  # 9 000 ₽ to staff's list
     line = db.scalars(sa.select(StatementLine).where(StatementLine.doc_number == "707")).one()
     with app.app_context():
-        bank.credit_statement_line(db, line.id, company.id, actor=None, reason="аванс по письму", now=NOW)
+        statement_lines.credit_statement_line(db, line.id, company.id, actor=None, reason="аванс по письму", now=NOW)
     small = order(db, company, "users-12", 6, now=NOW + timedelta(minutes=1))
     assert invoice_for(app, db, small) is None
     db.expire_all()

@@ -16,9 +16,9 @@ from portal.db import utcnow
 from portal.documents import render
 from portal.documents.models import StoredFile, Upd
 from portal.payments import attempts
-from portal.payments.bank import mark_invoice_paid
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import check_card
+from portal.payments.statement_lines import mark_invoice_paid
 from tests.documents.factories import give_requisites, issue
 
 

@@ -25,10 +25,10 @@ from portal.documents.invoices import issue_invoice
 from portal.documents.models import EdoDocument, Invoice, Upd
 from portal.documents.service import save_requisites
 from portal.payments import attempts, ledger, refunds
-from portal.payments.bank import mark_invoice_paid
 from portal.payments.models import StatementLine
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import Customer
+from portal.payments.statement_lines import mark_invoice_paid
 from portal.seats.crm.models import CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState
 from portal.support.models import SupportRequest
 from portal.tasks.models import TaskRun
