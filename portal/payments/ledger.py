@@ -25,6 +25,7 @@ from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.billing.signals import order_closed, scheduled_period_canceled, scheduled_topup_canceled
 from portal.db import memo
+from portal.documents import service as documents
 from portal.documents.models import Invoice, InvoiceStatus
 from portal.money import format_rub
 from portal.payments.models import Allocation, Receipt, Refund, RefundStatus
@@ -254,8 +255,6 @@ def pay_order(
     Money beyond what the order needs stays on the balance. An order paid in full is activated by billing and,
     when it has an invoice, the invoice is marked paid and its УПД numbered. Nothing is committed.
     """
-    from portal.documents import service as documents  # documents imports the ledger for invoice pages
-
     order = lock_order(db, order_id)
     result = Applied(order.id)
     if order.account_id != receipt.account_id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -26,6 +27,33 @@ IDEMPOTENCE_KEY_TTL = timedelta(hours=24)
 RECHECK_AFTER = timedelta(minutes=1)
 RETURN_PAGE_RECHECK_AFTER = timedelta(seconds=3)
 RECHECK_BATCH = 200
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """What the payer should see about an order's payment."""
+
+    code: str  # paid | pending | not_started | declined | flagged | closed
+    payment: Payment | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.code not in ("pending", "not_started")
+
+
+def payment_state(order: Order, payment: Payment | None) -> PaymentState:
+    """What the return page and its status check say about the order's latest payment."""
+    if order.status == OrderStatus.PAID:
+        return PaymentState("paid", payment)
+    if payment is None:
+        return PaymentState("closed" if order.status != OrderStatus.PENDING else "not_started", None)
+    if payment.status == PaymentStatus.FLAGGED:
+        return PaymentState("flagged", payment)
+    if payment.status == PaymentStatus.CANCELED:
+        return PaymentState("declined", payment)
+    if payment.provider_payment_id is None:
+        return PaymentState("not_started", payment)
+    return PaymentState("pending", payment)
 
 
 def refresh_order_payment(db: Session, order: Order, *, provider: PaymentProvider, now: datetime) -> Payment | None:

@@ -24,6 +24,7 @@ from portal.accounts.models import Membership, Role, User
 from portal.audit import record_audit
 from portal.billing.models import Order, OrderStatus
 from portal.documents.models import Invoice
+from portal.documents.service import form_upds_now
 from portal.money import format_rub
 from portal.payments import ledger
 from portal.payments.models import Payment, PaymentNotification, PaymentStatus, ReceiptMethod
@@ -350,8 +351,6 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
 
 def _form_upd(db: Session, upd_id: int, now: datetime) -> None:
     """Render a company card payment's УПД once the payment is committed; a failure leaves it to the tick's retry."""
-    from portal.documents.service import form_upds_now  # documents imports the ledger for its pages
-
     try:
         form_upds_now(db, [upd_id], now=now, config=_app_config())
     except Exception:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +21,6 @@ from portal.extensions import csrf
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import attempts, autopay, ledger, notifications, recheck, refunds, reports, service
-from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers import PROVIDER_NAMES, get_provider
 from portal.payments.providers.base import (
     NotificationRejected,
@@ -120,32 +118,6 @@ billing.register_tick_hook(settle_opened_card_orders)
 # --- the return page --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PaymentState:
-    """What the payer should see about an order's payment."""
-
-    code: str  # paid | pending | not_started | declined | flagged | closed
-    payment: Payment | None
-
-    @property
-    def is_final(self) -> bool:
-        return self.code not in ("pending", "not_started")
-
-
-def _state(order: Order, payment: Payment | None) -> PaymentState:
-    if order.status == OrderStatus.PAID:
-        return PaymentState("paid", payment)
-    if payment is None:
-        return PaymentState("closed" if order.status != OrderStatus.PENDING else "not_started", None)
-    if payment.status == PaymentStatus.FLAGGED:
-        return PaymentState("flagged", payment)
-    if payment.status == PaymentStatus.CANCELED:
-        return PaymentState("declined", payment)
-    if payment.provider_payment_id is None:
-        return PaymentState("not_started", payment)
-    return PaymentState("pending", payment)
-
-
 def _load_order(order_id: int) -> Order:
     account = require_account()
     order = billing.get_order(get_db(), account.id, order_id)
@@ -154,13 +126,13 @@ def _load_order(order_id: int) -> Order:
     return order
 
 
-def _refreshed_state(order_id: int) -> tuple[Order, PaymentState]:
+def _refreshed_state(order_id: int) -> tuple[Order, recheck.PaymentState]:
     db = get_db()
     order = _load_order(order_id)
     provider = get_provider(current_app)
     payment = recheck.refresh_order_payment(db, order, provider=provider, now=utcnow())
     db.refresh(order)
-    return order, _state(order, payment)
+    return order, recheck.payment_state(order, payment)
 
 
 @bp.route("/return/<int:order_id>")
