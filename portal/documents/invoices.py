@@ -16,10 +16,10 @@ from portal.billing.models import Order, OrderTopup
 from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render
 from portal.documents.banking_days import add_banking_days
-from portal.documents.models import Invoice, InvoiceStatus, Requisites, StoredFile
+from portal.documents.files import store_file
+from portal.documents.models import Invoice, InvoiceStatus, Requisites
 from portal.documents.qr import payment_payload, qr_png
 from portal.documents.seller import VAT_EXEMPT_BASIS, Seller, get_seller
-from portal.documents.store import get_store, sha256_hex
 from portal.documents.words import amount_in_words
 from portal.money import format_amount
 from portal.timeutil import msk_date, msk_midnight
@@ -234,39 +234,6 @@ def invoice_context(
 
 def invoice_file_name(number: str, issued_on: date) -> str:
     return f"Счёт на оплату № {number} от {issued_on:%d.%m.%Y}.pdf"
-
-
-def store_file(
-    db: Session,
-    config: Mapping[str, Any],
-    *,
-    account_id: int,
-    kind: str,
-    folder: str,
-    stem: str,
-    extension: str,
-    data: bytes,
-    content_type: str,
-    download_name: str,
-    now: datetime,
-) -> StoredFile:
-    """Write bytes to the store under a name that carries their hash, and record the hash in the database."""
-    digest = sha256_hex(data)
-    relpath = f"{account_id}/{folder}/{stem}-{digest[:16]}.{extension}"
-    written = get_store(config).write(relpath, data)
-    row = StoredFile(
-        account_id=account_id,
-        kind=kind,
-        path=written.path,
-        sha256=written.sha256,
-        size=written.size,
-        content_type=content_type,
-        download_name=download_name,
-        created_at=now,
-    )
-    db.add(row)
-    db.flush()
-    return row
 
 
 def get_invoice_for_order(db: Session, order_id: int) -> Invoice | None:

@@ -17,10 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from portal.documents.archive import build_archive, parse_period
 from portal.documents.models import AdvanceInvoice, DocumentMail, Requisites, StoredFile, Ukd, Upd, UpdStatus
 from portal.documents.render import rub
 from portal.documents.seller import get_seller
-from portal.documents.service import build_archive, parse_period, read_file
+from portal.documents.service import read_file
 from portal.documents.store import StoreError
 from portal.support.email import Attachment, EmailError, backend_from_config, build_message
 from portal.timeutil import format_month_ru, msk_date

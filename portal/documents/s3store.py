@@ -9,8 +9,6 @@ Checked on every read: the bytes read must have the SHA-256 recorded when the do
 from __future__ import annotations
 
 import base64
-import hashlib
-import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -20,9 +18,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from portal.documents.store import DocumentCorrupted, StoreError, Written, check_relpath, sha256_hex
-
-log = logging.getLogger(__name__)
+from portal.documents.store import StoreError, Written, already_stored, check_relpath, checked, missing, sha256_hex
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _clients: dict[tuple[str, ...], Any] = {}
@@ -90,9 +86,7 @@ class S3DocumentStore:
                     raise
             # Written by someone else between our look and our PUT: the same rule as below decides.
             existing = self._existing_sha(key)
-        if existing == digest:
-            return Written(relpath, digest, len(data))
-        raise StoreError(f"{relpath} already holds another document; issued documents are never rewritten")
+        return already_stored(relpath, data, existing)
 
     def _existing_sha(self, key: str) -> str | None:
         """The SHA-256 of the bytes stored under `key` (read and hashed, not taken from metadata), or None."""
@@ -110,12 +104,9 @@ class S3DocumentStore:
             data = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
             if _code(exc) in _MISSING:
-                raise DocumentCorrupted(f"{relpath} is missing from the document store") from None
+                raise missing(relpath) from None
             raise
-        if hashlib.sha256(data).hexdigest() != sha256:
-            log.error("document %s does not match its SHA-256 %s", relpath, sha256)
-            raise DocumentCorrupted(f"{relpath} does not match its recorded SHA-256")
-        return data
+        return checked(relpath, data, sha256)
 
 
 def _code(exc: ClientError) -> str:

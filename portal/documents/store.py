@@ -59,6 +59,28 @@ def check_relpath(relpath: str) -> str:
     return relpath
 
 
+def already_stored(relpath: str, data: bytes, stored_sha256: str | None) -> Written:
+    """A name already taken (by `stored_sha256`'s bytes): accepted as stored for identical bytes, refused for others,
+    since issued documents are never rewritten. Every store keeps this promise the same way."""
+    digest = sha256_hex(data)
+    if stored_sha256 == digest:
+        return Written(relpath, digest, len(data))
+    raise StoreError(f"{relpath} already holds another document; issued documents are never rewritten")
+
+
+def missing(relpath: str) -> DocumentCorrupted:
+    """The error for a document the store no longer has."""
+    return DocumentCorrupted(f"{relpath} is missing from the document store")
+
+
+def checked(relpath: str, data: bytes, sha256: str) -> bytes:
+    """The bytes read from a store, only if they still have the SHA-256 recorded when the document was issued."""
+    if sha256_hex(data) != sha256:
+        log.error("document %s does not match its SHA-256 %s", relpath, sha256)
+        raise DocumentCorrupted(f"{relpath} does not match its recorded SHA-256")
+    return data
+
+
 class DocumentStore:
     """Files under one root folder. Names carry part of the content hash, so a name is never given to other bytes."""
 
@@ -78,9 +100,7 @@ class DocumentStore:
         target = self._resolve(relpath)
         digest = sha256_hex(data)
         if target.exists():
-            if sha256_hex(target.read_bytes()) == digest:
-                return Written(relpath, digest, len(data))
-            raise StoreError(f"{relpath} already holds another document; issued documents are never rewritten")
+            return already_stored(relpath, data, sha256_hex(target.read_bytes()))
         target.parent.mkdir(parents=True, exist_ok=True)
         # The temporary name starts with the target's, so a later attempt can find what a killed one left.
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}.", suffix=".part")
@@ -105,11 +125,8 @@ class DocumentStore:
         try:
             data = target.read_bytes()
         except FileNotFoundError:
-            raise DocumentCorrupted(f"{relpath} is missing from the document store") from None
-        if sha256_hex(data) != sha256:
-            log.error("document %s does not match its SHA-256 %s", relpath, sha256)
-            raise DocumentCorrupted(f"{relpath} does not match its recorded SHA-256")
-        return data
+            raise missing(relpath) from None
+        return checked(relpath, data, sha256)
 
 
 def _remove_leftovers(target: Path) -> None:

@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 from portal.billing.models import Order
 from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render, upd_xml
+from portal.documents.files import record_file, stored_path
 from portal.documents.invoices import LICENSE_NAME, license_date, order_periods, vat_block, vat_of
 from portal.documents.models import Invoice, StoredFile, Upd, UpdStatus
 from portal.documents.seller import Seller, get_seller
-from portal.documents.store import Written, get_store, sha256_hex
+from portal.documents.store import get_store
 from portal.documents.validators import split_ip_name
 
 log = logging.getLogger(__name__)
@@ -217,24 +218,6 @@ def number_upd(
     return upd
 
 
-def _record(
-    db: Session, written: Written, *, account_id: int, kind: str, content_type: str, name: str, now: datetime
-) -> StoredFile:
-    row = StoredFile(
-        account_id=account_id,
-        kind=kind,
-        path=written.path,
-        sha256=written.sha256,
-        size=written.size,
-        content_type=content_type,
-        download_name=name,
-        created_at=now,
-    )
-    db.add(row)
-    db.flush()
-    return row
-
-
 def store_document(
     db: Session,
     *,
@@ -253,10 +236,11 @@ def store_document(
     written = []
     for kind, content_type, name, data in files:
         suffix = name.rsplit(".", 1)[-1]
-        path = f"{account_id}/{folder}/{number}-{sha256_hex(data)[:16]}.{suffix}"
-        written.append((kind, content_type, name, store.write(path, data)))
+        written.append(
+            (kind, content_type, name, store.write(stored_path(account_id, folder, number, data, suffix), data))
+        )
     return [
-        _record(db, w, account_id=account_id, kind=kind, content_type=ct, name=name, now=now)
+        record_file(db, w, account_id=account_id, kind=kind, content_type=ct, download_name=name, now=now)
         for kind, ct, name, w in written
     ]
 

@@ -17,27 +17,24 @@ from portal.accounts.access import require_account, roles_required, staff_requir
 from portal.billing import service as billing
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
-from portal.documents import edo, service
+from portal.documents import archive, checkout, listing, service
+from portal.documents.archive import Period
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.forms import RequisitesForm, StatementUploadForm
 from portal.documents.invoices import (
     RequisitesMissing,
     TooManyOpenInvoices,
     check_open_invoices,
-    issue_invoice,
-    png_data_uri,
-    qr_payload_for,
 )
-from portal.documents.models import InvoiceStatus, StoredFile
+from portal.documents.models import StoredFile
 from portal.documents.requisites import FIELDS as REQUISITES_FIELDS
 from portal.documents.requisites import RequisitesInvalid
-from portal.documents.seller import get_seller
 from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
 from portal.money import format_rub
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
-from portal.payments import bank, ledger
+from portal.payments import statement_lines
 from portal.payments.statement import StatementError
 from portal.payments.tasks import start_statement_import
 from portal.timeutil import msk_date
@@ -72,30 +69,20 @@ def _safe_next(target: str | None) -> str | None:
 
 def invoice_checkout(db: Session, order: Order, actor: Any) -> str:
     """Billing's «invoice» handler: issue the invoice for the order, or send the payer to fill in requisites first."""
-
-    now = utcnow()
-    if service.get_requisites(db, order.account_id) is None:
-        # The checkout makes a new order when the payer comes back; this one would only linger as «pending».
-        billing.cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: не указаны реквизиты", now=now)
+    back = url_for("billing.checkout", plan=order.plan_code, months=order.months)
+    try:
+        done = checkout.checkout_by_invoice(db, order, actor=actor, now=utcnow(), config=current_app.config)
+    except TooManyOpenInvoices as exc:
+        flash(str(exc), "error")
+        return back
+    if done.requisites_missing:
         flash(f"{RequisitesMissing()} После сохранения вы вернётесь к оформлению заказа.", "info")
-        back = url_for("billing.checkout", plan=order.plan_code, months=order.months)
         return url_for("documents.requisites_edit", next=back)
-    if ledger.settle_from_balance(db, order, now=now, config=current_app.config, actor=actor):
-        db.commit()
+    if done.invoice is None:
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}. Счёт не нужен.", "success")
         return url_for("index")
-    try:
-        invoice = issue_invoice(db, order, actor=actor, now=now, config=current_app.config)
-    except TooManyOpenInvoices as exc:
-        # Reached between the precheck and here (another tab, another accountant): the order is not left pending.
-        db.rollback()
-        billing.cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: много неоплаченных счетов", now=now)
-        db.commit()
-        flash(str(exc), "error")
-        return url_for("billing.checkout", plan=order.plan_code, months=order.months)
-    db.commit()
-    flash(f"Счёт № {invoice.number} выставлен. Его можно скачать или оплатить по QR-коду.", "success")
-    return url_for("documents.invoice_view", invoice_id=invoice.id)
+    flash(f"Счёт № {done.invoice.number} выставлен. Его можно скачать или оплатить по QR-коду.", "success")
+    return url_for("documents.invoice_view", invoice_id=done.invoice.id)
 
 
 def invoice_precheck(db: Session, account_id: int) -> str | None:
@@ -116,43 +103,8 @@ def upd_tick_hook(db: Session, now: Any) -> list[str]:
 
 
 def scheduled_invoices_tick_hook(db: Session, now: Any) -> list[str]:
-    """`billing tick`: a smaller plan scheduled unpaid, whose payment the tick has just opened, gets its invoice
-    (the balance pays first, as at checkout). Once only: an order with an invoice, or paid, is not picked again;
-    without requisites or with too many open invoices it stays pending and the dashboard and notices say so."""
-    import sqlalchemy as sa
-
-    from portal.billing.models import OrderStatus
-    from portal.documents.models import Invoice
-
-    due = sa.select(Order).where(
-        Order.status == OrderStatus.PENDING,
-        Order.payer_type == "invoice",
-        Order.opens_on.is_not(None),
-        ~sa.exists().where(Invoice.order_id == Order.id),
-    )
-    ids = list(db.scalars(due.with_only_columns(Order.id).order_by(Order.id)))
-    done = []
-    for order_id in ids:
-        # One order per transaction, locked and checked again: a tick on another server skips it meanwhile.
-        order = db.scalars(
-            due.where(Order.id == order_id).with_for_update(skip_locked=True).execution_options(populate_existing=True)
-        ).first()
-        if order is None:
-            db.rollback()
-            continue
-        if ledger.settle_from_balance(db, order, now=now, config=current_app.config, actor=None):
-            db.commit()
-            done.append(f"заказ № {order.id} оплачен с баланса компании")
-            continue
-        try:
-            invoice = issue_invoice(db, order, actor=None, now=now, config=current_app.config)
-        except (RequisitesMissing, TooManyOpenInvoices) as exc:
-            db.rollback()
-            done.append(f"заказ № {order.id}: счёт не выставлен ({exc})")
-            continue
-        db.commit()
-        done.append(f"заказ № {order.id}: выставлен счёт № {invoice.number}")
-    return done
+    """`billing tick`: the invoices of smaller plans scheduled unpaid whose payment the tick has just opened."""
+    return checkout.issue_scheduled_invoices(db, now=now, config=current_app.config)
 
 
 def init_app(app: Flask) -> None:
@@ -204,41 +156,35 @@ KIND_CHOICES = (
 )
 
 
-@bp.route("/documents")
-@roles_required(*ACCOUNTING)
-def document_list() -> Any:
-    db = get_db()
-    account = require_account()
+def _document_filter() -> tuple[Period | None, str]:
+    """The documents page's period and kind from the query string; 400 saying which is wrong."""
     period_code = request.args.get("period", "")
-    period = service.parse_period(period_code) if period_code else None
+    period = archive.parse_period(period_code) if period_code else None
     if period_code and period is None:
         abort(400, "Период указан неверно: нужен месяц (2026-11), квартал (2026-Q4) или год (2026).")
     kind = request.args.get("kind", "")
     if kind not in {k for k, _ in KIND_CHOICES}:
         abort(400, "Вид документа указан неверно.")
-    after, before = keys_from_args(request.args, service.DOCUMENT_KEY_TYPES)
-    page = service.list_documents_page(
-        db,
-        account.id,
-        start=period.start if period else None,
-        end=period.end if period else None,
-        kind=kind or None,
-        limit=PAGE_SIZE,
-        after=after,
-        before=before,
+    return period, kind
+
+
+@bp.route("/documents")
+@roles_required(*ACCOUNTING)
+def document_list() -> Any:
+    db = get_db()
+    account = require_account()
+    period, kind = _document_filter()
+    after, before = keys_from_args(request.args, listing.DOCUMENT_KEY_TYPES)
+    context = listing.documents_page(
+        db, account.id, period=period, kind=kind, limit=PAGE_SIZE, after=after, before=before, today=msk_date(utcnow())
     )
     return render_template(
         "documents/document_list.html",
-        rows=page.rows,
-        page=page,
         period=period,
-        periods=service.periods_with_documents(db, account.id),
+        periods=archive.periods_with_documents(db, account.id),
         kind=kind,
         kind_choices=KIND_CHOICES,
-        requisites=service.get_requisites(db, account.id),
-        edo_rows=edo.statuses_for(db, account.id, [row.id for row in page.rows if row.kind in ("upd", "ukd")]),
-        act_start=msk_date(utcnow()).replace(month=(msk_date(utcnow()).month - 1) // 3 * 3 + 1, day=1),
-        act_end=msk_date(utcnow()),
+        **context,
     )
 
 
@@ -319,11 +265,11 @@ def correction_download(doc_kind: str, doc_id: int, fmt: str) -> Any:
 def archive_download() -> Any:
     db = get_db()
     account = require_account()
-    period = service.parse_period(request.args.get("period"))
+    period = archive.parse_period(request.args.get("period"))
     if period is None or period.kind not in ("month", "quarter"):
         abort(400, "Архив собирается за месяц или квартал: выберите период на странице «Документы».")
     try:
-        data, count = service.build_archive(db, account.id, period)
+        data, count = archive.build_archive(db, account.id, period)
     except DocumentCorrupted:
         log.exception("archive of account %s for %s failed", account.id, period.code)
         abort(500)
@@ -347,24 +293,8 @@ def invoice_view(invoice_id: int) -> Any:
     if invoice.by_card:
         # A company card order's record is no bill to pay (no PDF, no QR): its documents are the УПД and УКД.
         return redirect(url_for("documents.document_list"))
-    overdue = invoice.status == InvoiceStatus.ISSUED and invoice.valid_until < msk_date(utcnow())
-    paid = ledger.invoice_paid_amount(db, invoice.id)
-    remaining = ledger.invoice_remaining(db, invoice)
-    payload = invoice.qr_payload
-    if invoice.is_open and paid:
-        # A part is paid: the QR asks for the rest, with the invoice's own purpose.
-        payload = qr_payload_for(get_seller(current_app.config), remaining, invoice.purpose)
-    return render_template(
-        "documents/invoice_view.html",
-        invoice=invoice,
-        overdue=overdue,
-        upd=service.get_upd_for_invoice(db, invoice.id),
-        order=db.get(Order, invoice.order_id),
-        seller=get_seller(current_app.config),
-        paid=paid,
-        remaining=remaining,
-        qr_data_uri=png_data_uri(payload, scale=5) if invoice.is_open else None,
-    )
+    context = listing.invoice_page(db, invoice, today=msk_date(utcnow()), config=current_app.config)
+    return render_template("documents/invoice_view.html", **context)
 
 
 # --- bank statements (support staff) ----------------------------------------------------------------
@@ -375,8 +305,6 @@ def invoice_view(invoice_id: int) -> Any:
 def statement_import() -> Any:
     db = get_db()
     form = StatementUploadForm()
-    result = None
-    status = 200
     if form.validate_on_submit():
         upload = form.statement.data
         try:
@@ -387,15 +315,9 @@ def statement_import() -> Any:
         except StatementError as exc:
             db.rollback()
             form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-            status = 400
         else:
             db.commit()
             return redirect(url_for("support.statement_list", run=run.id))
-    elif request.method == "POST":
-        status = 400
-    return render_template(
-        "documents/statement_import.html",
-        form=form,
-        result=result,
-        unmatched=bank.list_unmatched_lines(db),
-    ), status
+    status = 400 if request.method == "POST" else 200
+    unmatched = statement_lines.list_unmatched_lines(db)
+    return render_template("documents/statement_import.html", form=form, result=None, unmatched=unmatched), status

@@ -1,4 +1,4 @@
-"""Bank money: statement import, and what staff do with a payment order — each one recorded once in the ledger.
+"""Bank money: the statement import, each payment order recorded once in the ledger (staff's part: statement_lines).
 
 Every incoming payment order of a statement is accounted for: recorded for the company whose invoice it names (or
 whose ИНН and amount pick out exactly one open invoice) and applied through the ledger, or listed for staff with
@@ -19,16 +19,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from portal.audit import record_audit
-from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites
-from portal.documents.service import _config, form_upds_now, lock_invoice
+from portal.documents.service import _config
 from portal.documents.store import sha256_hex
-from portal.documents.upd import payment_doc_from_reference
+from portal.documents.tasks import form_documents_task
 from portal.money import format_rub
 from portal.payments import ledger
 from portal.payments.models import LineStatus, Receipt, ReceiptMethod, StatementImport, StatementLine
 from portal.payments.statement import PaymentOrder, find_invoice_refs, incoming_for, parse_amount, parse_statement
+from portal.tasks import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +213,7 @@ def match_payment(db: Session, doc: PaymentOrder, lookups: _Lookups | None = Non
     return Match(reason=_capital("; ".join(reasons)))
 
 
-def _receipt_for_line(db: Session, line: StatementLine, account_id: int, *, method: str, actor: Any, now: datetime):
+def receipt_for_line(db: Session, line: StatementLine, account_id: int, *, method: str, actor: Any, now: datetime):
     receipt, _ = ledger.record_receipt(
         db,
         account_id=account_id,
@@ -236,7 +235,7 @@ def _payment_doc(line: StatementLine) -> dict[str, Any]:
     return {"number": line.doc_number, "date": line.doc_date, "amount": line.amount}
 
 
-def _apply_line(
+def apply_line(
     db: Session,
     line: StatementLine,
     invoices: list[Invoice],
@@ -247,7 +246,7 @@ def _apply_line(
     note: str | None,
 ) -> tuple[Receipt, list[int]]:
     """Record the line's money for the company of the invoices and apply it; the line says what happened."""
-    receipt = _receipt_for_line(db, line, invoices[0].account_id, method=ReceiptMethod.BANK.value, actor=actor, now=now)
+    receipt = receipt_for_line(db, line, invoices[0].account_id, method=ReceiptMethod.BANK.value, actor=actor, now=now)
     results = ledger.pay_invoices(
         db, receipt, invoices, now=now, config=config, actor=actor, payment_doc=_payment_doc(line)
     )
@@ -374,7 +373,7 @@ def _import_once(
                 line = StatementLine(**row)
                 db.add(line)
                 db.flush()
-                _, ids = _apply_line(db, line, match.invoices, actor=actor, now=now, config=config, note=match.note)
+                _, ids = apply_line(db, line, match.invoices, actor=actor, now=now, config=config, note=match.note)
                 lookups.money_applied(match.invoices)
                 upd_ids.extend(ids)
                 line.status = LineStatus.MATCHED.value
@@ -441,212 +440,6 @@ def import_statement(
         # The import numbers the УПД (and an advance invoice for money ahead of the rights) in its transaction;
         # rendering them (about a second each) is the queue's work, never the import's: a statement paying 100
         # invoices would otherwise hold its run for minutes.
-        from portal.documents.tasks import form_documents_task
-        from portal.tasks import enqueue
-
         enqueue(form_documents_task, list(upd_ids))
     log.info("statement %s imported: %s", file_name, result.summary)
     return result
-
-
-# --- what staff do ----------------------------------------------------------------------------------------------
-
-
-def _lock_line(db: Session, line_id: int) -> StatementLine:
-    line = db.scalars(
-        sa.select(StatementLine)
-        .where(StatementLine.id == line_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
-    if line is None:
-        raise DocumentsError("Строка выписки не найдена.")
-    if line.status != LineStatus.UNMATCHED:
-        raise DocumentsError(f"Платёж {line.reference} уже разобран: {line.status_title.lower()}.")
-    return line
-
-
-def _payable(db: Session, invoice: Invoice) -> None:
-    if invoice.status == InvoiceStatus.PAID:
-        raise DocumentsError(f"Счёт № {invoice.number} уже оплачен ({invoice.payment_reference}).")
-    if invoice.status == InvoiceStatus.CANCELED:
-        raise DocumentsError(f"Счёт № {invoice.number} аннулирован: оплату по нему нельзя провести.")
-
-
-def mark_invoice_paid(
-    db: Session,
-    invoice_id: int,
-    *,
-    actor: Any,
-    bank_reference: str,
-    paid_on: date,
-    now: datetime,
-    config: Mapping[str, Any] | None = None,
-) -> Invoice:
-    """Staff record a bank payment of an invoice by hand (e.g. «п/п № 512 от 25.11.2026»): the rest of the invoice
-    is received and applied through the ledger, as an import would. Commits.
-
-    Raises DocumentsError (Russian message) if the invoice is paid or annulled, or its order cannot take money.
-    """
-    cfg = _config(config)
-    reference = " ".join((bank_reference or "").split())
-    if not reference:
-        raise DocumentsError("Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
-    invoice = lock_invoice(db, invoice_id)
-    _payable(db, invoice)
-    amount = ledger.invoice_remaining(db, invoice)
-    receipt, created = ledger.record_receipt(
-        db,
-        account_id=invoice.account_id,
-        method=ReceiptMethod.STAFF.value,
-        amount=amount,
-        received_on=paid_on,
-        source_key=f"staff:{invoice.id}:{reference}",
-        reference=reference,
-        actor=actor,
-        now=now,
-    )
-    if not created:
-        raise DocumentsError(f"Платёж «{reference}» по счёту № {invoice.number} уже записан.")
-    (step,) = ledger.pay_invoices(
-        db,
-        receipt,
-        [invoice],
-        now=now,
-        config=cfg,
-        actor=actor,
-        payment_doc=payment_doc_from_reference(reference, paid_on, amount),
-    )
-    if step.problem is not None:
-        db.rollback()
-        raise DocumentsError(f"Заказ по счёту № {invoice.number} не может быть оплачен: {step.problem}.")
-    upd_id = step.upd_id
-    db.commit()
-    if upd_id is not None:
-        form_upds_now(db, [upd_id], now=now, config=cfg)
-    return invoice
-
-
-class AmountMismatch(DocumentsError):
-    """The payment's amount differs from what the invoice still needs; staff must confirm to link anyway."""
-
-
-def link_statement_line(
-    db: Session,
-    line_id: int,
-    invoice_id: int,
-    *,
-    actor: Any,
-    confirm_amount_mismatch: bool,
-    now: datetime,
-    config: Mapping[str, Any] | None = None,
-) -> StatementLine:
-    """Staff link an unmatched payment to an invoice: recorded for its company and applied as by the import (a short
-    payment pays part, an overpayment leaves the rest on the balance). Commits.
-
-    A different amount raises AmountMismatch unless `confirm_amount_mismatch` is True.
-    """
-    cfg = _config(config)
-    line = _lock_line(db, line_id)
-    invoice = lock_invoice(db, invoice_id)
-    _payable(db, invoice)
-    remaining = ledger.invoice_remaining(db, invoice)
-    if line.amount != remaining and not confirm_amount_mismatch:
-        raise AmountMismatch(
-            f"Сумма платежа {format_rub(line.amount)} не равна сумме к оплате по счёту № {invoice.number} "
-            f"{format_rub(remaining)}. Подтвердите: недоплата останется к оплате, переплата — на балансе компании."
-        )
-    _, upd_ids = _apply_line(db, line, [invoice], actor=actor, now=now, config=cfg, note=None)
-    line.status = LineStatus.LINKED.value
-    line.resolved_at = now
-    line.resolved_by_user_id = actor.id if actor is not None else None
-    line.resolution_note = f"Привязан к счёту № {invoice.number}" + (
-        f" при расхождении суммы ({format_rub(line.amount)} вместо {format_rub(remaining)})"
-        if line.amount != remaining
-        else ""
-    )
-    record_audit(
-        db,
-        actor=actor,
-        account=invoice.account_id,
-        action="documents.statement_line_linked",
-        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
-        after={"line_id": line.id, "status": line.status, "invoice": invoice.number, "amount": line.amount},
-        reason=line.resolution_note,
-    )
-    db.commit()
-    form_upds_now(db, upd_ids, now=now, config=cfg)
-    return line
-
-
-def credit_statement_line(
-    db: Session, line_id: int, account_id: int, *, actor: Any, reason: str, now: datetime
-) -> StatementLine:
-    """Staff decide an unmatched payment is a company's money with no invoice to pay: it goes to that company's
-    balance (applied at its next order, or refunded). Commits."""
-    from portal.accounts.models import Account
-
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise DocumentsError("Укажите, почему платёж зачисляется на баланс этой компании.")
-    line = _lock_line(db, line_id)
-    if db.get(Account, account_id) is None:
-        raise DocumentsError("Компания не найдена.")
-    _receipt_for_line(db, line, account_id, method=ReceiptMethod.BANK.value, actor=actor, now=now)
-    line.status = LineStatus.CREDITED.value
-    line.resolved_at = now
-    line.resolved_by_user_id = actor.id if actor is not None else None
-    line.resolution_note = f"Зачислен на баланс компании № {account_id}: {reason}"
-    record_audit(
-        db,
-        actor=actor,
-        account=account_id,
-        action="payments.statement_line_credited",
-        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
-        after={"line_id": line.id, "status": line.status, "amount": line.amount},
-        reason=reason,
-    )
-    db.commit()
-    return line
-
-
-def dismiss_statement_line(db: Session, line_id: int, *, actor: Any, reason: str, now: datetime) -> StatementLine:
-    """Staff decide an unmatched payment is not the portal's money (a loan repaid, another contract). Commits."""
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise DocumentsError("Укажите, почему платёж не относится к счёту.")
-    line = _lock_line(db, line_id)
-    line.status = LineStatus.DISMISSED.value
-    line.resolved_at = now
-    line.resolved_by_user_id = actor.id if actor is not None else None
-    line.resolution_note = reason
-    record_audit(
-        db,
-        actor=actor,
-        account=None,
-        action="documents.statement_line_dismissed",
-        before={"line_id": line.id, "status": LineStatus.UNMATCHED.value, "reason": line.reason},
-        after={"line_id": line.id, "status": line.status, "payment": line.reference, "amount": line.amount},
-        reason=reason,
-    )
-    db.commit()
-    return line
-
-
-def list_unmatched_lines(db: Session) -> list[StatementLine]:
-    """Incoming payments that activated nothing and wait for support, oldest first, each with its reason."""
-    return list(
-        db.scalars(
-            sa.select(StatementLine)
-            .where(StatementLine.status == LineStatus.UNMATCHED.value)
-            .order_by(StatementLine.doc_date, StatementLine.id)
-        )
-    )
-
-
-def list_import_lines(db: Session, import_id: int, *, matched: bool) -> list[StatementLine]:
-    """The lines one import matched automatically (or not), in file order: the result an upload page shows."""
-    q = sa.select(StatementLine).where(StatementLine.import_id == import_id).order_by(StatementLine.id)
-    if matched:
-        q = q.where(StatementLine.status == LineStatus.MATCHED.value)
-    return list(db.scalars(q.limit(500)))

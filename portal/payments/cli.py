@@ -13,7 +13,7 @@ from flask.cli import with_appcontext
 from portal.db import get_db, utcnow
 from portal.documents.invoices import DocumentsError
 from portal.money import format_rub
-from portal.payments import ledger
+from portal.payments import reports
 from portal.payments.bank import import_statement
 from portal.payments.statement import StatementError
 
@@ -43,7 +43,7 @@ def import_statement_command(file: Path) -> None:
 def report_command(start: date, end: date, as_json: bool) -> None:
     if end.date() < start.date():
         raise click.BadParameter("конец периода раньше начала", param_hint="--to")
-    data = ledger.report(get_db(), start.date(), end.date())
+    data = reports.report(get_db(), start.date(), end.date())
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return

@@ -1,4 +1,4 @@
-"""Card and e-money payments: starting one for an order, settling it exactly once, re-checking the stragglers.
+"""Card and e-money payments settled exactly once; starting one is in `payments.attempts`, re-checking in `payments.recheck`.
 
 Every way the portal learns about a payment (the provider's notification, the payer's return page, `billing tick`)
 goes through `process_provider_payment`, which re-reads the payment at the provider, locks the payment row and
@@ -12,18 +12,19 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app, has_app_context
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, Role, User
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.documents.models import Invoice
+from portal.documents.service import form_upds_now
 from portal.money import format_rub
 from portal.payments import ledger
 from portal.payments.models import Payment, PaymentNotification, PaymentStatus, ReceiptMethod
@@ -35,20 +36,11 @@ from portal.payments.providers.base import (
     PaymentInfo,
     PaymentProvider,
     ProviderError,
-    ProviderUnavailable,
     reason_text,
 )
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
-
-# YooKassa keeps an idempotence key for 24 hours and allows at most 64 characters in it.
-IDEMPOTENCE_KEY_TTL = timedelta(hours=24)
-MAX_PROVIDER_KEY = 64
-# The tick re-reads a pending payment at most this often; the return page at most every few seconds.
-RECHECK_AFTER = timedelta(minutes=1)
-RETURN_PAGE_RECHECK_AFTER = timedelta(seconds=3)
-RECHECK_BATCH = 200
 
 FLAG_AMOUNT = "amount_mismatch"
 FLAG_CURRENCY = "currency_mismatch"
@@ -99,7 +91,7 @@ def card_payment_doc(provider_payment_id: str, paid_on: Any, amount: int) -> dic
     return {"number": number, "date": paid_on, "amount": amount}
 
 
-def _payment_dict(p: Payment) -> dict[str, Any]:
+def payment_dict(p: Payment) -> dict[str, Any]:
     return {
         "payment_id": p.id,
         "provider": p.provider,
@@ -111,15 +103,6 @@ def _payment_dict(p: Payment) -> dict[str, Any]:
         "method": p.method,
         "reason": p.status_reason,
     }
-
-
-def provider_key(order_key: str, attempt: int) -> str:
-    """The Idempotence-Key of the n-th payment attempt for an order: the order's own key for the first one,
-    so pressing Pay twice reaches the same provider payment; a fresh, stable key after a declined attempt."""
-    if attempt == 1 and len(order_key) <= MAX_PROVIDER_KEY:
-        return order_key
-    digest = hashlib.sha256(f"{order_key}:{attempt}".encode()).hexdigest()[:40]
-    return f"pay-{attempt}-{digest}"
 
 
 def customer_for(db: Session, order: Order, actor: Any) -> Customer:
@@ -155,79 +138,6 @@ def customer_for_account(db: Session, account_id: int) -> Customer:
     ).first()
     if row is None:
         return Customer()
-    return Customer(email=row.email or None, phone=None if row.email else row.phone)
-
-
-# --- starting a payment ---------------------------------------------------------------------------------------
-
-
-def latest_payment(db: Session, order_id: int) -> Payment | None:
-    return db.scalars(
-        sa.select(Payment)
-        .where(Payment.order_id == order_id)
-        .order_by(Payment.id.desc())
-        .limit(1)
-        .execution_options(populate_existing=True)
-    ).first()
-
-
-def open_attempt(db: Session, order_id: int, provider_name: str, *, sbp: bool) -> Payment | None:
-    """The order's latest pending attempt at this provider that is (or is not) an СБП one."""
-    kind = Payment.method == "sbp" if sbp else sa.or_(Payment.method.is_(None), Payment.method != "sbp")
-    return db.scalars(
-        sa.select(Payment)
-        .where(
-            Payment.order_id == order_id,
-            Payment.provider == provider_name,
-            Payment.status == PaymentStatus.PENDING.value,
-            kind,
-        )
-        .order_by(Payment.id.desc())
-        .limit(1)
-        .execution_options(populate_existing=True)
-    ).first()
-
-
-def _attempt_for(
-    db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime, method: str | None = None
-) -> Payment:
-    """The payment attempt to use for this order: the open one, or a new one if the last was declined.
-
-    `method` "sbp" asks for an СБП attempt (a QR code); an open attempt of the other kind is left to its payer: if
-    both are paid, the second payment finds the order paid and goes to the balance, flagged (the ledger's rule)."""
-    for _ in range(3):
-        last = latest_payment(db, order.id)
-        # An autopayment's charge is never reused as a hosted payment: the payer paying another way gets a new one.
-        reusable = last is not None and not last.idempotence_key.startswith("autopay-")
-        if reusable and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
-            if last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"):
-                return last
-            # The payer switched between card and СБП: their earlier open attempt of this kind, if there is one.
-            earlier = open_attempt(db, order.id, provider.name, sbp=method == "sbp")
-            if earlier is not None:
-                return earlier
-        attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
-        payment = Payment(
-            provider=provider.name,
-            idempotence_key=provider_key(order.idempotency_key, (attempts or 0) + 1),
-            order_id=order.id,
-            account_id=order.account_id,
-            created_by_user_id=actor.id if actor is not None else None,
-            amount=ledger.order_due(db, order),  # the balance has paid its part at checkout
-            currency="RUB",
-            method=method,  # "sbp": the attempt asks the provider for a QR code
-            status=PaymentStatus.PENDING.value,
-            created_at=now,
-            updated_at=now,
-        )
-        db.add(payment)
-        try:
-            db.commit()
-        except IntegrityError:
-            db.rollback()  # the same Pay pressed twice at once: the other request's attempt is the one
-            continue
-        return payment
-    raise RuntimeError(f"order {order.id}: could not settle on a payment attempt")
 
 
 class _Due:
@@ -242,106 +152,7 @@ class _Due:
 
 
 def _app_config() -> Mapping[str, Any]:
-    from flask import current_app, has_app_context
-
     return current_app.config if has_app_context() else {}
-
-
-def start_card_payment(
-    db: Session,
-    order: Order,
-    actor: Any,
-    *,
-    provider: PaymentProvider,
-    return_url: str,
-    now: datetime,
-    method: str | None = None,
-) -> tuple[Payment, str | None]:
-    """Create (or reuse) the provider payment of a pending order: (payment, confirmation URL or None).
-
-    None means the provider did not answer: the attempt is kept, and pressing Pay again (or `billing tick`)
-    repeats the request with the same idempotence key, which reaches the same provider payment if there is one.
-    Commits: the attempt is stored before the provider is called, so no provider payment is ever made without it.
-    """
-    if order.status != OrderStatus.PENDING or ledger.order_due(db, order) <= 0:
-        # Nothing is left to pay: a closed order, or one the balance has covered — never a payment of nothing.
-        raise billing.PurchaseError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
-    payment = _attempt_for(db, order, actor, provider, now, method)
-    if payment.status != PaymentStatus.PENDING:
-        return payment, None
-    if payment.confirmation_url:
-        return payment, payment.confirmation_url
-    return payment, _create_at_provider(db, payment, order, actor, provider, return_url, now)
-
-
-def _create_at_provider(
-    db: Session,
-    payment: Payment,
-    order: Order,
-    actor: Any,
-    provider: PaymentProvider,
-    return_url: str,
-    now: datetime,
-) -> str | None:
-    from portal.payments import autopay  # autopay settles its charges through this module
-
-    customer = customer_for(db, order, actor)
-    # The owner ticked «Продлевать автоматически» for this order: the provider keeps the card for renewals.
-    save = {"save_payment_method": True} if autopay.wants_saving(db, order.id) else {}
-    db.commit()  # no transaction (nor pooled connection) is held while the provider is called
-    try:
-        # An СБП attempt gets a QR code's data instead of a page to send the payer to (kept in the same column).
-        if payment.method == "sbp":
-            provider_payment_id, url = provider.create_sbp_payment(  # type: ignore[attr-defined]
-                _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
-            )
-        else:
-            provider_payment_id, url = provider.create_payment(
-                _Due(order, payment.amount), return_url, payment.idempotence_key, customer, **save
-            )
-    except ProviderUnavailable as exc:
-        log.warning("payment %s (order %s): %s", payment.id, order.id, exc.message)
-        return None
-    except ProviderError as exc:
-        # The provider refused the request itself: repeating it will not help, so the attempt is closed.
-        log.error("payment %s (order %s) refused by %s: %s", payment.id, order.id, provider.name, exc.message)
-        db.execute(
-            sa.update(Payment)
-            .where(Payment.id == payment.id, Payment.provider_payment_id.is_(None))
-            .values(status=PaymentStatus.CANCELED.value, status_reason="provider_rejected", status_detail=exc.message)
-        )
-        db.commit()
-        raise
-    row = db.scalars(
-        sa.select(Payment).where(Payment.id == payment.id).with_for_update().execution_options(populate_existing=True)
-    ).one()
-    first_time = row.provider_payment_id is None
-    row.provider_payment_id = provider_payment_id
-    row.confirmation_url = url
-    row.updated_at = now
-    if first_time:
-        record_audit(
-            db,
-            actor=actor,
-            account=order.account_id,
-            action="payment.started",
-            after=_payment_dict(row),
-        )
-    try:
-        db.commit()
-    except IntegrityError:
-        # The provider payment is already on record: its notification arrived first and was filed against the
-        # order. That row is the payment; this attempt is closed.
-        db.rollback()
-        db.execute(
-            sa.update(Payment)
-            .where(Payment.id == payment.id, Payment.provider_payment_id.is_(None))
-            .values(status=PaymentStatus.CANCELED.value, status_reason="superseded", updated_at=now)
-        )
-        db.commit()
-        log.warning("payment %s: provider payment %s is already on record", payment.id, provider_payment_id)
-        return None
-    return url
 
 
 # --- settling -----------------------------------------------------------------------------------------------------
@@ -426,7 +237,7 @@ def process_provider_payment(
                 payment = _adopt(db, provider.name, info, now)
             outcome = _settle(db, payment, provider.name, info, now=now, source=source)
             if outcome.code == "activated":
-                from portal.payments import autopay
+                from portal.payments import autopay  # autopay imports this module to settle its charges
 
                 autopay.on_payment_succeeded(db, payment, info, now)
             db.commit()
@@ -461,7 +272,7 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
             account=payment.account_id,
             action="payment.canceled",
             before=before,
-            after=_payment_dict(payment) | {"source": source},
+            after=payment_dict(payment) | {"source": source},
             reason=reason_text(info.reason),
         )
         log.info("payment %s:%s canceled: %s", provider, info.id, info.reason)
@@ -517,7 +328,7 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
             account=payment.account_id,
             action="payment.flagged",
             before=before,
-            after=_payment_dict(payment) | {"paid_amount": info.amount, "source": source},
+            after=payment_dict(payment) | {"paid_amount": info.amount, "source": source},
             reason=detail,
         )
         log.warning("payment %s:%s flagged for support: %s", provider, info.id, detail)
@@ -532,7 +343,7 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         account=payment.account_id,
         action="payment.succeeded",
         before=before,
-        after=_payment_dict(payment) | {"paid_amount": info.amount, "source": source},
+        after=payment_dict(payment) | {"paid_amount": info.amount, "source": source},
     )
     log.info("payment %s:%s succeeded: order %s applied", provider, info.id, order.id)
     return Outcome("activated", payment, upd_id=upd_id)
@@ -540,8 +351,6 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
 
 def _form_upd(db: Session, upd_id: int, now: datetime) -> None:
     """Render a company card payment's УПД once the payment is committed; a failure leaves it to the tick's retry."""
-    from portal.documents.service import form_upds_now  # documents imports the ledger for its pages
-
     try:
         form_upds_now(db, [upd_id], now=now, config=_app_config())
     except Exception:
@@ -566,167 +375,6 @@ def record_notification(
         )
     )
     db.commit()
-
-
-# --- the return page and the tick ------------------------------------------------------------------------------
-
-
-def refresh_order_payment(db: Session, order: Order, *, provider: PaymentProvider, now: datetime) -> Payment | None:
-    """The order's latest payment, re-read at the provider if still pending (the return page's status check).
-
-    A provider that does not answer changes nothing: the page keeps saying «обрабатывается».
-    """
-    payment = latest_payment(db, order.id)
-    if (
-        payment is None
-        or payment.status != PaymentStatus.PENDING
-        or payment.provider_payment_id is None
-        or payment.provider != provider.name
-        or order.status == OrderStatus.PAID
-    ):
-        return payment
-    if payment.checked_at is not None and now - payment.checked_at < RETURN_PAGE_RECHECK_AFTER:
-        return payment
-    try:
-        return process_provider_payment(db, provider, payment.provider_payment_id, now=now, source="return").payment
-    except ProviderError as exc:
-        log.warning("return page: payment %s not re-read: %s", payment.id, exc)
-        db.rollback()
-        return latest_payment(db, order.id)
-
-
-def _claim(db: Session, payment_id: int, now: datetime) -> bool:
-    """Mark a payment as being re-checked now; False if another server's tick got there first."""
-    cutoff = now - RECHECK_AFTER
-    result = db.execute(
-        sa.update(Payment)
-        .where(
-            Payment.id == payment_id,
-            Payment.status == PaymentStatus.PENDING.value,
-            sa.or_(Payment.checked_at.is_(None), Payment.checked_at < cutoff),
-        )
-        .values(checked_at=now)
-    )
-    db.commit()
-    return result.rowcount == 1
-
-
-def recheck_pending(
-    db: Session,
-    now: datetime,
-    *,
-    providers: Mapping[str, PaymentProvider] | None = None,
-    base_url: str | None = None,
-) -> list[str]:
-    """`billing tick` hook: settle payments still pending at the provider (a lost notification, a time-out).
-
-    Safe on several servers at once: each payment is claimed by a conditional update before it is re-read.
-    Without `providers` / `base_url`, the current Flask app's are used (the tick runs as a CLI command of the app).
-    """
-    if providers is None:
-        providers = _app_providers()
-    if base_url is None:
-        from flask import current_app
-
-        base_url = current_app.config["BASE_URL"]
-    cutoff = now - RECHECK_AFTER
-    ids = list(
-        db.scalars(
-            sa.select(Payment.id)
-            .where(
-                Payment.status == PaymentStatus.PENDING.value,
-                Payment.created_at <= cutoff,
-                sa.or_(Payment.checked_at.is_(None), Payment.checked_at < cutoff),
-            )
-            .order_by(Payment.id)
-            .limit(RECHECK_BATCH)
-        )
-    )
-    done: list[str] = []
-    for payment_id in ids:
-        if not _claim(db, payment_id, now):
-            continue
-        payment = db.get(Payment, payment_id, populate_existing=True)
-        assert payment is not None
-        provider = providers.get(payment.provider)
-        if provider is None:
-            log.warning("payment %s: provider %s is not configured; left pending", payment.id, payment.provider)
-            continue
-        try:
-            line = _recheck_one(db, payment, provider, now, return_url(base_url, payment.order_id))
-        except ProviderError as exc:
-            db.rollback()
-            log.warning("tick: payment %s not re-read: %s", payment_id, exc)
-            continue
-        if line:
-            done.append(line)
-    return done
-
-
-def _recheck_one(db: Session, payment: Payment, provider: PaymentProvider, now: datetime, return_to: str) -> str | None:
-    label = f"платёж № {payment.id} по заказу № {payment.order_id}"
-    if payment.provider_payment_id is None and payment.idempotence_key.startswith("autopay-"):
-        return None  # an autopayment's charge: autopay repeats it with its own key, never as a hosted payment
-    if payment.provider_payment_id is None:
-        # The create request timed out. Within the key's lifetime, repeating it with the same key returns the
-        # payment the provider made (if it did); later the key would make a new one, so the attempt is closed.
-        order = db.get(Order, payment.order_id)
-        assert order is not None
-        if payment.created_at + IDEMPOTENCE_KEY_TTL <= now or order.status != OrderStatus.PENDING:
-            return _close_unanswered(db, payment, now, label)
-        url = _create_at_provider(db, payment, order, None, provider, return_to, now)
-        if url is None:
-            return None
-        db.refresh(payment)
-    assert payment.provider_payment_id is not None
-    outcome = process_provider_payment(db, provider, payment.provider_payment_id, now=now, source="tick")
-    if outcome.code == "activated":
-        return f"{label}: оплата подтверждена, заказ применён"
-    if outcome.code == "canceled":
-        return f"{label}: не прошёл — {reason_text(outcome.payment.status_reason)}"
-    if outcome.code == "flagged":
-        return f"{label}: отмечен для поддержки — {outcome.payment.status_detail}"
-    return None
-
-
-def _close_unanswered(db: Session, payment: Payment, now: datetime, label: str) -> str:
-    payment = db.scalars(
-        sa.select(Payment).where(Payment.id == payment.id).with_for_update().execution_options(populate_existing=True)
-    ).one()
-    if payment.status != PaymentStatus.PENDING or payment.provider_payment_id is not None:
-        db.commit()
-        return f"{label}: уже обработан"
-    payment.status = PaymentStatus.CANCELED.value
-    payment.status_reason = "provider_unavailable"
-    payment.updated_at = now
-    record_audit(
-        db,
-        actor=None,
-        account=payment.account_id,
-        action="payment.canceled",
-        before={"status": PaymentStatus.PENDING.value},
-        after=_payment_dict(payment) | {"source": "tick"},
-        reason=reason_text("provider_unavailable"),
-    )
-    db.commit()
-    return f"{label}: платёжная система так и не ответила, попытка закрыта"
-
-
-def return_url(base_url: str, order_id: int) -> str:
-    """Where the provider sends the payer back: built from BASE_URL, never from the request's Host header."""
-    return base_url.rstrip("/") + f"/payments/return/{order_id}"
-
-
-def _app_providers() -> dict[str, PaymentProvider]:
-    from flask import current_app
-
-    from portal.payments.providers import PROVIDER_NAMES, get_provider
-
-    names = {current_app.config["PAYMENT_PROVIDER"]}
-    # Payments made through another provider before a switch are still re-read, if that provider is configured.
-    if current_app.config.get("YOOKASSA_SHOP_ID") and current_app.config.get("YOOKASSA_SECRET_KEY"):
-        names.add("yookassa")
-    return {name: get_provider(current_app, name) for name in PROVIDER_NAMES if name in names}
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,15 +16,14 @@ from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
 from portal.db import get_db, utcnow
 from portal.documents.invoices import record_card_order
+from portal.documents.qr import qr_svg_data_uri
 from portal.extensions import csrf
 from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments import autopay, ledger, service
-from portal.payments.models import Payment, PaymentStatus
+from portal.payments import attempts, autopay, ledger, notifications, recheck, refunds, reports, service
 from portal.payments.providers import PROVIDER_NAMES, get_provider
 from portal.payments.providers.base import (
     NotificationRejected,
-    PaymentNotFound,
     ProviderError,
     ProviderUnavailable,
     reason_text,
@@ -70,12 +68,12 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")
     provider = get_provider(current_app)
-    _payment, url = service.start_card_payment(
+    _payment, url = attempts.start_card_payment(
         db,
         order,
         actor,
         provider=provider,
-        return_url=service.return_url(current_app.config["BASE_URL"], order.id),
+        return_url=attempts.return_url(current_app.config["BASE_URL"], order.id),
         now=utcnow(),
     )
     # No URL: the provider did not answer (or the payment is already settled); the return page says what to do.
@@ -83,31 +81,8 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
 
 def settle_opened_card_orders(db: Session, now: Any) -> list[str]:
-    """`billing tick`: a smaller plan scheduled unpaid, whose card payment the tick has just opened, is paid from the
-    company's balance first, as checkout would (money from a cancelled period changed for it is there)."""
-    import sqlalchemy as sa
-
-    ids = list(
-        db.scalars(
-            sa.select(Order.id)
-            .where(
-                Order.status == OrderStatus.PENDING,
-                Order.payer_type == "card",
-                Order.opens_on.is_not(None),
-                Order.opens_on >= msk_date(now) - timedelta(days=1),
-            )
-            .order_by(Order.id)
-        )
-    )
-    done = []
-    for order_id in ids:
-        order = db.get(Order, order_id)
-        if order is None or ledger.account_balance(db, order.account_id) <= 0:
-            continue
-        if ledger.settle_from_balance(db, order, now=now, config=current_app.config, actor=None):
-            done.append(f"заказ № {order.id} оплачен с баланса компании")
-        db.commit()
-    return done
+    """`billing tick`: scheduled card orders whose payment the tick has just opened are paid from the balance first."""
+    return attempts.settle_opened_card_orders(db, now=now, config=current_app.config)
 
 
 billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
@@ -127,12 +102,12 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
         return url_for("index")
-    service.start_card_payment(
+    attempts.start_card_payment(
         db,
         order,
         actor,
         provider=get_provider(current_app),
-        return_url=service.return_url(current_app.config["BASE_URL"], order.id),
+        return_url=attempts.return_url(current_app.config["BASE_URL"], order.id),
         now=utcnow(),
         method="sbp",
     )
@@ -141,38 +116,12 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
 
 billing.register_checkout_handler("sbp", SBP_TITLE, sbp_checkout_handler, pays_as="card")
-billing.register_tick_hook(service.recheck_pending)
+billing.register_tick_hook(recheck.recheck_pending)
 billing.register_tick_hook(autopay.tick_hook)
 billing.register_tick_hook(settle_opened_card_orders)
 
 
 # --- the return page --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PaymentState:
-    """What the payer should see about an order's payment."""
-
-    code: str  # paid | pending | not_started | declined | flagged | closed
-    payment: Payment | None
-
-    @property
-    def is_final(self) -> bool:
-        return self.code not in ("pending", "not_started")
-
-
-def _state(order: Order, payment: Payment | None) -> PaymentState:
-    if order.status == OrderStatus.PAID:
-        return PaymentState("paid", payment)
-    if payment is None:
-        return PaymentState("closed" if order.status != OrderStatus.PENDING else "not_started", None)
-    if payment.status == PaymentStatus.FLAGGED:
-        return PaymentState("flagged", payment)
-    if payment.status == PaymentStatus.CANCELED:
-        return PaymentState("declined", payment)
-    if payment.provider_payment_id is None:
-        return PaymentState("not_started", payment)
-    return PaymentState("pending", payment)
 
 
 def _load_order(order_id: int) -> Order:
@@ -183,13 +132,13 @@ def _load_order(order_id: int) -> Order:
     return order
 
 
-def _refreshed_state(order_id: int) -> tuple[Order, PaymentState]:
+def _refreshed_state(order_id: int) -> tuple[Order, recheck.PaymentState]:
     db = get_db()
     order = _load_order(order_id)
     provider = get_provider(current_app)
-    payment = service.refresh_order_payment(db, order, provider=provider, now=utcnow())
+    payment = recheck.refresh_order_payment(db, order, provider=provider, now=utcnow())
     db.refresh(order)
-    return order, _state(order, payment)
+    return order, recheck.payment_state(order, payment)
 
 
 @bp.route("/return/<int:order_id>")
@@ -241,7 +190,7 @@ def payment_retry(order_id: int) -> Any:
     db = get_db()
     if order.status != OrderStatus.PENDING:
         return redirect(url_for("payments.payment_return", order_id=order.id))
-    last = service.latest_payment(db, order.id)
+    last = attempts.latest_payment(db, order.id)
     handler = sbp_checkout_handler if last is not None and last.method == "sbp" else checkout_handler
     try:
         url = handler(db, order, current_user._get_current_object())  # type: ignore[attr-defined]
@@ -262,13 +211,11 @@ def sbp_show(order_id: int) -> Any:
     payment = state.payment
     if state.code == "pending" and payment is not None and payment.method != "sbp":
         # The payer went to the card page and came back to СБП: their open СБП attempt, re-read at the provider.
-        payment = _refreshed_sbp_attempt(order)
+        payment = recheck.refresh_sbp_attempt(get_db(), order, provider=get_provider(current_app), now=utcnow())
         if order.status == OrderStatus.PAID:
             return redirect(url_for("payments.payment_return", order_id=order.id))
     if state.code != "pending" or payment is None or payment.method != "sbp" or not payment.confirmation_url:
         return redirect(url_for("payments.payment_return", order_id=order.id))
-    from portal.documents.qr import qr_svg_data_uri
-
     return render_template(
         "payments/sbp_show.html",
         order=order,
@@ -276,22 +223,6 @@ def sbp_show(order_id: int) -> Any:
         payment=payment,
         qr_uri=qr_svg_data_uri(payment.confirmation_url, scale=5),
     )
-
-
-def _refreshed_sbp_attempt(order: Order) -> Payment | None:
-    db = get_db()
-    provider = get_provider(current_app)
-    payment = service.open_attempt(db, order.id, provider.name, sbp=True)
-    if payment is not None and payment.provider_payment_id is not None:
-        try:
-            payment = service.process_provider_payment(
-                db, provider, payment.provider_payment_id, now=utcnow(), source="return"
-            ).payment
-        except ProviderError as exc:
-            db.rollback()
-            log.warning("СБП page: payment %s not re-read: %s", payment.id, exc)
-        db.refresh(order)
-    return payment if payment is not None and payment.status == PaymentStatus.PENDING else None
 
 
 def _checkout_url(order: Order) -> str | None:
@@ -316,9 +247,9 @@ def payment_list() -> Any:
         abandoned_before=utcnow() - ABANDONED_AFTER,
         can_retry=current_membership() is not None and current_membership().role == "owner",  # type: ignore[union-attr]
         totals=ledger.account_totals(db, account.id),
-        entries=ledger.history(db, account.id),
+        entries=reports.history(db, account.id),
         attention=ledger.list_attention(db, account.id),
-        refunds=ledger.list_refunds(db, account.id),
+        refunds=refunds.list_refunds(db, account.id),
         refund_form=EmptyForm(),
         autopay=autopay.get_autopay(db, account.id),
         saved_methods=autopay.list_methods(db, account.id),
@@ -369,7 +300,7 @@ def refund_request() -> Any:
     if not EmptyForm().validate_on_submit():
         abort(400)
     try:
-        made = ledger.request_refund(db, account.id, actor=current_user._get_current_object(), now=utcnow())  # type: ignore[attr-defined]
+        made = refunds.request_refund(db, account.id, actor=current_user._get_current_object(), now=utcnow())  # type: ignore[attr-defined]
         db.commit()
     except ledger.LedgerError as exc:
         db.rollback()
@@ -399,12 +330,8 @@ def webhook(provider_name: str) -> Any:
     if provider_name not in PROVIDER_NAMES or not _accepts(provider_name):
         log.warning("webhook %s from %s: provider not enabled", provider_name, remote)
         return _json_error(404, "Этот приём уведомлений не включён.")
-    if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
-        log.warning("webhook %s from %s: body of %s bytes refused", provider_name, remote, request.content_length)
-        return _json_error(413, "Уведомление слишком большое.")
-    body = request.stream.read(WEBHOOK_MAX_BYTES + 1)
-    if len(body) > WEBHOOK_MAX_BYTES:
-        log.warning("webhook %s from %s: body over %s bytes refused", provider_name, remote, WEBHOOK_MAX_BYTES)
+    body = _webhook_body(provider_name, remote)
+    if body is None:
         return _json_error(413, "Уведомление слишком большое.")
     provider = get_provider(current_app, provider_name)
     try:
@@ -412,63 +339,28 @@ def webhook(provider_name: str) -> Any:
     except NotificationRejected as exc:
         log.warning("webhook %s from %s rejected (%s): %s", provider_name, remote, exc.status_code, exc.message)
         return _json_error(exc.status_code, exc.message)
-
-    db = get_db()
-    now = utcnow()
     # Every authentic notification is acknowledged with 200 once it is kept: an answer other than 200 makes the
     # provider deliver it again for days, and nothing here would change on a second delivery.
-    if event.event.startswith("refund."):
-        return _refund_notification(db, provider, event, remote, now)
-    if not event.event.startswith("payment."):
-        log.info("webhook %s from %s: event %s kept, nothing to do", provider_name, remote, event.event)
-        service.record_notification(db, event, remote_addr=remote, outcome="ignored", now=now)
-        return jsonify({"status": "ignored", "outcome": "ignored"})
     try:
-        outcome = service.process_provider_payment(db, provider, event.provider_payment_id, now=now, source="webhook")
-    except (PaymentNotFound, service.UnknownPayment) as exc:
-        # Not ours (another shop's integration, a payment made by hand): kept for staff, acknowledged.
-        log.warning("webhook %s from %s: payment %s: %s", provider_name, remote, event.provider_payment_id, exc)
-        service.record_notification(db, event, remote_addr=remote, outcome="unknown_payment", now=now)
-        return jsonify({"status": "unknown_payment", "outcome": "unknown_payment", "detail": exc.message})
+        answer = notifications.receive_notification(get_db(), provider, event, remote_addr=remote, now=utcnow())
     except ProviderUnavailable as exc:
-        # Nothing is known yet: the provider repeats the notification, and `billing tick` re-reads the payment.
-        log.warning("webhook %s: payment %s not re-read: %s", provider_name, event.provider_payment_id, exc)
-        service.record_notification(db, event, remote_addr=remote, outcome="provider_unavailable", now=now)
         return _json_error(503, exc.message)
-    service.record_notification(db, event, remote_addr=remote, outcome=outcome.code, now=now)
-    payment = outcome.payment
-    if payment.status == PaymentStatus.FLAGGED:
-        # Processed: the money is on the company's balance and on staff's list; a redelivery would change nothing.
-        return jsonify({"status": payment.status, "outcome": outcome.code, "detail": payment.status_detail})
-    return jsonify({"status": payment.status, "outcome": outcome.code})
+    return jsonify(answer)
 
 
 csrf.exempt(webhook)
 
 
-def _refund_notification(db: Session, provider: Any, event: Any, remote: str | None, now: Any) -> Any:
-    obj = event.body.get("object") or {}
-    refund_id = str(obj.get("id") or "")
-    if not hasattr(provider, "get_refund"):
-        # The sandbox never sends refund notifications; one claiming to be from it moves no money.
-        service.record_notification(db, event, remote_addr=remote, outcome="ignored", now=now)
-        return jsonify({"status": "ignored", "outcome": "ignored"})
-    try:
-        payment_id, amount, status = provider.get_refund(refund_id)
-    except PaymentNotFound as exc:
-        service.record_notification(db, event, remote_addr=remote, outcome="refund_not_found", now=now)
-        return jsonify({"status": "unknown_refund", "outcome": "refund_not_found", "detail": exc.message})
-    except ProviderUnavailable as exc:
-        service.record_notification(db, event, remote_addr=remote, outcome="provider_unavailable", now=now)
-        return _json_error(503, exc.message)
-    outcome = "refund_pending"
-    if status == "succeeded":
-        outcome = ledger.record_provider_refund(
-            db, provider=provider.name, refund_id=refund_id, payment_id=payment_id, amount=amount, now=now
-        )
-        db.commit()
-    service.record_notification(db, event, remote_addr=remote, outcome=outcome, now=now)
-    return jsonify({"status": status or "unknown", "outcome": outcome})
+def _webhook_body(provider_name: str, remote: str | None) -> bytes | None:
+    """The notification's body, or None when it is too large to be one (a 413)."""
+    if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
+        log.warning("webhook %s from %s: body of %s bytes refused", provider_name, remote, request.content_length)
+        return None
+    body = request.stream.read(WEBHOOK_MAX_BYTES + 1)
+    if len(body) > WEBHOOK_MAX_BYTES:
+        log.warning("webhook %s from %s: body over %s bytes refused", provider_name, remote, WEBHOOK_MAX_BYTES)
+        return None
+    return body
 
 
 def _accepts(provider_name: str) -> bool:

@@ -27,7 +27,7 @@ from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites
 from portal.money import format_amount, format_rub
-from portal.payments import bank, ledger
+from portal.payments import ledger, statement_lines
 from portal.payments.models import LineStatus, StatementLine
 from portal.payments.statement import find_invoice_numbers
 from portal.support.errors import AmountMismatchError, InvoiceNotPayable, SupportError, clean_reason
@@ -229,7 +229,7 @@ def mark_invoice_paid(
         reason=reason,
     )
     try:
-        return bank.mark_invoice_paid(
+        return statement_lines.mark_invoice_paid(
             db, invoice_id, actor=actor, bank_reference=reference, paid_on=paid_on, now=now, config=config
         )
     except DocumentsError as exc:
@@ -371,7 +371,7 @@ def link_payment(
         reason=reason,
     )
     with _refused_by_documents(db):
-        return bank.link_statement_line(
+        return statement_lines.link_statement_line(
             db,
             line_id,
             invoice_id,
@@ -434,7 +434,7 @@ def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | Non
         reason=reason,
     )
     with _refused_by_documents(db):
-        return bank.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
+        return statement_lines.dismiss_statement_line(db, line_id, actor=actor, reason=reason, now=now)
 
 
 # --- what the staff member is told after an action ---------------------------------------------------------

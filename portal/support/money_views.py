@@ -12,7 +12,7 @@ from portal.accounts.forms import EmptyForm
 from portal.db import get_db, utcnow
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice
-from portal.payments import bank, ledger
+from portal.payments import ledger, refunds, statement_lines
 from portal.payments.models import Payment, Receipt, Refund
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import ProviderError
@@ -61,7 +61,7 @@ def statement_list() -> Any:
         state=state,
         matched=matched,
         run_form=EmptyForm(),
-        unmatched=bank.list_unmatched_lines(db),
+        unmatched=statement_lines.list_unmatched_lines(db),
     ), status
 
 
@@ -79,7 +79,7 @@ def _statement_run(db: Any) -> tuple[Any, Any, list[Any]]:
     if run is not None and run.result_url and "import=" in run.result_url:
         raw = run.result_url.rpartition("=")[2]
     import_id = parse_id(raw)
-    return run, state, ([] if import_id is None else bank.list_import_lines(db, import_id, matched=True))
+    return run, state, ([] if import_id is None else statement_lines.list_import_lines(db, import_id, matched=True))
 
 
 def _line_or_404(line_id: int) -> Any:
@@ -191,7 +191,7 @@ def line_dismiss(line_id: int) -> Any:
 def money_list() -> Any:
     db = get_db()
     attention = ledger.list_attention(db)
-    refunds = ledger.list_refunds(db, open_only=True)
+    open_refunds = refunds.list_refunds(db, open_only=True)
     # One form per row, each with its own element ids (a label must name exactly one field on the page); the
     # field names stay plain, since each row's form posts to its own URL.
     return render_template(
@@ -204,9 +204,9 @@ def money_list() -> Any:
                 _ids(RefundDoneForm(formdata=None), f"done{f.id}"),
                 _ids(ConfirmedActionForm(formdata=None), f"cancel{f.id}"),
             )
-            for f in refunds
+            for f in open_refunds
         ],
-        unmatched=bank.list_unmatched_lines(db),
+        unmatched=statement_lines.list_unmatched_lines(db),
     )
 
 
@@ -255,7 +255,7 @@ def refund_provider(refund_id: int) -> Any:
         receipt = db.get(Receipt, refund.receipt_id) if refund.receipt_id else None
         payment = db.get(Payment, receipt.payment_id) if receipt is not None and receipt.payment_id else None
         provider = get_provider(current_app, payment.provider if payment is not None else None)
-        ledger.refund_through_provider(
+        refunds.refund_through_provider(
             db,
             refund_id,
             provider=provider,
@@ -271,7 +271,7 @@ def refund_provider(refund_id: int) -> Any:
 def refund_done(refund_id: int) -> Any:
     form = RefundDoneForm()
     return _money_action(
-        lambda db: ledger.complete_bank_refund(
+        lambda db: refunds.complete_bank_refund(
             db, refund_id, actor=current_actor(), reference=form.reference.data, now=utcnow()
         ),
         form,
@@ -283,7 +283,7 @@ def refund_done(refund_id: int) -> Any:
 def refund_cancel(refund_id: int) -> Any:
     form = ConfirmedActionForm()
     return _money_action(
-        lambda db: ledger.cancel_refund(db, refund_id, actor=current_actor(), reason=form.reason.data, now=utcnow()),
+        lambda db: refunds.cancel_refund(db, refund_id, actor=current_actor(), reason=form.reason.data, now=utcnow()),
         form,
         "Возврат отменён: деньги снова на балансе компании.",
     )
@@ -293,7 +293,7 @@ def refund_cancel(refund_id: int) -> Any:
 def account_refund(account_id: int) -> Any:
     form = RefundStartForm()
     return _money_action(
-        lambda db: ledger.request_refund(db, account_id, actor=current_actor(), now=utcnow(), reason=form.reason.data),
+        lambda db: refunds.request_refund(db, account_id, actor=current_actor(), now=utcnow(), reason=form.reason.data),
         form,
         "Возврат баланса запрошен: выполните его ниже.",
     )
@@ -304,7 +304,7 @@ def line_credit(line_id: int) -> Any:
     form = CreditForm(prefix="credit")
     account_id = parse_id(form.account_id.data) or 0
     return _money_action(
-        lambda db: bank.credit_statement_line(
+        lambda db: statement_lines.credit_statement_line(
             db, line_id, account_id, actor=current_actor(), reason=form.reason.data, now=utcnow()
         ),
         form,

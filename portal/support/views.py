@@ -30,7 +30,7 @@ from portal.documents.views import content_disposition
 from portal.money import format_amount
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
-from portal.payments import ledger
+from portal.payments import ledger, refunds, reports
 from portal.support import actions, errors, money_views, overview, owner_views, resend, search
 from portal.support import requests as support_requests
 from portal.support.amounts import AmountError, parse_rubles
@@ -132,7 +132,7 @@ def account_show(account_id: int) -> Any:
         account=account,
         q="",
         totals=ledger.account_totals(db, account.id),
-        entries=ledger.history(db, account.id)[:50],
+        entries=reports.history(db, account.id)[:50],
         refund_form=RefundStartForm(formdata=None),
     )
 
@@ -351,7 +351,7 @@ def order_refund_rights(order_id: int) -> Any:
 def _refund_rights(order: Any, form: RightsRefundForm) -> str:
     db = get_db()
     amount = parse_rubles(form.amount.data)
-    done = ledger.refund_rights(
+    done = refunds.refund_rights(
         db,
         order.id,
         cut_on=form.cut_on.data,

@@ -312,7 +312,7 @@ def documents(tmp: Path) -> None:
     from portal.documents.invoices import issue_invoice
     from portal.documents.models import StoredFile, Upd
     from portal.documents.service import read_file
-    from portal.payments.bank import mark_invoice_paid
+    from portal.payments.statement_lines import mark_invoice_paid
 
     repeat = int(os.environ.get("BENCH_DOC_REPEAT", "7"))
     app = _app(tmp, "documents")

@@ -17,16 +17,16 @@ from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, Upd
 from portal.documents.service import cancel_invoice
 from portal.payments import ledger
-from portal.payments.bank import (
+from portal.payments.bank import import_statement
+from portal.payments.models import LineStatus, StatementImport, StatementLine
+from portal.payments.statement import StatementError
+from portal.payments.statement_lines import (
     AmountMismatch,
     dismiss_statement_line,
-    import_statement,
     link_statement_line,
     list_unmatched_lines,
     mark_invoice_paid,
 )
-from portal.payments.models import LineStatus, StatementImport, StatementLine
-from portal.payments.statement import StatementError
 from tests.conftest import post
 from tests.documents.factories import IP, NOW, give_requisites, issue, payment, statement
 

@@ -19,7 +19,7 @@ from portal.documents.models import AdvanceInvoice, Invoice, StoredFile, Ukd, Up
 from portal.documents.render import rub
 from portal.documents.service import read_file
 from portal.documents.upd_xml import money
-from portal.payments import ledger
+from portal.payments import ledger, refunds
 from portal.payments.bank import import_statement
 from portal.payments.models import Refund
 from tests.conftest import post
@@ -52,7 +52,7 @@ def company(make_account, db):
 
 def refund(app, db, order_id: int, cut_on: date, amount: int, now: datetime, reason: str = "Компания закрывается"):
     with app.app_context():
-        done = ledger.refund_rights(
+        done = refunds.refund_rights(
             db, order_id, cut_on=cut_on, amount=amount, reason=reason, actor=None, now=now, config=app.config
         )
         db.commit()

@@ -329,14 +329,14 @@ def test_a_ukd_after_a_refund_of_rights_goes_to_the_buyer_as_a_correction_docume
     from portal.documents.corrections import form_pending_corrections
     from portal.documents.models import Invoice, StoredFile, Ukd
     from portal.documents.service import read_file
-    from portal.payments import ledger
+    from portal.payments import refunds
 
     upd = paid_upd(app, db, company)
     sweep(app, db)
     order_id = db.get(Invoice, upd.invoice_id).order_id
     now = PAID_AT + timedelta(days=30)
     with app.app_context():
-        ledger.refund_rights(
+        refunds.refund_rights(
             db,
             order_id,
             cut_on=now.date() + timedelta(days=1),

@@ -123,14 +123,14 @@ def test_accountant_of_two_companies_sees_both_and_never_a_third(app, db, make_a
 def test_a_ukd_is_mailed_as_formed_with_what_it_changes(app, db, make_account):
     from portal.documents.corrections import form_pending_corrections
     from portal.documents.models import Invoice
-    from portal.payments import ledger
+    from portal.payments import refunds
 
     account = make_account()
     give_requisites(db, account, {**ORG, "mail_mode": "each"})
     upd = paid_upd(app, db, account)
     now = datetime(2026, 12, 10, 8, tzinfo=UTC)
     with app.app_context():
-        ledger.refund_rights(
+        refunds.refund_rights(
             db,
             db.get(Invoice, upd.invoice_id).order_id,
             cut_on=now.date() + timedelta(days=1),

@@ -17,7 +17,7 @@ from portal.billing.models import Order
 from portal.documents import reconciliation
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, Upd
-from portal.payments import ledger
+from portal.payments import ledger, refunds
 from portal.payments.bank import import_statement
 from portal.timeutil import msk_date
 from tests.conftest import post
@@ -99,7 +99,7 @@ def quarter(app, db, make_account):
     part = invoice(app, db, account, "users-200", at(date(2026, 12, 1)))
     bank(app, db, part, part.amount // 2, "303", at(date(2026, 12, 3)))
     with app.app_context():
-        ledger.request_refund(
+        refunds.request_refund(
             db, account.id, actor=None, now=at(date(2026, 12, 10)), amount=5_000, reason="Просим вернуть"
         )
         db.commit()

@@ -14,7 +14,7 @@ from portal.billing.models import Order as Order_
 from portal.db import utcnow
 from portal.documents.models import Invoice, StoredFile, Ukd, Upd
 from portal.documents.service import read_file
-from portal.payments import ledger
+from portal.payments import refunds
 from portal.payments.models import Payment, SandboxPayment
 from portal.payments.providers.base import Customer
 from portal.payments.service import card_payment_doc
@@ -107,7 +107,7 @@ def test_staff_refund_of_a_company_card_payment_finds_its_upd_and_forms_a_ukd(ap
     upd = db.scalars(sa.select(Upd)).one()
     cut_on = msk_date(utcnow()) + timedelta(days=30)
     with app.app_context():
-        done = ledger.refund_rights(
+        done = refunds.refund_rights(
             db,
             order.id,
             cut_on=cut_on,

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from portal.billing import service as billing
 from portal.billing.models import SubscriptionPeriod
 from portal.db import utcnow
-from portal.payments import service
+from portal.payments import attempts
 from portal.payments.models import PaymentNotification
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import SIGNATURE_HEADER, check_card, sign
@@ -55,7 +55,7 @@ def paid_sandbox_notification(app, db, account) -> tuple[bytes, dict[str, str]]:
             now=now,
         )
         db.commit()
-        payment, url = service.start_card_payment(
+        payment, url = attempts.start_card_payment(
             db, order, None, provider=sandbox, return_url=f"http://localhost/payments/return/{order.id}", now=now
         )
     assert url is not None

@@ -23,7 +23,7 @@ from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
-from portal.payments import autopay, bank, ledger
+from portal.payments import attempts, autopay, bank, ledger, refunds, statement_lines
 from portal.payments import service as payments
 from portal.payments.autopay_models import AutopayRenewal
 from portal.payments.models import Allocation, LineStatus, Payment, Receipt, Refund, StatementLine
@@ -84,7 +84,7 @@ def open_card_page(app, db, row: Order, now=NOW, method=None) -> Payment:
     """Checkout sends the payer to the provider's page, or shows an СБП QR code (`method="sbp"`); either may stay
     open while the order changes."""
     with app.app_context():
-        pay, _url = payments.start_card_payment(
+        pay, _url = attempts.start_card_payment(
             db, row, None, provider=get_provider(app, "sandbox"), return_url="http://x/", now=now, method=method
         )
     return pay
@@ -213,7 +213,7 @@ def carry_out(app, db, made, moment) -> None:
     for refund in made:
         with app.app_context():
             if refund.method == "card":
-                ledger.refund_through_provider(
+                refunds.refund_through_provider(
                     db,
                     refund.id,
                     provider=provider,
@@ -222,7 +222,7 @@ def carry_out(app, db, made, moment) -> None:
                     now=moment,
                 )
             else:
-                ledger.complete_bank_refund(db, refund.id, actor=None, reference="п/п № 1", now=moment)
+                refunds.complete_bank_refund(db, refund.id, actor=None, reference="п/п № 1", now=moment)
         db.commit()
 
 
@@ -544,7 +544,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             if balance <= 0:
                 continue
             want = balance if step[1] == "all" else max(balance // 2, 1)
-            made = ledger.request_refund(db, account.id, actor=None, now=moment, amount=want)
+            made = refunds.request_refund(db, account.id, actor=None, now=moment, amount=want)
             db.commit()
             carry_out(app, db, made, moment)
         elif kind == "refund_rights":
@@ -557,7 +557,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 cut = billing.rights_cut(db, row, cut_on)
                 amount = max(cut.suggested_refund, 1) if step[2] == "suggested" else ledger.order_allocated(db, row.id)
                 with app.app_context():
-                    done = ledger.refund_rights(
+                    done = refunds.refund_rights(
                         db,
                         row.id,
                         cut_on=cut_on,
@@ -758,7 +758,7 @@ def test_the_balance_pays_first_at_checkout(app, db, client, auth, company):
     import_(app, db, payment("707", 900_000, "Аванс без счёта"))  # 9 000 ₽ to staff's list
     line = db.scalars(sa.select(StatementLine).where(StatementLine.doc_number == "707")).one()
     with app.app_context():
-        bank.credit_statement_line(db, line.id, company.id, actor=None, reason="аванс по письму", now=NOW)
+        statement_lines.credit_statement_line(db, line.id, company.id, actor=None, reason="аванс по письму", now=NOW)
     small = order(db, company, "users-12", 6, now=NOW + timedelta(minutes=1))
     assert invoice_for(app, db, small) is None
     db.expire_all()
@@ -777,11 +777,11 @@ def test_the_owner_asks_for_the_balance_back_and_staff_return_it_to_the_card(app
     history = client.get("/payments").get_data(as_text=True)
     assert "Баланс компании" in history and f"Вернуть {row.amount // 100:,}".replace(",", "\u00a0") in history
     assert post(client, "/payments/refund").status_code == 302
-    (refund,) = ledger.list_refunds(db, company.id)
+    (refund,) = refunds.list_refunds(db, company.id)
     assert (refund.method, refund.amount, refund.status) == ("card", row.amount, "requested")
     assert ledger.account_balance(db, company.id) == 0
     with app.app_context():
-        ledger.refund_through_provider(
+        refunds.refund_through_provider(
             db,
             refund.id,
             provider=get_provider(app, "sandbox"),

@@ -16,7 +16,7 @@ from portal.billing import service as billing
 from portal.db import utcnow
 from portal.documents.models import Invoice, Upd
 from portal.documents.qr import qr_png
-from portal.payments import ledger
+from portal.payments import ledger, refunds
 from portal.payments.models import Payment, Receipt, SandboxPayment
 from tests.conftest import csrf_token
 from tests.documents.factories import ORG, give_requisites
@@ -152,7 +152,7 @@ def test_choosing_the_card_after_sbp_makes_a_card_attempt_and_either_payment_is_
     assert [p.status for p in payments_of(db, owner.id)] == ["flagged", "succeeded"]
     assert ledger.account_balance(db, owner.id) == 846_450
     # СБП money on the balance goes back through the provider, as card money does (no transfer purpose to copy).
-    [refund] = ledger.request_refund(db, owner.id, actor=None, now=utcnow())
+    [refund] = refunds.request_refund(db, owner.id, actor=None, now=utcnow())
     receipt = db.get(Receipt, refund.receipt_id)
     assert (receipt.method, refund.method, refund.purpose, refund.amount) == ("sbp", "card", None, 846_450)
 

@@ -197,7 +197,7 @@ def test_events_the_portal_has_no_use_for_are_acknowledged_and_kept(app, db):
 
 
 def test_a_refund_made_in_the_yookassa_dashboard_is_recorded_through_the_ledger(app, api, client, db, owner, checkout):
-    from portal.payments import ledger
+    from portal.payments import ledger, refunds
 
     order = start_order(api, checkout, db, owner)
     api.get(f"{API}/{PID}", json=payment_json(order_id=order.id, status="succeeded"))
@@ -217,7 +217,7 @@ def test_a_refund_made_in_the_yookassa_dashboard_is_recorded_through_the_ledger(
     assert "сверх остатка" in flagged.attention
     # Delivered again: flagged once more at most, never a second refund row.
     webhook(app, body)
-    assert ledger.list_refunds(db, owner.id) == []
+    assert refunds.list_refunds(db, owner.id) == []
 
 
 @pytest.mark.parametrize(

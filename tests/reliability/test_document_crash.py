@@ -20,7 +20,7 @@ from portal.documents import render
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, StoredFile, Upd
 from portal.documents.service import read_file
-from portal.payments.bank import mark_invoice_paid
+from portal.payments.statement_lines import mark_invoice_paid
 from tests.documents.factories import NOW, give_requisites, issue, make_order
 
 # The dying server: the app on the test's database and store, renderers as in the test, and a file object whose

@@ -15,10 +15,10 @@ from portal.billing.models import Order
 from portal.db import utcnow
 from portal.documents import render
 from portal.documents.models import StoredFile, Upd
-from portal.payments import service as payments
-from portal.payments.bank import mark_invoice_paid
+from portal.payments import attempts
 from portal.payments.providers import get_provider
 from portal.payments.providers.sandbox import check_card
+from portal.payments.statement_lines import mark_invoice_paid
 from tests.documents.factories import give_requisites, issue
 
 
@@ -105,7 +105,7 @@ def test_two_ticks_at_once_apply_every_change_exactly_once(pg_url, app, db, make
     sandbox = get_provider(app, "sandbox")
     order = _buy(db, lost_notice, "users-50", 12, tick_at - timedelta(hours=2))
     with app.app_context():
-        payment, _url = payments.start_card_payment(
+        payment, _url = attempts.start_card_payment(
             db, order, None, provider=sandbox, return_url="http://localhost/r", now=tick_at - timedelta(hours=2)
         )
     sandbox.complete(

@@ -24,12 +24,11 @@ from portal.documents.corrections import form_pending_corrections
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import EdoDocument, Invoice, Upd
 from portal.documents.service import save_requisites
-from portal.payments import ledger
-from portal.payments import service as payments
-from portal.payments.bank import mark_invoice_paid
+from portal.payments import attempts, ledger, refunds
 from portal.payments.models import StatementLine
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import Customer
+from portal.payments.statement_lines import mark_invoice_paid
 from portal.seats.crm.models import CrmOutbox, CrmSyncEntry, CrmSyncRun, CrmUserState
 from portal.support.models import SupportRequest
 from portal.tasks.models import TaskRun
@@ -151,7 +150,7 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
         )
         # A card payment started at the sandbox (the return page and the retry button name its order).
         order = db.get(type(open_order), ids["order_id"])
-        payment, _url = payments.start_card_payment(
+        payment, _url = attempts.start_card_payment(
             db, order, None, provider=get_provider(app, "sandbox"), return_url="http://localhost/", now=now
         )
         # An СБП payment at the sandbox: what its «bank app» page (the scanned QR code) shows.
@@ -170,7 +169,7 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
         now=now,
     )
     ledger.flag(receipt, "Переплата 100,00 ₽ зачислена на баланс")
-    (refund,) = ledger.request_refund(db, account.id, actor=None, now=now, amount=5_000)
+    (refund,) = refunds.request_refund(db, account.id, actor=None, now=now, amount=5_000)
     db.commit()
     ids["receipt_id"] = receipt.id
     ids["refund_id"] = refund.id
@@ -180,7 +179,7 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
     ids["upd_id"] = upd.id
     # Part of the paid order's days given back: a УКД the accountant downloads.
     with app.app_context():
-        done = ledger.refund_rights(
+        done = refunds.refund_rights(
             db,
             paid.order_id,
             cut_on=now.date() + timedelta(days=60),

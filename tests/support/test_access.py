@@ -53,7 +53,7 @@ def world(quick_render, app, db, make_account, add_member, staff, auth, client):
     give_requisites(db, account, ORG)
     invoice = issue(app, db, account, now=utcnow())
     other = issue(app, db, account, plan="users-24", months=6, now=utcnow())
-    from portal.payments.bank import mark_invoice_paid
+    from portal.payments.statement_lines import mark_invoice_paid
 
     with app.app_context():
         mark_invoice_paid(db, invoice.id, actor=staff, bank_reference="п/п № 1", paid_on=utcnow().date(), now=utcnow())

@@ -15,7 +15,7 @@ from portal.accounts.models import Account
 from portal.db import get_db, utcnow
 from portal.documents import edo, reconciliation
 from portal.documents.accountant import attention
-from portal.documents.service import parse_period
+from portal.documents.archive import parse_period
 from portal.documents.views import ACCOUNTING, content_disposition
 from portal.nav import register_nav
 
