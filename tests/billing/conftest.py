@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from portal.audit import AuditLog
-from portal.billing import service
+from portal.billing import checkout, service
 from portal.billing.models import Order
 
 _keys = itertools.count(1)
@@ -40,8 +40,8 @@ class _TestOnlyRegistry(dict):
 @pytest.fixture(autouse=True)
 def only_test_registrations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Billing's tests run billing's own tick and checkout against handlers the test registers itself."""
-    monkeypatch.setattr(service, "_TICK_HOOKS", _TestOnlyRegistry(service._TICK_HOOKS))
-    monkeypatch.setattr(service, "_CHECKOUT", _TestOnlyRegistry(service._CHECKOUT))
+    monkeypatch.setattr(checkout, "_TICK_HOOKS", _TestOnlyRegistry(checkout._TICK_HOOKS))
+    monkeypatch.setattr(checkout, "_CHECKOUT", _TestOnlyRegistry(checkout._CHECKOUT))
 
 
 def new_key() -> str:

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from portal.billing import service
+from portal.billing import checkout, service
 from portal.billing.models import Order, SubscriptionPeriod
 from tests.billing.conftest import audit_actions
 from tests.billing.terms import msk, period_total, upgrade_total, utc
@@ -481,7 +481,7 @@ def test_effective_plan_is_one_query(app, db, make_account, buy):
 
 
 def test_tick_runs_hooks_and_reports_a_failing_one(db, monkeypatch):
-    monkeypatch.setattr(service, "_TICK_HOOKS", {})
+    monkeypatch.setattr(checkout, "_TICK_HOOKS", {})
     seen = []
 
     def good(session, now):
