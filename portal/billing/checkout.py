@@ -1,27 +1,19 @@
-"""The checkout's payment choices, listed by the app's wiring (payments and documents provide the handlers)."""
+"""The checkout's payment choices: the list create_app builds (payments and documents provide the handlers)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from portal.billing.models import (
-    Order,
-    SubscriptionPeriod,
-)
+from portal.billing.models import Order
 from portal.billing.orders import PAYER_TYPES
-
-# --- registries (payments and documents plug in here) -----------------------------------------------------
 
 CheckoutHandler = Callable[[Session, Order, Any], str]
 # `precheck(db, account_id) -> message | None`: why this payer type cannot start now, asked before any order exists.
 CheckoutPrecheck = Callable[[Session, int], str | None]
-TickHook = Callable[[Session, datetime], list[str]]
-GraceHook = Callable[[Session, SubscriptionPeriod], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +26,10 @@ class CheckoutOption:
     # provider, the same expiry and return page), only its payment asks for a QR code.
     pays_as: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.order_payer_type not in PAYER_TYPES:
+            raise ValueError(f"unknown payer type {self.order_payer_type!r}; expected one of {PAYER_TYPES}")
+
     @property
     def order_payer_type(self) -> str:
         return self.pays_as or self.payer_type
@@ -43,28 +39,20 @@ class CheckoutOption:
 CHECKOUT_ORDER = ("card", "sbp", "invoice")
 
 
+# Filled once by create_app from the list it builds; billing never imports the features that pay.
 _CHECKOUT: dict[str, CheckoutOption] = {}
-_TICK_HOOKS: dict[str, TickHook] = {}
-_GRACE_HOOKS: dict[str, GraceHook] = {}
 
 
-def register_checkout_handler(
-    payer_type: str,
-    title: str,
-    handler: CheckoutHandler,
-    precheck: CheckoutPrecheck | None = None,
-    *,
-    pays_as: str | None = None,
-) -> None:
-    """`handler(db, order, actor) -> url` starts the payment of a pending order (payments: card, documents: invoice);
-    `precheck` refuses before the order is created, so a refused checkout leaves nothing behind."""
-    if (pays_as or payer_type) not in PAYER_TYPES:
-        raise ValueError(f"unknown payer type {pays_as or payer_type!r}; expected one of {PAYER_TYPES}")
-    _CHECKOUT[payer_type] = CheckoutOption(payer_type, title, handler, precheck, pays_as)
+def set_checkout_options(options: Iterable[CheckoutOption]) -> None:
+    """The app's payment choices: `handler(db, order, actor) -> url` starts the payment of a pending order
+    (payments: card and СБП, documents: invoice); `precheck` refuses before the order is created, so a refused
+    checkout leaves nothing behind. A choice given again replaces the earlier one."""
+    for option in options:
+        _CHECKOUT[option.payer_type] = option
 
 
 def list_checkout_options(payer_types: tuple[str, ...] = PAYER_TYPES) -> list[CheckoutOption]:
-    """Registered handlers in a stable order (card first), limited to the given (order) payer types."""
+    """The app's choices in a stable order (card first), limited to the given (order) payer types."""
     rank = {t: i for i, t in enumerate(CHECKOUT_ORDER)}
     options = [o for o in _CHECKOUT.values() if o.order_payer_type in payer_types]
     return sorted(options, key=lambda o: rank.get(o.payer_type, len(rank)))
@@ -72,22 +60,3 @@ def list_checkout_options(payer_types: tuple[str, ...] = PAYER_TYPES) -> list[Ch
 
 def get_checkout_option(payer_type: str) -> CheckoutOption | None:
     return _CHECKOUT.get(payer_type)
-
-
-def register_tick_hook(fn: TickHook) -> None:
-    """`fn(db, now) -> [what it did]` runs at every `billing tick` after billing's own work."""
-    _TICK_HOOKS[f"{fn.__module__}.{fn.__qualname__}"] = fn
-
-
-def register_grace_hook(fn: GraceHook) -> None:
-    """`fn(db, period) -> reason | None`: another reason than an open invoice to keep an ended period's plan in grace
-    (payments: autopayment retries still running)."""
-    _GRACE_HOOKS[f"{fn.__module__}.{fn.__qualname__}"] = fn
-
-
-def _hooked_grace_reason(db: Session, period: SubscriptionPeriod) -> str | None:
-    for fn in list(_GRACE_HOOKS.values()):
-        reason = fn(db, period)
-        if reason:
-            return reason
-    return None

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from portal.billing.catalog import get_plan
 from portal.billing.checkout import (
-    _CHECKOUT,
-    _TICK_HOOKS,
     CHECKOUT_ORDER,
     CheckoutHandler,
     CheckoutOption,
     CheckoutPrecheck,
-    GraceHook,
-    TickHook,
     get_checkout_option,
     list_checkout_options,
-    register_checkout_handler,
-    register_grace_hook,
-    register_tick_hook,
+    set_checkout_options,
 )
 from portal.billing.custom_plans import (
     create_custom_plan,
@@ -121,17 +115,11 @@ __all__ = [
     "start_trial",
     "CheckoutHandler",
     "CheckoutPrecheck",
-    "TickHook",
-    "GraceHook",
     "CheckoutOption",
     "CHECKOUT_ORDER",
-    "_CHECKOUT",
-    "_TICK_HOOKS",
-    "register_checkout_handler",
     "list_checkout_options",
     "get_checkout_option",
-    "register_tick_hook",
-    "register_grace_hook",
+    "set_checkout_options",
     "open_scheduled_orders",
     "tick",
 ]

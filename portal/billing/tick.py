@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account
 from portal.audit import record_audit
-from portal.billing import checkout
+from portal.billing import signals
 from portal.billing.catalog import FREE_PLAN
 from portal.billing.models import (
     Order,
@@ -23,7 +23,6 @@ from portal.billing.models import (
     plan_title_for_code,
 )
 from portal.billing.orders import CARD_ORDER_TTL
-from portal.billing.signals import order_closed
 from portal.billing.subscriptions import DEFAULT_GRACE_DAYS
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -138,6 +137,15 @@ def _start_grace(db: Session, row: SubscriptionPeriod, grace_days: int, reason: 
     return grace_last
 
 
+def _grace_reason(db: Session, period: SubscriptionPeriod) -> str | None:
+    """Another feature's reason to keep the ended period's plan in grace, if one has it."""
+    for receiver in signals.receivers_in_order(signals.grace_asked):
+        reason = receiver(db, period=period)
+        if reason:
+            return reason
+    return None
+
+
 def _period_ended(db: Session, row: SubscriptionPeriod, now: datetime, grace_days: int) -> str | None:
     row.ended_at = now
     successor = db.scalar(
@@ -152,11 +160,7 @@ def _period_ended(db: Session, row: SubscriptionPeriod, now: datetime, grace_day
     if successor:
         return None  # the next period's start is the change, recorded above
     invoice = _open_renewal_invoice(db, row) if row.kind == PeriodKind.PAID and grace_days > 0 else None
-    hooked = (
-        checkout._hooked_grace_reason(db, row)
-        if invoice is None and row.kind == PeriodKind.PAID and grace_days
-        else None
-    )
+    hooked = _grace_reason(db, row) if invoice is None and row.kind == PeriodKind.PAID and grace_days else None
     if hooked is not None:
         grace_last = _start_grace(db, row, grace_days, hooked, None)
         return (
@@ -220,7 +224,7 @@ def _order_expired(db: Session, order: Order, now: datetime) -> str:
         after={"order_id": order.id, "status": OrderStatus.EXPIRED},
         reason="Заказ не оплачен в срок.",
     )
-    order_closed.send(order, db=db, reason="Заказ не оплачен в срок.", now=now)
+    signals.order_closed.send(order, db=db, reason="Заказ не оплачен в срок.", now=now)
     return f"{_account_label(db, order.account_id)}: заказ № {order.id} не оплачен в срок и закрыт"
 
 
@@ -281,20 +285,23 @@ def open_scheduled_orders(db: Session, now: datetime) -> list[str]:
 
 
 def tick(db: Session, now: datetime, *, grace_days: int = DEFAULT_GRACE_DAYS) -> list[str]:
-    """Scheduled work: periods that started or ended (or whose grace ended), unpaid orders, then every hook.
+    """Scheduled work: periods that started or ended (or whose grace ended), unpaid orders, then the other features'
+    part (the `tick_done` signal's receivers).
 
-    Commits after billing's own work and after each hook, so one failing hook neither undoes nor blocks the rest.
+    Commits after billing's own work and after each receiver, so one failing receiver neither undoes nor blocks the
+    rest.
     Idempotent: every change is marked on its row, so a second run (or a run on another server) finds nothing.
     """
     done = _billing_tick(db, now, grace_days)
     done += open_scheduled_orders(db, now)
     db.commit()
-    for name, hook in list(checkout._TICK_HOOKS.items()):
+    for receiver in signals.receivers_in_order(signals.tick_done):
+        name = f"{receiver.__module__}.{receiver.__qualname__}"
         try:
-            done.extend(hook(db, now) or [])
+            done.extend(receiver(db, now=now) or [])
             db.commit()
-        except Exception as exc:  # noqa: BLE001 - a hook's failure is reported, the tick goes on
+        except Exception as exc:  # noqa: BLE001 - a receiver's failure is reported, the tick goes on
             db.rollback()
-            log.exception("billing tick hook %s failed", name)
+            log.exception("billing tick receiver %s failed", name)
             done.append(f"Ошибка в {name}: {exc}")
     return done

@@ -8,7 +8,7 @@ import unicodedata
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
 from flask_login import current_user
 from sqlalchemy.orm import Session
@@ -155,12 +155,7 @@ def scheduled_invoices_tick_hook(db: Session, now: Any) -> list[str]:
     return done
 
 
-def init_app(app: Flask) -> None:
-    billing.register_checkout_handler(
-        "invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout, invoice_precheck
-    )
-    billing.register_tick_hook(upd_tick_hook)
-    billing.register_tick_hook(scheduled_invoices_tick_hook)
+INVOICE_TITLE = "Юридическое лицо или ИП: счёт на оплату"
 
 
 # --- requisites -------------------------------------------------------------------------------------

@@ -105,9 +105,6 @@ def settle_opened_card_orders(db: Session, now: Any) -> list[str]:
     return done
 
 
-billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
-
-
 # --- СБП: a QR code the payer scans with the bank's app ------------------------------------------------------
 
 SBP_TITLE = "СБП — по QR-коду в приложении банка"
@@ -132,12 +129,6 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
     )
     # With or without the QR yet (the provider may not have answered), the waiting page says what to do.
     return url_for("payments.sbp_show", order_id=order.id)
-
-
-billing.register_checkout_handler("sbp", SBP_TITLE, sbp_checkout_handler, pays_as="card")
-billing.register_tick_hook(service.recheck_pending)
-billing.register_tick_hook(autopay.tick_hook)
-billing.register_tick_hook(settle_opened_card_orders)
 
 
 # --- the return page --------------------------------------------------------------------------------------------
