@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from portal.accounts.models import Role
 from portal.billing.models import Order
 from portal.billing.orders import PAYER_TYPES
 
@@ -35,6 +36,9 @@ class CheckoutOption:
         return self.pays_as or self.payer_type
 
 
+# The owner chooses plans; an accountant pays for the company as a legal entity, so only by invoice.
+PAYER_TYPES_BY_ROLE = {Role.OWNER.value: ("card", "invoice"), Role.ACCOUNTANT.value: ("invoice",)}
+
 # The checkout lists its choices in this order; a choice not here comes last.
 CHECKOUT_ORDER = ("card", "sbp", "invoice")
 
@@ -60,3 +64,17 @@ def list_checkout_options(payer_types: tuple[str, ...] = PAYER_TYPES) -> list[Ch
 
 def get_checkout_option(payer_type: str) -> CheckoutOption | None:
     return _CHECKOUT.get(payer_type)
+
+
+def options_for_role(role: str) -> list[CheckoutOption]:
+    """The choices this member may pay with (none for a role that does not pay)."""
+    return list_checkout_options(PAYER_TYPES_BY_ROLE.get(role, ()))
+
+
+def no_options_text(role: str) -> str:
+    if role == Role.ACCOUNTANT.value:
+        return (
+            "Оплата по счёту для юридических лиц пока недоступна. Оплатить картой может владелец аккаунта, "
+            "или обратитесь в поддержку."
+        )
+    return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import User
 from portal.audit import record_audit
-from portal.billing.custom_plans import get_plan_for_account
+from portal.billing.catalog import Plan
+from portal.billing.custom_plans import get_plan_for_account, list_plans_for_account
 from portal.billing.models import (
     Order,
     OrderKind,
@@ -27,6 +28,7 @@ from portal.billing.signals import order_closed, scheduled_period_canceled, sche
 from portal.billing.subscriptions import (
     PeriodInfo,
     PurchaseError,
+    SubscriptionState,
     _insert_ignoring_conflict,
     _lock_subscription,
     _state_dict,
@@ -404,3 +406,12 @@ def cancel_scheduled_period(
         if upgrade is not None and upgrade.status == OrderStatus.PAID:
             scheduled_topup_canceled.send(upgrade, db=db, amount=topup.amount, reason=reason, now=now)
     return order
+
+
+def change_plans(db: Session, account_id: int, state: SubscriptionState, period: PeriodInfo) -> list[Plan]:
+    """Plans that would begin on the cancelled period's first day: the current one or a smaller one (a bigger plan
+    is an upgrade that begins today). Only for the last prepaid period, the one that can be cancelled."""
+    if state.current is None or not state.scheduled or state.scheduled[-1].id != period.id:
+        return []
+    ceiling = state.current.plan.monthly_price
+    return [p for p in list_plans_for_account(db, account_id) if not p.is_free and p.monthly_price <= ceiling]

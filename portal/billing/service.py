@@ -14,6 +14,8 @@ from portal.billing.checkout import (
     CheckoutPrecheck,
     get_checkout_option,
     list_checkout_options,
+    no_options_text,
+    options_for_role,
     set_checkout_options,
 )
 from portal.billing.custom_plans import (
@@ -30,6 +32,7 @@ from portal.billing.orders import (
     PAYER_TYPES,
     cancel_order,
     cancel_scheduled_period,
+    change_plans,
     create_order,
     get_order,
     get_scheduled_period,
@@ -105,6 +108,7 @@ __all__ = [
     "cancel_order",
     "get_scheduled_period",
     "cancel_scheduled_period",
+    "change_plans",
     "_problem",
     "order_problem",
     "apply_paid_order",
@@ -119,6 +123,8 @@ __all__ = [
     "CHECKOUT_ORDER",
     "list_checkout_options",
     "get_checkout_option",
+    "no_options_text",
+    "options_for_role",
     "set_checkout_options",
     "open_scheduled_orders",
     "tick",

@@ -6,7 +6,6 @@ import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from flask import (
@@ -30,6 +29,7 @@ from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
 from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
+from portal.billing.checkout import PAYER_TYPES_BY_ROLE, no_options_text, options_for_role
 from portal.billing.display import (
     allowed_months_ru,
     days_ru,
@@ -41,7 +41,7 @@ from portal.billing.display import (
 )
 from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
-from portal.billing.pricing import Quote, fits, quote
+from portal.billing.plan_cards import plan_cards
 from portal.db import get_db, utcnow
 from portal.documents.service import get_requisites
 from portal.extensions import limiter
@@ -51,7 +51,7 @@ from portal.payments.autopay import AUTOPAY_TERMS_VERSION
 from portal.payments.autopay import offered_for as autopay_offered
 from portal.payments.autopay import terms_text as autopay_terms_text
 from portal.payments.ledger import account_balance, order_allocated
-from portal.payments.offer import Offer, offer_for_purchase
+from portal.payments.offer import offer_for_purchase
 from portal.timeutil import format_date, msk_date
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,6 @@ bp = Blueprint("billing", __name__)
 register_nav("billing.plans", "Тарифы", ("owner", "accountant", "member", "public"), order=20)
 
 DEFAULT_MONTHS = 12
-# The owner chooses plans; an accountant pays for the company as a legal entity, so only by invoice.
-PAYER_TYPES_BY_ROLE = {Role.OWNER.value: ("card", "invoice"), Role.ACCOUNTANT.value: ("invoice",)}
 
 
 def parse_months(raw: str | None) -> int | None:
@@ -89,19 +87,6 @@ def support_contact() -> dict[str, Any]:
 # --- /plans -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class PlanCard:
-    plan: Plan
-    quote: Quote
-    is_current: bool
-    too_small: bool
-    suggested: bool
-    action: str | None  # button label, None when there is nothing to buy
-    checkout_url: str | None
-    note: str | None
-    purchase: service.Purchase | None
-
-
 @bp.route("/plans")
 @public
 def plans() -> Any:
@@ -111,41 +96,19 @@ def plans() -> Any:
     membership = current_membership() if current_user.is_authenticated else None
     account = membership.account if membership else None
     role = membership.role if membership else None
-    now = utcnow()
-    state = usage = None
-    balance = 0
-    if account is not None:
-        state = service.get_subscription_state(db, account.id, now)
-        usage = service.get_usage(db, account)
-        balance = account_balance(db, account.id)
-    suggested_code = (request.args.get("suggested") or "").strip()[:64]
-    can_buy = role in PAYER_TYPES_BY_ROLE or membership is None  # visitors are sent to sign in at checkout
-
-    cards: list[PlanCard] = []
-    for plan in service.list_plans_for_account(db, account.id if account else None):
-        q = quote(plan, months)
-        is_current = state is not None and state.plan.code == plan.code
-        too_small = usage is not None and not fits(plan, usage.active_users, usage.storage_used_bytes)
-        purchase = None
-        note = None
-        action = None
-        url = None
-        if not plan.is_free and can_buy:
-            action = "Выбрать"
-            url = url_for("billing.checkout", plan=plan.code, months=months)
-            if state is not None:
-                try:
-                    purchase = service.price_for_state(state, plan, months)
-                except service.PurchaseError:
-                    purchase = None
-            if purchase is not None:
-                if purchase.kind == "renewal":
-                    action = "Продлить"
-                # What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price).
-                offer = Offer(purchase=purchase, balance=balance)
-                if purchase.kind != "new" or offer.from_balance:  # otherwise the card's total says it already
-                    note = f"К оплате {format_rub(offer.due)} ({offer.covers})"
-        cards.append(PlanCard(plan, q, is_current, too_small, plan.code == suggested_code, action, url, note, purchase))
+    state = service.get_subscription_state(db, account.id, utcnow()) if account is not None else None
+    usage = service.get_usage(db, account) if account is not None else None
+    cards = plan_cards(
+        db,
+        account.id if account else None,
+        months=months,
+        state=state,
+        usage=usage,
+        balance=account_balance(db, account.id) if account is not None else 0,
+        suggested_code=(request.args.get("suggested") or "").strip()[:64],
+        can_buy=role in PAYER_TYPES_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
+        checkout_url=lambda plan: url_for("billing.checkout", plan=plan.code, months=months),
+    )
     return render_template(
         "billing/plans.html",
         cards=cards,
@@ -163,10 +126,6 @@ def plans() -> Any:
 
 
 # --- /checkout --------------------------------------------------------------------------------------------
-
-
-def _checkout_options(role: str) -> list[service.CheckoutOption]:
-    return service.list_checkout_options(PAYER_TYPES_BY_ROLE.get(role, ()))
 
 
 def _checkout_limit_per_account() -> str:
@@ -231,7 +190,7 @@ def _checkout(throttled: str | None = None) -> Any:
         abort(400, str(exc))
 
     offer = offer_for_purchase(db, account.id, purchase)
-    options = _checkout_options(membership.role)
+    options = options_for_role(membership.role)
     form = CheckoutForm()
     form.payer_type.choices = [(o.payer_type, o.title) for o in options]
     license_version = current_app.config["LICENSE_VERSION"]
@@ -248,7 +207,7 @@ def _checkout(throttled: str | None = None) -> Any:
             form.payer_type.data = options[0].payer_type
     else:
         if not options:
-            abort(400, _no_options_text(membership.role))
+            abort(400, no_options_text(membership.role))
         if form.validate_on_submit():
             if form.shown_amount.data != str(purchase.amount):
                 log.warning(
@@ -284,7 +243,7 @@ def _checkout(throttled: str | None = None) -> Any:
             state=service.get_subscription_state(db, account.id, now),
             usage=service.get_usage(db, account),
             options=options,
-            no_options_text=_no_options_text(membership.role) if not options else None,
+            no_options_text=no_options_text(membership.role) if not options else None,
             license_version=license_version,
             problem=problem,
             periods=PERIODS,
@@ -313,15 +272,6 @@ def _topup_choice(source: Any) -> frozenset[int] | None:
     if not source.get("topups_choice"):
         return None
     return frozenset(int(v) for v in source.getlist("topup") if v.isascii() and v.isdigit() and len(v) < 12)
-
-
-def _no_options_text(role: str) -> str:
-    if role == Role.ACCOUNTANT.value:
-        return (
-            "Оплата по счёту для юридических лиц пока недоступна. Оплатить картой может владелец аккаунта, "
-            "или обратитесь в поддержку."
-        )
-    return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."
 
 
 def _place_order(
@@ -437,18 +387,9 @@ def scheduled_cancel(period_id: int) -> Any:
         paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
         can_cancel=membership is not None and membership.role == Role.OWNER.value,
         state=state,
-        change_plans=_change_plans(db, account.id, state, period),
+        change_plans=service.change_plans(db, account.id, state, period),
         periods=PERIODS,
     )
-
-
-def _change_plans(db: Any, account_id: int, state: service.SubscriptionState, period: service.PeriodInfo) -> list[Plan]:
-    """Plans that would begin on the cancelled period's first day: the current one or a smaller one (a bigger plan
-    is an upgrade that begins today). Only for the last prepaid period, the one that can be cancelled."""
-    if state.current is None or not state.scheduled or state.scheduled[-1].id != period.id:
-        return []
-    ceiling = state.current.plan.monthly_price
-    return [p for p in service.list_plans_for_account(db, account_id) if not p.is_free and p.monthly_price <= ceiling]
 
 
 @bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["POST"])
@@ -467,7 +408,7 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     then = None
     if "then_plan" in request.form:
         state = service.get_subscription_state(db, account.id, now)
-        choices = {p.code: p for p in _change_plans(db, account.id, state, period)}
+        choices = {p.code: p for p in service.change_plans(db, account.id, state, period)}
         then_plan = choices.get((request.form.get("then_plan") or "").strip())
         then_months = parse_months(request.form.get("then_months"))
         if then_plan is None:
