@@ -6,7 +6,10 @@ tick; callers still reading `service.<name>` keep working until their imports ar
 
 from __future__ import annotations
 
-from portal.billing.catalog import get_plan
+# The names the old module imported, for callers that reached them through it (`billing.Order`).
+from portal.accounts.models import Account, Membership, MembershipStatus, Role, User
+from portal.audit import record_audit
+from portal.billing.catalog import FREE_PLAN, PLANS, TRIAL_MONTHS, Plan, get_plan, make_custom_plan
 from portal.billing.checkout import (
     CHECKOUT_ORDER,
     CheckoutHandler,
@@ -25,6 +28,19 @@ from portal.billing.custom_plans import (
     list_custom_plans,
     list_plans_for_account,
 )
+from portal.billing.display import months_ru
+from portal.billing.models import (
+    CustomPlan,
+    Order,
+    OrderKind,
+    OrderStatus,
+    OrderTopup,
+    PeriodKind,
+    PeriodStatus,
+    Subscription,
+    SubscriptionPeriod,
+    plan_title_for_code,
+)
 from portal.billing.orders import (
     CARD_ORDER_TTL,
     IDEMPOTENCY_KEY_RE,
@@ -41,7 +57,16 @@ from portal.billing.orders import (
     list_scheduled_orders,
     payment_opens_on,
 )
-from portal.billing.pricing import quote
+from portal.billing.pricing import (
+    FitResult,
+    PeriodNotOffered,
+    Quote,
+    add_months,
+    cheapest_fitting_plan,
+    quote,
+    round_half_up_div,
+)
+from portal.billing.pricing import upgrade_charge as _upgrade_charge
 from portal.billing.purchases import Purchase, Topup, price_for_state, price_purchase
 from portal.billing.settlement import (
     RightsCut,
@@ -52,6 +77,7 @@ from portal.billing.settlement import (
     order_problem,
     rights_cut,
 )
+from portal.billing.signals import order_closed, scheduled_period_canceled, scheduled_topup_canceled
 from portal.billing.subscriptions import (
     DEFAULT_GRACE_DAYS,
     PeriodInfo,
@@ -69,8 +95,47 @@ from portal.billing.subscriptions import (
 )
 from portal.billing.tick import open_scheduled_orders, tick
 from portal.billing.trial import start_trial
+from portal.db import memo, memo_has
+from portal.timeutil import format_date, msk_date, msk_midnight
 
 __all__ = [
+    "Account",
+    "Membership",
+    "MembershipStatus",
+    "Role",
+    "User",
+    "record_audit",
+    "FREE_PLAN",
+    "PLANS",
+    "TRIAL_MONTHS",
+    "Plan",
+    "make_custom_plan",
+    "months_ru",
+    "CustomPlan",
+    "Order",
+    "OrderKind",
+    "OrderStatus",
+    "OrderTopup",
+    "PeriodKind",
+    "PeriodStatus",
+    "Subscription",
+    "SubscriptionPeriod",
+    "plan_title_for_code",
+    "FitResult",
+    "PeriodNotOffered",
+    "Quote",
+    "add_months",
+    "cheapest_fitting_plan",
+    "round_half_up_div",
+    "_upgrade_charge",
+    "order_closed",
+    "scheduled_period_canceled",
+    "scheduled_topup_canceled",
+    "memo",
+    "memo_has",
+    "format_date",
+    "msk_date",
+    "msk_midnight",
     "get_plan",
     "quote",
     "DEFAULT_GRACE_DAYS",
