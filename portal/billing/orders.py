@@ -34,6 +34,7 @@ from portal.billing.subscriptions import (
     _state_dict,
     get_subscription_state,
 )
+from portal.money import format_rub
 from portal.timeutil import format_date, msk_date
 
 PAYER_TYPES = ("card", "invoice")
@@ -208,18 +209,8 @@ def _replace_scheduled_orders(db: Session, order: Order, *, actor: User | None, 
         .with_for_update()
     ).all()
     for old in earlier:
-        old.status = OrderStatus.CANCELED
         reason = f"Заменён заказом № {order.id}: с {format_date(order.starts_on)} выбран тариф «{order.plan_title}»."
-        record_audit(
-            db,
-            actor=actor,
-            account=old.account_id,
-            action="billing.order_canceled",
-            before={"order_id": old.id, "status": OrderStatus.SCHEDULED},
-            after={"order_id": old.id, "status": OrderStatus.CANCELED},
-            reason=reason,
-        )
-        order_closed.send(old, db=db, reason=reason, now=now)
+        close_order(db, old, actor=actor, reason=reason, now=now)
 
 
 def list_scheduled_orders(db: Session, account_id: int) -> list[Order]:
@@ -285,6 +276,13 @@ def cancel_order(
         raise PurchaseError("Заказ уже оплачен, его нельзя отменить. Для возврата обратитесь в поддержку.")
     if order.status not in (OrderStatus.PENDING, OrderStatus.SCHEDULED):
         return False
+    close_order(db, order, actor=actor, reason=reason, now=now)
+    return True
+
+
+def close_order(db: Session, order: Order, *, actor: User | None, reason: str, now: datetime) -> None:
+    """An unpaid (pending or scheduled) order, locked by the caller, is canceled: recorded, and the features that
+    hold something for it (money applied, an invoice) are told."""
     previous = order.status
     order.status = OrderStatus.CANCELED
     record_audit(
@@ -297,7 +295,6 @@ def cancel_order(
         reason=reason,
     )
     order_closed.send(order, db=db, reason=reason, now=now)
-    return True
 
 
 # --- scheduled changes ------------------------------------------------------------------------------------
@@ -415,3 +412,39 @@ def change_plans(db: Session, account_id: int, state: SubscriptionState, period:
         return []
     ceiling = state.current.plan.monthly_price
     return [p for p in list_plans_for_account(db, account_id) if not p.is_free and p.monthly_price <= ceiling]
+
+
+def change_choice(
+    db: Session, account_id: int, state: SubscriptionState, period: PeriodInfo, plan_code: str | None
+) -> Plan:
+    """The plan chosen to begin instead of a cancelled period; PurchaseError for one not among `change_plans`."""
+    choices = {p.code: p for p in change_plans(db, account_id, state, period)}
+    plan = choices.get((plan_code or "").strip())
+    if plan is None:
+        raise PurchaseError("Выберите тариф из списка: он начнётся с той же даты, что и отменяемый период.")
+    return plan
+
+
+def scheduled_order_notice(order: Order) -> str:
+    """What the owner is told when a smaller plan months away is scheduled: nothing is paid now."""
+    how = "счёт придёт" if order.payer_type == "invoice" else "оплатить картой можно будет"
+    assert order.opens_on is not None
+    return (
+        f"Переход запланирован: с {format_date(order.starts_on)} — тариф «{order.plan_title}», "
+        f"{format_rub(order.amount)}. Сейчас платить не нужно: {how} с {format_date(order.opens_on)}, "
+        "мы напомним. Отменить или изменить выбор можно до начала периода."
+    )
+
+
+def scheduled_canceled_notice(period: PeriodInfo, paid: int, then_plan: Plan | None) -> str:
+    """What the owner is told once a scheduled period is cancelled: where its money is, and the next step."""
+    if then_plan is not None:
+        return (
+            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён, {format_rub(paid)} за него — на "
+            f"балансе компании. Оформите «{then_plan.title}» ниже: баланс пойдёт в его оплату первым. Если не "
+            f"оформить, с {format_date(period.starts_on)} будет бесплатный тариф, а деньги останутся на балансе."
+        )
+    return (
+        f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
+        "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи»."
+    )

@@ -48,6 +48,7 @@ from portal.billing.orders import (
     PAYER_TYPES,
     cancel_order,
     cancel_scheduled_period,
+    change_choice,
     change_plans,
     create_order,
     get_order,
@@ -56,6 +57,8 @@ from portal.billing.orders import (
     list_orders,
     list_scheduled_orders,
     payment_opens_on,
+    scheduled_canceled_notice,
+    scheduled_order_notice,
 )
 from portal.billing.pricing import (
     FitResult,
@@ -174,6 +177,9 @@ __all__ = [
     "get_scheduled_period",
     "cancel_scheduled_period",
     "change_plans",
+    "change_choice",
+    "scheduled_canceled_notice",
+    "scheduled_order_notice",
     "_problem",
     "order_problem",
     "apply_paid_order",

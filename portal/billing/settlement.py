@@ -21,12 +21,11 @@ from portal.billing.models import (
     PeriodStatus,
     SubscriptionPeriod,
 )
-from portal.billing.orders import _order_dict, list_order_topups
+from portal.billing.orders import _order_dict, close_order, list_order_topups
 from portal.billing.pricing import (
     add_months,
     round_half_up_div,
 )
-from portal.billing.signals import order_closed
 from portal.billing.subscriptions import (
     PeriodInfo,
     PurchaseError,
@@ -374,15 +373,5 @@ def _cancel_stale_upgrades(db: Session, paid: Order, now: datetime) -> None:
         .with_for_update(skip_locked=True)
     ).all()
     for order in stale:
-        order.status = OrderStatus.CANCELED
         reason = f"Тариф изменился после оформления (оплачен заказ № {paid.id}): доплата больше не актуальна."
-        record_audit(
-            db,
-            actor=None,
-            account=order.account_id,
-            action="billing.order_canceled",
-            before={"order_id": order.id, "status": OrderStatus.PENDING},
-            after={"order_id": order.id, "status": OrderStatus.CANCELED},
-            reason=reason,
-        )
-        order_closed.send(order, db=db, reason=reason, now=now)
+        close_order(db, order, actor=None, reason=reason, now=now)

@@ -52,7 +52,7 @@ from portal.payments.autopay import offered_for as autopay_offered
 from portal.payments.autopay import terms_text as autopay_terms_text
 from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import offer_for_purchase
-from portal.timeutil import format_date, msk_date
+from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
 
@@ -306,13 +306,7 @@ def _place_order(
         abort(400, str(exc))
     if order.status == "scheduled" and order.opens_on is not None:
         # Nothing is asked for now: the tick opens the payment when the period comes near.
-        how = "счёт придёт" if order.payer_type == "invoice" else "оплатить картой можно будет"
-        flash(
-            f"Переход запланирован: с {format_date(order.starts_on)} — тариф «{order.plan_title}», "
-            f"{format_rub(order.amount)}. Сейчас платить не нужно: {how} с {format_date(order.opens_on)}, "
-            "мы напомним. Отменить или изменить выбор можно до начала периода.",
-            "success",
-        )
+        flash(service.scheduled_order_notice(order), "success")
         return redirect(url_for("index"))
     if order.status == "paid":
         flash("Этот заказ уже оплачен.", "success")
@@ -408,11 +402,11 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     then = None
     if "then_plan" in request.form:
         state = service.get_subscription_state(db, account.id, now)
-        choices = {p.code: p for p in service.change_plans(db, account.id, state, period)}
-        then_plan = choices.get((request.form.get("then_plan") or "").strip())
+        try:
+            then_plan = service.change_choice(db, account.id, state, period, request.form.get("then_plan"))
+        except service.PurchaseError as exc:
+            abort(400, str(exc))
         then_months = parse_months(request.form.get("then_months"))
-        if then_plan is None:
-            abort(400, "Выберите тариф из списка: он начнётся с той же даты, что и отменяемый период.")
         if then_months is None:
             abort(400, months_error(request.form.get("then_months")))
         then = (then_plan, then_months)
@@ -430,20 +424,9 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
+    flash(service.scheduled_canceled_notice(period, paid, then[0] if then else None), "success")
     if then is not None:
-        plan, months = then
-        flash(
-            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён, {format_rub(paid)} за него — на "
-            f"балансе компании. Оформите «{plan.title}» ниже: баланс пойдёт в его оплату первым. Если не оформить, "
-            f"с {format_date(period.starts_on)} будет бесплатный тариф, а деньги останутся на балансе.",
-            "success",
-        )
-        return redirect(url_for("billing.checkout", plan=plan.code, months=months))
-    flash(
-        f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
-        "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
-        "success",
-    )
+        return redirect(url_for("billing.checkout", plan=then[0].code, months=then[1]))
     return redirect(url_for("index"))
 
 
