@@ -27,9 +27,15 @@ from flask_login import current_user
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
-from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
-from portal.billing.checkout import PAYER_TYPES_BY_ROLE, no_options_text, options_for_role
+from portal.billing.checkout import (
+    PAYER_TYPES_BY_ROLE,
+    CheckoutOption,
+    get_checkout_option,
+    no_options_text,
+    options_for_role,
+)
+from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.display import (
     allowed_months_ru,
     days_ru,
@@ -41,7 +47,21 @@ from portal.billing.display import (
 )
 from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
+from portal.billing.orders import (
+    cancel_order,
+    cancel_scheduled_period,
+    change_choice,
+    change_plans,
+    create_order,
+    get_order,
+    get_scheduled_period,
+    payment_opens_on,
+    scheduled_canceled_notice,
+    scheduled_order_notice,
+)
 from portal.billing.plan_cards import plan_cards
+from portal.billing.purchases import Purchase, price_purchase
+from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state, get_usage, list_owners
 from portal.db import get_db, utcnow
 from portal.documents.service import get_requisites
 from portal.extensions import limiter
@@ -96,8 +116,8 @@ def plans() -> Any:
     membership = current_membership() if current_user.is_authenticated else None
     account = membership.account if membership else None
     role = membership.role if membership else None
-    state = service.get_subscription_state(db, account.id, utcnow()) if account is not None else None
-    usage = service.get_usage(db, account) if account is not None else None
+    state = get_subscription_state(db, account.id, utcnow()) if account is not None else None
+    usage = get_usage(db, account) if account is not None else None
     cards = plan_cards(
         db,
         account.id if account else None,
@@ -121,7 +141,7 @@ def plans() -> Any:
         role=role,
         support=support_contact(),
         max_seats=MAX_SELF_SERVICE_SEATS,
-        owners=service.list_owners(db, account.id) if account is not None and role == "member" else [],
+        owners=list_owners(db, account.id) if account is not None and role == "member" else [],
     )
 
 
@@ -176,7 +196,7 @@ def _checkout(throttled: str | None = None) -> Any:
     assert membership is not None
     source = request.form if request.method == "POST" else request.args
     plan_code = (source.get("plan") or "").strip()
-    plan = service.get_plan_for_account(db, account.id, plan_code) if plan_code else None
+    plan = get_plan_for_account(db, account.id, plan_code) if plan_code else None
     if plan is None:
         shown = plan_code[:64] or "не указан"
         abort(400, f"Тариф «{shown}» не найден. Выберите тариф на странице «Тарифы».")
@@ -185,8 +205,8 @@ def _checkout(throttled: str | None = None) -> Any:
         abort(400, months_error(source.get("months")))
     now = utcnow()
     try:
-        purchase = service.price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
-    except service.PurchaseError as exc:
+        purchase = price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
+    except PurchaseError as exc:
         abort(400, str(exc))
 
     offer = offer_for_purchase(db, account.id, purchase)
@@ -224,7 +244,7 @@ def _checkout(throttled: str | None = None) -> Any:
                 form.shown_amount.data = str(purchase.amount)
                 status = 400
             else:
-                option = service.get_checkout_option(form.payer_type.data)
+                option = get_checkout_option(form.payer_type.data)
                 refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
                 if refusal is None:
                     topups = frozenset(t.period.id for t in purchase.topups)
@@ -240,8 +260,8 @@ def _checkout(throttled: str | None = None) -> Any:
             plan=plan,
             months=months,
             purchase=purchase,
-            state=service.get_subscription_state(db, account.id, now),
-            usage=service.get_usage(db, account),
+            state=get_subscription_state(db, account.id, now),
+            usage=get_usage(db, account),
             options=options,
             no_options_text=no_options_text(membership.role) if not options else None,
             license_version=license_version,
@@ -249,7 +269,7 @@ def _checkout(throttled: str | None = None) -> Any:
             periods=PERIODS,
             offer=offer,
             # A smaller plan months away is scheduled now and paid when its period comes near.
-            opens_on=service.payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
+            opens_on=payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
             # A company paying by card may ask for a УПД: offered once its requisites are on file.
             company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
             autopay_terms=_autopay_terms(purchase, options, membership.role),
@@ -259,7 +279,7 @@ def _checkout(throttled: str | None = None) -> Any:
     )
 
 
-def _autopay_terms(purchase: service.Purchase, options: list[service.CheckoutOption], role: str) -> str | None:
+def _autopay_terms(purchase: Purchase, options: list[CheckoutOption], role: str) -> str | None:
     """The autopayment terms the owner may agree to with a card payment (None: not offered here)."""
     if role != Role.OWNER.value or not any(o.payer_type == "card" for o in options) or not autopay_offered(purchase):
         return None
@@ -282,12 +302,12 @@ def _place_order(
     license_version: str,
     now: Any,
     topups: frozenset[int] | None = None,
-    chosen: service.CheckoutOption | None = None,
+    chosen: CheckoutOption | None = None,
 ) -> Any:
     db = get_db()
     actor = current_user._get_current_object()  # type: ignore[attr-defined]
     try:
-        order = service.create_order(
+        order = create_order(
             db,
             actor=actor,
             account_id=account_id,
@@ -301,12 +321,12 @@ def _place_order(
             defer_days=current_app.config["SCHEDULED_PAYMENT_DAYS"],
         )
         db.commit()
-    except service.PurchaseError as exc:
+    except PurchaseError as exc:
         db.rollback()
         abort(400, str(exc))
     if order.status == "scheduled" and order.opens_on is not None:
         # Nothing is asked for now: the tick opens the payment when the period comes near.
-        flash(service.scheduled_order_notice(order), "success")
+        flash(scheduled_order_notice(order), "success")
         return redirect(url_for("index"))
     if order.status == "paid":
         flash("Этот заказ уже оплачен.", "success")
@@ -315,7 +335,7 @@ def _place_order(
         abort(400, "Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
     # The choice made (СБП) when it is a way to pay this order's payer type, else the payer type's own.
     option = chosen if chosen is not None and chosen.order_payer_type == order.payer_type else None
-    option = option or service.get_checkout_option(order.payer_type)
+    option = option or get_checkout_option(order.payer_type)
     if option is None:
         abort(400, "Этот способ оплаты сейчас недоступен. Выберите другой.")
     try:
@@ -334,10 +354,10 @@ def _place_order(
 def order_cancel(order_id: int) -> Any:
     db = get_db()
     account = require_account()
-    if service.get_order(db, account.id, order_id) is None:
+    if get_order(db, account.id, order_id) is None:
         abort(404)
     try:
-        canceled = service.cancel_order(
+        canceled = cancel_order(
             db,
             order_id,
             actor=current_user._get_current_object(),  # type: ignore[attr-defined]
@@ -346,7 +366,7 @@ def order_cancel(order_id: int) -> Any:
             account_id=account.id,
         )
         db.commit()
-    except service.PurchaseError as exc:
+    except PurchaseError as exc:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
@@ -357,8 +377,8 @@ def order_cancel(order_id: int) -> Any:
 # --- a scheduled change, cancelled before it starts ---------------------------------------------------------
 
 
-def _scheduled_or_404(db: Any, account_id: int, period_id: int, now: Any) -> service.PeriodInfo:
-    period = service.get_scheduled_period(db, account_id, period_id, now)
+def _scheduled_or_404(db: Any, account_id: int, period_id: int, now: Any) -> PeriodInfo:
+    period = get_scheduled_period(db, account_id, period_id, now)
     if period is None:
         abort(404, "Запланированный период не найден: он уже начался, отменён или относится к другой компании.")
     return period
@@ -374,14 +394,14 @@ def scheduled_cancel(period_id: int) -> Any:
     membership = current_membership()
     now = utcnow()
     period = _scheduled_or_404(db, account.id, period_id, now)
-    state = service.get_subscription_state(db, account.id, now)
+    state = get_subscription_state(db, account.id, now)
     return render_template(
         "billing/scheduled_cancel.html",
         period=period,
         paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
         can_cancel=membership is not None and membership.role == Role.OWNER.value,
         state=state,
-        change_plans=service.change_plans(db, account.id, state, period),
+        change_plans=change_plans(db, account.id, state, period),
         periods=PERIODS,
     )
 
@@ -401,17 +421,17 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     # anything changes, so a bad choice cancels nothing.
     then = None
     if "then_plan" in request.form:
-        state = service.get_subscription_state(db, account.id, now)
+        state = get_subscription_state(db, account.id, now)
         try:
-            then_plan = service.change_choice(db, account.id, state, period, request.form.get("then_plan"))
-        except service.PurchaseError as exc:
+            then_plan = change_choice(db, account.id, state, period, request.form.get("then_plan"))
+        except PurchaseError as exc:
             abort(400, str(exc))
         then_months = parse_months(request.form.get("then_months"))
         if then_months is None:
             abort(400, months_error(request.form.get("then_months")))
         then = (then_plan, then_months)
     try:
-        service.cancel_scheduled_period(
+        cancel_scheduled_period(
             db,
             account_id=account.id,
             period_id=period_id,
@@ -420,11 +440,11 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
             now=now,
         )
         db.commit()
-    except service.PurchaseError as exc:
+    except PurchaseError as exc:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
-    flash(service.scheduled_canceled_notice(period, paid, then[0] if then else None), "success")
+    flash(scheduled_canceled_notice(period, paid, then[0] if then else None), "success")
     if then is not None:
         return redirect(url_for("billing.checkout", plan=then[0].code, months=then[1]))
     return redirect(url_for("index"))
