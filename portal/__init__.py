@@ -16,6 +16,8 @@ from portal import db as database
 from portal.accounts import views as accounts_views
 from portal.accounts.service import load_session_user
 from portal.api import views as api_views
+from portal.billing import checkout as billing_checkout
+from portal.billing import signals as billing_signals
 from portal.billing import startup as billing_startup
 from portal.billing import tasks as billing_tasks
 from portal.billing import views as billing_views
@@ -27,6 +29,8 @@ from portal.documents.accountant import views as accountant_views
 from portal.extensions import csrf, limiter, login_manager
 from portal.notices import tasks as notices_tasks
 from portal.notices import views as notices_views
+from portal.payments import autopay
+from portal.payments import recheck as payments_recheck
 from portal.payments import startup as payments_startup
 from portal.payments import tasks as payments_tasks
 from portal.payments import views as payments_views
@@ -115,12 +119,42 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     billing_views.init_app(app)  # billing's template filters
     payments_views.init_app(app)  # the sandbox provider's pages, when it is the provider
-    documents_views.init_app(app)  # the invoice checkout and the УПД tick (billing's registries, for now)
+    _connect_features()
     dashboard.init_app(app)
     cli.init_app(app)
     for check in STARTUP_CHECKS:
         check(app.config)
     return app
+
+
+def _connect_features() -> None:
+    """Flows that cross features, in one place: what the checkout offers and who does their part of the tick.
+
+    Billing knows nothing of payments or documents (DESIGN): they provide the payment handlers and listen to the
+    tick; the order below is the order the tick runs them in (payments settle before documents form paper)."""
+    billing_checkout.set_checkout_options(
+        [
+            billing_checkout.CheckoutOption("card", payments_views.CARD_TITLE, payments_views.checkout_handler),
+            billing_checkout.CheckoutOption(
+                "sbp", payments_views.SBP_TITLE, payments_views.sbp_checkout_handler, pays_as="card"
+            ),
+            billing_checkout.CheckoutOption(
+                "invoice",
+                documents_views.INVOICE_TITLE,
+                documents_views.invoice_checkout,
+                documents_views.invoice_precheck,
+            ),
+        ]
+    )
+    for receiver in (
+        payments_recheck.recheck_pending,
+        autopay.tick_hook,
+        payments_views.settle_opened_card_orders,
+        documents_views.upd_tick_hook,
+        documents_views.scheduled_invoices_tick_hook,
+    ):
+        billing_signals.tick_done.connect(receiver)
+    billing_signals.grace_asked.connect(autopay.grace_reason)
 
 
 def _init_login(app: Flask) -> None:

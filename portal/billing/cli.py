@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from portal.billing import service
+from portal.billing.tick import tick
 from portal.db import get_db, utcnow
 
 billing_cli = AppGroup("billing", help="Подписки: истечение периодов, запланированные смены тарифа, заказы.")
@@ -33,7 +33,7 @@ def _parse_now(value: str | None) -> datetime:
 @with_appcontext
 def tick_command(now_text: str | None) -> None:
     now = _parse_now(now_text)
-    done = service.tick(get_db(), now, grace_days=current_app.config["GRACE_DAYS"])
+    done = tick(get_db(), now, grace_days=current_app.config["GRACE_DAYS"])
     if not done:
         click.echo("Нечего делать.")
         return

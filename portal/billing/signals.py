@@ -3,7 +3,11 @@ knows nothing of payments or documents)."""
 
 from __future__ import annotations
 
-from blinker import Namespace
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from blinker import Namespace, Signal
 
 _signals = Namespace()
 
@@ -23,3 +27,23 @@ scheduled_period_canceled = _signals.signal("scheduled-period-canceled")
 # arguments db, order (the upgrade order), amount (kopecks of that part), reason, now. Payments gives that part back
 # to the balance, flagged to staff when the order's УПД already names the period (a correction is theirs to make).
 scheduled_topup_canceled = _signals.signal("scheduled-topup-canceled")
+
+# Time passed: `billing tick` has done and committed billing's own work. Each receiver does its feature's part with
+# the session as sender and keyword argument now, and returns lines saying what it did (payments re-checks payments
+# and settles opened card orders; documents forms УПД and issues invoices). The tick calls them one by one in the
+# order create_app connected them, committing after each, so one that fails neither undoes nor blocks the rest.
+tick_done = _signals.signal("tick-done")
+
+# A paid period ended unrenewed with no renewal invoice open: a receiver may return why its plan is still kept in
+# grace (payments: autopayment retries still running), with the session as sender and keyword argument period.
+grace_asked = _signals.signal("grace-asked")
+
+
+def receivers_in_order(signal: Signal) -> list[Callable[..., Any]]:
+    """The live receivers in the order they were connected (blinker's own send does not keep an order)."""
+    live = []
+    for receiver in list(signal.receivers.values()):
+        target = receiver() if isinstance(receiver, weakref.ref) else receiver
+        if target is not None:
+            live.append(target)
+    return live

@@ -8,7 +8,7 @@ from flask import current_app
 from huey import crontab
 from huey.exceptions import TaskLockedException
 
-from portal.billing import service
+from portal.billing.tick import tick
 from portal.db import get_database, utcnow
 from portal.tasks import huey, periodic
 
@@ -21,7 +21,7 @@ def tick_task() -> None:
     database a second identical pass when several workers share one queue."""
     try:
         with huey.lock_task("billing-tick"), get_database().session() as db:
-            done = service.tick(db, utcnow(), grace_days=current_app.config["GRACE_DAYS"])
+            done = tick(db, utcnow(), grace_days=current_app.config["GRACE_DAYS"])
     except TaskLockedException:
         log.info("billing tick already running on another worker")
         return

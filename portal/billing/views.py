@@ -6,7 +6,6 @@ import logging
 import math
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from flask import (
@@ -28,8 +27,15 @@ from flask_login import current_user
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
-from portal.billing import service
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
+from portal.billing.checkout import (
+    PAYER_TYPES_BY_ROLE,
+    CheckoutOption,
+    get_checkout_option,
+    no_options_text,
+    options_for_role,
+)
+from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.display import (
     allowed_months_ru,
     days_ru,
@@ -41,7 +47,21 @@ from portal.billing.display import (
 )
 from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
-from portal.billing.pricing import Quote, fits, quote
+from portal.billing.orders import (
+    cancel_order,
+    cancel_scheduled_period,
+    change_choice,
+    change_plans,
+    create_order,
+    get_order,
+    get_scheduled_period,
+    payment_opens_on,
+    scheduled_canceled_notice,
+    scheduled_order_notice,
+)
+from portal.billing.plan_cards import plan_cards
+from portal.billing.purchases import Purchase, price_purchase
+from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state, get_usage, list_owners
 from portal.db import get_db, utcnow
 from portal.documents.service import get_requisites
 from portal.extensions import limiter
@@ -51,8 +71,8 @@ from portal.payments.autopay import AUTOPAY_TERMS_VERSION
 from portal.payments.autopay import offered_for as autopay_offered
 from portal.payments.autopay import terms_text as autopay_terms_text
 from portal.payments.ledger import account_balance, order_allocated
-from portal.payments.offer import Offer, offer_for_purchase
-from portal.timeutil import format_date, msk_date
+from portal.payments.offer import offer_for_purchase
+from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +81,6 @@ bp = Blueprint("billing", __name__)
 register_nav("billing.plans", "Тарифы", ("owner", "accountant", "member", "public"), order=20)
 
 DEFAULT_MONTHS = 12
-# The owner chooses plans; an accountant pays for the company as a legal entity, so only by invoice.
-PAYER_TYPES_BY_ROLE = {Role.OWNER.value: ("card", "invoice"), Role.ACCOUNTANT.value: ("invoice",)}
 
 
 def parse_months(raw: str | None) -> int | None:
@@ -89,19 +107,6 @@ def support_contact() -> dict[str, Any]:
 # --- /plans -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class PlanCard:
-    plan: Plan
-    quote: Quote
-    is_current: bool
-    too_small: bool
-    suggested: bool
-    action: str | None  # button label, None when there is nothing to buy
-    checkout_url: str | None
-    note: str | None
-    purchase: service.Purchase | None
-
-
 @bp.route("/plans")
 @public
 def plans() -> Any:
@@ -111,41 +116,19 @@ def plans() -> Any:
     membership = current_membership() if current_user.is_authenticated else None
     account = membership.account if membership else None
     role = membership.role if membership else None
-    now = utcnow()
-    state = usage = None
-    balance = 0
-    if account is not None:
-        state = service.get_subscription_state(db, account.id, now)
-        usage = service.get_usage(db, account)
-        balance = account_balance(db, account.id)
-    suggested_code = (request.args.get("suggested") or "").strip()[:64]
-    can_buy = role in PAYER_TYPES_BY_ROLE or membership is None  # visitors are sent to sign in at checkout
-
-    cards: list[PlanCard] = []
-    for plan in service.list_plans_for_account(db, account.id if account else None):
-        q = quote(plan, months)
-        is_current = state is not None and state.plan.code == plan.code
-        too_small = usage is not None and not fits(plan, usage.active_users, usage.storage_used_bytes)
-        purchase = None
-        note = None
-        action = None
-        url = None
-        if not plan.is_free and can_buy:
-            action = "Выбрать"
-            url = url_for("billing.checkout", plan=plan.code, months=months)
-            if state is not None:
-                try:
-                    purchase = service.price_for_state(state, plan, months)
-                except service.PurchaseError:
-                    purchase = None
-            if purchase is not None:
-                if purchase.kind == "renewal":
-                    action = "Продлить"
-                # What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price).
-                offer = Offer(purchase=purchase, balance=balance)
-                if purchase.kind != "new" or offer.from_balance:  # otherwise the card's total says it already
-                    note = f"К оплате {format_rub(offer.due)} ({offer.covers})"
-        cards.append(PlanCard(plan, q, is_current, too_small, plan.code == suggested_code, action, url, note, purchase))
+    state = get_subscription_state(db, account.id, utcnow()) if account is not None else None
+    usage = get_usage(db, account) if account is not None else None
+    cards = plan_cards(
+        db,
+        account.id if account else None,
+        months=months,
+        state=state,
+        usage=usage,
+        balance=account_balance(db, account.id) if account is not None else 0,
+        suggested_code=(request.args.get("suggested") or "").strip()[:64],
+        can_buy=role in PAYER_TYPES_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
+        checkout_url=lambda plan: url_for("billing.checkout", plan=plan.code, months=months),
+    )
     return render_template(
         "billing/plans.html",
         cards=cards,
@@ -158,15 +141,11 @@ def plans() -> Any:
         role=role,
         support=support_contact(),
         max_seats=MAX_SELF_SERVICE_SEATS,
-        owners=service.list_owners(db, account.id) if account is not None and role == "member" else [],
+        owners=list_owners(db, account.id) if account is not None and role == "member" else [],
     )
 
 
 # --- /checkout --------------------------------------------------------------------------------------------
-
-
-def _checkout_options(role: str) -> list[service.CheckoutOption]:
-    return service.list_checkout_options(PAYER_TYPES_BY_ROLE.get(role, ()))
 
 
 def _checkout_limit_per_account() -> str:
@@ -217,7 +196,7 @@ def _checkout(throttled: str | None = None) -> Any:
     assert membership is not None
     source = request.form if request.method == "POST" else request.args
     plan_code = (source.get("plan") or "").strip()
-    plan = service.get_plan_for_account(db, account.id, plan_code) if plan_code else None
+    plan = get_plan_for_account(db, account.id, plan_code) if plan_code else None
     if plan is None:
         shown = plan_code[:64] or "не указан"
         abort(400, f"Тариф «{shown}» не найден. Выберите тариф на странице «Тарифы».")
@@ -226,12 +205,12 @@ def _checkout(throttled: str | None = None) -> Any:
         abort(400, months_error(source.get("months")))
     now = utcnow()
     try:
-        purchase = service.price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
-    except service.PurchaseError as exc:
+        purchase = price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
+    except PurchaseError as exc:
         abort(400, str(exc))
 
     offer = offer_for_purchase(db, account.id, purchase)
-    options = _checkout_options(membership.role)
+    options = options_for_role(membership.role)
     form = CheckoutForm()
     form.payer_type.choices = [(o.payer_type, o.title) for o in options]
     license_version = current_app.config["LICENSE_VERSION"]
@@ -248,7 +227,7 @@ def _checkout(throttled: str | None = None) -> Any:
             form.payer_type.data = options[0].payer_type
     else:
         if not options:
-            abort(400, _no_options_text(membership.role))
+            abort(400, no_options_text(membership.role))
         if form.validate_on_submit():
             if form.shown_amount.data != str(purchase.amount):
                 log.warning(
@@ -265,7 +244,7 @@ def _checkout(throttled: str | None = None) -> Any:
                 form.shown_amount.data = str(purchase.amount)
                 status = 400
             else:
-                option = service.get_checkout_option(form.payer_type.data)
+                option = get_checkout_option(form.payer_type.data)
                 refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
                 if refusal is None:
                     topups = frozenset(t.period.id for t in purchase.topups)
@@ -281,16 +260,16 @@ def _checkout(throttled: str | None = None) -> Any:
             plan=plan,
             months=months,
             purchase=purchase,
-            state=service.get_subscription_state(db, account.id, now),
-            usage=service.get_usage(db, account),
+            state=get_subscription_state(db, account.id, now),
+            usage=get_usage(db, account),
             options=options,
-            no_options_text=_no_options_text(membership.role) if not options else None,
+            no_options_text=no_options_text(membership.role) if not options else None,
             license_version=license_version,
             problem=problem,
             periods=PERIODS,
             offer=offer,
             # A smaller plan months away is scheduled now and paid when its period comes near.
-            opens_on=service.payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
+            opens_on=payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
             # A company paying by card may ask for a УПД: offered once its requisites are on file.
             company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
             autopay_terms=_autopay_terms(purchase, options, membership.role),
@@ -300,7 +279,7 @@ def _checkout(throttled: str | None = None) -> Any:
     )
 
 
-def _autopay_terms(purchase: service.Purchase, options: list[service.CheckoutOption], role: str) -> str | None:
+def _autopay_terms(purchase: Purchase, options: list[CheckoutOption], role: str) -> str | None:
     """The autopayment terms the owner may agree to with a card payment (None: not offered here)."""
     if role != Role.OWNER.value or not any(o.payer_type == "card" for o in options) or not autopay_offered(purchase):
         return None
@@ -315,15 +294,6 @@ def _topup_choice(source: Any) -> frozenset[int] | None:
     return frozenset(int(v) for v in source.getlist("topup") if v.isascii() and v.isdigit() and len(v) < 12)
 
 
-def _no_options_text(role: str) -> str:
-    if role == Role.ACCOUNTANT.value:
-        return (
-            "Оплата по счёту для юридических лиц пока недоступна. Оплатить картой может владелец аккаунта, "
-            "или обратитесь в поддержку."
-        )
-    return "Оплата пока недоступна: способы оплаты ещё не подключены. Обратитесь в поддержку."
-
-
 def _place_order(
     form: CheckoutForm,
     account_id: int,
@@ -332,12 +302,12 @@ def _place_order(
     license_version: str,
     now: Any,
     topups: frozenset[int] | None = None,
-    chosen: service.CheckoutOption | None = None,
+    chosen: CheckoutOption | None = None,
 ) -> Any:
     db = get_db()
     actor = current_user._get_current_object()  # type: ignore[attr-defined]
     try:
-        order = service.create_order(
+        order = create_order(
             db,
             actor=actor,
             account_id=account_id,
@@ -351,18 +321,12 @@ def _place_order(
             defer_days=current_app.config["SCHEDULED_PAYMENT_DAYS"],
         )
         db.commit()
-    except service.PurchaseError as exc:
+    except PurchaseError as exc:
         db.rollback()
         abort(400, str(exc))
     if order.status == "scheduled" and order.opens_on is not None:
         # Nothing is asked for now: the tick opens the payment when the period comes near.
-        how = "счёт придёт" if order.payer_type == "invoice" else "оплатить картой можно будет"
-        flash(
-            f"Переход запланирован: с {format_date(order.starts_on)} — тариф «{order.plan_title}», "
-            f"{format_rub(order.amount)}. Сейчас платить не нужно: {how} с {format_date(order.opens_on)}, "
-            "мы напомним. Отменить или изменить выбор можно до начала периода.",
-            "success",
-        )
+        flash(scheduled_order_notice(order), "success")
         return redirect(url_for("index"))
     if order.status == "paid":
         flash("Этот заказ уже оплачен.", "success")
@@ -371,7 +335,7 @@ def _place_order(
         abort(400, "Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
     # The choice made (СБП) when it is a way to pay this order's payer type, else the payer type's own.
     option = chosen if chosen is not None and chosen.order_payer_type == order.payer_type else None
-    option = option or service.get_checkout_option(order.payer_type)
+    option = option or get_checkout_option(order.payer_type)
     if option is None:
         abort(400, "Этот способ оплаты сейчас недоступен. Выберите другой.")
     try:
@@ -390,10 +354,10 @@ def _place_order(
 def order_cancel(order_id: int) -> Any:
     db = get_db()
     account = require_account()
-    if service.get_order(db, account.id, order_id) is None:
+    if get_order(db, account.id, order_id) is None:
         abort(404)
     try:
-        canceled = service.cancel_order(
+        canceled = cancel_order(
             db,
             order_id,
             actor=current_user._get_current_object(),  # type: ignore[attr-defined]
@@ -402,7 +366,7 @@ def order_cancel(order_id: int) -> Any:
             account_id=account.id,
         )
         db.commit()
-    except service.PurchaseError as exc:
+    except PurchaseError as exc:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
@@ -413,8 +377,8 @@ def order_cancel(order_id: int) -> Any:
 # --- a scheduled change, cancelled before it starts ---------------------------------------------------------
 
 
-def _scheduled_or_404(db: Any, account_id: int, period_id: int, now: Any) -> service.PeriodInfo:
-    period = service.get_scheduled_period(db, account_id, period_id, now)
+def _scheduled_or_404(db: Any, account_id: int, period_id: int, now: Any) -> PeriodInfo:
+    period = get_scheduled_period(db, account_id, period_id, now)
     if period is None:
         abort(404, "Запланированный период не найден: он уже начался, отменён или относится к другой компании.")
     return period
@@ -430,25 +394,16 @@ def scheduled_cancel(period_id: int) -> Any:
     membership = current_membership()
     now = utcnow()
     period = _scheduled_or_404(db, account.id, period_id, now)
-    state = service.get_subscription_state(db, account.id, now)
+    state = get_subscription_state(db, account.id, now)
     return render_template(
         "billing/scheduled_cancel.html",
         period=period,
         paid=order_allocated(db, period.order_id) if period.order_id is not None else 0,
         can_cancel=membership is not None and membership.role == Role.OWNER.value,
         state=state,
-        change_plans=_change_plans(db, account.id, state, period),
+        change_plans=change_plans(db, account.id, state, period),
         periods=PERIODS,
     )
-
-
-def _change_plans(db: Any, account_id: int, state: service.SubscriptionState, period: service.PeriodInfo) -> list[Plan]:
-    """Plans that would begin on the cancelled period's first day: the current one or a smaller one (a bigger plan
-    is an upgrade that begins today). Only for the last prepaid period, the one that can be cancelled."""
-    if state.current is None or not state.scheduled or state.scheduled[-1].id != period.id:
-        return []
-    ceiling = state.current.plan.monthly_price
-    return [p for p in service.list_plans_for_account(db, account_id) if not p.is_free and p.monthly_price <= ceiling]
 
 
 @bp.route("/plans/scheduled/<int:period_id>/cancel", methods=["POST"])
@@ -466,17 +421,17 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     # anything changes, so a bad choice cancels nothing.
     then = None
     if "then_plan" in request.form:
-        state = service.get_subscription_state(db, account.id, now)
-        choices = {p.code: p for p in _change_plans(db, account.id, state, period)}
-        then_plan = choices.get((request.form.get("then_plan") or "").strip())
+        state = get_subscription_state(db, account.id, now)
+        try:
+            then_plan = change_choice(db, account.id, state, period, request.form.get("then_plan"))
+        except PurchaseError as exc:
+            abort(400, str(exc))
         then_months = parse_months(request.form.get("then_months"))
-        if then_plan is None:
-            abort(400, "Выберите тариф из списка: он начнётся с той же даты, что и отменяемый период.")
         if then_months is None:
             abort(400, months_error(request.form.get("then_months")))
         then = (then_plan, then_months)
     try:
-        service.cancel_scheduled_period(
+        cancel_scheduled_period(
             db,
             account_id=account.id,
             period_id=period_id,
@@ -485,24 +440,13 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
             now=now,
         )
         db.commit()
-    except service.PurchaseError as exc:
+    except PurchaseError as exc:
         db.rollback()
         flash(str(exc), "error")
         return redirect(url_for("index"))
+    flash(scheduled_canceled_notice(period, paid, then[0] if then else None), "success")
     if then is not None:
-        plan, months = then
-        flash(
-            f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён, {format_rub(paid)} за него — на "
-            f"балансе компании. Оформите «{plan.title}» ниже: баланс пойдёт в его оплату первым. Если не оформить, "
-            f"с {format_date(period.starts_on)} будет бесплатный тариф, а деньги останутся на балансе.",
-            "success",
-        )
-        return redirect(url_for("billing.checkout", plan=plan.code, months=months))
-    flash(
-        f"Период «{period.plan.title}» с {format_date(period.starts_on)} отменён. {format_rub(paid)} за него — "
-        "на балансе компании: их можно зачесть в новый заказ или вернуть на странице «Платежи».",
-        "success",
-    )
+        return redirect(url_for("billing.checkout", plan=then[0].code, months=then[1]))
     return redirect(url_for("index"))
 
 

@@ -8,13 +8,12 @@ import unicodedata
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask import Response as FlaskResponse
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
 from portal.accounts.access import require_account, roles_required, staff_required
-from portal.billing import service as billing
 from portal.billing.models import Order
 from portal.db import get_db, utcnow
 from portal.documents import archive, checkout, listing, service
@@ -107,12 +106,7 @@ def scheduled_invoices_tick_hook(db: Session, now: Any) -> list[str]:
     return checkout.issue_scheduled_invoices(db, now=now, config=current_app.config)
 
 
-def init_app(app: Flask) -> None:
-    billing.register_checkout_handler(
-        "invoice", "Юридическое лицо или ИП: счёт на оплату", invoice_checkout, invoice_precheck
-    )
-    billing.register_tick_hook(upd_tick_hook)
-    billing.register_tick_hook(scheduled_invoices_tick_hook)
+INVOICE_TITLE = "Юридическое лицо или ИП: счёт на оплату"
 
 
 # --- requisites -------------------------------------------------------------------------------------

@@ -342,9 +342,6 @@ def grace_reason(db: Session, period: SubscriptionPeriod) -> str | None:
     return "Автоплатёж не прошёл, повторные попытки продолжаются." if open_renewal else None
 
 
-billing.register_grace_hook(grace_reason)
-
-
 # --- the tick -----------------------------------------------------------------------------------------------
 
 

@@ -85,9 +85,6 @@ def settle_opened_card_orders(db: Session, now: Any) -> list[str]:
     return attempts.settle_opened_card_orders(db, now=now, config=current_app.config)
 
 
-billing.register_checkout_handler("card", CARD_TITLE, checkout_handler)
-
-
 # --- СБП: a QR code the payer scans with the bank's app ------------------------------------------------------
 
 SBP_TITLE = "СБП — по QR-коду в приложении банка"
@@ -113,12 +110,6 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
     )
     # With or without the QR yet (the provider may not have answered), the waiting page says what to do.
     return url_for("payments.sbp_show", order_id=order.id)
-
-
-billing.register_checkout_handler("sbp", SBP_TITLE, sbp_checkout_handler, pays_as="card")
-billing.register_tick_hook(recheck.recheck_pending)
-billing.register_tick_hook(autopay.tick_hook)
-billing.register_tick_hook(settle_opened_card_orders)
 
 
 # --- the return page --------------------------------------------------------------------------------------------

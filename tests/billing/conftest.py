@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from blinker import ANY, NamedSignal
 
 from portal.audit import AuditLog
-from portal.billing import service
+from portal.billing import checkout, service, signals
 from portal.billing.models import Order
 
 _keys = itertools.count(1)
@@ -37,11 +38,25 @@ class _TestOnlyRegistry(dict):
             self.real[key] = value
 
 
+class _TestOnlySignal(NamedSignal):
+    """Stands in for billing's tick signal during a billing test: only receivers from tests are connected to it;
+    the other features' receivers (connected by create_app) go to the real signal, untouched."""
+
+    def __init__(self, real: NamedSignal) -> None:
+        super().__init__(real.name)
+        self.real = real
+
+    def connect(self, receiver: Any, sender: Any = ANY, weak: bool = True) -> Any:
+        if (getattr(receiver, "__module__", "") or "").startswith("tests."):
+            return super().connect(receiver, sender, weak)
+        return self.real.connect(receiver, sender, weak)
+
+
 @pytest.fixture(autouse=True)
 def only_test_registrations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Billing's tests run billing's own tick and checkout against handlers the test registers itself."""
-    monkeypatch.setattr(service, "_TICK_HOOKS", _TestOnlyRegistry(service._TICK_HOOKS))
-    monkeypatch.setattr(service, "_CHECKOUT", _TestOnlyRegistry(service._CHECKOUT))
+    monkeypatch.setattr(signals, "tick_done", _TestOnlySignal(signals.tick_done))
+    monkeypatch.setattr(checkout, "_CHECKOUT", _TestOnlyRegistry(checkout._CHECKOUT))
 
 
 def new_key() -> str:

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Role
-from portal.billing import service
+from portal.billing import checkout, service
+from portal.billing.checkout import CheckoutOption
 from portal.billing.models import Order
 from tests.billing.conftest import page_text
 from tests.billing.terms import msk, period_discount, period_total, upgrade_total
@@ -37,8 +38,8 @@ def invoice_handler(db, order, actor):
 @pytest.fixture
 def handlers():
     calls.clear()
-    service.register_checkout_handler("card", CARD, card_handler)
-    service.register_checkout_handler("invoice", INVOICE, invoice_handler)
+    checkout.set_checkout_options([CheckoutOption("card", CARD, card_handler)])
+    checkout.set_checkout_options([CheckoutOption("invoice", INVOICE, invoice_handler)])
     return calls
 
 
@@ -131,10 +132,10 @@ def test_only_registered_payer_types_are_offered(client, owner):
     text = page_text(resp)
     assert "Оплата пока недоступна" in text
     assert "Перейти к оплате" not in text
-    service.register_checkout_handler("card", CARD, card_handler)
+    checkout.set_checkout_options([CheckoutOption("card", CARD, card_handler)])
     text = page_text(open_checkout(client)[0])
     assert CARD in text and INVOICE not in text
-    service.register_checkout_handler("invoice", INVOICE, invoice_handler)
+    checkout.set_checkout_options([CheckoutOption("invoice", INVOICE, invoice_handler)])
     text = page_text(open_checkout(client)[0])
     assert CARD in text and INVOICE in text
 
@@ -256,7 +257,7 @@ def test_a_failing_handler_keeps_the_order_for_a_retry(client, owner, db):
         raise RuntimeError("провайдер не ответил")
 
     broken.__module__ = __name__
-    service.register_checkout_handler("card", CARD, broken)
+    checkout.set_checkout_options([CheckoutOption("card", CARD, broken)])
     _, fields = open_checkout(client)
     resp = post(client, "/checkout?plan=users-12&months=12", {**fields, "payer_type": "card", "accept_license": "y"})
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/checkout?plan=users-12")

@@ -6,9 +6,10 @@ from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
+from blinker import Signal
 from sqlalchemy import event
 
-from portal.billing import service
+from portal.billing import service, signals
 from portal.billing.models import Order, SubscriptionPeriod
 from tests.billing.conftest import audit_actions
 from tests.billing.terms import msk, period_total, upgrade_total, utc
@@ -481,7 +482,7 @@ def test_effective_plan_is_one_query(app, db, make_account, buy):
 
 
 def test_tick_runs_hooks_and_reports_a_failing_one(db, monkeypatch):
-    monkeypatch.setattr(service, "_TICK_HOOKS", {})
+    monkeypatch.setattr(signals, "tick_done", Signal())
     seen = []
 
     def good(session, now):
@@ -491,9 +492,9 @@ def test_tick_runs_hooks_and_reports_a_failing_one(db, monkeypatch):
     def bad(session, now):
         raise RuntimeError("провайдер недоступен")
 
-    service.register_tick_hook(bad)
-    service.register_tick_hook(good)
-    service.register_tick_hook(good)  # registering twice runs it once
+    signals.tick_done.connect(bad)
+    signals.tick_done.connect(good)
+    signals.tick_done.connect(good)  # registering twice runs it once
     done = service.tick(db, msk(2026, 3, 1))
     assert seen == [msk(2026, 3, 1)]
     assert done[-1] == "платёж № 1 перепроверен"

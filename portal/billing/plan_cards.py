@@ -1,0 +1,80 @@
+"""The plans page's cards: what each plan offers this account for the chosen months, and the button it gets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from portal.billing.catalog import Plan
+from portal.billing.custom_plans import list_plans_for_account
+from portal.billing.pricing import Quote, fits, quote
+from portal.billing.purchases import Purchase, price_for_state
+from portal.billing.subscriptions import PurchaseError, SubscriptionState, Usage
+from portal.money import format_rub
+
+
+@dataclass
+class PlanCard:
+    plan: Plan
+    quote: Quote
+    is_current: bool
+    too_small: bool
+    suggested: bool
+    action: str | None  # button label, None when there is nothing to buy
+    checkout_url: str | None
+    note: str | None
+    purchase: Purchase | None
+
+
+def plan_cards(
+    db: Session,
+    account_id: int | None,
+    *,
+    months: int,
+    state: SubscriptionState | None,
+    usage: Usage | None,
+    balance: int,
+    suggested_code: str,
+    can_buy: bool,
+    checkout_url: Callable[[Plan], str],
+) -> list[PlanCard]:
+    """One card per plan the account may see; `balance` (kopecks) is what checkout will take from first."""
+    cards: list[PlanCard] = []
+    for plan in list_plans_for_account(db, account_id):
+        is_current = state is not None and state.plan.code == plan.code
+        too_small = usage is not None and not fits(plan, usage.active_users, usage.storage_used_bytes)
+        purchase = None
+        note = None
+        action = None
+        url = None
+        if not plan.is_free and can_buy:
+            action = "Выбрать"
+            url = checkout_url(plan)
+            purchase = _purchase(state, plan, months)
+            if purchase is not None:
+                if purchase.kind == "renewal":
+                    action = "Продлить"
+                note = _price_note(purchase, balance)
+        suggested = plan.code == suggested_code
+        cards.append(PlanCard(plan, quote(plan, months), is_current, too_small, suggested, action, url, note, purchase))
+    return cards
+
+
+def _purchase(state: SubscriptionState | None, plan: Plan, months: int) -> Purchase | None:
+    if state is None:
+        return None
+    try:
+        return price_for_state(state, plan, months)
+    except PurchaseError:
+        return None
+
+
+def _price_note(purchase: Purchase, balance: int) -> str | None:
+    """What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price); checkout takes
+    the balance first, as payments' offer does. None when the card's total says it already."""
+    from_balance = min(balance, purchase.amount)
+    if purchase.kind == "new" and not from_balance:
+        return None
+    return f"К оплате {format_rub(purchase.amount - from_balance)} ({purchase.covers})"
