@@ -29,7 +29,7 @@ from portal.documents.accountant import views as accountant_views
 from portal.extensions import csrf, limiter, login_manager
 from portal.notices import tasks as notices_tasks
 from portal.notices import views as notices_views
-from portal.payments import autopay
+from portal.payments import autopay, renewals
 from portal.payments import recheck as payments_recheck
 from portal.payments import startup as payments_startup
 from portal.payments import tasks as payments_tasks
@@ -148,7 +148,7 @@ def _connect_features() -> None:
     )
     for receiver in (
         payments_recheck.recheck_pending,
-        autopay.tick_hook,
+        renewals.tick_hook,
         payments_views.settle_opened_card_orders,
         documents_views.upd_tick_hook,
         documents_views.scheduled_invoices_tick_hook,
