@@ -20,3 +20,8 @@ def plural_ru(n: int, one: str, few: str, many: str) -> str:
     plural_ru(21, "пользователя", "пользователей", "пользователей")."""
     form = RU.plural_form(abs(n))
     return one if form == "one" else few if form == "few" else many
+
+
+def minutes_ru(n: int) -> str:
+    """«через 1 минуту», «через 3 минуты», «через 15 минут»: the wait a rate limit names (accusative)."""
+    return f"{n} {plural_ru(n, 'минуту', 'минуты', 'минут')}"

@@ -35,7 +35,7 @@ from portal.seats.errors import DirectoryError
 from portal.seats.members import leave_account
 from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
-from portal.wording import plural_ru
+from portal.wording import minutes_ru
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ def _refuse_country(form: PhoneForm) -> bool:
         return False
     form.phone.errors = [*form.phone.errors, "На номера этой страны мы не отправляем SMS. Обратитесь в поддержку."]
     return True
-
-
-def _minutes_ru(n: int) -> str:
-    return f"{n} {plural_ru(n, 'минуту', 'минуты', 'минут')}"
 
 
 def _alert_sms_budget() -> None:
@@ -159,7 +155,7 @@ def login() -> Any:
         except service.SmsBudgetReached as exc:
             _alert_sms_budget()
             form.phone.errors.append(
-                f"Сервис временно не отправляет коды, попробуйте через {_minutes_ru(exc.minutes)} "
+                f"Сервис временно не отправляет коды, попробуйте через {minutes_ru(exc.minutes)} "
                 f"или обратитесь в поддержку: {current_app.config['SUPPORT_PHONE']}."
             )
             return render_template("accounts/login.html", form=form), 503

@@ -73,6 +73,7 @@ from portal.payments.autopay import terms_text as autopay_terms_text
 from portal.payments.ledger import account_balance, order_allocated
 from portal.payments.offer import offer_for_purchase
 from portal.timeutil import msk_date
+from portal.wording import minutes_ru
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,6 @@ def _account_key() -> str:
     return f"account:{account.id}" if account is not None else f"address:{get_remote_address()}"
 
 
-def _minutes_ru(n: int) -> str:
-    last2, last = n % 100, n % 10
-    word = "минуту" if last == 1 and last2 != 11 else "минуты" if 2 <= last <= 4 and not 12 <= last2 <= 14 else "минут"
-    return f"{n} {word}"
-
-
 def _checkout_breached(limit: RequestLimit) -> Any:
     """Over a checkout limit the person sees the checkout page with the wait, not a bare 429.
 
@@ -175,7 +170,7 @@ def _checkout_breached(limit: RequestLimit) -> Any:
     minutes = max(1, math.ceil((limit.reset_at - time.time()) / 60))
     text = (
         "Слишком много попыток оформить заказ. "
-        f"Попробуйте через {_minutes_ru(minutes)} или обратитесь в поддержку: {current_app.config['SUPPORT_PHONE']}."
+        f"Попробуйте через {minutes_ru(minutes)} или обратитесь в поддержку: {current_app.config['SUPPORT_PHONE']}."
     )
     return make_response(_checkout(throttled=text))
 

@@ -17,6 +17,7 @@ from portal.billing.models import plan_title_for_code
 from portal.support.errors import MAX_COMMENT, MAX_REASON, RequestAlreadyOpen, SupportError, TooManyRequests
 from portal.support.models import OPEN_STATUSES, RequestKind, RequestStatus, SupportRequest
 from portal.timeutil import format_date, format_datetime
+from portal.wording import plural_ru
 
 REQUESTS_WINDOW = timedelta(days=1)
 
@@ -72,12 +73,7 @@ def check_requests_per_day(db: Session, account_id: int, now: datetime, per_day:
 
 
 def _requests_ru(n: int) -> str:
-    last2, last = n % 100, n % 10
-    if last == 1 and last2 != 11:
-        return "заявку"
-    if 2 <= last <= 4 and not 12 <= last2 <= 14:
-        return "заявки"
-    return "заявок"
+    return plural_ru(n, "заявку", "заявки", "заявок")
 
 
 def trial_unavailable_reason(db: Session, account_id: int, now: datetime) -> str | None:
