@@ -39,7 +39,7 @@ from portal.seats.crm import outbox
 from portal.seats.crm import startup as crm_startup
 from portal.seats.crm import tasks as crm_tasks
 from portal.seats.crm import views as crm_views
-from portal.seats.events import register_directory_listener
+from portal.seats.events import register_membership_listener
 from portal.support import startup as support_startup
 from portal.support import views as support_views
 from portal.tasks import views as tasks_views
@@ -114,7 +114,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     security.init_app(app)
 
     # Team changes reach the CRM: the outbox hears every membership change (seats.events.membership_changed).
-    register_directory_listener(outbox.on_directory_event)
+    register_membership_listener(outbox.on_membership_event)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     billing_views.init_app(app)  # billing's template filters

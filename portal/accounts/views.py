@@ -31,7 +31,7 @@ from portal.accounts.phone import format_phone
 from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
 from portal.extensions import limiter
-from portal.seats.errors import DirectoryError
+from portal.seats.errors import MembershipError
 from portal.seats.members import leave_account
 from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
@@ -337,7 +337,7 @@ def account_leave() -> Any:
     name = membership.account.name
     try:
         leave_account(db, account_id=membership.account_id, user=current_user._get_current_object(), now=utcnow())
-    except DirectoryError as exc:
+    except MembershipError as exc:
         db.rollback()
         flash(exc.message, "error")
         return redirect(url_for("accounts.profile"))

@@ -13,7 +13,7 @@ from flask_login import current_user
 from portal.accounts.access import public, require_account, roles_required
 from portal.api.views import bp
 from portal.db import get_db, utcnow
-from portal.seats.errors import AccountNotFound, DirectoryError
+from portal.seats.errors import AccountNotFound, MembershipError
 from portal.seats.limits import get_limits
 from portal.seats.members import add_user, deactivate_user, reactivate_user
 from portal.seats.queries import list_users, snapshot
@@ -39,7 +39,7 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"error": message, **{k: v for k, v in extra.items() if v is not None}}, status, headers)
 
 
-def _directory_error(exc: DirectoryError) -> Response:
+def _directory_error(exc: MembershipError) -> Response:
     get_db().rollback()
     return _error(exc.status_code, exc.message, field=exc.field)
 
@@ -137,7 +137,7 @@ def account_users_list(account_id: int) -> Response:
         return _error(400, "status может быть active или deactivated.", field="status")
     try:
         users = list_users(get_db(), account_id, status=status)
-    except DirectoryError as exc:
+    except MembershipError as exc:
         return _directory_error(exc)
     return _json({"account_id": account_id, "users": [u.as_json() for u in users]})
 
@@ -155,14 +155,14 @@ def account_user_add(account_id: int) -> Response:
         result = add_user(
             db,
             account_id=account_id,
-            phone=body.get("phone"),  # type: ignore[arg-type]  # validated by the directory
+            phone=body.get("phone"),  # type: ignore[arg-type]  # validated by the membership
             name=body.get("name"),  # type: ignore[arg-type]
             email=body.get("email"),
             role=body.get("role", "member"),
             source=SOURCE,
             now=utcnow(),
         )
-    except DirectoryError as exc:
+    except MembershipError as exc:
         return _directory_error(exc)
     user = snapshot(db, result.membership)
     db.commit()
@@ -176,7 +176,7 @@ def _status_change(account_id: int, user_id: int, change: Callable[..., Any]) ->
     db = get_db()
     try:
         membership = change(db, account_id=account_id, user_id=user_id, source=SOURCE, now=utcnow())
-    except DirectoryError as exc:
+    except MembershipError as exc:
         return _directory_error(exc)
     user = snapshot(db, membership)
     db.commit()

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Role, User
 from portal.audit import AuditLog, audit_values
-from portal.seats.errors import DepartmentNotFound, DirectoryError
-from portal.seats.events import DirectoryEvent, DirectoryUser, EventKind, emit
+from portal.seats.errors import DepartmentNotFound, MembershipError
+from portal.seats.events import EventKind, MembershipEvent, MembershipUser, emit
 from portal.seats.models import Department, MembershipDepartment
 from portal.seats.rules import (
     IN_CHUNK,
@@ -57,19 +57,19 @@ def add_users(
     source: str,
     now: datetime,
     actor: User | None = None,
-) -> list[Added | DirectoryError | None]:
+) -> list[Added | MembershipError | None]:
     """Add many people as new active memberships with the same outcome as `add_user` one by one (the same rows,
     audit records and events), in a fixed number of statements: one account lock, one look-up per chunk of
     phones, and one multi-row INSERT each for persons, memberships, departments and audit records.
 
-    The answer, per person: `Added`; a DirectoryError for one `add_user` would refuse (bad data, an unknown
+    The answer, per person: `Added`; a MembershipError for one `add_user` would refuse (bad data, an unknown
     department); or None for one this bulk path leaves to `add_user` — a phone or CRM user the account already
     has (a duplicate or a comeback: a rare case, with its own rules) or one repeated within `people`. Does not
     commit.
     """
     src = clean_source(source)
     lock_account(db, account_id)
-    answers: list[Added | DirectoryError | None] = [None] * len(people)
+    answers: list[Added | MembershipError | None] = [None] * len(people)
     cleaned: list[tuple[int, str, str, str | None, Role, int | None, tuple[int, ...]]] = []
     for index, person in enumerate(people):
         try:
@@ -84,7 +84,7 @@ def add_users(
                     tuple(sorted(set(person.department_ids))),
                 )
             )
-        except DirectoryError as exc:
+        except MembershipError as exc:
             answers[index] = exc
     departments = {d for row in cleaned for d in row[6]}
     if departments:
@@ -183,7 +183,7 @@ def add_users(
         answers[index] = Added(mid, user_id)
     db.execute(sa.insert(AuditLog).execution_options(render_nulls=True), audits)
     for mid, (_, phone, name, mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
-        user = DirectoryUser(
+        user = MembershipUser(
             user_id=person_of[phone],
             membership_id=mid,
             account_id=account_id,
@@ -198,7 +198,7 @@ def add_users(
         )
         emit(
             db,
-            DirectoryEvent(
+            MembershipEvent(
                 kind=EventKind.ADDED,
                 account_id=account_id,
                 user=user,

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, User
-from portal.seats.errors import DepartmentInUse, DepartmentNotFound, DirectoryConflict
+from portal.seats.errors import DepartmentInUse, DepartmentNotFound, MembershipConflict
 from portal.seats.models import Department, MembershipDepartment
 from portal.seats.rules import audit_change, clean_crm_id, clean_source, clean_title, is_id, lock_account
 
@@ -66,7 +66,7 @@ def create_department(
     group_id = clean_crm_id(crm_group_id, "группы CRM")
     lock_account(db, account_id)
     if group_id is not None and find_department_by_crm_group(db, account_id, group_id) is not None:
-        raise DirectoryConflict(f"Отдел для группы CRM {group_id} уже есть.", field="crm_group_id")
+        raise MembershipConflict(f"Отдел для группы CRM {group_id} уже есть.", field="crm_group_id")
     with db.begin_nested():
         department = Department(
             account_id=account_id,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-class DirectoryError(ValueError):
-    """A directory change was refused; nothing was changed. `message` can be shown to the person as is."""
+class MembershipError(ValueError):
+    """A membership change was refused; nothing was changed. `message` can be shown to the person as is."""
 
     status_code = 400
 
@@ -16,18 +16,18 @@ class DirectoryError(ValueError):
         self.field = field
 
 
-class InvalidUserData(DirectoryError):
+class InvalidUserData(MembershipError):
     """A malformed phone, an empty name, an unknown role…; `field` names the form field."""
 
 
-class AccountNotFound(DirectoryError):
+class AccountNotFound(MembershipError):
     status_code = 404
 
     def __init__(self, message: str = "Аккаунт не найден.", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
 
 
-class UserNotFound(DirectoryError):
+class UserNotFound(MembershipError):
     """No such user in this account (a user of another account is not found either)."""
 
     status_code = 404
@@ -36,24 +36,24 @@ class UserNotFound(DirectoryError):
         super().__init__(message, **kwargs)
 
 
-class DepartmentNotFound(DirectoryError):
+class DepartmentNotFound(MembershipError):
     status_code = 404
 
     def __init__(self, message: str = "Отдел не найден в этой компании.", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
 
 
-class DirectoryConflict(DirectoryError):
-    """The change contradicts the directory's current state."""
+class MembershipConflict(MembershipError):
+    """The change contradicts the membership's current state."""
 
     status_code = 409
 
 
-class DuplicateUser(DirectoryConflict):
+class DuplicateUser(MembershipConflict):
     pass
 
 
-class LastOwnerError(DirectoryConflict):
+class LastOwnerError(MembershipConflict):
     def __init__(
         self,
         message: str = "В компании должен остаться хотя бы один активный владелец. "
@@ -63,11 +63,11 @@ class LastOwnerError(DirectoryConflict):
         super().__init__(message, **kwargs)
 
 
-class UserNotActive(DirectoryConflict):
+class UserNotActive(MembershipConflict):
     pass
 
 
-class DepartmentInUse(DirectoryConflict):
+class DepartmentInUse(MembershipConflict):
     pass
 
 

@@ -24,7 +24,7 @@ class EventKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class DirectoryUser:
+class MembershipUser:
     """A plain snapshot of one user in one account (for events, the API and listeners)."""
 
     user_id: int
@@ -58,29 +58,29 @@ class DirectoryUser:
 
 
 @dataclass(frozen=True)
-class DirectoryEvent:
+class MembershipEvent:
     """What changed, told to every listener inside the transaction that makes the change."""
 
     kind: EventKind
     account_id: int
-    user: DirectoryUser  # the state after the change
+    user: MembershipUser  # the state after the change
     source: str  # who made it: "portal" (team page), "messenger" (API), "crm" (the sync)
     actor_user_id: int | None
     at: datetime
     changes: dict[str, Any] = field(default_factory=dict)  # {"role": ["member", "owner"], …}: before, after
 
 
-DirectoryListener = Callable[[Session, DirectoryEvent], None]
+MembershipListener = Callable[[Session, MembershipEvent], None]
 
 # The sender (the membership services) must not know its receivers: create_app connects the CRM outbox.
 membership_changed = Signal("membership-changed")
 
 
-def register_directory_listener(fn: DirectoryListener) -> DirectoryListener:
+def register_membership_listener(fn: MembershipListener) -> MembershipListener:
     """Call `fn(db, event)` after every membership change, in the same transaction (usable as a decorator).
 
     A listener writes its own rows (e.g. a CRM outbox entry) with `db` and must not commit. If it raises, the whole
-    change is undone; raising a DirectoryError refuses the change with that message (e.g. «укажите почту»).
+    change is undone; raising a MembershipError refuses the change with that message (e.g. «укажите почту»).
     Listeners are told the event's `source`, so the CRM sync's own changes need not be echoed back to the CRM.
     The listener takes the event by the keyword `event`. Connecting the same function twice calls it once.
     """
@@ -88,9 +88,9 @@ def register_directory_listener(fn: DirectoryListener) -> DirectoryListener:
     return fn
 
 
-def unregister_directory_listener(fn: DirectoryListener) -> None:
+def unregister_membership_listener(fn: MembershipListener) -> None:
     membership_changed.disconnect(fn)
 
 
-def emit(db: Session, event: DirectoryEvent) -> None:
+def emit(db: Session, event: MembershipEvent) -> None:
     membership_changed.send(db, event=event)

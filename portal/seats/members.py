@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Membership, MembershipStatus, Role, Source, User
 from portal.accounts.phone import format_phone
 from portal.seats.errors import DuplicateUser, LastOwnerError, UserNotActive
-from portal.seats.events import DirectoryEvent, EventKind, emit
+from portal.seats.events import EventKind, MembershipEvent, emit
 from portal.seats.models import MembershipDepartment
 from portal.seats.queries import (
     count_active_owners,
@@ -51,8 +51,8 @@ def _event(
     now: datetime,
     changes: dict[str, Any],
     department_ids: Sequence[int] | None = None,
-) -> DirectoryEvent:
-    event = DirectoryEvent(
+) -> MembershipEvent:
+    event = MembershipEvent(
         kind=kind,
         account_id=membership.account_id,
         user=snapshot(db, membership, department_ids),
@@ -79,7 +79,7 @@ def _record_change(
     now: datetime,
     reason: str | None = None,
     department_ids: Sequence[int] | None = None,
-) -> DirectoryEvent:
+) -> MembershipEvent:
     """The end of every change of one membership: stamp it, flush, audit `field` before → after, tell the listeners."""
     membership.updated_at = now
     db.flush()
@@ -114,7 +114,7 @@ def _ensure_owner_remains(db: Session, membership: Membership) -> None:
 class AddResult:
     membership: Membership
     created: bool  # False: the person was in the account, deactivated, and is active again
-    events: tuple[DirectoryEvent, ...]
+    events: tuple[MembershipEvent, ...]
 
 
 def add_user(
@@ -284,7 +284,7 @@ def _free_seat(
 
 def _reactivate(
     db: Session, membership: Membership, *, source: Source, actor: User | None, now: datetime, reason: str | None
-) -> DirectoryEvent:
+) -> MembershipEvent:
     membership.status = MembershipStatus.ACTIVE.value
     # Audited as a comeback from deactivation, also for a person who left and is added again (as it always was).
     return _record_change(
@@ -342,7 +342,7 @@ def leave_account(db: Session, *, account_id: int, user: User, now: datetime) ->
 
 def _change_role(
     db: Session, membership: Membership, role: Role, *, source: Source, actor: User | None, now: datetime
-) -> DirectoryEvent:
+) -> MembershipEvent:
     before = membership.role
     membership.role = role.value
     return _record_change(
@@ -401,7 +401,7 @@ def _set_departments(
     actor: User | None,
     now: datetime,
     before: list[int] | None = None,
-) -> DirectoryEvent:
+) -> MembershipEvent:
     if before is None:
         before = _department_ids(db, membership)
     db.execute(
@@ -451,7 +451,7 @@ def set_user_departments(
 
 def _link_crm(
     db: Session, membership: Membership, crm_id: int | None, *, source: Source, actor: User | None, now: datetime
-) -> DirectoryEvent:
+) -> MembershipEvent:
     before = membership.crm_user_id
     membership.crm_user_id = crm_id
     return _record_change(

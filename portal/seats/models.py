@@ -1,4 +1,4 @@
-"""Departments of an account's directory and which users belong to them (memberships live in accounts.models)."""
+"""Departments of an account's membership and which users belong to them (memberships live in accounts.models)."""
 
 from __future__ import annotations
 

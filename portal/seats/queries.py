@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, User
 from portal.pagination import KeysetPage, page_from
 from portal.seats.errors import AccountNotFound, UserNotFound
-from portal.seats.events import DirectoryUser
+from portal.seats.events import MembershipUser
 from portal.seats.models import Department, MembershipDepartment
 from portal.seats.rules import IN_CHUNK, is_id
 
@@ -267,11 +267,11 @@ def departments_of(db: Session, membership_ids: Iterable[int]) -> dict[int, list
     return result
 
 
-def snapshot(db: Session, membership: Membership, department_ids: Sequence[int] | None = None) -> DirectoryUser:
+def snapshot(db: Session, membership: Membership, department_ids: Sequence[int] | None = None) -> MembershipUser:
     if department_ids is None:
         department_ids = [d.id for d in departments_of(db, [membership.id])[membership.id]]
     user = membership.user
-    return DirectoryUser(
+    return MembershipUser(
         user_id=user.id,
         membership_id=membership.id,
         account_id=membership.account_id,
@@ -286,7 +286,7 @@ def snapshot(db: Session, membership: Membership, department_ids: Sequence[int] 
     )
 
 
-def list_users(db: Session, account_id: int, *, status: str | None = None) -> list[DirectoryUser]:
+def list_users(db: Session, account_id: int, *, status: str | None = None) -> list[MembershipUser]:
     """Every user of the account as plain snapshots, departments included (two queries whatever the size)."""
     get_account(db, account_id)
     members = list_members(db, account_id, status=status)

@@ -36,7 +36,7 @@ def clean_phone(raw: Any) -> str:
 
 
 def refuse_unreadable(raw: Any, field: str) -> None:
-    # Every writer of the directory passes here (forms, the API, the CRM sync): the database never sees a NUL.
+    # Every writer of the membership passes here (forms, the API, the CRM sync): the database never sees a NUL.
     if isinstance(raw, str):
         problem = text_problem(raw, multiline=True, max_length=1000)
         if problem:
@@ -85,7 +85,7 @@ def clean_source(raw: Any) -> Source:
         return Source(raw)
     except ValueError:
         # A programming error, not a person's: every caller names itself.
-        raise ValueError(f"unknown directory source {raw!r}") from None
+        raise ValueError(f"unknown membership source {raw!r}") from None
 
 
 def clean_crm_id(raw: Any, what: str = "CRM") -> int | None:
@@ -101,7 +101,7 @@ def is_id(value: Any) -> bool:
 
 
 def lock_account(db: Session, account_id: int) -> None:
-    """Serialise directory changes of one account, so two owners cannot demote each other to zero owners.
+    """Serialise membership changes of one account, so two owners cannot demote each other to zero owners.
 
     PostgreSQL: a row lock on the account. SQLite: a no-op write, which takes SQLite's single write lock and
     (as a side effect the savepoints below rely on) really begins the transaction.

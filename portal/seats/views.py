@@ -22,7 +22,7 @@ from portal.pagination import keys_from_args
 from portal.payments.offer import Offer, get_offer
 from portal.seats import team
 from portal.seats.crm.models import CrmConnection
-from portal.seats.errors import DirectoryError, UserNotFound
+from portal.seats.errors import MembershipError, UserNotFound
 from portal.seats.forms import AddUserForm, ConfirmForm, RoleForm, role_choices
 from portal.seats.limits import SUGGESTION_MONTHS, Limits, get_limits
 from portal.seats.members import change_role, deactivate_user, reactivate_user
@@ -249,7 +249,7 @@ def _add_form_valid(form: AddUserForm, account_id: int) -> bool:
     return problem is None
 
 
-def _add_refused(account: Account, form: AddUserForm, exc: DirectoryError) -> Any:
+def _add_refused(account: Account, form: AddUserForm, exc: MembershipError) -> Any:
     get_db().rollback()
     target = getattr(form, exc.field, None) if exc.field in {"phone", "name", "email", "role"} else None
     if target is not None:
@@ -279,7 +279,7 @@ def user_add() -> Any:
     data = {"phone": form.phone.data, "name": form.name.data, "email": form.email.data, "role": form.role.data}
     try:
         result = team.add_member(db, account.id, **data, actor=current_user._get_current_object(), now=now)
-    except DirectoryError as exc:
+    except MembershipError as exc:
         return _add_refused(account, form, exc)
     db.commit()
     flash(team.added_message(result), "success")
@@ -318,7 +318,7 @@ def _act(change: Callable[..., object], done: str, then: Callable[[], Any], **kw
     db = get_db()
     try:
         change(db, source="portal", actor=current_user._get_current_object(), now=utcnow(), **kwargs)
-    except DirectoryError as exc:
+    except MembershipError as exc:
         db.rollback()
         flash(exc.message, "error")
         return redirect(url_for("seats.team_list"))

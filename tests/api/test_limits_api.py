@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from devtools.demo import DEMO_MEMBERS, DEMO_OWNER, DEMO_SMALL_OWNER, seed_demo_data
 from portal.accounts.models import Account, Membership, Role, User
 from portal.billing.catalog import GB
-from portal.seats.events import register_directory_listener, unregister_directory_listener
+from portal.seats.events import register_membership_listener, unregister_membership_listener
 from portal.seats.queries import count_active
 
 TOKEN = "test-messenger-token"  # tests/conftest.py sets MESSENGER_API_TOKEN to it
@@ -28,9 +28,9 @@ def events():
     def listener(_db, event):
         seen.append(event)
 
-    register_directory_listener(listener)
+    register_membership_listener(listener)
     yield seen
-    unregister_directory_listener(listener)
+    unregister_membership_listener(listener)
 
 
 def _user_id(db, phone: str) -> int:

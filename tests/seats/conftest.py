@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
-from portal.seats.events import DirectoryEvent, register_directory_listener, unregister_directory_listener
+from portal.seats.events import MembershipEvent, register_membership_listener, unregister_membership_listener
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -50,13 +50,13 @@ def bulk_members() -> Callable[..., None]:
 
 
 @pytest.fixture
-def events() -> Iterator[list[DirectoryEvent]]:
+def events() -> Iterator[list[MembershipEvent]]:
     """Every directory event of the test, as the CRM outbox would receive them."""
-    seen: list[DirectoryEvent] = []
+    seen: list[MembershipEvent] = []
 
-    def listener(_db: Any, event: DirectoryEvent) -> None:
+    def listener(_db: Any, event: MembershipEvent) -> None:
         seen.append(event)
 
-    register_directory_listener(listener)
+    register_membership_listener(listener)
     yield seen
-    unregister_directory_listener(listener)
+    unregister_membership_listener(listener)

@@ -18,14 +18,14 @@ from portal.seats.errors import (
     AccountNotFound,
     DepartmentInUse,
     DepartmentNotFound,
-    DirectoryConflict,
     DuplicateUser,
     InvalidUserData,
     LastOwnerError,
+    MembershipConflict,
     UserNotActive,
     UserNotFound,
 )
-from portal.seats.events import EventKind, register_directory_listener, unregister_directory_listener
+from portal.seats.events import EventKind, register_membership_listener, unregister_membership_listener
 from portal.seats.limits import get_limits
 from portal.seats.members import (
     add_user,
@@ -275,20 +275,20 @@ def test_a_listener_writes_in_the_same_transaction_and_can_refuse(db, make_accou
         if event.kind == EventKind.ADDED and not event.user.email:
             raise InvalidUserData("Укажите почту: она нужна, чтобы создать пользователя в CRM.", field="email")
 
-    register_directory_listener(outbox)
-    register_directory_listener(outbox)  # registering twice calls it once
+    register_membership_listener(outbox)
+    register_membership_listener(outbox)  # registering twice calls it once
     try:
         add_user(db, account_id=account.id, phone="+79161110001", name="Первый", source="portal", now=now)
         db.rollback()
         add_user(db, account_id=account.id, phone="+79161110002", name="Второй", source="portal", now=now)
         db.commit()
-        register_directory_listener(needs_email)
+        register_membership_listener(needs_email)
         with pytest.raises(InvalidUserData, match="Укажите почту"):
             add_user(db, account_id=account.id, phone="+79161110003", name="Третий", source="portal", now=now)
         db.commit()  # the caller's transaction is still usable, and the refused change is not in it
     finally:
-        unregister_directory_listener(outbox)
-        unregister_directory_listener(needs_email)
+        unregister_membership_listener(outbox)
+        unregister_membership_listener(needs_email)
     outbox_rows = db.scalars(sa.select(AuditLog.after).where(AuditLog.action == "test.outbox")).all()
     assert outbox_rows == [{"kind": "added"}]
     phones = set(db.scalars(sa.select(User.phone)))
@@ -306,7 +306,7 @@ def test_departments_and_crm_links(db, make_account, now, events):
     support = create_department(db, account_id=account.id, name="Поддержка", source="portal", now=now)
     foreign = create_department(db, account_id=other.id, name="Чужой", source="portal", now=now)
     db.commit()
-    with pytest.raises(DirectoryConflict):
+    with pytest.raises(MembershipConflict):
         create_department(db, account_id=account.id, name="Продажи 2", crm_group_id=0, source="crm", now=now)
     assert find_department_by_crm_group(db, account.id, 0).id == sales.id
 

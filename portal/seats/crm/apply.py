@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Source, User
 from portal.seats.bulk_add import NewUser, add_users
 from portal.seats.departments import create_department, delete_department, list_departments, rename_department
-from portal.seats.errors import DirectoryError, InvalidUserData
+from portal.seats.errors import InvalidUserData, MembershipError
 from portal.seats.members import add_user, link_crm_user, reactivate_user, set_user_departments
 from portal.seats.models import Department
 from portal.seats.queries import departments_of
@@ -28,11 +28,11 @@ from .plan import (
     Action,
     CreateDepartment,
     DeleteDepartment,
-    DirectorySnapshot,
     ImportUser,
     KeepPending,
     LinkUser,
     MarkRemoved,
+    MembershipSnapshot,
     MoveUser,
     ReactivateUser,
     RenameDepartment,
@@ -50,7 +50,7 @@ def no_progress(done: int, total: int | None, note: str | None) -> None:
 
 
 class Applier:
-    """Applies a plan through the directory service, writing a journal line for each change."""
+    """Applies a plan through the membership service, writing a journal line for each change."""
 
     def __init__(
         self,
@@ -166,7 +166,7 @@ class Applier:
     def _one(self, action: Action) -> None:
         rule = self.rules[type(action)]
         if isinstance(action, KeepPending | MarkRemoved):
-            # These only write journal lines (the mirror row is written later) and cannot fail in the directory:
+            # These only write journal lines (the mirror row is written later) and cannot fail in the membership:
             # no savepoint for them — a routine run has thousands of unchanged pending users.
             rule(action)
             return
@@ -174,14 +174,14 @@ class Applier:
         try:
             with self.db.begin_nested():
                 rule(action)
-        except DirectoryError as exc:
+        except MembershipError as exc:
             # The savepoint undid the action's rows; its journal lines go with them.
             dropped = {id(line) for line in self.entries[written:]}
             del self.entries[written:]
             self.link_entries = {k: v for k, v in self.link_entries.items() if id(v) not in dropped}
             self._failed(action, exc)
 
-    def _failed(self, action: Action, exc: DirectoryError) -> None:
+    def _failed(self, action: Action, exc: MembershipError) -> None:
         crm = getattr(action, "crm", None)
         subject = crm.name if crm is not None else getattr(action, "name", "")
         self.entry(
@@ -193,7 +193,7 @@ class Applier:
         )
 
     def _import_users(self, actions: Sequence[ImportUser]) -> None:
-        """Every user the CRM adds, in one pass of the directory's bulk add (a first import is thousands of them):
+        """Every user the CRM adds, in one pass of the membership's bulk add (a first import is thousands of them):
         the same rows, audit records and journal lines as one `add_user` each, without a savepoint per user. The
         few the bulk path leaves to `add_user` (someone the account already has) go through it one by one."""
         if not actions:
@@ -214,7 +214,7 @@ class Applier:
         for action, answer in zip(actions, answers, strict=True):
             if answer is None:
                 self._one(action)
-            elif isinstance(answer, DirectoryError):
+            elif isinstance(answer, MembershipError):
                 self._failed(action, answer)
             else:
                 self._imported(action, answer.membership_id)
@@ -392,7 +392,7 @@ class Applier:
             why = f"Телефон {a.crm.phone} уже у пользователя «{a.detail}» — второй раз не добавлен. Проверьте телефон в CRM"
         self.entry("user_pending", why, subject=display_name(a.crm), crm_id=a.crm.id, count="pending")
 
-    def write_mirror(self, crm_users: Iterable[CrmUser], plan: SyncPlan, snap: DirectorySnapshot) -> None:
+    def write_mirror(self, crm_users: Iterable[CrmUser], plan: SyncPlan, snap: MembershipSnapshot) -> None:
         """Remember what the CRM looked like; rows are written only where something differs: the new ones with
         one multi-row INSERT, the changed ones with one UPDATE by key (executemany), read as plain columns."""
         columns = ("name", "email", "phone", "is_active", "is_free", "is_admin", "group_id", "pending_reason")

@@ -1,9 +1,9 @@
-"""Messenger → CRM: an outbox written with each directory change, delivered after commit by a task with retries.
+"""Messenger → CRM: an outbox written with each membership change, delivered after commit by a task with retries.
 
 A user added in the messenger is created in the CRM as a free user; a user removed in the messenger is deactivated
-there (DESIGN.md, «User sync»). The directory listener queues the operation in the transaction that makes the
+there (DESIGN.md, «User sync»). The membership listener queues the operation in the transaction that makes the
 change, so a change and its CRM task are committed or lost together. `deliver_outbox` sends due items: while the
-CRM is down or rate-limits, items wait with exponential backoff and the directory stays as the owner left it;
+CRM is down or rate-limits, items wait with exponential backoff and the membership stays as the owner left it;
 an item that keeps failing is marked failed, and one the CRM refuses is kept with the CRM's reason.
 """
 
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from portal import tasks as task_queue
 from portal.accounts.models import Membership, MembershipStatus, Source
-from portal.seats.events import DirectoryEvent, EventKind
+from portal.seats.events import EventKind, MembershipEvent
 from portal.seats.members import link_crm_user
 from portal.seats.queries import departments_of, find_member_by_crm_id
 
@@ -54,7 +54,7 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
 
 
-# ----- queueing (inside the directory's transaction) -----
+# ----- queueing (inside the membership's transaction) -----
 
 
 def connected_connection(db: Session, account_id: int) -> CrmConnection | None:
@@ -123,7 +123,7 @@ def enqueue(
     return item
 
 
-def on_directory_event(db: Session, event: DirectoryEvent) -> None:
+def on_membership_event(db: Session, event: MembershipEvent) -> None:
     """The membership listener (connected by create_app; takes the event by keyword): queue what the CRM must learn about this messenger change."""
     if event.source == Source.CRM.value:
         return  # the sync's own changes came from the CRM: echoing them back would loop

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership
-from portal.seats.errors import DirectoryConflict, InvalidUserData, UserNotFound
+from portal.seats.errors import InvalidUserData, MembershipConflict, UserNotFound
 from portal.seats.rules import clean_email
 
 from .models import CrmOutbox, OutboxStatus
@@ -61,7 +61,7 @@ def set_email_and_retry(db: Session, item: CrmOutbox, email: str, now: datetime)
     if membership is None:
         raise UserNotFound()
     if membership.email and membership.email.casefold() != clean.casefold():
-        raise DirectoryConflict(
+        raise MembershipConflict(
             f"У пользователя уже есть адрес {membership.email}: задание отправлено с ним.", field="email"
         )
     membership.email = clean

@@ -17,7 +17,7 @@ PHONE_TAKEN = "phone_taken"
 INACTIVE = "inactive"
 
 
-# ----- the directory as the planner sees it -----
+# ----- the membership as the planner sees it -----
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class MirrorRow:
 
 
 @dataclass(frozen=True)
-class DirectorySnapshot:
+class MembershipSnapshot:
     members: Sequence[MemberRow]
     departments: Sequence[DepartmentRow]
     mirror: dict[int, MirrorRow] = field(default_factory=dict)
@@ -139,7 +139,7 @@ Action = (
     | KeepPending
 )
 
-# Actions that change the directory (KeepPending only notes why someone was not imported).
+# Actions that change the membership (KeepPending only notes why someone was not imported).
 CHANGING = (CreateDepartment, RenameDepartment, DeleteDepartment, ImportUser, LinkUser, ReactivateUser, MoveUser)
 
 
@@ -179,8 +179,8 @@ def display_name(user: CrmUser) -> str:
     return f"Пользователь CRM {user.id}"
 
 
-def plan_sync(crm_users: Sequence[CrmUser], crm_groups: Sequence[CrmGroup], snap: DirectorySnapshot) -> SyncPlan:
-    """What to change so that the directory follows the CRM by the rules; pure, so it is tested exhaustively."""
+def plan_sync(crm_users: Sequence[CrmUser], crm_groups: Sequence[CrmGroup], snap: MembershipSnapshot) -> SyncPlan:
+    """What to change so that the membership follows the CRM by the rules; pure, so it is tested exhaustively."""
     actions: list[Action] = []
     mirror: dict[int, tuple[str | None, bool]] = {}
     groups = {g.id: g for g in crm_groups}

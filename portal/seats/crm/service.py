@@ -156,7 +156,7 @@ def _forget_links(db: Session, account_id: int, now: datetime) -> None:
         )
     db.execute(sa.delete(CrmUserState).where(CrmUserState.account_id == account_id))
     # Group ids of another CRM would rename the wrong departments: they stay, as the portal's own.
-    # (The directory has no service for this one-off detach, hence the direct update, audited below.)
+    # (The membership has no service for this one-off detach, hence the direct update, audited below.)
     detached = db.execute(
         sa.update(Department)
         .where(Department.account_id == account_id, Department.crm_group_id.is_not(None))

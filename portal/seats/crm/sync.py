@@ -53,8 +53,8 @@ from .plan import (
     NO_PHONE,
     PHONE_TAKEN,
     DepartmentRow,
-    DirectorySnapshot,
     MemberRow,
+    MembershipSnapshot,
     MirrorRow,
     plan_sync,
 )
@@ -151,8 +151,8 @@ def _lock_connection(db: Session, connection: CrmConnection) -> None:
     ).one()
 
 
-def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> DirectorySnapshot:
-    """The directory, the mirror and undelivered removals, in a fixed number of queries, read as plain columns:
+def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> MembershipSnapshot:
+    """The membership, the mirror and undelivered removals, in a fixed number of queries, read as plain columns:
     a 10 000-user account is 10 000 tuples here, not 20 000 ORM objects the run never changes."""
     placed = list_member_departments(db, account_id)
     active = MembershipStatus.ACTIVE.value
@@ -195,7 +195,7 @@ def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> Direct
             )
         )
     )
-    return DirectorySnapshot(members, departments, mirror, pending, first_import)
+    return MembershipSnapshot(members, departments, mirror, pending, first_import)
 
 
 def sync_account(
@@ -208,7 +208,7 @@ def sync_account(
     actor: User | None = None,
     progress: Progress | None = None,
 ) -> SyncResult:
-    """Bring the account's directory in step with its CRM; writes a journal run either way and commits.
+    """Bring the account's membership in step with its CRM; writes a journal run either way and commits.
 
     `progress(done, total, note)` hears how far the work is (a task run shows it); it must not touch this session.
     """

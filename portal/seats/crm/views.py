@@ -20,7 +20,7 @@ from portal.accounts.models import Role
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import AFTER, BEFORE, decode_key, keys_from_args
-from portal.seats.errors import DirectoryError
+from portal.seats.errors import MembershipError
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state
 from portal.textinput import PortalForm
@@ -249,7 +249,7 @@ def _act(change: Callable[[Session], T], done: Callable[[T], str]) -> Any:
     db = get_db()
     try:
         result = change(db)
-    except DirectoryError as exc:
+    except MembershipError as exc:
         db.rollback()
         flash(exc.message, "error")
         return _back()

@@ -7,7 +7,7 @@ from typing import Any
 
 from portal.seats.crm.base import CrmGroup, CrmUser
 from portal.seats.crm.models import ConnectionStatus
-from portal.seats.crm.plan import DepartmentRow, DirectorySnapshot, ImportUser, MemberRow, MoveUser, plan_sync
+from portal.seats.crm.plan import DepartmentRow, ImportUser, MemberRow, MembershipSnapshot, MoveUser, plan_sync
 from tests.crm.portal.conftest import NOW, Crm
 from tests.crm.portal.test_crm_pages import OWNER, page, text
 
@@ -18,7 +18,7 @@ def test_the_planner_places_a_user_with_a_null_group_in_the_default_groups_depar
     anna = CrmUser(5, "Анна", None, "+79160000005", True, False, False, None)
     boris = CrmUser(6, "Борис", None, None, True, False, False, None)
     linked = MemberRow(2, 102, "Борис", "+79160000006", None, True, 6)
-    snap = DirectorySnapshot([linked], [DepartmentRow(10, "Отдел продаж", 0, 0)])
+    snap = MembershipSnapshot([linked], [DepartmentRow(10, "Отдел продаж", 0, 0)])
 
     plan = plan_sync([anna, boris], [DEFAULT], snap)
 

@@ -9,12 +9,12 @@ from portal.seats.crm.plan import (
     CreateDepartment,
     DeleteDepartment,
     DepartmentRow,
-    DirectorySnapshot,
     ImportUser,
     KeepPending,
     LinkUser,
     MarkRemoved,
     MemberRow,
+    MembershipSnapshot,
     MirrorRow,
     MoveUser,
     ReactivateUser,
@@ -41,7 +41,7 @@ def kinds(plan) -> list[str]:
 def test_crm_id_wins_over_email_and_phone() -> None:
     linked = member(1, "+79160000001", crm=55, depts=[10])
     same_email = member(2, "+79160000002", email="x@r.example")
-    snap = DirectorySnapshot(
+    snap = MembershipSnapshot(
         [linked, same_email],
         [DepartmentRow(10, "Отдел продаж", 0, 1)],
         mirror={55: MirrorRow(55, True, 0)},
@@ -56,7 +56,7 @@ def test_crm_id_wins_over_email_and_phone() -> None:
 def test_email_is_tried_before_phone_and_a_member_is_claimed_once() -> None:
     by_phone = member(1, "+79160000001")
     by_email = member(2, "+79160000002", email="anna@r.example")
-    snap = DirectorySnapshot([by_phone, by_email], [DepartmentRow(10, "Отдел продаж", 0)])
+    snap = MembershipSnapshot([by_phone, by_email], [DepartmentRow(10, "Отдел продаж", 0)])
 
     plan = plan_sync(
         [
@@ -72,7 +72,7 @@ def test_email_is_tried_before_phone_and_a_member_is_claimed_once() -> None:
 
 
 def test_new_active_users_are_imported_inactive_and_phoneless_are_not() -> None:
-    snap = DirectorySnapshot([], [], first_import=True)
+    snap = MembershipSnapshot([], [], first_import=True)
 
     plan = plan_sync(
         [crm_user(1, phone="+79160000001"), crm_user(2), crm_user(3, phone="+79160000003", active=False)],
@@ -91,8 +91,8 @@ def test_a_pending_messenger_removal_is_not_undone_by_the_crm_still_showing_the_
     mirror = {5: MirrorRow(5, False, 0)}
     user = crm_user(5, phone="+79160000001")
 
-    waiting = plan_sync([user], [SALES], DirectorySnapshot([gone], depts, mirror, frozenset({1})))
-    delivered = plan_sync([user], [SALES], DirectorySnapshot([gone], depts, mirror))
+    waiting = plan_sync([user], [SALES], MembershipSnapshot([gone], depts, mirror, frozenset({1})))
+    delivered = plan_sync([user], [SALES], MembershipSnapshot([gone], depts, mirror))
 
     assert not any(isinstance(a, ReactivateUser) for a in waiting.actions)
     # Re-enabled in the CRM after the removal went through: that is the CRM adding them back.
@@ -103,11 +103,13 @@ def test_removed_in_crm_marks_once_and_unmarks_when_back() -> None:
     m = member(1, "+79160000001", crm=5, depts=[10])
     depts = [DepartmentRow(10, "Отдел продаж", 0, 1)]
 
-    removed = plan_sync([crm_user(5, active=False)], [SALES], DirectorySnapshot([m], depts, {5: MirrorRow(5, True, 0)}))
-    again = plan_sync(
-        [crm_user(5, active=False)], [SALES], DirectorySnapshot([m], depts, {5: MirrorRow(5, False, 0, None, True)})
+    removed = plan_sync(
+        [crm_user(5, active=False)], [SALES], MembershipSnapshot([m], depts, {5: MirrorRow(5, True, 0)})
     )
-    back = plan_sync([crm_user(5)], [SALES], DirectorySnapshot([m], depts, {5: MirrorRow(5, False, 0, None, True)}))
+    again = plan_sync(
+        [crm_user(5, active=False)], [SALES], MembershipSnapshot([m], depts, {5: MirrorRow(5, False, 0, None, True)})
+    )
+    back = plan_sync([crm_user(5)], [SALES], MembershipSnapshot([m], depts, {5: MirrorRow(5, False, 0, None, True)}))
 
     assert removed.actions == [MarkRemoved(m, crm_user(5, active=False), True)]
     assert again.actions == []
@@ -118,7 +120,7 @@ def test_departments_of_vanished_groups_stay_while_used_and_go_when_empty() -> N
     old_group_dept = DepartmentRow(11, "Склад", 3, 1)
     portal_dept = DepartmentRow(12, "Совет директоров", None, 0)
     m = member(1, "+79160000001", crm=5, depts=[11, 12])
-    snap = DirectorySnapshot(
+    snap = MembershipSnapshot(
         [m], [DepartmentRow(10, "Продажи", 0, 0), old_group_dept, portal_dept], {5: MirrorRow(5, True, 3)}
     )
 
@@ -136,10 +138,10 @@ def test_departments_of_vanished_groups_stay_while_used_and_go_when_empty() -> N
 
 def test_planning_the_result_of_a_plan_gives_nothing_to_do() -> None:
     crm_users = [crm_user(1, phone="+79160000001"), crm_user(2, phone="+79160000002", group=7)]
-    first = plan_sync(crm_users, [SALES, OFFICE], DirectorySnapshot([], [], first_import=True))
+    first = plan_sync(crm_users, [SALES, OFFICE], MembershipSnapshot([], [], first_import=True))
     assert sum(isinstance(a, ImportUser) for a in first.actions) == 2
 
-    after = DirectorySnapshot(
+    after = MembershipSnapshot(
         [member(1, "+79160000001", crm=1, depts=[10]), member(2, "+79160000002", crm=2, depts=[17])],
         [DepartmentRow(10, "Отдел продаж", 0, 1), DepartmentRow(17, "Офис", 7, 1)],
         {1: MirrorRow(1, True, 0), 2: MirrorRow(2, True, 7)},
@@ -149,6 +151,6 @@ def test_planning_the_result_of_a_plan_gives_nothing_to_do() -> None:
 
 def test_only_messenger_users_are_named_on_the_first_import() -> None:
     here = member(1, "+79160000001")
-    plan = plan_sync([crm_user(9, phone="+79160000009")], [SALES], DirectorySnapshot([here], [], first_import=True))
+    plan = plan_sync([crm_user(9, phone="+79160000009")], [SALES], MembershipSnapshot([here], [], first_import=True))
     assert plan.only_in_messenger == [here]
     assert isinstance(plan.actions[-1], ImportUser | KeepPending)
