@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import math
-import time
 from typing import Any
 from urllib.parse import urlsplit
 
-import phonenumbers
 from flask import (
     Blueprint,
     abort,
     current_app,
     flash,
-    make_response,
     redirect,
     render_template,
     request,
@@ -22,71 +17,18 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_user, logout_user
-from limits import parse as parse_limit
 
-from portal.accounts import service
+from portal.accounts import service, signin
 from portal.accounts.access import login_required_any, public
 from portal.accounts.forms import CodeForm, EmptyForm, PhoneForm, ProfileForm, RegisterForm, SwitchAccountForm
 from portal.accounts.phone import format_phone
-from portal.accounts.sms import SmsError, SmsRecipientRefused, make_sms_backend
 from portal.db import get_db, utcnow
 from portal.extensions import limiter
 from portal.seats.errors import MembershipError
 from portal.seats.members import leave_account
-from portal.support.email import EmailError, build_message, get_email_backend
 from portal.textinput import quoted
-from portal.wording import minutes_ru
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("accounts", __name__)
-
-
-def _per_phone_limit() -> str:
-    return current_app.config["SMS_SEND_LIMIT_PER_PHONE"]
-
-
-def _per_ip_limit() -> str:
-    return current_app.config["SMS_SEND_LIMIT_PER_IP"]
-
-
-def _refuse_country(form: PhoneForm) -> bool:
-    """Codes go only to the countries in SMS_ALLOWED_COUNTRIES: an international SMS costs the vendor many times a
-    Russian one, and pumping them was the attack."""
-
-    allowed = {c.strip().upper() for c in str(current_app.config["SMS_ALLOWED_COUNTRIES"]).split(",") if c.strip()}
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(form.phone.data, None))
-    if region in allowed:
-        return False
-    form.phone.errors = [*form.phone.errors, "На номера этой страны мы не отправляем SMS. Обратитесь в поддержку."]
-    return True
-
-
-def _alert_sms_budget() -> None:
-    """Tell staff once an hour that sign-in codes stopped: people cannot sign in, and it may be an attack."""
-    db = get_db()
-    budget = int(current_app.config["SMS_BUDGET_PER_HOUR"])
-    if not service.claim_sms_budget_alert(db, now=utcnow(), budget=budget):
-        return
-    log.warning("SMS budget of %s codes per hour reached; codes are refused", budget)
-
-    config = current_app.config
-    try:
-        message = build_message(
-            sender=str(config["EMAIL_FROM"]),
-            to=str(config["SUPPORT_EMAIL"]),
-            subject=f"SMS-коды не отправляются: достигнут предел {budget} в час",
-            body=(
-                f"За последний час портал отправил {budget} SMS-кодов для входа — это предел SMS_BUDGET_PER_HOUR.\n"
-                "Пока он не освободится, новые коды не отправляются и войти по SMS нельзя.\n\n"
-                "Проверьте, не перебор ли это номеров (журнал действий, логи SMS-шлюза); если это настоящий "
-                "наплыв людей, увеличьте SMS_BUDGET_PER_HOUR.\n"
-            ),
-        )
-        get_email_backend().send(message)
-    except EmailError as exc:
-        # The audit record is kept: staff see it in the journal even if the mail did not go.
-        log.warning("SMS budget alert: could not e-mail support: %s", exc)
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -99,34 +41,6 @@ def _safe_next(target: str | None) -> str | None:
     return target
 
 
-def _take_sending_slot(phone: str) -> int | None:
-    """Count one code against the per-phone and per-address sending limits, atomically in the limiter's storage
-    (Redis INCR in production), right before it is sent: None if it may go, else the minutes to wait.
-
-    Counting here rather than in the route's decorator is what makes both promises hold together: only a code that
-    is about to go out counts (a mistyped number costs nothing), and two servers asked at the same moment cannot
-    both see a free slot — the decorator's check-then-deduct let a fourth code through under load."""
-    if not limiter.enabled:
-        return None  # RATELIMIT_ENABLED=False (the access tests sign in many times)
-    strategy = limiter.limiter
-    checks = [
-        (parse_limit(_per_phone_limit()), ("sms-code", "phone", phone)),
-        (parse_limit(_per_ip_limit()), ("sms-code", "ip", request.remote_addr or "-")),
-    ]
-    for item, keys in checks:
-        if not strategy.hit(item, *keys):
-            reset_at = strategy.get_window_stats(item, *keys).reset_time
-            return max(1, math.ceil((reset_at - time.time()) / 60))
-    return None
-
-
-def _sending_limited(form: PhoneForm, minutes: int) -> Any:
-    """Over a sending limit the person gets the form back, number kept, with the wait — not a bare 429 page."""
-    form.phone.data = format_phone(form.phone.data)  # as people read it, as the form shows a remembered number
-    form.phone.errors = [f"Слишком много запросов кода. Новый код можно запросить через {minutes} мин."]
-    return make_response(render_template("accounts/login.html", form=form), 429)
-
-
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login() -> Any:
@@ -137,42 +51,18 @@ def login() -> Any:
     if request.method == "GET" and isinstance(remembered, str):
         # «Другой номер или новый код» comes back here: the number stays filled in, to resend or to correct.
         form.phone.data = format_phone(remembered)
-    if form.validate_on_submit() and not _refuse_country(form):
+    if form.validate_on_submit():
         phone = form.phone.data
-        wait = _take_sending_slot(phone)
-        if wait is not None:
-            return _sending_limited(form, wait)
-        try:
-            service.send_code(
-                get_db(),
-                phone=phone,
-                sms=make_sms_backend(current_app.config),
-                secret=current_app.config["SECRET_KEY"],
-                now=utcnow(),
-                ttl_seconds=current_app.config["SMS_CODE_TTL_SECONDS"],
-                budget_per_hour=int(current_app.config["SMS_BUDGET_PER_HOUR"]),
-            )
-        except service.SmsBudgetReached as exc:
-            _alert_sms_budget()
-            form.phone.errors.append(
-                f"Сервис временно не отправляет коды, попробуйте через {minutes_ru(exc.minutes)} "
-                f"или обратитесь в поддержку: {current_app.config['SUPPORT_PHONE']}."
-            )
-            return render_template("accounts/login.html", form=form), 503
-        except SmsRecipientRefused as exc:
-            # The number itself is refused: waiting a minute will not help, checking the digits may.
-            form.phone.errors.append(
-                f"SMS-шлюз не доставляет сообщения на этот номер: «{exc}». Проверьте номер или укажите другой."
-            )
-            return render_template("accounts/login.html", form=form), 400
-        except SmsError as exc:
-            form.phone.errors.append(f"Не удалось отправить SMS: {exc}. Попробуйте через минуту.")
-            return render_template("accounts/login.html", form=form), 503
-        session["login_phone"] = phone
-        next_url = _safe_next(request.args.get("next"))
-        if next_url:
-            session["login_next"] = next_url
-        return redirect(url_for("accounts.code"))
+        sent = signin.request_code(get_db(), phone=phone, remote_addr=request.remote_addr, config=current_app.config)
+        if sent.error is None:
+            session["login_phone"] = phone
+            if next_url := _safe_next(request.args.get("next")):
+                session["login_next"] = next_url
+            return redirect(url_for("accounts.code"))
+        if sent.reformat:
+            form.phone.data = format_phone(phone)  # as people read it, as the form shows a remembered number
+        form.phone.errors = [*form.phone.errors, sent.error]
+        return render_template("accounts/login.html", form=form), sent.status
     status = 400 if form.errors else 200
     return render_template("accounts/login.html", form=form), status
 
@@ -182,43 +72,26 @@ def login() -> Any:
 @public
 def code() -> Any:
     phone = session.get("login_phone")
-    if not isinstance(phone, str):
-        phone = None
-    if not phone:
+    if not phone or not isinstance(phone, str):
         flash("Сначала укажите номер телефона.", "info")
         return redirect(url_for("accounts.login"))
     form = CodeForm()
     if form.validate_on_submit():
-        db = get_db()
-        try:
-            code_id = service.verify_code(
-                db,
-                phone=phone,
-                code=form.code.data,
-                secret=current_app.config["SECRET_KEY"],
-                now=utcnow(),
-                max_attempts=current_app.config["SMS_CODE_MAX_ATTEMPTS"],
-            )
-        except service.CodeError as exc:
-            form.code.errors.append(str(exc))
+        checked = signin.check_code(get_db(), phone=phone, code=form.code.data, config=current_app.config)
+        if checked.error is not None:
+            form.code.errors.append(checked.error)
             return render_template("accounts/code.html", form=form, phone=phone), 400
-        user = service.get_user_by_phone(db, phone)
         next_url = session.get("login_next")
-        # A fresh session on sign-in: nothing from before the sign-in carries over (session fixation).
-        session.clear()
-        if user is None or not (service.list_memberships(db, user) or user.is_staff):
-            session["verified_phone"] = phone
-            session["verified_code_id"] = code_id
+        session.clear()  # a fresh session on sign-in: nothing from before carries over (session fixation)
+        if checked.user is None:
+            session.update(verified_phone=phone, verified_code_id=checked.code_id)
             if next_url:
                 session["login_next"] = next_url
             return redirect(url_for("accounts.register"))
-        user.last_login_at = utcnow()
-        db.commit()
-        _sign_in(user)
-        flash(f"Здравствуйте, {user.name}!" if user.name else "Здравствуйте!", "success")
-        if user.is_staff and not service.list_memberships(db, user) and "support.queue" in current_app.view_functions:
-            return redirect(next_url or url_for("support.queue"))
-        return redirect(next_url or url_for("index"))
+        _sign_in(checked.user)
+        flash(f"Здравствуйте, {checked.user.name}!" if checked.user.name else "Здравствуйте!", "success")
+        staff_home = checked.staff_only and "support.queue" in current_app.view_functions
+        return redirect(next_url or url_for("support.queue" if staff_home else "index"))
     status = 400 if form.errors else 200
     return render_template("accounts/code.html", form=form, phone=phone), status
 
@@ -234,20 +107,13 @@ def register() -> Any:
     existing = service.get_user_by_phone(db, phone)
     form = RegisterForm(obj=existing) if request.method == "GET" and existing else RegisterForm()
     if form.validate_on_submit():
-        # The cookie is the person's to copy; the server decides that one SMS code registers one company.
-        if not service.claim_registration(db, code_id=session.get("verified_code_id"), phone=phone, now=utcnow()):
-            db.rollback()
+        name, company, email = form.name.data, form.company.data, form.email.data or ""
+        code_id = session.get("verified_code_id")
+        reg = signin.register(db, phone=phone, code_id=code_id, name=name, company=company, email=email)
+        if reg is None:
             session.clear()
             flash("Код из SMS уже использован. Войдите ещё раз.", "info")
             return redirect(url_for("accounts.login"))
-        reg = service.register_owner(
-            db,
-            phone=phone,
-            name=form.name.data.strip(),
-            company=form.company.data.strip(),
-            email=(form.email.data or "").strip() or None,
-            now=utcnow(),
-        )
         next_url = session.get("login_next")
         session.clear()
         _sign_in(reg.user)

@@ -182,6 +182,38 @@ def set_channels(db: Session, account_id: int, user_id: int, wanted: dict[str, s
     db.flush()
 
 
+@dataclass(frozen=True)
+class SettingsPage:
+    """What the notifications page shows one person: their role's topics, current choices and the recent letters."""
+
+    topics: list[str]
+    choices: dict[str, bool]
+    channels: dict[str, str]
+    sent: list[Notice]
+
+
+def settings_page(db: Session, membership: Membership) -> SettingsPage:
+    account_id, user_id = membership.account_id, membership.user_id
+    return SettingsPage(
+        topics=list_topics_for_role(membership.role),
+        choices=get_choices(db, account_id, user_id),
+        channels=get_channels(db, account_id, user_id),
+        sent=list_sent(db, account_id, user_id),
+    )
+
+
+def save_settings(db: Session, membership: Membership, data: dict[str, object], now: datetime) -> None:
+    """Save the page's answers (field name → value: one per topic, `<topic>_channel` per SMS-able one) and commit.
+
+    A channel not sent at all (an older page) leaves that topic's way as it was."""
+    topics = list_topics_for_role(membership.role)
+    wanted = {topic: bool(data.get(topic)) for topic in topics}
+    set_choices(db, membership.account_id, membership.user_id, wanted, now)
+    how = {t: data.get(f"{t}_channel") for t in topics if t in SMS_TOPICS}
+    set_channels(db, membership.account_id, membership.user_id, {t: str(c) for t, c in how.items() if c}, now)
+    db.commit()
+
+
 # --- what is due ------------------------------------------------------------------------------------------
 
 

@@ -69,33 +69,25 @@ def _known_channel(form: ChoicesForm, field: RadioField) -> None:
 def settings() -> Any:
     membership = current_membership()
     assert membership is not None
-    db = get_db()
-    topics = service.list_topics_for_role(membership.role)
-    current = service.get_choices(db, membership.account_id, membership.user_id)
+    page = service.settings_page(get_db(), membership)
     if request.method == "POST":
-        form = _choices_form(topics, None)
+        form = _choices_form(page.topics, None)
         if form.validate_on_submit():
-            wanted = {topic: bool(getattr(form, topic).data) for topic in topics}
-            service.set_choices(db, membership.account_id, membership.user_id, wanted, utcnow())
-            how = {t: getattr(form, f"{t}_channel").data for t in topics if t in service.SMS_TOPICS}
-            how = {t: channel for t, channel in how.items() if channel}
-            service.set_channels(db, membership.account_id, membership.user_id, how, utcnow())
-            db.commit()
+            service.save_settings(get_db(), membership, form.data, utcnow())
             flash("Настройки уведомлений сохранены.", "success")
             return redirect(url_for("notices.settings"))
         status = 400
     else:
-        channels = service.get_channels(db, membership.account_id, membership.user_id)
-        form, status = _choices_form(topics, current, channels), 200
+        form, status = _choices_form(page.topics, page.choices, page.channels), 200
     return (
         render_template(
             "notices/settings.html",
             form=form,
-            topics=topics,
+            topics=page.topics,
             email=membership.email,
             phone=membership.user.phone,
             sms_topics=service.SMS_TOPICS,
-            sent=service.list_sent(db, membership.account_id, membership.user_id),
+            sent=page.sent,
         ),
         status,
     )

@@ -12,11 +12,9 @@ from typing import Any
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from portal.accounts.access import public
-from portal.db import utcnow
 from portal.payments.forms import SandboxActionForm, SandboxCardForm
 from portal.payments.providers import get_provider
-from portal.payments.providers.sandbox import Card, CardError, SandboxProvider, check_card
-from portal.timeutil import msk_date
+from portal.payments.providers.sandbox import SandboxProvider, UnknownPageAction
 
 log = logging.getLogger(__name__)
 
@@ -39,41 +37,19 @@ def payment_pay(payment_id: str) -> Any:
     if payment.status != "pending":
         return render_template("payments/sandbox_done.html", payment=payment)
     form = SandboxCardForm()
-    error = None
     status = 200
     if request.method == "POST":
         if not form.validate_on_submit():  # only the CSRF token can fail here
             abort(400, "Форма устарела. Обновите страницу.")
-        action = request.form.get("action")
-        if action == "card":
-            try:
-                card = check_card(
-                    form.number.data or "", form.expiry.data or "", form.cvc.data or "", msk_date(utcnow())
-                )
-            except CardError as exc:
-                getattr(form, exc.field).errors = [exc.message]
-                status = 400
-            else:
-                return _finish(sandbox, payment_id, method="bank_card", card=card)
-        elif action == "yoo_money":
-            return _finish(sandbox, payment_id, method="yoo_money")
-        elif action == "cancel":
-            return _finish(sandbox, payment_id, method="bank_card", cancel=True)
-        else:
+        card = (form.number.data or "", form.expiry.data or "", form.cvc.data or "")
+        try:
+            answer = sandbox.answer_page(payment_id, request.form.get("action"), *card)
+        except UnknownPageAction:
             abort(400, "Выберите способ оплаты.")
-    return render_template("payments/sandbox_pay.html", payment=payment, form=form, error=error), status
-
-
-def _finish(
-    sandbox: SandboxProvider, payment_id: str, *, method: str, card: Card | None = None, cancel: bool = False
-) -> Any:
-    payment, changed = sandbox.complete(payment_id, method=method, card=card, cancel=cancel)
-    if changed:
-        # Exactly as a provider does: the notification goes to the portal's webhook over HTTP before the payer is
-        # sent back; if it is lost, the return page's status check re-reads the payment instead.
-        status = sandbox.notify(payment_id)
-        log.info("sandbox: payment %s %s, notification answered %s", payment_id, payment.status, status)
-    return redirect(payment.return_url)
+        if answer.return_url is not None:
+            return redirect(answer.return_url)
+        getattr(form, str(answer.field)).errors, status = [answer.message], 400
+    return render_template("payments/sandbox_pay.html", payment=payment, form=form, error=None), status
 
 
 @bp.route("/receipt/<payment_id>")

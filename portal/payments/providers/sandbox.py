@@ -38,6 +38,7 @@ from portal.payments.providers.base import (
     payment_description,
     payment_info_from_object,
 )
+from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,19 @@ class CardError(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class UnknownPageAction(ValueError):
+    """The hosted page was sent a button it does not have."""
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """The hosted page's answer to a button: where to send the payer back, or the card field to correct."""
+
+    return_url: str | None = None
+    field: str | None = None
+    message: str | None = None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -335,6 +349,32 @@ class SandboxProvider:
                     # A bank account bound through СБП: its later charges go through.
                     row.receipt = dict(row.receipt or {}) | {"saved": {"decline": None}}
             return row, True
+
+    def answer_page(self, payment_id: str, action: str | None, number: str, expiry: str, cvc: str) -> PageAnswer:
+        """The payer pressed a button of the card page: pay by card (once its fields are right), by ЮMoney, or
+        cancel; any other button raises UnknownPageAction."""
+        if action == "card":
+            try:
+                card = check_card(number, expiry, cvc, msk_date(utcnow()))
+            except CardError as exc:
+                return PageAnswer(field=exc.field, message=exc.message)
+            return self._settle_from_page(payment_id, method="bank_card", card=card)
+        if action == "yoo_money":
+            return self._settle_from_page(payment_id, method="yoo_money")
+        if action == "cancel":
+            return self._settle_from_page(payment_id, method="bank_card", cancel=True)
+        raise UnknownPageAction(action)
+
+    def _settle_from_page(
+        self, payment_id: str, *, method: str, card: Card | None = None, cancel: bool = False
+    ) -> PageAnswer:
+        payment, changed = self.complete(payment_id, method=method, card=card, cancel=cancel)
+        if changed:
+            # Exactly as a provider does: the notification goes to the portal's webhook over HTTP before the payer
+            # is sent back; if it is lost, the return page's status check re-reads the payment instead.
+            status = self.notify(payment_id)
+            log.info("sandbox: payment %s %s, notification answered %s", payment_id, payment.status, status)
+        return PageAnswer(return_url=payment.return_url)
 
     def charge_saved(self, order: Any, method_id: str, idempotence_key: str, customer: Customer) -> PaymentInfo:
         """A repeat charge of a saved card, no payer present (YooKassa's payment_method_id): settled at once, by how
