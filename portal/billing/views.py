@@ -27,10 +27,7 @@ from flask_login import current_user
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
-from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS
-from portal.billing.checkout import (
-    PAYER_TYPES_BY_ROLE,
-)
+from portal.billing.catalog import PERIODS
 from portal.billing.checkout_flow import (
     CheckoutRequest,
     Outcome,
@@ -58,12 +55,12 @@ from portal.billing.orders import (
     get_order,
     get_scheduled_period,
 )
-from portal.billing.plan_cards import plan_cards
-from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state, get_usage, list_owners
+from portal.billing.plan_cards import plans_page
+from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state
 from portal.db import get_db, utcnow
 from portal.extensions import limiter
 from portal.nav import register_nav
-from portal.payments.ledger import account_balance, order_allocated
+from portal.payments.ledger import order_allocated
 from portal.wording import minutes_ru
 
 log = logging.getLogger(__name__)
@@ -87,38 +84,21 @@ def support_contact() -> dict[str, Any]:
 @bp.route("/plans")
 @public
 def plans() -> Any:
-    db = get_db()
     raw_months = request.args.get("months")
     months = parse_months(raw_months) or DEFAULT_MONTHS
-    membership = current_membership() if current_user.is_authenticated else None
-    account = membership.account if membership else None
-    role = membership.role if membership else None
-    state = get_subscription_state(db, account.id, utcnow()) if account is not None else None
-    usage = get_usage(db, account) if account is not None else None
-    cards = plan_cards(
-        db,
-        account.id if account else None,
+    page = plans_page(
+        get_db(),
+        current_membership() if current_user.is_authenticated else None,
         months=months,
-        state=state,
-        usage=usage,
-        balance=account_balance(db, account.id) if account is not None else 0,
         suggested_code=(request.args.get("suggested") or "").strip()[:64],
-        can_buy=role in PAYER_TYPES_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
         checkout_url=lambda plan: url_for("billing.checkout", plan=plan.code, months=months),
+        now=utcnow(),
     )
     return render_template(
         "billing/plans.html",
-        cards=cards,
-        months=months,
-        periods=PERIODS,
+        **page,
         bad_months=raw_months is not None and parse_months(raw_months) is None,
-        state=state,
-        usage=usage,
-        account=account,
-        role=role,
         support=support_contact(),
-        max_seats=MAX_SELF_SERVICE_SEATS,
-        owners=list_owners(db, account.id) if account is not None and role == "member" else [],
     )
 
 
