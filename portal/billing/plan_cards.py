@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from portal.billing.catalog import Plan
+from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
+from portal.billing.checkout import PAYER_TYPES_BY_ROLE
 from portal.billing.custom_plans import list_plans_for_account
 from portal.billing.pricing import Quote, fits, quote
 from portal.billing.purchases import Purchase, price_for_state
-from portal.billing.subscriptions import PurchaseError, SubscriptionState, Usage
+from portal.billing.subscriptions import (
+    PurchaseError,
+    SubscriptionState,
+    Usage,
+    get_subscription_state,
+    get_usage,
+    list_owners,
+)
 from portal.money import format_rub
+from portal.payments.ledger import account_balance
 
 
 @dataclass
@@ -26,6 +36,45 @@ class PlanCard:
     checkout_url: str | None
     note: str | None
     purchase: Purchase | None
+
+
+def plans_page(
+    db: Session,
+    membership: Any,
+    *,
+    months: int,
+    suggested_code: str,
+    checkout_url: Callable[[Plan], str],
+    now: Any,
+) -> dict[str, Any]:
+    """What the plans page shows a member (`membership`) or a visitor (None): the cards for `months`, the account's
+    state and usage, and for a member who does not pay, the owners to ask."""
+    account = membership.account if membership else None
+    role = membership.role if membership else None
+    state = get_subscription_state(db, account.id, now) if account is not None else None
+    usage = get_usage(db, account) if account is not None else None
+    cards = plan_cards(
+        db,
+        account.id if account else None,
+        months=months,
+        state=state,
+        usage=usage,
+        balance=account_balance(db, account.id) if account is not None else 0,
+        suggested_code=suggested_code,
+        can_buy=role in PAYER_TYPES_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
+        checkout_url=checkout_url,
+    )
+    return {
+        "cards": cards,
+        "months": months,
+        "periods": PERIODS,
+        "state": state,
+        "usage": usage,
+        "account": account,
+        "role": role,
+        "max_seats": MAX_SELF_SERVICE_SEATS,
+        "owners": list_owners(db, account.id) if account is not None and role == "member" else [],
+    }
 
 
 def plan_cards(

@@ -27,17 +27,19 @@ from flask_login import current_user
 from portal.accounts.access import current_account, current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
 from portal.accounts.models import Role
-from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
-from portal.billing.checkout import (
-    PAYER_TYPES_BY_ROLE,
-    CheckoutOption,
-    get_checkout_option,
-    no_options_text,
-    options_for_role,
+from portal.billing.catalog import PERIODS
+from portal.billing.checkout_flow import (
+    CheckoutRequest,
+    Outcome,
+    Refused,
+    cancel_scheduled_change,
+    check_submission,
+    checkout_page,
+    open_checkout,
+    parse_months,
+    place_order,
 )
-from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.display import (
-    allowed_months_ru,
     days_ru,
     format_storage,
     months_ru,
@@ -49,30 +51,16 @@ from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
 from portal.billing.orders import (
     cancel_order,
-    cancel_scheduled_period,
-    change_choice,
     change_plans,
-    create_order,
     get_order,
     get_scheduled_period,
-    payment_opens_on,
-    scheduled_canceled_notice,
-    scheduled_order_notice,
 )
-from portal.billing.plan_cards import plan_cards
-from portal.billing.purchases import Purchase, price_purchase
-from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state, get_usage, list_owners
+from portal.billing.plan_cards import plans_page
+from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state
 from portal.db import get_db, utcnow
-from portal.documents.service import get_requisites
 from portal.extensions import limiter
-from portal.money import format_rub
 from portal.nav import register_nav
-from portal.payments.autopay import AUTOPAY_TERMS_VERSION
-from portal.payments.autopay import offered_for as autopay_offered
-from portal.payments.autopay import terms_text as autopay_terms_text
-from portal.payments.ledger import account_balance, order_allocated
-from portal.payments.offer import offer_for_purchase
-from portal.timeutil import msk_date
+from portal.payments.ledger import order_allocated
 from portal.wording import minutes_ru
 
 log = logging.getLogger(__name__)
@@ -82,21 +70,6 @@ bp = Blueprint("billing", __name__)
 register_nav("billing.plans", "Тарифы", ("owner", "accountant", "member", "public"), order=20)
 
 DEFAULT_MONTHS = 12
-
-
-def parse_months(raw: str | None) -> int | None:
-    """An offered period from a query or form value; None for anything else ("3", "abc", "6.0", missing)."""
-    raw = (raw or "").strip()
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 3:
-        return None
-    months = int(raw)
-    return months if months in PERIODS else None
-
-
-def months_error(raw: str | None) -> str:
-    shown = (raw or "").strip()[:20]
-    what = f"Период «{shown}» не предлагается" if shown else "Период оплаты не указан"
-    return f"{what}. Можно оплатить {allowed_months_ru()}."
 
 
 def support_contact() -> dict[str, Any]:
@@ -111,38 +84,21 @@ def support_contact() -> dict[str, Any]:
 @bp.route("/plans")
 @public
 def plans() -> Any:
-    db = get_db()
     raw_months = request.args.get("months")
     months = parse_months(raw_months) or DEFAULT_MONTHS
-    membership = current_membership() if current_user.is_authenticated else None
-    account = membership.account if membership else None
-    role = membership.role if membership else None
-    state = get_subscription_state(db, account.id, utcnow()) if account is not None else None
-    usage = get_usage(db, account) if account is not None else None
-    cards = plan_cards(
-        db,
-        account.id if account else None,
+    page = plans_page(
+        get_db(),
+        current_membership() if current_user.is_authenticated else None,
         months=months,
-        state=state,
-        usage=usage,
-        balance=account_balance(db, account.id) if account is not None else 0,
         suggested_code=(request.args.get("suggested") or "").strip()[:64],
-        can_buy=role in PAYER_TYPES_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
         checkout_url=lambda plan: url_for("billing.checkout", plan=plan.code, months=months),
+        now=utcnow(),
     )
     return render_template(
         "billing/plans.html",
-        cards=cards,
-        months=months,
-        periods=PERIODS,
+        **page,
         bad_months=raw_months is not None and parse_months(raw_months) is None,
-        state=state,
-        usage=usage,
-        account=account,
-        role=role,
         support=support_contact(),
-        max_seats=MAX_SELF_SERVICE_SEATS,
-        owners=list_owners(db, account.id) if account is not None and role == "member" else [],
     )
 
 
@@ -190,158 +146,63 @@ def _checkout(throttled: str | None = None) -> Any:
     membership = current_membership()
     assert membership is not None
     source = request.form if request.method == "POST" else request.args
-    plan_code = (source.get("plan") or "").strip()
-    plan = get_plan_for_account(db, account.id, plan_code) if plan_code else None
-    if plan is None:
-        shown = plan_code[:64] or "не указан"
-        abort(400, f"Тариф «{shown}» не найден. Выберите тариф на странице «Тарифы».")
-    months = parse_months(source.get("months"))
-    if months is None:
-        abort(400, months_error(source.get("months")))
     now = utcnow()
     try:
-        purchase = price_purchase(db, account.id, plan, months, now, topup_ids=_topup_choice(source))
-    except PurchaseError as exc:
-        abort(400, str(exc))
-
-    offer = offer_for_purchase(db, account.id, purchase)
-    options = options_for_role(membership.role)
+        req = open_checkout(db, account.id, membership.role, source, now)
+    except Refused as exc:
+        abort(exc.status, exc.message)
     form = CheckoutForm()
-    form.payer_type.choices = [(o.payer_type, o.title) for o in options]
-    license_version = current_app.config["LICENSE_VERSION"]
-    problem = throttled
-    status = 429 if throttled else 200
+    form.payer_type.choices = [(o.payer_type, o.title) for o in req.options]
     if throttled:
-        pass
-    elif request.method == "GET":
-        form.plan.data = plan.code
-        form.months.data = str(months)
-        form.idempotency_key.data = secrets.token_urlsafe(24)
-        form.shown_amount.data = str(purchase.amount)
-        if len(options) == 1:
-            form.payer_type.data = options[0].payer_type
-    else:
-        if not options:
-            abort(400, no_options_text(membership.role))
-        if form.validate_on_submit():
-            if form.shown_amount.data != str(purchase.amount):
-                log.warning(
-                    "checkout amount mismatch: account %s plan %s form %r server %s",
-                    account.id,
-                    plan.code,
-                    form.shown_amount.data,
-                    purchase.amount,
-                )
-                problem = (
-                    "Сумма к оплате изменилась или форма была изменена. Проверьте заказ ниже "
-                    f"(к оплате {format_rub(purchase.amount)}) и подтвердите его ещё раз."
-                )
-                form.shown_amount.data = str(purchase.amount)
-                status = 400
-            else:
-                option = get_checkout_option(form.payer_type.data)
-                refusal = option.precheck(db, account.id) if option is not None and option.precheck else None
-                if refusal is None:
-                    topups = frozenset(t.period.id for t in purchase.topups)
-                    return _place_order(form, account.id, plan, months, license_version, now, topups, option)
-                problem = refusal
-                status = 409
-        else:
-            status = 400
-    return (
-        render_template(
-            "billing/checkout.html",
-            form=form,
-            plan=plan,
-            months=months,
-            purchase=purchase,
-            state=get_subscription_state(db, account.id, now),
-            usage=get_usage(db, account),
-            options=options,
-            no_options_text=no_options_text(membership.role) if not options else None,
-            license_version=license_version,
-            problem=problem,
-            periods=PERIODS,
-            offer=offer,
-            # A smaller plan months away is scheduled now and paid when its period comes near.
-            opens_on=payment_opens_on(purchase, msk_date(now), current_app.config["SCHEDULED_PAYMENT_DAYS"]),
-            # A company paying by card may ask for a УПД: offered once its requisites are on file.
-            company=get_requisites(db, account.id) if any(o.payer_type == "card" for o in options) else None,
-            autopay_terms=_autopay_terms(purchase, options, membership.role),
-            autopay_version=AUTOPAY_TERMS_VERSION,
-        ),
-        status,
-    )
+        return _render_checkout(db, account, membership.role, req, form, now, throttled, 429)
+    if request.method == "GET":
+        _fill_new_form(form, req)
+        return _render_checkout(db, account, membership.role, req, form, now, None, 200)
+    return _submit_checkout(db, account, membership.role, req, form, now)
 
 
-def _autopay_terms(purchase: Purchase, options: list[CheckoutOption], role: str) -> str | None:
-    """The autopayment terms the owner may agree to with a card payment (None: not offered here)."""
-    if role != Role.OWNER.value or not any(o.payer_type == "card" for o in options) or not autopay_offered(purchase):
-        return None
-    return autopay_terms_text(purchase.plan.code, purchase.months, purchase.quote.total, current_app.config)
+def _fill_new_form(form: CheckoutForm, req: CheckoutRequest) -> None:
+    form.plan.data = req.plan.code
+    form.months.data = str(req.months)
+    form.idempotency_key.data = secrets.token_urlsafe(24)
+    form.shown_amount.data = str(req.purchase.amount)
+    if len(req.options) == 1:
+        form.payer_type.data = req.options[0].payer_type
 
 
-def _topup_choice(source: Any) -> frozenset[int] | None:
-    """Which prepaid later periods an upgrade raises too: the ticked `topup` boxes once the form (or a link) says
-    a choice was made (`topups_choice`), else None — every one, as the page offers them ticked."""
-    if not source.get("topups_choice"):
-        return None
-    return frozenset(int(v) for v in source.getlist("topup") if v.isascii() and v.isdigit() and len(v) < 12)
-
-
-def _place_order(
-    form: CheckoutForm,
-    account_id: int,
-    plan: Plan,
-    months: int,
-    license_version: str,
-    now: Any,
-    topups: frozenset[int] | None = None,
-    chosen: CheckoutOption | None = None,
-) -> Any:
-    db = get_db()
-    actor = current_user._get_current_object()  # type: ignore[attr-defined]
+def _submit_checkout(db: Any, account: Any, role: str, req: CheckoutRequest, form: CheckoutForm, now: Any) -> Any:
+    """A submitted checkout: the order placed and its payment started, or the page again with what is wrong."""
+    valid = form.validate_on_submit()
     try:
-        order = create_order(
-            db,
-            actor=actor,
-            account_id=account_id,
-            plan_code=plan.code,
-            months=months,
-            payer_type=chosen.order_payer_type if chosen is not None else form.payer_type.data,
-            license_version=license_version,
-            idempotency_key=form.idempotency_key.data,
-            now=now,
-            topup_ids=topups,
-            defer_days=current_app.config["SCHEDULED_PAYMENT_DAYS"],
+        verdict = check_submission(
+            db, account.id, role, req, valid=valid, shown_amount=form.shown_amount.data, payer_type=form.payer_type.data
         )
-        db.commit()
-    except PurchaseError as exc:
-        db.rollback()
-        abort(400, str(exc))
-    if order.status == "scheduled" and order.opens_on is not None:
-        # Nothing is asked for now: the tick opens the payment when the period comes near.
-        flash(scheduled_order_notice(order), "success")
-        return redirect(url_for("index"))
-    if order.status == "paid":
-        flash("Этот заказ уже оплачен.", "success")
-        return redirect(url_for("index"))
-    if order.status != "pending":
-        abort(400, "Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
-    # The choice made (СБП) when it is a way to pay this order's payer type, else the payer type's own.
-    option = chosen if chosen is not None and chosen.order_payer_type == order.payer_type else None
-    option = option or get_checkout_option(order.payer_type)
-    if option is None:
-        abort(400, "Этот способ оплаты сейчас недоступен. Выберите другой.")
-    try:
-        target = option.handler(db, order, actor)
-        db.commit()
-    except Exception:
-        db.rollback()
-        log.exception("checkout handler %s failed for order %s", order.payer_type, order.id)
-        flash("Не удалось начать оплату. Заказ сохранён — попробуйте ещё раз через минуту.", "error")
-        return redirect(url_for("billing.checkout", plan=plan.code, months=months))
-    return redirect(target)
+        if verdict.ok:
+            outcome = place_order(
+                db,
+                actor=_actor(),
+                account_id=account.id,
+                req=req,
+                payer_type=form.payer_type.data,
+                chosen=verdict.option,
+                license_version=current_app.config["LICENSE_VERSION"],
+                idempotency_key=form.idempotency_key.data,
+                now=now,
+                defer_days=current_app.config["SCHEDULED_PAYMENT_DAYS"],
+            )
+            return _follow(outcome)
+    except Refused as exc:
+        abort(exc.status, exc.message)
+    if verdict.amount_changed:
+        form.shown_amount.data = str(req.purchase.amount)
+    return _render_checkout(db, account, role, req, form, now, verdict.problem, verdict.status)
+
+
+def _render_checkout(
+    db: Any, account: Any, role: str, req: CheckoutRequest, form: CheckoutForm, now: Any, problem: Any, status: int
+) -> Any:
+    context = checkout_page(db, account, role, req, now, current_app.config)
+    return render_template("billing/checkout.html", form=form, problem=problem, **context), status
 
 
 @bp.route("/orders/<int:order_id>/cancel", methods=["POST"])
@@ -409,39 +270,29 @@ def scheduled_cancel_confirm(period_id: int) -> Any:
     account = require_account()
     now = utcnow()
     period = _scheduled_or_404(db, account.id, period_id, now)
-    paid = order_allocated(db, period.order_id) if period.order_id is not None else 0
     if not EmptyForm().validate_on_submit():
         abort(400, "Форма устарела. Откройте страницу ещё раз.")
-    # «Изменить»: cancel, then straight to checkout of the chosen plan for the same first day. Checked before
-    # anything changes, so a bad choice cancels nothing.
-    then = None
-    if "then_plan" in request.form:
-        state = get_subscription_state(db, account.id, now)
-        try:
-            then_plan = change_choice(db, account.id, state, period, request.form.get("then_plan"))
-        except PurchaseError as exc:
-            abort(400, str(exc))
-        then_months = parse_months(request.form.get("then_months"))
-        if then_months is None:
-            abort(400, months_error(request.form.get("then_months")))
-        then = (then_plan, then_months)
     try:
-        cancel_scheduled_period(
-            db,
-            account_id=account.id,
-            period_id=period_id,
-            actor=current_user._get_current_object(),  # type: ignore[attr-defined]
-            reason="Отменён владельцем до начала периода",
-            now=now,
+        outcome = cancel_scheduled_change(
+            db, account_id=account.id, period=period, actor=_actor(), now=now, form=request.form
         )
-        db.commit()
-    except PurchaseError as exc:
-        db.rollback()
-        flash(str(exc), "error")
-        return redirect(url_for("index"))
-    flash(scheduled_canceled_notice(period, paid, then[0] if then else None), "success")
-    if then is not None:
-        return redirect(url_for("billing.checkout", plan=then[0].code, months=then[1]))
+    except Refused as exc:
+        abort(exc.status, exc.message)
+    return _follow(outcome)
+
+
+def _actor() -> Any:
+    return current_user._get_current_object()  # type: ignore[attr-defined]
+
+
+def _follow(outcome: Outcome) -> Any:
+    """A service's outcome as the person sees it: the flash, then the next page."""
+    if outcome.notice is not None:
+        flash(outcome.notice, outcome.category)
+    if outcome.url is not None:
+        return redirect(outcome.url)
+    if outcome.plan_code is not None:
+        return redirect(url_for("billing.checkout", plan=outcome.plan_code, months=outcome.months))
     return redirect(url_for("index"))
 
 
