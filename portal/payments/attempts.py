@@ -63,6 +63,28 @@ def open_attempt(db: Session, order_id: int, provider_name: str, *, sbp: bool) -
     ).first()
 
 
+def new_attempt(
+    db: Session, order: Order, provider_name: str, key: str, now: datetime, *, actor: Any = None, method: str | None
+) -> Payment:
+    """A pending provider attempt for what the order still needs (the balance has paid its part), added to the
+    session; the caller commits it before calling the provider, so no provider payment is made without its row."""
+    payment = Payment(
+        provider=provider_name,
+        idempotence_key=key,
+        order_id=order.id,
+        account_id=order.account_id,
+        created_by_user_id=actor.id if actor is not None else None,
+        amount=ledger.order_due(db, order),
+        currency="RUB",
+        method=method,
+        status=PaymentStatus.PENDING.value,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(payment)
+    return payment
+
+
 def _attempt_for(
     db: Session, order: Order, actor: Any, provider: PaymentProvider, now: datetime, method: str | None = None
 ) -> Payment:
@@ -82,20 +104,16 @@ def _attempt_for(
             if earlier is not None:
                 return earlier
         attempts = db.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.order_id == order.id))
-        payment = Payment(
-            provider=provider.name,
-            idempotence_key=provider_key(order.idempotency_key, (attempts or 0) + 1),
-            order_id=order.id,
-            account_id=order.account_id,
-            created_by_user_id=actor.id if actor is not None else None,
-            amount=ledger.order_due(db, order),  # the balance has paid its part at checkout
-            currency="RUB",
-            method=method,  # "sbp": the attempt asks the provider for a QR code
-            status=PaymentStatus.PENDING.value,
-            created_at=now,
-            updated_at=now,
+        # "sbp": the attempt asks the provider for a QR code
+        payment = new_attempt(
+            db,
+            order,
+            provider.name,
+            provider_key(order.idempotency_key, (attempts or 0) + 1),
+            now,
+            actor=actor,
+            method=method,
         )
-        db.add(payment)
         try:
             db.commit()
         except IntegrityError:

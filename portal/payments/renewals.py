@@ -23,7 +23,7 @@ from portal.billing.models import (
     SubscriptionPeriod,
 )
 from portal.money import format_rub
-from portal.payments import ledger, service
+from portal.payments import attempts, ledger, service
 from portal.payments.autopay import (
     STALE_ATTEMPT,
     Settings,
@@ -341,19 +341,7 @@ def _payment_for(db: Session, order: Order, number: int, provider: Any, now: dat
             payment.status = PaymentStatus.PENDING.value  # a refused call is asked again only by a stale claim
             db.commit()
         return payment
-    payment = Payment(
-        provider=provider.name,
-        idempotence_key=key,
-        order_id=order.id,
-        account_id=order.account_id,
-        amount=ledger.order_due(db, order),
-        currency="RUB",
-        status=PaymentStatus.PENDING.value,
-        method="bank_card",
-        created_at=now,
-        updated_at=now,
-    )
-    db.add(payment)
+    payment = attempts.new_attempt(db, order, provider.name, key, now, method="bank_card")
     try:
         db.commit()
     except IntegrityError:
