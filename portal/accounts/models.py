@@ -13,36 +13,37 @@ from portal.accounts.phone import format_phone
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
 
 
-class Role(enum.StrEnum):
-    OWNER = "owner"
-    ACCOUNTANT = "accountant"
-    MEMBER = "member"
+class _Titled(enum.StrEnum):
+    """A stored value with the Russian title pages show for it: `OWNER = "owner", "Владелец"`."""
 
-    @property
-    def title(self) -> str:
-        return {"owner": "Владелец", "accountant": "Бухгалтер", "member": "Сотрудник"}[self.value]
+    title: str  # the Russian title, in place of str.title
 
-
-class MembershipStatus(enum.StrEnum):
-    ACTIVE = "active"
-    DEACTIVATED = "deactivated"
-    LEFT = "left"  # the person left the company themselves; only adding them again brings them back
-
-    @property
-    def title(self) -> str:
-        return {"active": "Активен", "deactivated": "Отключён", "left": "Покинул(а) компанию"}[self.value]
+    def __new__(cls, value: str, title: str) -> _Titled:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.title = title
+        return member
 
 
-class Source(enum.StrEnum):
+class Role(_Titled):
+    OWNER = "owner", "Владелец"
+    ACCOUNTANT = "accountant", "Бухгалтер"
+    MEMBER = "member", "Сотрудник"
+
+
+class MembershipStatus(_Titled):
+    ACTIVE = "active", "Активен"
+    DEACTIVATED = "deactivated", "Отключён"
+    # The person left the company themselves; only adding them again brings them back.
+    LEFT = "left", "Покинул(а) компанию"
+
+
+class Source(_Titled):
     """Where a membership came from: the portal itself, the messenger app, or the CRM sync."""
 
-    PORTAL = "portal"
-    MESSENGER = "messenger"
-    CRM = "crm"
-
-    @property
-    def title(self) -> str:
-        return {"portal": "Портал", "messenger": "Мессенджер", "crm": "CRM"}[self.value]
+    PORTAL = "portal", "Портал"
+    MESSENGER = "messenger", "Мессенджер"
+    CRM = "crm", "CRM"
 
 
 class Account(Base):

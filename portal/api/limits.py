@@ -39,7 +39,7 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"error": message, **{k: v for k, v in extra.items() if v is not None}}, status, headers)
 
 
-def _directory_error(exc: MembershipError) -> Response:
+def _membership_error(exc: MembershipError) -> Response:
     get_db().rollback()
     return _error(exc.status_code, exc.message, field=exc.field)
 
@@ -138,7 +138,7 @@ def account_users_list(account_id: int) -> Response:
     try:
         users = list_users(get_db(), account_id, status=status)
     except MembershipError as exc:
-        return _directory_error(exc)
+        return _membership_error(exc)
     return _json({"account_id": account_id, "users": [u.as_json() for u in users]})
 
 
@@ -163,7 +163,7 @@ def account_user_add(account_id: int) -> Response:
             now=utcnow(),
         )
     except MembershipError as exc:
-        return _directory_error(exc)
+        return _membership_error(exc)
     user = snapshot(db, result.membership)
     db.commit()
     return _json(
@@ -177,7 +177,7 @@ def _status_change(account_id: int, user_id: int, change: Callable[..., Any]) ->
     try:
         membership = change(db, account_id=account_id, user_id=user_id, source=SOURCE, now=utcnow())
     except MembershipError as exc:
-        return _directory_error(exc)
+        return _membership_error(exc)
     user = snapshot(db, membership)
     db.commit()
     return _json({"user": user.as_json(), "limits": _limits_json(account_id)})

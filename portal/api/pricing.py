@@ -33,15 +33,46 @@ def _public_json(payload: dict[str, Any], status: int = 200) -> Response:
     return resp
 
 
-def _months_error(raw: str | None) -> Response:
+class QuoteRefused(Exception):
+    """A quote the API cannot give: the JSON it answers with and its HTTP status."""
+
+    def __init__(self, payload: dict[str, Any], status: int) -> None:
+        super().__init__(payload["error"])
+        self.payload = payload
+        self.status = status
+
+
+def _months_refused(raw: str | None) -> QuoteRefused:
     shown = "не указан" if raw is None or raw == "" else f"«{raw[:20]}» не предлагается"
-    return _public_json(
+    return QuoteRefused(
         {
             "error": f"Период {shown}. Можно оплатить {allowed_months_ru().replace(NBSP, ' ')}: например, ?months=12.",
             "allowed_months": list(ALLOWED_MONTHS),
         },
         400,
     )
+
+
+def public_quote(code: str | None, raw: str | None) -> tuple[Plan, dict[str, Any]]:
+    """The plan and its published price for `raw` months (as the query gives them); QuoteRefused says what is off."""
+    if not code:
+        raise QuoteRefused({"error": "Не указан тариф: ?plan=users-12."}, 400)
+    plan = get_plan(code)
+    if plan is None:
+        raise QuoteRefused({"error": f"Тариф «{code[:64]}» не найден."}, 404)
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 3 or int(raw) not in PERIODS:
+        raise _months_refused(raw)
+    q = quote(plan, int(raw))
+    return plan, {
+        "plan": plan.code,
+        "months": q.months,
+        "monthly_price": q.monthly_price,
+        "subtotal": q.subtotal,
+        "discount_percent": q.discount_percent,
+        "discount": q.discount,
+        "total": q.total,
+        "currency": CURRENCY,
+    }
 
 
 @bp.route("/plans")
@@ -68,27 +99,11 @@ def plans() -> Response:
 @bp.route("/quote")
 @public
 def quote_view() -> Response:
-    code = request.args.get("plan")
-    if not code:
-        return _public_json({"error": "Не указан тариф: ?plan=users-12."}, 400)
-    plan = get_plan(code)
-    if plan is None:
-        return _public_json({"error": f"Тариф «{code[:64]}» не найден."}, 404)
-    raw = request.args.get("months")
-    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 3 or int(raw) not in PERIODS:
-        return _months_error(raw)
-    q = quote(plan, int(raw))
-    payload: dict[str, Any] = {
-        "plan": plan.code,
-        "months": q.months,
-        "monthly_price": q.monthly_price,
-        "subtotal": q.subtotal,
-        "discount_percent": q.discount_percent,
-        "discount": q.discount,
-        "total": q.total,
-        "currency": CURRENCY,
-    }
-    account_offer = _offer_for_signed_in(plan, q.months)
+    try:
+        plan, payload = public_quote(request.args.get("plan"), request.args.get("months"))
+    except QuoteRefused as exc:
+        return _public_json(exc.payload, exc.status)
+    account_offer = _offer_for_signed_in(plan, payload["months"])
     if account_offer is None:
         return _public_json(payload)
     # A signed-in company gets what its checkout will charge (an upgrade is the co-termed extra payment, the

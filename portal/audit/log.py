@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -46,37 +46,28 @@ def _no_delete(*_args: Any) -> None:
     raise AuditLogIsAppendOnly("audit records are never deleted")
 
 
-def record_audit(
-    db: Session,
-    *,
-    actor: Any | None,
-    account: Any | None,
-    action: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    reason: str | None = None,
-) -> AuditLog:
-    """Add an audit record to the caller's transaction (it commits or rolls back with the change itself).
+class AuditFields(TypedDict):
+    """What one audit record says: who (a User, or None for the system: billing tick, webhooks), in which account (an
+    Account or its id), did what, the state before and after, and why."""
 
-    `actor` is a User, or None for the system (billing tick, webhooks); `account` an Account or its id.
-    """
-    entry = AuditLog(
-        **audit_values(actor=actor, account=account, action=action, before=before, after=after, reason=reason)
-    )
+    actor: Any | None
+    account: Any | None
+    action: str
+    before: NotRequired[dict[str, Any] | None]
+    after: NotRequired[dict[str, Any] | None]
+    reason: NotRequired[str | None]
+
+
+def record_audit(db: Session, **fields: Unpack[AuditFields]) -> AuditLog:
+    """Add an audit record to the caller's transaction (it commits or rolls back with the change itself)."""
+    entry = AuditLog(**audit_values(**fields))
     db.add(entry)
     return entry
 
 
-def audit_values(
-    *,
-    actor: Any | None,
-    account: Any | None,
-    action: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    reason: str | None = None,
-) -> dict[str, Any]:
+def audit_values(**fields: Unpack[AuditFields]) -> dict[str, Any]:
     """The columns of one audit record, for a caller that inserts many in one statement (the CRM's first import)."""
+    actor, account = fields["actor"], fields["account"]
     if actor is None:
         actor_id, label = None, "система"
     else:
@@ -86,9 +77,9 @@ def audit_values(
         "actor_user_id": actor_id,
         "actor_label": label,
         "account_id": account_id,
-        "action": action,
-        "before": before,
-        "after": after,
-        "reason": reason,
+        "action": fields["action"],
+        "before": fields.get("before"),
+        "after": fields.get("after"),
+        "reason": fields.get("reason"),
         "at": utcnow(),
     }

@@ -286,9 +286,11 @@ def user_add() -> Any:
     return redirect(url_for("seats.team_list"))
 
 
-def _member_or_404(account: Account, user_id: int) -> Any:
+def _account_member(user_id: int) -> tuple[Account, Membership]:
+    """The owner's account and its member `user_id`; 404 for anyone else's."""
+    account = require_account()
     try:
-        return get_member(get_db(), account.id, user_id)
+        return account, get_member(get_db(), account.id, user_id)
     except UserNotFound:
         abort(404)
 
@@ -302,6 +304,18 @@ def _after_own_change(user_id: int) -> Any:
 
 def _person(membership: Membership) -> str:
     return f"{membership.name}, {format_phone(membership.user.phone)}, {membership.role_title.lower()}"
+
+
+def _deactivation_page(account: Account, membership: Membership) -> Any:
+    db = get_db()
+    return render_template(
+        "seats/user_deactivate.html",
+        membership=membership,
+        person=_person(membership),
+        limits=get_limits(db, account.id, utcnow()),
+        crm=team.connected_crm(db, account.id),
+        is_self=membership.user_id == current_user.id,
+    )
 
 
 def _stale_form(form: Any) -> Any:
@@ -330,23 +344,12 @@ def _act(change: Callable[..., object], done: str, then: Callable[[], Any], **kw
 @bp.route("/team/users/<int:user_id>/deactivate", methods=["POST"])
 @roles_required(Role.OWNER.value)
 def user_deactivate(user_id: int) -> Any:
-    db = get_db()
-    account = require_account()
-    membership = _member_or_404(account, user_id)
+    account, membership = _account_member(user_id)
     if (stale := _stale_form(ConfirmForm())) is not None:
         return stale
     if request.form.get("confirmed") != "1":
         # Not undone lightly: the person loses the messenger and, with a CRM connected, the CRM account too.
-        limits = get_limits(db, account.id, utcnow())
-        crm = team.connected_crm(db, account.id)
-        return render_template(
-            "seats/user_deactivate.html",
-            membership=membership,
-            person=_person(membership),
-            limits=limits,
-            crm=crm,
-            is_self=user_id == current_user.id,
-        )
+        return _deactivation_page(account, membership)
 
     def then() -> Any:
         if user_id != current_user.id:
@@ -360,8 +363,7 @@ def user_deactivate(user_id: int) -> Any:
 @bp.route("/team/users/<int:user_id>/reactivate", methods=["POST"])
 @roles_required(Role.OWNER.value)
 def user_reactivate(user_id: int) -> Any:
-    account = require_account()
-    membership = _member_or_404(account, user_id)
+    account, membership = _account_member(user_id)
     if (stale := _stale_form(ConfirmForm())) is not None:
         return stale
     confirm = team.reactivating_confirmation(get_db(), account.id, is_active=membership.is_active, now=utcnow())
@@ -376,8 +378,7 @@ def user_reactivate(user_id: int) -> Any:
 @bp.route("/team/users/<int:user_id>/role", methods=["POST"])
 @roles_required(Role.OWNER.value)
 def user_role_change(user_id: int) -> Any:
-    account = require_account()
-    membership = _member_or_404(account, user_id)
+    account, membership = _account_member(user_id)
     form = RoleForm()
     if not form.validate_on_submit():
         flash("Выберите роль: владелец, бухгалтер или сотрудник.", "error")

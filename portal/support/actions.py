@@ -186,6 +186,23 @@ def _invoice(db: Session, invoice_id: int) -> Invoice:
     return invoice
 
 
+def _open_invoice(db: Session, invoice_id: int, *, paid: str, canceled: str) -> Invoice:
+    """The invoice while it is open; a paid or canceled one is refused with `paid` or `canceled` (which may name
+    {number} and {reference})."""
+    invoice = _invoice(db, invoice_id)
+    refusal = {InvoiceStatus.PAID: paid, InvoiceStatus.CANCELED: canceled}.get(invoice.status)
+    if refusal is not None:
+        raise InvoiceNotPayable(refusal.format(number=invoice.number, reference=invoice.payment_reference))
+    return invoice
+
+
+def _audit_invoice(
+    db: Session, invoice: Invoice, *, actor: User, action: str, after: dict[str, Any], reason: str
+) -> None:
+    before = _invoice_summary(invoice)
+    record_audit(db, actor=actor, account=invoice.account_id, action=action, before=before, after=after, reason=reason)
+
+
 def mark_invoice_paid(
     db: Session,
     invoice_id: int,
@@ -206,28 +223,20 @@ def mark_invoice_paid(
         raise SupportError("Укажите дату поступления денег.")
     if paid_on > msk_date(now):
         raise SupportError("Дата поступления не может быть в будущем.")
-    invoice = _invoice(db, invoice_id)
-    if invoice.status == InvoiceStatus.PAID:
-        raise InvoiceNotPayable(
-            f"Счёт № {invoice.number} уже оплачен ({invoice.payment_reference}): повторно отметить оплату нельзя."
-        )
-    if invoice.status == InvoiceStatus.CANCELED:
-        raise InvoiceNotPayable(f"Счёт № {invoice.number} отменён: отметить его оплаченным нельзя.")
-    record_audit(
+    invoice = _open_invoice(
         db,
-        actor=actor,
-        account=invoice.account_id,
-        action="support.invoice_marked_paid",
-        before=_invoice_summary(invoice),
-        after={
-            "invoice": invoice.number,
-            "status": InvoiceStatus.PAID.value,
-            "amount": invoice.amount,
-            "reference": reference,
-            "paid_on": paid_on.isoformat(),
-        },
-        reason=reason,
+        invoice_id,
+        paid="Счёт № {number} уже оплачен ({reference}): повторно отметить оплату нельзя.",
+        canceled="Счёт № {number} отменён: отметить его оплаченным нельзя.",
     )
+    after = {
+        "invoice": invoice.number,
+        "status": InvoiceStatus.PAID.value,
+        "amount": invoice.amount,
+        "reference": reference,
+        "paid_on": paid_on.isoformat(),
+    }
+    _audit_invoice(db, invoice, actor=actor, action="support.invoice_marked_paid", after=after, reason=reason)
     try:
         return statement_lines.mark_invoice_paid(
             db, invoice_id, actor=actor, bank_reference=reference, paid_on=paid_on, now=now, config=config
@@ -248,20 +257,14 @@ def mark_invoice_paid(
 def cancel_invoice(db: Session, invoice_id: int, *, actor: User, reason: str | None, now: datetime) -> Invoice:
     """Cancel an unpaid invoice (and its order); its number is never reused. Commits."""
     reason = clean_reason(reason)
-    invoice = _invoice(db, invoice_id)
-    if invoice.status == InvoiceStatus.PAID:
-        raise InvoiceNotPayable(f"Счёт № {invoice.number} уже оплачен: отменить его нельзя.")
-    if invoice.status == InvoiceStatus.CANCELED:
-        raise InvoiceNotPayable(f"Счёт № {invoice.number} уже отменён.")
-    record_audit(
+    invoice = _open_invoice(
         db,
-        actor=actor,
-        account=invoice.account_id,
-        action="support.invoice_canceled",
-        before=_invoice_summary(invoice),
-        after={"invoice": invoice.number, "status": InvoiceStatus.CANCELED.value},
-        reason=reason,
+        invoice_id,
+        paid="Счёт № {number} уже оплачен: отменить его нельзя.",
+        canceled="Счёт № {number} уже отменён.",
     )
+    after = {"invoice": invoice.number, "status": InvoiceStatus.CANCELED.value}
+    _audit_invoice(db, invoice, actor=actor, action="support.invoice_canceled", after=after, reason=reason)
     with _refused_by_documents(db):
         return documents.cancel_invoice(db, invoice_id, actor=actor, reason=reason, now=now)
 

@@ -84,17 +84,30 @@ def parse_rubles(raw: str | None) -> int:
     return kopecks
 
 
+def _over_self_service(raw: str | None, ask: str, too_few: str, too_many: str) -> int:
+    """A number of users beyond the published plans (over 1000), within what one account may have."""
+    users = _whole(raw or "", ask=ask, name="Число пользователей", example="«1500»")
+    if users <= MAX_SELF_SERVICE_SEATS:
+        raise AmountError(too_few)
+    if users > MAX_SEATS:
+        raise AmountError(too_many)
+    return users
+
+
+_CUSTOM_TOO_FEW = (
+    f"Индивидуальный тариф — для более чем {MAX_SELF_SERVICE_SEATS} пользователей; "
+    "для команды поменьше есть обычные тарифы."
+)
+_CUSTOM_TOO_MANY = f"Слишком много пользователей — проверьте число: не больше {MAX_SEATS:,}.".replace(",", " ")
+_EXPECTED_TOO_FEW = (
+    f"Для команды до {MAX_SELF_SERVICE_SEATS} пользователей подойдёт обычный тариф — "
+    "его можно выбрать и оплатить на странице «Тарифы»."
+)
+
+
 def parse_seats(raw: str | None) -> int:
     """Seats of a custom plan: more than 1000 (below that the published plans apply)."""
-    seats = _whole(raw or "", ask="число пользователей", name="Число пользователей", example="«1500»")
-    if seats <= MAX_SELF_SERVICE_SEATS:
-        raise AmountError(
-            f"Индивидуальный тариф — для более чем {MAX_SELF_SERVICE_SEATS} пользователей; "
-            "для команды поменьше есть обычные тарифы."
-        )
-    if seats > MAX_SEATS:
-        raise AmountError(f"Слишком много пользователей — проверьте число: не больше {MAX_SEATS:,}.".replace(",", " "))
-    return seats
+    return _over_self_service(raw, "число пользователей", _CUSTOM_TOO_FEW, _CUSTOM_TOO_MANY)
 
 
 def parse_storage(raw: str | None, unit: str) -> int:
@@ -112,12 +125,6 @@ def parse_storage(raw: str | None, unit: str) -> int:
 
 def parse_users_expected(raw: str | None) -> int:
     """How many users an owner expects when asking for a plan over 1000."""
-    users = _whole(raw or "", ask="сколько будет пользователей", name="Число пользователей", example="«1500»")
-    if users <= MAX_SELF_SERVICE_SEATS:
-        raise AmountError(
-            f"Для команды до {MAX_SELF_SERVICE_SEATS} пользователей подойдёт обычный тариф — "
-            "его можно выбрать и оплатить на странице «Тарифы»."
-        )
-    if users > MAX_SEATS:
-        raise AmountError("Слишком большое число — проверьте его.")
-    return users
+    return _over_self_service(
+        raw, "сколько будет пользователей", _EXPECTED_TOO_FEW, "Слишком большое число — проверьте его."
+    )

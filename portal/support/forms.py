@@ -45,25 +45,24 @@ class RuDateField(DateField):
             raise ValueError("Дата в формате ДД.ММ.ГГГГ, например 25.11.2026.") from None
 
 
-class ConfirmedActionForm(PortalForm):
-    """Every staff action: a reason for the audit log and an explicit tick, so nothing happens by a stray click."""
-
-    reason = TextAreaField(
-        "Причина",
-        validators=[
-            DataRequired("Укажите причину: она попадёт в журнал действий."),
-            Length(max=1000, message="Не длиннее 1000 символов."),
-        ],
-        render_kw={"rows": 2},
-    )
-    confirm = BooleanField(
-        "Подтверждаю действие",
-        validators=[InputRequired("Поставьте галочку, чтобы подтвердить действие.")],
+def _required_text(label: str, missing: str, **render_kw: Any) -> TextAreaField:
+    """A text staff must write (up to 1000 characters); `missing` says what it is for when left empty."""
+    return TextAreaField(
+        label,
+        validators=[DataRequired(missing), Length(max=1000, message="Не длиннее 1000 символов.")],
+        render_kw=render_kw,
     )
 
 
 def _confirm(label: str) -> BooleanField:
     return BooleanField(label, validators=[InputRequired("Поставьте галочку, чтобы подтвердить действие.")])
+
+
+class ConfirmedActionForm(PortalForm):
+    """Every staff action: a reason for the audit log and an explicit tick, so nothing happens by a stray click."""
+
+    reason = _required_text("Причина", "Укажите причину: она попадёт в журнал действий.", rows=2)
+    confirm = _confirm("Подтверждаю действие")
 
 
 class TrialForm(ConfirmedActionForm):
@@ -173,13 +172,11 @@ class LinkForm(ConfirmedActionForm):
 
 
 class DismissForm(ConfirmedActionForm):
-    reason = TextAreaField(
+    reason = _required_text(
         "Почему платёж не наш",
-        validators=[
-            DataRequired("Укажите, почему платёж не относится к счёту."),
-            Length(max=1000, message="Не длиннее 1000 символов."),
-        ],
-        render_kw={"rows": 2, "placeholder": "Ошибочный платёж, вернуть плательщику"},
+        "Укажите, почему платёж не относится к счёту.",
+        rows=2,
+        placeholder="Ошибочный платёж, вернуть плательщику",
     )
     confirm = _confirm("Да, платёж не относится к нашим счетам")
 
@@ -187,14 +184,7 @@ class DismissForm(ConfirmedActionForm):
 class ResolveForm(PortalForm):
     """Closing a request: the note is what the owner reads on their dashboard."""
 
-    note = TextAreaField(
-        "Ответ владельцу",
-        validators=[
-            DataRequired("Напишите ответ: владелец увидит его на главной странице."),
-            Length(max=1000, message="Не длиннее 1000 символов."),
-        ],
-        render_kw={"rows": 3},
-    )
+    note = _required_text("Ответ владельцу", "Напишите ответ: владелец увидит его на главной странице.", rows=3)
 
 
 class RequestForm(PortalForm):

@@ -17,8 +17,7 @@ from portal.payments.models import Payment, Receipt, Refund
 from portal.payments.providers import get_provider
 from portal.payments.providers.base import ProviderError
 from portal.payments.service import customer_for_account
-from portal.payments.statement import StatementError
-from portal.payments.tasks import STATEMENT_RUN, start_statement_import
+from portal.payments.tasks import STATEMENT_RUN
 from portal.support import actions, errors, overview
 from portal.support.forms import (
     ConfirmedActionForm,
@@ -29,7 +28,7 @@ from portal.support.forms import (
     RefundStartForm,
     StatementForm,
 )
-from portal.support.viewutil import current_actor, parse_id
+from portal.support.viewutil import current_actor, parse_id, start_statement_upload
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state
 
@@ -41,18 +40,8 @@ def statement_list() -> Any:
     db = get_db()
     form = StatementForm()
     status = 400 if request.method == "POST" else 200
-    if form.validate_on_submit():
-        upload = form.statement.data
-        try:
-            run = start_statement_import(
-                db, upload.read(), file_name=upload.filename or "statement.txt", actor=current_actor()
-            )
-        except StatementError as exc:
-            db.rollback()
-            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-        else:
-            db.commit()
-            return redirect(url_for("support.statement_list", run=run.id))
+    if form.validate_on_submit() and (run := start_statement_upload(db, form.statement)) is not None:
+        return redirect(url_for("support.statement_list", run=run.id))
     run, state, matched = _statement_run(db)
     return render_template(
         "support/statement_list.html",

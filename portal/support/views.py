@@ -283,11 +283,12 @@ def _account_url(account_id: int, anchor: str | None = None) -> str:
     return url_for("support.account_show", account_id=account_id, _anchor=anchor)
 
 
-def _invoice_or_404(invoice_id: int) -> Invoice:
+def _invoice_and_account(invoice_id: int) -> tuple[Invoice, Any]:
+    """The invoice and the company it bills; 404 for an unknown invoice."""
     invoice = get_db().get(Invoice, invoice_id)
     if invoice is None:
         abort(404)
-    return invoice
+    return invoice, account_or_404(invoice.account_id)
 
 
 def _conflict_409(exc: Exception) -> int:
@@ -298,8 +299,7 @@ def _conflict_409(exc: Exception) -> int:
 @staff_required
 def invoice_pay(invoice_id: int) -> Any:
     db = get_db()
-    invoice = _invoice_or_404(invoice_id)
-    account = account_or_404(invoice.account_id)
+    invoice, account = _invoice_and_account(invoice_id)
     form = InvoicePayForm()
     if request.method == "GET":
         form.paid_on.data = msk_date(utcnow())
@@ -382,8 +382,7 @@ def _rights_cut(order: Any, form: Any) -> Any:
 @staff_required
 def invoice_cancel(invoice_id: int) -> Any:
     db = get_db()
-    invoice = _invoice_or_404(invoice_id)
-    account = account_or_404(invoice.account_id)
+    invoice, account = _invoice_and_account(invoice_id)
     form = InvoiceCancelForm()
 
     def act() -> str:
