@@ -13,32 +13,32 @@ from portal.accounts.phone import format_phone
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
 
 
-class _Titled(enum.StrEnum):
+class TitledEnum(enum.StrEnum):
     """A stored value with the Russian title pages show for it: `OWNER = "owner", "Владелец"`."""
 
     title: str  # the Russian title, in place of str.title
 
-    def __new__(cls, value: str, title: str) -> _Titled:
+    def __new__(cls, value: str, title: str) -> TitledEnum:
         member = str.__new__(cls, value)
         member._value_ = value
         member.title = title
         return member
 
 
-class Role(_Titled):
+class Role(TitledEnum):
     OWNER = "owner", "Владелец"
     ACCOUNTANT = "accountant", "Бухгалтер"
     MEMBER = "member", "Сотрудник"
 
 
-class MembershipStatus(_Titled):
+class MembershipStatus(TitledEnum):
     ACTIVE = "active", "Активен"
     DEACTIVATED = "deactivated", "Отключён"
     # The person left the company themselves; only adding them again brings them back.
     LEFT = "left", "Покинул(а) компанию"
 
 
-class Source(_Titled):
+class Source(TitledEnum):
     """Where a membership came from: the portal itself, the messenger app, or the CRM sync."""
 
     PORTAL = "portal", "Портал"

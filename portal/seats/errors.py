@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class MembershipError(ValueError):
     """A membership change was refused; nothing was changed. `message` can be shown to the person as is."""
 
     status_code = 400
+    default_message = ""  # what a refusal raised without a message says (the "not found" ones)
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        message = message or self.default_message
         super().__init__(message)
         self.message = message
         self.field = field
@@ -22,25 +22,19 @@ class InvalidUserData(MembershipError):
 
 class AccountNotFound(MembershipError):
     status_code = 404
-
-    def __init__(self, message: str = "Аккаунт не найден.", **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    default_message = "Аккаунт не найден."
 
 
 class UserNotFound(MembershipError):
     """No such user in this account (a user of another account is not found either)."""
 
     status_code = 404
-
-    def __init__(self, message: str = "Пользователь не найден в этой компании.", **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    default_message = "Пользователь не найден в этой компании."
 
 
 class DepartmentNotFound(MembershipError):
     status_code = 404
-
-    def __init__(self, message: str = "Отдел не найден в этой компании.", **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    default_message = "Отдел не найден в этой компании."
 
 
 class MembershipConflict(MembershipError):
@@ -54,13 +48,9 @@ class DuplicateUser(MembershipConflict):
 
 
 class LastOwnerError(MembershipConflict):
-    def __init__(
-        self,
-        message: str = "В компании должен остаться хотя бы один активный владелец. "
-        "Сначала назначьте владельцем другого пользователя.",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(message, **kwargs)
+    default_message = (
+        "В компании должен остаться хотя бы один активный владелец. Сначала назначьте владельцем другого пользователя."
+    )
 
 
 class UserNotActive(MembershipConflict):

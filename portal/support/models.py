@@ -2,43 +2,26 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from portal.accounts.models import TitledEnum
 from portal.db import Base, UTCDateTime, utcnow
 
 
-class RequestKind(enum.StrEnum):
-    TRIAL = "trial"
-    LARGE_PLAN = "large_plan"
-    OTHER = "other"
-
-    @property
-    def title(self) -> str:
-        return {
-            "trial": "Пробный месяц",
-            "large_plan": "Более 1000 пользователей",
-            "other": "Другой вопрос",
-        }[self.value]
+class RequestKind(TitledEnum):
+    TRIAL = "trial", "Пробный месяц"
+    LARGE_PLAN = "large_plan", "Более 1000 пользователей"
+    OTHER = "other", "Другой вопрос"
 
 
-class RequestStatus(enum.StrEnum):
-    OPEN = "open"
-    IN_PROGRESS = "in_progress"
-    DONE = "done"
-    REJECTED = "rejected"
-
-    @property
-    def title(self) -> str:
-        return {
-            "open": "Отправлена",
-            "in_progress": "В работе",
-            "done": "Выполнена",
-            "rejected": "Отклонена",
-        }[self.value]
+class RequestStatus(TitledEnum):
+    OPEN = "open", "Отправлена"
+    IN_PROGRESS = "in_progress", "В работе"
+    DONE = "done", "Выполнена"
+    REJECTED = "rejected", "Отклонена"
 
     @property
     def is_open(self) -> bool:
