@@ -26,12 +26,16 @@ class TitledEnum(enum.StrEnum):
 
 
 class Role(TitledEnum):
+    """A person's role in an account: what they may do there (README, «What each person can do»)."""
+
     OWNER = "owner", "Владелец"
     ACCOUNTANT = "accountant", "Бухгалтер"
     MEMBER = "member", "Сотрудник"
 
 
 class MembershipStatus(TitledEnum):
+    """Only an active membership takes a seat."""
+
     ACTIVE = "active", "Активен"
     DEACTIVATED = "deactivated", "Отключён"
     # The person left the company themselves; only adding them again brings them back.

@@ -11,13 +11,9 @@ from portal.accounts.models import TitledEnum
 from portal.db import Base, UTCDateTime, utcnow
 
 
-class RequestKind(TitledEnum):
-    TRIAL = "trial", "Пробный месяц"
-    LARGE_PLAN = "large_plan", "Более 1000 пользователей"
-    OTHER = "other", "Другой вопрос"
-
-
 class RequestStatus(TitledEnum):
+    """Where a request is: sent, taken by staff, or closed either way with a note to the owner."""
+
     OPEN = "open", "Отправлена"
     IN_PROGRESS = "in_progress", "В работе"
     DONE = "done", "Выполнена"
@@ -29,6 +25,14 @@ class RequestStatus(TitledEnum):
 
 
 OPEN_STATUSES = (RequestStatus.OPEN.value, RequestStatus.IN_PROGRESS.value)
+
+
+class RequestKind(TitledEnum):
+    """What an owner asks support for."""
+
+    TRIAL = "trial", "Пробный месяц"
+    LARGE_PLAN = "large_plan", "Более 1000 пользователей"
+    OTHER = "other", "Другой вопрос"
 
 
 class SupportRequest(Base):
