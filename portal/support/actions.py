@@ -91,16 +91,8 @@ def _record_and_close(
     now: datetime,
 ) -> None:
     """The action's audit record (naming the request it answers), and the request closed as done with `note`."""
-    before, after = change
-    record_audit(
-        db,
-        actor=actor,
-        account=account_id,
-        action=action,
-        before=before,
-        after=after | {"request_id": request_id},
-        reason=reason,
-    )
+    before, after = change[0], change[1] | {"request_id": request_id}
+    record_audit(db, actor=actor, account=account_id, action=action, before=before, after=after, reason=reason)
     close_with(db, request_id, account_id, actor=actor, note=note, now=now)
 
 
