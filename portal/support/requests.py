@@ -242,22 +242,24 @@ def _lock_request(db: Session, request_id: int) -> SupportRequest:
     return row
 
 
+def _set_status(
+    db: Session, row: SupportRequest, status: str, *, actor: User, action: str, note: str | None = None
+) -> None:
+    """The request's new status, in the audit log as the status before and after (with the note as its reason)."""
+    before = {"request_id": row.id, "status": row.status}
+    row.status = status
+    after = {"request_id": row.id, "status": row.status}
+    record_audit(db, actor=actor, account=row.account_id, action=action, before=before, after=after, reason=note)
+
+
 def take_request(db: Session, request_id: int, *, actor: User, now: datetime) -> SupportRequest:
     """A staff member takes an open request, so colleagues see it is being handled. The caller commits."""
     row = _lock_request(db, request_id)
     if row.status != RequestStatus.OPEN:
         raise SupportError(f"Заявка уже {row.status_title.lower()}.")
-    row.status = RequestStatus.IN_PROGRESS.value
     row.taken_by_user_id = actor.id
     row.taken_at = now
-    record_audit(
-        db,
-        actor=actor,
-        account=row.account_id,
-        action="support.request_taken",
-        before={"request_id": row.id, "status": RequestStatus.OPEN.value},
-        after={"request_id": row.id, "status": row.status},
-    )
+    _set_status(db, row, RequestStatus.IN_PROGRESS.value, actor=actor, action="support.request_taken")
     return row
 
 
@@ -275,20 +277,10 @@ def resolve_request(
     row = _lock_request(db, request_id)
     if not row.is_open:
         raise SupportError(f"Заявка уже закрыта: {row.status_title.lower()}.")
-    before = row.status
-    row.status = status
     row.resolved_by_user_id = actor.id
     row.resolved_at = now
     row.staff_note = note
-    record_audit(
-        db,
-        actor=actor,
-        account=row.account_id,
-        action="support.request_resolved",
-        before={"request_id": row.id, "status": before},
-        after={"request_id": row.id, "status": row.status},
-        reason=note,
-    )
+    _set_status(db, row, status, actor=actor, action="support.request_resolved", note=note)
     return row
 
 
