@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from typing import Any
 
 import pytest
@@ -146,11 +147,21 @@ def test_requisites_invoice_statement_and_upd(page, staff_page, sms_output, live
     staff_page.goto("/support")
     shot(staff_page, "36-staff-console-queue")
 
-    # The accountant's invoice is paid and its УПД is ready, as PDF and as the FNS XML.
-    page.reload()
-    close_over_limit_dialog(page)
-    body = text(page.locator("main"))
-    upd_number = re.search(r"УПД № (\d{4}-\d{6}) от", body).group(1)
+    # The accountant's invoice is paid and its УПД is ready, as PDF and as the FNS XML. The import hands the УПД's
+    # rendering to a task after it commits, so the page may first say «формируется»: she reloads, as the page asks.
+    upd_ready = re.compile(r"УПД № (\d{4}-\d{6}) от")
+    deadline = time.monotonic() + 60
+    while True:
+        page.reload()
+        close_over_limit_dialog(page)
+        body = text(page.locator("main"))
+        found = upd_ready.search(body)
+        if found or time.monotonic() > deadline:
+            break
+        assert "формируется" in body, body  # paid, its УПД on the way — never a page without it
+        time.sleep(0.5)
+    assert found, body
+    upd_number = found.group(1)
     shot(page, "34-invoice-paid-upd-ready")
     name, upd_pdf = download(page, "PDF")
     assert upd_pdf.startswith(b"%PDF") and "УПД" in name
