@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
 
@@ -96,7 +96,55 @@ class InvoiceStatus(enum.StrEnum):
         return {"issued": "Ожидает оплаты", "paid": "Оплачен", "canceled": "Аннулирован"}[self.value]
 
 
-class Invoice(Base):
+class UpdStatus(enum.StrEnum):
+    PENDING = "pending"  # numbered with the payment, files not rendered yet (a retry forms them)
+    FORMED = "formed"
+
+    @property
+    def title(self) -> str:
+        return {"pending": "Формируется", "formed": "Сформирован"}[self.value]
+
+
+class NumberedDocument:
+    """The columns of a document numbered from a gapless counter per calendar year and listed per account."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "2026-000001", "К-2026-000001", "А-2026-000001"
+    year: Mapped[int]
+    serial: Mapped[int]
+
+
+class FormedDocument(NumberedDocument):
+    """A document numbered in its payment's (or refund's) transaction and rendered to PDF and XML after it.
+
+    Everything it shows is frozen in `context` when it is numbered, so a retry renders the same document.
+    """
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        # The documents page walks (account_id, date, id) newest first from a page's last key.
+        return (
+            sa.UniqueConstraint("year", "serial"),
+            sa.Index(f"ix_{cls.__tablename__}_account_date", "account_id", "doc_date", "id"),
+        )
+
+    doc_date: Mapped[date] = mapped_column(sa.Date)
+    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
+    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    @property
+    def status_title(self) -> str:
+        return UpdStatus(self.status).title
+
+
+class Invoice(NumberedDocument, Base):
     """A счёт на оплату for one order; its number is never reused, its PDF never re-rendered."""
 
     __tablename__ = "invoices"
@@ -106,12 +154,7 @@ class Invoice(Base):
         sa.Index("ix_invoices_account_issued", "account_id", "issued_on", "id"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), unique=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "2026-000001"
-    year: Mapped[int]
-    serial: Mapped[int]
     issued_on: Mapped[date] = mapped_column(sa.Date)  # Moscow date
     valid_until: Mapped[date] = mapped_column(sa.Date)
     amount: Mapped[int] = mapped_column(sa.BigInteger)  # kopecks, VAT included
@@ -151,124 +194,45 @@ class Invoice(Base):
         return self.paid_by == "card"
 
 
-class UpdStatus(enum.StrEnum):
-    PENDING = "pending"  # numbered with the payment, files not rendered yet (a retry forms them)
-    FORMED = "formed"
-
-    @property
-    def title(self) -> str:
-        return {"pending": "Формируется", "formed": "Сформирован"}[self.value]
-
-
-class Upd(Base):
-    """The УПД formed after an invoice is paid; numbered in the payment's transaction, rendered after it."""
+class Upd(FormedDocument, Base):
+    """The УПД formed after an invoice is paid, dated the payment date; numbered in the payment's transaction."""
 
     __tablename__ = "upds"
-    # The documents page walks (account_id, date, id) newest first from a page's last key.
-    __table_args__ = (
-        sa.UniqueConstraint("year", "serial"),
-        sa.Index("ix_upds_account_date", "account_id", "doc_date", "id"),
-    )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)
-    year: Mapped[int]
-    serial: Mapped[int]
-    doc_date: Mapped[date] = mapped_column(sa.Date)  # the payment date
     amount: Mapped[int] = mapped_column(sa.BigInteger)
     vat_rate: Mapped[int | None]
     vat_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    # Everything the document shows, frozen when it is numbered, so a retry renders the same document.
-    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
-    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
 
 
-class Ukd(Base):
+class Ukd(FormedDocument, Base):
     """A УКД (корректировочный документ) after a refund of rights a УПД documented: it lowers the УПД's cost.
 
     Numbered from its own gapless counter in the refund's transaction and rendered after it, as a УПД is."""
 
     __tablename__ = "ukds"
-    # The documents page walks (account_id, date, id) newest first from a page's last key.
-    __table_args__ = (
-        sa.UniqueConstraint("year", "serial"),
-        sa.Index("ix_ukds_account_date", "account_id", "doc_date", "id"),
-    )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     upd_id: Mapped[int] = mapped_column(sa.ForeignKey("upds.id"), index=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), index=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "К-2026-000001"
-    year: Mapped[int]
-    serial: Mapped[int]
-    doc_date: Mapped[date] = mapped_column(sa.Date)
     amount_before: Mapped[int] = mapped_column(sa.BigInteger)  # the УПД's cost before this correction, VAT included
     amount_after: Mapped[int] = mapped_column(sa.BigInteger)
     vat_rate: Mapped[int | None]
-    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
-    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
 
     @property
     def decrease(self) -> int:
         return self.amount_before - self.amount_after
 
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
 
-
-class AdvanceInvoice(Base):
+class AdvanceInvoice(FormedDocument, Base):
     """A счёт-фактура на аванс: with VAT charged, money received before the rights begin gets one within five days;
     the УПД formed when the rights begin names it on line 5б."""
 
     __tablename__ = "advance_invoices"
-    # The documents page walks (account_id, date, id) newest first from a page's last key.
-    __table_args__ = (
-        sa.UniqueConstraint("year", "serial"),
-        sa.Index("ix_advance_invoices_account_date", "account_id", "doc_date", "id"),
-    )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "А-2026-000001"
-    year: Mapped[int]
-    serial: Mapped[int]
-    doc_date: Mapped[date] = mapped_column(sa.Date)
     amount: Mapped[int] = mapped_column(sa.BigInteger)
     vat_rate: Mapped[int]
     vat_amount: Mapped[int] = mapped_column(sa.BigInteger)
-    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
-    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
 
 
 class EdoStatus(enum.StrEnum):
