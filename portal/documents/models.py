@@ -39,6 +39,8 @@ class Requisites(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
 
+    # What the accountant edits, and the names of the form's fields; a validator's own field name ("ogrnip") maps
+    # onto the one input that holds it.
     FIELDS = (
         "kind",
         "name",

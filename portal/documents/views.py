@@ -25,8 +25,7 @@ from portal.documents.invoices import (
     TooManyOpenInvoices,
     check_open_invoices,
 )
-from portal.documents.models import StoredFile
-from portal.documents.requisites import FIELDS as REQUISITES_FIELDS
+from portal.documents.models import Requisites, StoredFile
 from portal.documents.requisites import RequisitesInvalid
 from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
@@ -34,8 +33,7 @@ from portal.money import format_rub
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
 from portal.payments import statement_lines
-from portal.payments.statement import StatementError
-from portal.payments.tasks import start_statement_import
+from portal.statement_upload import accept_statement
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -123,7 +121,7 @@ def requisites_edit() -> Any:
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            data = {name: form[name].data for name in REQUISITES_FIELDS}
+            data = {name: form[name].data for name in Requisites.FIELDS}
             try:
                 service.save_requisites(db, actor=_actor(), account_id=account.id, data=data, now=utcnow())
                 db.commit()
@@ -300,17 +298,8 @@ def statement_import() -> Any:
     db = get_db()
     form = StatementUploadForm()
     if form.validate_on_submit():
-        upload = form.statement.data
-        try:
-            # Imported by a task (a large statement takes longer than a page view); the console shows its progress.
-            run = start_statement_import(
-                db, upload.read(), file_name=upload.filename or "statement.txt", actor=_actor()
-            )
-        except StatementError as exc:
-            db.rollback()
-            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-        else:
-            db.commit()
+        run = accept_statement(db, form.statement, actor=_actor())
+        if run is not None:
             return redirect(url_for("support.statement_list", run=run.id))
     status = 400 if request.method == "POST" else 200
     unmatched = statement_lines.list_unmatched_lines(db)
