@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -89,17 +90,14 @@ def advance_invoices_for(db: Session, invoice_id: int) -> list[dict[str, Any]]:
     return [{"number": r.number, "date": r.doc_date} for r in rows]
 
 
-def form_advance_invoice(db: Session, row: AdvanceInvoice, *, now: datetime, config: Mapping[str, Any]) -> None:
-    form_numbered(
-        db,
-        row,
-        kind="advance",
-        title="Счёт-фактура на аванс",
-        render_pdf=render.render_advance_pdf,
-        build_xml=upd_xml.build_advance_xml,
-        now=now,
-        config=config,
-    )
+# form(db, row, *, now, config): each is rendered and stored as the УПД is, to its own folder and file names.
+form_advance_invoice = partial(
+    form_numbered,
+    kind="advance",
+    title="Счёт-фактура на аванс",
+    render_pdf=render.render_advance_pdf,
+    build_xml=upd_xml.build_advance_xml,
+)
 
 
 # --- the УКД ------------------------------------------------------------------------------------------------------
@@ -197,17 +195,9 @@ def number_ukd(
     return row
 
 
-def form_ukd(db: Session, row: Ukd, *, now: datetime, config: Mapping[str, Any]) -> None:
-    form_numbered(
-        db,
-        row,
-        kind="ukd",
-        title="УКД",
-        render_pdf=render.render_ukd_pdf,
-        build_xml=ukd_xml.build_ukd_xml,
-        now=now,
-        config=config,
-    )
+form_ukd = partial(
+    form_numbered, kind="ukd", title="УКД", render_pdf=render.render_ukd_pdf, build_xml=ukd_xml.build_ukd_xml
+)
 
 
 def form_pending_corrections(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:

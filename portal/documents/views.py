@@ -25,7 +25,7 @@ from portal.documents.invoices import (
     TooManyOpenInvoices,
     check_open_invoices,
 )
-from portal.documents.models import Requisites, StoredFile
+from portal.documents.models import Invoice, Requisites, StoredFile
 from portal.documents.requisites import RequisitesInvalid
 from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
@@ -204,6 +204,14 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def attachment(data: bytes, mimetype: str, name: str) -> FlaskResponse:
+    """A file made for this request (an archive, an акт сверки): downloaded as `name` and never cached."""
+    resp = FlaskResponse(data, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = content_disposition(name)
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
 def _send(stored: StoredFile | None) -> Any:
     if stored is None:
         abort(404)
@@ -219,15 +227,20 @@ def _send(stored: StoredFile | None) -> Any:
     return resp
 
 
+def _own_invoice(invoice_id: int) -> tuple[Session, Invoice]:
+    """An invoice of the signed-in person's account; any other is not found."""
+    db = get_db()
+    invoice = service.get_invoice(db, require_account().id, invoice_id)
+    if invoice is None:
+        abort(404)
+    return db, invoice
+
+
 @bp.route("/documents/invoices/<int:invoice_id>/pdf")
 @roles_required(*ACCOUNTING)
 def invoice_download(invoice_id: int) -> Any:
-    db = get_db()
-    account = require_account()
-    invoice = service.get_invoice(db, account.id, invoice_id)
-    if invoice is None:
-        abort(404)
-    return _send(service.get_file(db, account.id, invoice.pdf_file_id))
+    db, invoice = _own_invoice(invoice_id)
+    return _send(service.get_file(db, invoice.account_id, invoice.pdf_file_id))
 
 
 @bp.route("/documents/upd/<int:upd_id>/<any(pdf, xml):fmt>")
@@ -268,20 +281,13 @@ def archive_download() -> Any:
     if not count:
         flash(f"За {period.title} документов нет.", "info")
         return redirect(url_for("documents.document_list", period=period.code))
-    resp = FlaskResponse(data, mimetype="application/zip")
-    resp.headers["Content-Disposition"] = content_disposition(f"Документы за {period.title}.zip")
-    resp.headers["Cache-Control"] = "private, no-store"
-    return resp
+    return attachment(data, "application/zip", f"Документы за {period.title}.zip")
 
 
 @bp.route("/documents/invoices/<int:invoice_id>")
 @roles_required(*ACCOUNTING)
 def invoice_view(invoice_id: int) -> Any:
-    db = get_db()
-    account = require_account()
-    invoice = service.get_invoice(db, account.id, invoice_id)
-    if invoice is None:
-        abort(404)
+    db, invoice = _own_invoice(invoice_id)
     if invoice.by_card:
         # A company card order's record is no bill to pay (no PDF, no QR): its documents are the УПД and УКД.
         return redirect(url_for("documents.document_list"))
