@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import date, datetime
 from typing import Any
 
@@ -10,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
+from portal.titled_enums import TitledStrEnum, title_property
 
 
 class Requisites(Base):
@@ -88,23 +88,15 @@ class StoredFile(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class InvoiceStatus(enum.StrEnum):
-    ISSUED = "issued"
-    PAID = "paid"
-    CANCELED = "canceled"  # annulled with its order: the PDF stays, nothing may be paid by it any more
-
-    @property
-    def title(self) -> str:
-        return {"issued": "Ожидает оплаты", "paid": "Оплачен", "canceled": "Аннулирован"}[self.value]
+class InvoiceStatus(TitledStrEnum):
+    ISSUED = "issued", "Ожидает оплаты"
+    PAID = "paid", "Оплачен"
+    CANCELED = "canceled", "Аннулирован"  # annulled with its order: the PDF stays, nothing may be paid by it any more
 
 
-class UpdStatus(enum.StrEnum):
-    PENDING = "pending"  # numbered with the payment, files not rendered yet (a retry forms them)
-    FORMED = "formed"
-
-    @property
-    def title(self) -> str:
-        return {"pending": "Формируется", "formed": "Сформирован"}[self.value]
+class UpdStatus(TitledStrEnum):
+    PENDING = "pending", "Формируется"  # numbered with the payment, files not rendered yet (a retry forms them)
+    FORMED = "formed", "Сформирован"
 
 
 class NumberedDocument:
@@ -141,9 +133,7 @@ class FormedDocument(NumberedDocument):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
 
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
+    status_title = title_property(UpdStatus)
 
 
 class Invoice(NumberedDocument, Base):
@@ -183,9 +173,7 @@ class Invoice(NumberedDocument, Base):
     # forms a УПД by the same path as a transfer; it has no PDF or QR and is never offered for a bank transfer.
     paid_by: Mapped[str | None] = mapped_column(sa.String(16))
 
-    @property
-    def status_title(self) -> str:
-        return InvoiceStatus(self.status).title
+    status_title = title_property(InvoiceStatus)
 
     @property
     def is_open(self) -> bool:
@@ -237,22 +225,12 @@ class AdvanceInvoice(FormedDocument, Base):
     vat_amount: Mapped[int] = mapped_column(sa.BigInteger)
 
 
-class EdoStatus(enum.StrEnum):
-    PENDING = "pending"  # to be sent (first time, after a failure, or resent by the accountant)
-    SENT = "sent"
-    DELIVERED = "delivered"
-    SIGNED = "signed"
-    REJECTED = "rejected"
-
-    @property
-    def title(self) -> str:
-        return {
-            "pending": "Ожидает отправки",
-            "sent": "Отправлен",
-            "delivered": "Доставлен",
-            "signed": "Подписан покупателем",
-            "rejected": "Отклонён",
-        }[self.value]
+class EdoStatus(TitledStrEnum):
+    PENDING = "pending", "Ожидает отправки"  # to be sent (first time, after a failure, or resent by the accountant)
+    SENT = "sent", "Отправлен"
+    DELIVERED = "delivered", "Доставлен"
+    SIGNED = "signed", "Подписан покупателем"
+    REJECTED = "rejected", "Отклонён"
 
 
 class EdoDocument(Base):
@@ -281,9 +259,7 @@ class EdoDocument(Base):
     status_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attention_resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    @property
-    def status_title(self) -> str:
-        return EdoStatus(self.status).title
+    status_title = title_property(EdoStatus)
 
 
 class DocumentMail(Base):
