@@ -12,6 +12,13 @@ from portal.db import Base, UTCDateTime, trigram_index, utcnow
 from portal.titled_enums import TitledStrEnum, title_property
 
 
+class AccountRow:
+    """A row of one account's: found by its id, listed by the account's (indexed)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
+
+
 class Requisites(Base):
     """A customer's requisites, one set per account, printed on its invoices and УПД."""
 
@@ -72,13 +79,11 @@ class DocumentCounter(Base):
     last_number: Mapped[int] = mapped_column(default=0)
 
 
-class StoredFile(Base):
+class StoredFile(AccountRow, Base):
     """One file in the document store: written once, read back only if its bytes still have this SHA-256."""
 
     __tablename__ = "stored_files"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(20))  # invoice_pdf | upd_pdf | upd_xml
     path: Mapped[str] = mapped_column(sa.String(300), unique=True)  # relative to DOCUMENT_STORE_PATH
     sha256: Mapped[str] = mapped_column(sa.String(64))
@@ -99,11 +104,9 @@ class UpdStatus(TitledStrEnum):
     FORMED = "formed", "Сформирован"
 
 
-class NumberedDocument:
+class NumberedDocument(AccountRow):
     """The columns of a document numbered from a gapless counter per calendar year and listed per account."""
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "2026-000001", "К-2026-000001", "А-2026-000001"
     year: Mapped[int]
     serial: Mapped[int]
@@ -233,14 +236,12 @@ class EdoStatus(TitledStrEnum):
     REJECTED = "rejected", "Отклонён"
 
 
-class EdoDocument(Base):
+class EdoDocument(AccountRow, Base):
     """The outbox of documents going to the buyer through ЭДО: one row per document, sent once, its status followed."""
 
     __tablename__ = "edo_documents"
     __table_args__ = (sa.UniqueConstraint("kind", "document_id"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(10))  # "upd" | "ukd"
     document_id: Mapped[int]
     number: Mapped[str] = mapped_column(sa.String(40))
@@ -262,13 +263,11 @@ class EdoDocument(Base):
     status_title = title_property(EdoStatus)
 
 
-class DocumentMail(Base):
+class DocumentMail(AccountRow, Base):
     """The outbox of closing documents by e-mail: a unique key per document ("upd:12") or month ("month:2026-11")."""
 
     __tablename__ = "document_mails"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     key: Mapped[str] = mapped_column(sa.String(80), unique=True)
     to_email: Mapped[str] = mapped_column(sa.String(254))
     status: Mapped[str] = mapped_column(sa.String(20), default="pending", index=True)  # pending | sent
