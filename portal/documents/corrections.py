@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,9 +16,9 @@ from portal.billing.models import Order
 from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render, ukd_xml, upd_xml
 from portal.documents.invoices import vat_of
-from portal.documents.models import AdvanceInvoice, Invoice, Ukd, Upd, UpdStatus
+from portal.documents.models import AdvanceInvoice, Invoice, Ukd, Upd
 from portal.documents.seller import get_seller
-from portal.documents.upd import form_numbered, form_pending, freeze, parties, thaw
+from portal.documents.upd import form_numbered, form_pending, parties, record_numbered, thaw
 from portal.timeutil import msk_date
 
 # The tax code's five days for an advance invoice (п. 3 ст. 168 НК РФ): rights that begin within them need none.
@@ -48,14 +49,12 @@ def number_advance_invoice(
     if existing is not None:
         return existing
     assert invoice.vat_rate
-    doc_date = msk_date(now)
-    serial = numbering.next_serial(db, numbering.ADVANCE, doc_date.year)
-    number = "А-" + numbering.format_number(doc_date.year, serial)
+    taken = numbering.take_number(db, numbering.ADVANCE, msk_date(now), prefix="А-")
     total = order.amount
     vat = vat_of(total, invoice.vat_rate)
     ctx = {
-        "number": number,
-        "date": doc_date,
+        "number": taken.text,
+        "date": taken.day,
         **parties(get_seller(config), invoice.buyer),
         "payment_docs": [dict(payment_doc)],
         "lines": [
@@ -71,28 +70,16 @@ def number_advance_invoice(
         "created_at": now,
     }
     row = AdvanceInvoice(
-        account_id=invoice.account_id,
-        invoice_id=invoice.id,
-        number=number,
-        year=doc_date.year,
-        serial=serial,
-        doc_date=doc_date,
-        amount=total,
-        vat_rate=invoice.vat_rate,
-        vat_amount=vat,
-        context=freeze(ctx),
-        status=UpdStatus.PENDING.value,
-        created_at=now,
+        account_id=invoice.account_id, invoice_id=invoice.id, amount=total, vat_rate=invoice.vat_rate, vat_amount=vat
     )
-    db.add(row)
-    db.flush()
+    record_numbered(db, row, taken, ctx, now=now)
     record_audit(
         db,
         actor=actor,
         account=invoice.account_id,
         action="documents.advance_invoice_numbered",
         before={"invoice": invoice.number},
-        after={"advance_invoice": number, "date": doc_date.isoformat(), "amount": total, "vat": vat},
+        after={"advance_invoice": taken.text, "date": taken.day.isoformat(), "amount": total, "vat": vat},
     )
     return row
 
@@ -103,17 +90,14 @@ def advance_invoices_for(db: Session, invoice_id: int) -> list[dict[str, Any]]:
     return [{"number": r.number, "date": r.doc_date} for r in rows]
 
 
-def form_advance_invoice(db: Session, row: AdvanceInvoice, *, now: datetime, config: Mapping[str, Any]) -> None:
-    form_numbered(
-        db,
-        row,
-        kind="advance",
-        title="Счёт-фактура на аванс",
-        render_pdf=render.render_advance_pdf,
-        build_xml=upd_xml.build_advance_xml,
-        now=now,
-        config=config,
-    )
+# form(db, row, *, now, config): each is rendered and stored as the УПД is, to its own folder and file names.
+form_advance_invoice = partial(
+    form_numbered,
+    kind="advance",
+    title="Счёт-фактура на аванс",
+    render_pdf=render.render_advance_pdf,
+    build_xml=upd_xml.build_advance_xml,
+)
 
 
 # --- the УКД ------------------------------------------------------------------------------------------------------
@@ -158,14 +142,13 @@ def number_ukd(
     before, after = _part(before_total, upd.vat_rate, quantity), _part(after_total, upd.vat_rate, quantity)
     change = {k: before[k] - after[k] for k in ("amount_without_vat", "vat_amount", "amount")}
     doc_date = msk_date(now)
-    serial = numbering.next_serial(db, numbering.UKD, doc_date.year)
-    number = "К-" + numbering.format_number(doc_date.year, serial)
+    taken = numbering.take_number(db, numbering.UKD, doc_date, prefix="К-")
     buyer = dict(upd_ctx["buyer"])
     invoice = db.get(Invoice, upd.invoice_id)
     if invoice is not None:
         buyer["edo_id"] = invoice.buyer.get("edo_id")
     ctx = {
-        "number": number,
+        "number": taken.text,
         "date": doc_date,
         "upd": {"number": upd.number, "date": upd.doc_date},
         **parties(get_seller(config), buyer),
@@ -195,42 +178,26 @@ def number_ukd(
         account_id=upd.account_id,
         upd_id=upd.id,
         order_id=order.id,
-        number=number,
-        year=doc_date.year,
-        serial=serial,
-        doc_date=doc_date,
         amount_before=before_total,
         amount_after=after_total,
         vat_rate=upd.vat_rate,
-        context=freeze(ctx),
-        status=UpdStatus.PENDING.value,
-        created_at=now,
     )
-    db.add(row)
-    db.flush()
+    record_numbered(db, row, taken, ctx, now=now)
     record_audit(
         db,
         actor=actor,
         account=upd.account_id,
         action="documents.ukd_numbered",
         before={"upd": upd.number, "amount": before_total},
-        after={"ukd": number, "amount": after_total, "decrease": decrease},
+        after={"ukd": taken.text, "amount": after_total, "decrease": decrease},
         reason=reason or None,
     )
     return row
 
 
-def form_ukd(db: Session, row: Ukd, *, now: datetime, config: Mapping[str, Any]) -> None:
-    form_numbered(
-        db,
-        row,
-        kind="ukd",
-        title="УКД",
-        render_pdf=render.render_ukd_pdf,
-        build_xml=ukd_xml.build_ukd_xml,
-        now=now,
-        config=config,
-    )
+form_ukd = partial(
+    form_numbered, kind="ukd", title="УКД", render_pdf=render.render_ukd_pdf, build_xml=ukd_xml.build_ukd_xml
+)
 
 
 def form_pending_corrections(db: Session, *, now: datetime, config: Mapping[str, Any], limit: int = 50) -> list[str]:

@@ -70,22 +70,22 @@ LOADERS: dict[str, Callable[[Session, int, Mapping[str, Any]], Outgoing | None]]
 KIND_TITLES = {"upd": "УПД", "ukd": "УКД"}
 
 
-def enqueue(
-    db: Session, *, kind: str, document_id: int, account_id: int, number: str, recipient_id: str, now: datetime
-) -> EdoDocument:
+def _outbox_row(kind: str, document_id: int) -> sa.Select[tuple[EdoDocument]]:
+    return sa.select(EdoDocument).where(EdoDocument.kind == kind, EdoDocument.document_id == document_id)
+
+
+def enqueue(db: Session, kind: str, doc: Upd | Ukd, *, recipient_id: str, now: datetime) -> EdoDocument:
     """The document's outbox row, created once (a savepoint absorbs another server creating it at the same time)."""
-    existing = db.scalars(
-        sa.select(EdoDocument).where(EdoDocument.kind == kind, EdoDocument.document_id == document_id)
-    ).first()
+    existing = db.scalars(_outbox_row(kind, doc.id)).first()
     if existing is not None:
         return existing
-    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == account_id)).first()
+    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == doc.account_id)).first()
     operator = (requisites.edo_operator if requisites is not None else None) or EDO_OPERATORS.get(recipient_id[:3])
     row = EdoDocument(
-        account_id=account_id,
+        account_id=doc.account_id,
         kind=kind,
-        document_id=document_id,
-        number=number,
+        document_id=doc.id,
+        number=doc.number,
         recipient_id=recipient_id,
         recipient_operator=operator,
         status=EdoStatus.PENDING.value,
@@ -95,9 +95,7 @@ def enqueue(
         with db.begin_nested():
             db.add(row)
     except sa.exc.IntegrityError:
-        return db.scalars(
-            sa.select(EdoDocument).where(EdoDocument.kind == kind, EdoDocument.document_id == document_id)
-        ).one()
+        return db.scalars(_outbox_row(kind, doc.id)).one()
     return row
 
 
@@ -119,15 +117,7 @@ def enqueue_formed_upds(db: Session, *, now: datetime, limit: int = 200) -> int:
             recipient = (ctx.get("edo") or {}).get("recipient_id")
             if not recipient or recipient == (ctx.get("buyer") or {}).get("inn"):
                 continue  # the XML names the buyer by ИНН: made before the buyer gave an ЭДО id
-            enqueue(
-                db,
-                kind=kind,
-                document_id=doc.id,
-                account_id=doc.account_id,
-                number=doc.number,
-                recipient_id=recipient,
-                now=now,
-            )
+            enqueue(db, kind, doc, recipient_id=recipient, now=now)
             count += 1
     return count
 

@@ -240,6 +240,32 @@ def get_invoice_for_order(db: Session, order_id: int) -> Invoice | None:
     return db.scalars(sa.select(Invoice).where(Invoice.order_id == order_id)).first()
 
 
+def _new_invoice(db: Session, order: Order, seller: Seller, *, actor: Any | None, now: datetime) -> Invoice:
+    """A new invoice for a pending order, not yet recorded: the year's next number, the buyer's requisites as they
+    are now, the order's line and VAT; the caller fills in what its kind of invoice asks for."""
+    if order.status != "pending":
+        raise DocumentsError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
+    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == order.account_id)).first()
+    if requisites is None:
+        raise RequisitesMissing()
+    taken = numbering.take_number(db, numbering.INVOICE, msk_date(now))
+    return Invoice(
+        account_id=order.account_id,
+        order_id=order.id,
+        number=taken.text,
+        year=taken.day.year,
+        serial=taken.serial,
+        issued_on=taken.day,
+        vat_rate=seller.vat_rate,
+        vat_amount=vat_of(order.amount, seller.vat_rate),
+        line_name=order_line(order)["name"],
+        buyer=buyer_block(requisites),
+        status=InvoiceStatus.ISSUED.value,
+        created_at=now,
+        created_by_user_id=actor.id if actor is not None else None,
+    )
+
+
 def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime, config: Mapping[str, Any]) -> Invoice:
     """Issue the invoice for a pending order: number, validity, PDF rendered once and stored. Does not commit.
 
@@ -256,20 +282,13 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
     db.scalars(
         sa.select(Order).where(Order.id == order.id).with_for_update().execution_options(populate_existing=True)
     ).one()
-    if order.status != "pending":
-        raise DocumentsError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
-    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == order.account_id)).first()
-    if requisites is None:
-        raise RequisitesMissing()
     seller = get_seller(config)
-    issued_on = msk_date(now)
-    valid_until = add_banking_days(issued_on, int(config["INVOICE_VALID_BANKING_DAYS"]))
-    serial = numbering.next_serial(db, numbering.INVOICE, issued_on.year)
+    invoice = _new_invoice(db, order, seller, actor=actor, now=now)
+    number, issued_on = invoice.number, invoice.issued_on
     # Counted under the counter's lock, so two checkouts at once cannot both take the last place; a refusal rolls
     # back with the number, which leaves no gap (the checkout asks check_open_invoices first and takes none).
     check_open_invoices(db, order.account_id, config)
-    number = numbering.format_number(issued_on.year, serial)
-    buyer = buyer_block(requisites)
+    invoice.valid_until = valid_until = add_banking_days(issued_on, int(config["INVOICE_VALID_BANKING_DAYS"]))
     from portal.payments import ledger  # the ledger imports documents' models; pages here ask it for sums
 
     ctx = invoice_context(
@@ -277,30 +296,14 @@ def issue_invoice(db: Session, order: Order, *, actor: Any | None, now: datetime
         issued_on=issued_on,
         valid_until=valid_until,
         seller=seller,
-        buyer=buyer,
+        buyer=invoice.buyer,
         order=order,
         vat_rate=seller.vat_rate,
         prepaid=ledger.order_allocated(db, order.id),
     )
-    invoice = Invoice(
-        account_id=order.account_id,
-        order_id=order.id,
-        number=number,
-        year=issued_on.year,
-        serial=serial,
-        issued_on=issued_on,
-        valid_until=valid_until,
-        amount=ctx["total"],
-        vat_rate=seller.vat_rate,
-        vat_amount=ctx["vat"]["amount"],
-        line_name=ctx["lines"][0]["name"],
-        buyer=buyer,
-        purpose=ctx["purpose"],
-        qr_payload=ctx["qr_payload"],
-        status=InvoiceStatus.ISSUED.value,
-        created_at=now,
-        created_by_user_id=actor.id if actor is not None else None,
-    )
+    invoice.amount = ctx["total"]
+    invoice.purpose = ctx["purpose"]
+    invoice.qr_payload = ctx["qr_payload"]
     db.add(invoice)
     db.flush()
     pdf = render.render_invoice_pdf(ctx)
@@ -349,36 +352,12 @@ def record_card_order(
     existing = get_invoice_for_order(db, order.id)
     if existing is not None:
         return existing
-    if order.status != "pending":
-        raise DocumentsError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
-    requisites = db.scalars(sa.select(Requisites).where(Requisites.account_id == order.account_id)).first()
-    if requisites is None:
-        raise RequisitesMissing()
-    seller = get_seller(config)
-    issued_on = msk_date(now)
-    serial = numbering.next_serial(db, numbering.INVOICE, issued_on.year)
-    number = numbering.format_number(issued_on.year, serial)
-    line = order_line(order)
-    invoice = Invoice(
-        account_id=order.account_id,
-        order_id=order.id,
-        number=number,
-        year=issued_on.year,
-        serial=serial,
-        issued_on=issued_on,
-        valid_until=issued_on,
-        amount=order.amount,
-        vat_rate=seller.vat_rate,
-        vat_amount=vat_of(order.amount, seller.vat_rate),
-        line_name=line["name"],
-        buyer=buyer_block(requisites),
-        purpose=f"Оплата картой по заказу № {order.id}: {line['name'].removeprefix(f'{PRODUCT}, ')}"[:500],
-        qr_payload="",
-        status=InvoiceStatus.ISSUED.value,
-        paid_by="card",
-        created_at=now,
-        created_by_user_id=actor.id if actor is not None else None,
-    )
+    invoice = _new_invoice(db, order, get_seller(config), actor=actor, now=now)
+    invoice.valid_until = invoice.issued_on
+    invoice.amount = order.amount
+    invoice.purpose = f"Оплата картой по заказу № {order.id}: {invoice.line_name.removeprefix(f'{PRODUCT}, ')}"[:500]
+    invoice.qr_payload = ""
+    invoice.paid_by = "card"
     db.add(invoice)
     db.flush()
     record_audit(
@@ -387,6 +366,11 @@ def record_card_order(
         account=order.account_id,
         action="documents.card_order_recorded",
         before=None,
-        after={"invoice": number, "order_id": order.id, "amount": invoice.amount, "buyer_inn": requisites.inn},
+        after={
+            "invoice": invoice.number,
+            "order_id": order.id,
+            "amount": invoice.amount,
+            "buyer_inn": invoice.buyer["inn"],
+        },
     )
     return invoice

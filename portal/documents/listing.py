@@ -16,7 +16,7 @@ from portal.documents.invoices import png_data_uri, qr_payload_for
 from portal.documents.models import AdvanceInvoice, Invoice, InvoiceStatus, Ukd, Upd
 from portal.documents.seller import get_seller
 from portal.documents.service import get_requisites, get_upd_for_invoice
-from portal.pagination import KeysetPage, page_from
+from portal.pagination import page_from
 from portal.payments import ledger
 
 
@@ -204,26 +204,6 @@ def list_documents(
     return rows[: limit + 1]
 
 
-def list_documents_page(
-    db: Session,
-    account_id: int,
-    *,
-    start: date | None = None,
-    end: date | None = None,
-    kind: str | None = None,
-    limit: int = 50,
-    after: tuple[Any, ...] | None = None,
-    before: tuple[Any, ...] | None = None,
-) -> KeysetPage[DocumentRow]:
-    """One page of the documents list, newest first: one query per kind whatever the account's size."""
-    if after is not None:
-        before = None
-    rows = list_documents(db, account_id, start=start, end=end, kind=kind, limit=limit, after=after, before=before)
-    if before is not None:
-        rows.reverse()
-    return page_from(rows, document_key, limit=limit, after=after, before=before)
-
-
 def documents_page(
     db: Session,
     account_id: int,
@@ -235,18 +215,18 @@ def documents_page(
     before: tuple[Any, ...] | None,
     today: date,
 ) -> dict[str, Any]:
-    """What the documents page shows: one page of documents (in `period`, of `kind`, "" for all), the company's
-    requisites, the ЭДО state of its УПД and УКД, and the quarter so far for the reconciliation act's form."""
-    page = list_documents_page(
-        db,
-        account_id,
-        start=period.start if period else None,
-        end=period.end if period else None,
-        kind=kind or None,
-        limit=limit,
-        after=after,
-        before=before,
+    """What the documents page shows: one page of documents (in `period`, of `kind`, "" for all; one query per kind
+    whatever the account's size), the company's requisites, the ЭДО state of its УПД and УКД, and the quarter so far
+    for the reconciliation act's form."""
+    if after is not None:
+        before = None
+    start, end = (period.start, period.end) if period else (None, None)
+    rows = list_documents(
+        db, account_id, start=start, end=end, kind=kind or None, limit=limit, after=after, before=before
     )
+    if before is not None:
+        rows.reverse()  # read backwards from the key, shown newest first
+    page = page_from(rows, document_key, limit=limit, after=after, before=before)
     return {
         "rows": page.rows,
         "page": page,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
+from portal.titled_enums import TitledStrEnum, title_property
+
+
+class AccountRow:
+    """A row of one account's: found by its id, listed by the account's (indexed)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
 
 
 class Requisites(Base):
@@ -39,6 +46,8 @@ class Requisites(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
 
+    # What the accountant edits, and the names of the form's fields; a validator's own field name ("ogrnip") maps
+    # onto the one input that holds it.
     FIELDS = (
         "kind",
         "name",
@@ -70,13 +79,11 @@ class DocumentCounter(Base):
     last_number: Mapped[int] = mapped_column(default=0)
 
 
-class StoredFile(Base):
+class StoredFile(AccountRow, Base):
     """One file in the document store: written once, read back only if its bytes still have this SHA-256."""
 
     __tablename__ = "stored_files"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(20))  # invoice_pdf | upd_pdf | upd_xml
     path: Mapped[str] = mapped_column(sa.String(300), unique=True)  # relative to DOCUMENT_STORE_PATH
     sha256: Mapped[str] = mapped_column(sa.String(64))
@@ -86,17 +93,53 @@ class StoredFile(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class InvoiceStatus(enum.StrEnum):
-    ISSUED = "issued"
-    PAID = "paid"
-    CANCELED = "canceled"  # annulled with its order: the PDF stays, nothing may be paid by it any more
-
-    @property
-    def title(self) -> str:
-        return {"issued": "Ожидает оплаты", "paid": "Оплачен", "canceled": "Аннулирован"}[self.value]
+class InvoiceStatus(TitledStrEnum):
+    ISSUED = "issued", "Ожидает оплаты"
+    PAID = "paid", "Оплачен"
+    CANCELED = "canceled", "Аннулирован"  # annulled with its order: the PDF stays, nothing may be paid by it any more
 
 
-class Invoice(Base):
+class UpdStatus(TitledStrEnum):
+    PENDING = "pending", "Формируется"  # numbered with the payment, files not rendered yet (a retry forms them)
+    FORMED = "formed", "Сформирован"
+
+
+class NumberedDocument(AccountRow):
+    """The columns of a document numbered from a gapless counter per calendar year and listed per account."""
+
+    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "2026-000001", "К-2026-000001", "А-2026-000001"
+    year: Mapped[int]
+    serial: Mapped[int]
+
+
+class FormedDocument(NumberedDocument):
+    """A document numbered in its payment's (or refund's) transaction and rendered to PDF and XML after it.
+
+    Everything it shows is frozen in `context` when it is numbered, so a retry renders the same document.
+    """
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        # The documents page walks (account_id, date, id) newest first from a page's last key.
+        return (
+            sa.UniqueConstraint("year", "serial"),
+            sa.Index(f"ix_{cls.__tablename__}_account_date", "account_id", "doc_date", "id"),
+        )
+
+    doc_date: Mapped[date] = mapped_column(sa.Date)
+    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
+    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    status_title = title_property(UpdStatus)
+
+
+class Invoice(NumberedDocument, Base):
     """A счёт на оплату for one order; its number is never reused, its PDF never re-rendered."""
 
     __tablename__ = "invoices"
@@ -106,12 +149,7 @@ class Invoice(Base):
         sa.Index("ix_invoices_account_issued", "account_id", "issued_on", "id"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), unique=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "2026-000001"
-    year: Mapped[int]
-    serial: Mapped[int]
     issued_on: Mapped[date] = mapped_column(sa.Date)  # Moscow date
     valid_until: Mapped[date] = mapped_column(sa.Date)
     amount: Mapped[int] = mapped_column(sa.BigInteger)  # kopecks, VAT included
@@ -138,9 +176,7 @@ class Invoice(Base):
     # forms a УПД by the same path as a transfer; it has no PDF or QR and is never offered for a bank transfer.
     paid_by: Mapped[str | None] = mapped_column(sa.String(16))
 
-    @property
-    def status_title(self) -> str:
-        return InvoiceStatus(self.status).title
+    status_title = title_property(InvoiceStatus)
 
     @property
     def is_open(self) -> bool:
@@ -151,152 +187,61 @@ class Invoice(Base):
         return self.paid_by == "card"
 
 
-class UpdStatus(enum.StrEnum):
-    PENDING = "pending"  # numbered with the payment, files not rendered yet (a retry forms them)
-    FORMED = "formed"
-
-    @property
-    def title(self) -> str:
-        return {"pending": "Формируется", "formed": "Сформирован"}[self.value]
-
-
-class Upd(Base):
-    """The УПД formed after an invoice is paid; numbered in the payment's transaction, rendered after it."""
+class Upd(FormedDocument, Base):
+    """The УПД formed after an invoice is paid, dated the payment date; numbered in the payment's transaction."""
 
     __tablename__ = "upds"
-    # The documents page walks (account_id, date, id) newest first from a page's last key.
-    __table_args__ = (
-        sa.UniqueConstraint("year", "serial"),
-        sa.Index("ix_upds_account_date", "account_id", "doc_date", "id"),
-    )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)
-    year: Mapped[int]
-    serial: Mapped[int]
-    doc_date: Mapped[date] = mapped_column(sa.Date)  # the payment date
     amount: Mapped[int] = mapped_column(sa.BigInteger)
     vat_rate: Mapped[int | None]
     vat_amount: Mapped[int] = mapped_column(sa.BigInteger, default=0)
-    # Everything the document shows, frozen when it is numbered, so a retry renders the same document.
-    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
-    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
 
 
-class Ukd(Base):
+class Ukd(FormedDocument, Base):
     """A УКД (корректировочный документ) after a refund of rights a УПД documented: it lowers the УПД's cost.
 
     Numbered from its own gapless counter in the refund's transaction and rendered after it, as a УПД is."""
 
     __tablename__ = "ukds"
-    # The documents page walks (account_id, date, id) newest first from a page's last key.
-    __table_args__ = (
-        sa.UniqueConstraint("year", "serial"),
-        sa.Index("ix_ukds_account_date", "account_id", "doc_date", "id"),
-    )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     upd_id: Mapped[int] = mapped_column(sa.ForeignKey("upds.id"), index=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), index=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "К-2026-000001"
-    year: Mapped[int]
-    serial: Mapped[int]
-    doc_date: Mapped[date] = mapped_column(sa.Date)
     amount_before: Mapped[int] = mapped_column(sa.BigInteger)  # the УПД's cost before this correction, VAT included
     amount_after: Mapped[int] = mapped_column(sa.BigInteger)
     vat_rate: Mapped[int | None]
-    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
-    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
 
     @property
     def decrease(self) -> int:
         return self.amount_before - self.amount_after
 
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
 
-
-class AdvanceInvoice(Base):
+class AdvanceInvoice(FormedDocument, Base):
     """A счёт-фактура на аванс: with VAT charged, money received before the rights begin gets one within five days;
     the УПД formed when the rights begin names it on line 5б."""
 
     __tablename__ = "advance_invoices"
-    # The documents page walks (account_id, date, id) newest first from a page's last key.
-    __table_args__ = (
-        sa.UniqueConstraint("year", "serial"),
-        sa.Index("ix_advance_invoices_account_date", "account_id", "doc_date", "id"),
-    )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)
-    number: Mapped[str] = mapped_column(sa.String(20), unique=True)  # "А-2026-000001"
-    year: Mapped[int]
-    serial: Mapped[int]
-    doc_date: Mapped[date] = mapped_column(sa.Date)
     amount: Mapped[int] = mapped_column(sa.BigInteger)
     vat_rate: Mapped[int]
     vat_amount: Mapped[int] = mapped_column(sa.BigInteger)
-    context: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
-    status: Mapped[str] = mapped_column(sa.String(20), default=UpdStatus.PENDING.value, index=True)
-    pdf_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    xml_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_files.id"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    formed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-
-    @property
-    def status_title(self) -> str:
-        return UpdStatus(self.status).title
 
 
-class EdoStatus(enum.StrEnum):
-    PENDING = "pending"  # to be sent (first time, after a failure, or resent by the accountant)
-    SENT = "sent"
-    DELIVERED = "delivered"
-    SIGNED = "signed"
-    REJECTED = "rejected"
-
-    @property
-    def title(self) -> str:
-        return {
-            "pending": "Ожидает отправки",
-            "sent": "Отправлен",
-            "delivered": "Доставлен",
-            "signed": "Подписан покупателем",
-            "rejected": "Отклонён",
-        }[self.value]
+class EdoStatus(TitledStrEnum):
+    PENDING = "pending", "Ожидает отправки"  # to be sent (first time, after a failure, or resent by the accountant)
+    SENT = "sent", "Отправлен"
+    DELIVERED = "delivered", "Доставлен"
+    SIGNED = "signed", "Подписан покупателем"
+    REJECTED = "rejected", "Отклонён"
 
 
-class EdoDocument(Base):
+class EdoDocument(AccountRow, Base):
     """The outbox of documents going to the buyer through ЭДО: one row per document, sent once, its status followed."""
 
     __tablename__ = "edo_documents"
     __table_args__ = (sa.UniqueConstraint("kind", "document_id"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(10))  # "upd" | "ukd"
     document_id: Mapped[int]
     number: Mapped[str] = mapped_column(sa.String(40))
@@ -315,18 +260,14 @@ class EdoDocument(Base):
     status_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attention_resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    @property
-    def status_title(self) -> str:
-        return EdoStatus(self.status).title
+    status_title = title_property(EdoStatus)
 
 
-class DocumentMail(Base):
+class DocumentMail(AccountRow, Base):
     """The outbox of closing documents by e-mail: a unique key per document ("upd:12") or month ("month:2026-11")."""
 
     __tablename__ = "document_mails"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id"), index=True)
     key: Mapped[str] = mapped_column(sa.String(80), unique=True)
     to_email: Mapped[str] = mapped_column(sa.String(254))
     status: Mapped[str] = mapped_column(sa.String(20), default="pending", index=True)  # pending | sent

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -37,3 +40,18 @@ def next_serial(db: Session, kind: str, year: int) -> int:
     db.execute(sa.update(DocumentCounter).where(key).values(last_number=DocumentCounter.last_number + 1))
     serial = db.execute(sa.select(DocumentCounter.last_number).where(key)).scalar_one()
     return int(serial)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A number taken for a document dated `day`: its text as printed and its place in the year's sequence."""
+
+    text: str
+    serial: int
+    day: date
+
+
+def take_number(db: Session, kind: str, day: date, prefix: str = "") -> Taken:
+    """The next number of `kind` for a document dated `day` («А-» or «К-» before it for the advance invoice, УКД)."""
+    serial = next_serial(db, kind, day.year)
+    return Taken(prefix + format_number(day.year, serial), serial, day)

@@ -33,24 +33,6 @@ MAIL_MODES = {
     "monthly": "Одно письмо в начале месяца: документы прошлого месяца и ZIP-архив",
 }
 
-# Form field names; a validator's own field name ("ogrnip") maps onto the one input that holds it.
-FIELDS = (
-    "kind",
-    "name",
-    "inn",
-    "kpp",
-    "ogrn",
-    "address",
-    "email",
-    "bank_name",
-    "bik",
-    "account_number",
-    "correspondent_account",
-    "edo_id",
-    "edo_operator",
-    "mail_mode",
-)
-
 
 @dataclass(frozen=True)
 class RequisitesData:

@@ -7,17 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from portal.documents.validators import (
-    RequisiteError,
-    split_ip_name,
-    validate_bik,
-    validate_correspondent_account,
-    validate_inn,
-    validate_kpp,
-    validate_ogrn,
-    validate_ogrnip,
-    validate_settlement_account,
-)
+from portal.documents import validators
+from portal.documents.validators import RequisiteError
 
 # подп. 26 п. 2 ст. 149 НК РФ: a licence to software listed in the Russian software registry is VAT-exempt.
 VAT_EXEMPT_BASIS = "НДС не облагается на основании подп. 26 п. 2 ст. 149 НК РФ"
@@ -98,23 +89,25 @@ def seller_problems(config: Mapping[str, Any]) -> list[str]:
     inn = text("SELLER_INN")
     kind = "ip" if len(inn) == 12 else "org"
     checks: list[tuple[str, Any]] = [
-        ("SELLER_INN", lambda: validate_inn(inn, kind)),
-        ("SELLER_BIK", lambda: validate_bik(text("SELLER_BIK"))),
+        ("SELLER_INN", lambda: validators.validate_inn(inn, kind)),
+        ("SELLER_BIK", lambda: validators.validate_bik(text("SELLER_BIK"))),
     ]
     if kind == "org":
-        checks.append(("SELLER_KPP", lambda: validate_kpp(text("SELLER_KPP"))))
-        checks.append(("SELLER_OGRN", lambda: validate_ogrn(text("SELLER_OGRN"))))
+        checks.append(("SELLER_KPP", lambda: validators.validate_kpp(text("SELLER_KPP"))))
+        checks.append(("SELLER_OGRN", lambda: validators.validate_ogrn(text("SELLER_OGRN"))))
     else:
-        checks.append(("SELLER_OGRN", lambda: validate_ogrnip(text("SELLER_OGRN"))))
+        checks.append(("SELLER_OGRN", lambda: validators.validate_ogrnip(text("SELLER_OGRN"))))
         # The УПД writes a sole-proprietor seller as СвИП with the ФИО in parts, and the ИП signs it: the name
         # must split, or every УПД would stay pending. An empty name is already reported above.
         if text("SELLER_NAME"):
-            checks.append(("SELLER_NAME", lambda: split_ip_name(text("SELLER_NAME"))))
-    checks.append(("SELLER_ACCOUNT", lambda: validate_settlement_account(text("SELLER_ACCOUNT"), text("SELLER_BIK"))))
+            checks.append(("SELLER_NAME", lambda: validators.split_ip_name(text("SELLER_NAME"))))
+    checks.append(
+        ("SELLER_ACCOUNT", lambda: validators.validate_settlement_account(text("SELLER_ACCOUNT"), text("SELLER_BIK")))
+    )
     checks.append(
         (
             "SELLER_CORR_ACCOUNT",
-            lambda: validate_correspondent_account(text("SELLER_CORR_ACCOUNT"), text("SELLER_BIK")),
+            lambda: validators.validate_correspondent_account(text("SELLER_CORR_ACCOUNT"), text("SELLER_BIK")),
         )
     )
     for key, check in checks:

@@ -237,14 +237,15 @@ def annul_invoice(db: Session, invoice: Invoice, *, actor: Any | None, reason: s
     )
 
 
+def _lock_order_invoice(db: Session, order_id: int) -> Invoice | None:
+    """The order's invoice, if it has one, locked for the rest of the transaction as `lock_invoice` locks it."""
+    query = sa.select(Invoice).where(Invoice.order_id == order_id).with_for_update()
+    return db.scalars(query.execution_options(populate_existing=True)).first()
+
+
 @order_closed.connect
 def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
-    invoice = db.scalars(
-        sa.select(Invoice)
-        .where(Invoice.order_id == order.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
+    invoice = _lock_order_invoice(db, order.id)
     if invoice is not None:
         annul_invoice(db, invoice, actor=None, reason=reason, now=now)
 
@@ -252,12 +253,7 @@ def _on_order_closed(order: Order, *, db: Session, reason: str, now: datetime, *
 @scheduled_period_canceled.connect
 def _on_scheduled_period_canceled(order: Order, *, db: Session, reason: str, now: datetime, **_: Any) -> None:
     """Rights paid in advance that will never begin: the УПД due on their first day is not formed."""
-    invoice = db.scalars(
-        sa.select(Invoice)
-        .where(Invoice.order_id == order.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
+    invoice = _lock_order_invoice(db, order.id)
     if invoice is None or invoice.upd_due_on is None:
         return
     due = invoice.upd_due_on

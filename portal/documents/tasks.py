@@ -7,6 +7,7 @@ worker or a sweep re-run after a crash sends nothing twice; the Huey lock only s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import current_app
 from huey import crontab
@@ -24,24 +25,23 @@ log = logging.getLogger(__name__)
 def edo_sweep_task() -> None:
     if current_app.config.get("EDO_BACKEND", "emulator") == "off":
         return
-    try:
-        with huey.lock_task("documents-edo-sweep"), get_database().session() as db:
-            lines = edo.sweep(db, now=utcnow(), config=current_app.config, instance_path=current_app.instance_path)
-    except TaskLockedException:
-        return
-    for line in lines:
-        log.info("ЭДО: %s", line)
+    _sweep("documents-edo-sweep", edo.sweep, "ЭДО")
 
 
 @periodic(crontab(minute="*"), name="portal.documents.mail_sweep")
 def mail_sweep_task() -> None:
+    _sweep("documents-mail-sweep", mailing.sweep, "closing documents by e-mail")
+
+
+def _sweep(lock: str, sweep: Callable[..., list[str]], label: str) -> None:
+    """One pass of an outbox sweep under its Huey lock; a pass already running elsewhere makes this one a no-op."""
     try:
-        with huey.lock_task("documents-mail-sweep"), get_database().session() as db:
-            lines = mailing.sweep(db, now=utcnow(), config=current_app.config, instance_path=current_app.instance_path)
+        with huey.lock_task(lock), get_database().session() as db:
+            lines = sweep(db, now=utcnow(), config=current_app.config, instance_path=current_app.instance_path)
     except TaskLockedException:
         return
     for line in lines:
-        log.info("closing documents by e-mail: %s", line)
+        log.info("%s: %s", label, line)
 
 
 @task(retries=5, retry_delay=10, name="portal.documents.form_documents")

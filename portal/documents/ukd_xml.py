@@ -25,6 +25,7 @@ from portal.documents.upd_xml import (
     _signer,
     _vat_rate,
     file_id,
+    goods_item,
     money,
     seller_kind,
 )
@@ -56,6 +57,12 @@ def _tax(parent: ET.Element, tag: str, exempt: bool, kopecks: int) -> None:
         ET.SubElement(node, "СумНДС").text = money(kopecks)
 
 
+def _cost_change(item: ET.Element, tag: str, line: Mapping[str, Any], key: str) -> None:
+    """A line's cost `key` before the change, after it, and the decrease."""
+    before, after, decrease = line["before"][key], line["after"][key], line["decrease"][key]
+    ET.SubElement(item, tag, {"СтоимДоИзм": money(before), "СтоимПослеИзм": money(after), "СтоимУм": money(decrease)})
+
+
 def build_ukd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
     """Build the УКД exchange file from the context of ``render.render_ukd_pdf``; ``(file name, bytes)``."""
     function = ukd_function(ctx)
@@ -74,12 +81,11 @@ def build_ukd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
     table = ET.SubElement(doc, "ТаблКСчФ")
     for number, line in enumerate(ctx["lines"], start=1):
         before, after, decrease = line["before"], line["after"], line["decrease"]
-        item = ET.SubElement(
+        item = goods_item(
             table,
-            "СведТов",
+            number,
+            line,
             {
-                "НомСтр": str(number),
-                "НаимТов": line["name"],
                 "ОКЕИ_ТовДо": line["unit_code"],
                 "ОКЕИ_ТовПосле": line["unit_code"],
                 "КолТовДо": str(line["quantity"]),
@@ -90,15 +96,7 @@ def build_ukd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
                 "НалСтПосле": rate,
             },
         )
-        ET.SubElement(
-            item,
-            "СтТовБезНДС",
-            {
-                "СтоимДоИзм": money(before["amount_without_vat"]),
-                "СтоимПослеИзм": money(after["amount_without_vat"]),
-                "СтоимУм": money(decrease["amount_without_vat"]),
-            },
-        )
+        _cost_change(item, "СтТовБезНДС", line, "amount_without_vat")
         for tag in ("АкцизДо", "АкцизПосле"):
             ET.SubElement(ET.SubElement(item, tag), "БезАкциз").text = NO_EXCISE
         _tax(item, "СумНалДо", exempt, before["vat_amount"])
@@ -108,15 +106,7 @@ def build_ukd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
             ET.SubElement(difference, "БезНДС").text = NO_VAT
         else:
             ET.SubElement(difference, "СумУм").text = money(decrease["vat_amount"])
-        ET.SubElement(
-            item,
-            "СтТовУчНал",
-            {
-                "СтоимДоИзм": money(before["amount"]),
-                "СтоимПослеИзм": money(after["amount"]),
-                "СтоимУм": money(decrease["amount"]),
-            },
-        )
+        _cost_change(item, "СтТовУчНал", line, "amount")
     total = ctx["total_decrease"]
     totals = ET.SubElement(
         table,

@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -17,13 +17,14 @@ from portal.billing.pricing import round_half_up_div
 from portal.documents import numbering, render, upd_xml
 from portal.documents.files import record_file, stored_path
 from portal.documents.invoices import LICENSE_NAME, license_date, order_periods, vat_block, vat_of
-from portal.documents.models import Invoice, StoredFile, Upd, UpdStatus
+from portal.documents.models import FormedDocument, Invoice, StoredFile, Upd, UpdStatus
 from portal.documents.seller import Seller, get_seller
 from portal.documents.store import get_store
 from portal.documents.validators import split_ip_name
 
 log = logging.getLogger(__name__)
 
+NumberedRow = TypeVar("NumberedRow", bound=FormedDocument)
 FormFn = Callable[..., None]  # form(db, row, *, now, config): render and store a numbered document
 
 
@@ -187,10 +188,9 @@ def number_upd(
     existing = db.scalars(sa.select(Upd).where(Upd.invoice_id == invoice.id)).first()
     if existing is not None:
         return existing
-    serial = numbering.next_serial(db, numbering.UPD, doc_date.year)
-    number = numbering.format_number(doc_date.year, serial)
+    taken = numbering.take_number(db, numbering.UPD, doc_date)
     ctx = upd_context(
-        number=number,
+        number=taken.text,
         doc_date=doc_date,
         invoice=invoice,
         order=order,
@@ -202,20 +202,25 @@ def number_upd(
     upd = Upd(
         account_id=invoice.account_id,
         invoice_id=invoice.id,
-        number=number,
-        year=doc_date.year,
-        serial=serial,
-        doc_date=doc_date,
         amount=order.amount,
         vat_rate=invoice.vat_rate,
         vat_amount=ctx["vat"]["amount"],
-        context=freeze(ctx),
-        status=UpdStatus.PENDING.value,
-        created_at=now,
     )
-    db.add(upd)
+    return record_numbered(db, upd, taken, ctx, now=now)
+
+
+def record_numbered(
+    db: Session, row: NumberedRow, taken: numbering.Taken, ctx: Mapping[str, Any], *, now: datetime
+) -> NumberedRow:
+    """Give a new УПД, УКД or advance invoice its number and frozen context and record it, pending until
+    `form_numbered` renders its files; flushed, so that its id is known."""
+    row.number, row.year, row.serial, row.doc_date = taken.text, taken.day.year, taken.serial, taken.day
+    row.context = freeze(ctx)
+    row.status = UpdStatus.PENDING.value
+    row.created_at = now
+    db.add(row)
     db.flush()
-    return upd
+    return row
 
 
 def store_document(

@@ -202,12 +202,11 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
 
     table = ET.SubElement(doc, "ТаблСчФакт")
     for number, line in enumerate(ctx["lines"], start=1):
-        item = ET.SubElement(
+        item = goods_item(
             table,
-            "СведТов",
+            number,
+            line,
             {
-                "НомСтр": str(number),
-                "НаимТов": line["name"],
                 "ОКЕИ_Тов": line["unit_code"],
                 "НаимЕдИзм": line["unit"],
                 "КолТов": str(line["quantity"]),
@@ -240,6 +239,11 @@ def build_upd_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
 
     _signer(doc, ctx["signer"])
     return _finish(root, identifier)
+
+
+def goods_item(table: ET.Element, number: int, line: Mapping[str, Any], attrs: Mapping[str, str]) -> ET.Element:
+    """A line of a document's table (СведТов): its number and name, then `attrs` in the order given."""
+    return ET.SubElement(table, "СведТов", {"НомСтр": str(number), "НаимТов": line["name"], **attrs})
 
 
 def _root(
@@ -296,16 +300,8 @@ def build_advance_xml(ctx: Mapping[str, Any]) -> tuple[str, bytes]:
     ET.SubElement(invoice, "ДенИзм", {"КодОКВ": CURRENCY_CODE, "НаимОКВ": CURRENCY_NAME})
     table = ET.SubElement(doc, "ТаблСчФакт")
     for number, line in enumerate(ctx["lines"], start=1):
-        item = ET.SubElement(
-            table,
-            "СведТов",
-            {
-                "НомСтр": str(number),
-                "НаимТов": line["name"],
-                "НалСт": advance_rate(ctx["vat"]["rate"]),
-                "СтТовУчНал": money(line["amount"]),
-            },
-        )
+        attrs = {"НалСт": advance_rate(ctx["vat"]["rate"]), "СтТовУчНал": money(line["amount"])}
+        item = goods_item(table, number, line, attrs)
         ET.SubElement(ET.SubElement(item, "Акциз"), "БезАкциз").text = NO_EXCISE
         _tax(item, "СумНал", False, line["vat_amount"])
     totals = ET.SubElement(table, "ВсегоОпл", {"СтТовУчНалВсего": money(ctx["total"])})

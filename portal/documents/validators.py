@@ -149,24 +149,24 @@ _FIRST_DIGIT_MEANS = {
 
 def validate_ogrn(value: str) -> None:
     """ОГРН of an organisation: 13 digits, first 1 or 5, the last one is (first 12 mod 11) mod 10."""
-    _digits(value, "ogrn", "ОГРН", (13,), "ОГРН должен состоять из 13 цифр")
-    if int(value[:12]) % 11 % 10 != int(value[12]):
-        raise RequisiteError("ogrn", "Неверное контрольное число ОГРН")
-    if value[0] not in _OGRN_FIRST_DIGITS:
-        raise RequisiteError(
-            "ogrn",
-            f"ОГРН организации начинается с 1 или 5, а этот номер — с {value[0]}: {_FIRST_DIGIT_MEANS[value[0]]}",
-        )
+    _registration_number(value, "ogrn", "ОГРН", "ОГРН организации", 13, _OGRN_FIRST_DIGITS, "1 или 5")
 
 
 def validate_ogrnip(value: str) -> None:
     """ОГРНИП of a sole proprietor: 15 digits, first 3, the last one is the last digit of (first 14 mod 13)."""
-    _digits(value, "ogrnip", "ОГРНИП", (15,), "ОГРНИП должен состоять из 15 цифр")
-    if int(value[:14]) % 13 % 10 != int(value[14]):
-        raise RequisiteError("ogrnip", "Неверное контрольное число ОГРНИП")
-    if value[0] not in _OGRNIP_FIRST_DIGITS:
+    _registration_number(value, "ogrnip", "ОГРНИП", "ОГРНИП", 15, _OGRNIP_FIRST_DIGITS, "3")
+
+
+def _registration_number(
+    value: str, field: str, title: str, whose: str, length: int, first_digits: str, first_text: str
+) -> None:
+    """A state registration number: `length` digits whose last is (the others mod `length` − 2) mod 10."""
+    _digits(value, field, title, (length,), f"{title} должен состоять из {length} цифр")
+    if int(value[:-1]) % (length - 2) % 10 != int(value[-1]):
+        raise RequisiteError(field, f"Неверное контрольное число {title}")
+    if value[0] not in first_digits:
         raise RequisiteError(
-            "ogrnip", f"ОГРНИП начинается с 3, а этот номер — с {value[0]}: {_FIRST_DIGIT_MEANS[value[0]]}"
+            field, f"{whose} начинается с {first_text}, а этот номер — с {value[0]}: {_FIRST_DIGIT_MEANS[value[0]]}"
         )
 
 

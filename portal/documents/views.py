@@ -25,8 +25,7 @@ from portal.documents.invoices import (
     TooManyOpenInvoices,
     check_open_invoices,
 )
-from portal.documents.models import StoredFile
-from portal.documents.requisites import FIELDS as REQUISITES_FIELDS
+from portal.documents.models import Invoice, Requisites, StoredFile
 from portal.documents.requisites import RequisitesInvalid
 from portal.documents.store import DocumentCorrupted
 from portal.documents.upd import form_pending_upds
@@ -34,8 +33,7 @@ from portal.money import format_rub
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
 from portal.payments import statement_lines
-from portal.payments.statement import StatementError
-from portal.payments.tasks import start_statement_import
+from portal.statement_upload import accept_statement
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -123,7 +121,7 @@ def requisites_edit() -> Any:
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            data = {name: form[name].data for name in REQUISITES_FIELDS}
+            data = {name: form[name].data for name in Requisites.FIELDS}
             try:
                 service.save_requisites(db, actor=_actor(), account_id=account.id, data=data, now=utcnow())
                 db.commit()
@@ -206,6 +204,14 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def attachment(data: bytes, mimetype: str, name: str) -> FlaskResponse:
+    """A file made for this request (an archive, an акт сверки): downloaded as `name` and never cached."""
+    resp = FlaskResponse(data, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = content_disposition(name)
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
 def _send(stored: StoredFile | None) -> Any:
     if stored is None:
         abort(404)
@@ -221,15 +227,20 @@ def _send(stored: StoredFile | None) -> Any:
     return resp
 
 
+def _own_invoice(invoice_id: int) -> tuple[Session, Invoice]:
+    """An invoice of the signed-in person's account; any other is not found."""
+    db = get_db()
+    invoice = service.get_invoice(db, require_account().id, invoice_id)
+    if invoice is None:
+        abort(404)
+    return db, invoice
+
+
 @bp.route("/documents/invoices/<int:invoice_id>/pdf")
 @roles_required(*ACCOUNTING)
 def invoice_download(invoice_id: int) -> Any:
-    db = get_db()
-    account = require_account()
-    invoice = service.get_invoice(db, account.id, invoice_id)
-    if invoice is None:
-        abort(404)
-    return _send(service.get_file(db, account.id, invoice.pdf_file_id))
+    db, invoice = _own_invoice(invoice_id)
+    return _send(service.get_file(db, invoice.account_id, invoice.pdf_file_id))
 
 
 @bp.route("/documents/upd/<int:upd_id>/<any(pdf, xml):fmt>")
@@ -270,20 +281,13 @@ def archive_download() -> Any:
     if not count:
         flash(f"За {period.title} документов нет.", "info")
         return redirect(url_for("documents.document_list", period=period.code))
-    resp = FlaskResponse(data, mimetype="application/zip")
-    resp.headers["Content-Disposition"] = content_disposition(f"Документы за {period.title}.zip")
-    resp.headers["Cache-Control"] = "private, no-store"
-    return resp
+    return attachment(data, "application/zip", f"Документы за {period.title}.zip")
 
 
 @bp.route("/documents/invoices/<int:invoice_id>")
 @roles_required(*ACCOUNTING)
 def invoice_view(invoice_id: int) -> Any:
-    db = get_db()
-    account = require_account()
-    invoice = service.get_invoice(db, account.id, invoice_id)
-    if invoice is None:
-        abort(404)
+    db, invoice = _own_invoice(invoice_id)
     if invoice.by_card:
         # A company card order's record is no bill to pay (no PDF, no QR): its documents are the УПД and УКД.
         return redirect(url_for("documents.document_list"))
@@ -300,17 +304,8 @@ def statement_import() -> Any:
     db = get_db()
     form = StatementUploadForm()
     if form.validate_on_submit():
-        upload = form.statement.data
-        try:
-            # Imported by a task (a large statement takes longer than a page view); the console shows its progress.
-            run = start_statement_import(
-                db, upload.read(), file_name=upload.filename or "statement.txt", actor=_actor()
-            )
-        except StatementError as exc:
-            db.rollback()
-            form.statement.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-        else:
-            db.commit()
+        run = accept_statement(db, form.statement, actor=_actor())
+        if run is not None:
             return redirect(url_for("support.statement_list", run=run.id))
     status = 400 if request.method == "POST" else 200
     unmatched = statement_lines.list_unmatched_lines(db)

@@ -7,7 +7,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask import Response as FlaskResponse
 from flask_login import current_user
 
 from portal.accounts.access import login_required_any, require_account, roles_required, staff_required
@@ -16,7 +15,7 @@ from portal.db import get_db, utcnow
 from portal.documents import edo, reconciliation
 from portal.documents.accountant import attention
 from portal.documents.archive import parse_period
-from portal.documents.views import ACCOUNTING, content_disposition
+from portal.documents.views import ACCOUNTING, attachment
 from portal.nav import register_nav
 
 bp = Blueprint("accountant", __name__)
@@ -50,10 +49,7 @@ def reconciliation_download() -> Any:
     except reconciliation.ReconciliationError as exc:
         abort(400, str(exc))
     data = reconciliation.render_pdf(act) if fmt == "pdf" else reconciliation.render_xlsx(act)
-    resp = FlaskResponse(data, mimetype="application/pdf" if fmt == "pdf" else XLSX)
-    resp.headers["Content-Disposition"] = content_disposition(f"{act.file_stem}.{fmt}")
-    resp.headers["Cache-Control"] = "private, no-store"
-    return resp
+    return attachment(data, "application/pdf" if fmt == "pdf" else XLSX, f"{act.file_stem}.{fmt}")
 
 
 @bp.post("/documents/edo/<int:edo_id>/resend")
