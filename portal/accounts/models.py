@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -11,21 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.accounts.phone import format_phone
 from portal.db import Base, UTCDateTime, trigram_index, utcnow
+from portal.titled_enums import TitledStrEnum
 
 
-class TitledEnum(enum.StrEnum):
-    """A stored value with the Russian title pages show for it: `OWNER = "owner", "Владелец"`."""
-
-    title: str  # the Russian title, in place of str.title
-
-    def __new__(cls, value: str, title: str) -> TitledEnum:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.title = title
-        return member
-
-
-class Role(TitledEnum):
+class Role(TitledStrEnum):
     """A person's role in an account: what they may do there (README, «What each person can do»)."""
 
     OWNER = "owner", "Владелец"
@@ -33,7 +21,7 @@ class Role(TitledEnum):
     MEMBER = "member", "Сотрудник"
 
 
-class MembershipStatus(TitledEnum):
+class MembershipStatus(TitledStrEnum):
     """Only an active membership takes a seat."""
 
     ACTIVE = "active", "Активен"
@@ -42,7 +30,7 @@ class MembershipStatus(TitledEnum):
     LEFT = "left", "Покинул(а) компанию"
 
 
-class Source(TitledEnum):
+class Source(TitledStrEnum):
     """Where a membership came from: the portal itself, the messenger app, or the CRM sync."""
 
     PORTAL = "portal", "Портал"

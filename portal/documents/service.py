@@ -70,7 +70,7 @@ def save_requisites(db: Session, *, actor: Any, account_id: int, data: Mapping[s
     row.updated_at = now
     row.updated_by_user_id = actor.id if actor is not None else None
     db.flush()
-    changed = {k for k in after if before is None or before.get(k) != after[k]}
+    changed = [k for k in after if before is None or before.get(k) != after[k]]  # a list: the form's order, every time
     record_audit(
         db,
         actor=actor,

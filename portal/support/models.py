@@ -7,11 +7,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from portal.accounts.models import TitledEnum
 from portal.db import Base, UTCDateTime, utcnow
+from portal.titled_enums import TitledStrEnum
 
 
-class RequestStatus(TitledEnum):
+class RequestStatus(TitledStrEnum):
     """Where a request is: sent, taken by staff, or closed either way with a note to the owner."""
 
     OPEN = "open", "Отправлена"
@@ -27,7 +27,7 @@ class RequestStatus(TitledEnum):
 OPEN_STATUSES = (RequestStatus.OPEN.value, RequestStatus.IN_PROGRESS.value)
 
 
-class RequestKind(TitledEnum):
+class RequestKind(TitledStrEnum):
     """What an owner asks support for."""
 
     TRIAL = "trial", "Пробный месяц"

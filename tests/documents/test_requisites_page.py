@@ -186,6 +186,29 @@ def test_change_is_audited_before_and_after(client, auth, db, company):
     assert records[1].actor_label.endswith(f"({ACCOUNTANT})")
 
 
+def test_audited_fields_keep_the_form_order(client, auth, db, company):
+    """The audit entry lists the changed fields in the form's order, the same in every process (it was a set)."""
+    auth.login(ACCOUNTANT)
+    post(client, "/requisites", ORG)
+    changed = {
+        **ORG,
+        "address": "119019, г. Москва, ул. Новый Арбат, д. 1",
+        "bank_name": "АО «Банк»",
+        "kpp": "771001001",
+    }
+    post(client, "/requisites", changed)
+    record = db.scalars(
+        sa.select(AuditLog).where(AuditLog.action == "documents.requisites_saved").order_by(AuditLog.id.desc())
+    ).first()
+    form_order = [f for f in Requisites.FIELDS if f in record.after]
+    assert list(record.after) == form_order and list(record.before) == form_order
+    assert len(form_order) >= 2
+    first = db.scalars(
+        sa.select(AuditLog).where(AuditLog.action == "documents.requisites_saved").order_by(AuditLog.id)
+    ).first()
+    assert list(first.after) == [f for f in Requisites.FIELDS if f in first.after]
+
+
 def test_members_may_not_see_or_change_requisites(client, auth, company):
     auth.login("+79160010001")  # the member of the first factory account
     assert client.get("/requisites").status_code == 403
