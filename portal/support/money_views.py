@@ -18,6 +18,7 @@ from portal.payments.providers import get_provider
 from portal.payments.providers.base import ProviderError
 from portal.payments.service import customer_for_account
 from portal.payments.tasks import STATEMENT_RUN
+from portal.statement_upload import accept_statement
 from portal.support import actions, errors, overview
 from portal.support.forms import (
     ConfirmedActionForm,
@@ -28,7 +29,7 @@ from portal.support.forms import (
     RefundStartForm,
     StatementForm,
 )
-from portal.support.viewutil import current_actor, parse_id, start_statement_upload
+from portal.support.viewutil import current_actor, parse_id
 from portal.tasks.runs import get_run as get_task_run
 from portal.tasks.runs import run_state
 
@@ -40,7 +41,7 @@ def statement_list() -> Any:
     db = get_db()
     form = StatementForm()
     status = 400 if request.method == "POST" else 200
-    if form.validate_on_submit() and (run := start_statement_upload(db, form.statement)) is not None:
+    if form.validate_on_submit() and (run := accept_statement(db, form.statement, actor=current_actor())) is not None:
         return redirect(url_for("support.statement_list", run=run.id))
     run, state, matched = _statement_run(db)
     return render_template(

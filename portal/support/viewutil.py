@@ -7,14 +7,9 @@ from typing import Any
 
 from flask import abort
 from flask_login import current_user
-from sqlalchemy.orm import Session
-from wtforms import FileField
 
 from portal.db import get_db
-from portal.payments.statement import StatementError
-from portal.payments.tasks import start_statement_import
 from portal.support import overview
-from portal.tasks.models import TaskRun
 
 
 def current_actor() -> Any:
@@ -33,20 +28,3 @@ def parse_id(raw: str | None) -> int | None:
     raw = (raw or "").strip()
     # Fewer than 10 digits: a longer number is no row of an INTEGER column and would overflow the driver.
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
-
-
-def start_statement_upload(db: Session, field: FileField) -> TaskRun | None:
-    """The import task for the statement uploaded in `field`, committed; None with the refusal on the field.
-
-    A task, not the request: a large statement takes longer than a page view; the console shows its progress."""
-    upload = field.data
-    try:
-        run = start_statement_import(
-            db, upload.read(), file_name=upload.filename or "statement.txt", actor=current_actor()
-        )
-    except StatementError as exc:
-        db.rollback()
-        field.errors = [f"Файл не принят, ничего не загружено. {exc}"]
-        return None
-    db.commit()
-    return run
