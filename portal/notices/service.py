@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role
 from portal.accounts.sms import SmsBackend, SmsError
-from portal.billing import service as billing
 from portal.billing.catalog import PERIODS
+from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
+from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
 from portal.money import format_rub
 from portal.notices.models import Notice, NoticeChannel, NoticeOptOut
 from portal.payments import autopay, autopay_letters
@@ -232,14 +233,14 @@ def _successor_exists(db: Session, period: SubscriptionPeriod) -> bool:
 
 
 def _renewal_offer_text(db: Session, period: SubscriptionPeriod, now: datetime, base_url: str) -> str:
-    plan = billing.get_plan_for_account(db, period.account_id, period.plan_code)
+    plan = get_plan_for_account(db, period.account_id, period.plan_code)
     months = period.months if period.months in PERIODS else 12
     if plan is None:
         return f"Чтобы продолжить работу на платном тарифе, выберите тариф в личном кабинете: {base_url}/plans\n"
     link = f"{base_url}/checkout?{urlencode({'plan': plan.code, 'months': months})}"
     try:
         offer = get_offer(db, period.account_id, plan, months, now)
-    except billing.PurchaseError:
+    except PurchaseError:
         return f"Продлить тариф «{plan.title}»: {link}\n"
     lines = [f"Тариф «{plan.title}»: {format_rub(offer.amount)} — {offer.covers}."]
     if offer.from_balance:
@@ -525,7 +526,7 @@ def sweep(
         company = account.name if account is not None else f"№ {letter.account_id}"
         for membership, channel, address in _deliveries(db, letter, sms=sms_backend is not None):
             key = f"{letter.event_key}:{membership.user_id}"
-            inserted = billing._insert_ignoring_conflict(
+            inserted = _insert_ignoring_conflict(
                 db,
                 Notice.__table__,
                 {

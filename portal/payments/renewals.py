@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
-from portal.billing import service as billing
+from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.models import (
     Order,
     OrderKind,
@@ -22,6 +22,9 @@ from portal.billing.models import (
     PeriodStatus,
     SubscriptionPeriod,
 )
+from portal.billing.orders import cancel_order, create_order
+from portal.billing.purchases import price_purchase
+from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
 from portal.money import format_rub
 from portal.payments import attempts, ledger, service
 from portal.payments.autopay import (
@@ -113,18 +116,18 @@ def _open_renewals(db: Session, now: datetime, s: Settings) -> list[str]:
             sa.select(AutopayRenewal.id).where(AutopayRenewal.period_id == period.id)
         ):
             continue
-        plan = billing.get_plan_for_account(db, consent.account_id, consent.plan_code)
+        plan = get_plan_for_account(db, consent.account_id, consent.plan_code)
         if plan is None:
             continue
         try:
-            purchase = billing.price_purchase(db, consent.account_id, plan, consent.months, now)
-        except billing.PurchaseError:
+            purchase = price_purchase(db, consent.account_id, plan, consent.months, now)
+        except PurchaseError:
             continue
         if purchase.kind != OrderKind.RENEWAL or purchase.starts_on != period.ends_on:
             continue  # something else is prepaid after this period: not the renewal agreed to
         # At least a day between the warning and the charge, even when the tick learns of the period late.
         charge_on = max(period.ends_on - timedelta(days=s.charge_days), today + timedelta(days=1))
-        inserted = billing._insert_ignoring_conflict(
+        inserted = _insert_ignoring_conflict(
             db,
             AutopayRenewal.__table__,
             {
@@ -245,7 +248,7 @@ def _attempt(
         return f"{label}: период уже продлён, ничего не списано"
     if order is None:
         try:
-            order = billing.create_order(
+            order = create_order(
                 db,
                 actor=None,
                 account_id=renewal.account_id,
@@ -256,13 +259,13 @@ def _attempt(
                 idempotency_key=f"autopay-{renewal.id}",
                 now=now,
             )
-        except billing.PurchaseError as exc:
+        except PurchaseError as exc:
             db.rollback()
             _finish(db, renewal_id, RenewalStatus.SKIPPED, now, last_reason="not_renewable")
             db.commit()
             return f"{label}: продление невозможно — {exc}"
         if order.kind != OrderKind.RENEWAL or order.starts_on != renewal.period_ends_on:
-            billing.cancel_order(db, order.id, actor=None, reason="Не то продление, на которое дано согласие.", now=now)
+            cancel_order(db, order.id, actor=None, reason="Не то продление, на которое дано согласие.", now=now)
             _finish(db, renewal_id, RenewalStatus.SKIPPED, now, last_reason="not_renewable", order_id=order.id)
             db.commit()
             return f"{label}: после периода уже оплачено другое, ничего не списано"

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.access import current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.billing.orders import get_order
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import get_db, utcnow
 from portal.documents.invoices import record_card_order
 from portal.documents.qr import qr_svg_data_uri
@@ -117,7 +118,7 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
 def _load_order(order_id: int) -> Order:
     account = require_account()
-    order = billing.get_order(get_db(), account.id, order_id)
+    order = get_order(get_db(), account.id, order_id)
     if order is None or order.payer_type != "card":
         abort(404)
     return order
@@ -141,7 +142,7 @@ def payment_return(order_id: int) -> Any:
         return redirect(url_for("payments.sbp_show", order_id=order.id))  # the QR is still the way to pay
     db = get_db()
     now = utcnow()
-    subscription = billing.get_subscription_state(db, order.account_id, now) if state.code == "paid" else None
+    subscription = get_subscription_state(db, order.account_id, now) if state.code == "paid" else None
     membership = current_membership()
     return render_template(
         "payments/payment_return.html",
