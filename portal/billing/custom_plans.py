@@ -12,9 +12,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import User
 from portal.audit import record_audit
 from portal.billing.catalog import PLANS, Plan, get_plan, make_custom_plan
-from portal.billing.models import (
-    CustomPlan,
-)
+from portal.billing.models import CustomPlan
 from portal.db import memo
 
 # --- plans and usage --------------------------------------------------------------------------------------

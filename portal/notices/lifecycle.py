@@ -53,7 +53,7 @@ def _failed_payment_letters(db: Session, now: datetime, base_url: str) -> Iterat
             sa.or_(Payment.status_reason.is_(None), Payment.status_reason.not_in(NOT_A_FAILURE)),
             Order.status != OrderStatus.PAID,  # paid meanwhile another way: nothing to act on
             # A declined autopayment charge has its own letter (the retry's date, how to switch off): not two.
-            sa.not_(Payment.idempotence_key.startswith("autopay-")),
+            sa.not_(Payment.is_autopay_charge),
         )
         .order_by(Payment.id)
     ).all()

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from portal.billing.catalog import PERIODS
 from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
 from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
+from portal.billing.tick import has_successor
 from portal.money import format_rub
 from portal.notices.models import Notice, NoticeChannel, NoticeOptOut
 from portal.payments import autopay, autopay_letters
@@ -218,18 +220,14 @@ def save_settings(db: Session, membership: Membership, data: dict[str, object], 
 # --- what is due ------------------------------------------------------------------------------------------
 
 
-def _successor_exists(db: Session, period: SubscriptionPeriod) -> bool:
-    return bool(
-        db.scalar(
-            sa.select(sa.func.count())
-            .select_from(SubscriptionPeriod)
-            .where(
-                SubscriptionPeriod.account_id == period.account_id,
-                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-                SubscriptionPeriod.starts_on == period.ends_on,
-            )
-        )
-    )
+def _unfollowed_periods(db: Session, *conditions: Any) -> list[SubscriptionPeriod]:
+    """Active periods meeting `conditions` (by id) that nothing follows yet: what a renewal letter is about."""
+    periods = db.scalars(
+        sa.select(SubscriptionPeriod)
+        .where(SubscriptionPeriod.status == PeriodStatus.ACTIVE, *conditions)
+        .order_by(SubscriptionPeriod.id)
+    ).all()
+    return [period for period in periods if not has_successor(db, period)]
 
 
 def _renewal_offer_text(db: Session, period: SubscriptionPeriod, now: datetime, base_url: str) -> str:
@@ -259,19 +257,13 @@ def _renew_link(period: SubscriptionPeriod, base_url: str) -> str:
 
 def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
     today = msk_date(now)
-    periods = db.scalars(
-        sa.select(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.starts_on <= today,
-            SubscriptionPeriod.ends_on > today,
-            SubscriptionPeriod.ends_on <= today + timedelta(days=max(REMIND_DAYS)),
-        )
-        .order_by(SubscriptionPeriod.id)
-    ).all()
+    periods = _unfollowed_periods(
+        db,
+        SubscriptionPeriod.starts_on <= today,
+        SubscriptionPeriod.ends_on > today,
+        SubscriptionPeriod.ends_on <= today + timedelta(days=max(REMIND_DAYS)),
+    )
     for period in periods:
-        if _successor_exists(db, period):
-            continue
         days_left = (period.ends_on - today).days
         # The nearest mark reached: a sweep that missed a day still sends the one that matters now, not an old one.
         mark = min(d for d in REMIND_DAYS if days_left <= d)
@@ -294,20 +286,14 @@ def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Lette
 
 def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
     today = msk_date(now)
-    periods = db.scalars(
-        sa.select(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.ended_at.is_not(None),  # the tick has decided what follows (grace or free)
-            SubscriptionPeriod.replaced_on.is_(None),
-            SubscriptionPeriod.ends_on <= today,
-            SubscriptionPeriod.ends_on > today - timedelta(days=ENDED_NOTICE_DAYS),
-        )
-        .order_by(SubscriptionPeriod.id)
-    ).all()
+    periods = _unfollowed_periods(
+        db,
+        SubscriptionPeriod.ended_at.is_not(None),  # the tick has decided what follows (grace or free)
+        SubscriptionPeriod.replaced_on.is_(None),
+        SubscriptionPeriod.ends_on <= today,
+        SubscriptionPeriod.ends_on > today - timedelta(days=ENDED_NOTICE_DAYS),
+    )
     for period in periods:
-        if _successor_exists(db, period):
-            continue
         trial = period.kind == PeriodKind.TRIAL
         what = "Пробный период" if trial else "Оплаченный период"
         title = plan_title_for_code(period.plan_code)

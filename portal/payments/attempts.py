@@ -95,7 +95,7 @@ def _attempt_for(
     for _ in range(3):
         last = latest_payment(db, order.id)
         # An autopayment's charge is never reused as a hosted payment: the payer paying another way gets a new one.
-        reusable = last is not None and not last.idempotence_key.startswith("autopay-")
+        reusable = last is not None and not last.is_autopay_charge
         if reusable and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
             if last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"):
                 return last

@@ -24,25 +24,13 @@ from portal.accounts.models import User
 from portal.audit import record_audit
 from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.display import months_ru
-from portal.billing.models import (
-    Order,
-    OrderKind,
-    OrderStatus,
-    SubscriptionPeriod,
-    plan_title_for_code,
-)
+from portal.billing.models import Order, OrderKind, OrderStatus, SubscriptionPeriod, plan_title_for_code
 from portal.billing.orders import cancel_order
 from portal.billing.pricing import quote
 from portal.billing.purchases import Purchase
 from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
 from portal.money import format_rub
-from portal.payments.autopay_models import (
-    AutopayConsent,
-    AutopayRenewal,
-    ConsentStatus,
-    RenewalStatus,
-    SavedMethod,
-)
+from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, ConsentStatus, RenewalStatus, SavedMethod
 from portal.payments.models import Payment
 from portal.payments.providers.base import PaymentInfo
 from portal.wording import plural_ru

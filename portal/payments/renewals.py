@@ -14,33 +14,16 @@ from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
 from portal.billing.custom_plans import get_plan_for_account
-from portal.billing.models import (
-    Order,
-    OrderKind,
-    OrderStatus,
-    PeriodKind,
-    PeriodStatus,
-    SubscriptionPeriod,
-)
+from portal.billing.models import Order, OrderKind, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod
 from portal.billing.orders import cancel_order, create_order
 from portal.billing.purchases import price_purchase
 from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
+from portal.billing.tick import has_successor
 from portal.money import format_rub
 from portal.payments import attempts, ledger, service
-from portal.payments.autopay import (
-    STALE_ATTEMPT,
-    Settings,
-    _drop_order,
-    settings_from,
-)
-from portal.payments.autopay_models import (
-    AutopayConsent,
-    AutopayRenewal,
-    ConsentStatus,
-    RenewalStatus,
-    SavedMethod,
-)
-from portal.payments.models import Payment, PaymentStatus
+from portal.payments.autopay import STALE_ATTEMPT, Settings, _drop_order, settings_from
+from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, ConsentStatus, RenewalStatus, SavedMethod
+from portal.payments.models import Payment, PaymentStatus, autopay_key
 from portal.payments.providers.base import ProviderError, ProviderUnavailable, reason_text
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -158,15 +141,7 @@ def _open_renewals(db: Session, now: datetime, s: Settings) -> list[str]:
 def _successor(db: Session, period: SubscriptionPeriod) -> bool:
     """Something already follows the period: a period, or a change the owner scheduled for its end (an order made
     unpaid months ahead, scheduled or opened) — renewing the old plan too would sell the same days twice."""
-    if db.scalar(
-        sa.select(sa.func.count())
-        .select_from(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.account_id == period.account_id,
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.starts_on == period.ends_on,
-        )
-    ):
+    if has_successor(db, period):
         return True
     return bool(
         db.scalar(
@@ -256,7 +231,7 @@ def _attempt(
                 months=renewal.months,
                 payer_type="card",
                 license_version=config.get("LICENSE_VERSION", ""),
-                idempotency_key=f"autopay-{renewal.id}",
+                idempotency_key=autopay_key(renewal.id),
                 now=now,
             )
         except PurchaseError as exc:
@@ -335,7 +310,7 @@ def _attempt(
 
 def _payment_for(db: Session, order: Order, number: int, provider: Any, now: datetime) -> Payment | None:
     """The attempt's payment row, one per order and attempt number (its idempotence key), stored before the call."""
-    key = f"autopay-{order.id}-{number}"
+    key = autopay_key(order.id, number)
     payment = db.scalars(
         sa.select(Payment).where(Payment.idempotence_key == key).execution_options(populate_existing=True)
     ).first()
