@@ -10,10 +10,18 @@ from flask import Flask, current_app, redirect, render_template, url_for
 from flask_login import current_user
 
 from portal.accounts.access import current_membership, public
-from portal.billing import service
 from portal.billing.catalog import PLANS, Plan
 from portal.billing.display import format_storage, users_upto_ru
+from portal.billing.orders import list_orders
 from portal.billing.pricing import FitResult
+from portal.billing.subscriptions import (
+    PurchaseError,
+    SubscriptionState,
+    get_subscription_state,
+    get_usage,
+    list_owners,
+    suggest_plan,
+)
 from portal.db import get_db, utcnow
 from portal.money import format_rub
 from portal.nav import register_nav
@@ -73,7 +81,7 @@ class NextStep:
     secondary_url: str | None = None
 
 
-def grace_notice(state: service.SubscriptionState, retry_on: date | None = None) -> str:
+def grace_notice(state: SubscriptionState, retry_on: date | None = None) -> str:
     """What the owner must know in a grace period: when it ended, until when the plan is kept, what to do — pay the
     invoice, or, while autopayment retries a declined charge (`retry_on`: its next attempt), wait or pay another way."""
     assert state.period_last_day is not None and state.grace_until is not None
@@ -91,7 +99,7 @@ def grace_notice(state: service.SubscriptionState, retry_on: date | None = None)
 
 
 def _next_step(
-    state: service.SubscriptionState,
+    state: SubscriptionState,
     seats: Meter,
     storage: Meter,
     fit: FitResult,
@@ -226,8 +234,8 @@ def index() -> Any:
     db = get_db()
     account = membership.account
     now = utcnow()
-    state = service.get_subscription_state(db, account.id, now)
-    usage = service.get_usage(db, account)
+    state = get_subscription_state(db, account.id, now)
+    usage = get_usage(db, account)
     plan = state.plan
     seats = Meter("Пользователи", usage.active_users, plan.seats, str(usage.active_users), str(plan.seats))
     storage = Meter(
@@ -237,20 +245,20 @@ def index() -> Any:
         format_storage(usage.storage_used_bytes),
         format_storage(plan.storage_bytes),
     )
-    fit = service.suggest_plan(db, account.id, usage)
+    fit = suggest_plan(db, account.id, usage)
     support_url = _support_url()
     offer = None
     if (seats.over or storage.over) and fit.plan is not None and not fit.contact_support:
         try:
             offer = get_offer(db, account.id, fit.plan, SUGGESTION_MONTHS, now)
-        except service.PurchaseError:
+        except PurchaseError:
             offer = None
     is_manager = membership.role in ("owner", "accountant")
     # Autopayment renews a paid plan: on the free plan there is nothing to say (and nothing to ask the database).
     autopay = get_autopay(db, account.id) if is_manager and (state.is_paid or state.is_grace) else None
     retry_on = autopay.renewal.next_attempt_on if state.is_grace and autopay and autopay.renewal else None
     step = _next_step(state, seats, storage, fit, support_url, offer, retry_on)
-    open_orders = service.list_orders(db, account.id, statuses=("pending", "scheduled"), limit=20) if is_manager else []
+    open_orders = list_orders(db, account.id, statuses=("pending", "scheduled"), limit=20) if is_manager else []
     return render_template(
         "dashboard.html",
         account=account,
@@ -262,7 +270,7 @@ def index() -> Any:
         is_manager=is_manager,
         is_owner=membership.role == "owner",
         # Only a member is shown whom to ask; an owner or accountant is the one asked.
-        owners=service.list_owners(db, account.id) if not is_manager else [],
+        owners=list_owners(db, account.id) if not is_manager else [],
         # Unpaid invoices wait for a bank transfer; an abandoned card attempt is just noise and expires in a day.
         # A scheduled smaller plan whose payment the tick opened waits here too, by card as well as by invoice.
         pending_orders=[

@@ -31,5 +31,5 @@ def test_the_wheel_ships_the_portal_without_emulators_or_demo(tmp_path: Path) ->
 
     packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert packages == {"portal"}
-    assert "portal/seats/crm/amocrm.py" in names and "portal/billing/service.py" in names
+    assert "portal/seats/crm/amocrm.py" in names and "portal/billing/subscriptions.py" in names
     assert [n for n in names if "emulator" in n or "demo" in n.rsplit("/", 1)[-1] or "devtools" in n] == []

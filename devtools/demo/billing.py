@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from portal.billing import service
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
 from portal.db import utcnow
 
 DEMO_ORDER_KEY = "demo-small-users-12"
@@ -14,7 +15,7 @@ DEMO_ORDER_KEY = "demo-small-users-12"
 
 def seed(db: Any, demo: dict[str, Any]) -> None:
     bought = utcnow() - timedelta(days=61)
-    order = service.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=demo["small"].id,
@@ -27,4 +28,4 @@ def seed(db: Any, demo: dict[str, Any]) -> None:
     )
     db.flush()
     if order.status == "pending":
-        service.apply_paid_order(db, order.id, now=bought, reference="demo: оплата картой")
+        apply_paid_order(db, order.id, now=bought, reference="demo: оплата картой")

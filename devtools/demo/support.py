@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from portal.billing import service as billing
+from portal.billing.orders import create_order
+from portal.billing.subscriptions import list_owners
 from portal.db import utcnow
 from portal.documents.invoices import issue_invoice
 from portal.documents.service import get_requisites
@@ -25,7 +26,7 @@ def seed(db: Any, demo: dict[str, Any]) -> None:
     account = demo["big"]
     exists = db.scalar(sa.select(SupportRequest.id).where(SupportRequest.account_id == account.id))
     if exists is None:
-        owner = billing.list_owners(db, account.id)[0]
+        owner = list_owners(db, account.id)[0]
         db.add(
             SupportRequest(
                 account_id=account.id,
@@ -47,7 +48,7 @@ def _short_payment(db: Any, account: Any) -> None:
     if requisites is None:
         return
     now = utcnow() - timedelta(days=2)
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account.id,

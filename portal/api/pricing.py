@@ -13,7 +13,7 @@ from portal.api.views import bp
 from portal.billing.catalog import ALLOWED_MONTHS, PERIODS, PLANS, Plan, get_plan
 from portal.billing.display import allowed_months_ru
 from portal.billing.pricing import quote
-from portal.billing.service import PurchaseError
+from portal.billing.subscriptions import PurchaseError
 from portal.db import get_db, utcnow
 from portal.money import NBSP
 from portal.payments.offer import get_offer

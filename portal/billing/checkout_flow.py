@@ -126,7 +126,7 @@ def topup_choice(source: Any) -> frozenset[int] | None:
 
 
 def check_submission(
-    db: Session, account_id: int, role: str, req: CheckoutRequest, *, valid: bool, shown_amount: Any, payer_type: Any
+    db: Session, account_id: int, role: str, req: CheckoutRequest, *, valid: bool, shown_amount: Any, method: Any
 ) -> Submission:
     """Whether a submitted checkout may place its order: Refused when this member has no way to pay; a form whose
     amount is not today's price is shown again (nothing is charged the person did not see); a choice whose precheck
@@ -149,7 +149,7 @@ def check_submission(
             f"(к оплате {format_rub(purchase.amount)}) и подтвердите его ещё раз."
         )
         return Submission(False, 400, problem, amount_changed=True)
-    option = get_checkout_option(payer_type)
+    option = get_checkout_option(method)
     refusal = option.precheck(db, account_id) if option is not None and option.precheck else None
     if refusal is not None:
         return Submission(False, 409, refusal)
@@ -162,7 +162,7 @@ def place_order(
     actor: Any,
     account_id: int,
     req: CheckoutRequest,
-    payer_type: Any,
+    method: Any,
     chosen: CheckoutOption | None,
     license_version: str,
     idempotency_key: Any,
@@ -177,7 +177,7 @@ def place_order(
             account_id=account_id,
             plan_code=req.plan.code,
             months=req.months,
-            payer_type=chosen.order_payer_type if chosen is not None else payer_type,
+            payer_type=chosen.order_method if chosen is not None else method,
             license_version=license_version,
             idempotency_key=idempotency_key,
             now=now,
@@ -195,8 +195,8 @@ def place_order(
         return Outcome("Этот заказ уже оплачен.")
     if order.status != "pending":
         raise Refused("Этот заказ уже закрыт. Откройте страницу оплаты заново, чтобы оформить новый.")
-    # The choice made (СБП) when it is a way to pay this order's payer type, else the payer type's own.
-    option = chosen if chosen is not None and chosen.order_payer_type == order.payer_type else None
+    # The choice made (СБП) when it is a way to pay this order's payment method, else the method's own.
+    option = chosen if chosen is not None and chosen.order_method == order.payer_type else None
     option = option or get_checkout_option(order.payer_type)
     if option is None:
         raise Refused("Этот способ оплаты сейчас недоступен. Выберите другой.")
@@ -214,7 +214,7 @@ def place_order(
 def checkout_page(db: Session, account: Any, role: str, req: CheckoutRequest, now: Any, config: Any) -> dict[str, Any]:
     """What the checkout page shows and offers besides the form: the state, the choices, the dates and terms."""
     options = req.options
-    by_card = any(o.payer_type == "card" for o in options)
+    by_card = any(o.method == "card" for o in options)
     return {
         "plan": req.plan,
         "months": req.months,

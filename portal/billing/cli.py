@@ -12,6 +12,10 @@ from portal.billing.tick import tick
 from portal.db import get_db, utcnow
 
 billing_cli = AppGroup("billing", help="Подписки: истечение периодов, запланированные смены тарифа, заказы.")
+# The scheduled commands (this tick, notices' sweep) run "as of" a given moment for checks; cron gives none.
+now_option = click.option(
+    "--now", "now_text", default=None, help="Момент, на который выполнить работу (ISO 8601; для проверки)."
+)
 
 
 def _parse_now(value: str | None) -> datetime:
@@ -29,13 +33,17 @@ def _parse_now(value: str | None) -> datetime:
 @billing_cli.command(
     "tick", help="Применить окончания периодов, запланированные смены тарифа, закрыть неоплаченные заказы."
 )
-@click.option("--now", "now_text", default=None, help="Момент, на который выполнить работу (ISO 8601; для проверки).")
+@now_option
 @with_appcontext
 def tick_command(now_text: str | None) -> None:
     now = _parse_now(now_text)
-    done = tick(get_db(), now, grace_days=current_app.config["GRACE_DAYS"])
+    echo_done(tick(get_db(), now, grace_days=current_app.config["GRACE_DAYS"]), nothing="Нечего делать.")
+
+
+def echo_done(done: list[str], *, nothing: str) -> None:
+    """A scheduled command's answer: a line for each thing done and their count, or `nothing` when none was due."""
     if not done:
-        click.echo("Нечего делать.")
+        click.echo(nothing)
         return
     for line in done:
         click.echo(f"• {line}")

@@ -12,9 +12,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import User
 from portal.audit import record_audit
 from portal.billing.catalog import PLANS, Plan, get_plan, make_custom_plan
-from portal.billing.models import (
-    CustomPlan,
-)
+from portal.billing.models import CustomPlan
 from portal.db import memo
 
 # --- plans and usage --------------------------------------------------------------------------------------
@@ -86,11 +84,16 @@ def create_custom_plan(
         )
         db.add(row)
     else:
-        before = _custom_dict(row)
+        before = custom_plan_dict(row)
         row.storage_bytes, row.monthly_price, row.active = plan.storage_bytes, plan.monthly_price, True
     db.flush()
     record_audit(
-        db, actor=actor, account=account_id, action="billing.custom_plan_set", before=before, after=_custom_dict(row)
+        db,
+        actor=actor,
+        account=account_id,
+        action="billing.custom_plan_set",
+        before=before,
+        after=custom_plan_dict(row),
     )
     return row
 
@@ -106,13 +109,14 @@ def deactivate_custom_plan(db: Session, *, actor: User | None, account_id: int, 
         actor=actor,
         account=account_id,
         action="billing.custom_plan_deactivated",
-        before=_custom_dict(row) | {"active": True},
+        before=custom_plan_dict(row) | {"active": True},
         after={"active": False},
     )
     return True
 
 
-def _custom_dict(row: CustomPlan) -> dict[str, Any]:
+def custom_plan_dict(row: CustomPlan) -> dict[str, Any]:
+    """A custom plan as the audit log records it (support's staff actions record it the same way)."""
     return {
         "code": row.code,
         "seats": row.seats,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from wtforms import BooleanField, HiddenField, RadioField
 from wtforms.validators import DataRequired, ValidationError
 
-from portal.billing.service import IDEMPOTENCY_KEY_RE
+from portal.billing.orders import IDEMPOTENCY_KEY_RE
 from portal.textinput import PortalForm
 
 

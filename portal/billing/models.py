@@ -40,14 +40,7 @@ class CustomPlan(Base):
     created_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
 
     def as_plan(self) -> Plan:
-        return Plan(
-            code=self.code,
-            seats=self.seats,
-            storage_bytes=self.storage_bytes,
-            monthly_price=self.monthly_price,
-            custom=True,
-            account_id=self.account_id,
-        )
+        return _stored_custom_plan(self.code, self)
 
 
 class OrderKind:
@@ -229,14 +222,7 @@ class SubscriptionPeriod(Base):
         catalog_plan = get_plan(self.plan_code)
         if catalog_plan is not None and not self.custom:
             return catalog_plan
-        return Plan(
-            code=self.plan_code,
-            seats=self.seats,
-            storage_bytes=self.storage_bytes,
-            monthly_price=self.monthly_price,
-            custom=True,
-            account_id=self.account_id,
-        )
+        return _stored_custom_plan(self.plan_code, self)
 
     @property
     def last_day(self) -> date:
@@ -244,3 +230,15 @@ class SubscriptionPeriod(Base):
 
     def __repr__(self) -> str:
         return f"<SubscriptionPeriod {self.id} {self.kind} {self.plan_code} {self.starts_on}..{self.ends_on}>"
+
+
+def _stored_custom_plan(code: str, row: CustomPlan | SubscriptionPeriod) -> Plan:
+    """A plan from the limits and price a row keeps (a custom plan's, or a period's own copy): its account's only."""
+    return Plan(
+        code=code,
+        seats=row.seats,
+        storage_bytes=row.storage_bytes,
+        monthly_price=row.monthly_price,
+        custom=True,
+        account_id=row.account_id,
+    )

@@ -37,7 +37,8 @@ from portal.billing.subscriptions import (
 from portal.money import format_rub
 from portal.timeutil import format_date, msk_date
 
-PAYER_TYPES = ("card", "invoice")
+# How an order is paid (its `payer_type` column): by card (СБП too, through the provider) or by invoice.
+PAYMENT_METHODS = ("card", "invoice")
 # A card payment is made within minutes or not at all; an invoice lives as long as documents says it is valid.
 CARD_ORDER_TTL = timedelta(days=1)
 INVOICE_ORDER_TTL = timedelta(days=10)  # a fallback only: documents sets the invoice's own validity
@@ -101,7 +102,7 @@ def create_order(
     its payment `defer_days` before it begins (the SCHEDULED_PAYMENT_DAYS setting; None: pay now)."""
     if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
         raise PurchaseError("Форма оплаты повреждена. Откройте страницу оплаты заново.")
-    if payer_type not in PAYER_TYPES:
+    if payer_type not in PAYMENT_METHODS:
         raise PurchaseError("Выберите способ оплаты.")
     if not license_version:
         raise PurchaseError("Нужно принять условия лицензионного договора.")
@@ -280,18 +281,24 @@ def cancel_order(
     return True
 
 
-def close_order(db: Session, order: Order, *, actor: User | None, reason: str, now: datetime) -> None:
-    """An unpaid (pending or scheduled) order, locked by the caller, is canceled: recorded, and the features that
-    hold something for it (money applied, an invoice) are told."""
+# How an unpaid order ends: canceled (by a person, or by what replaced it) or, by the tick, expired unpaid.
+_CLOSE_ACTIONS = {OrderStatus.CANCELED: "billing.order_canceled", OrderStatus.EXPIRED: "billing.order_expired"}
+
+
+def close_order(
+    db: Session, order: Order, *, actor: User | None, reason: str, now: datetime, status: str = OrderStatus.CANCELED
+) -> None:
+    """An unpaid (pending or scheduled) order, locked by the caller, is canceled (or `status` expired): recorded,
+    and the features that hold something for it (money applied, an invoice) are told."""
     previous = order.status
-    order.status = OrderStatus.CANCELED
+    order.status = status
     record_audit(
         db,
         actor=actor,
         account=order.account_id,
-        action="billing.order_canceled",
+        action=_CLOSE_ACTIONS[status],
         before={"order_id": order.id, "status": previous},
-        after={"order_id": order.id, "status": OrderStatus.CANCELED},
+        after={"order_id": order.id, "status": status},
         reason=reason,
     )
     order_closed.send(order, db=db, reason=reason, now=now)
@@ -379,18 +386,8 @@ def cancel_scheduled_period(
         .with_for_update(of=Order, skip_locked=True)
     ).all()
     for pending in waiting:
-        pending.status = OrderStatus.CANCELED
         why = f"Оплаченный период с {format_date(row.starts_on)}, который повышал заказ, отменён."
-        record_audit(
-            db,
-            actor=actor,
-            account=account_id,
-            action="billing.order_canceled",
-            before={"order_id": pending.id, "status": OrderStatus.PENDING},
-            after={"order_id": pending.id, "status": OrderStatus.CANCELED},
-            reason=why,
-        )
-        order_closed.send(pending, db=db, reason=why, now=now)
+        close_order(db, pending, actor=actor, reason=why, now=now)
     # An upgrade that raised this period paid its part for days that will now never come: that part goes back too.
     raised = db.scalars(
         sa.select(OrderTopup)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from portal.billing.catalog import MAX_SELF_SERVICE_SEATS, PERIODS, Plan
-from portal.billing.checkout import PAYER_TYPES_BY_ROLE
+from portal.billing.checkout import PAYMENT_METHODS_BY_ROLE
 from portal.billing.custom_plans import list_plans_for_account
 from portal.billing.pricing import Quote, fits, quote
 from portal.billing.purchases import Purchase, price_for_state
@@ -23,6 +23,7 @@ from portal.billing.subscriptions import (
 )
 from portal.money import format_rub
 from portal.payments.ledger import account_balance
+from portal.payments.offer import Offer
 
 
 @dataclass
@@ -61,7 +62,7 @@ def plans_page(
         usage=usage,
         balance=account_balance(db, account.id) if account is not None else 0,
         suggested_code=suggested_code,
-        can_buy=role in PAYER_TYPES_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
+        can_buy=role in PAYMENT_METHODS_BY_ROLE or membership is None,  # visitors are sent to sign in at checkout
         checkout_url=checkout_url,
     )
     return {
@@ -121,9 +122,9 @@ def _purchase(state: SubscriptionState | None, plan: Plan, months: int) -> Purch
 
 
 def _price_note(purchase: Purchase, balance: int) -> str | None:
-    """What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price); checkout takes
-    the balance first, as payments' offer does. None when the card's total says it already."""
-    from_balance = min(balance, purchase.amount)
-    if purchase.kind == "new" and not from_balance:
+    """What checkout will ask for this card, in its words (a co-termed upgrade is no catalog price): payments' offer,
+    the balance taken first. None when the card's total says it already."""
+    offer = Offer(purchase=purchase, balance=balance)
+    if purchase.kind == "new" and not offer.from_balance:
         return None
-    return f"К оплате {format_rub(purchase.amount - from_balance)} ({purchase.covers})"
+    return f"К оплате {format_rub(offer.due)} ({offer.covers})"

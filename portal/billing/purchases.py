@@ -10,15 +10,8 @@ from sqlalchemy.orm import Session
 from portal.billing.catalog import Plan
 from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.display import months_ru
-from portal.billing.models import (
-    OrderKind,
-)
-from portal.billing.pricing import (
-    PeriodNotOffered,
-    Quote,
-    add_months,
-    quote,
-)
+from portal.billing.models import OrderKind
+from portal.billing.pricing import PeriodNotOffered, Quote, add_months, quote
 from portal.billing.pricing import upgrade_charge as _upgrade_charge
 from portal.billing.subscriptions import PeriodInfo, PurchaseError, SubscriptionState, get_subscription_state
 from portal.timeutil import format_date

@@ -22,10 +22,7 @@ from portal.billing.models import (
     SubscriptionPeriod,
 )
 from portal.billing.orders import _order_dict, close_order, list_order_topups
-from portal.billing.pricing import (
-    add_months,
-    round_half_up_div,
-)
+from portal.billing.pricing import add_months, round_half_up_div
 from portal.billing.subscriptions import (
     PeriodInfo,
     PurchaseError,
@@ -202,26 +199,13 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
         # money on the balance, so reaching this is a caller's mistake, not a customer's situation.
         raise PurchaseError(f"Заказ № {order.id} нельзя применить: {problem}.")
     start = end = None
+    term: tuple[date, int] | None = None  # the new period's term: its first day and months
     if order.kind == OrderKind.UPGRADE:
         current = state.current
         if current is not None:
             _cut_short(db, current, today, now)
             start, end = today, current.ends_on
-            _new_period(
-                db,
-                account_id=order.account_id,
-                kind=PeriodKind.PAID,
-                plan=plan,
-                starts_on=start,
-                ends_on=end,
-                term_start=current.term_start,
-                months=current.months,
-                order_id=order.id,
-                now=now,
-            )
-        assert plan is not None
-        for topup in topups:
-            topup.new_period_id = _raise_scheduled_period(db, topup.period_id, plan, today, now).id
+            term = (current.term_start, current.months)
     else:
         if state.is_paid:
             # Renewal and a smaller plan follow what is already paid; a full-price order placed from free but
@@ -233,6 +217,9 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
                 _cut_short(db, state.current, today, now)
         assert start is not None
         end = add_months(start, order.months)
+        term = (start, order.months)
+    if term is not None:
+        assert start is not None and end is not None
         _new_period(
             db,
             account_id=order.account_id,
@@ -240,11 +227,14 @@ def apply_paid_order(db: Session, order_id: int, *, now: datetime, reference: st
             plan=plan,
             starts_on=start,
             ends_on=end,
-            term_start=start,
-            months=order.months,
+            term_start=term[0],
+            months=term[1],
             order_id=order.id,
             now=now,
         )
+    for topup in topups:  # an upgrade's prepaid later periods, raised to its plan after the current one
+        assert plan is not None
+        topup.new_period_id = _raise_scheduled_period(db, topup.period_id, plan, today, now).id
     order.status = OrderStatus.PAID
     order.paid_at = now
     order.payment_reference = reference

@@ -14,15 +14,8 @@ from portal.accounts.models import Account
 from portal.audit import record_audit
 from portal.billing import signals
 from portal.billing.catalog import FREE_PLAN
-from portal.billing.models import (
-    Order,
-    OrderStatus,
-    PeriodKind,
-    PeriodStatus,
-    SubscriptionPeriod,
-    plan_title_for_code,
-)
-from portal.billing.orders import CARD_ORDER_TTL
+from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
+from portal.billing.orders import CARD_ORDER_TTL, close_order
 from portal.billing.subscriptions import DEFAULT_GRACE_DAYS
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -146,18 +139,19 @@ def _grace_reason(db: Session, period: SubscriptionPeriod) -> str | None:
     return None
 
 
+def has_successor(db: Session, period: SubscriptionPeriod) -> bool:
+    """An active period of the account starts the day this one ends: its end changes nothing by itself."""
+    follows = sa.select(sa.func.count()).where(
+        SubscriptionPeriod.account_id == period.account_id,
+        SubscriptionPeriod.status == PeriodStatus.ACTIVE,
+        SubscriptionPeriod.starts_on == period.ends_on,
+    )
+    return bool(db.scalar(follows))
+
+
 def _period_ended(db: Session, row: SubscriptionPeriod, now: datetime, grace_days: int) -> str | None:
     row.ended_at = now
-    successor = db.scalar(
-        sa.select(sa.func.count())
-        .select_from(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.account_id == row.account_id,
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.starts_on == row.ends_on,
-        )
-    )
-    if successor:
+    if has_successor(db, row):
         return None  # the next period's start is the change, recorded above
     invoice = _open_renewal_invoice(db, row) if row.kind == PeriodKind.PAID and grace_days > 0 else None
     hooked = _grace_reason(db, row) if invoice is None and row.kind == PeriodKind.PAID and grace_days else None
@@ -214,17 +208,7 @@ def _grace_ended(db: Session, row: SubscriptionPeriod, now: datetime, today: dat
 
 
 def _order_expired(db: Session, order: Order, now: datetime) -> str:
-    order.status = OrderStatus.EXPIRED
-    record_audit(
-        db,
-        actor=None,
-        account=order.account_id,
-        action="billing.order_expired",
-        before={"order_id": order.id, "status": OrderStatus.PENDING},
-        after={"order_id": order.id, "status": OrderStatus.EXPIRED},
-        reason="Заказ не оплачен в срок.",
-    )
-    signals.order_closed.send(order, db=db, reason="Заказ не оплачен в срок.", now=now)
+    close_order(db, order, actor=None, reason="Заказ не оплачен в срок.", now=now, status=OrderStatus.EXPIRED)
     return f"{_account_label(db, order.account_id)}: заказ № {order.id} не оплачен в срок и закрыт"
 
 

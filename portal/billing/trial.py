@@ -10,12 +10,8 @@ from portal.accounts.models import User
 from portal.audit import record_audit
 from portal.billing.catalog import TRIAL_MONTHS
 from portal.billing.custom_plans import get_plan_for_account
-from portal.billing.models import (
-    PeriodKind,
-)
-from portal.billing.pricing import (
-    add_months,
-)
+from portal.billing.models import PeriodKind
+from portal.billing.pricing import add_months
 from portal.billing.settlement import _new_period
 from portal.billing.subscriptions import PeriodInfo, TrialError, _lock_subscription, _state_dict, get_subscription_state
 from portal.timeutil import format_date

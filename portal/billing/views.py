@@ -39,22 +39,10 @@ from portal.billing.checkout_flow import (
     parse_months,
     place_order,
 )
-from portal.billing.display import (
-    days_ru,
-    format_storage,
-    months_ru,
-    users_ru,
-    users_upto_ru,
-    users_word,
-)
+from portal.billing.display import days_ru, format_storage, months_ru, users_ru, users_upto_ru, users_word
 from portal.billing.forms import CheckoutForm
 from portal.billing.license import LICENSE_VERSIONS, get_license, seller_context
-from portal.billing.orders import (
-    cancel_order,
-    change_plans,
-    get_order,
-    get_scheduled_period,
-)
+from portal.billing.orders import cancel_order, change_plans, get_order, get_scheduled_period
 from portal.billing.plan_cards import plans_page
 from portal.billing.subscriptions import PeriodInfo, PurchaseError, get_subscription_state
 from portal.db import get_db, utcnow
@@ -152,7 +140,7 @@ def _checkout(throttled: str | None = None) -> Any:
     except Refused as exc:
         abort(exc.status, exc.message)
     form = CheckoutForm()
-    form.payer_type.choices = [(o.payer_type, o.title) for o in req.options]
+    form.payer_type.choices = [(o.method, o.title) for o in req.options]
     if throttled:
         return _render_checkout(db, account, membership.role, req, form, now, throttled, 429)
     if request.method == "GET":
@@ -167,7 +155,7 @@ def _fill_new_form(form: CheckoutForm, req: CheckoutRequest) -> None:
     form.idempotency_key.data = secrets.token_urlsafe(24)
     form.shown_amount.data = str(req.purchase.amount)
     if len(req.options) == 1:
-        form.payer_type.data = req.options[0].payer_type
+        form.payer_type.data = req.options[0].method
 
 
 def _submit_checkout(db: Any, account: Any, role: str, req: CheckoutRequest, form: CheckoutForm, now: Any) -> Any:
@@ -175,7 +163,7 @@ def _submit_checkout(db: Any, account: Any, role: str, req: CheckoutRequest, for
     valid = form.validate_on_submit()
     try:
         verdict = check_submission(
-            db, account.id, role, req, valid=valid, shown_amount=form.shown_amount.data, payer_type=form.payer_type.data
+            db, account.id, role, req, valid=valid, shown_amount=form.shown_amount.data, method=form.payer_type.data
         )
         if verdict.ok:
             outcome = place_order(
@@ -183,7 +171,7 @@ def _submit_checkout(db: Any, account: Any, role: str, req: CheckoutRequest, for
                 actor=_actor(),
                 account_id=account.id,
                 req=req,
-                payer_type=form.payer_type.data,
+                method=form.payer_type.data,
                 chosen=verdict.option,
                 license_version=current_app.config["LICENSE_VERSION"],
                 idempotency_key=form.idempotency_key.data,

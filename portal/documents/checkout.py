@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.billing.orders import cancel_order
 from portal.documents.invoices import RequisitesMissing, TooManyOpenInvoices, issue_invoice
 from portal.documents.models import Invoice
 from portal.documents.service import get_requisites
@@ -36,7 +36,7 @@ def checkout_by_invoice(
     MAX_OPEN_INVOICES between billing's precheck and here: the order is not left pending."""
     if get_requisites(db, order.account_id) is None:
         # The checkout makes a new order when the payer comes back; this one would only linger as «pending».
-        billing.cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: не указаны реквизиты", now=now)
+        cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: не указаны реквизиты", now=now)
         return InvoiceCheckout(requisites_missing=True)
     if ledger.settle_from_balance(db, order, now=now, config=config, actor=actor):
         db.commit()
@@ -45,7 +45,7 @@ def checkout_by_invoice(
         invoice = issue_invoice(db, order, actor=actor, now=now, config=config)
     except TooManyOpenInvoices:
         db.rollback()
-        billing.cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: много неоплаченных счетов", now=now)
+        cancel_order(db, order.id, actor=actor, reason="Счёт не выставлен: много неоплаченных счетов", now=now)
         db.commit()
         raise
     db.commit()

@@ -19,8 +19,8 @@ from flask import current_app, has_request_context
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.billing.orders import cancel_order
 from portal.billing.signals import order_closed, scheduled_period_canceled
 from portal.documents import corrections
 from portal.documents.invoices import DocumentsError
@@ -212,7 +212,7 @@ def cancel_invoice(db: Session, invoice_id: int, *, actor: Any, reason: str, now
         return invoice
     order = db.get(Order, invoice.order_id)
     if order is not None and order.status == OrderStatus.PENDING:
-        billing.cancel_order(db, order.id, actor=actor, reason=reason, now=now)
+        cancel_order(db, order.id, actor=actor, reason=reason, now=now)
     else:
         annul_invoice(db, invoice, actor=actor, reason=reason, now=now)
     db.commit()

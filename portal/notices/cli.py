@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from portal.billing.cli import _parse_now
+from portal.billing.cli import _parse_now, echo_done, now_option
 from portal.db import get_db
 from portal.notices.tasks import run_sweep
 
@@ -14,16 +13,10 @@ notices_cli = AppGroup("notices", help="Напоминания и уведомл
 
 
 @notices_cli.command("sweep", help="Отправить напоминания и уведомления, которые пора отправить (каждое один раз).")
-@click.option("--now", "now_text", default=None, help="Момент, на который выполнить работу (ISO 8601; для проверки).")
+@now_option
 @with_appcontext
 def sweep_command(now_text: str | None) -> None:
-    done = run_sweep(get_db(), _parse_now(now_text))
-    if not done:
-        click.echo("Нечего отправлять.")
-        return
-    for line in done:
-        click.echo(f"• {line}")
-    click.echo(f"Готово: {len(done)}.")
+    echo_done(run_sweep(get_db(), _parse_now(now_text)), nothing="Нечего отправлять.")
 
 
 def init_app(app: Flask) -> None:

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus
-from portal.billing import service as billing
 from portal.billing.catalog import FREE_PLAN
 from portal.billing.display import format_storage, users_ru
 from portal.billing.models import Order, OrderStatus, PeriodStatus, SubscriptionPeriod, plan_title_for_code
+from portal.billing.subscriptions import _insert_ignoring_conflict, get_effective_plan
 from portal.money import format_rub
 from portal.notices.models import LimitEpisode
 from portal.notices.service import TOPIC_CHANGES, TOPIC_FAILED, TOPIC_LIMITS, Letter
@@ -53,7 +53,7 @@ def _failed_payment_letters(db: Session, now: datetime, base_url: str) -> Iterat
             sa.or_(Payment.status_reason.is_(None), Payment.status_reason.not_in(NOT_A_FAILURE)),
             Order.status != OrderStatus.PAID,  # paid meanwhile another way: nothing to act on
             # A declined autopayment charge has its own letter (the retry's date, how to switch off): not two.
-            sa.not_(Payment.idempotence_key.startswith("autopay-")),
+            sa.not_(Payment.is_autopay_charge),
         )
         .order_by(Payment.id)
     ).all()
@@ -125,7 +125,7 @@ def _episode(db: Session, account_id: int, kind: str, over: bool, now: datetime)
     )
     number = int(last_closed or 0) + 1
     key = f"{kind}:{account_id}:{number}"
-    billing._insert_ignoring_conflict(
+    _insert_ignoring_conflict(
         db,
         LimitEpisode.__table__,
         {"account_id": account_id, "kind": kind, "number": number, "key": key, "started_at": now},
@@ -137,7 +137,7 @@ def _episode(db: Session, account_id: int, kind: str, over: bool, now: datetime)
 
 def _limit_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
     for account_id, (users, stored) in _usage_by_account(db).items():
-        plan = billing.get_effective_plan(db, account_id, now)
+        plan = get_effective_plan(db, account_id, now)
         over = {"seats": users > plan.seats, "storage": stored > plan.storage_bytes}
         for kind in LIMIT_KINDS:
             episode = _episode(db, account_id, kind, over[kind], now)

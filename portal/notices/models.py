@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from portal.db import Base, UTCDateTime, utcnow
 
@@ -28,31 +28,32 @@ class Notice(Base):
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class NoticeOptOut(Base):
+class _TopicChoice:
+    """A person's choice about one topic's notices from one account: at most one row for each."""
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[sa.UniqueConstraint]:
+        return (sa.UniqueConstraint("account_id", "user_id", "topic"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    topic: Mapped[str] = mapped_column(sa.String(20))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class NoticeOptOut(_TopicChoice, Base):
     """A person does not want this topic's letters from this account (no row: they get them)."""
 
     __tablename__ = "notice_optouts"
-    __table_args__ = (sa.UniqueConstraint("account_id", "user_id", "topic"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    topic: Mapped[str] = mapped_column(sa.String(20))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class NoticeChannel(Base):
+class NoticeChannel(_TopicChoice, Base):
     """How a person wants one topic's notices from this account: "sms" (no row: by e-mail)."""
 
     __tablename__ = "notice_channels"
-    __table_args__ = (sa.UniqueConstraint("account_id", "user_id", "topic"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    topic: Mapped[str] = mapped_column(sa.String(20))
     channel: Mapped[str] = mapped_column(sa.String(8))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class LimitEpisode(Base):

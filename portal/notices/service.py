@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -22,9 +23,11 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role
 from portal.accounts.sms import SmsBackend, SmsError
-from portal.billing import service as billing
 from portal.billing.catalog import PERIODS
+from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.models import Order, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod, plan_title_for_code
+from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
+from portal.billing.tick import has_successor
 from portal.money import format_rub
 from portal.notices.models import Notice, NoticeChannel, NoticeOptOut
 from portal.payments import autopay, autopay_letters
@@ -217,29 +220,25 @@ def save_settings(db: Session, membership: Membership, data: dict[str, object], 
 # --- what is due ------------------------------------------------------------------------------------------
 
 
-def _successor_exists(db: Session, period: SubscriptionPeriod) -> bool:
-    return bool(
-        db.scalar(
-            sa.select(sa.func.count())
-            .select_from(SubscriptionPeriod)
-            .where(
-                SubscriptionPeriod.account_id == period.account_id,
-                SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-                SubscriptionPeriod.starts_on == period.ends_on,
-            )
-        )
-    )
+def _unfollowed_periods(db: Session, *conditions: Any) -> list[SubscriptionPeriod]:
+    """Active periods meeting `conditions` (by id) that nothing follows yet: what a renewal letter is about."""
+    periods = db.scalars(
+        sa.select(SubscriptionPeriod)
+        .where(SubscriptionPeriod.status == PeriodStatus.ACTIVE, *conditions)
+        .order_by(SubscriptionPeriod.id)
+    ).all()
+    return [period for period in periods if not has_successor(db, period)]
 
 
 def _renewal_offer_text(db: Session, period: SubscriptionPeriod, now: datetime, base_url: str) -> str:
-    plan = billing.get_plan_for_account(db, period.account_id, period.plan_code)
+    plan = get_plan_for_account(db, period.account_id, period.plan_code)
     months = period.months if period.months in PERIODS else 12
     if plan is None:
         return f"Чтобы продолжить работу на платном тарифе, выберите тариф в личном кабинете: {base_url}/plans\n"
     link = f"{base_url}/checkout?{urlencode({'plan': plan.code, 'months': months})}"
     try:
         offer = get_offer(db, period.account_id, plan, months, now)
-    except billing.PurchaseError:
+    except PurchaseError:
         return f"Продлить тариф «{plan.title}»: {link}\n"
     lines = [f"Тариф «{plan.title}»: {format_rub(offer.amount)} — {offer.covers}."]
     if offer.from_balance:
@@ -258,19 +257,13 @@ def _renew_link(period: SubscriptionPeriod, base_url: str) -> str:
 
 def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
     today = msk_date(now)
-    periods = db.scalars(
-        sa.select(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.starts_on <= today,
-            SubscriptionPeriod.ends_on > today,
-            SubscriptionPeriod.ends_on <= today + timedelta(days=max(REMIND_DAYS)),
-        )
-        .order_by(SubscriptionPeriod.id)
-    ).all()
+    periods = _unfollowed_periods(
+        db,
+        SubscriptionPeriod.starts_on <= today,
+        SubscriptionPeriod.ends_on > today,
+        SubscriptionPeriod.ends_on <= today + timedelta(days=max(REMIND_DAYS)),
+    )
     for period in periods:
-        if _successor_exists(db, period):
-            continue
         days_left = (period.ends_on - today).days
         # The nearest mark reached: a sweep that missed a day still sends the one that matters now, not an old one.
         mark = min(d for d in REMIND_DAYS if days_left <= d)
@@ -293,20 +286,14 @@ def _ending_letters(db: Session, now: datetime, base_url: str) -> Iterator[Lette
 
 def _ended_letters(db: Session, now: datetime, base_url: str) -> Iterator[Letter]:
     today = msk_date(now)
-    periods = db.scalars(
-        sa.select(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.ended_at.is_not(None),  # the tick has decided what follows (grace or free)
-            SubscriptionPeriod.replaced_on.is_(None),
-            SubscriptionPeriod.ends_on <= today,
-            SubscriptionPeriod.ends_on > today - timedelta(days=ENDED_NOTICE_DAYS),
-        )
-        .order_by(SubscriptionPeriod.id)
-    ).all()
+    periods = _unfollowed_periods(
+        db,
+        SubscriptionPeriod.ended_at.is_not(None),  # the tick has decided what follows (grace or free)
+        SubscriptionPeriod.replaced_on.is_(None),
+        SubscriptionPeriod.ends_on <= today,
+        SubscriptionPeriod.ends_on > today - timedelta(days=ENDED_NOTICE_DAYS),
+    )
     for period in periods:
-        if _successor_exists(db, period):
-            continue
         trial = period.kind == PeriodKind.TRIAL
         what = "Пробный период" if trial else "Оплаченный период"
         title = plan_title_for_code(period.plan_code)
@@ -525,7 +512,7 @@ def sweep(
         company = account.name if account is not None else f"№ {letter.account_id}"
         for membership, channel, address in _deliveries(db, letter, sms=sms_backend is not None):
             key = f"{letter.event_key}:{membership.user_id}"
-            inserted = billing._insert_ignoring_conflict(
+            inserted = _insert_ignoring_conflict(
                 db,
                 Notice.__table__,
                 {

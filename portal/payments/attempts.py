@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.billing.subscriptions import PurchaseError
 from portal.payments import autopay, ledger
 from portal.payments.models import Payment, PaymentStatus
 from portal.payments.providers.base import PaymentProvider, ProviderError, ProviderUnavailable
@@ -95,7 +95,7 @@ def _attempt_for(
     for _ in range(3):
         last = latest_payment(db, order.id)
         # An autopayment's charge is never reused as a hosted payment: the payer paying another way gets a new one.
-        reusable = last is not None and not last.idempotence_key.startswith("autopay-")
+        reusable = last is not None and not last.is_autopay_charge
         if reusable and last.provider == provider.name and last.status != PaymentStatus.CANCELED:
             if last.status != PaymentStatus.PENDING or (last.method == "sbp") == (method == "sbp"):
                 return last
@@ -141,7 +141,7 @@ def start_card_payment(
     """
     if order.status != OrderStatus.PENDING or ledger.order_due(db, order) <= 0:
         # Nothing is left to pay: a closed order, or one the balance has covered — never a payment of nothing.
-        raise billing.PurchaseError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
+        raise PurchaseError("Этот заказ уже не ждёт оплаты: выберите тариф заново.")
     payment = _attempt_for(db, order, actor, provider, now, method)
     if payment.status != PaymentStatus.PENDING:
         return payment, None

@@ -22,24 +22,15 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import User
 from portal.audit import record_audit
-from portal.billing import service as billing
+from portal.billing.custom_plans import get_plan_for_account
 from portal.billing.display import months_ru
-from portal.billing.models import (
-    Order,
-    OrderKind,
-    OrderStatus,
-    SubscriptionPeriod,
-    plan_title_for_code,
-)
+from portal.billing.models import Order, OrderKind, OrderStatus, SubscriptionPeriod, plan_title_for_code
+from portal.billing.orders import cancel_order
 from portal.billing.pricing import quote
+from portal.billing.purchases import Purchase
+from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
 from portal.money import format_rub
-from portal.payments.autopay_models import (
-    AutopayConsent,
-    AutopayRenewal,
-    ConsentStatus,
-    RenewalStatus,
-    SavedMethod,
-)
+from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, ConsentStatus, RenewalStatus, SavedMethod
 from portal.payments.models import Payment
 from portal.payments.providers.base import PaymentInfo
 from portal.wording import plural_ru
@@ -98,7 +89,7 @@ def terms_text(plan_code: str, months: int, amount: int, config: Mapping[str, An
     )
 
 
-def offered_for(purchase: billing.Purchase) -> bool:
+def offered_for(purchase: Purchase) -> bool:
     """An upgrade is co-termed with the current period: autopayment renews whole periods of one plan only."""
     return purchase.kind != OrderKind.UPGRADE
 
@@ -112,10 +103,8 @@ def request_consent(
     """The box was ticked at checkout: the consent waits for this order's card payment (which saves the card)."""
     if order.kind == OrderKind.UPGRADE:
         return None
-    amount = quote(
-        billing.get_plan_for_account(db, order.account_id, order.plan_code) or _no_plan(), order.months
-    ).total
-    billing._insert_ignoring_conflict(
+    amount = quote(get_plan_for_account(db, order.account_id, order.plan_code) or _no_plan(), order.months).total
+    _insert_ignoring_conflict(
         db,
         AutopayConsent.__table__,
         {
@@ -136,7 +125,7 @@ def request_consent(
 
 
 def _no_plan() -> Any:
-    raise billing.PurchaseError("Тариф больше недоступен.")
+    raise PurchaseError("Тариф больше недоступен.")
 
 
 def wants_saving(db: Session, order_id: int) -> bool:
@@ -172,7 +161,7 @@ def on_payment_succeeded(db: Session, payment: Payment, info: PaymentInfo, now: 
     if not isinstance(method, dict) or not method.get("saved") or not method.get("id"):
         log.warning("order %s: consent to autopayment, but %s did not save the method", payment.order_id, info.id)
         return
-    billing._insert_ignoring_conflict(
+    _insert_ignoring_conflict(
         db,
         SavedMethod.__table__,
         {
@@ -321,7 +310,7 @@ def _drop_order(db: Session, renewal: AutopayRenewal, now: datetime, reason: str
         return
     order = db.get(Order, renewal.order_id)
     if order is not None and order.status == OrderStatus.PENDING:
-        billing.cancel_order(db, order.id, actor=None, reason=reason, now=now)
+        cancel_order(db, order.id, actor=None, reason=reason, now=now)
 
 
 # --- billing's grace ----------------------------------------------------------------------------------------

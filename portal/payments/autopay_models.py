@@ -32,7 +32,21 @@ class ConsentStatus:
     SUPERSEDED = "superseded"  # a later consent (a new checkout with the box ticked) took its place
 
 
-class AutopayConsent(Base):
+class _RenewedPlan:
+    """What autopayment renews: the plan, for how many months, at what price (kopecks a period)."""
+
+    plan_code: Mapped[str] = mapped_column(sa.String(64))
+    months: Mapped[int] = mapped_column(sa.Integer)
+    amount: Mapped[int] = mapped_column(
+        sa.BigInteger
+    )  # the consent's as shown when consenting; a renewal's when warned
+
+    @property
+    def plan_title(self) -> str:
+        return plan_title_for_code(self.plan_code)
+
+
+class AutopayConsent(_RenewedPlan, Base):
     """The owner's consent to charge the saved method: who, when, which terms (their version and the very text)."""
 
     __tablename__ = "autopay_consents"
@@ -41,9 +55,6 @@ class AutopayConsent(Base):
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="CASCADE"), unique=True)
-    plan_code: Mapped[str] = mapped_column(sa.String(64))
-    months: Mapped[int] = mapped_column(sa.Integer)
-    amount: Mapped[int] = mapped_column(sa.BigInteger)  # kopecks per period, as shown when consenting
     terms_version: Mapped[str] = mapped_column(sa.String(32))
     terms_text: Mapped[str] = mapped_column(sa.Text)
     given_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -53,10 +64,6 @@ class AutopayConsent(Base):
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     canceled_by_user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     cancel_reason: Mapped[str | None] = mapped_column(sa.String(200))
-
-    @property
-    def plan_title(self) -> str:
-        return plan_title_for_code(self.plan_code)
 
 
 class RenewalStatus:
@@ -69,7 +76,7 @@ class RenewalStatus:
     SKIPPED = "skipped"  # nothing to charge: renewed another way, or the plan can no longer be renewed as agreed
 
 
-class AutopayRenewal(Base):
+class AutopayRenewal(_RenewedPlan, Base):
     """One period's renewal by autopayment: warned about, charged (with retries), once per period whatever runs it."""
 
     __tablename__ = "autopay_renewals"
@@ -78,9 +85,6 @@ class AutopayRenewal(Base):
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     consent_id: Mapped[int] = mapped_column(sa.ForeignKey("autopay_consents.id", ondelete="CASCADE"), index=True)
     period_id: Mapped[int] = mapped_column(sa.ForeignKey("subscription_periods.id", ondelete="CASCADE"), unique=True)
-    plan_code: Mapped[str] = mapped_column(sa.String(64))
-    months: Mapped[int] = mapped_column(sa.Integer)
-    amount: Mapped[int] = mapped_column(sa.BigInteger)  # the period's price when warned
     period_ends_on: Mapped[date] = mapped_column(sa.Date)  # the renewal starts here
     charge_on: Mapped[date] = mapped_column(sa.Date)
     status: Mapped[str] = mapped_column(sa.String(16), default=RenewalStatus.NOTICED)

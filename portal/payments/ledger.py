@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.billing.settlement import apply_paid_order, order_problem
 from portal.billing.signals import order_closed, scheduled_period_canceled, scheduled_topup_canceled
 from portal.db import memo
 from portal.documents import service as documents
@@ -260,7 +260,7 @@ def pay_order(
     if order.account_id != receipt.account_id:
         result.problem = f"заказ № {order.id} другой компании"
         return result
-    result.problem = billing.order_problem(db, order, now)
+    result.problem = order_problem(db, order, now)
     if result.problem is not None:
         return result
     if invoice is None:
@@ -292,7 +292,7 @@ def pay_order(
             after={"order_id": order.id, "allocated": order.amount - due + take, "receipt_id": receipt.id},
         )
     if take == due and due > 0 or (due == 0 and order.amount == 0):
-        billing.apply_paid_order(db, order.id, now=now, reference=receipt.reference, actor=actor)
+        apply_paid_order(db, order.id, now=now, reference=receipt.reference, actor=actor)
         result.completed = True
         if invoice is not None and invoice.status == InvoiceStatus.ISSUED:
             upd = documents.invoice_paid(

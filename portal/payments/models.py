@@ -7,25 +7,29 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.db import Base, UTCDateTime, utcnow
 
 
-class PaymentStatus(enum.StrEnum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    CANCELED = "canceled"
-    FLAGGED = "flagged"  # money may have moved but the portal did not act: support decides
+class TitledEnum(enum.StrEnum):
+    """A stored code whose members carry the Russian title pages show: `PAID = "paid", "Оплачен"`."""
 
-    @property
-    def title(self) -> str:
-        return {
-            "pending": "Обрабатывается",
-            "succeeded": "Оплачен",
-            "canceled": "Не прошёл",
-            "flagged": "На проверке",
-        }[self.value]
+    title: str  # a member's title, in place of str.title
+
+    def __new__(cls, value: str, title: str) -> TitledEnum:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.title = title
+        return member
+
+
+class PaymentStatus(TitledEnum):
+    PENDING = "pending", "Обрабатывается"
+    SUCCEEDED = "succeeded", "Оплачен"
+    CANCELED = "canceled", "Не прошёл"
+    FLAGGED = "flagged", "На проверке"  # money may have moved but the portal did not act: support decides
 
     @property
     def is_final(self) -> bool:
@@ -41,6 +45,15 @@ METHOD_TITLES = {
     "tinkoff_bank": "T-Pay",
     "mir_pay": "Mir Pay",
 }
+
+# Autopayment charges a saved method with no payer present; its keys carry this prefix, so such a charge is never
+# reused as a hosted payment, re-created at the provider or announced as the payer's own declined payment.
+AUTOPAY_KEY_PREFIX = "autopay-"
+
+
+def autopay_key(*parts: object) -> str:
+    """An autopayment's idempotence key: its order's (`autopay-<renewal>`) or a charge's (`autopay-<order>-<n>`)."""
+    return AUTOPAY_KEY_PREFIX + "-".join(str(part) for part in parts)
 
 
 class Payment(Base):
@@ -78,6 +91,11 @@ class Payment(Base):
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last re-read at the provider
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @hybrid_property
+    def is_autopay_charge(self) -> bool:
+        """Made by autopayment (its key says so); on the class, the same test as a query's condition."""
+        return self.idempotence_key.startswith(AUTOPAY_KEY_PREFIX)
 
     @property
     def status_title(self) -> str:
@@ -139,20 +157,13 @@ class SandboxPayment(Base):
 # received = allocated + balance + refunded holds by construction and is checked as a property in the tests.
 
 
-class ReceiptMethod(enum.StrEnum):
-    CARD = "card"  # card, e-money, СБП through the payment provider (the provider's own method is on the payment)
-    BANK = "bank"  # a payment order in an imported bank statement
-    STAFF = "staff"  # staff recorded a bank payment by hand («п/п № 512 от 25.11.2026»)
-    SBP = "sbp"  # СБП (Faster Payments) through the payment provider: refunded through it, as card money
-
-    @property
-    def title(self) -> str:
-        return {
-            "card": "Карта, СБП, электронные деньги",
-            "bank": "Банковский перевод",
-            "staff": "Банковский перевод",
-            "sbp": "СБП",
-        }[self.value]
+class ReceiptMethod(TitledEnum):
+    # Card, e-money, СБП through the payment provider (the provider's own method is on the payment).
+    CARD = "card", "Карта, СБП, электронные деньги"
+    BANK = "bank", "Банковский перевод"  # a payment order in an imported bank statement
+    STAFF = "staff", "Банковский перевод"  # staff recorded a bank payment by hand («п/п № 512 от 25.11.2026»)
+    # СБП (Faster Payments) through the payment provider: refunded through it, as card money.
+    SBP = "sbp", "СБП"
 
 
 # Money that came through the payment provider goes back through it (a refund to the card or by СБП).
@@ -202,20 +213,11 @@ class Allocation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class RefundStatus(enum.StrEnum):
-    REQUESTED = "requested"  # the owner asked; staff decide how
-    PENDING = "pending"  # sent to the provider / waiting for the accountant's transfer
-    SUCCEEDED = "succeeded"
-    CANCELED = "canceled"  # refused or failed: the money is on the balance again
-
-    @property
-    def title(self) -> str:
-        return {
-            "requested": "Запрошен",
-            "pending": "Выполняется",
-            "succeeded": "Выполнен",
-            "canceled": "Отменён",
-        }[self.value]
+class RefundStatus(TitledEnum):
+    REQUESTED = "requested", "Запрошен"  # the owner asked; staff decide how
+    PENDING = "pending", "Выполняется"  # sent to the provider / waiting for the accountant's transfer
+    SUCCEEDED = "succeeded", "Выполнен"
+    CANCELED = "canceled", "Отменён"  # refused or failed: the money is on the balance again
 
 
 class Refund(Base):
@@ -260,22 +262,14 @@ class StatementImport(Base):
     duplicates: Mapped[int] = mapped_column(default=0)
 
 
-class LineStatus(enum.StrEnum):
-    MATCHED = "matched"  # recorded for a company found by the invoice it names (or its ИНН and amount)
-    UNMATCHED = "unmatched"  # waits for support, with the reason
-    LINKED = "linked"  # support linked it to an invoice by hand
-    CREDITED = "credited"  # support credited it to a company's balance
-    DISMISSED = "dismissed"  # support decided it is not for an invoice (refund, other contract…)
-
-    @property
-    def title(self) -> str:
-        return {
-            "matched": "Сопоставлен",
-            "unmatched": "Не сопоставлен",
-            "linked": "Привязан вручную",
-            "credited": "Зачислен на баланс",
-            "dismissed": "Отклонён",
-        }[self.value]
+class LineStatus(TitledEnum):
+    # Recorded for a company found by the invoice it names (or its ИНН and amount).
+    MATCHED = "matched", "Сопоставлен"
+    UNMATCHED = "unmatched", "Не сопоставлен"  # waits for support, with the reason
+    LINKED = "linked", "Привязан вручную"  # support linked it to an invoice by hand
+    CREDITED = "credited", "Зачислен на баланс"  # support credited it to a company's balance
+    # Support decided it is not for an invoice (refund, other contract…).
+    DISMISSED = "dismissed", "Отклонён"
 
 
 class StatementLine(Base):

@@ -13,8 +13,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from portal.billing import service as billing
 from portal.billing.catalog import Plan
+from portal.billing.purchases import Purchase, price_purchase
 from portal.db import memo
 from portal.payments import ledger
 from portal.timeutil import msk_date
@@ -22,7 +22,7 @@ from portal.timeutil import msk_date
 
 @dataclass(frozen=True)
 class Offer:
-    purchase: billing.Purchase
+    purchase: Purchase
     balance: int  # kopecks on the company's balance now
 
     @property
@@ -66,7 +66,7 @@ class Offer:
         }
 
 
-def offer_for_purchase(db: Session, account_id: int, purchase: billing.Purchase) -> Offer:
+def offer_for_purchase(db: Session, account_id: int, purchase: Purchase) -> Offer:
     return Offer(purchase=purchase, balance=ledger.account_balance(db, account_id))
 
 
@@ -77,5 +77,5 @@ def get_offer(db: Session, account_id: int, plan: Plan, months: int, now: dateti
     return memo(
         db,
         ("offer", account_id, plan, months, msk_date(now)),
-        lambda: offer_for_purchase(db, account_id, billing.price_purchase(db, account_id, plan, months, now)),
+        lambda: offer_for_purchase(db, account_id, price_purchase(db, account_id, plan, months, now)),
     )

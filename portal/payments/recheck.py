@@ -148,7 +148,7 @@ def recheck_pending(
 
 def _recheck_one(db: Session, payment: Payment, provider: PaymentProvider, now: datetime, return_to: str) -> str | None:
     label = f"платёж № {payment.id} по заказу № {payment.order_id}"
-    if payment.provider_payment_id is None and payment.idempotence_key.startswith("autopay-"):
+    if payment.provider_payment_id is None and payment.is_autopay_charge:
         return None  # an autopayment's charge: autopay repeats it with its own key, never as a hosted payment
     if payment.provider_payment_id is None:
         # The create request timed out. Within the key's lifetime, repeating it with the same key returns the

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.models import OrderStatus
+from portal.billing.settlement import RightsCut, end_rights_early
+from portal.billing.subscriptions import PurchaseError
 from portal.documents import corrections
 from portal.documents.invoices import vat_phrase
 from portal.documents.models import Invoice, Upd
@@ -91,7 +92,7 @@ def request_refund(
 class RightsRefund:
     """What a refund of a paid order's rights did: the days given back, the refunds to carry out, the УКД."""
 
-    cut: billing.RightsCut
+    cut: RightsCut
     amount: int
     refunds: list[Refund]
     ukd_id: int | None = None
@@ -124,8 +125,8 @@ def refund_rights(
     if not 0 < amount <= paid:
         raise LedgerError(f"По заказу № {order.id} можно вернуть от 0,01 ₽ до {format_rub(paid)}.")
     try:
-        cut = billing.end_rights_early(db, order, cut_on, now=now, actor=actor, reason=reason)
-    except billing.PurchaseError as exc:
+        cut = end_rights_early(db, order, cut_on, now=now, actor=actor, reason=reason)
+    except PurchaseError as exc:
         raise LedgerError(str(exc)) from exc
 
     invoice = db.scalars(sa.select(Invoice).where(Invoice.order_id == order.id)).first()

@@ -13,31 +13,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from portal.audit import record_audit
-from portal.billing import service as billing
-from portal.billing.models import (
-    Order,
-    OrderKind,
-    OrderStatus,
-    PeriodKind,
-    PeriodStatus,
-    SubscriptionPeriod,
-)
+from portal.billing.custom_plans import get_plan_for_account
+from portal.billing.models import Order, OrderKind, OrderStatus, PeriodKind, PeriodStatus, SubscriptionPeriod
+from portal.billing.orders import cancel_order, create_order
+from portal.billing.purchases import price_purchase
+from portal.billing.subscriptions import PurchaseError, _insert_ignoring_conflict
+from portal.billing.tick import has_successor
 from portal.money import format_rub
 from portal.payments import attempts, ledger, service
-from portal.payments.autopay import (
-    STALE_ATTEMPT,
-    Settings,
-    _drop_order,
-    settings_from,
-)
-from portal.payments.autopay_models import (
-    AutopayConsent,
-    AutopayRenewal,
-    ConsentStatus,
-    RenewalStatus,
-    SavedMethod,
-)
-from portal.payments.models import Payment, PaymentStatus
+from portal.payments.autopay import STALE_ATTEMPT, Settings, _drop_order, settings_from
+from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, ConsentStatus, RenewalStatus, SavedMethod
+from portal.payments.models import Payment, PaymentStatus, autopay_key
 from portal.payments.providers.base import ProviderError, ProviderUnavailable, reason_text
 from portal.timeutil import format_date, msk_date, msk_midnight
 
@@ -113,18 +99,18 @@ def _open_renewals(db: Session, now: datetime, s: Settings) -> list[str]:
             sa.select(AutopayRenewal.id).where(AutopayRenewal.period_id == period.id)
         ):
             continue
-        plan = billing.get_plan_for_account(db, consent.account_id, consent.plan_code)
+        plan = get_plan_for_account(db, consent.account_id, consent.plan_code)
         if plan is None:
             continue
         try:
-            purchase = billing.price_purchase(db, consent.account_id, plan, consent.months, now)
-        except billing.PurchaseError:
+            purchase = price_purchase(db, consent.account_id, plan, consent.months, now)
+        except PurchaseError:
             continue
         if purchase.kind != OrderKind.RENEWAL or purchase.starts_on != period.ends_on:
             continue  # something else is prepaid after this period: not the renewal agreed to
         # At least a day between the warning and the charge, even when the tick learns of the period late.
         charge_on = max(period.ends_on - timedelta(days=s.charge_days), today + timedelta(days=1))
-        inserted = billing._insert_ignoring_conflict(
+        inserted = _insert_ignoring_conflict(
             db,
             AutopayRenewal.__table__,
             {
@@ -155,15 +141,7 @@ def _open_renewals(db: Session, now: datetime, s: Settings) -> list[str]:
 def _successor(db: Session, period: SubscriptionPeriod) -> bool:
     """Something already follows the period: a period, or a change the owner scheduled for its end (an order made
     unpaid months ahead, scheduled or opened) — renewing the old plan too would sell the same days twice."""
-    if db.scalar(
-        sa.select(sa.func.count())
-        .select_from(SubscriptionPeriod)
-        .where(
-            SubscriptionPeriod.account_id == period.account_id,
-            SubscriptionPeriod.status == PeriodStatus.ACTIVE,
-            SubscriptionPeriod.starts_on == period.ends_on,
-        )
-    ):
+    if has_successor(db, period):
         return True
     return bool(
         db.scalar(
@@ -245,7 +223,7 @@ def _attempt(
         return f"{label}: период уже продлён, ничего не списано"
     if order is None:
         try:
-            order = billing.create_order(
+            order = create_order(
                 db,
                 actor=None,
                 account_id=renewal.account_id,
@@ -253,16 +231,16 @@ def _attempt(
                 months=renewal.months,
                 payer_type="card",
                 license_version=config.get("LICENSE_VERSION", ""),
-                idempotency_key=f"autopay-{renewal.id}",
+                idempotency_key=autopay_key(renewal.id),
                 now=now,
             )
-        except billing.PurchaseError as exc:
+        except PurchaseError as exc:
             db.rollback()
             _finish(db, renewal_id, RenewalStatus.SKIPPED, now, last_reason="not_renewable")
             db.commit()
             return f"{label}: продление невозможно — {exc}"
         if order.kind != OrderKind.RENEWAL or order.starts_on != renewal.period_ends_on:
-            billing.cancel_order(db, order.id, actor=None, reason="Не то продление, на которое дано согласие.", now=now)
+            cancel_order(db, order.id, actor=None, reason="Не то продление, на которое дано согласие.", now=now)
             _finish(db, renewal_id, RenewalStatus.SKIPPED, now, last_reason="not_renewable", order_id=order.id)
             db.commit()
             return f"{label}: после периода уже оплачено другое, ничего не списано"
@@ -332,7 +310,7 @@ def _attempt(
 
 def _payment_for(db: Session, order: Order, number: int, provider: Any, now: datetime) -> Payment | None:
     """The attempt's payment row, one per order and attempt number (its idempotence key), stored before the call."""
-    key = f"autopay-{order.id}-{number}"
+    key = autopay_key(order.id, number)
     payment = db.scalars(
         sa.select(Payment).where(Payment.idempotence_key == key).execution_options(populate_existing=True)
     ).first()

@@ -91,6 +91,21 @@ def card_payment_doc(provider_payment_id: str, paid_on: Any, amount: int) -> dic
     return {"number": number, "date": paid_on, "amount": amount}
 
 
+def _audit_settled(
+    db: Session, payment: Payment, action: str, source: str, *, reason: str | None = None, **after: Any
+) -> None:
+    """A provider payment's end, recorded: it was pending, it is now as the row says (and who told the portal)."""
+    record_audit(
+        db,
+        actor=None,
+        account=payment.account_id,
+        action=action,
+        before={"status": PaymentStatus.PENDING.value},
+        after=payment_dict(payment) | after | {"source": source},
+        reason=reason,
+    )
+
+
 def payment_dict(p: Payment) -> dict[str, Any]:
     return {
         "payment_id": p.id,
@@ -261,20 +276,10 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
     payment.method = info.method or payment.method
     payment.paid_amount = info.amount if info.paid else None
     payment.updated_at = now
-    before = {"status": PaymentStatus.PENDING.value}
-
     if info.status == CANCELED:
         payment.status = PaymentStatus.CANCELED.value
         payment.status_reason = info.reason
-        record_audit(
-            db,
-            actor=None,
-            account=payment.account_id,
-            action="payment.canceled",
-            before=before,
-            after=payment_dict(payment) | {"source": source},
-            reason=reason_text(info.reason),
-        )
+        _audit_settled(db, payment, "payment.canceled", source, reason=reason_text(info.reason))
         log.info("payment %s:%s canceled: %s", provider, info.id, info.reason)
         return Outcome("canceled", payment)
 
@@ -322,29 +327,14 @@ def _settle(db: Session, payment: Payment, provider: str, info: PaymentInfo, *, 
         payment.status = PaymentStatus.FLAGGED.value
         payment.status_reason = code
         payment.status_detail = detail
-        record_audit(
-            db,
-            actor=None,
-            account=payment.account_id,
-            action="payment.flagged",
-            before=before,
-            after=payment_dict(payment) | {"paid_amount": info.amount, "source": source},
-            reason=detail,
-        )
+        _audit_settled(db, payment, "payment.flagged", source, reason=detail, paid_amount=info.amount)
         log.warning("payment %s:%s flagged for support: %s", provider, info.id, detail)
         return Outcome("flagged", payment)
 
     payment.status = PaymentStatus.SUCCEEDED.value
     payment.paid_at = now
     payment.receipt_url = info.receipt_url
-    record_audit(
-        db,
-        actor=None,
-        account=payment.account_id,
-        action="payment.succeeded",
-        before=before,
-        after=payment_dict(payment) | {"paid_amount": info.amount, "source": source},
-    )
+    _audit_settled(db, payment, "payment.succeeded", source, paid_amount=info.amount)
     log.info("payment %s:%s succeeded: order %s applied", provider, info.id, order.id)
     return Outcome("activated", payment, upd_id=upd_id)
 

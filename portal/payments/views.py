@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.access import current_membership, public, require_account, roles_required
 from portal.accounts.forms import EmptyForm
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderStatus
+from portal.billing.orders import get_order
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import get_db, utcnow
 from portal.documents.invoices import record_card_order
 from portal.documents.qr import qr_svg_data_uri
@@ -22,12 +23,7 @@ from portal.money import format_rub
 from portal.nav import register_nav
 from portal.payments import attempts, autopay, ledger, notifications, recheck, refunds, reports, service
 from portal.payments.providers import PROVIDER_NAMES, get_provider
-from portal.payments.providers.base import (
-    NotificationRejected,
-    ProviderError,
-    ProviderUnavailable,
-    reason_text,
-)
+from portal.payments.providers.base import NotificationRejected, ProviderError, ProviderUnavailable, reason_text
 from portal.timeutil import msk_date
 
 log = logging.getLogger(__name__)
@@ -61,23 +57,37 @@ def checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
     A company that ticked «нужен УПД» gets its order's invoice record first, so whatever pays the order (the balance,
     the card) forms the УПД the same way a transfer does, and the receipt names the company."""
+    if _paid_from_balance(db, order, actor):
+        return url_for("index")
+    url = _start_at_provider(db, order, actor)
+    # No URL: the provider did not answer (or the payment is already settled); the return page says what to do.
+    return url or url_for("payments.payment_return", order_id=order.id)
+
+
+def _paid_from_balance(db: Session, order: Order, actor: Any) -> bool:
+    """What a card or СБП choice does before the provider: the company's invoice record, the autopayment consent,
+    then the balance — True (and said) when the balance paid the whole order."""
     if _paying_as_company():
         record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
     _autopay_if_ticked(db, order, actor)
     if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
         flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
-        return url_for("index")
-    provider = get_provider(current_app)
+        return True
+    return False
+
+
+def _start_at_provider(db: Session, order: Order, actor: Any, method: str | None = None) -> str | None:
+    """The order's payment attempt at the provider (`method` "sbp" for a QR code): the payer's URL, if it answered."""
     _payment, url = attempts.start_card_payment(
         db,
         order,
         actor,
-        provider=provider,
+        provider=get_provider(current_app),
         return_url=attempts.return_url(current_app.config["BASE_URL"], order.id),
         now=utcnow(),
+        method=method,
     )
-    # No URL: the provider did not answer (or the payment is already settled); the return page says what to do.
-    return url or url_for("payments.payment_return", order_id=order.id)
+    return url
 
 
 def settle_opened_card_orders(db: Session, now: Any) -> list[str]:
@@ -93,21 +103,9 @@ SBP_TITLE = "СБП — по QR-коду в приложении банка"
 def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
     """The checkout's СБП choice: a card order (the same ledger path, the same УПД for a company) whose payment
     asks the provider for a QR code; the payer waits on the portal's page that shows it."""
-    if _paying_as_company():
-        record_card_order(db, order, actor=actor, now=utcnow(), config=current_app.config)
-    _autopay_if_ticked(db, order, actor)
-    if ledger.settle_from_balance(db, order, now=utcnow(), config=current_app.config, actor=actor):
-        flash(f"Заказ оплачен с баланса: {format_rub(order.amount)}.", "success")
+    if _paid_from_balance(db, order, actor):
         return url_for("index")
-    attempts.start_card_payment(
-        db,
-        order,
-        actor,
-        provider=get_provider(current_app),
-        return_url=attempts.return_url(current_app.config["BASE_URL"], order.id),
-        now=utcnow(),
-        method="sbp",
-    )
+    _start_at_provider(db, order, actor, method="sbp")
     # With or without the QR yet (the provider may not have answered), the waiting page says what to do.
     return url_for("payments.sbp_show", order_id=order.id)
 
@@ -117,7 +115,7 @@ def sbp_checkout_handler(db: Session, order: Order, actor: Any) -> str:
 
 def _load_order(order_id: int) -> Order:
     account = require_account()
-    order = billing.get_order(get_db(), account.id, order_id)
+    order = get_order(get_db(), account.id, order_id)
     if order is None or order.payer_type != "card":
         abort(404)
     return order
@@ -141,7 +139,7 @@ def payment_return(order_id: int) -> Any:
         return redirect(url_for("payments.sbp_show", order_id=order.id))  # the QR is still the way to pay
     db = get_db()
     now = utcnow()
-    subscription = billing.get_subscription_state(db, order.account_id, now) if state.code == "paid" else None
+    subscription = get_subscription_state(db, order.account_id, now) if state.code == "paid" else None
     membership = current_membership()
     return render_template(
         "payments/payment_return.html",

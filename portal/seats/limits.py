@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, Membership, MembershipStatus
 from portal.billing.catalog import Plan
+from portal.billing.custom_plans import list_plans_for_account
 from portal.billing.pricing import cheapest_fitting_plan, quote, round_half_up_div
-from portal.billing.service import get_effective_plan, list_plans_for_account
+from portal.billing.subscriptions import get_effective_plan
 from portal.db import memo, memo_get, memo_put
 from portal.seats.errors import AccountNotFound
 

@@ -14,8 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from portal.accounts.access import current_membership, require_account, roles_required
 from portal.accounts.models import Account, Membership, Role
 from portal.accounts.phone import format_phone
-from portal.billing import service as billing
 from portal.billing.display import format_storage
+from portal.billing.subscriptions import PurchaseError
 from portal.db import get_db, utcnow
 from portal.nav import register_nav
 from portal.pagination import keys_from_args
@@ -95,7 +95,7 @@ def _suggested_offer(account_id: int, limits: Limits) -> Offer | None:
         return None
     try:
         return get_offer(get_db(), account_id, suggestion.plan, SUGGESTION_MONTHS, utcnow())
-    except billing.PurchaseError:
+    except PurchaseError:
         return None
 
 

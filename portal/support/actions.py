@@ -19,10 +19,13 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, User
 from portal.audit import record_audit
-from portal.billing import service as billing
 from portal.billing.catalog import make_custom_plan
+from portal.billing.custom_plans import create_custom_plan
 from portal.billing.display import format_storage, users_ru
 from portal.billing.models import CustomPlan, Order
+from portal.billing.settlement import order_problem
+from portal.billing.subscriptions import PeriodInfo, SubscriptionState, TrialError, get_subscription_state
+from portal.billing.trial import start_trial
 from portal.documents import service as documents
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, InvoiceStatus, Requisites
@@ -36,7 +39,7 @@ from portal.textinput import quoted
 from portal.timeutil import format_date, msk_date
 
 
-def _state_summary(state: billing.SubscriptionState) -> dict[str, Any]:
+def _state_summary(state: SubscriptionState) -> dict[str, Any]:
     return {
         "plan": state.plan.code,
         "status": state.status,
@@ -55,15 +58,15 @@ def switch_on_trial(
     reason: str | None,
     now: datetime,
     request_id: int | None = None,
-) -> billing.PeriodInfo:
+) -> PeriodInfo:
     """One free month of any plan, once per account (billing refuses the second time). The caller commits."""
     reason = clean_reason(reason)
-    before = billing.get_subscription_state(db, account_id, now)
+    before = get_subscription_state(db, account_id, now)
     try:
-        period = billing.start_trial(db, actor=actor, account_id=account_id, plan_code=plan_code, now=now)
-    except billing.TrialError as exc:
+        period = start_trial(db, actor=actor, account_id=account_id, plan_code=plan_code, now=now)
+    except TrialError as exc:
         raise SupportError(str(exc)) from None
-    after = billing.get_subscription_state(db, account_id, now)
+    after = get_subscription_state(db, account_id, now)
     _record_and_close(
         db,
         actor=actor,
@@ -128,7 +131,7 @@ def set_custom_plan(
         raise SupportError(str(exc)) from None
     existing = db.scalars(sa.select(CustomPlan).where(CustomPlan.code == plan.code)).first()
     before = _custom_dict(existing)
-    row = billing.create_custom_plan(
+    row = create_custom_plan(
         db,
         actor=actor,
         account_id=account_id,
@@ -240,7 +243,7 @@ def mark_invoice_paid(
         invoice = _invoice(db, invoice_id)
         order = db.get(Order, invoice.order_id)
         settled = invoice.status in (InvoiceStatus.PAID, InvoiceStatus.CANCELED) or (
-            order is not None and billing.order_problem(db, order, now) is not None
+            order is not None and order_problem(db, order, now) is not None
         )
         db.rollback()  # order_problem locks the account's subscription: nothing is kept
         raise (InvoiceNotPayable if settled else SupportError)(str(exc)) from None
@@ -435,7 +438,7 @@ def dismiss_payment(db: Session, line_id: int, *, actor: User, reason: str | Non
 # --- what the staff member is told after an action ---------------------------------------------------------
 
 
-def trial_done_message(period: billing.PeriodInfo, account_name: str, *, closed_request: bool) -> str:
+def trial_done_message(period: PeriodInfo, account_name: str, *, closed_request: bool) -> str:
     return (
         f"Пробный период «{period.plan.title}» включён для «{account_name}» "
         f"по {period.last_day:%d.%m.%Y} включительно." + (" Заявка закрыта." if closed_request else "")

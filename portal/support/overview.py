@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, User
 from portal.audit import AuditLog
 from portal.audit.paging import list_audit
-from portal.billing import service as billing
+from portal.billing.custom_plans import list_custom_plans
 from portal.billing.models import CustomPlan, Order
+from portal.billing.orders import list_orders
+from portal.billing.subscriptions import SubscriptionState, get_subscription_state, get_usage
 from portal.documents import service as documents
 from portal.documents.models import Invoice, Requisites, Upd
 from portal.payments.models import LineStatus, StatementLine
@@ -28,7 +30,7 @@ from portal.support.requests import list_requests_for_account
 @dataclass
 class AccountOverview:
     account: Account
-    state: billing.SubscriptionState
+    state: SubscriptionState
     seats_used: int
     storage_used: int
     members: list[tuple[Membership, User]]
@@ -59,8 +61,8 @@ def get_account(db: Session, account_id: int) -> Account | None:
 
 def get_account_overview(db: Session, account: Account, now: datetime) -> AccountOverview:
     """Everything the account page shows, each part a bounded query."""
-    state = billing.get_subscription_state(db, account.id, now)
-    usage = billing.get_usage(db, account)
+    state = get_subscription_state(db, account.id, now)
+    usage = get_usage(db, account)
     members = [
         (m, u)
         for m, u in db.execute(
@@ -97,12 +99,12 @@ def get_account_overview(db: Session, account: Account, now: datetime) -> Accoun
         members=members,
         owners=[u for m, u in members if m.role == Role.OWNER.value and m.status == MembershipStatus.ACTIVE.value],
         requisites=documents.get_requisites(db, account.id),
-        custom_plans=billing.list_custom_plans(db, account.id, include_inactive=True),
+        custom_plans=list_custom_plans(db, account.id, include_inactive=True),
         requests=list_requests_for_account(db, account.id, limit=20),
         invoices=invoices,
         upds_by_invoice=upds,
-        pending_orders=billing.list_orders(db, account.id, statuses=("pending",), limit=20),
-        paid_orders=billing.list_orders(db, account.id, statuses=("paid",), limit=20),
+        pending_orders=list_orders(db, account.id, statuses=("pending",), limit=20),
+        paid_orders=list_orders(db, account.id, statuses=("paid",), limit=20),
         payments=list_payments(db, account.id, limit=50),
         crm_connection=sync.get_connection(db, account.id),
         crm_runs=runs,

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Account, User
 from portal.audit import record_audit
-from portal.billing import service as billing
+from portal.billing.custom_plans import get_plan_for_account, list_plans_for_account
 from portal.billing.models import plan_title_for_code
+from portal.billing.subscriptions import get_subscription_state
 from portal.support.errors import MAX_COMMENT, MAX_REASON, RequestAlreadyOpen, SupportError, TooManyRequests
 from portal.support.models import OPEN_STATUSES, RequestKind, RequestStatus, SupportRequest
 from portal.timeutil import format_date, format_datetime
@@ -78,7 +79,7 @@ def _requests_ru(n: int) -> str:
 
 def trial_unavailable_reason(db: Session, account_id: int, now: datetime) -> str | None:
     """Why the owner cannot ask for a trial now (used, paid period, already asked), or None if they can."""
-    state = billing.get_subscription_state(db, account_id, now)
+    state = get_subscription_state(db, account_id, now)
     if state.trial_used:
         return (
             "Пробный месяц уже был использован: он предоставляется один раз. "
@@ -100,7 +101,7 @@ def trial_unavailable_reason(db: Session, account_id: int, now: datetime) -> str
 
 def trial_plans(db: Session, account_id: int) -> list[Any]:
     """Plans that can be tried: every paid plan, the account's custom plans included."""
-    return [p for p in billing.list_plans_for_account(db, account_id) if not p.is_free]
+    return [p for p in list_plans_for_account(db, account_id) if not p.is_free]
 
 
 def create_request(
@@ -129,7 +130,7 @@ def create_request(
         raise SupportError("Выберите, о чём заявка.") from None
     comment = _clean_comment(comment)
     if kind == RequestKind.TRIAL:
-        plan = billing.get_plan_for_account(db, account_id, plan_code or "")
+        plan = get_plan_for_account(db, account_id, plan_code or "")
         if plan is None or plan.is_free:
             raise SupportError("Выберите платный тариф, который хотите попробовать.")
         plan_code = plan.code

@@ -20,9 +20,12 @@ from wtforms import SelectChoice
 from portal.accounts.access import current_membership, staff_required
 from portal.audit import labels as audit_labels
 from portal.audit import paging as audit_paging
-from portal.billing import service as billing
 from portal.billing.catalog import PLANS
+from portal.billing.custom_plans import list_custom_plans
 from portal.billing.display import format_storage
+from portal.billing.models import Order
+from portal.billing.settlement import rights_cut
+from portal.billing.subscriptions import PurchaseError, get_subscription_state, get_usage
 from portal.db import get_db, utcnow
 from portal.documents import service as documents
 from portal.documents.models import Invoice, StoredFile
@@ -195,7 +198,7 @@ def _request_for(account: Any, form: Any) -> Any:
 @staff_required
 def trial_start(account_id: int) -> Any:
     db, account, now = get_db(), account_or_404(account_id), utcnow()
-    state = billing.get_subscription_state(db, account.id, now)
+    state = get_subscription_state(db, account.id, now)
     plans = support_requests.trial_plans(db, account.id)
     form = TrialForm()
     form.plan_code.choices = [SelectChoice(p.code, p.title) for p in plans]
@@ -225,8 +228,8 @@ def custom_plan_new(account_id: int) -> Any:
     done = _confirm_then_act(form, act, error_field=form.seats, done_url=_account_url(account.id))
     if not isinstance(done, int):
         return done
-    existing = billing.list_custom_plans(db, account.id, include_inactive=True)
-    usage = billing.get_usage(db, account)
+    existing = list_custom_plans(db, account.id, include_inactive=True)
+    usage = get_usage(db, account)
     page = {"account": account, "form": form, "req": req, "existing": existing, "largest": PLANS[-1], "usage": usage}
     return render_template("support/custom_plan_new.html", **page), done
 
@@ -310,7 +313,7 @@ def invoice_pay(invoice_id: int) -> Any:
     if not isinstance(done, int):
         return done
     db.refresh(invoice)
-    order = db.get(billing.Order, invoice.order_id)
+    order = db.get(Order, invoice.order_id)
     return render_template("support/invoice_pay.html", invoice=invoice, order=order, account=account, form=form), done
 
 
@@ -330,7 +333,7 @@ def order_refund_rights(order_id: int) -> Any:
     """End a paid order's rights from a chosen day and return the unused days' money: the page shows what the days
     are worth before anything is done."""
     db = get_db()
-    order = db.get(billing.Order, order_id) or abort(404)
+    order = db.get(Order, order_id) or abort(404)
     account = account_or_404(order.account_id)
     form = RightsRefundForm()
     if request.method == "GET":
@@ -369,8 +372,8 @@ def _refund_rights(order: Any, form: RightsRefundForm) -> str:
 def _rights_cut(order: Any, form: Any) -> Any:
     """What ending the order's rights on the chosen day is worth; a day that cannot be chosen is a field error."""
     try:
-        cut = billing.rights_cut(get_db(), order, form.cut_on.data or msk_date(utcnow()))
-    except billing.PurchaseError as exc:
+        cut = rights_cut(get_db(), order, form.cut_on.data or msk_date(utcnow()))
+    except PurchaseError as exc:
         form.cut_on.errors = [*form.cut_on.errors, str(exc)]
         return None
     if request.method == "GET":
@@ -395,7 +398,7 @@ def invoice_cancel(invoice_id: int) -> Any:
     if not isinstance(done, int):
         return done
     db.refresh(invoice)
-    order = db.get(billing.Order, invoice.order_id)
+    order = db.get(Order, invoice.order_id)
     return render_template(
         "support/invoice_cancel.html", invoice=invoice, order=order, account=account, form=form
     ), done
@@ -447,8 +450,8 @@ def _render_request(req: Any, form: ResolveForm, problem: str | None = None) -> 
         "support/request_show.html",
         req=req,
         account=account,
-        state=billing.get_subscription_state(db, account.id, now),
-        usage=billing.get_usage(db, account),
+        state=get_subscription_state(db, account.id, now),
+        usage=get_usage(db, account),
         form=form,
         people=overview.users_by_id(db, [req.created_by_user_id, req.taken_by_user_id, req.resolved_by_user_id]),
         plan_title=support_requests.plan_title,

@@ -38,11 +38,11 @@ def test_plans_lists_the_self_service_catalog_in_ascending_order(client):
 
 
 def test_custom_plans_never_appear_in_the_public_catalog(client, db, make_account):
-    from portal.billing import service
+    from portal.billing.custom_plans import create_custom_plan
     from tests.billing.terms import msk
 
     account = make_account()
-    service.create_custom_plan(
+    create_custom_plan(
         db,
         actor=None,
         account_id=account.id,

@@ -215,10 +215,10 @@ def _company(db, name: str, requisites: bool = True):  # type: ignore[no-untyped
 
 
 def _invoice_order(db, account_id: int, key: str, plan: str = "users-12", months: int = 9):  # type: ignore[no-untyped-def]
-    from portal.billing import service as billing
+    from portal.billing.orders import create_order
     from portal.db import utcnow
 
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account_id,

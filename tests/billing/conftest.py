@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from blinker import ANY, NamedSignal
 
 from portal.audit import AuditLog
-from portal.billing import checkout, service, signals
+from portal.billing import checkout, signals
 from portal.billing.models import Order
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
 
 _keys = itertools.count(1)
 
@@ -70,7 +72,7 @@ def order_for(db: Any) -> Callable[..., Order]:
     def factory(
         account: Any, plan: str, months: int, now: datetime, payer_type: str = "card", key: str | None = None
     ) -> Order:
-        order = service.create_order(
+        order = create_order(
             db,
             actor=None,
             account_id=account.id,
@@ -93,7 +95,7 @@ def buy(db: Any, order_for: Callable[..., Order]) -> Callable[..., Order]:
 
     def factory(account: Any, plan: str, months: int, now: datetime, paid_at: datetime | None = None) -> Order:
         order = order_for(account, plan, months, now)
-        assert service.apply_paid_order(db, order.id, now=paid_at or now, reference=f"test-{order.id}")
+        assert apply_paid_order(db, order.id, now=paid_at or now, reference=f"test-{order.id}")
         db.commit()
         return order
 

@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Role
-from portal.billing import checkout, service
+from portal.billing import checkout
 from portal.billing.checkout import CheckoutOption
 from portal.billing.models import Order
+from portal.billing.trial import start_trial
 from tests.billing.conftest import page_text
 from tests.billing.terms import msk, period_discount, period_total, upgrade_total
 from tests.conftest import post
@@ -170,7 +171,7 @@ def test_an_upgrade_shows_the_proration(client, owner, db, buy, handlers):
 
 
 def test_during_a_trial_the_summary_says_it_ends(client, owner, db, handlers):
-    service.start_trial(db, actor=None, account_id=owner.id, plan_code="users-24", now=msk(2026, 3, 1))
+    start_trial(db, actor=None, account_id=owner.id, plan_code="users-24", now=msk(2026, 3, 1))
     db.commit()
     text = page_text(open_checkout(client, "users-24", 6)[0])
     assert "Оплата после пробного периода" in text and "Даты с 10.03.2026 по 09.09.2026" in text

@@ -7,8 +7,10 @@ import threading
 import sqlalchemy as sa
 
 from portal.audit import AuditLog
-from portal.billing import service
 from portal.billing.models import Order, SubscriptionPeriod
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
+from portal.billing.tick import tick
 from tests.billing.terms import msk
 
 THREADS = 10
@@ -42,7 +44,7 @@ def test_ten_concurrent_deliveries_activate_one_period(pg_url, app, db, make_acc
 
     def deliver(i):
         with maker() as session:
-            applied = service.apply_paid_order(session, order.id, now=msk(2026, 5, 1, 12, 1), reference="pay-42")
+            applied = apply_paid_order(session, order.id, now=msk(2026, 5, 1, 12, 1), reference="pay-42")
             session.commit()
             return applied
 
@@ -66,7 +68,7 @@ def test_concurrent_create_order_with_one_key_makes_one_order(pg_url, app, db, m
 
     def create(i):
         with maker() as session:
-            order = service.create_order(
+            order = create_order(
                 session,
                 actor=None,
                 account_id=account.id,
@@ -93,7 +95,7 @@ def test_ticks_on_several_servers_record_each_expiry_once(pg_url, app, db, make_
 
     def run_tick(i):
         with maker() as session:
-            return service.tick(session, msk(2026, 7, 10, 0, 1))
+            return tick(session, msk(2026, 7, 10, 0, 1))
 
     results = _run_together(4, run_tick)
     assert sum(len(r) for r in results) == 5

@@ -9,7 +9,7 @@ import pytest
 
 from devtools.demo import seed_demo_data
 from portal.accounts.models import Account, Role
-from portal.billing import service
+from portal.billing.trial import start_trial
 from tests.billing.conftest import page_text
 from tests.billing.terms import GiB, msk
 
@@ -104,7 +104,7 @@ def test_a_scheduled_downgrade_is_listed(client, owner_of, buy):
 
 def test_a_trial_shows_its_last_day_and_the_way_to_pay(client, db, owner_of):
     account = owner_of(members=2)
-    service.start_trial(db, actor=None, account_id=account.id, plan_code="users-24", now=msk(2026, 3, 1))
+    start_trial(db, actor=None, account_id=account.id, plan_code="users-24", now=msk(2026, 3, 1))
     db.commit()
     resp = client.get("/")
     text = page_text(resp)

@@ -47,7 +47,7 @@ def test_no_query_is_repeated_within_a_page(app, over_limit_owner, path, most):
 def test_the_memory_of_a_request_forgets_on_every_write(app, make_account):
     """Within a GET the seat count is asked once; a flush, a commit or a POST reads the database again."""
     from portal.accounts.models import Membership, MembershipStatus
-    from portal.billing.service import count_active_users
+    from portal.billing.subscriptions import count_active_users
     from portal.db import get_db
 
     account = make_account(members=2)
@@ -91,7 +91,7 @@ def test_the_effective_plan_read_from_the_page_rows_is_the_one_the_query_chooses
     from datetime import timedelta
 
     from portal.billing.models import SubscriptionPeriod
-    from portal.billing.service import get_effective_plan, get_subscription_state
+    from portal.billing.subscriptions import get_effective_plan, get_subscription_state
     from portal.db import get_db, utcnow
     from portal.timeutil import msk_date
 

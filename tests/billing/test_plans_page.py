@@ -8,7 +8,8 @@ import pytest
 
 from devtools.demo import seed_demo_data
 from portal.accounts.models import Role
-from portal.billing import service
+from portal.billing.custom_plans import create_custom_plan
+from portal.billing.subscriptions import count_active_users
 from tests.billing.conftest import page_text
 from tests.billing.terms import DISCOUNT, PUBLISHED, kopecks_per_month, msk, period_discount, period_total
 from tests.conftest import post
@@ -106,8 +107,8 @@ def test_demo_companies_see_the_page_in_every_role(app, client, auth, db):
     with app.app_context():  # as `flask seed-demo` runs it: features' seeds may read the config
         demo = seed_demo_data(db)
     big, small = demo["big"], demo["small"]
-    big_users = service.count_active_users(db, big.id)
-    small_users = service.count_active_users(db, small.id)
+    big_users = count_active_users(db, big.id)
+    small_users = count_active_users(db, small.id)
     assert big_users == 9 and 5 < big_users  # over the free plan, as the demo means to show
     assert small_users <= 12
 
@@ -164,7 +165,7 @@ def test_too_small_counts_only_active_users(client, auth, db, make_account):
 def test_a_custom_plan_is_shown_only_to_its_account(client, auth, db, make_account):
     mine = make_account(owner_phone="+79161110001")
     make_account(owner_phone="+79161110002")
-    custom = service.create_custom_plan(
+    custom = create_custom_plan(
         db,
         actor=None,
         account_id=mine.id,

@@ -8,8 +8,11 @@ from datetime import date
 import sqlalchemy as sa
 
 from portal.audit import AuditLog
-from portal.billing import service
 from portal.billing.models import Order
+from portal.billing.orders import create_order, list_scheduled_orders
+from portal.billing.settlement import apply_paid_order, order_problem
+from portal.billing.subscriptions import get_effective_plan, get_subscription_state
+from portal.billing.tick import tick
 from tests.billing import test_checkout as checkout_tests
 from tests.billing.conftest import new_key, page_text
 from tests.billing.terms import msk, period_total
@@ -24,7 +27,7 @@ OPENS = date(2027, 2, 24)  # 14 days before
 
 
 def schedule_smaller(db, account, payer_type="invoice", now=BOUGHT):
-    order = service.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -88,23 +91,23 @@ def test_the_tick_opens_the_payment_once_when_the_start_comes_near(db, make_acco
     buy(account, "users-24", 12, BOUGHT)
     order = schedule_smaller(db, account)
     # Money cannot be applied to it before: nothing is asked for yet.
-    assert "ещё не выставлен к оплате" in service.order_problem(db, order, msk(2026, 6, 1))
+    assert "ещё не выставлен к оплате" in order_problem(db, order, msk(2026, 6, 1))
     db.rollback()
-    service.tick(db, msk(2027, 2, 23, 23, 50))
+    tick(db, msk(2027, 2, 23, 23, 50))
     db.expire_all()
     assert db.get(Order, order.id).status == "scheduled"
-    service.tick(db, msk(2027, 2, 24, 0, 5))
-    service.tick(db, msk(2027, 2, 24, 0, 6))
+    tick(db, msk(2027, 2, 24, 0, 5))
+    tick(db, msk(2027, 2, 24, 0, 6))
     db.expire_all()
     opened = db.get(Order, order.id)
     assert opened.status == "pending" and opened.expires_at is not None
     assert opened_audits(db, account.id) == 1
-    assert service.order_problem(db, opened, msk(2027, 2, 25)) is None
+    assert order_problem(db, opened, msk(2027, 2, 25)) is None
     db.rollback()
     # Paid before its start, it follows the paid period as any smaller plan does.
-    assert service.apply_paid_order(db, order.id, now=msk(2027, 3, 1), reference="late-but-in-time")
+    assert apply_paid_order(db, order.id, now=msk(2027, 3, 1), reference="late-but-in-time")
     db.commit()
-    [later] = service.get_subscription_state(db, account.id, msk(2027, 3, 1)).scheduled
+    [later] = get_subscription_state(db, account.id, msk(2027, 3, 1)).scheduled
     assert (later.plan.code, later.starts_on) == ("users-12", date(2027, 3, 10))
 
 
@@ -112,18 +115,18 @@ def test_unpaid_at_its_start_the_order_lapses_and_the_free_plan_applies(db, make
     account = make_account()
     buy(account, "users-24", 12, BOUGHT)
     order = schedule_smaller(db, account, payer_type="card")
-    service.tick(db, msk(2027, 2, 24, 1))
-    service.tick(db, msk(2027, 3, 10, 1))
+    tick(db, msk(2027, 2, 24, 1))
+    tick(db, msk(2027, 3, 10, 1))
     db.expire_all()
     assert db.get(Order, order.id).status == "expired"
-    assert service.get_effective_plan(db, account.id, msk(2027, 3, 10, 12)).code == "users-5"
+    assert get_effective_plan(db, account.id, msk(2027, 3, 10, 12)).code == "users-5"
 
 
 def test_choosing_another_plan_for_the_same_start_replaces_the_scheduled_one(db, make_account, buy):
     account = make_account()
     buy(account, "users-24", 12, BOUGHT)
     first = schedule_smaller(db, account)
-    second = service.create_order(
+    second = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -138,7 +141,7 @@ def test_choosing_another_plan_for_the_same_start_replaces_the_scheduled_one(db,
     db.commit()
     db.expire_all()
     assert (db.get(Order, first.id).status, db.get(Order, second.id).status) == ("canceled", "scheduled")
-    assert [o.id for o in service.list_scheduled_orders(db, account.id)] == [second.id]
+    assert [o.id for o in list_scheduled_orders(db, account.id)] == [second.id]
 
 
 def test_ticks_on_several_servers_open_each_scheduled_order_once(pg_url, app, db, make_account, buy):
@@ -153,7 +156,7 @@ def test_ticks_on_several_servers_open_each_scheduled_order_once(pg_url, app, db
 
     def run_tick(i):
         with maker() as session:
-            return service.tick(session, msk(2027, 2, 24, 0, 5))
+            return tick(session, msk(2027, 2, 24, 0, 5))
 
     results = _run_together(4, run_tick)
     assert sum(1 for r in results for line in r if "открыт для оплаты" in line) == 3

@@ -9,14 +9,26 @@ import sqlalchemy as sa
 from blinker import Signal
 from sqlalchemy import event
 
-from portal.billing import service, signals
+from portal.billing import signals
+from portal.billing.custom_plans import (
+    create_custom_plan,
+    deactivate_custom_plan,
+    get_plan_for_account,
+    list_plans_for_account,
+)
 from portal.billing.models import Order, SubscriptionPeriod
+from portal.billing.orders import cancel_order, create_order
+from portal.billing.purchases import price_purchase
+from portal.billing.settlement import apply_paid_order, order_problem
+from portal.billing.subscriptions import PurchaseError, TrialError, get_effective_plan, get_subscription_state
+from portal.billing.tick import tick
+from portal.billing.trial import start_trial
 from tests.billing.conftest import audit_actions
 from tests.billing.terms import msk, period_total, upgrade_total, utc
 
 
 def state_of(db, account, now):
-    return service.get_subscription_state(db, account.id, now)
+    return get_subscription_state(db, account.id, now)
 
 
 # --- free and the first purchase --------------------------------------------------------------------------
@@ -27,7 +39,7 @@ def test_a_new_account_is_on_the_free_plan(db, make_account):
     st = state_of(db, account, msk(2026, 3, 10))
     assert (st.status, st.plan.code, st.plan.seats) == ("free", "users-5", 5)
     assert st.paid_until is None and st.trial_until is None and st.scheduled == []
-    assert service.get_effective_plan(db, account.id, msk(2026, 3, 10)).code == "users-5"
+    assert get_effective_plan(db, account.id, msk(2026, 3, 10)).code == "users-5"
 
 
 def test_buying_from_free_starts_today_and_is_paid_for_the_months(db, make_account, buy):
@@ -138,7 +150,7 @@ def test_upgrade_is_co_termed_and_prorated_by_whole_moscow_days(db, make_account
     assert (days_total, days_left) == (365, 265)
     expected = upgrade_total("users-12", "users-50", 12, days_left, days_total)
 
-    purchase = service.price_purchase(db, account.id, service.get_plan_for_account(db, account.id, "users-50"), 6, now)
+    purchase = price_purchase(db, account.id, get_plan_for_account(db, account.id, "users-50"), 6, now)
     assert purchase.kind == "upgrade"
     assert purchase.months == 12  # the months of the original purchase, whatever was asked
     assert purchase.amount == purchase.proration == expected
@@ -147,13 +159,13 @@ def test_upgrade_is_co_termed_and_prorated_by_whole_moscow_days(db, make_account
     order = order_for(account, "users-50", 6, now)
     assert order.kind == "upgrade" and order.amount == expected and order.months == 12
     assert (order.starts_on, order.ends_on) == (date(2026, 4, 20), date(2027, 1, 10))
-    assert service.apply_paid_order(db, order.id, now=now, reference="up-1")
+    assert apply_paid_order(db, order.id, now=now, reference="up-1")
     db.commit()
     st = state_of(db, account, now)
     assert st.plan.code == "users-50"
     assert st.period_end == date(2027, 1, 10) and st.paid_until == date(2027, 1, 9)
     # The day before, the old plan was in force (history is not rewritten).
-    assert service.get_effective_plan(db, account.id, msk(2026, 4, 19)).code == "users-12"
+    assert get_effective_plan(db, account.id, msk(2026, 4, 19)).code == "users-12"
 
 
 def test_a_second_upgrade_is_priced_against_the_original_purchase(db, make_account, buy):
@@ -183,9 +195,9 @@ def test_upgrade_paid_after_its_period_ended_is_never_applied(db, make_account, 
     buy(account, "users-12", 6, msk(2026, 1, 1))
     order = order_for(account, "users-24", 6, msk(2026, 6, 20))
     assert order.kind == "upgrade"
-    assert "уже закончился" in service.order_problem(db, order, msk(2026, 7, 3))
-    with pytest.raises(service.PurchaseError, match="нельзя применить"):
-        service.apply_paid_order(db, order.id, now=msk(2026, 7, 3), reference="late")
+    assert "уже закончился" in order_problem(db, order, msk(2026, 7, 3))
+    with pytest.raises(PurchaseError, match="нельзя применить"):
+        apply_paid_order(db, order.id, now=msk(2026, 7, 3), reference="late")
     db.rollback()
     db.refresh(order)
     assert order.status == "pending"
@@ -203,8 +215,8 @@ def test_a_smaller_plan_starts_when_the_paid_period_ends(db, make_account, buy):
     assert down.kind == "downgrade"
     assert down.amount == period_total("users-12", 12)
     assert (down.starts_on, down.ends_on) == (date(2026, 7, 10), date(2027, 7, 10))
-    assert service.get_effective_plan(db, account.id, msk(2026, 7, 9, 23, 59)).code == "users-50"
-    assert service.get_effective_plan(db, account.id, msk(2026, 7, 10, 0, 0)).code == "users-12"
+    assert get_effective_plan(db, account.id, msk(2026, 7, 9, 23, 59)).code == "users-50"
+    assert get_effective_plan(db, account.id, msk(2026, 7, 10, 0, 0)).code == "users-12"
     st = state_of(db, account, msk(2026, 5, 5))
     assert [(p.plan.code, p.starts_on, p.last_day) for p in st.scheduled] == [
         ("users-12", date(2026, 7, 10), date(2027, 7, 9))
@@ -215,10 +227,10 @@ def test_tick_applies_a_scheduled_change_once_and_says_so(db, make_account, buy)
     account = make_account(name="ООО «Сдвиг»")
     buy(account, "users-50", 6, msk(2026, 1, 10))
     buy(account, "users-12", 6, msk(2026, 5, 5))
-    assert service.tick(db, msk(2026, 7, 9, 23, 0)) == []
-    done = service.tick(db, msk(2026, 7, 10, 0, 5))
+    assert tick(db, msk(2026, 7, 9, 23, 0)) == []
+    done = tick(db, msk(2026, 7, 10, 0, 5))
     assert done == [f"ООО «Сдвиг» (№ {account.id}): с 10.07.2026 тариф сменился на «12 пользователей» по 09.01.2027"]
-    assert service.tick(db, msk(2026, 7, 10, 0, 6)) == []
+    assert tick(db, msk(2026, 7, 10, 0, 6)) == []
     actions = audit_actions(db, account.id)
     assert actions.count("billing.scheduled_change_applied") == 1
     assert "billing.expired" not in actions  # the end of users-50 is not a fall to free
@@ -228,9 +240,9 @@ def test_tick_records_a_renewal_start_and_later_the_expiry(db, make_account, buy
     account = make_account()
     buy(account, "users-12", 6, msk(2026, 1, 15))
     buy(account, "users-12", 6, msk(2026, 7, 1))  # 15.07.2026 – 14.01.2027
-    service.tick(db, msk(2026, 7, 15, 9))
-    service.tick(db, msk(2027, 1, 15, 9))
-    service.tick(db, msk(2027, 1, 16, 9))
+    tick(db, msk(2026, 7, 15, 9))
+    tick(db, msk(2027, 1, 15, 9))
+    tick(db, msk(2027, 1, 16, 9))
     actions = audit_actions(db, account.id)
     assert actions.count("billing.renewal_started") == 1
     assert actions.count("billing.expired") == 1
@@ -244,15 +256,15 @@ def test_expiry_falls_back_to_free_at_moscow_midnight(db, make_account, buy):
     account = make_account(name="ООО «Срок»")
     buy(account, "users-24", 6, msk(2026, 6, 30))  # ends (exclusive) 30.12.2026
     # 29.12.2026 23:59 Moscow is 20:59 UTC: still paid. 21:00 UTC is midnight in Moscow: free.
-    assert service.get_effective_plan(db, account.id, utc(2026, 12, 29, 20, 59)).code == "users-24"
-    assert service.get_effective_plan(db, account.id, utc(2026, 12, 29, 21, 0)).code == "users-5"
-    assert service.tick(db, utc(2026, 12, 29, 20, 59)) == []
-    done = service.tick(db, utc(2026, 12, 29, 21, 0))
+    assert get_effective_plan(db, account.id, utc(2026, 12, 29, 20, 59)).code == "users-24"
+    assert get_effective_plan(db, account.id, utc(2026, 12, 29, 21, 0)).code == "users-5"
+    assert tick(db, utc(2026, 12, 29, 20, 59)) == []
+    done = tick(db, utc(2026, 12, 29, 21, 0))
     assert done == [
         f"ООО «Срок» (№ {account.id}): оплаченный период «24 пользователя» закончился 29.12.2026, "
         "действует бесплатный тариф"
     ]
-    assert service.tick(db, utc(2026, 12, 30, 12, 0)) == []
+    assert tick(db, utc(2026, 12, 30, 12, 0)) == []
     assert audit_actions(db, account.id).count("billing.expired") == 1
 
 
@@ -261,45 +273,45 @@ def test_expiry_falls_back_to_free_at_moscow_midnight(db, make_account, buy):
 
 def test_trial_is_one_month_of_any_plan_once_per_account(db, make_account):
     account = make_account()
-    trial = service.start_trial(db, actor=None, account_id=account.id, plan_code="users-200", now=msk(2026, 1, 31))
+    trial = start_trial(db, actor=None, account_id=account.id, plan_code="users-200", now=msk(2026, 1, 31))
     db.commit()
     assert (trial.starts_on, trial.ends_on) == (date(2026, 1, 31), date(2026, 2, 28))
     st = state_of(db, account, msk(2026, 2, 10))
     assert st.status == "trial" and st.plan.code == "users-200" and st.trial_until == date(2026, 2, 27)
     assert st.trial_used and st.paid_until is None
-    with pytest.raises(service.TrialError, match="один раз"):
-        service.start_trial(db, actor=None, account_id=account.id, plan_code="users-12", now=msk(2026, 2, 10))
+    with pytest.raises(TrialError, match="один раз"):
+        start_trial(db, actor=None, account_id=account.id, plan_code="users-12", now=msk(2026, 2, 10))
     db.rollback()
     # Still refused after the trial is over.
-    with pytest.raises(service.TrialError):
-        service.start_trial(db, actor=None, account_id=account.id, plan_code="users-12", now=msk(2026, 9, 1))
+    with pytest.raises(TrialError):
+        start_trial(db, actor=None, account_id=account.id, plan_code="users-12", now=msk(2026, 9, 1))
     db.rollback()
     assert audit_actions(db, account.id) == ["billing.trial_started"]
 
 
 def test_trial_in_a_leap_year_ends_on_29_february(db, make_account):
     account = make_account()
-    trial = service.start_trial(db, actor=None, account_id=account.id, plan_code="users-24", now=msk(2028, 1, 31))
+    trial = start_trial(db, actor=None, account_id=account.id, plan_code="users-24", now=msk(2028, 1, 31))
     db.commit()
     assert trial.ends_on == date(2028, 2, 29)
-    assert service.get_effective_plan(db, account.id, msk(2028, 2, 28, 23, 59)).code == "users-24"
-    assert service.get_effective_plan(db, account.id, msk(2028, 2, 29, 0, 1)).code == "users-5"
+    assert get_effective_plan(db, account.id, msk(2028, 2, 28, 23, 59)).code == "users-24"
+    assert get_effective_plan(db, account.id, msk(2028, 2, 29, 0, 1)).code == "users-5"
 
 
 def test_trial_end_falls_back_to_free_and_is_recorded_once(db, make_account):
     account = make_account()
-    service.start_trial(db, actor=None, account_id=account.id, plan_code="users-50", now=msk(2026, 3, 1))
+    start_trial(db, actor=None, account_id=account.id, plan_code="users-50", now=msk(2026, 3, 1))
     db.commit()
-    assert service.tick(db, msk(2026, 3, 31, 23)) == []
-    assert len(service.tick(db, msk(2026, 4, 1, 0, 1))) == 1
-    assert service.tick(db, msk(2026, 4, 2)) == []
+    assert tick(db, msk(2026, 3, 31, 23)) == []
+    assert len(tick(db, msk(2026, 4, 1, 0, 1))) == 1
+    assert tick(db, msk(2026, 4, 2)) == []
     assert audit_actions(db, account.id).count("billing.trial_expired") == 1
     assert state_of(db, account, msk(2026, 4, 1, 1)).status == "free"
 
 
 def test_buying_during_a_trial_ends_it_and_starts_today(db, make_account, buy):
     account = make_account()
-    service.start_trial(db, actor=None, account_id=account.id, plan_code="users-200", now=msk(2026, 3, 1))
+    start_trial(db, actor=None, account_id=account.id, plan_code="users-200", now=msk(2026, 3, 1))
     db.commit()
     order = buy(account, "users-12", 6, msk(2026, 3, 10))
     assert order.kind == "new"
@@ -307,18 +319,18 @@ def test_buying_during_a_trial_ends_it_and_starts_today(db, make_account, buy):
     st = state_of(db, account, msk(2026, 3, 10))
     assert st.status == "paid" and st.plan.code == "users-12" and st.trial_until is None
     # The trial's remaining days are gone: no fall back to the trial plan, no "expired" later.
-    service.tick(db, msk(2026, 4, 2))
+    tick(db, msk(2026, 4, 2))
     assert "billing.trial_expired" not in audit_actions(db, account.id)
 
 
 def test_no_trial_during_a_paid_period_and_none_of_the_free_plan(db, make_account, buy):
     account = make_account()
-    with pytest.raises(service.TrialError):
-        service.start_trial(db, actor=None, account_id=account.id, plan_code="users-5", now=msk(2026, 3, 1))
+    with pytest.raises(TrialError):
+        start_trial(db, actor=None, account_id=account.id, plan_code="users-5", now=msk(2026, 3, 1))
     db.rollback()
     buy(account, "users-12", 6, msk(2026, 3, 1))
-    with pytest.raises(service.TrialError, match="оплаченного"):
-        service.start_trial(db, actor=None, account_id=account.id, plan_code="users-50", now=msk(2026, 3, 5))
+    with pytest.raises(TrialError, match="оплаченного"):
+        start_trial(db, actor=None, account_id=account.id, plan_code="users-50", now=msk(2026, 3, 5))
     db.rollback()
 
 
@@ -332,7 +344,7 @@ def test_the_same_idempotency_key_gives_the_same_order(db, make_account, order_f
     assert again.id == first.id
     assert db.scalar(sa.select(sa.func.count()).select_from(Order)) == 1
     assert audit_actions(db, account.id) == ["billing.order_created"]
-    with pytest.raises(service.PurchaseError, match="другие условия"):
+    with pytest.raises(PurchaseError, match="другие условия"):
         order_for(account, "users-50", 9, msk(2026, 3, 10), key="same-key-123")
     db.rollback()
     other = order_for(account, "users-24", 9, msk(2026, 3, 10), key="other-key-456")
@@ -342,7 +354,7 @@ def test_the_same_idempotency_key_gives_the_same_order(db, make_account, order_f
 def test_a_key_of_another_account_is_refused(db, make_account, order_for):
     a, b = make_account(), make_account()
     order_for(a, "users-12", 6, msk(2026, 3, 10), key="shared-key-1")
-    with pytest.raises(service.PurchaseError):
+    with pytest.raises(PurchaseError):
         order_for(b, "users-12", 6, msk(2026, 3, 10), key="shared-key-1")
     db.rollback()
 
@@ -350,9 +362,9 @@ def test_a_key_of_another_account_is_refused(db, make_account, order_for):
 def test_paying_twice_applies_once(db, make_account, order_for):
     account = make_account()
     order = order_for(account, "users-12", 6, msk(2026, 3, 10))
-    assert service.apply_paid_order(db, order.id, now=msk(2026, 3, 10, 12, 5), reference="pay-1") is True
+    assert apply_paid_order(db, order.id, now=msk(2026, 3, 10, 12, 5), reference="pay-1") is True
     db.commit()
-    assert service.apply_paid_order(db, order.id, now=msk(2026, 3, 10, 12, 6), reference="pay-1") is False
+    assert apply_paid_order(db, order.id, now=msk(2026, 3, 10, 12, 6), reference="pay-1") is False
     db.commit()
     periods = db.scalars(sa.select(SubscriptionPeriod).where(SubscriptionPeriod.account_id == account.id)).all()
     assert len(periods) == 1
@@ -364,10 +376,10 @@ def test_paying_twice_applies_once(db, make_account, order_for):
 def test_an_unpaid_card_order_expires_after_a_day_once(db, make_account, order_for):
     account = make_account()
     order = order_for(account, "users-12", 6, msk(2026, 3, 10, 12))
-    assert service.tick(db, msk(2026, 3, 11, 11, 59)) == []
-    done = service.tick(db, msk(2026, 3, 11, 12, 0))
+    assert tick(db, msk(2026, 3, 11, 11, 59)) == []
+    done = tick(db, msk(2026, 3, 11, 12, 0))
     assert done == [f"ООО «Тест» (№ {account.id}): заказ № {order.id} не оплачен в срок и закрыт"]
-    assert service.tick(db, msk(2026, 3, 12)) == []
+    assert tick(db, msk(2026, 3, 12)) == []
     db.refresh(order)
     assert order.status == "expired"
     assert audit_actions(db, account.id).count("billing.order_expired") == 1
@@ -378,10 +390,10 @@ def test_an_expired_order_takes_no_money(db, make_account, order_for):
     where the owner applies it to a new order in one click — the order itself is never revived behind their back."""
     account = make_account()
     order = order_for(account, "users-12", 6, msk(2026, 3, 10))
-    service.tick(db, msk(2026, 3, 12))
-    assert service.order_problem(db, order, msk(2026, 3, 14)) == f"заказ № {order.id} истёк"
-    with pytest.raises(service.PurchaseError, match="истёк"):
-        service.apply_paid_order(db, order.id, now=msk(2026, 3, 14), reference="late-money")
+    tick(db, msk(2026, 3, 12))
+    assert order_problem(db, order, msk(2026, 3, 14)) == f"заказ № {order.id} истёк"
+    with pytest.raises(PurchaseError, match="истёк"):
+        apply_paid_order(db, order.id, now=msk(2026, 3, 14), reference="late-money")
     db.rollback()
     assert state_of(db, account, msk(2026, 3, 14)).plan.code == "users-5"
 
@@ -390,7 +402,7 @@ def test_a_new_order_paid_after_another_purchase_is_appended_not_lost(db, make_a
     account = make_account()
     waiting = order_for(account, "users-24", 6, msk(2026, 3, 10), payer_type="invoice")
     buy(account, "users-24", 6, msk(2026, 3, 11))  # paid by card meanwhile: 11.03 – 10.09.2026
-    assert service.apply_paid_order(db, waiting.id, now=msk(2026, 3, 15), reference="bank-1")
+    assert apply_paid_order(db, waiting.id, now=msk(2026, 3, 15), reference="bank-1")
     db.commit()
     st = state_of(db, account, msk(2026, 3, 15))
     assert st.paid_until == date(2027, 3, 10)  # the invoice's six months follow the card's
@@ -399,12 +411,12 @@ def test_a_new_order_paid_after_another_purchase_is_appended_not_lost(db, make_a
 def test_cancel_order(db, make_account, order_for, buy):
     account = make_account()
     order = order_for(account, "users-12", 6, msk(2026, 3, 10))
-    assert service.cancel_order(db, order.id, actor=None, reason="передумали", now=msk(2026, 3, 10)) is True
-    assert service.cancel_order(db, order.id, actor=None, reason="ещё раз", now=msk(2026, 3, 10)) is False
+    assert cancel_order(db, order.id, actor=None, reason="передумали", now=msk(2026, 3, 10)) is True
+    assert cancel_order(db, order.id, actor=None, reason="ещё раз", now=msk(2026, 3, 10)) is False
     db.commit()
     paid = buy(account, "users-12", 6, msk(2026, 3, 11))
-    with pytest.raises(service.PurchaseError, match="уже оплачен"):
-        service.cancel_order(db, paid.id, actor=None, reason="x", now=msk(2026, 3, 11))
+    with pytest.raises(PurchaseError, match="уже оплачен"):
+        cancel_order(db, paid.id, actor=None, reason="x", now=msk(2026, 3, 11))
     db.rollback()
     assert audit_actions(db, account.id).count("billing.order_canceled") == 1
 
@@ -415,8 +427,8 @@ def test_cancel_order(db, make_account, order_for, buy):
 )
 def test_what_cannot_be_bought(db, make_account, plan, months, message):
     account = make_account()
-    with pytest.raises(service.PurchaseError, match=message):
-        service.create_order(
+    with pytest.raises(PurchaseError, match=message):
+        create_order(
             db,
             actor=None,
             account_id=account.id,
@@ -432,7 +444,7 @@ def test_what_cannot_be_bought(db, make_account, plan, months, message):
 
 def test_custom_plans_belong_to_their_account(db, make_account, buy):
     mine, other = make_account(), make_account()
-    custom = service.create_custom_plan(
+    custom = create_custom_plan(
         db,
         actor=None,
         account_id=mine.id,
@@ -443,20 +455,20 @@ def test_custom_plans_belong_to_their_account(db, make_account, buy):
     )
     db.commit()
     assert custom.code == f"custom-{mine.id}-1500"
-    assert [p.code for p in service.list_plans_for_account(db, mine.id)][-1] == custom.code
-    assert custom.code not in [p.code for p in service.list_plans_for_account(db, other.id)]
-    assert service.get_plan_for_account(db, other.id, custom.code) is None
-    with pytest.raises(service.PurchaseError):
-        service.price_purchase(db, other.id, custom.as_plan(), 12, msk(2026, 3, 1))
+    assert [p.code for p in list_plans_for_account(db, mine.id)][-1] == custom.code
+    assert custom.code not in [p.code for p in list_plans_for_account(db, other.id)]
+    assert get_plan_for_account(db, other.id, custom.code) is None
+    with pytest.raises(PurchaseError):
+        price_purchase(db, other.id, custom.as_plan(), 12, msk(2026, 3, 1))
     order = buy(mine, custom.code, 12, msk(2026, 3, 1))
     assert order.amount == 39_990_00 * 12 * 93 // 100
-    plan = service.get_effective_plan(db, mine.id, msk(2026, 3, 2))
+    plan = get_effective_plan(db, mine.id, msk(2026, 3, 2))
     assert (plan.code, plan.seats, plan.custom) == (custom.code, 1500, True)
     # Withdrawing the offer does not take away what was paid.
-    service.deactivate_custom_plan(db, actor=None, account_id=mine.id, code=custom.code, now=msk(2026, 3, 3))
+    deactivate_custom_plan(db, actor=None, account_id=mine.id, code=custom.code, now=msk(2026, 3, 3))
     db.commit()
-    assert service.get_effective_plan(db, mine.id, msk(2026, 3, 4)).seats == 1500
-    assert custom.code not in [p.code for p in service.list_plans_for_account(db, mine.id)]
+    assert get_effective_plan(db, mine.id, msk(2026, 3, 4)).seats == 1500
+    assert custom.code not in [p.code for p in list_plans_for_account(db, mine.id)]
 
 
 def test_effective_plan_is_one_query(app, db, make_account, buy):
@@ -472,7 +484,7 @@ def test_effective_plan_is_one_query(app, db, make_account, buy):
     db.expire_all()
     event.listen(engine, "before_cursor_execute", count)
     try:
-        assert service.get_effective_plan(db, account_id, msk(2026, 4, 1)).code == "users-24"
+        assert get_effective_plan(db, account_id, msk(2026, 4, 1)).code == "users-24"
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(statements) == 1, statements
@@ -495,7 +507,7 @@ def test_tick_runs_hooks_and_reports_a_failing_one(db, monkeypatch):
     signals.tick_done.connect(bad)
     signals.tick_done.connect(good)
     signals.tick_done.connect(good)  # registering twice runs it once
-    done = service.tick(db, msk(2026, 3, 1))
+    done = tick(db, msk(2026, 3, 1))
     assert seen == [msk(2026, 3, 1)]
     assert done[-1] == "платёж № 1 перепроверен"
     assert any("провайдер недоступен" in line for line in done)

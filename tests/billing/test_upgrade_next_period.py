@@ -8,8 +8,12 @@ from datetime import date
 
 import sqlalchemy as sa
 
-from portal.billing import service
+from portal.billing.catalog import get_plan
 from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
+from portal.billing.orders import cancel_scheduled_period, create_order, list_order_topups
+from portal.billing.settlement import _problem, apply_paid_order, order_problem
+from portal.billing.subscriptions import PurchaseError, get_effective_plan, get_subscription_state
+from portal.billing.tick import tick
 from tests.billing import test_checkout as checkout_tests
 from tests.billing.conftest import page_text
 from tests.billing.terms import msk, period_total, upgrade_total
@@ -99,12 +103,12 @@ def test_ticking_without_javascript_asks_to_confirm_the_new_total(client, owner,
 
 
 def _next_period_id(db, account) -> str:
-    [period] = service.get_subscription_state(db, account.id, TODAY).scheduled
+    [period] = get_subscription_state(db, account.id, TODAY).scheduled
     return str(period.id)
 
 
 def upgrade_with_next(db, account, order_for):
-    order = service.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -124,10 +128,10 @@ def test_paying_the_order_puts_both_periods_on_the_bigger_plan(db, make_account,
     renewal = prepaid_two_periods(account, buy)
     order = upgrade_with_next(db, account, order_for)
     assert order.amount == CURRENT + NEXT
-    assert service.order_problem(db, order, TODAY) is None
-    assert service.apply_paid_order(db, order.id, now=TODAY, reference="test-up")
+    assert order_problem(db, order, TODAY) is None
+    assert apply_paid_order(db, order.id, now=TODAY, reference="test-up")
     db.commit()
-    state = service.get_subscription_state(db, account.id, TODAY)
+    state = get_subscription_state(db, account.id, TODAY)
     assert (state.plan.code, state.current.ends_on) == ("users-50", date(2027, 3, 10))
     [later] = state.scheduled
     assert (later.plan.code, later.starts_on, later.ends_on) == ("users-50", date(2027, 3, 10), date(2028, 3, 10))
@@ -135,8 +139,8 @@ def test_paying_the_order_puts_both_periods_on_the_bigger_plan(db, make_account,
     assert later.order_id == renewal.id
     assert state.paid_until == date(2028, 3, 9)
     # On the day it begins the tick records the bigger plan, and its limits apply.
-    service.tick(db, msk(2027, 3, 10, 1))
-    assert service.get_effective_plan(db, account.id, msk(2027, 3, 10, 12)).code == "users-50"
+    tick(db, msk(2027, 3, 10, 1))
+    assert get_effective_plan(db, account.id, msk(2027, 3, 10, 12)).code == "users-50"
     old = db.scalars(
         sa.select(SubscriptionPeriod).where(SubscriptionPeriod.order_id == renewal.id).order_by(SubscriptionPeriod.id)
     ).all()
@@ -147,34 +151,34 @@ def test_the_order_cannot_be_applied_once_the_period_it_raises_is_canceled_or_be
     account = make_account()
     prepaid_two_periods(account, buy)
     order = upgrade_with_next(db, account, order_for)
-    [later] = service.get_subscription_state(db, account.id, TODAY).scheduled
+    [later] = get_subscription_state(db, account.id, TODAY).scheduled
     # Begun: by then the current period it tops up has ended too; nothing of the order applies.
-    assert "уже закончился или изменился" in service.order_problem(db, order, msk(2027, 3, 11))
+    assert "уже закончился или изменился" in order_problem(db, order, msk(2027, 3, 11))
     db.rollback()
-    service.cancel_scheduled_period(db, account_id=account.id, period_id=later.id, actor=None, reason="т", now=TODAY)
+    cancel_scheduled_period(db, account_id=account.id, period_id=later.id, actor=None, reason="т", now=TODAY)
     db.commit()
     # Withdrawn with the period it would raise (its invoice annulled by documents): nothing left to pay.
     db.expire_all()
     assert db.get(Order, order.id).status == "canceled"
-    problem = service._problem(
+    problem = _problem(
         order,
-        service.get_plan("users-50"),
-        service.get_subscription_state(db, account.id, TODAY),
-        service.list_order_topups(db, order.id),
+        get_plan("users-50"),
+        get_subscription_state(db, account.id, TODAY),
+        list_order_topups(db, order.id),
     )
     assert problem == f"заказ № {order.id} отменён"
     order.status = "pending"  # as if it had been paid for at this very moment: still refused, for the period
-    problem = service._problem(
+    problem = _problem(
         order,
-        service.get_plan("users-50"),
-        service.get_subscription_state(db, account.id, TODAY),
-        service.list_order_topups(db, order.id),
+        get_plan("users-50"),
+        get_subscription_state(db, account.id, TODAY),
+        list_order_topups(db, order.id),
     )
     assert problem == "оплаченный период с 10.03.2027, который повышала доплата, уже начался, отменён или изменился"
     db.rollback()
     try:
-        service.apply_paid_order(db, order.id, now=TODAY, reference="late")
+        apply_paid_order(db, order.id, now=TODAY, reference="late")
         raise AssertionError("an order for a canceled period was applied")
-    except service.PurchaseError:
+    except PurchaseError:
         db.rollback()
-    assert service.get_subscription_state(db, account.id, TODAY).plan.code == "users-24"
+    assert get_subscription_state(db, account.id, TODAY).plan.code == "users-24"

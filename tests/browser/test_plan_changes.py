@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from devtools.demo import DEMO_OWNER
 from portal.accounts.models import Account
-from portal.billing import service as billing
+from portal.billing.orders import create_order
 from portal.db import utcnow
 from portal.payments import ledger
 from portal.timeutil import msk_date
@@ -98,7 +98,7 @@ def prepay_two_periods(app: Any) -> int:
         account = db.scalars(sa.select(Account).where(Account.name == "ООО «Ромашка»")).one()
         now = utcnow()
         for n in (1, 2):
-            order = billing.create_order(
+            order = create_order(
                 db,
                 actor=None,
                 account_id=account.id,

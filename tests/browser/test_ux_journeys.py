@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from devtools.demo import DEMO_ACCOUNTANT, DEMO_MEMBERS, DEMO_OWNER
 from portal.accounts.models import Account
-from portal.billing import service as billing
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
 from portal.db import utcnow
 from tests.browser.conftest import shot, sign_in
 from tests.seats.conftest import insert_members
@@ -60,7 +61,7 @@ def pay_for_users_12(app: Any) -> None:
     with app.app_context(), app.extensions["portal.db"].session() as db:
         account = db.scalars(sa.select(Account).where(Account.name == "ООО «Ромашка»")).one()
         now = utcnow()
-        order = billing.create_order(
+        order = create_order(
             db,
             actor=None,
             account_id=account.id,
@@ -72,7 +73,7 @@ def pay_for_users_12(app: Any) -> None:
             now=now,
         )
         db.commit()
-        assert billing.apply_paid_order(db, order.id, now=now, reference="browser-test")
+        assert apply_paid_order(db, order.id, now=now, reference="browser-test")
         db.commit()
         insert_members(db, account, 6)
 

@@ -9,8 +9,8 @@ from typing import Any
 from flask import Flask
 
 from portal.accounts.models import Account
-from portal.billing import service as billing
 from portal.billing.models import Order
+from portal.billing.orders import create_order
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice
 from portal.documents.service import save_requisites
@@ -58,7 +58,7 @@ def give_requisites(db: Any, account: Account, data: dict[str, Any] = ORG) -> No
 
 
 def make_order(db: Any, account: Account, *, plan: str = "users-12", months: int = 9, now: datetime = NOW) -> Order:
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account.id,

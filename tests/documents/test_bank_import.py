@@ -11,8 +11,9 @@ import sqlalchemy as sa
 
 from portal.accounts.models import User
 from portal.audit import AuditLog
-from portal.billing import service as billing
 from portal.billing.models import Order
+from portal.billing.settlement import apply_paid_order
+from portal.billing.subscriptions import get_subscription_state
 from portal.documents.invoices import DocumentsError
 from portal.documents.models import Invoice, Upd
 from portal.documents.service import cancel_invoice
@@ -87,7 +88,7 @@ def test_windows_statement_each_outcome(app, db, three_invoices):
 
     # № 512: the exact payment of 2026-000001 pays it and activates the plan.
     assert status_of(db, first) == ("paid", "paid")
-    state = billing.get_subscription_state(db, account.id, LATER)
+    state = get_subscription_state(db, account.id, LATER)
     assert state.is_paid and state.plan.code == "users-12"
     paid = db.get(Invoice, first.id)
     assert (paid.paid_on, paid.payment_reference) == (date(2026, 11, 26), "п/п № 512 от 26.11.2026")
@@ -341,7 +342,7 @@ def test_support_cancels_an_unpaid_invoice_and_a_later_payment_is_not_applied(ap
     assert db.scalar(sa.select(sa.func.count()).select_from(Upd)) == 0
     assert ledger.account_balance(db, first.account_id) == 846_450
     assert [r.reference for r in ledger.list_attention(db, first.account_id)] == ["п/п № 512 от 26.11.2026"]
-    assert not billing.get_subscription_state(db, first.account_id, LATER).is_paid
+    assert not get_subscription_state(db, first.account_id, LATER).is_paid
     with app.app_context(), pytest.raises(DocumentsError, match="аннулирован"):
         mark_invoice_paid(db, first.id, actor=staff, bank_reference="п/п 1", paid_on=date(2026, 11, 26), now=LATER)
 
@@ -386,7 +387,7 @@ def test_support_dismisses_a_payment_that_is_not_for_an_invoice(app, db, staff, 
 
 def test_a_transfer_for_an_order_already_paid_by_card_activates_nothing_twice(app, db, three_invoices):
     account, (first, *_rest) = three_invoices
-    billing.apply_paid_order(db, first.order_id, now=NOW, reference="card:pay_123")
+    apply_paid_order(db, first.order_id, now=NOW, reference="card:pay_123")
     db.commit()
     result = run_import(app, db, statement(payment("512", 846_450, "Оплата по счёту № 2026-000001")))
     (line,) = result.matched

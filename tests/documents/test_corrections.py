@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from lxml import etree
 
 from portal.accounts.models import User
-from portal.billing import service as billing
 from portal.billing.catalog import FREE_PLAN
 from portal.billing.models import Order
+from portal.billing.settlement import rights_cut
+from portal.billing.subscriptions import get_effective_plan
+from portal.billing.tick import tick
 from portal.documents.invoices import vat_of
 from portal.documents.models import AdvanceInvoice, Invoice, StoredFile, Ukd, Upd
 from portal.documents.render import rub
@@ -70,7 +72,7 @@ def test_a_refund_of_documented_rights_forms_a_ukd_that_lowers_the_upd(app, db, 
     order = db.get(Order, invoice.order_id)
     now = datetime(2026, 12, 27, 7, 0, tzinfo=UTC)
     cut_on = date(2027, 1, 1)
-    cut = billing.rights_cut(db, order, cut_on)
+    cut = rights_cut(db, order, cut_on)
     # 9 months from 27.11.2026 to 26.08.2027: 273 days paid, 238 of them from 01.01.2027.
     assert (cut.days_paid, cut.days_returned) == (273, 238)
     assert cut.suggested_refund == (846_450 * 238 * 2 + 273) // (273 * 2)
@@ -123,8 +125,8 @@ def test_a_refund_of_documented_rights_forms_a_ukd_that_lowers_the_upd(app, db, 
         cut.suggested_refund,
         0,
     )
-    assert billing.get_effective_plan(db, company.id, datetime(2026, 12, 31, 12, tzinfo=UTC)).code == "users-12"
-    assert billing.get_effective_plan(db, company.id, datetime(2027, 1, 1, 12, tzinfo=UTC)).code == FREE_PLAN.code
+    assert get_effective_plan(db, company.id, datetime(2026, 12, 31, 12, tzinfo=UTC)).code == "users-12"
+    assert get_effective_plan(db, company.id, datetime(2027, 1, 1, 12, tzinfo=UTC)).code == FREE_PLAN.code
 
     # The accountant finds it on the documents page, both files downloadable; another company gets 404.
     auth.login(OWNER)
@@ -203,7 +205,7 @@ def test_money_ahead_of_the_rights_gets_an_advance_invoice_named_on_the_later_up
     assert db.scalar(sa.select(sa.func.count()).select_from(Upd).where(Upd.invoice_id == renewal.id)) == 0
     start = datetime(2027, 8, 27, 6, 0, tzinfo=UTC)
     with app.app_context():
-        billing.tick(db, start)
+        tick(db, start)
         db.commit()
     db.expire_all()
     upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == renewal.id)).one()
@@ -227,10 +229,10 @@ def test_a_refund_before_prepaid_rights_begin_leaves_no_upd_for_them(with_vat, a
     assert done.ukd_id is None and sum(r.amount for r in done.refunds) == order.amount
     assert "В том числе НДС 22 %" in done.refunds[0].purpose
     with app.app_context():
-        billing.tick(db, datetime(2027, 8, 27, 6, 0, tzinfo=UTC))
+        tick(db, datetime(2027, 8, 27, 6, 0, tzinfo=UTC))
         db.commit()
     assert db.scalar(sa.select(sa.func.count()).select_from(Upd).where(Upd.invoice_id == renewal.id)) == 0
-    assert billing.get_effective_plan(db, company.id, datetime(2027, 8, 27, 12, tzinfo=UTC)).code == FREE_PLAN.code
+    assert get_effective_plan(db, company.id, datetime(2027, 8, 27, 12, tzinfo=UTC)).code == FREE_PLAN.code
 
 
 def test_staff_refund_unused_days_from_the_account_page(app, db, client, auth, company):
@@ -246,7 +248,7 @@ def test_staff_refund_unused_days_from_the_account_page(app, db, client, auth, c
     # A preview first: the suggested amount for the days from the chosen date, nothing changed yet.
     preview = client.get(f"/support/orders/{order.id}/refund-rights?cut_on={day:%d.%m.%Y}")
     assert preview.status_code == 200
-    cut = billing.rights_cut(db, order, day)
+    cut = rights_cut(db, order, day)
     assert rub(cut.suggested_refund) in preview.get_data(as_text=True)
     answer = post(
         client,

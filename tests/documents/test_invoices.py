@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import zxingcpp
 
 from portal.audit import AuditLog
-from portal.billing import service as billing
 from portal.billing.models import Order
+from portal.billing.settlement import apply_paid_order
 from portal.documents import invoices as invoices_module
 from portal.documents.banking_days import add_banking_days, is_banking_day
 from portal.documents.invoices import issue_invoice
@@ -358,7 +358,7 @@ def test_downloads_return_the_bytes_issued_and_their_hash_matches(client, auth, 
 def test_an_upgrade_is_invoiced_as_one_payment_for_the_rest_of_the_term(app, db, company):
     give_requisites(db, company)
     first = issue(app, db, company, plan="users-12", months=12)
-    billing.apply_paid_order(db, first.order_id, now=NOW, reference="п/п № 1 от 25.11.2026")
+    apply_paid_order(db, first.order_id, now=NOW, reference="п/п № 1 от 25.11.2026")
     db.commit()
     later = datetime(2027, 5, 25, 9, 0, tzinfo=UTC)
     upgrade = issue(app, db, company, plan="users-24", months=12, now=later)

@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from portal.billing import service as billing
 from portal.billing.models import Order
+from portal.billing.orders import create_order
 from portal.documents import reconciliation
 from portal.documents.invoices import issue_invoice
 from portal.documents.models import Invoice, Upd
@@ -31,7 +31,7 @@ def at(day: date, hour: int = 9) -> datetime:
 
 
 def order(db, account, plan: str, payer_type: str, now: datetime) -> Order:
-    row = billing.create_order(
+    row = create_order(
         db,
         actor=None,
         account_id=account.id,

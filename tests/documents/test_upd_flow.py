@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from lxml import etree
 
-from portal.billing import service as billing
+from portal.billing.subscriptions import get_subscription_state
+from portal.billing.tick import tick
 from portal.documents import render, store
 from portal.documents.models import Invoice, StoredFile, Upd
 from portal.documents.service import read_file
@@ -177,9 +178,9 @@ def test_upd_numbers_have_their_own_gapless_counter(app, db, company, monkeypatc
     later = db.get(Invoice, invoices[0].id)
     assert later.status == "paid" and later.upd_due_on == date(2027, 8, 27)
     with app.app_context():
-        billing.tick(db, datetime(2027, 8, 26, 20, 59, tzinfo=UTC))  # 23:59 in Moscow on 26.08.2027
+        tick(db, datetime(2027, 8, 26, 20, 59, tzinfo=UTC))  # 23:59 in Moscow on 26.08.2027
         assert db.scalars(sa.select(Upd).where(Upd.invoice_id == later.id)).first() is None
-        billing.tick(db, datetime(2027, 8, 26, 21, 0, tzinfo=UTC))  # midnight in Moscow: the rights begin
+        tick(db, datetime(2027, 8, 26, 21, 0, tzinfo=UTC))  # midnight in Moscow: the rights begin
     upd = db.scalars(sa.select(Upd).where(Upd.invoice_id == later.id)).one()
     assert (upd.number, upd.doc_date) == ("2027-000001", date(2027, 8, 27))
 
@@ -197,21 +198,21 @@ def test_rendering_failure_keeps_the_payment_and_the_tick_forms_the_upd_later(ap
     db.expire_all()
     # The money is in: the invoice and the order are paid, the plan is active; the УПД waits.
     assert db.get(Invoice, invoice.id).status == "paid"
-    assert billing.get_subscription_state(db, company.id, PAID_AT).is_paid
+    assert get_subscription_state(db, company.id, PAID_AT).is_paid
     upd = db.scalars(sa.select(Upd)).one()
     assert (upd.number, upd.status, upd.pdf_file_id) == ("2026-000001", "pending", None)
     assert (upd.last_error, upd.attempts) == ("RuntimeError: шрифт не найден", 1)
 
     # Still broken at the first tick: noted again, still pending, the tick goes on.
     with app.app_context():
-        done = billing.tick(db, datetime(2026, 11, 27, 7, 30, tzinfo=UTC))
+        done = tick(db, datetime(2026, 11, 27, 7, 30, tzinfo=UTC))
     assert "УПД № 2026-000001 не сформирован: RuntimeError: шрифт не найден" in done
     db.expire_all()
     assert (db.get(Upd, upd.id).status, db.get(Upd, upd.id).attempts) == ("pending", 2)
 
     monkeypatch.setattr(render, "render_upd_pdf", real)
     with app.app_context():
-        done = billing.tick(db, datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
+        done = tick(db, datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
     assert "УПД № 2026-000001 сформирован" in done
     db.expire_all()
     upd = db.get(Upd, upd.id)
@@ -219,7 +220,7 @@ def test_rendering_failure_keeps_the_payment_and_the_tick_forms_the_upd_later(ap
     pdf, _xml, _ = files_of(app, db, upd)
     assert "К платёжно-расчётному документу № 512 от 26.11.2026 (5)" in pdf_text(pdf)
     with app.app_context():
-        assert not [x for x in billing.tick(db, datetime(2026, 11, 27, 9, 0, tzinfo=UTC)) if "УПД" in x]
+        assert not [x for x in tick(db, datetime(2026, 11, 27, 9, 0, tzinfo=UTC)) if "УПД" in x]
 
 
 def test_a_crash_between_the_temporary_file_and_the_rename_leaves_no_partial_file(app, db, company, monkeypatch):
@@ -242,7 +243,7 @@ def test_a_crash_between_the_temporary_file_and_the_rename_leaves_no_partial_fil
 
     monkeypatch.undo()
     with app.app_context():
-        billing.tick(db, datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
+        tick(db, datetime(2026, 11, 27, 8, 0, tzinfo=UTC))
     db.expire_all()
     upd = db.get(Upd, upd.id)
     assert upd.status == "formed"

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, User
 from portal.accounts.sms import ConsoleSms
-from portal.billing import service as billing
+from portal.billing.settlement import apply_paid_order
 from portal.notices import service as notices
 from portal.notices.models import LimitEpisode, Notice
 from portal.payments.models import Payment
@@ -81,7 +81,7 @@ def test_a_payer_who_stopped_or_paid_another_way_gets_no_failure_notice(db, smtp
     declined(db, order, msk(2026, 5, 5, 10, 2), reason="expired_on_confirmation", n=2)
     other = buy(db, company, "users-24", 6, msk(2026, 5, 5, 10, 30))
     declined(db, other, msk(2026, 5, 5, 10, 31), n=3)
-    assert billing.apply_paid_order(db, other.id, now=msk(2026, 5, 5, 10, 40), reference="test")
+    assert apply_paid_order(db, other.id, now=msk(2026, 5, 5, 10, 40), reference="test")
     db.commit()
     sweep(msk(2026, 5, 5, 10, 45))
     assert [s for _to, s, _t in letters(smtp) if "не прошёл" in s] == []
@@ -148,7 +148,7 @@ def test_a_plan_that_fits_ends_the_episode_without_a_letter(db, smtp, sweep, com
         add_member(company, f"+7916555000{i}")
     sweep(msk(2026, 5, 5, 10))
     order = buy(db, company, "users-12", 6, msk(2026, 5, 5, 11))
-    assert billing.apply_paid_order(db, order.id, now=msk(2026, 5, 5, 11), reference="test")
+    assert apply_paid_order(db, order.id, now=msk(2026, 5, 5, 11), reference="test")
     db.commit()
     sweep(msk(2026, 5, 5, 12))
     assert len([x for x in letters(smtp) if x[1].startswith("Тариф превышен")]) == 1
@@ -183,9 +183,9 @@ def test_a_person_who_switched_the_limits_topic_off_gets_nothing(db, smtp, sweep
 
 def test_a_downgrade_is_told_when_it_takes_effect(db, smtp, sweep, company):
     big = buy(db, company, "users-24", 6, msk(2026, 3, 10))
-    assert billing.apply_paid_order(db, big.id, now=msk(2026, 3, 10), reference="big")
+    assert apply_paid_order(db, big.id, now=msk(2026, 3, 10), reference="big")
     small = buy(db, company, "users-12", 6, msk(2026, 6, 1))
-    assert billing.apply_paid_order(db, small.id, now=msk(2026, 6, 1), reference="small")
+    assert apply_paid_order(db, small.id, now=msk(2026, 6, 1), reference="small")
     db.commit()
     assert small.starts_on.isoformat() == "2026-09-10"
     assert [s for _to, s, _t in letters(smtp) if "вступил" in s] == []

@@ -12,7 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Membership, Role
-from portal.billing import service as billing
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
+from portal.billing.tick import tick
+from portal.billing.trial import start_trial
 from portal.notices.models import Notice
 from portal.notices.tasks import run_sweep
 from portal.payments import ledger
@@ -51,7 +54,7 @@ def company(db, make_account):
 
 
 def buy(db, account, plan, months, now, payer_type="card"):
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -81,7 +84,7 @@ def letters(state: FakeSmtpState) -> list[tuple[str, str, str]]:
 def paid_until_sept(db, company):
     """users-12 for 10.03.2026–09.09.2026 (the next day is the first without it)."""
     order = buy(db, company, "users-12", 6, msk(2026, 3, 10))
-    assert billing.apply_paid_order(db, order.id, now=msk(2026, 3, 10), reference="test")
+    assert apply_paid_order(db, order.id, now=msk(2026, 3, 10), reference="test")
     db.commit()
     return company
 
@@ -107,7 +110,7 @@ def test_reminders_14_3_and_1_days_before_the_end_each_once_with_the_price_and_a
 
 def test_no_reminder_once_the_renewal_is_paid(db, smtp, sweep, paid_until_sept):
     renewal = buy(db, paid_until_sept, "users-12", 6, msk(2026, 8, 20))
-    assert billing.apply_paid_order(db, renewal.id, now=msk(2026, 8, 20), reference="test-2")
+    assert apply_paid_order(db, renewal.id, now=msk(2026, 8, 20), reference="test-2")
     db.commit()
     assert sweep(msk(2026, 8, 27, 9)) == [] and sweep(msk(2026, 9, 9, 9)) == []
 
@@ -115,7 +118,7 @@ def test_no_reminder_once_the_renewal_is_paid(db, smtp, sweep, paid_until_sept):
 def test_the_end_and_the_grace_are_told_once(db, smtp, sweep, paid_until_sept):
     buy(db, paid_until_sept, "users-12", 6, msk(2026, 9, 5), payer_type="invoice")
     sweep(msk(2026, 9, 9, 9))  # the 1-day reminder
-    billing.tick(db, msk(2026, 9, 10, 0, 1))
+    tick(db, msk(2026, 9, 10, 0, 1))
     sweep(msk(2026, 9, 10, 0, 2))
     sweep(msk(2026, 9, 10, 0, 12))
     ended = [x for x in letters(smtp) if "закончился" in x[1]]
@@ -125,7 +128,7 @@ def test_the_end_and_the_grace_are_told_once(db, smtp, sweep, paid_until_sept):
 
 
 def test_a_trial_end_is_told_too(db, smtp, sweep, company):
-    billing.start_trial(db, actor=None, account_id=company.id, plan_code="users-24", now=msk(2026, 3, 10))
+    start_trial(db, actor=None, account_id=company.id, plan_code="users-24", now=msk(2026, 3, 10))
     db.commit()
     sweep(msk(2026, 4, 7, 9))
     [(to, subject, text)] = letters(smtp)

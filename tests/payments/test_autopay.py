@@ -16,8 +16,10 @@ import sqlalchemy as sa
 
 from portal.accounts.models import Membership, Role
 from portal.audit import AuditLog
-from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
+from portal.billing.orders import create_order
+from portal.billing.subscriptions import get_subscription_state
+from portal.billing.tick import tick as billing_tick
 from portal.notices.models import Notice
 from portal.notices.tasks import run_sweep
 from portal.payments import autopay, ledger
@@ -55,7 +57,7 @@ def at(day: date, hour: int = 9) -> datetime:
 
 def tick(app, db, moment: datetime) -> list[str]:
     with app.app_context():
-        return billing.tick(db, moment, grace_days=app.config["GRACE_DAYS"])
+        return billing_tick(db, moment, grace_days=app.config["GRACE_DAYS"])
 
 
 def sweep(app, db, moment: datetime) -> list[str]:
@@ -190,7 +192,7 @@ def test_notice_then_charge_then_the_period_is_renewed(app, db, owner, autopaid,
     receipts = db.scalars(sa.select(Receipt).where(Receipt.account_id == owner.id).order_by(Receipt.id)).all()
     assert [r.amount for r in receipts] == [PRICE_12_6, PRICE_12_6]
     assert ledger.order_allocated(db, order.id) == PRICE_12_6 and ledger.account_balance(db, owner.id) == 0
-    state = billing.get_subscription_state(db, owner.id, at(end + timedelta(days=1)))
+    state = get_subscription_state(db, owner.id, at(end + timedelta(days=1)))
     assert state.is_paid and state.period_start == end
 
     # Run again (and again the next day): nothing more is charged or sent.
@@ -218,7 +220,7 @@ def test_a_declining_card_is_retried_on_days_1_3_5_then_grace_then_free(app, cli
         assert renewal.last_reason == "insufficient_funds"
         sweep(app, db, moment + timedelta(minutes=5))
         if day == 3:  # the period ended today: the plan is kept while retries run
-            state = billing.get_subscription_state(db, owner.id, moment)
+            state = get_subscription_state(db, owner.id, moment)
             assert state.is_grace and state.plan.code == "users-12"
         tick(app, db, moment + timedelta(hours=3))  # a tick the same day changes nothing
     assert renewal.status == "failed"
@@ -239,9 +241,9 @@ def test_a_declining_card_is_retried_on_days_1_3_5_then_grace_then_free(app, cli
     assert grace == ["Автоплатёж не прошёл, повторные попытки продолжаются."]
 
     # Grace runs its days (GRACE_DAYS = 7 from the end), then the fall back to free as always.
-    assert billing.get_subscription_state(db, owner.id, at(end + timedelta(days=6))).is_grace
+    assert get_subscription_state(db, owner.id, at(end + timedelta(days=6))).is_grace
     tick(app, db, at(end + timedelta(days=7), 0))
-    state = billing.get_subscription_state(db, owner.id, at(end + timedelta(days=7), 0))
+    state = get_subscription_state(db, owner.id, at(end + timedelta(days=7), 0))
     assert (state.status, state.plan.code) == ("free", "users-5")
     assert sandbox_charges(db) == 4
 
@@ -273,7 +275,7 @@ def test_cancelling_between_the_notice_and_the_charge_charges_nothing(
     assert notice_keys(db, owner.id) == [f"autopay-upcoming:{renewal.id}", f"autopay-canceled:{consent.id}"]
     # At the end the plan falls back as it would without autopayment (no grace: nothing is being retried).
     tick(app, db, at(end, 0))
-    assert billing.get_subscription_state(db, owner.id, at(end, 1)).is_free
+    assert get_subscription_state(db, owner.id, at(end, 1)).is_free
 
 
 def test_removing_the_card_stops_autopayment_and_the_page_stays_whole(app, client, db, owner, autopaid):
@@ -364,7 +366,7 @@ def test_two_workers_ticking_at_once_charge_once_and_send_each_notice_once(pg_ur
         try:
             with app.app_context(), maker() as session:
                 barrier.wait(timeout=10)
-                billing.tick(session, moment, grace_days=7)
+                billing_tick(session, moment, grace_days=7)
                 run_sweep(session, moment + timedelta(minutes=1))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -452,7 +454,7 @@ def test_a_change_scheduled_for_the_periods_end_is_not_renewed_over(app, client,
     """A smaller plan scheduled unpaid for the day the period ends follows it: autopayment renews nothing (the same
     days would be sold twice), before and after the tick opens the scheduled order's payment."""
     end = _autopaid(db, client, owner, "4111 1111 1111 1111", plan="users-24")
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=owner.id,

@@ -10,8 +10,8 @@ import pytest
 import responses
 import sqlalchemy as sa
 
-from portal.billing import service as billing
 from portal.billing.models import Order, SubscriptionPeriod
+from portal.billing.tick import tick
 from portal.payments.autopay_models import AutopayConsent, AutopayRenewal, SavedMethod
 from portal.payments.models import Payment
 from tests.payments.conftest import form_fields, only_order
@@ -55,7 +55,7 @@ def test_the_card_is_saved_at_checkout_and_the_renewal_charges_it_by_its_id(app,
 
     end = db.scalars(sa.select(SubscriptionPeriod).where(SubscriptionPeriod.account_id == owner.id)).one().ends_on
     with app.app_context():
-        billing.tick(db, at(end - timedelta(days=5)))
+        tick(db, at(end - timedelta(days=5)))
     renewal = db.scalars(sa.select(AutopayRenewal)).one()
     renewal_order_id = None
 
@@ -73,7 +73,7 @@ def test_the_card_is_saved_at_checkout_and_the_renewal_charges_it_by_its_id(app,
     api.add_callback(responses.POST, API, callback=charge_answer, content_type="application/json")
     api.add_callback(responses.GET, f"{API}/{CHARGE}", callback=reread_answer, content_type="application/json")
     with app.app_context():
-        billing.tick(db, at(end - timedelta(days=3)))
+        tick(db, at(end - timedelta(days=3)))
     charge = api.calls[-2].request  # the charge, then the re-read of the payment it made
     body = json.loads(charge.body)
     assert body["payment_method_id"] == METHOD

@@ -12,8 +12,9 @@ import requests
 import sqlalchemy as sa
 from werkzeug.serving import make_server
 
-from portal.billing import service as billing
 from portal.billing.models import SubscriptionPeriod
+from portal.billing.orders import create_order
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import utcnow
 from portal.payments import attempts
 from portal.payments.models import PaymentNotification
@@ -43,7 +44,7 @@ def paid_sandbox_notification(app, db, account) -> tuple[bytes, dict[str, str]]:
     sandbox = get_provider(app, "sandbox")
     now = utcnow()
     with app.app_context():
-        order = billing.create_order(
+        order = create_order(
             db,
             actor=None,
             account_id=account.id,
@@ -155,4 +156,4 @@ def test_sandbox_notifies_the_portal_over_real_http(app, client, db, make_accoun
         assert order.status == "paid"
     notes = db.scalars(sa.select(PaymentNotification)).all()
     assert [(n.outcome, n.remote_addr) for n in notes] == [("activated", "127.0.0.1")]
-    assert billing.get_subscription_state(db, account.id, utcnow()).plan.code == "users-24"
+    assert get_subscription_state(db, account.id, utcnow()).plan.code == "users-24"

@@ -18,8 +18,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from portal.billing import service as billing
 from portal.billing.models import Order, OrderTopup, SubscriptionPeriod
+from portal.billing.orders import cancel_order, cancel_scheduled_period, create_order, list_order_topups
+from portal.billing.settlement import rights_cut
+from portal.billing.subscriptions import PurchaseError, get_subscription_state
+from portal.billing.tick import tick
+from portal.billing.trial import start_trial
 from portal.documents import render
 from portal.documents.invoices import TooManyOpenInvoices, issue_invoice, record_card_order
 from portal.documents.models import Invoice, Ukd, Upd
@@ -48,7 +52,7 @@ def quick_render(monkeypatch):
 
 
 def order(db, account, plan="users-12", months=6, payer_type="invoice", now=NOW) -> Order:
-    row = billing.create_order(
+    row = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -73,7 +77,7 @@ def invoice_for(app, db, row: Order, now=NOW) -> Invoice | None:
         except TooManyOpenInvoices:
             # The account already has its share of unpaid invoices: the order goes, as at checkout.
             db.rollback()
-            billing.cancel_order(db, row.id, actor=None, reason="слишком много неоплаченных счетов", now=now)
+            cancel_order(db, row.id, actor=None, reason="слишком много неоплаченных счетов", now=now)
             db.commit()
             return None
         db.commit()
@@ -337,7 +341,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
     def open_pages(row: Order, method=None) -> None:
         try:
             pages.append(open_card_page(app, db, row, now=moment, method=method))
-        except billing.PurchaseError:
+        except PurchaseError:
             db.rollback()  # the balance paid it all: no card page
 
     sent = int(db.scalar(sa.select(sa.func.coalesce(sa.func.sum(Receipt.amount), 0))) or 0) + int(
@@ -359,7 +363,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             payer_type = "card" if kind == "sbp" else kind.removeprefix("company_")
             try:
                 row = order(db, account, plan, months, payer_type=payer_type, now=moment)
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
                 continue
             orders.append(row)
@@ -375,18 +379,18 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                     db.commit()
                 open_pages(row, method="sbp" if kind == "sbp" else None)
         elif kind == "upgrade":
-            state = billing.get_subscription_state(db, account.id, moment)
+            state = get_subscription_state(db, account.id, moment)
             if not state.is_paid:
                 continue
             try:
                 row = order(db, account, step[1], state.current.months, payer_type="card", now=moment)
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
                 continue
             orders.append(row)
             open_pages(row)
         elif kind == "upgrade_next":
-            state = billing.get_subscription_state(db, account.id, moment)
+            state = get_subscription_state(db, account.id, moment)
             if not state.is_paid:
                 continue
             if not state.scheduled:
@@ -397,23 +401,23 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 db.commit()
                 if not settled:
                     sent += pay_by_card(app, db, row, now=moment).paid_amount or 0
-                state = billing.get_subscription_state(db, account.id, moment)
+                state = get_subscription_state(db, account.id, moment)
             if not state.is_paid:
                 continue
             try:
                 row = order(db, account, step[1], state.current.months, payer_type="card", now=moment)
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
                 continue
-            event(f"upgrade raising {len(billing.list_order_topups(db, row.id))} later period(s)")
+            event(f"upgrade raising {len(list_order_topups(db, row.id))} later period(s)")
             orders.append(row)
             open_pages(row)
         elif kind == "schedule_smaller":
-            state = billing.get_subscription_state(db, account.id, moment)
+            state = get_subscription_state(db, account.id, moment)
             if not state.is_paid or state.plan.monthly_price <= 990_00:
                 continue
             try:
-                row = billing.create_order(
+                row = create_order(
                     db,
                     actor=None,
                     account_id=account.id,
@@ -426,7 +430,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                     defer_days=14,
                 )
                 db.commit()
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
                 continue
             orders.append(row)
@@ -434,8 +438,8 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 # Time moves on to the day its payment opens; the tick opens it (once) and issues its invoice.
                 moment = max(moment, msk_midnight(row.opens_on) + timedelta(hours=1))
                 with app.app_context():
-                    billing.tick(db, moment)
-                    billing.tick(db, moment + timedelta(minutes=1))
+                    tick(db, moment)
+                    tick(db, moment + timedelta(minutes=1))
                 db.expire_all()
                 event(f"scheduled smaller plan opened: {db.get(Order, row.id).status}")
             if db.get(Order, row.id).status == "pending":
@@ -449,13 +453,13 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
         elif kind == "cancel" and orders:
             row = orders[step[1] % len(orders)]
             try:
-                billing.cancel_order(db, row.id, actor=None, reason="передумали", now=moment)
+                cancel_order(db, row.id, actor=None, reason="передумали", now=moment)
                 db.commit()
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
         elif kind == "cancel_scheduled":
             # The owner cancels a prepaid next period (the last one, or tries the first): its money to the balance.
-            state = billing.get_subscription_state(db, account.id, moment)
+            state = get_subscription_state(db, account.id, moment)
             if not state.scheduled and state.is_paid:
                 # Nothing prepaid yet: the owner renews by card first (the balance may pay it), then changes mind.
                 row = order(db, account, state.plan.code, 6, payer_type="card", now=moment)
@@ -465,17 +469,17 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                 db.commit()
                 if not settled:
                     sent += pay_by_card(app, db, row, now=moment).paid_amount or 0
-                state = billing.get_subscription_state(db, account.id, moment)
+                state = get_subscription_state(db, account.id, moment)
             scheduled = state.scheduled
             if not scheduled:
                 continue
             target = scheduled[-1] if step[1] else scheduled[0]
             try:
-                billing.cancel_scheduled_period(
+                cancel_scheduled_period(
                     db, account_id=account.id, period_id=target.id, actor=None, reason="передумали", now=moment
                 )
                 db.commit()
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
         elif kind == "pay_card" and pages:
             # The page may belong to an order canceled or withdrawn since: the money must still be accounted for.
@@ -508,7 +512,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
         elif kind == "autopay_on":
             try:
                 row = order(db, account, "users-12", 6, payer_type="card", now=moment)
-            except billing.PurchaseError:
+            except PurchaseError:
                 db.rollback()
                 continue
             orders.append(row)
@@ -524,7 +528,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             sent += pay_on_card_page(app, db, pay, now=moment, card=card).paid_amount or 0
         elif kind == "autopay_tick":
             # Days pass to the renewal's warning, then its charge (or a retry): money arrives from the saved card.
-            state = billing.get_subscription_state(db, account.id, moment)
+            state = get_subscription_state(db, account.id, moment)
             end = state.coverage_end
             if end is None:
                 continue
@@ -532,7 +536,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             for moment_next in (msk_midnight(end - timedelta(days=5)), msk_midnight(end - timedelta(days=3 - step[1]))):
                 moment = max(moment, moment_next + timedelta(hours=9))
                 with app.app_context():
-                    billing.tick(db, moment)
+                    tick(db, moment)
             sent += autopay_received(db) - before
             for status in db.scalars(sa.select(AutopayRenewal.status).where(AutopayRenewal.account_id == account.id)):
                 event(f"autopay renewal: {status}")
@@ -554,7 +558,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             row = paid[-1]
             cut_on = moment.date() + timedelta(days=step[1])
             try:
-                cut = billing.rights_cut(db, row, cut_on)
+                cut = rights_cut(db, row, cut_on)
                 amount = max(cut.suggested_refund, 1) if step[2] == "suggested" else ledger.order_allocated(db, row.id)
                 with app.app_context():
                     done = refunds.refund_rights(
@@ -568,7 +572,7 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
                         config=app.config,
                     )
                 db.commit()
-            except (billing.PurchaseError, ledger.LedgerError):
+            except (PurchaseError, ledger.LedgerError):
                 db.rollback()
                 continue
             carry_out(app, db, done.refunds, moment)
@@ -628,14 +632,14 @@ def test_cancelling_an_order_on_the_dashboard_annuls_its_invoice_and_takes_the_q
 
 
 def test_a_canceled_order_paid_later_does_not_cut_a_running_trial(app, db, company):
-    billing.start_trial(db, actor=None, account_id=company.id, plan_code="users-50", now=NOW)
+    start_trial(db, actor=None, account_id=company.id, plan_code="users-50", now=NOW)
     db.commit()
     row = order(db, company, "users-12", 6)
     inv = invoice_for(app, db, row)
-    billing.cancel_order(db, row.id, actor=None, reason="передумали", now=NOW)
+    cancel_order(db, row.id, actor=None, reason="передумали", now=NOW)
     db.commit()
     import_(app, db, payment("701", inv.amount, f"Оплата по счёту № {inv.number}"), now=NOW + timedelta(days=1))
-    state = billing.get_subscription_state(db, company.id, NOW + timedelta(days=1))
+    state = get_subscription_state(db, company.id, NOW + timedelta(days=1))
     assert state.is_trial and state.plan.code == "users-50"
     assert ledger.account_balance(db, company.id) == inv.amount
 
@@ -652,7 +656,7 @@ def test_an_upgrade_withdrawn_while_its_card_page_was_open_is_paid_to_the_balanc
     paid = pay_on_card_page(app, db, left_open, now=NOW + timedelta(days=30, minutes=5))
     assert paid.status == "flagged" and paid.status_reason == "order_not_applicable"
     assert ledger.account_balance(db, company.id) == first.amount
-    state = billing.get_subscription_state(db, company.id, NOW + timedelta(days=31))
+    state = get_subscription_state(db, company.id, NOW + timedelta(days=31))
     assert state.plan.code == "users-50"
     (flagged,) = ledger.list_attention(db, company.id)
     assert "на баланс" in flagged.attention
@@ -769,7 +773,7 @@ def test_the_owner_asks_for_the_balance_back_and_staff_return_it_to_the_card(app
     pay_by_card(app, db, order(db, company, "users-12", 6, payer_type="card"))
     row = order(db, company, "users-24", 6, payer_type="card")
     page = open_card_page(app, db, row)
-    billing.cancel_order(db, row.id, actor=None, reason="передумали", now=NOW)
+    cancel_order(db, row.id, actor=None, reason="передумали", now=NOW)
     db.commit()
     pay_on_card_page(app, db, page)
     assert ledger.account_balance(db, company.id) == row.amount

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from portal.billing import service as billing
 from portal.billing.models import SubscriptionPeriod
 from portal.billing.pricing import add_months
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import utcnow
 from portal.payments.models import PaymentNotification, SandboxPayment
 from portal.payments.providers.sandbox import SIGNATURE_HEADER, sign
@@ -58,7 +58,7 @@ def test_card_payment_activates_the_plan_and_the_return_page_shows_it(app, clien
     [payment] = payments_of(db, owner.id)
     assert (payment.status, payment.method, payment.amount) == ("succeeded", "bank_card", 846450)
     assert order.payment_reference == f"sandbox:{payment.provider_payment_id}"
-    state = billing.get_subscription_state(db, owner.id, utcnow())
+    state = get_subscription_state(db, owner.id, utcnow())
     today = msk_date(utcnow())
     assert (state.status, state.plan.code) == ("paid", "users-12")
     assert state.paid_until == add_months(today, 9) - timedelta(days=1)
@@ -83,7 +83,7 @@ def test_declined_card_shows_the_reason_and_changes_nothing(client, db, owner, c
     assert order.status == "pending"
     [payment] = payments_of(db, owner.id)
     assert (payment.status, payment.status_reason) == ("canceled", "insufficient_funds")
-    assert billing.get_subscription_state(db, owner.id, utcnow()).status == "free"
+    assert get_subscription_state(db, owner.id, utcnow()).status == "free"
     actions = audit_actions(db, owner.id)
     assert "payment.canceled" in actions and "billing.order_paid" not in actions
 
@@ -143,7 +143,7 @@ def test_notification_replayed_ten_times_extends_once(app, client, db, owner, ch
         assert resp.get_json() == {"status": "succeeded", "outcome": "already_settled"}
     assert audit_actions(db, owner.id).count("billing.order_paid") == 1
     assert db.scalar(sa.select(sa.func.count()).select_from(SubscriptionPeriod)) == 1
-    state = billing.get_subscription_state(db, owner.id, utcnow())
+    state = get_subscription_state(db, owner.id, utcnow())
     assert state.paid_until == add_months(msk_date(utcnow()), 6) - timedelta(days=1)
     outcomes = db.scalars(sa.select(PaymentNotification.outcome).order_by(PaymentNotification.id)).all()
     assert outcomes == ["activated"] + ["already_settled"] * 10
@@ -311,6 +311,6 @@ def test_amount_reported_by_the_sandbox_differs_from_the_order_so_the_payment_is
     assert (payment.status, payment.status_reason) == ("flagged", "amount_mismatch")
     assert "1,00\u00a0₽" in payment.status_detail and "5\u00a0940,00\u00a0₽" in payment.status_detail
     assert only_order(db, owner.id).status == "pending"
-    assert billing.get_subscription_state(db, owner.id, utcnow()).status == "free"
+    assert get_subscription_state(db, owner.id, utcnow()).status == "free"
     assert "payment.flagged" in audit_actions(db, owner.id)
     assert "Платёж на проверке" in client.get(f"/payments/return/{payment.order_id}").get_data(as_text=True)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import zxingcpp
 from PIL import Image
 
-from portal.billing import service as billing
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import utcnow
 from portal.documents.models import Invoice, Upd
 from portal.documents.qr import qr_png
@@ -84,7 +84,7 @@ def test_sbp_pays_the_order_through_the_bank_app_page_and_the_ledger_says_sbp(cl
 
     db.expire_all()
     assert only_order(db, owner.id).status == "paid"
-    assert billing.get_subscription_state(db, owner.id, utcnow()).plan.code == "users-12"
+    assert get_subscription_state(db, owner.id, utcnow()).plan.code == "users-12"
     receipt = db.scalars(sa.select(Receipt).where(Receipt.account_id == owner.id)).one()
     assert (receipt.method, receipt.amount, receipt.method_title) == ("sbp", 846_450, "СБП")
 

@@ -9,8 +9,10 @@ import sqlalchemy as sa
 
 from portal.accounts.models import Role
 from portal.audit import AuditLog
-from portal.billing import service as billing
 from portal.billing.models import SubscriptionPeriod
+from portal.billing.orders import cancel_scheduled_period, create_order
+from portal.billing.subscriptions import PurchaseError, get_subscription_state
+from portal.billing.tick import tick
 from portal.db import utcnow
 from portal.documents.models import Invoice, Upd
 from portal.documents.service import number_due_upds
@@ -46,7 +48,7 @@ def test_cancelling_a_prepaid_next_period_puts_its_money_on_the_balance_and_no_u
     app, db, client, auth, make_account
 ):
     account, renewal, inv = company_with_a_prepaid_next_period(app, db, make_account)
-    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    [scheduled] = get_subscription_state(db, account.id, utcnow()).scheduled
     auth.login(OWNER)
     home = client.get("/").get_data(as_text=True)
     assert f"/plans/scheduled/{scheduled.id}/cancel" in home
@@ -60,7 +62,7 @@ def test_cancelling_a_prepaid_next_period_puts_its_money_on_the_balance_and_no_u
     assert "отменён" in home and "на балансе компании" in home
 
     db.expire_all()
-    state = billing.get_subscription_state(db, account.id, utcnow())
+    state = get_subscription_state(db, account.id, utcnow())
     assert state.scheduled == [] and state.paid_until == renewal.starts_on - timedelta(days=1)
     assert db.get(SubscriptionPeriod, scheduled.id).status == "replaced"
     assert ledger.account_balance(db, account.id) == renewal.amount
@@ -78,7 +80,7 @@ def test_cancelling_a_prepaid_next_period_puts_its_money_on_the_balance_and_no_u
     with app.app_context():
         assert ledger.settle_from_balance(db, smaller, now=utcnow(), config=app.config, actor=None)
     db.commit()
-    [next_period] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    [next_period] = get_subscription_state(db, account.id, utcnow()).scheduled
     assert (next_period.plan.code, next_period.starts_on) == ("users-12", renewal.starts_on)
     assert ledger.account_balance(db, account.id) == renewal.amount - smaller.amount
 
@@ -86,7 +88,7 @@ def test_cancelling_a_prepaid_next_period_puts_its_money_on_the_balance_and_no_u
 def test_only_the_owner_cancels_and_only_a_period_that_has_not_begun(app, db, client, auth, make_account, add_member):
     account, _renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
     add_member(account, ACCOUNTANT, "Бухгалтер", Role.ACCOUNTANT)
-    state = billing.get_subscription_state(db, account.id, utcnow())
+    state = get_subscription_state(db, account.id, utcnow())
     [scheduled] = state.scheduled
     auth.login(ACCOUNTANT)
     page = client.get(f"/plans/scheduled/{scheduled.id}/cancel").get_data(as_text=True)
@@ -98,13 +100,13 @@ def test_only_the_owner_cancels_and_only_a_period_that_has_not_begun(app, db, cl
     resp = client.get(f"/plans/scheduled/{state.current.id}/cancel")
     assert resp.status_code == 404
     db.expire_all()
-    assert len(billing.get_subscription_state(db, account.id, utcnow()).scheduled) == 1
+    assert len(get_subscription_state(db, account.id, utcnow()).scheduled) == 1
     assert ledger.account_balance(db, account.id) == 0
 
 
 def test_another_companys_period_cannot_be_cancelled(app, db, client, auth, make_account):
     account, _renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
-    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    [scheduled] = get_subscription_state(db, account.id, utcnow()).scheduled
     make_account(name="ООО «Василёк»", owner_phone="+79161119999")
     auth.login("+79161119999")
     post(client, f"/plans/scheduled/{scheduled.id}/cancel")
@@ -115,26 +117,22 @@ def test_another_companys_period_cannot_be_cancelled(app, db, client, auth, make
 def test_with_two_prepaid_periods_the_earlier_one_cannot_go_first(app, db, make_account):
     account, _renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
     paid_by_invoice(app, db, account, "users-24", 6, "803")
-    first, second = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    first, second = get_subscription_state(db, account.id, utcnow()).scheduled
     try:
-        billing.cancel_scheduled_period(
-            db, account_id=account.id, period_id=first.id, actor=None, reason="тест", now=utcnow()
-        )
+        cancel_scheduled_period(db, account_id=account.id, period_id=first.id, actor=None, reason="тест", now=utcnow())
         raise AssertionError("the earlier period was cancelled with a later one paid")
-    except billing.PurchaseError as exc:
+    except PurchaseError as exc:
         assert "сначала отмените его" in str(exc)
     db.rollback()
-    billing.cancel_scheduled_period(
-        db, account_id=account.id, period_id=second.id, actor=None, reason="т", now=utcnow()
-    )
-    billing.cancel_scheduled_period(db, account_id=account.id, period_id=first.id, actor=None, reason="т", now=utcnow())
+    cancel_scheduled_period(db, account_id=account.id, period_id=second.id, actor=None, reason="т", now=utcnow())
+    cancel_scheduled_period(db, account_id=account.id, period_id=first.id, actor=None, reason="т", now=utcnow())
     db.commit()
-    assert billing.get_subscription_state(db, account.id, utcnow()).scheduled == []
+    assert get_subscription_state(db, account.id, utcnow()).scheduled == []
 
 
 def test_an_upgrades_checkout_shows_the_prepaid_next_period_it_leaves_small(app, db, client, auth, make_account):
     account, renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
-    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    [scheduled] = get_subscription_state(db, account.id, utcnow()).scheduled
     auth.login(OWNER)
     page = client.get("/checkout?plan=users-50&months=6").get_data(as_text=True).replace("\u00a0", " ")
     assert 'id="checkout-next-periods"' in page
@@ -161,8 +159,8 @@ def test_a_card_paid_renewal_cancelled_before_it_begins_is_no_transfer_of_rights
     pay_by_card(app, db, order(db, account, "users-12", 6, payer_type="card", now=now), now=now)
     renewal = order(db, account, "users-12", 6, payer_type="card", now=now)
     pay_by_card(app, db, renewal, now=now)
-    [scheduled] = billing.get_subscription_state(db, account.id, now).scheduled
-    billing.cancel_scheduled_period(db, account_id=account.id, period_id=scheduled.id, actor=None, reason="т", now=now)
+    [scheduled] = get_subscription_state(db, account.id, now).scheduled
+    cancel_scheduled_period(db, account_id=account.id, period_id=scheduled.id, actor=None, reason="т", now=now)
     db.commit()
     end = renewal.ends_on + timedelta(days=1)
     with app.app_context():
@@ -176,7 +174,7 @@ def test_changing_a_prepaid_period_cancels_it_and_opens_checkout_of_the_other_pl
     app, db, client, auth, make_account
 ):
     account, renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
-    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
+    [scheduled] = get_subscription_state(db, account.id, utcnow()).scheduled
     auth.login(OWNER)
     page = client.get(f"/plans/scheduled/{scheduled.id}/cancel").get_data(as_text=True).replace("\u00a0", " ")
     assert f"Или изменить: другой тариф с {renewal.starts_on:%d.%m.%Y}" in page
@@ -199,12 +197,10 @@ def test_changing_a_prepaid_period_cancels_it_and_opens_checkout_of_the_other_pl
 
 def test_a_smaller_plan_scheduled_unpaid_is_paid_from_the_balance_when_its_payment_opens(app, db, make_account):
     account, renewal, _inv = company_with_a_prepaid_next_period(app, db, make_account)
-    [scheduled] = billing.get_subscription_state(db, account.id, utcnow()).scheduled
-    billing.cancel_scheduled_period(
-        db, account_id=account.id, period_id=scheduled.id, actor=None, reason="т", now=utcnow()
-    )
+    [scheduled] = get_subscription_state(db, account.id, utcnow()).scheduled
+    cancel_scheduled_period(db, account_id=account.id, period_id=scheduled.id, actor=None, reason="т", now=utcnow())
     db.commit()
-    smaller = billing.create_order(
+    smaller = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -219,8 +215,8 @@ def test_a_smaller_plan_scheduled_unpaid_is_paid_from_the_balance_when_its_payme
     db.commit()
     assert smaller.status == "scheduled" and smaller.starts_on == renewal.starts_on
     with app.app_context():
-        billing.tick(db, msk_midnight(smaller.opens_on) + timedelta(hours=1))
-        billing.tick(db, msk_midnight(smaller.opens_on) + timedelta(hours=2))
+        tick(db, msk_midnight(smaller.opens_on) + timedelta(hours=1))
+        tick(db, msk_midnight(smaller.opens_on) + timedelta(hours=2))
     db.expire_all()
     assert db.get(type(smaller), smaller.id).status == "paid"
     assert ledger.account_balance(db, account.id) == renewal.amount - smaller.amount
@@ -233,7 +229,7 @@ def test_without_a_balance_the_opened_order_gets_one_invoice_and_the_people_are_
     account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
     give_requisites(db, account)
     paid_by_invoice(app, db, account, "users-24", 12, "811")
-    smaller = billing.create_order(
+    smaller = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -248,8 +244,8 @@ def test_without_a_balance_the_opened_order_gets_one_invoice_and_the_people_are_
     db.commit()
     opens = msk_midnight(smaller.opens_on) + timedelta(hours=1)
     with app.app_context():
-        billing.tick(db, opens)
-        billing.tick(db, opens + timedelta(minutes=1))
+        tick(db, opens)
+        tick(db, opens + timedelta(minutes=1))
     db.expire_all()
     [inv] = db.scalars(sa.select(Invoice).where(Invoice.order_id == smaller.id)).all()
     assert inv.amount == smaller.amount and inv.status == "issued"
@@ -266,7 +262,7 @@ def test_ticks_on_several_servers_issue_one_invoice_for_an_opened_order(pg_url, 
     account = make_account(name="ООО «Ромашка»", owner_phone=OWNER)
     give_requisites(db, account)
     paid_by_invoice(app, db, account, "users-24", 12, "821")
-    smaller = billing.create_order(
+    smaller = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -288,7 +284,7 @@ def test_ticks_on_several_servers_issue_one_invoice_for_an_opened_order(pg_url, 
         try:
             barrier.wait(timeout=10)
             with app.app_context(), maker() as session:
-                billing.tick(session, opens)
+                tick(session, opens)
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from portal.billing import service as billing
 from portal.billing.models import OrderTopup
+from portal.billing.orders import cancel_scheduled_period
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import utcnow
 from portal.documents.models import Invoice, Upd
 from portal.payments import ledger
@@ -47,12 +48,12 @@ def test_one_invoice_and_one_upd_name_each_period_and_cancelling_the_raised_one_
         f"Права предоставлены на период с {first:%d.%m.%Y} по {current_last:%d.%m.%Y} "
         f"и с {renewal.starts_on:%d.%m.%Y} по {next_last:%d.%m.%Y}"
     )
-    state = billing.get_subscription_state(db, account.id, now)
+    state = get_subscription_state(db, account.id, now)
     assert state.plan.code == "users-50" and [p.plan.code for p in state.scheduled] == ["users-50"]
 
     # The owner cancels the raised period before it begins: its own money and the part that raised it return.
     [raised] = state.scheduled
-    billing.cancel_scheduled_period(db, account_id=account.id, period_id=raised.id, actor=None, reason="т", now=now)
+    cancel_scheduled_period(db, account_id=account.id, period_id=raised.id, actor=None, reason="т", now=now)
     db.commit()
     assert ledger.account_balance(db, account.id) == renewal.amount + PART
     assert db.scalars(sa.select(OrderTopup)).one().released_at is not None

@@ -10,7 +10,7 @@ import requests
 import responses
 import sqlalchemy as sa
 
-from portal.billing import service as billing
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import utcnow
 from portal.payments.models import Payment, PaymentNotification
 from tests.conftest import post
@@ -141,7 +141,7 @@ def test_webhook_acts_on_the_api_not_on_the_body(app, api, db, owner, checkout):
     assert only_order(db, owner.id).status == "paid"
     [payment] = payments_of(db, owner.id)
     assert (payment.method, payment.paid_amount) == ("bank_card", 846450)
-    assert billing.get_subscription_state(db, owner.id, utcnow()).plan.code == "users-12"
+    assert get_subscription_state(db, owner.id, utcnow()).plan.code == "users-12"
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ def test_mismatch_is_flagged_for_support_and_nothing_is_activated(
     [payment] = payments_of(db, owner.id)
     assert (payment.status, payment.status_reason) == ("flagged", reason)
     assert only_order(db, owner.id).status == "pending"
-    assert billing.get_subscription_state(db, owner.id, utcnow()).status == "free"
+    assert get_subscription_state(db, owner.id, utcnow()).status == "free"
     actions = audit_actions(db, owner.id)
     assert "payment.flagged" in actions and "billing.order_paid" not in actions
     # Delivered again: still flagged, still nothing activated.

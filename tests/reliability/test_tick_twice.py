@@ -10,8 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from portal.audit import AuditLog
-from portal.billing import service as billing
 from portal.billing.models import Order
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
+from portal.billing.subscriptions import get_subscription_state
+from portal.billing.tick import tick
+from portal.billing.trial import start_trial
 from portal.db import utcnow
 from portal.documents import render
 from portal.documents.models import StoredFile, Upd
@@ -23,7 +27,7 @@ from tests.documents.factories import give_requisites, issue
 
 
 def _buy(db: Any, account: Any, plan: str, months: int, when: Any) -> Order:
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account.id,
@@ -73,12 +77,12 @@ def test_two_ticks_at_once_apply_every_change_exactly_once(pg_url, app, db, make
     expired, downgraded, trial, unpaid, invoiced, lost_notice = (make_account(name=f"ООО «Т{i}»") for i in range(6))
 
     # A paid half-year that ended; a bigger plan whose scheduled smaller successor starts; a trial month that ended.
-    billing.apply_paid_order(db, _buy(db, expired, "users-12", 6, long_ago).id, now=long_ago, reference="t1")
-    billing.apply_paid_order(db, _buy(db, downgraded, "users-24", 6, long_ago).id, now=long_ago, reference="t2")
+    apply_paid_order(db, _buy(db, expired, "users-12", 6, long_ago).id, now=long_ago, reference="t1")
+    apply_paid_order(db, _buy(db, downgraded, "users-24", 6, long_ago).id, now=long_ago, reference="t2")
     db.commit()
     later = long_ago + timedelta(days=1)
-    billing.apply_paid_order(db, _buy(db, downgraded, "users-12", 6, later).id, now=later, reference="t3")
-    billing.start_trial(db, actor=None, account_id=trial.id, plan_code="users-50", now=long_ago)
+    apply_paid_order(db, _buy(db, downgraded, "users-12", 6, later).id, now=later, reference="t3")
+    start_trial(db, actor=None, account_id=trial.id, plan_code="users-50", now=long_ago)
     db.commit()
     # A card order nobody paid, past its day.
     _buy(db, unpaid, "users-12", 6, tick_at - timedelta(days=2))
@@ -115,7 +119,7 @@ def test_two_ticks_at_once_apply_every_change_exactly_once(pg_url, app, db, make
     )
 
     before = _audits(db)
-    results = run_together(app, [lambda s: billing.tick(s, tick_at), lambda s: billing.tick(s, tick_at)])
+    results = run_together(app, [lambda s: tick(s, tick_at), lambda s: tick(s, tick_at)])
 
     done = results[0] + results[1]
     assert len(done) == len(set(done)), done  # nothing reported by both servers
@@ -126,9 +130,9 @@ def test_two_ticks_at_once_apply_every_change_exactly_once(pg_url, app, db, make
     assert delta.get("billing.scheduled_change_applied") == 1
     assert delta.get("billing.order_expired") == 1
     assert delta.get("billing.order_paid") == 1  # the lost notification, settled by re-reading the payment
-    assert billing.get_subscription_state(db, lost_notice.id, tick_at).plan.code == "users-50"
-    assert billing.get_subscription_state(db, downgraded.id, tick_at).plan.code == "users-12"
-    assert billing.get_subscription_state(db, expired.id, tick_at).plan.code == "users-5"
+    assert get_subscription_state(db, lost_notice.id, tick_at).plan.code == "users-50"
+    assert get_subscription_state(db, downgraded.id, tick_at).plan.code == "users-12"
+    assert get_subscription_state(db, expired.id, tick_at).plan.code == "users-5"
     # The УПД was rendered by one of them: one PDF and one XML in the store and in the database.
     db.expire_all()
     upd = db.scalars(sa.select(Upd).where(Upd.account_id == invoiced.id)).one()
@@ -139,4 +143,4 @@ def test_two_ticks_at_once_apply_every_change_exactly_once(pg_url, app, db, make
     assert stored == [".pdf", ".xml"]
     # And a third run, later, finds nothing left to do.
     with app.app_context():
-        assert billing.tick(db, tick_at + timedelta(minutes=5)) == []
+        assert tick(db, tick_at + timedelta(minutes=5)) == []

@@ -17,8 +17,9 @@ from flask.testing import FlaskClient
 
 from devtools.demo import seed_demo_data
 from portal.accounts.models import Account, Membership, MembershipStatus, Role, Source, User
-from portal.billing import service as billing
 from portal.billing.models import SubscriptionPeriod
+from portal.billing.orders import create_order
+from portal.billing.settlement import apply_paid_order
 from portal.db import utcnow
 from portal.documents.corrections import form_pending_corrections
 from portal.documents.invoices import issue_invoice
@@ -114,7 +115,7 @@ def _member(db: Any, account: Account, phone: str, name: str, role: Role) -> Use
 
 
 def _order(db: Any, account_id: int, payer_type: str, key: str, now: datetime) -> Any:
-    order = billing.create_order(
+    order = create_order(
         db,
         actor=None,
         account_id=account_id,
@@ -194,7 +195,7 @@ def _populate(app: Flask, db: Any, account: Account, tag: str, now: datetime) ->
     ids["doc_id"] = done.ukd_id
     # A prepaid next period the owner may cancel before it starts.
     renewal = _order(db, account.id, "card", f"world-{tag}-renewal", now)
-    billing.apply_paid_order(db, renewal.id, now=now, reference="world")
+    apply_paid_order(db, renewal.id, now=now, reference="world")
     db.commit()
     ids["period_id"] = db.scalars(
         sa.select(SubscriptionPeriod.id).where(SubscriptionPeriod.order_id == renewal.id)

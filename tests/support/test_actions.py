@@ -10,9 +10,10 @@ from email import message_from_bytes, policy
 import pytest
 import sqlalchemy as sa
 
-from portal.billing import service as billing
 from portal.billing.catalog import TB
 from portal.billing.models import CustomPlan, Order
+from portal.billing.pricing import quote
+from portal.billing.subscriptions import get_subscription_state
 from portal.db import utcnow
 from portal.documents.models import Invoice, Upd
 from portal.money import format_rub
@@ -38,7 +39,7 @@ def company(make_account, db):
 
 def state_of(db, account):
     db.expire_all()
-    return billing.get_subscription_state(db, account.id, utcnow())
+    return get_subscription_state(db, account.id, utcnow())
 
 
 def confirmed(**fields):
@@ -130,7 +131,7 @@ def test_create_a_custom_plan_the_owner_can_buy(staff_client, client, auth, db, 
     assert "Индивидуальный: 1500 пользователей" in plans and "Только для вас" in plans
     checkout = client.get(f"/checkout?plan={plan.code}&months=12")
     assert checkout.status_code == 200
-    assert format_rub(billing.quote(plan.as_plan(), 12).total) in checkout.get_data(as_text=True)
+    assert format_rub(quote(plan.as_plan(), 12).total) in checkout.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from portal.accounts.models import Role
 from portal.audit import AuditLog
-from portal.billing import service as billing
+from portal.billing.trial import start_trial
 from portal.seats.crm.models import CrmConnection, CrmSyncEntry, CrmSyncRun
 from portal.support import requests as service
 from tests.documents.factories import IP, ORG, give_requisites, issue
@@ -82,7 +82,7 @@ def test_search_with_several_hits_lists_them(staff_client, db, romashka, make_ac
 
 
 def test_account_page_shows_plan_usage_documents_crm_and_audit(quick_render, app, staff_client, db, romashka, staff):
-    billing.start_trial(db, actor=staff, account_id=romashka.id, plan_code="users-24", now=NOW)
+    start_trial(db, actor=staff, account_id=romashka.id, plan_code="users-24", now=NOW)
     db.commit()
     invoice = issue(app, db, romashka, plan="users-50", months=12)
     db.add(CrmConnection(account_id=romashka.id, backend="emulator", base_url="http://crm", subdomain="romashka"))

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from portal.accounts.models import Role, User
-from portal.billing import service as billing
+from portal.billing.trial import start_trial
 from portal.support import requests as service
 from portal.support.models import SupportRequest
 from tests.conftest import post
@@ -70,7 +70,7 @@ def test_open_trial_request_is_unique_in_the_database_too(db, company):
 
 
 def test_trial_already_used_is_said_instead_of_creating_a_request(client, auth, db, company, staff):
-    billing.start_trial(db, actor=staff, account_id=company.id, plan_code="users-12", now=NOW)
+    start_trial(db, actor=staff, account_id=company.id, plan_code="users-12", now=NOW)
     db.commit()
     auth.login(OWNER)
     page = client.get("/support-requests/new?kind=trial").get_data(as_text=True)

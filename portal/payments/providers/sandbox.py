@@ -192,26 +192,12 @@ class SandboxProvider:
                         sa.select(SandboxPayment).where(SandboxPayment.idempotence_key == idempotence_key)
                     ).first()
                     if row is None:
-                        now = self.clock()
-                        row = SandboxPayment(
-                            id="sbx_" + secrets.token_hex(12),
-                            idempotence_key=idempotence_key,
-                            amount=order.amount,
-                            currency="RUB",
-                            description=payment_description(order),
-                            merchant=self.merchant,
-                            payment_metadata={"order_id": str(order.id), "account_id": str(order.account_id)},
-                            receipt={
-                                "customer": ({"email": customer.email} if customer.email else {"phone": customer.phone})
-                                | {k: v for k, v in (("inn", customer.inn), ("full_name", customer.full_name)) if v},
-                                "vat_code": self.vat_code,
-                            }
-                            | ({"save_payment_method": True} if save_payment_method else {}),
-                            return_url=return_url,
-                            status=PENDING,
-                            created_at=now,
-                            updated_at=now,
-                        )
+                        receipt = {
+                            "customer": _contact(customer)
+                            | {k: v for k, v in (("inn", customer.inn), ("full_name", customer.full_name)) if v},
+                            "vat_code": self.vat_code,
+                        } | ({"save_payment_method": True} if save_payment_method else {})
+                        row = self._new_payment(order, idempotence_key, receipt, return_url=return_url, status=PENDING)
                         s.add(row)
                     return row.id, self.payment_page_url(row.id)
             except IntegrityError:
@@ -387,21 +373,12 @@ class SandboxProvider:
             saved = (origin.receipt or {}).get("saved") if origin is not None else None
             if origin is None or not method_id.startswith(SAVED_PREFIX) or saved is None:
                 raise ProviderRejected("Сохранённый способ оплаты не найден.")
-            now = self.clock()
             decline = saved.get("decline")
-            row = SandboxPayment(
-                id="sbx_" + secrets.token_hex(12),
-                idempotence_key=idempotence_key,
-                amount=order.amount,
-                currency="RUB",
-                description=payment_description(order),
-                merchant=self.merchant,
-                payment_metadata={"order_id": str(order.id), "account_id": str(order.account_id)},
-                receipt={
-                    "customer": ({"email": customer.email} if customer.email else {"phone": customer.phone}),
-                    "vat_code": self.vat_code,
-                    "payment_method_id": method_id,
-                },
+            receipt = {"customer": _contact(customer), "vat_code": self.vat_code, "payment_method_id": method_id}
+            row = self._new_payment(
+                order,
+                idempotence_key,
+                receipt,
                 return_url="",
                 status=CANCELED if decline else SUCCEEDED,
                 paid=not decline,
@@ -409,12 +386,27 @@ class SandboxProvider:
                 card_last4=origin.card_last4,
                 cancellation_party="payment_network" if decline else None,
                 cancellation_reason=decline,
-                created_at=now,
-                updated_at=now,
             )
             s.add(row)
             s.flush()
             return self.info(row)
+
+    def _new_payment(self, order: Any, idempotence_key: str, receipt: dict[str, Any], **fields: Any) -> SandboxPayment:
+        """A payment of the sandbox's own ledger for this order: a fresh id, the order's amount and description."""
+        now = self.clock()
+        return SandboxPayment(
+            id="sbx_" + secrets.token_hex(12),
+            idempotence_key=idempotence_key,
+            amount=order.amount,
+            currency="RUB",
+            description=payment_description(order),
+            merchant=self.merchant,
+            payment_metadata={"order_id": str(order.id), "account_id": str(order.account_id)},
+            receipt=receipt,
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
 
     def notify(self, payment_id: str) -> int | None:
         """Send the portal the notification of a settled payment, signed, over HTTP; None if it could not."""
@@ -491,3 +483,8 @@ class SandboxProvider:
             row.cancellation_party = "yoo_money"
             row.cancellation_reason = "expired_on_confirmation"
             row.updated_at = self.clock()
+
+
+def _contact(customer: Customer) -> dict[str, str | None]:
+    """Where the receipt goes, as the provider takes it: the e-mail, or the phone when there is none."""
+    return {"email": customer.email} if customer.email else {"phone": customer.phone}

@@ -168,19 +168,25 @@ class YooKassaProvider:
         save_payment_method: bool = False,
     ) -> tuple[str, str]:
         params = self.payment_request(order, return_url, customer)
-        if save_payment_method:
-            params["save_payment_method"] = True  # autopayment: the owner consented at checkout
-        response = self._call(lambda api: api.create(params, idempotence_key))
-        obj = json.loads(response.json())
-        confirmation = obj.get("confirmation") or {}
+        payment_id, confirmation = self._create(params, idempotence_key, save_payment_method)
         url = confirmation.get("confirmation_url")
-        payment_id = obj.get("id")
-        if not isinstance(payment_id, str) or not PAYMENT_ID_RE.match(payment_id):
-            raise ProviderError("ЮKassa вернула платёж без идентификатора.")
         if not url:
             # A repeated key returns the same payment; once it is paid or canceled there is nothing to confirm.
             raise ProviderRejected("Этот платёж уже завершён в ЮKassa.")
         return payment_id, url
+
+    def _create(
+        self, params: dict[str, Any], idempotence_key: str, save_payment_method: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """POST /v3/payments (a repeated key returns the same payment): its id and what the payer confirms with."""
+        if save_payment_method:
+            params["save_payment_method"] = True  # autopayment: the owner consented at checkout
+        response = self._call(lambda api: api.create(params, idempotence_key))
+        obj = json.loads(response.json())
+        payment_id = obj.get("id")
+        if not isinstance(payment_id, str) or not PAYMENT_ID_RE.match(payment_id):
+            raise ProviderError("ЮKassa вернула платёж без идентификатора.")
+        return payment_id, obj.get("confirmation") or {}
 
     def charge_saved(self, order: Any, method_id: str, idempotence_key: str, customer: Customer) -> PaymentInfo:
         """An autopayment: the saved method charged without the payer (no confirmation); the answer is the payment
@@ -213,14 +219,8 @@ class YooKassaProvider:
         """Create (or, for a repeated key, find) an СБП payment: (provider_payment_id, the QR's data). Saving binds
         the payer's bank account for autopayment, as with a card."""
         params = self.sbp_payment_request(order, return_url, customer)
-        if save_payment_method:
-            params["save_payment_method"] = True
-        response = self._call(lambda api: api.create(params, idempotence_key))
-        obj = json.loads(response.json())
-        payment_id = obj.get("id")
-        if not isinstance(payment_id, str) or not PAYMENT_ID_RE.match(payment_id):
-            raise ProviderError("ЮKassa вернула платёж без идентификатора.")
-        data = (obj.get("confirmation") or {}).get("confirmation_data")
+        payment_id, confirmation = self._create(params, idempotence_key, save_payment_method)
+        data = confirmation.get("confirmation_data")
         if not data:
             raise ProviderRejected("Этот платёж уже завершён в ЮKassa.")
         return payment_id, str(data)
