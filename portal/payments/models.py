@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import date, datetime
 from typing import Any
 
@@ -11,21 +10,10 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.db import Base, UTCDateTime, utcnow
+from portal.titled_enums import TitledStrEnum
 
 
-class TitledEnum(enum.StrEnum):
-    """A stored code whose members carry the Russian title pages show: `PAID = "paid", "Оплачен"`."""
-
-    title: str  # a member's title, in place of str.title
-
-    def __new__(cls, value: str, title: str) -> TitledEnum:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.title = title
-        return member
-
-
-class PaymentStatus(TitledEnum):
+class PaymentStatus(TitledStrEnum):
     PENDING = "pending", "Обрабатывается"
     SUCCEEDED = "succeeded", "Оплачен"
     CANCELED = "canceled", "Не прошёл"
@@ -157,7 +145,7 @@ class SandboxPayment(Base):
 # received = allocated + balance + refunded holds by construction and is checked as a property in the tests.
 
 
-class ReceiptMethod(TitledEnum):
+class ReceiptMethod(TitledStrEnum):
     # Card, e-money, СБП through the payment provider (the provider's own method is on the payment).
     CARD = "card", "Карта, СБП, электронные деньги"
     BANK = "bank", "Банковский перевод"  # a payment order in an imported bank statement
@@ -213,7 +201,7 @@ class Allocation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class RefundStatus(TitledEnum):
+class RefundStatus(TitledStrEnum):
     REQUESTED = "requested", "Запрошен"  # the owner asked; staff decide how
     PENDING = "pending", "Выполняется"  # sent to the provider / waiting for the accountant's transfer
     SUCCEEDED = "succeeded", "Выполнен"
@@ -262,7 +250,7 @@ class StatementImport(Base):
     duplicates: Mapped[int] = mapped_column(default=0)
 
 
-class LineStatus(TitledEnum):
+class LineStatus(TitledStrEnum):
     # Recorded for a company found by the invoice it names (or its ИНН and amount).
     MATCHED = "matched", "Сопоставлен"
     UNMATCHED = "unmatched", "Не сопоставлен"  # waits for support, with the reason
