@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from portal.accounts.models import Account, User
 from portal.audit import record_audit
 from portal.billing.catalog import make_custom_plan
-from portal.billing.custom_plans import create_custom_plan
+from portal.billing.custom_plans import create_custom_plan, custom_plan_dict
 from portal.billing.display import format_storage, users_ru
 from portal.billing.models import CustomPlan, Order
 from portal.billing.settlement import order_problem
@@ -99,18 +99,6 @@ def _record_and_close(
     close_with(db, request_id, account_id, actor=actor, note=note, now=now)
 
 
-def _custom_dict(row: CustomPlan | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {
-        "code": row.code,
-        "seats": row.seats,
-        "storage_bytes": row.storage_bytes,
-        "monthly_price": row.monthly_price,
-        "active": row.active,
-    }
-
-
 def set_custom_plan(
     db: Session,
     *,
@@ -130,7 +118,7 @@ def set_custom_plan(
     except ValueError as exc:
         raise SupportError(str(exc)) from None
     existing = db.scalars(sa.select(CustomPlan).where(CustomPlan.code == plan.code)).first()
-    before = _custom_dict(existing)
+    before = custom_plan_dict(existing) if existing is not None else None
     row = create_custom_plan(
         db,
         actor=actor,
@@ -145,7 +133,7 @@ def set_custom_plan(
         actor=actor,
         account_id=account_id,
         action="support.custom_plan_set",
-        change=(before, _custom_dict(row) or {}),
+        change=(before, custom_plan_dict(row)),
         reason=reason,
         request_id=request_id,
         note=(
