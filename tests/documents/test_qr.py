@@ -7,8 +7,9 @@ import urllib.parse
 
 import pytest
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageChops
 
+from portal.documents import qr
 from portal.documents.qr import payment_payload, qr_png, qr_svg_data_uri
 from portal.documents.validators import RequisiteError
 
@@ -98,6 +99,17 @@ def test_png_decodes_back_to_the_exact_payload_with_cyrillic() -> None:
     assert barcode.bytes.decode("utf-8") == payload
     assert barcode.text == payload
     assert barcode.ec_level == "M"
+
+
+@pytest.mark.parametrize("scale", [1, 3, 4])
+def test_png_has_the_pixels_of_segnos_own_writer(scale: int) -> None:
+    payload = make_payload()
+    reference = io.BytesIO()
+    qr._make(payload).save(reference, kind="png", scale=scale, border=4)
+    expected = Image.open(reference)
+    png = Image.open(io.BytesIO(qr_png(payload, scale=scale)))
+    assert (png.mode, png.size) == ("1", expected.size)
+    assert ImageChops.difference(png.convert("L"), expected.convert("L")).getbbox() is None
 
 
 def test_long_purpose_still_fits_and_decodes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 import socket
@@ -13,6 +14,7 @@ import pypdf
 import pytest
 import segno
 
+from portal.documents import render
 from portal.documents.render import (
     INVOICES_DIR,
     DocumentRenderError,
@@ -283,3 +285,24 @@ def test_fetcher_serves_our_stylesheet_fonts_and_data_uris() -> None:
     assert font.read(4) == b"\x00\x01\x00\x00"  # a TrueType file
     data = fetcher.fetch("data:text/plain;base64,0J/RgNC40LLQtdGC")
     assert data.read().decode("utf-8") == "Привет"
+
+
+def test_no_garbage_collection_during_a_render_and_the_previous_state_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+    real_layout = render._layout
+
+    def layout(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real_layout(*args, **kwargs)
+
+    monkeypatch.setattr(render, "_layout", layout)
+    assert gc.isenabled()
+    render_invoice_pdf(make_invoice_ctx())
+    assert seen == [False]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        render_invoice_pdf(make_invoice_ctx())
+        assert not gc.isenabled()  # a caller that switched it off keeps it off
+    finally:
+        gc.enable()
