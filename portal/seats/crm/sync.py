@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from portal.seats.queries import find_member_by_phone, list_member_departments, 
 from portal.seats.rules import clean_phone
 from portal.textinput import strip_control
 
-from .apply import SOURCE, Applier, Progress, clean_email_or_none, no_progress
+from .apply import SOURCE, Applier, Progress, StoredMirror, clean_email_or_none, load_mirror, no_progress
 from .base import (
     DEFAULT_GROUP_ID,
     CrmAuthError,
@@ -151,9 +152,14 @@ def _lock_connection(db: Session, connection: CrmConnection) -> None:
     ).one()
 
 
-def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> MembershipSnapshot:
+def load_snapshot(
+    db: Session, account_id: int, *, first_import: bool, stored: Mapping[int, StoredMirror] | None = None
+) -> MembershipSnapshot:
     """The membership, the mirror and undelivered removals, in a fixed number of queries, read as plain columns:
-    a 10 000-user account is 10 000 tuples here, not 20 000 ORM objects the run never changes."""
+    a 10 000-user account is 10 000 tuples here, not 20 000 ORM objects the run never changes. `stored` is the
+    mirror the caller has already read (`load_mirror`)."""
+    if stored is None:
+        stored = load_mirror(db, account_id)
     placed = list_member_departments(db, account_id)
     active = MembershipStatus.ACTIVE.value
     # In the team page's order: the planner takes the first of several people sharing an e-mail.
@@ -174,17 +180,10 @@ def load_snapshot(db: Session, account_id: int, *, first_import: bool) -> Member
     departments = [
         DepartmentRow(d.id, d.name, d.crm_group_id, counts.get(d.id, 0)) for d in list_departments(db, account_id)
     ]
+    # The plan's view of the mirror: is_active, group_id and pending_reason (see apply.MIRROR_COLUMNS).
     mirror = {
-        crm_user_id: MirrorRow(crm_user_id, is_active, group_id, pending_reason, removed_at is not None)
-        for crm_user_id, is_active, group_id, pending_reason, removed_at in db.execute(
-            sa.select(
-                CrmUserState.crm_user_id,
-                CrmUserState.is_active,
-                CrmUserState.group_id,
-                CrmUserState.pending_reason,
-                CrmUserState.removed_in_crm_at,
-            ).where(CrmUserState.account_id == account_id)
-        )
+        crm_user_id: MirrorRow(crm_user_id, values[3], values[6], values[7], removed_at is not None)
+        for crm_user_id, (_, removed_at, values) in stored.items()
     }
     pending = frozenset(
         db.scalars(
@@ -239,7 +238,8 @@ def sync_account(
         connection = db.get(CrmConnection, connection.id)
         assert connection is not None
         _lock_connection(db, connection)
-        snap = load_snapshot(db, account_id, first_import=first_import)
+        stored = load_mirror(db, account_id)
+        snap = load_snapshot(db, account_id, first_import=first_import, stored=stored)
         plan = plan_sync(crm_users, groups, snap)
         run = CrmSyncRun(
             account_id=account_id,
@@ -254,7 +254,7 @@ def sync_account(
         db.flush()
         applier = Applier(db, account_id, run, now, actor, report)
         applier.apply(plan)
-        applier.write_mirror(crm_users, plan, snap)
+        applier.write_mirror(crm_users, plan, stored)
         if first_import:
             applier.summarize_first_import(plan)
         applier.write_journal()
@@ -317,13 +317,21 @@ def _failed_run(
     return SyncResult(run.id, False, 0, {}, message, first_import)
 
 
-def _readable_user(user: CrmUser) -> CrmUser:
-    def clean(value: str | None, limit: int) -> str | None:
-        return strip_control(value, max_length=limit) if isinstance(value, str) else value
+def _readable(value: str | None, limit: int) -> str | None:
+    """`strip_control` for one CRM field. `isprintable()` is False for every character it replaces (C0/C1 controls,
+    U+2028, U+2029), so a printable value within the limit — nearly every one — is already clean as it is."""
+    if not isinstance(value, str) or (len(value) <= limit and value.isprintable()):
+        return value
+    return strip_control(value, max_length=limit)
 
-    return dataclasses.replace(
-        user, name=clean(user.name, 200) or "", email=clean(user.email, 254), phone=clean(user.phone, 32)
-    )
+
+def _readable_user(user: CrmUser) -> CrmUser:
+    name = _readable(user.name, 200) or ""
+    email = _readable(user.email, 254)
+    phone = _readable(user.phone, 32)
+    if name is user.name and email is user.email and phone is user.phone:
+        return user  # nothing to blank out: the same user, without a copy per CRM user of every run
+    return dataclasses.replace(user, name=name, email=email, phone=phone)
 
 
 def _readable_group(group: CrmGroup) -> CrmGroup:
