@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Source, User
-from portal.seats.bulk_add import NewUser, add_users
+from portal.seats.bulk_add import NewUser, add_users, insert_rows
 from portal.seats.departments import create_department, delete_department, list_departments, rename_department
 from portal.seats.errors import InvalidUserData, MembershipError
 from portal.seats.members import (
@@ -129,9 +129,8 @@ class Applier:
 
     def write_journal(self) -> None:
         if self.entries:
-            # render_nulls: every row the same columns, so one multi-row INSERT per batch rather than one per
-            # run of rows that happen to leave the same columns empty.
-            self.db.execute(sa.insert(CrmSyncEntry).execution_options(render_nulls=True), self.entries)
+            # Every line has the same keys (None where empty): one multi-row INSERT per batch.
+            insert_rows(self.db, CrmSyncEntry, self.entries)
             self.entries = []
 
     def apply(self, plan: SyncPlan) -> None:
@@ -482,7 +481,7 @@ class Applier:
                     }
                 )
         if inserts:
-            self.db.execute(sa.insert(CrmUserState).execution_options(render_nulls=True), inserts)
+            insert_rows(self.db, CrmUserState, inserts)
         if updates:
             self.db.execute(sa.update(CrmUserState), updates)
         self.db.flush()
