@@ -61,6 +61,7 @@ from .plan import (
     MirrorRow,
     plan_sync,
 )
+from .tokens import lock_connection
 
 log = logging.getLogger(__name__)
 
@@ -135,23 +136,6 @@ class NotConnected(CrmError):
 
 def get_connection(db: Session, account_id: int) -> CrmConnection | None:
     return db.scalars(sa.select(CrmConnection).where(CrmConnection.account_id == account_id)).first()
-
-
-def _lock_connection(db: Session, connection: CrmConnection) -> None:
-    """One sync of an account at a time (cron on several servers, a button pressed twice)."""
-    if db.get_bind().dialect.name == "sqlite":
-        db.execute(
-            sa.update(CrmConnection)
-            .where(CrmConnection.id == connection.id)
-            .values(status=CrmConnection.status)
-            .execution_options(synchronize_session=False)
-        )
-    db.scalars(
-        sa.select(CrmConnection)
-        .where(CrmConnection.id == connection.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
 
 
 def load_snapshot(
@@ -258,7 +242,8 @@ def _sync_account(
     try:
         connection = db.get(CrmConnection, connection.id)
         assert connection is not None
-        _lock_connection(db, connection)
+        if lock_connection(db, connection.id) is None:
+            raise NotConnected("CRM не подключена")
         stored = load_mirror(db, account_id)
         snap = load_snapshot(db, account_id, first_import=first_import, stored=stored)
         plan = plan_sync(crm_users, groups, snap)
@@ -425,17 +410,7 @@ def _pending_query(account_id: int) -> sa.Select[Any]:
 
 def list_pending_crm_users(db: Session, account_id: int) -> list[CrmUserState]:
     """Active CRM users the messenger could not take in (no or duplicate phone), for the owner to fix."""
-    return list(
-        db.scalars(
-            sa.select(CrmUserState)
-            .where(
-                CrmUserState.account_id == account_id,
-                CrmUserState.pending_reason.in_([NO_PHONE, BAD_PHONE, PHONE_TAKEN]),
-                CrmUserState.is_active.is_(True),
-            )
-            .order_by(CrmUserState.name)
-        )
-    )
+    return list(db.scalars(_pending_query(account_id).order_by(CrmUserState.name)))
 
 
 def list_removed_in_crm(

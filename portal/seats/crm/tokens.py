@@ -133,22 +133,28 @@ class DbTokenStore:
 
     def _row(self, session: Session, *, lock: bool) -> CrmConnection:
         if lock:
-            if session.get_bind().dialect.name == "sqlite":
-                # SQLite has no row locks: a no-op write takes its single write lock for this transaction.
-                session.execute(
-                    sa.update(CrmConnection)
-                    .where(CrmConnection.id == self._connection_id)
-                    .values(status=CrmConnection.status)
-                    .execution_options(synchronize_session=False)
-                )
-            row = session.scalars(
-                sa.select(CrmConnection)
-                .where(CrmConnection.id == self._connection_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            ).first()
+            row = lock_connection(session, self._connection_id)
         else:
             row = session.get(CrmConnection, self._connection_id, populate_existing=True)
         if row is None:
             raise CrmAuthError("CRM отключена: подключите её заново")
         return row
+
+
+def lock_connection(session: Session, connection_id: int) -> CrmConnection | None:
+    """The connection row, read afresh and held to the end of the transaction: one sync or token refresh of an
+    account at a time (cron on several servers, a button pressed twice). SELECT … FOR UPDATE; SQLite has no row
+    locks, so a no-op write takes its single write lock first."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            sa.update(CrmConnection)
+            .where(CrmConnection.id == connection_id)
+            .values(status=CrmConnection.status)
+            .execution_options(synchronize_session=False)
+        )
+    return session.scalars(
+        sa.select(CrmConnection)
+        .where(CrmConnection.id == connection_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
