@@ -451,37 +451,20 @@ def import_pending_user(
     dept_id = dept.id if dept is not None else None
     e164 = clean_phone(phone)
     existing = find_member_by_phone(db, account_id, e164)
+    # What each membership service hears: this account, by the CRM, now, by whom (as the sync's Applier.as_crm).
+    as_crm: dict[str, Any] = {"account_id": account_id, "source": SOURCE, "now": now, "actor": actor}
     if existing is not None and existing.crm_user_id is None:
-        link_crm_user(
-            db,
-            account_id=account_id,
-            user_id=existing.user_id,
-            crm_user_id=crm_user_id,
-            source=SOURCE,
-            now=now,
-            actor=actor,
-        )
+        link_crm_user(db, **as_crm, user_id=existing.user_id, crm_user_id=crm_user_id)
         if not existing.is_active:
-            reactivate_user(
-                db,
-                account_id=account_id,
-                user_id=existing.user_id,
-                source=SOURCE,
-                now=now,
-                actor=actor,
-                reason="активен в CRM",
-            )
+            reactivate_user(db, **as_crm, user_id=existing.user_id, reason="активен в CRM")
         membership = existing
     else:
         membership = add_user(
             db,
-            account_id=account_id,
+            **as_crm,
             phone=e164,
             name=state.name or f"Пользователь CRM {crm_user_id}",
-            source=SOURCE,
-            now=now,
             email=clean_email_or_none(state.email),
-            actor=actor,
             crm_user_id=crm_user_id,
             department_ids=[dept_id] if dept_id is not None else [],
         ).membership
