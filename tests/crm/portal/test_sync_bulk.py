@@ -102,7 +102,11 @@ def _moves_outcome(c: Crm, events: list[Any]) -> dict[str, Any]:
             )
             for a in audits
         ],
-        "journal": [(e.kind, e.message, e.subject, e.crm_user_id) for e in c.entries(c.runs()[-1].id)],
+        # In the order written (Crm.entries leaves the order to the database, which PostgreSQL does not keep).
+        "journal": [
+            (e.kind, e.message, e.subject, e.crm_user_id)
+            for e in sorted(c.entries(c.runs()[-1].id), key=lambda e: e.id)
+        ],
         "events": [
             (
                 e.kind,
