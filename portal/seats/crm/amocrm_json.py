@@ -72,30 +72,26 @@ def _optional_str(value: Any) -> str | None:
 def user_from_json(raw: Any) -> CrmUser:
     # The usual shape, checked by exact types in one expression (a 10 000-user CRM is 10 000 of these per run);
     # anything else takes the field-by-field path below, which accepts or refuses it as it always did.
-    if type(raw) is dict and type(rights := raw.get("rights")) is dict:
-        uid, name, email, phone = raw.get("id"), raw.get("name"), raw.get("email"), raw.get("phone_number")
-        active, free, admin = rights.get("is_active"), rights.get("is_free"), rights.get("is_admin")
-        group_id = rights.get("group_id")
-        if (
-            type(uid) is int
-            and type(name) is str
-            and (email is None or type(email) is str)
-            and (phone is None or type(phone) is str)
-            and type(active) is bool
-            and type(free) is bool
-            and type(admin) is bool
-            and (group_id is None or type(group_id) is int)
-        ):
-            return CrmUser(
-                uid,
-                name,
-                email or None,
-                phone or None,
-                active,
-                free,
-                admin,
-                DEFAULT_GROUP_ID if group_id is None else group_id,
-            )
+    try:
+        rights = raw["rights"]
+        uid, name, email, phone = raw["id"], raw["name"], raw["email"], raw["phone_number"]
+        active, free, admin, group_id = rights["is_active"], rights["is_free"], rights["is_admin"], rights["group_id"]
+    except (KeyError, TypeError):
+        return _user_from_any_json(raw)  # a field left out (amoCRM omits some), or not an object
+    if (
+        type(raw) is dict
+        and type(rights) is dict
+        and type(uid) is int
+        and type(name) is str
+        and (email is None or type(email) is str)
+        and (phone is None or type(phone) is str)
+        and type(active) is bool
+        and type(free) is bool
+        and type(admin) is bool
+        and (group_id is None or type(group_id) is int)
+    ):
+        group = DEFAULT_GROUP_ID if group_id is None else group_id
+        return CrmUser(uid, name, email or None, phone or None, active, free, admin, group)
     return _user_from_any_json(raw)
 
 

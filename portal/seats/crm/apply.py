@@ -513,10 +513,12 @@ StoredMirror = tuple[int, datetime | None, tuple[Any, ...]]
 
 
 def load_mirror(db: Session, account_id: int) -> dict[int, StoredMirror]:
-    """The account's mirror as plain tuples by CRM user id, read once per run for the plan and `write_mirror`."""
+    """The account's mirror as plain tuples by CRM user id, read once per run for the plan and `write_mirror`
+    (through Core: the ORM's row loading costs as much again for 10 000 rows of columns)."""
+    db.flush()
     return {
         crm_user_id: (row_id, removed_at, tuple(values))
-        for row_id, crm_user_id, removed_at, *values in db.execute(
+        for row_id, crm_user_id, removed_at, *values in db.connection().execute(
             sa.select(
                 CrmUserState.id,
                 CrmUserState.crm_user_id,

@@ -332,6 +332,16 @@ def _readable(value: str | None, limit: int) -> str | None:
 
 
 def _readable_user(user: CrmUser) -> CrmUser:
+    name, email, phone = user.name, user.email, user.phone
+    # Nearly every user: all three already clean (see `_readable`), checked in one expression.
+    if (
+        type(name) is str
+        and len(name) <= 200
+        and name.isprintable()
+        and (email is None or (len(email) <= 254 and email.isprintable()))
+        and (phone is None or (len(phone) <= 32 and phone.isprintable()))
+    ):
+        return user
     name = _readable(user.name, 200) or ""
     email = _readable(user.email, 254)
     phone = _readable(user.phone, 32)
