@@ -20,18 +20,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     parser.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     parser.add_argument("--redirect-uri", default=None, help="куда вернуть владельца после «Разрешить»")
-    args = parser.parse_args(argv)
-    serve(
-        args.host,
-        args.port,
-        args.state,
-        seed=args.seed,
-        plan_limit=args.plan_limit,
-        token_ttl=args.token_ttl,
-        client_id=args.client_id,
-        client_secret=args.client_secret,
-        redirect_uri=args.redirect_uri,
-    )
+    options = vars(parser.parse_args(argv))
+    # Each of the other options is the emulator's keyword of the same name (seed, plan_limit, token_ttl, client_id…).
+    serve(options.pop("host"), options.pop("port"), options.pop("state"), **options)
 
 
 if __name__ == "__main__":

@@ -141,8 +141,9 @@ def add_users(
     # RETURNING with the natural key rather than in parameter order: SQLite can only keep the order one row
     # per statement, while unordered rows come back from one multi-row INSERT per batch.
     membership_of = dict(
-        db.execute(
-            sa.insert(Membership).returning(Membership.user_id, Membership.id).execution_options(render_nulls=True),
+        insert_rows(
+            db,
+            Membership,
             [
                 {
                     "account_id": account_id,
@@ -158,6 +159,8 @@ def add_users(
                 }
                 for _, phone, name, mail, role, crm_id, _ in simple
             ],
+            Membership.user_id,
+            Membership.id,
         ).all()
     )
     membership_ids = [membership_of[person_of[row[1]]] for row in simple]
@@ -167,7 +170,7 @@ def add_users(
         for dept in row[6]
     ]
     if placements:
-        db.execute(sa.insert(MembershipDepartment).execution_options(render_nulls=True), placements)
+        insert_rows(db, MembershipDepartment, placements)
     audits = []
     note = f"источник: {src.title}"
     for mid, (index, phone, name, _mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
@@ -181,7 +184,7 @@ def add_users(
             )
         )
         answers[index] = Added(mid, user_id)
-    db.execute(sa.insert(AuditLog).execution_options(render_nulls=True), audits)
+    insert_rows(db, AuditLog, audits)
     for mid, (_, phone, name, mail, role, crm_id, dept_ids) in zip(membership_ids, simple, strict=True):
         user = MembershipUser(
             user_id=person_of[phone],
@@ -211,11 +214,23 @@ def add_users(
     return answers
 
 
+def insert_rows(db: Session, model: type[Any], rows: Sequence[dict[str, Any]], *returning: Any) -> sa.CursorResult[Any]:
+    """Rows of one model (every row the same keys) in one multi-row INSERT per batch, through Core: the ORM's bulk
+    INSERT spends ~10 µs a row on bookkeeping for objects nobody makes here. Pending objects are flushed first, as
+    `Session.execute` would."""
+    db.flush()
+    statement = sa.insert(model.__table__)
+    return db.connection().execute(statement.returning(*returning) if returning else statement, rows)
+
+
 def _insert_persons(db: Session, rows: Sequence[tuple[Any, ...]], now: datetime) -> dict[str, int]:
     return dict(
-        db.execute(
-            sa.insert(User).returning(User.phone, User.id).execution_options(render_nulls=True),
+        insert_rows(
+            db,
+            User,
             [{"phone": r[1], "name": r[2], "email": r[3], "created_at": now} for r in rows],
+            User.phone,
+            User.id,
         ).all()
     )
 

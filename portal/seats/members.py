@@ -7,7 +7,7 @@ the membership listeners in the same transaction. The functions flush but never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from portal.accounts.models import Membership, MembershipStatus, Role, Source, User
 from portal.accounts.phone import format_phone
-from portal.seats.errors import DuplicateUser, LastOwnerError, UserNotActive
+from portal.seats.errors import DuplicateUser, LastOwnerError, UserNotActive, UserNotFound
 from portal.seats.events import EventKind, MembershipEvent, emit
 from portal.seats.models import MembershipDepartment
 from portal.seats.queries import (
@@ -28,6 +28,7 @@ from portal.seats.queries import (
     snapshot,
 )
 from portal.seats.rules import (
+    IN_CHUNK,
     added_record,
     audit_change,
     check_departments,
@@ -37,6 +38,7 @@ from portal.seats.rules import (
     clean_phone,
     clean_role,
     clean_source,
+    is_id,
     lock_account,
 )
 
@@ -447,6 +449,91 @@ def set_user_departments(
     with db.begin_nested():
         _set_departments(db, membership, dept_ids, source=src, actor=actor, now=now, before=current)
     return membership
+
+
+def set_many_users_departments(
+    db: Session,
+    *,
+    account_id: int,
+    departments: Mapping[int, Sequence[int]],
+    source: str,
+    now: datetime,
+    actor: User | None = None,
+) -> None:
+    """`set_user_departments` for many users of one account (user id → department ids; the CRM sync's moves), with
+    the same rows, audit records and events as one call each, in a fixed number of statements: one account lock,
+    one read of the memberships and of their departments per chunk, one DELETE per chunk and one flush for the
+    rest. Raises the MembershipError one of the calls would raise, having written only what the caller's savepoint
+    undoes. Does not commit."""
+    src = clean_source(source)
+    lock_account(db, account_id)
+    user_ids = list(departments)
+    if not all(is_id(u) for u in user_ids):
+        raise UserNotFound()
+    members: dict[int, Membership] = {}
+    for start in range(0, len(user_ids), IN_CHUNK):
+        chunk = user_ids[start : start + IN_CHUNK]
+        members.update(
+            (m.user_id, m)
+            for m in db.scalars(
+                sa.select(Membership).where(Membership.account_id == account_id, Membership.user_id.in_(chunk))
+            )
+        )
+    if len(members) != len(user_ids):
+        raise UserNotFound()
+    check_departments(db, account_id, {d for ids in departments.values() for d in ids})
+    wanted = {user_id: sorted(set(ids)) for user_id, ids in departments.items()}
+    placed: dict[int, list[int]] = {m.id: [] for m in members.values()}
+    mids = list(placed)
+    for start in range(0, len(mids), IN_CHUNK):
+        for mid, dept_id in db.execute(
+            sa.select(MembershipDepartment.membership_id, MembershipDepartment.department_id).where(
+                MembershipDepartment.membership_id.in_(mids[start : start + IN_CHUNK])
+            )
+        ):
+            placed[mid].append(dept_id)
+    before = {mid: sorted(ids) for mid, ids in placed.items()}
+    changed = [
+        (members[user_id], before[members[user_id].id], dept_ids)
+        for user_id, dept_ids in wanted.items()
+        if before[members[user_id].id] != dept_ids
+    ]
+    if not changed:
+        return
+    changed_ids = [m.id for m, _, _ in changed]
+    for start in range(0, len(changed_ids), IN_CHUNK):
+        db.execute(
+            sa.delete(MembershipDepartment)
+            .where(MembershipDepartment.membership_id.in_(changed_ids[start : start + IN_CHUNK]))
+            .execution_options(synchronize_session=False)
+        )
+    for membership, _, dept_ids in changed:
+        for dept_id in dept_ids:
+            db.add(MembershipDepartment(membership_id=membership.id, department_id=dept_id))
+        membership.updated_at = now
+    # What _record_change writes per change, flushed once: the audit records in the order of the changes.
+    for membership, was, dept_ids in changed:
+        audit_change(
+            db,
+            actor=actor,
+            account_id=account_id,
+            action="seats.departments_changed",
+            source=src,
+            before={"user_id": membership.user_id, "department_ids": was},
+            after={"user_id": membership.user_id, "department_ids": dept_ids},
+        )
+    db.flush()
+    for membership, was, dept_ids in changed:
+        _event(
+            db,
+            EventKind.DEPARTMENTS_CHANGED,
+            membership,
+            source=src,
+            actor=actor,
+            now=now,
+            changes={"department_ids": [was, dept_ids]},
+            department_ids=dept_ids,
+        )
 
 
 def _link_crm(

@@ -19,6 +19,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from urllib3.exceptions import NewConnectionError
 
 from . import oauth
+from .amocrm_json import embedded, json_int, json_object, problem_details, user_from_json, validation_reasons
 from .base import (
     BATCH_SIZE,
     DEFAULT_GROUP_ID,
@@ -186,15 +187,15 @@ class AmoCrmClient:
     def account_info(self) -> CrmAccountInfo:
         data = self._get_json("/api/v4/account")
         try:
-            return CrmAccountInfo(id=_int(data["id"]), name=str(data["name"]), subdomain=str(data["subdomain"]))
+            return CrmAccountInfo(id=json_int(data["id"]), name=str(data["name"]), subdomain=str(data["subdomain"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CrmBadResponse("CRM вернула сведения об аккаунте неожиданного вида") from exc
 
     def list_groups(self) -> list[CrmGroup]:
         data = self._get_json("/api/v4/account?with=users_groups")
         try:
-            raw_groups = _embedded(data)["users_groups"]
-            return [CrmGroup(id=_int(g["id"]), name=str(g["name"])) for g in raw_groups]
+            raw_groups = embedded(data)["users_groups"]
+            return [CrmGroup(id=json_int(g["id"]), name=str(g["name"])) for g in raw_groups]
         except (KeyError, TypeError, ValueError) as exc:
             raise CrmBadResponse("CRM вернула список отделов неожиданного вида") from exc
 
@@ -209,10 +210,10 @@ class AmoCrmClient:
             response = self._with_retries(lambda _previous, u=url: self._send("GET", u))
             if response.status_code == 204:
                 return
-            data = _json(response)
+            data = json_object(response)
             try:
-                raw_users = _embedded(data)["users"]
-                users = [_user_from_json(raw) for raw in raw_users]
+                raw_users = embedded(data)["users"]
+                users = [user_from_json(raw) for raw in raw_users]
             except (KeyError, TypeError, ValueError) as exc:
                 raise CrmBadResponse("CRM вернула список пользователей неожиданного вида") from exc
             yield from users
@@ -258,9 +259,9 @@ class AmoCrmClient:
                 "POST", self._url("/api/v4/users"), json=[_new_user_json(u) for u in pending], operation="create"
             )
             self._raise_for_refusal(response, "create")
-            data = _json(response)
+            data = json_object(response)
             try:
-                returned = [_user_from_json(raw) for raw in _embedded(data)["users"]]
+                returned = [user_from_json(raw) for raw in embedded(data)["users"]]
             except (KeyError, TypeError, ValueError) as exc:
                 raise CrmBadResponse("CRM вернула созданных пользователей в неожиданном виде") from exc
             by_email = {u.email.casefold(): u for u in returned if u.email}
@@ -295,7 +296,7 @@ class AmoCrmClient:
         response = self._with_retries(lambda _previous: self._send("GET", self._url(path)))
         if response.status_code != 200:
             raise CrmBadResponse(f"CRM ответила неожиданным статусом HTTP {response.status_code}")
-        return _json(response)
+        return json_object(response)
 
     # ----- transport -----
 
@@ -381,14 +382,14 @@ class AmoCrmClient:
                 )
         status = response.status_code
         if status == 403 and operation is not None and self._account_answers(tokens):
-            detail = _problem(response).get("detail")
+            detail = problem_details(response).get("detail")
             raise CrmOperationForbidden(
                 _FORBIDDEN[operation] + (f" (ответ CRM: {detail})" if detail else ""),
                 operation=operation,
                 detail=detail,
             )
         if status in (402, 403):
-            raise CrmBlocked(detail=_problem(response).get("detail"))
+            raise CrmBlocked(detail=problem_details(response).get("detail"))
         if status == 429:
             raise _Transient("превышен лимит запросов (HTTP 429)", False, _retry_after(response, self._now()))
         if status >= 500:
@@ -469,8 +470,8 @@ class AmoCrmClient:
     def _raise_for_refusal(self, response: requests.Response, operation: str) -> None:
         if not 400 <= response.status_code < 500:
             return
-        problem = _problem(response)
-        reasons = _validation_reasons(problem.get("validation-errors"))
+        problem = problem_details(response)
+        reasons = validation_reasons(problem.get("validation-errors"))
         detail = problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"
         text = f"CRM отказала в операции «{_OPERATIONS[operation]}»: {detail}"
         if reasons:
@@ -504,86 +505,6 @@ def _retry_after(response: requests.Response, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
-
-
-def _problem(response: requests.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if k in ("title", "detail", "validation-errors", "status")}
-
-
-def _validation_reasons(errors: Any) -> list[str]:
-    reasons: list[str] = []
-    if not isinstance(errors, list):
-        return reasons
-    for item in errors:
-        for error in item.get("errors", []) if isinstance(item, dict) else []:
-            if isinstance(error, dict):
-                path, detail = error.get("path"), error.get("detail") or error.get("code")
-                reasons.append(f"{path}: {detail}" if path else str(detail))
-    return reasons
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise CrmBadResponse("CRM вернула ответ, который не удалось разобрать как JSON") from exc
-    if not isinstance(data, dict):
-        raise CrmBadResponse("CRM вернула ответ неожиданного вида: ожидался объект JSON")
-    return data
-
-
-def _embedded(data: dict[str, Any]) -> dict[str, Any]:
-    embedded = data.get("_embedded")
-    if not isinstance(embedded, dict):
-        raise CrmBadResponse("CRM вернула ответ без данных (_embedded)")
-    return embedded
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
-
-
-def _bool(rights: dict[str, Any], key: str) -> bool:
-    value = rights[key]
-    if not isinstance(value, bool):
-        raise TypeError(f"rights.{key} must be a boolean")
-    return value
-
-
-def _optional_str(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
-
-
-def _user_from_json(raw: Any) -> CrmUser:
-    if not isinstance(raw, dict):
-        raise TypeError("user must be an object")
-    rights = raw["rights"]
-    if not isinstance(rights, dict):
-        raise TypeError("rights must be an object")
-    group_id = rights.get("group_id")
-    return CrmUser(
-        id=_int(raw["id"]),
-        name=str(raw.get("name") or ""),
-        email=_optional_str(raw.get("email")),
-        phone=_optional_str(raw.get("phone_number")),
-        is_active=_bool(rights, "is_active"),
-        is_free=_bool(rights, "is_free"),
-        is_admin=_bool(rights, "is_admin"),
-        # amoCRM answers null for the users of its default group, which it lists with id 0.
-        group_id=DEFAULT_GROUP_ID if group_id is None else _int(group_id),
-    )
 
 
 def _new_user_json(user: NewCrmUser) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Source, User
-from portal.seats.bulk_add import NewUser, add_users
+from portal.seats.bulk_add import NewUser, add_users, insert_rows
 from portal.seats.departments import create_department, delete_department, list_departments, rename_department
 from portal.seats.errors import InvalidUserData, MembershipError
-from portal.seats.members import add_user, link_crm_user, reactivate_user, set_user_departments
+from portal.seats.members import (
+    add_user,
+    link_crm_user,
+    reactivate_user,
+    set_many_users_departments,
+    set_user_departments,
+)
 from portal.seats.models import Department
 from portal.seats.queries import departments_of
 from portal.seats.rules import clean_email
@@ -32,7 +38,6 @@ from .plan import (
     KeepPending,
     LinkUser,
     MarkRemoved,
-    MembershipSnapshot,
     MoveUser,
     ReactivateUser,
     RenameDepartment,
@@ -124,9 +129,8 @@ class Applier:
 
     def write_journal(self) -> None:
         if self.entries:
-            # render_nulls: every row the same columns, so one multi-row INSERT per batch rather than one per
-            # run of rows that happen to leave the same columns empty.
-            self.db.execute(sa.insert(CrmSyncEntry).execution_options(render_nulls=True), self.entries)
+            # Every line has the same keys (None where empty): one multi-row INSERT per batch.
+            insert_rows(self.db, CrmSyncEntry, self.entries)
             self.entries = []
 
     def apply(self, plan: SyncPlan) -> None:
@@ -145,22 +149,29 @@ class Applier:
             KeepPending,
             DeleteDepartment,
         )
+        by_kind: dict[type[Action], list[Action]] = {kind: [] for kind in order}
+        for action in plan.actions:
+            by_kind[type(action)].append(action)
         total = len(plan.actions)
         done = 0
         self.report(0, total, "применяем изменения")
+        # In bulk: a first import adds thousands of users, a reshuffle of CRM groups moves as many.
+        in_bulk: dict[type[Action], Callable[[Any], None]] = {
+            ImportUser: self._import_users,
+            MoveUser: self._move_users,
+        }
         for kind in order:
-            if kind is ImportUser:
-                imports = [a for a in plan.actions if isinstance(a, ImportUser)]
-                self._import_users(imports)
-                done += len(imports)
+            actions = by_kind[kind]
+            if kind in in_bulk:
+                in_bulk[kind](actions)
+                done += len(actions)
                 self.report(done, total, "применяем изменения")
                 continue
-            for action in plan.actions:
-                if isinstance(action, kind):
-                    self._one(action)
-                    done += 1
-                    if done % 200 == 0:
-                        self.report(done, total, "применяем изменения")
+            for action in actions:
+                self._one(action)
+                done += 1
+                if done % 200 == 0:
+                    self.report(done, total, "применяем изменения")
         self.report(done, total, "сохраняем")
 
     def _one(self, action: Action) -> None:
@@ -349,12 +360,41 @@ class Applier:
                 mid=a.member.membership_id,
             )
 
-    def _move_user(self, a: MoveUser) -> None:
-        current = _departments_of(self.db, a.member.membership_id)
+    def _move_users(self, actions: Sequence[MoveUser]) -> None:
+        """Every move of the run through the membership's bulk path (one lock, a fixed number of statements, no
+        savepoint per user), with the same rows and journal lines as `_move_user` one by one. If the bulk path
+        refuses (some move would fail), its savepoint undoes it and the moves go one by one, as before."""
+        if not actions:
+            return
+        current = departments_of(self.db, [a.member.membership_id for a in actions])
+        wanted = {a.member.user_id: self._move_target(a, current[a.member.membership_id]) for a in actions}
+        if len(wanted) == len(actions):
+            try:
+                with self.db.begin_nested():
+                    set_many_users_departments(self.db, **self.as_crm, departments=wanted)
+            except MembershipError:
+                pass
+            else:
+                for a in actions:
+                    self._moved(a, current[a.member.membership_id])
+                return
+        for a in actions:
+            self._one(a)
+
+    def _move_target(self, a: MoveUser, current: Sequence[Department]) -> list[int]:
+        """The user's departments after the move: those of the portal's own kept, the CRM group's department."""
         keep = [d.id for d in current if d.crm_group_id is None]
         target = self.dept_by_group.get(a.group_id) if a.group_id is not None else None
-        new_ids = keep + ([target] if target is not None else [])
+        return keep + ([target] if target is not None else [])
+
+    def _move_user(self, a: MoveUser) -> None:
+        current = _departments_of(self.db, a.member.membership_id)
+        new_ids = self._move_target(a, current)
         set_user_departments(self.db, **self.as_crm, user_id=a.member.user_id, department_ids=new_ids)
+        self._moved(a, current)
+
+    def _moved(self, a: MoveUser, current: Sequence[Department]) -> None:
+        """The journal of a move done: a line of its own, or a note on the link of this run that placed the user."""
         self.tally(change=True)
         label = self._dept_label(a.group_id)
         had_crm_department = any(d.crm_group_id is not None for d in current)
@@ -392,57 +432,56 @@ class Applier:
             why = f"Телефон {a.crm.phone} уже у пользователя «{a.detail}» — второй раз не добавлен. Проверьте телефон в CRM"
         self.entry("user_pending", why, subject=display_name(a.crm), crm_id=a.crm.id, count="pending")
 
-    def write_mirror(self, crm_users: Iterable[CrmUser], plan: SyncPlan, snap: MembershipSnapshot) -> None:
+    def write_mirror(self, crm_users: Iterable[CrmUser], plan: SyncPlan, stored: Mapping[int, StoredMirror]) -> None:
         """Remember what the CRM looked like; rows are written only where something differs: the new ones with
-        one multi-row INSERT, the changed ones with one UPDATE by key (executemany), read as plain columns."""
-        columns = ("name", "email", "phone", "is_active", "is_free", "is_admin", "group_id", "pending_reason")
-        rows = {
-            row.crm_user_id: row
-            for row in self.db.execute(
-                sa.select(
-                    CrmUserState.id,
-                    CrmUserState.crm_user_id,
-                    CrmUserState.removed_in_crm_at,
-                    *(getattr(CrmUserState, c) for c in columns),
-                ).where(CrmUserState.account_id == self.account_id)
-            )
-        }
+        one multi-row INSERT, the changed ones with one UPDATE by key (executemany). `stored` is the mirror read
+        with the snapshot (`load_mirror`), compared as tuples."""
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
+        now = self.now
+        no_change = (None, False)
         for crm in crm_users:
-            reason, mark = plan.mirror.get(crm.id, (None, False))
-            values: dict[str, Any] = {
-                "name": crm.name[:200],
-                "email": crm.email,
-                "phone": crm.phone,
-                "is_active": crm.is_active,
-                "is_free": crm.is_free,
-                "is_admin": crm.is_admin,
-                "group_id": crm.group_id,
-                "pending_reason": reason,
-            }
-            row = rows.get(crm.id)
+            reason, mark = plan.mirror.get(crm.id, no_change)
+            values = (
+                crm.name[:200],
+                crm.email,
+                crm.phone,
+                crm.is_active,
+                crm.is_free,
+                crm.is_admin,
+                crm.group_id,
+                reason,
+            )
+            row = stored.get(crm.id)
             if row is None:
                 inserts.append(
                     {
                         "account_id": self.account_id,
                         "crm_user_id": crm.id,
-                        **values,
-                        "removed_in_crm_at": self.now if mark else None,
-                        "first_seen_at": self.now,
-                        "updated_at": self.now,
+                        **dict(zip(MIRROR_COLUMNS, values, strict=True)),
+                        "removed_in_crm_at": now if mark else None,
+                        "first_seen_at": now,
+                        "updated_at": now,
                     }
                 )
                 continue
-            removed_at = row.removed_in_crm_at
+            row_id, stored_removed_at, stored_values = row
+            removed_at = stored_removed_at
             if mark and removed_at is None:
-                removed_at = self.now
+                removed_at = now
             elif not mark:
                 removed_at = None
-            if removed_at != row.removed_in_crm_at or any(getattr(row, c) != values[c] for c in columns):
-                updates.append({"id": row.id, **values, "removed_in_crm_at": removed_at, "updated_at": self.now})
+            if removed_at != stored_removed_at or values != stored_values:
+                updates.append(
+                    {
+                        "id": row_id,
+                        **dict(zip(MIRROR_COLUMNS, values, strict=True)),
+                        "removed_in_crm_at": removed_at,
+                        "updated_at": now,
+                    }
+                )
         if inserts:
-            self.db.execute(sa.insert(CrmUserState).execution_options(render_nulls=True), inserts)
+            insert_rows(self.db, CrmUserState, inserts)
         if updates:
             self.db.execute(sa.update(CrmUserState), updates)
         self.db.flush()
@@ -464,6 +503,30 @@ class Applier:
                 + ". Они добавлены до подключения CRM, поэтому в CRM не создавались; "
                 "новые пользователи мессенджера будут создаваться в CRM автоматически",
             )
+
+
+# The mirror's columns that follow the CRM, in the order `write_mirror` compares them.
+MIRROR_COLUMNS = ("name", "email", "phone", "is_active", "is_free", "is_admin", "group_id", "pending_reason")
+
+# One stored mirror row: (row id, removed_in_crm_at, the MIRROR_COLUMNS' values).
+StoredMirror = tuple[int, datetime | None, tuple[Any, ...]]
+
+
+def load_mirror(db: Session, account_id: int) -> dict[int, StoredMirror]:
+    """The account's mirror as plain tuples by CRM user id, read once per run for the plan and `write_mirror`
+    (through Core: the ORM's row loading costs as much again for 10 000 rows of columns)."""
+    db.flush()
+    return {
+        crm_user_id: (row_id, removed_at, tuple(values))
+        for row_id, crm_user_id, removed_at, *values in db.connection().execute(
+            sa.select(
+                CrmUserState.id,
+                CrmUserState.crm_user_id,
+                CrmUserState.removed_in_crm_at,
+                *(getattr(CrmUserState, c) for c in MIRROR_COLUMNS),
+            ).where(CrmUserState.account_id == account_id)
+        )
+    }
 
 
 def _departments_of(db: Session, membership_id: int) -> list[Department]:

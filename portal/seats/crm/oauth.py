@@ -117,59 +117,34 @@ def check_state(expected: str | None, got: str | None) -> bool:
 
 
 def exchange_code(
-    token_url: str,
-    client_id: str,
-    client_secret: str,
-    code: str,
-    redirect_uri: str,
-    *,
-    session: requests.Session | None = None,
-    now: datetime | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    token_url: str, client_id: str, client_secret: str, code: str, redirect_uri: str, **http: Any
 ) -> Tokens:
-    """Trade the one-time authorization code from the redirect for access and refresh tokens."""
+    """Trade the one-time authorization code from the redirect for access and refresh tokens.
+
+    `http`: `session`, `now` and `timeout`, as `_token_request` takes them (likewise for `refresh`)."""
     return _token_request(
         token_url,
-        {
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": redirect_uri,
-        },
+        _grant(client_id, client_secret, redirect_uri, grant_type="authorization_code", code=code),
         failure="Не удалось подключить CRM: код авторизации не принят",
-        session=session,
-        now=now,
-        timeout=timeout,
+        **http,
     )
 
 
 def refresh(
-    token_url: str,
-    client_id: str,
-    client_secret: str,
-    refresh_token: str,
-    redirect_uri: str,
-    *,
-    session: requests.Session | None = None,
-    now: datetime | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    token_url: str, client_id: str, client_secret: str, refresh_token: str, redirect_uri: str, **http: Any
 ) -> Tokens:
     """Get a new token pair; amoCRM refresh tokens are single-use, so the caller must save the result."""
     return _token_request(
         token_url,
-        {
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "redirect_uri": redirect_uri,
-        },
+        _grant(client_id, client_secret, redirect_uri, grant_type="refresh_token", refresh_token=refresh_token),
         failure="Не удалось обновить доступ к CRM, переподключите интеграцию",
-        session=session,
-        now=now,
-        timeout=timeout,
+        **http,
     )
+
+
+def _grant(client_id: str, client_secret: str, redirect_uri: str, **grant: str) -> dict[str, str]:
+    """The form of a token request: the integration's credentials around the grant (its type and its code)."""
+    return {"client_id": client_id, "client_secret": client_secret, **grant, "redirect_uri": redirect_uri}
 
 
 def _token_request(
@@ -177,9 +152,9 @@ def _token_request(
     body: dict[str, str],
     *,
     failure: str,
-    session: requests.Session | None,
-    now: datetime | None,
-    timeout: float,
+    session: requests.Session | None = None,
+    now: datetime | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Tokens:
     http = session or requests.Session()
     grant = body["grant_type"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from portal.accounts.phone import InvalidPhone, normalize_phone
 
@@ -17,11 +18,10 @@ PHONE_TAKEN = "phone_taken"
 INACTIVE = "inactive"
 
 
-# ----- the membership as the planner sees it -----
+# ----- the membership as the planner sees it (named tuples: a run builds one per user of the account) -----
 
 
-@dataclass(frozen=True)
-class MemberRow:
+class MemberRow(NamedTuple):
     membership_id: int
     user_id: int
     name: str
@@ -32,16 +32,14 @@ class MemberRow:
     department_ids: frozenset[int] = frozenset()
 
 
-@dataclass(frozen=True)
-class DepartmentRow:
+class DepartmentRow(NamedTuple):
     id: int
     name: str
     crm_group_id: int | None
     active_members: int = 0
 
 
-@dataclass(frozen=True)
-class MirrorRow:
+class MirrorRow(NamedTuple):
     """What the previous run saw of a CRM user."""
 
     crm_user_id: int

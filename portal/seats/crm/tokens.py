@@ -8,6 +8,8 @@ import hmac
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
@@ -40,17 +42,23 @@ def clear_tokens(connection: CrmConnection) -> None:
 
 
 def read_tokens(connection: CrmConnection, cipher: Fernet) -> Tokens | None:
-    if not (connection.access_token_enc and connection.refresh_token_enc and connection.token_expires_at):
+    return _decrypt(connection.access_token_enc, connection.refresh_token_enc, connection.token_expires_at, cipher)
+
+
+def _decrypt(
+    access_enc: str | None, refresh_enc: str | None, expires_at: datetime | None, cipher: Fernet
+) -> Tokens | None:
+    if not (access_enc and refresh_enc and expires_at):
         return None
     try:
-        access = cipher.decrypt(connection.access_token_enc.encode()).decode()
-        refresh = cipher.decrypt(connection.refresh_token_enc.encode()).decode()
+        access = cipher.decrypt(access_enc.encode()).decode()
+        refresh = cipher.decrypt(refresh_enc.encode()).decode()
     except InvalidToken:
         # SECRET_KEY changed since the tokens were stored: they cannot be read, only replaced.
         raise CrmAuthError(
             "Ключи доступа к CRM не читаются (сменился секретный ключ портала): подключите CRM заново"
         ) from None
-    return Tokens(access, refresh, connection.token_expires_at)
+    return Tokens(access, refresh, expires_at)
 
 
 class DbTokenStore:
@@ -66,6 +74,7 @@ class DbTokenStore:
         self._connection_id = connection_id
         self._cipher = cipher
         self._local = threading.local()
+        self._decrypted: tuple[tuple[Any, ...], Tokens | None] | None = None  # (stored columns, their tokens)
         self.saved_count = 0
 
     def _locked_session(self) -> Session | None:
@@ -75,9 +84,23 @@ class DbTokenStore:
         session = self._locked_session()
         if session is not None:
             return read_tokens(self._row(session, lock=False), self._cipher)
+        # Read at every request (another server may have refreshed the pair), as three columns rather than the
+        # connection object, and decrypted only when the stored pair is not the one decrypted last time.
         with self._session_factory() as s:
-            row = s.get(CrmConnection, self._connection_id)
-            return None if row is None else read_tokens(row, self._cipher)
+            row = s.execute(
+                sa.select(
+                    CrmConnection.access_token_enc, CrmConnection.refresh_token_enc, CrmConnection.token_expires_at
+                ).where(CrmConnection.id == self._connection_id)
+            ).first()
+        if row is None:
+            return None
+        stored = tuple(row)
+        last = self._decrypted
+        if last is not None and last[0] == stored:
+            return last[1]
+        tokens = _decrypt(*stored, self._cipher)
+        self._decrypted = (stored, tokens)
+        return tokens
 
     def save(self, tokens: Tokens) -> None:
         session = self._locked_session()
@@ -110,22 +133,28 @@ class DbTokenStore:
 
     def _row(self, session: Session, *, lock: bool) -> CrmConnection:
         if lock:
-            if session.get_bind().dialect.name == "sqlite":
-                # SQLite has no row locks: a no-op write takes its single write lock for this transaction.
-                session.execute(
-                    sa.update(CrmConnection)
-                    .where(CrmConnection.id == self._connection_id)
-                    .values(status=CrmConnection.status)
-                    .execution_options(synchronize_session=False)
-                )
-            row = session.scalars(
-                sa.select(CrmConnection)
-                .where(CrmConnection.id == self._connection_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            ).first()
+            row = lock_connection(session, self._connection_id)
         else:
             row = session.get(CrmConnection, self._connection_id, populate_existing=True)
         if row is None:
             raise CrmAuthError("CRM отключена: подключите её заново")
         return row
+
+
+def lock_connection(session: Session, connection_id: int) -> CrmConnection | None:
+    """The connection row, read afresh and held to the end of the transaction: one sync or token refresh of an
+    account at a time (cron on several servers, a button pressed twice). SELECT … FOR UPDATE; SQLite has no row
+    locks, so a no-op write takes its single write lock first."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            sa.update(CrmConnection)
+            .where(CrmConnection.id == connection_id)
+            .values(status=CrmConnection.status)
+            .execution_options(synchronize_session=False)
+        )
+    return session.scalars(
+        sa.select(CrmConnection)
+        .where(CrmConnection.id == connection_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()

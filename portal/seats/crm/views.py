@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
@@ -261,23 +262,20 @@ def _act(change: Callable[[Session], T], done: Callable[[T], str]) -> Any:
 @bp.post("/outbox/<int:item_id>/retry")
 @roles_required(OWNER)
 def outbox_retry(item_id: int) -> Any:
-    _check_form()
-    item = _item_or_404(item_id)
-    return _act(
-        lambda db: retry_item(db, item, utcnow()),
-        lambda _: "Задание снова в очереди: отправим в CRM в ближайшие минуты.",
-    )
+    return _on_item(item_id, retry_item, "Задание снова в очереди: отправим в CRM в ближайшие минуты.")
 
 
 @bp.post("/outbox/<int:item_id>/cancel")
 @roles_required(OWNER)
 def outbox_cancel(item_id: int) -> Any:
+    return _on_item(item_id, cancel_item, "Задание отменено: в CRM это изменение не попадёт.")
+
+
+def _on_item(item_id: int, change: Callable[[Session, Any, datetime], object], message: str) -> Any:
+    """The owner's plain action on an outbox item (retry, cancel): done now, with `message` as the outcome."""
     _check_form()
     item = _item_or_404(item_id)
-    return _act(
-        lambda db: cancel_item(db, item, utcnow()),
-        lambda _: "Задание отменено: в CRM это изменение не попадёт.",
-    )
+    return _act(lambda db: change(db, item, utcnow()), lambda _: message)
 
 
 @bp.post("/outbox/<int:item_id>/email")

@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from portal.audit import AuditLog
-from tests.crm.portal.conftest import NOW, Crm
+from portal.seats.crm import apply as apply_module
+from portal.seats.departments import list_departments
+from portal.seats.errors import UserNotFound
+from portal.seats.events import register_membership_listener, unregister_membership_listener
+from tests.crm.portal.conftest import NOW, Crm, connect
 
 
 @contextmanager
@@ -69,3 +75,88 @@ def test_a_routine_run_with_a_few_changes_costs_a_few_dozen_statements(crm: Crm)
     # Nested transactions only for the changes (a move: the applier's and the directory's), none for no-ops.
     assert len([s for s in sql if s.startswith("SAVEPOINT")]) <= 2 * 5 + 1
     assert len(sql) < 120, len(sql)
+
+
+def _moves_outcome(c: Crm, events: list[Any]) -> dict[str, Any]:
+    """What a routine run's moves left in one account, with the account's own ids read as names and CRM ids."""
+    names = {d.id: d.name for d in list_departments(c.db, c.account.id)}
+    by_user = {m.user_id: m.crm_user_id for m in c.members()}
+
+    def named(ids: list[int]) -> list[str]:
+        return sorted(names[i] for i in ids)
+
+    audits = c.db.scalars(
+        sa.select(AuditLog)
+        .where(AuditLog.account_id == c.account.id, AuditLog.action == "seats.departments_changed")
+        .order_by(AuditLog.id)
+    ).all()
+    return {
+        "departments": {m.crm_user_id: c.department_names_of(m) for m in c.members()},
+        "audit": [
+            (
+                by_user[a.before["user_id"]],
+                named(a.before["department_ids"]),
+                named(a.after["department_ids"]),
+                a.reason,
+                a.actor_label,
+            )
+            for a in audits
+        ],
+        # In the order written (Crm.entries leaves the order to the database, which PostgreSQL does not keep).
+        "journal": [
+            (e.kind, e.message, e.subject, e.crm_user_id)
+            for e in sorted(c.entries(c.runs()[-1].id), key=lambda e: e.id)
+        ],
+        "events": [
+            (
+                e.kind,
+                e.source,
+                by_user[e.user.user_id],
+                named(list(e.user.department_ids)),
+                [named(ids) for ids in e.changes["department_ids"]],
+            )
+            for e in events
+            if e.account_id == c.account.id
+        ],
+        "stamped": sorted(m.crm_user_id for m in c.members() if m.updated_at == NOW + timedelta(hours=1)),
+    }
+
+
+def test_moves_in_bulk_leave_the_rows_audit_journal_and_events_of_moves_one_by_one(
+    crm: Crm, make_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twin = Crm(crm.app, crm.db, make_account(name="ООО «Лютик»", owner_phone="+79990000002"), crm.emulator, crm.url)
+    connect(crm.app, crm.db, twin.account, crm.emulator, crm.url)
+    people = crm.emulator.seed(80, seed=21)
+    assert crm.sync().ok and twin.sync().ok
+    groups = [g.id for g in crm.emulator.groups()]
+    movers = [u for u in people if u.is_active and u.phone and not u.is_admin][:6]
+    for u in movers:
+        crm.emulator.move_user(u.id, next(g for g in groups if g != u.group_id))
+    events: list[Any] = []
+
+    def heard(db: Any, event: Any) -> None:
+        events.append(event)
+
+    register_membership_listener(heard)
+    try:
+        with recorded_sql(crm) as sql:
+            bulk = crm.sync(now=NOW + timedelta(hours=1))
+
+        # The twin account's run is refused the bulk path, so its moves go one by one, each in its savepoint.
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise UserNotFound()
+
+        monkeypatch.setattr(apply_module, "set_many_users_departments", refuse)
+        one_by_one = twin.sync(now=NOW + timedelta(hours=1))
+    finally:
+        unregister_membership_listener(heard)
+
+    assert bulk.ok and one_by_one.ok
+    assert bulk.counts == one_by_one.counts and bulk.counts["moved"] == len(movers)
+    assert _moves_outcome(crm, events) == _moves_outcome(twin, events)
+    moved = _moves_outcome(crm, events)
+    assert len(moved["audit"]) == len(moved["events"]) == len(moved["stamped"]) == len(movers)
+    # One account lock and one savepoint for all the moves.
+    assert len([s for s in sql if s.startswith("SAVEPOINT")]) == 1
+    assert len([s for s in sql if s.startswith("UPDATE accounts SET")]) <= 1
