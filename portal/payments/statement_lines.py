@@ -106,7 +106,7 @@ def mark_invoice_paid(
     )
     if not created:
         raise DocumentsError(f"Платёж «{reference}» по счёту № {invoice.number} уже записан.")
-    (step,) = ledger.pay_invoices(
+    (step,), _ = ledger.pay_invoices(
         db,
         receipt,
         [invoice],
