@@ -207,13 +207,14 @@ def record_receipt(
     return receipt, True
 
 
-def lock_row(db: Session, model: Any, row_id: int, missing: str) -> Any:
-    """The row, re-read and locked for the rest of the transaction (see the lock order in the module docstring)."""
+def lock_row(db: Session, model: Any, row_id: int, missing: str, error: type[Exception] = LedgerError) -> Any:
+    """The row, re-read and locked for the rest of the transaction (see the lock order in the module docstring);
+    `error(missing)` when there is no such row."""
     row = db.scalars(
         sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
     ).first()
     if row is None:
-        raise LedgerError(missing)
+        raise error(missing)
     return row
 
 
@@ -423,6 +424,21 @@ def release_order(db: Session, order: Order, *, reason: str, now: datetime, flag
         if receipt is not None and flag_receipts:
             flag(receipt, f"Заказ № {order.id} закрыт ({reason.rstrip('.')}): {format_rub(int(amount))} на балансе")
         released += int(amount)
+    _audit_released(
+        db,
+        order,
+        released,
+        before={"allocated": released},
+        after={"allocated": 0, "balance_added": released},
+        reason=reason,
+    )
+    return released
+
+
+def _audit_released(
+    db: Session, order: Order, released: int, *, before: dict[str, Any], after: dict[str, Any], reason: str
+) -> None:
+    """The money a release gave back to the balance, in the audit trail (nothing was given back: nothing to say)."""
     if released:
         db.flush()
         record_audit(
@@ -430,11 +446,10 @@ def release_order(db: Session, order: Order, *, reason: str, now: datetime, flag
             actor=None,
             account=order.account_id,
             action="payments.released",
-            before={"order_id": order.id, "allocated": released},
-            after={"order_id": order.id, "allocated": 0, "balance_added": released},
+            before={"order_id": order.id, **before},
+            after={"order_id": order.id, **after},
             reason=reason,
         )
-    return released
 
 
 @order_closed.connect
@@ -466,17 +481,7 @@ def release_part(db: Session, order: Order, amount: int, *, reason: str, now: da
             )
         left -= take
         released += take
-    if released:
-        db.flush()
-        record_audit(
-            db,
-            actor=None,
-            account=order.account_id,
-            action="payments.released",
-            before={"order_id": order.id, "part": amount},
-            after={"order_id": order.id, "balance_added": released},
-            reason=reason,
-        )
+    _audit_released(db, order, released, before={"part": amount}, after={"balance_added": released}, reason=reason)
     return released
 
 
