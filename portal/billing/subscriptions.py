@@ -327,20 +327,33 @@ def _insert_ignoring_conflict(db: Session, table: sa.Table, values: dict[str, An
     return db.execute(stmt).first() is not None
 
 
+_LOCKED = "billing.locked_subscriptions"
+
+
 def _lock_subscription(db: Session, account_id: int, now: datetime) -> Subscription:
-    """The account's subscription row, created if missing and locked: plan changes of one account queue here."""
+    """The account's subscription row, created if missing and locked: plan changes of one account queue here.
+
+    Asked again while the (sub)transaction that locked it is still open, the row is already ours: a payment asks
+    twice (can the order take money, then applying it) and a statement import pays a hundred."""
+    locked = db.info.get(_LOCKED, {}).get(account_id)
+    if locked is not None and locked[0].is_active:
+        return locked[1]
     _insert_ignoring_conflict(
         db,
         Subscription.__table__,
         {"account_id": account_id, "created_at": now, "updated_at": now},
         "account_id",
     )
-    return db.scalars(
+    subscription = db.scalars(
         sa.select(Subscription)
         .where(Subscription.account_id == account_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).one()
+    # The innermost transaction: rolling back to a savepoint releases the locks taken after it.
+    transaction = db.get_nested_transaction() or db.get_transaction()
+    db.info.setdefault(_LOCKED, {})[account_id] = (transaction, subscription)
+    return subscription
 
 
 def _state_dict(state: SubscriptionState) -> dict[str, Any]:

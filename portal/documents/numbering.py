@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,22 +23,21 @@ def format_number(year: int, serial: int) -> str:
 def next_serial(db: Session, kind: str, year: int) -> int:
     """Take the next number of `kind` in `year` inside the caller's transaction.
 
-    The counter row stays locked until the caller commits or rolls back: on PostgreSQL by SELECT … FOR
-    UPDATE, on SQLite by the write lock the UPDATE takes (SQLite serialises writers). So the number is
-    used only if the document that carries it is committed too — a rolled-back issue leaves no gap —
-    and two requests never get the same number.
+    One statement: the first document of a year creates the counter row at 1, every later one increments it in
+    SQL and reads the result back. The counter row stays locked until the caller commits or rolls back (on
+    PostgreSQL the upsert's row lock, under which a concurrent taker waits and then counts from the committed
+    value; on SQLite the write lock, as SQLite serialises writers). So the number is used only if the document
+    that carries it is committed too — a rolled-back issue leaves no gap — and two requests never get the same
+    number.
     """
     table = DocumentCounter.__table__
     dialect = db.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # The first document of a year creates the row; a concurrent creator's row wins and ours is a no-op.
-    db.execute(insert(table).values(kind=kind, year=year, last_number=0).on_conflict_do_nothing())
-    key = (DocumentCounter.kind == kind) & (DocumentCounter.year == year)
-    db.execute(sa.select(DocumentCounter.last_number).where(key).with_for_update())
-    # Incremented in SQL, not from the value read: on SQLite the read above takes no lock.
-    db.execute(sa.update(DocumentCounter).where(key).values(last_number=DocumentCounter.last_number + 1))
-    serial = db.execute(sa.select(DocumentCounter.last_number).where(key)).scalar_one()
-    return int(serial)
+    stmt = insert(table).values(kind=kind, year=year, last_number=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.kind, table.c.year], set_={"last_number": table.c.last_number + 1}
+    ).returning(table.c.last_number)
+    return int(db.execute(stmt).scalar_one())
 
 
 @dataclass(frozen=True)

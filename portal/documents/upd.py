@@ -33,6 +33,8 @@ FormFn = Callable[..., None]  # form(db, row, *, now, config): render and store 
 
 def freeze(value: Any) -> Any:
     """A context as JSON: dates and datetimes tagged, so that `thaw` gives back exactly what was rendered."""
+    if value is None or isinstance(value, str | int | float):
+        return value  # most of a context: answered before the ABC checks below, which cost more
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
     if isinstance(value, date):

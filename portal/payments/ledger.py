@@ -49,10 +49,23 @@ LIVE_REFUND = Refund.status != RefundStatus.CANCELED.value
 
 def free_amount(db: Session, receipt_id: int) -> int:
     """What of one receipt is neither applied nor refunded (its share of the balance)."""
-    received = sum_of(db, Receipt.amount, Receipt.id == receipt_id)
-    allocated = sum_of(db, Allocation.amount, Allocation.receipt_id == receipt_id)
-    refunded = sum_of(db, Refund.amount, Refund.receipt_id == receipt_id, LIVE_REFUND)
-    return received - allocated - refunded
+    return int(db.scalar(_free_stmt(), {"receipt_id": receipt_id}) or 0)
+
+
+def _total(model: Any, *where: Any) -> Any:
+    """The sum of `model.amount` over the rows matching `where` (0 when none), as a subquery of a bigger read."""
+    return sa.select(sa.func.coalesce(sa.func.sum(model.amount), 0)).where(*where).scalar_subquery()
+
+
+@functools.cache
+def _free_stmt() -> sa.Select[Any]:
+    """Received less applied less refunded, in one round trip (a payment asks it several times); built once."""
+    receipt_id = sa.bindparam("receipt_id")
+    return sa.select(
+        _total(Receipt, Receipt.id == receipt_id)
+        - _total(Allocation, Allocation.receipt_id == receipt_id)
+        - _total(Refund, Refund.receipt_id == receipt_id, LIVE_REFUND)
+    )
 
 
 @dataclass(frozen=True)
@@ -89,11 +102,7 @@ def _totals_stmt(until: bool) -> sa.Select[Any]:
     def total(model: Any, *where: Any) -> Any:
         if until:
             where = (*where, model.created_at < sa.bindparam("until", type_=model.created_at.type))
-        return (
-            sa.select(sa.func.coalesce(sa.func.sum(model.amount), 0))
-            .where(model.account_id == account_id, *where)
-            .scalar_subquery()
-        )
+        return _total(model, model.account_id == account_id, *where)
 
     return sa.select(total(Receipt), total(Allocation), total(Refund, LIVE_REFUND))
 
@@ -198,13 +207,14 @@ def record_receipt(
     return receipt, True
 
 
-def lock_row(db: Session, model: Any, row_id: int, missing: str) -> Any:
-    """The row, re-read and locked for the rest of the transaction (see the lock order in the module docstring)."""
+def lock_row(db: Session, model: Any, row_id: int, missing: str, error: type[Exception] = LedgerError) -> Any:
+    """The row, re-read and locked for the rest of the transaction (see the lock order in the module docstring);
+    `error(missing)` when there is no such row."""
     row = db.scalars(
         sa.select(model).where(model.id == row_id).with_for_update().execution_options(populate_existing=True)
     ).first()
     if row is None:
-        raise LedgerError(missing)
+        raise error(missing)
     return row
 
 
@@ -349,9 +359,11 @@ def pay_invoices(
     config: Mapping[str, Any],
     actor: Any | None = None,
     payment_doc: Mapping[str, Any] | None = None,
-) -> list[Applied]:
+) -> tuple[list[Applied], int]:
     """One payment naming several invoices pays them in the order named while the money lasts; the rest, and money
-    for an invoice that can no longer be paid, stays on the account's balance with the reason flagged."""
+    for an invoice that can no longer be paid, stays on the account's balance with the reason flagged.
+
+    Returns what applying did to each invoice and what of the receipt is left on the balance."""
     results: list[Applied] = []
     for invoice in invoices:
         if free_amount(db, receipt.id) <= 0:
@@ -367,7 +379,7 @@ def pay_invoices(
     left = free_amount(db, receipt.id)
     if left > 0 and any(r.problem is None for r in results):
         flag(receipt, f"Переплата {format_rub(left)} зачислена на баланс")
-    return results
+    return results, left
 
 
 # --- orders that can no longer be paid --------------------------------------------------------------------------
@@ -412,6 +424,21 @@ def release_order(db: Session, order: Order, *, reason: str, now: datetime, flag
         if receipt is not None and flag_receipts:
             flag(receipt, f"Заказ № {order.id} закрыт ({reason.rstrip('.')}): {format_rub(int(amount))} на балансе")
         released += int(amount)
+    _audit_released(
+        db,
+        order,
+        released,
+        before={"allocated": released},
+        after={"allocated": 0, "balance_added": released},
+        reason=reason,
+    )
+    return released
+
+
+def _audit_released(
+    db: Session, order: Order, released: int, *, before: dict[str, Any], after: dict[str, Any], reason: str
+) -> None:
+    """The money a release gave back to the balance, in the audit trail (nothing was given back: nothing to say)."""
     if released:
         db.flush()
         record_audit(
@@ -419,11 +446,10 @@ def release_order(db: Session, order: Order, *, reason: str, now: datetime, flag
             actor=None,
             account=order.account_id,
             action="payments.released",
-            before={"order_id": order.id, "allocated": released},
-            after={"order_id": order.id, "allocated": 0, "balance_added": released},
+            before={"order_id": order.id, **before},
+            after={"order_id": order.id, **after},
             reason=reason,
         )
-    return released
 
 
 @order_closed.connect
@@ -455,17 +481,7 @@ def release_part(db: Session, order: Order, amount: int, *, reason: str, now: da
             )
         left -= take
         released += take
-    if released:
-        db.flush()
-        record_audit(
-            db,
-            actor=None,
-            account=order.account_id,
-            action="payments.released",
-            before={"order_id": order.id, "part": amount},
-            after={"order_id": order.id, "balance_added": released},
-            reason=reason,
-        )
+    _audit_released(db, order, released, before={"part": amount}, after={"balance_added": released}, reason=reason)
     return released
 
 

@@ -21,15 +21,16 @@ from portal.payments.bank import apply_line, receipt_for_line
 from portal.payments.models import LineStatus, ReceiptMethod, StatementLine
 
 
+def _required(text: str | None, missing: str) -> str:
+    """What staff wrote, its spaces collapsed; DocumentsError(`missing`) when they wrote nothing."""
+    text = " ".join((text or "").split())
+    if not text:
+        raise DocumentsError(missing)
+    return text
+
+
 def _lock_line(db: Session, line_id: int) -> StatementLine:
-    line = db.scalars(
-        sa.select(StatementLine)
-        .where(StatementLine.id == line_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).first()
-    if line is None:
-        raise DocumentsError("Строка выписки не найдена.")
+    line: StatementLine = ledger.lock_row(db, StatementLine, line_id, "Строка выписки не найдена.", DocumentsError)
     if line.status != LineStatus.UNMATCHED:
         raise DocumentsError(f"Платёж {line.reference} уже разобран: {line.status_title.lower()}.")
     return line
@@ -87,9 +88,7 @@ def mark_invoice_paid(
     Raises DocumentsError (Russian message) if the invoice is paid or annulled, or its order cannot take money.
     """
     cfg = _config(config)
-    reference = " ".join((bank_reference or "").split())
-    if not reference:
-        raise DocumentsError("Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
+    reference = _required(bank_reference, "Укажите платёжный документ, например «п/п № 512 от 25.11.2026».")
     invoice = lock_invoice(db, invoice_id)
     _payable(db, invoice)
     amount = ledger.invoice_remaining(db, invoice)
@@ -106,7 +105,7 @@ def mark_invoice_paid(
     )
     if not created:
         raise DocumentsError(f"Платёж «{reference}» по счёту № {invoice.number} уже записан.")
-    (step,) = ledger.pay_invoices(
+    (step,), _ = ledger.pay_invoices(
         db,
         receipt,
         [invoice],
@@ -183,9 +182,7 @@ def credit_statement_line(
 ) -> StatementLine:
     """Staff decide an unmatched payment is a company's money with no invoice to pay: it goes to that company's
     balance (applied at its next order, or refunded). Commits."""
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise DocumentsError("Укажите, почему платёж зачисляется на баланс этой компании.")
+    reason = _required(reason, "Укажите, почему платёж зачисляется на баланс этой компании.")
     line = _lock_line(db, line_id)
     if db.get(Account, account_id) is None:
         raise DocumentsError("Компания не найдена.")
@@ -208,9 +205,7 @@ def credit_statement_line(
 
 def dismiss_statement_line(db: Session, line_id: int, *, actor: Any, reason: str, now: datetime) -> StatementLine:
     """Staff decide an unmatched payment is not the portal's money (a loan repaid, another contract). Commits."""
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise DocumentsError("Укажите, почему платёж не относится к счёту.")
+    reason = _required(reason, "Укажите, почему платёж не относится к счёту.")
     line = _lock_line(db, line_id)
     _resolve(
         db,

@@ -256,6 +256,16 @@ STEP = st.one_of(
         st.sampled_from(["exact", "short", "over", "no_number"]),
         st.integers(0, 4),
     ),
+    # Several payment orders of the company in one statement (one import, one transaction): the same invoice twice,
+    # part of an invoice and then its rest found by the payer's ИНН and amount, others' money in between.
+    st.tuples(
+        st.just("bank_many"),
+        st.lists(
+            st.tuples(st.integers(0, 9), st.sampled_from(["exact", "short", "rest", "no_number"])),
+            min_size=2,
+            max_size=3,
+        ),
+    ),
     st.tuples(st.just("refund"), st.sampled_from(["all", "half"])),
     # An upgrade that raises the prepaid next period too (one is renewed first if there is none).
     st.tuples(st.just("upgrade_next"), st.sampled_from(["users-50", "users-200"])),
@@ -327,6 +337,15 @@ STEP = st.one_of(
         ("upgrade", "users-50"),
         ("company_card", ("users-12", 9)),
         ("upgrade_next", "users-50"),
+    ]
+)
+# Always run once: one statement paying part of an invoice and then its rest (found by ИНН and amount), and one
+# paying an invoice twice (the second payment on the balance, flagged).
+@example(
+    steps=[
+        ("bank_many", [(0, "short"), (0, "rest")]),
+        ("invoice", ("users-24", 6)),
+        ("bank_many", [(1, "exact"), (1, "exact"), (1, "no_number")]),
     ]
 )
 # Always run once: an order paid by СБП, and СБП money on the balance (the same order paid again) given back.
@@ -509,6 +528,19 @@ def test_every_kopeck_is_applied_on_the_balance_or_refunded(app, db, make_accoun
             sent += sum(d["Сумма"] for d in docs)
             if kind == "bank_bulk":
                 import_(app, db, *docs, now=moment + timedelta(minutes=1))  # nothing new: nothing recorded
+        elif kind == "bank_many" and invoices:
+            db.expire_all()
+            docs = []
+            for k, (index, how) in enumerate(step[1]):
+                inv = invoices[index % len(invoices)]
+                amount = {"exact": inv.amount, "short": inv.amount - 100_00, "rest": 100_00, "no_number": inv.amount}
+                if amount[how] <= 0:
+                    continue
+                purpose = "Оплата лицензии" if how in ("rest", "no_number") else f"Оплата по счёту {inv.number}"
+                docs.append(payment(f"{next(_keys)}", amount[how], purpose))
+                docs.append(payment(f"{next(_keys)}", 1000 + k, "Оплата по договору", payer_inn="500100732259"))
+            import_(app, db, *docs, now=moment)
+            sent += sum(d["Сумма"] for d in docs)
         elif kind == "autopay_on":
             try:
                 row = order(db, account, "users-12", 6, payer_type="card", now=moment)
