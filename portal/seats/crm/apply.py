@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from portal.accounts.models import Source, User
@@ -481,10 +482,24 @@ class Applier:
                     }
                 )
         if inserts:
-            insert_rows(self.db, CrmUserState, inserts)
+            self._insert_mirror(inserts)
         if updates:
             self.db.execute(sa.update(CrmUserState), updates)
         self.db.flush()
+
+    def _insert_mirror(self, rows: list[dict[str, Any]]) -> None:
+        """New mirror rows; one an outbox delivery committed since the snapshot was read (it remembers the CRM users
+        it creates without the connection's lock) takes what the CRM says now instead of failing the run."""
+        table = CrmUserState.__table__
+        dialect = self.db.get_bind().dialect.name
+        statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        follow = (*MIRROR_COLUMNS, "removed_in_crm_at", "updated_at")
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.account_id, table.c.crm_user_id],
+            set_={column: statement.excluded[column] for column in follow},
+        )
+        self.db.flush()
+        self.db.connection().execute(statement, rows)
 
     def summarize_first_import(self, plan: SyncPlan) -> None:
         if plan.inactive_skipped:

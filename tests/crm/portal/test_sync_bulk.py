@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from portal.audit import AuditLog
 from portal.seats.crm import apply as apply_module
+from portal.seats.crm.models import CrmUserState
 from portal.seats.departments import list_departments
 from portal.seats.errors import UserNotFound
 from portal.seats.events import register_membership_listener, unregister_membership_listener
@@ -160,3 +161,29 @@ def test_moves_in_bulk_leave_the_rows_audit_journal_and_events_of_moves_one_by_o
     # One account lock and one savepoint for all the moves.
     assert len([s for s in sql if s.startswith("SAVEPOINT")]) == 1
     assert len([s for s in sql if s.startswith("UPDATE accounts SET")]) <= 1
+
+
+def test_a_mirror_row_written_since_the_snapshot_does_not_fail_the_run(crm: Crm, monkeypatch: Any) -> None:
+    """An outbox delivery remembers the CRM users it creates without the connection's lock; one it committed after
+    a run read the mirror is written over with what the CRM says, instead of failing the run on the unique key."""
+    crm.emulator.seed(20, seed=13)
+    assert crm.sync().ok
+    group = crm.emulator.groups()[0].id
+    new = crm.emulator.add_user("Новый Сотрудник", "race@bulk.example", phone="+79161234501", group_id=group)
+    write_mirror = apply_module.Applier.write_mirror
+
+    def after_a_delivery(self: Any, crm_users: Any, plan: Any, stored: Any) -> None:
+        self.db.add(
+            CrmUserState(account_id=self.account_id, crm_user_id=new.id, name="Как создали из портала", is_free=True)
+        )
+        self.db.flush()
+        write_mirror(self, crm_users, plan, stored)
+
+    monkeypatch.setattr(apply_module.Applier, "write_mirror", after_a_delivery)
+    result = crm.sync(now=NOW + timedelta(hours=1))
+
+    assert result.ok and result.counts["created"] == 1
+    row = crm.db.scalars(
+        sa.select(CrmUserState).where(CrmUserState.account_id == crm.account.id, CrmUserState.crm_user_id == new.id)
+    ).one()
+    assert (row.name, row.is_free, row.group_id) == ("Новый Сотрудник", False, group)
