@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -101,8 +102,11 @@ def load(
     def worker() -> None:
         nonlocal errors
         s = requests.Session()
-        if cookies:
-            s.cookies.update(cookies)
+        # Set as the server set them (host and path), so the Set-Cookie of each answer replaces them as in a browser;
+        # a plain update kept the sign-in cookie beside the server's newer one and sent it again on every request, so
+        # each request was "the first page after signing in" (account chosen, over-limit dialog shown, cookie re-signed).
+        for name, value in (cookies or {}).items():
+            s.cookies.set(name, value, domain=urlsplit(url).hostname, path="/")
         local: list[float] = []
         bad = 0
         while time.perf_counter() < deadline:
