@@ -247,6 +247,13 @@ def deactivate_user(
     )
 
 
+def locked_member(db: Session, account_id: int, user_id: int) -> Membership:
+    """The membership to change, its account locked first: one account's membership changes queue here, so the
+    checks that follow (the last owner, the seat limit) see every change committed before."""
+    lock_account(db, account_id)
+    return get_member(db, account_id, user_id)
+
+
 def _free_seat(
     db: Session,
     account_id: int,
@@ -261,8 +268,7 @@ def _free_seat(
 ) -> Membership:
     """An active user stops taking a seat (deactivated by the company, or left themselves): the event is
     DEACTIVATED either way; the last active owner keeps theirs (LastOwnerError). Idempotent. Does not commit."""
-    lock_account(db, account_id)
-    membership = get_member(db, account_id, user_id)
+    membership = locked_member(db, account_id, user_id)
     if not membership.is_active:
         return membership
     _ensure_owner_remains(db, membership)
@@ -316,8 +322,7 @@ def reactivate_user(
 ) -> Membership:
     """Give a deactivated user their seat back (allowed beyond the plan). Idempotent. Does not commit."""
     src = clean_source(source)
-    lock_account(db, account_id)
-    membership = get_member(db, account_id, user_id)
+    membership = locked_member(db, account_id, user_id)
     if membership.is_active:
         return membership
     if membership.status == MembershipStatus.LEFT:
@@ -374,8 +379,7 @@ def change_role(
     """Make an active user owner, accountant or member; the last active owner keeps the role. Does not commit."""
     src = clean_source(source)
     new_role = clean_role(role)
-    lock_account(db, account_id)
-    membership = get_member(db, account_id, user_id)
+    membership = locked_member(db, account_id, user_id)
     if membership.role == new_role:
         return membership
     if not membership.is_active:
@@ -440,8 +444,7 @@ def set_user_departments(
 ) -> Membership:
     """Put the user in exactly these departments of the account (none: no department). Does not commit."""
     src = clean_source(source)
-    lock_account(db, account_id)
-    membership = get_member(db, account_id, user_id)
+    membership = locked_member(db, account_id, user_id)
     dept_ids = check_departments(db, account_id, department_ids)
     current = _department_ids(db, membership)
     if current == dept_ids:
@@ -568,8 +571,7 @@ def link_crm_user(
     """Record which CRM user this membership is (None unlinks). One membership per CRM user. Does not commit."""
     src = clean_source(source)
     crm_id = clean_crm_id(crm_user_id)
-    lock_account(db, account_id)
-    membership = get_member(db, account_id, user_id)
+    membership = locked_member(db, account_id, user_id)
     if membership.crm_user_id == crm_id:
         return membership
     if crm_id is not None:
