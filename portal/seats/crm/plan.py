@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import NamedTuple
 
 from portal.accounts.phone import InvalidPhone, normalize_phone
@@ -213,7 +214,8 @@ def plan_sync(crm_users: Sequence[CrmUser], crm_groups: Sequence[CrmGroup], snap
     placed: list[tuple[MemberRow, CrmUser, bool]] = []
     inactive_skipped = 0
 
-    for crm in sorted(crm_users, key=lambda u: u.id):
+    # attrgetter: the key is read in C, not by a Python call per CRM user.
+    for crm in sorted(crm_users, key=attrgetter("id")):
         prev = snap.mirror.get(crm.id)
         member = by_crm.get(crm.id)
         if member is not None:

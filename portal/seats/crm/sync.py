@@ -228,12 +228,13 @@ def _sync_account(
         # The CRM's text is someone else's: what the portal cannot store or print is blanked out on the way in.
         report(0, None, "читаем пользователей CRM")
         groups = [_readable_group(g) for g in client.list_groups()]
-        crm_users = []
+        crm_users: list[CrmUser] = []
+        read = crm_users.append  # bound once: this loop runs once per CRM user
         # Page by page where the client can, so a 10 000-user CRM shows its progress while it is read.
-        for user in getattr(client, "iter_users", client.list_users)():
-            crm_users.append(_readable_user(user))
-            if len(crm_users) % 250 == 0:
-                report(0, None, f"прочитано пользователей CRM: {len(crm_users)}")
+        for count, user in enumerate(getattr(client, "iter_users", client.list_users)(), 1):
+            read(_readable_user(user))
+            if count % 250 == 0:
+                report(0, None, f"прочитано пользователей CRM: {count}")
     except CrmError as exc:
         db.rollback()
         return _failed_run(db, account_id, now, started, trigger, actor, first_import, exc)

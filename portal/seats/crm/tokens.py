@@ -75,6 +75,10 @@ class DbTokenStore:
         self._cipher = cipher
         self._local = threading.local()
         self._decrypted: tuple[tuple[Any, ...], Tokens | None] | None = None  # (stored columns, their tokens)
+        # Built once: `get` runs before every request (a 10 000-user CRM is 40 pages a run).
+        self._stored_pair = sa.select(
+            CrmConnection.access_token_enc, CrmConnection.refresh_token_enc, CrmConnection.token_expires_at
+        ).where(CrmConnection.id == connection_id)
         self.saved_count = 0
 
     def _locked_session(self) -> Session | None:
@@ -87,11 +91,7 @@ class DbTokenStore:
         # Read at every request (another server may have refreshed the pair), as three columns rather than the
         # connection object, and decrypted only when the stored pair is not the one decrypted last time.
         with self._session_factory() as s:
-            row = s.execute(
-                sa.select(
-                    CrmConnection.access_token_enc, CrmConnection.refresh_token_enc, CrmConnection.token_expires_at
-                ).where(CrmConnection.id == self._connection_id)
-            ).first()
+            row = s.execute(self._stored_pair).first()
         if row is None:
             return None
         stored = tuple(row)
