@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -58,6 +59,12 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # three times slower). It finds everything the per-line check would (and may find more, e.g. a control character
 # on a blank line or after КонецФайла), so only a file it flags is checked line by line.
 _CONTROL_IN_TEXT_RE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The fast reader (_read_plain) takes a file only when none of its lines needs strip(): no control character, no
+# whitespace but the plain space (this class adds the others str.strip() removes to the control characters), and no
+# space at a line's ends or next to "=" (_SPACED_EDGES). Anything else is read line by line, as before.
+_ODD_IN_TEXT_RE = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+_SPACED_EDGES = ("\n ", " \n", " =", "= ")
+_split_field = operator.methodcaller("split", "=", 1)  # a field line → [key, value], in C (no frame per line)
 
 
 class StatementError(ValueError):
@@ -190,7 +197,7 @@ def _decode(data: bytes) -> tuple[str, str]:
     # The declared value must be a known one, but the text is read with the codec whose spelling of the
     # key matched: a cp1251 file that wrongly says "DOS" is still read correctly.
     spellings = {_ENCODING_KEY.encode(codec): codec for codec in ("cp1251", "cp866")}
-    for number, raw_line in enumerate(data.split(b"\n"), start=1):
+    for number, raw_line in enumerate(_byte_lines(data), start=1):
         key, sep, value = raw_line.partition(b"=")
         codec = spellings.get(key.strip()) if sep else None
         if codec is None:
@@ -203,6 +210,16 @@ def _decode(data: bytes) -> tuple[str, str]:
                 _line_of(data, error.start), f"Файл не читается в кодировке {_DECLARED[codec]}"
             ) from None
     raise StatementError(1, f"В заголовке нет строки «Кодировка=» ({_ACCEPTED})")
+
+
+def _byte_lines(data: bytes) -> Iterator[bytes]:
+    """data.split(b"\n"), one line at a time: the encoding line is in the header, so a 5 MB file is not cut into
+    170 000 pieces to find it."""
+    start = 0
+    while (end := data.find(b"\n", start)) >= 0:
+        yield data[start:end]
+        start = end + 1
+    yield data[start:]
 
 
 def _split_lines(text: str) -> list[str]:
@@ -266,24 +283,46 @@ def _payment_order(section: _Section) -> PaymentOrder:
             f"Неверная сумма «{_shown(amount_text)}»: нужны рубли с копейками через точку, например 8464.50",
         ) from None
     date_text, date_line = required("Дата")
+    return _order_of(
+        section.title,
+        raw,
+        amount,
+        _parse_date(date_text, date_line, "Дата"),
+        optional_date("ДатаПоступило"),
+        optional_date("ДатаСписано"),
+        section.start_line,
+    )
+
+
+def _order_of(
+    kind: str,
+    raw: dict[str, str],
+    amount: int,
+    day: date,
+    received: date | None,
+    written_off: date | None,
+    line_number: int,
+) -> PaymentOrder:
+    """The document from its checked fields (shared by the line-by-line reader and the fast one)."""
+    get = raw.get
     return PaymentOrder(
-        kind=section.title,
-        number=raw.get("Номер", ""),
-        date=_parse_date(date_text, date_line, "Дата"),
+        kind=kind,
+        number=get("Номер", ""),
+        date=day,
         amount_kopecks=amount,
         # In 1.03 "Плательщик" may hold "ИНН … Name"; the clean name is then in "Плательщик1".
-        payer_name=raw.get("Плательщик1") or raw.get("Плательщик", ""),
-        payer_inn=raw.get("ПлательщикИНН", ""),
-        payer_kpp=raw.get("ПлательщикКПП", ""),
-        payer_account=raw.get("ПлательщикСчет", "") or raw.get("ПлательщикРасчСчет", ""),
-        payee_name=raw.get("Получатель1") or raw.get("Получатель", ""),
-        payee_inn=raw.get("ПолучательИНН", ""),
-        payee_account=raw.get("ПолучательСчет", "") or raw.get("ПолучательРасчСчет", ""),
-        purpose=raw.get("НазначениеПлатежа", ""),
-        received_date=optional_date("ДатаПоступило"),
-        written_off_date=optional_date("ДатаСписано"),
+        payer_name=get("Плательщик1") or get("Плательщик", ""),
+        payer_inn=get("ПлательщикИНН", ""),
+        payer_kpp=get("ПлательщикКПП", ""),
+        payer_account=get("ПлательщикСчет", "") or get("ПлательщикРасчСчет", ""),
+        payee_name=get("Получатель1") or get("Получатель", ""),
+        payee_inn=get("ПолучательИНН", ""),
+        payee_account=get("ПолучательСчет", "") or get("ПолучательРасчСчет", ""),
+        purpose=get("НазначениеПлатежа", ""),
+        received_date=received,
+        written_off_date=written_off,
         raw=raw,  # the section's own dict, which nothing else keeps
-        line_number=section.start_line,
+        line_number=line_number,
     )
 
 
@@ -320,7 +359,15 @@ def _has_control_characters(text: str) -> bool:
 def parse_statement(data: bytes) -> Statement:
     """Read a whole statement file, or raise StatementError; nothing is returned from a broken file."""
     text, codec = _decode(data)
-    lines = _split_lines(text)
+    joined = text.replace("\r\n", "\n")
+    lines = joined.split("\n")  # as _split_lines, whose one more step (a last \r) is done below
+    if "\r" not in joined and _ODD_IN_TEXT_RE.search(joined) is None:
+        # No control character, no stray \r, no whitespace but spaces, and none of those where strip() would cut.
+        if not any(edge in joined for edge in _SPACED_EDGES) and not joined.endswith(" "):
+            plain = _read_plain(lines, codec)
+            if plain is not None:
+                return plain
+    lines[-1] = lines[-1].removesuffix("\r")
     check_controls = _has_control_characters(text)
     header: dict[str, str] = {}
     header_lines: dict[str, int] = {}
@@ -392,7 +439,17 @@ def parse_statement(data: bytes) -> Statement:
         raise section.unclosed()
     if not finished_at:
         raise StatementError(last_line, f"Файл не завершён строкой «{_END_FILE}»: возможно, он обрезан")
+    return _statement(codec, header, header_lines, accounts, account_sections, documents)
 
+
+def _statement(
+    codec: str,
+    header: dict[str, str],
+    header_lines: dict[str, int],
+    accounts: list[str],
+    account_sections: list[dict[str, str]],
+    documents: list[PaymentOrder],
+) -> Statement:
     def header_date(key: str) -> date | None:
         return _parse_date(header[key], header_lines[key], key) if header.get(key) else None
 
@@ -409,6 +466,89 @@ def parse_statement(data: bytes) -> Statement:
         end_date=header_date("ДатаКонца"),
         documents=documents,
     )
+
+
+def _plain_document(kind: str, raw: dict[str, str], line_number: int) -> PaymentOrder | None:
+    """_payment_order for the fast reader: None wherever that one would raise (the caller then reads the file
+    line by line, which finds the first error in file order and words it)."""
+    amount_text = raw.get("Сумма")
+    date_text = raw.get("Дата")
+    if not amount_text or not date_text or amount_text.startswith("-"):
+        return None
+    match = _AMOUNT_RE.fullmatch(amount_text)
+    if match is None:
+        return None
+    roubles, kopecks = match.groups()
+    received = raw.get("ДатаПоступило")
+    written_off = raw.get("ДатаСписано")
+    try:
+        return _order_of(
+            kind,
+            raw,
+            int(roubles) * 100 + int((kopecks or "0").ljust(2, "0")),
+            _date_of(date_text),
+            _date_of(received) if received else None,
+            _date_of(written_off) if written_off else None,
+            line_number,
+        )
+    except ValueError:
+        return None
+
+
+def _read_plain(lines: list[str], codec: str) -> Statement | None:
+    """The statement of a well-formed file whose lines need no strip() (see _ODD_IN_TEXT_RE), read a section at a
+    time: a section's field lines become its dict in one comprehension instead of a loop step each. Returns None
+    at anything unusual — a malformed or repeated field, a marker out of place, a bad amount or date, text after
+    the end — and parse_statement then reads the file line by line with every check and message; so this reader
+    only ever answers what that one would, for files that one accepts."""
+    header: dict[str, str] = {}
+    header_lines: dict[str, int] = {}
+    accounts: list[str] = []
+    account_sections: list[dict[str, str]] = []
+    documents: list[PaymentOrder] = []
+    find = lines.index
+    count = len(lines)
+    i = 1  # lines[i] is line i + 1; line 1 is the file marker, checked by _decode
+    while i < count:
+        line = lines[i]
+        if not line:
+            i += 1
+            continue
+        word, sep, title = line.partition("=")
+        if word == _DOCUMENT_START or word == _ACCOUNT_START:
+            try:
+                end = find(_DOCUMENT_END if word == _DOCUMENT_START else _ACCOUNT_END, i + 1)
+            except ValueError:
+                return None
+            block = lines[i + 1 : end]
+            try:
+                # A line without "=" (a blank one, a marker) splits into one part, which dict() refuses.
+                fields = dict(map(_split_field, block))
+            except ValueError:
+                return None
+            if len(fields) != len(block) or "" in fields or not _MARKERS.isdisjoint(fields):
+                return None  # a repeated field (maybe with another value), an empty key, a section inside
+            if word == _DOCUMENT_START:
+                order = _plain_document(title, fields, i + 1)
+                if order is None:
+                    return None
+                documents.append(order)
+            else:
+                account_sections.append(fields)
+            i = end + 1
+            continue
+        if line == _END_FILE:
+            if any(lines[i + 1 :]):
+                return None  # something after the end (or a DOS end-of-file mark): let the line reader judge
+            return _statement(codec, header, header_lines, accounts, account_sections, documents)
+        if not sep or not word or word in _MARKERS:
+            return None
+        if word == "РасчСчет":
+            accounts.append(title)
+        header.setdefault(word, title)
+        header_lines.setdefault(word, i + 1)
+        i += 1
+    return None
 
 
 # --- matching ---------------------------------------------------------------------------------------
