@@ -88,7 +88,9 @@ plain_text = st.text(
 def test_what_is_written_is_read_back(rows: list[tuple[str, int, str]], encoding: str) -> None:
     """Any amount to the kopeck and any purpose text the encoding can hold survive the file."""
     if encoding == "DOS":
-        rows = [(n, a, p.encode("cp866", "ignore").decode("cp866")) for n, a, p in rows]
+        # A character DOS cannot hold is left out, which may leave a space at the end: stripped again, as every
+        # generated text is (a statement's lines carry no trailing spaces; the reader strips them).
+        rows = [(n, a, p.encode("cp866", "ignore").decode("cp866").strip()) for n, a, p in rows]
     statement = parse_statement(build_statement(HEADER, [_doc(n, a, p) for n, a, p in rows], encoding))
     assert [(d.number, d.amount_kopecks, d.purpose) for d in statement.documents] == rows
 
