@@ -85,9 +85,10 @@ def test_the_owner_pays_a_plan_by_sbp_scanning_the_qr_with_a_phone(owner_page, b
     axe_clean(app_page)
     phone.close()
 
-    # Back at the computer: the waiting page learns it (its script polls) and hands over to the result.
-    page.goto(waiting_url)
-    page.get_by_role("heading", name="Оплата прошла").wait_for()
+    # Back at the computer: the waiting page learns it (its script polls, at most 10 s apart) and reloads into the
+    # result. Nothing navigates it meanwhile: a goto raced the script's own reload (net::ERR_ABORTED under load).
+    page.get_by_role("heading", name="Оплата прошла").wait_for(timeout=30000)
+    assert page.url.endswith(waiting_url.rsplit("/", 1)[1]) and "/payments/return/" in page.url  # the same payment
     result = text(page.locator(".payment-result"))
     assert "200 пользователей" in result and "СБП" in result
     shot(page, "54-sbp-paid-1280")
